@@ -1,0 +1,203 @@
+"""`hubnode`: bring a stack's nodes up on this host, show their state, take them down.
+
+Each command is a short pipeline of named steps (load spec -> plan -> engine -> images -> start ->
+write endpoints), so its output says where time went and where something failed. Failures are
+`HubnodeError`s: one message with its fix, a non-zero exit, nothing left running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from infra.bootstrap import docker_client, ensure_base_image, ensure_build_tools, ensure_docker_engine
+from infra.errors import HubnodeError
+from infra.imagebuild import build_images, images_to_build
+from infra.local import LocalLauncher
+from infra.plan import NodePlan, plan_stack
+from infra.progress import Progress
+from infra.smoke import example_bundle, read_bundle, smoke
+from infra.stackfile import load_stack
+
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `hubnode` console script."""
+    args = _parser().parse_args(argv)
+    progress = Progress(quiet=getattr(args, "json", False))
+    try:
+        result: int = args.command(args, progress)
+    except HubnodeError as error:
+        print(f"hubnode: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("hubnode: interrupted; what was started has been removed", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hubnode", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--project-dir",
+        type=Path,
+        default=None,
+        help="folder with Pulumi.yaml and the stack files (default: the nearest one above the current folder)",
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Any, help_text: str) -> argparse.ArgumentParser:  # noqa: ANN401
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(command=handler)
+        return sub
+
+    command("bootstrap", _bootstrap, "make sure a Docker engine answers and the offline base image exists")
+    for name, handler, help_text in (
+        ("images", _images, "build the images a stack needs (only what changed)"),
+        ("up", _up, "build what is missing, start the stack's nodes, wait until healthy, print endpoints"),
+        ("status", _status, "show each node's endpoints and health (exit 1 unless every node is up)"),
+        ("smoke", _smoke, "post a bundle to every node's FHIR server and read its patient back"),
+        ("down", _down, "remove the stack's containers and networks (data volumes stay unless --volumes)"),
+    ):
+        sub = command(name, handler, help_text)
+        sub.add_argument("--stack", default="dev", help="stack name: reads Pulumi.<stack>.yaml (default: dev)")
+        if name == "status":
+            sub.add_argument("--json", action="store_true", help="print machine-readable JSON")
+        if name == "smoke":
+            sub.add_argument("--bundle", type=Path, help="FHIR transaction bundle (default: a small example)")
+        if name == "down":
+            sub.add_argument("--volumes", action="store_true", help="also delete the stack's data volumes and secrets")
+    return parser
+
+
+def project_dir(args: argparse.Namespace) -> Path:
+    """The folder holding Pulumi.yaml: given, or the nearest at or above the current folder."""
+    if args.project_dir is not None:
+        return Path(str(args.project_dir)).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "Pulumi.yaml").is_file():
+            return folder
+    raise HubnodeError(
+        f"no Pulumi.yaml in {here} or any folder above it",
+        fix="run hubnode inside the project, or pass --project-dir",
+    )
+
+
+def state_dir(args: argparse.Namespace) -> Path:
+    """Where a stack's local state (endpoints, generated secrets) lives: `.hubnode/<stack>/`."""
+    return project_dir(args) / ".hubnode" / str(args.stack)
+
+
+def _plans(args: argparse.Namespace, progress: Progress) -> tuple[NodePlan, ...]:
+    with progress.step(f"load stack {args.stack}"):
+        spec = load_stack(project_dir(args), args.stack)
+        plans = plan_stack(spec)
+        for plan in plans:
+            progress.note(f"{plan.site} ({plan.role}): {', '.join(s.component for s in plan.services)}")
+    return plans
+
+
+def _bootstrap(_args: argparse.Namespace, progress: Progress) -> int:
+    with progress.step("Docker engine"):
+        client = ensure_docker_engine(progress)
+    with progress.step("offline base image"):
+        ensure_base_image(client, progress)
+    with progress.step("build tools (Maven, JDK)"):
+        ensure_build_tools(progress)
+    return 0
+
+
+def _images(args: argparse.Namespace, progress: Progress) -> int:
+    plans = _plans(args, progress)
+    with progress.step("Docker engine"):
+        client = ensure_docker_engine(progress)
+    if images_to_build(plans):
+        with progress.step("offline base image"):
+            for base in {image.build.base_image for image in images_to_build(plans)}:
+                ensure_base_image(client, progress, base)
+        with progress.step("images"):
+            build_images(client, plans, progress)
+    return 0
+
+
+def _up(args: argparse.Namespace, progress: Progress) -> int:
+    plans = _plans(args, progress)
+    _images(args, progress)
+    with progress.step("start nodes and wait until healthy"):
+        LocalLauncher(docker_client(), progress, state_dir(args)).up(plans)
+    endpoints_file = _write_endpoints(args, plans)
+    print(f"stack {args.stack} is up; endpoints written to {endpoints_file}")
+    for plan in plans:
+        for name, url in plan.endpoints.items():
+            print(f"  {plan.site:<16} {name:<8} {url}")
+    print(f"stop it with: hubnode down --stack {args.stack}")
+    return 0
+
+
+def _write_endpoints(args: argparse.Namespace, plans: tuple[NodePlan, ...]) -> Path:
+    folder = state_dir(args)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "endpoints.json"
+    nodes = [{"site": p.site, "role": p.role, "endpoints": dict(p.endpoints)} for p in plans]
+    path.write_text(json.dumps({"stack": args.stack, "nodes": nodes}, indent=2) + "\n")
+    return path
+
+
+def _status(args: argparse.Namespace, progress: Progress) -> int:
+    plans = _plans(args, progress)
+    nodes = LocalLauncher(docker_client(), progress, state_dir(args)).status(plans)
+    if args.json:
+        print(json.dumps({"stack": args.stack, "nodes": nodes}, indent=2))
+    else:
+        for node in nodes:
+            print(f"{node['site']:<16} {node['role']:<10} {node['health']:<9} {node['fhir']}")
+            for component, service in node["services"].items():
+                print(f"    {component:<10} {service['state']:<10} {service['health']:<10} {service['container']}")
+    return 0 if all(node["health"] == "up" for node in nodes) else EXIT_FAILED
+
+
+def _smoke(args: argparse.Namespace, progress: Progress) -> int:
+    plans = _plans(args, progress)
+    bundle = read_bundle(args.bundle) if args.bundle else example_bundle()
+    for plan in plans:
+        with progress.step(f"smoke test {plan.site}"):
+            result = smoke(plan.endpoints["fhir"], bundle)
+        print(
+            f"{plan.site}: stored {result.resources} resources in {result.seconds:.2f} s and read back "
+            f"{result.patient_reference} (family name {result.patient_family_name!r})"
+        )
+    return 0
+
+
+def _down(args: argparse.Namespace, progress: Progress) -> int:
+    with progress.step(f"remove stack {args.stack}"):
+        removed = LocalLauncher(docker_client(), progress, state_dir(args)).down(
+            args.stack, remove_volumes=args.volumes
+        )
+    if args.volumes:
+        _remove_local_state(state_dir(args))
+    kept = "" if args.volumes else " (data volumes kept; --volumes deletes them)"
+    print(
+        f"removed {removed.containers} container(s), {removed.networks} network(s), "
+        f"{removed.volumes} volume(s) of stack {args.stack}{kept}"
+    )
+    return 0
+
+
+def _remove_local_state(folder: Path) -> None:
+    """Generated secrets go with the data they protect (a new volume gets a new password)."""
+    for path in sorted(folder.rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    if folder.is_dir():
+        folder.rmdir()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""NodePlan -> pulumi_docker resources: one `HubNode` component per node, a 1:1 translation.
+
+Nothing here decides anything a plan does not say; `tests/unit/test_docker_node.py` holds every
+container resource against its plan entry, so what the local launcher proves holds for `pulumi up`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pulumi
+import pulumi_docker as docker
+
+from infra.imagebuild import recipe_dir
+from infra.plan import NodePlan, ServicePlan
+
+
+class HubNode(pulumi.ComponentResource):
+    """A hub node on one Docker host: its network, volumes, images and containers."""
+
+    endpoints: pulumi.Output[Mapping[str, str]]
+    containers: Mapping[str, docker.Container]
+
+    def __init__(
+        self,
+        name: str,
+        plan: NodePlan,
+        secrets: Mapping[str, pulumi.Input[str]],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        """Declare `plan`; `secrets` maps each plan `SecretFile.name` to its (secret) content."""
+        super().__init__("hubnode:index:HubNode", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        labels = [docker.NetworkLabelArgs(label=k, value=v) for k, v in plan.labels.items()]
+        network = docker.Network(plan.network, name=plan.network, labels=labels, opts=child)
+        for volume in plan.volumes:
+            docker.Volume(
+                volume,
+                name=volume,
+                labels=[docker.VolumeLabelArgs(label=k, value=v) for k, v in plan.labels.items()],
+                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
+            )
+        containers: dict[str, docker.Container] = {}
+        for service in plan.services:
+            containers[service.component] = _container(
+                service,
+                _image(service, child),
+                network,
+                secrets,
+                pulumi.ResourceOptions(parent=self, depends_on=[containers[d] for d in service.depends_on]),
+            )
+        self.containers = containers
+        self.endpoints = pulumi.Output.from_input(dict(plan.endpoints))
+        self.register_outputs({"endpoints": self.endpoints})
+
+
+def _image(service: ServicePlan, opts: pulumi.ResourceOptions) -> pulumi.Input[str]:
+    """A local build (never pushed: there is no registry here) or a reference to pull."""
+    build = service.image.build
+    if build is None:
+        pulled = docker.RemoteImage(service.image.reference, name=service.image.reference, keep_locally=True, opts=opts)
+        return pulled.name
+    context = recipe_dir(build.recipe)
+    built = docker.Image(
+        service.image.reference,
+        image_name=service.image.reference,
+        build=docker.DockerBuildArgs(
+            context=str(context), dockerfile=str(context / "Dockerfile"), args={"BASE_IMAGE": build.base_image}
+        ),
+        skip_push=True,
+        opts=opts,
+    )
+    return built.image_name
+
+
+def _container(
+    service: ServicePlan,
+    image: pulumi.Input[str],
+    network: docker.Network,
+    secrets: Mapping[str, pulumi.Input[str]],
+    opts: pulumi.ResourceOptions,
+) -> docker.Container:
+    health = service.health
+    return docker.Container(
+        service.container_name,
+        name=service.container_name,
+        image=image,
+        envs=[f"{k}={v}" for k, v in service.env.items()],
+        ports=[
+            docker.ContainerPortArgs(internal=p.container_port, external=p.host_port, ip=p.host_ip)
+            for p in service.ports
+        ],
+        volumes=[docker.ContainerVolumeArgs(volume_name=v.volume, container_path=v.path) for v in service.volumes],
+        uploads=[docker.ContainerUploadArgs(file=s.path, content=secrets[s.name]) for s in service.secrets],
+        networks_advanced=[
+            docker.ContainerNetworksAdvancedArgs(name=network.name, aliases=list(service.network_aliases))
+        ],
+        labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in service.labels.items()],
+        healthcheck=docker.ContainerHealthcheckArgs(
+            tests=list(health.test),
+            interval=f"{health.interval_s}s",
+            timeout=f"{health.timeout_s}s",
+            retries=health.retries,
+            start_period=f"{health.start_period_s}s",
+        ),
+        user=service.user,
+        restart="unless-stopped",
+        wait=True,
+        wait_timeout=health.budget_s,
+        opts=opts,
+    )

@@ -1,0 +1,197 @@
+"""Build the images a plan names from their recipes in `infra/images/`, only when something changed.
+
+A recipe is a directory holding a Dockerfile (which takes `ARG BASE_IMAGE`) and what it copies.
+Build artefacts (the HAPI jar) are staged into the recipe directory first, so the very same
+directory is the build context here and for Pulumi's `docker.Image`. Each built image carries a
+label with the hash of its context, build arguments and base image; an image whose label matches
+is reused, which keeps re-runs and CI fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+from infra.errors import HubnodeError
+from infra.plan import ImageBuild, NodePlan
+from infra.progress import Progress
+
+RECIPES_DIR = Path(__file__).parent / "images"
+PROJECT_DIR = Path(__file__).parent.parent
+HAPI_PROJECT = PROJECT_DIR / "services" / "hapi"
+HASH_LABEL = "org.hubnode.recipe-hash"
+_LOG_TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class ImageToBuild:
+    """One image a plan needs built: its reference and its recipe."""
+
+    reference: str
+    build: ImageBuild
+
+
+def images_to_build(plans: Iterable[NodePlan]) -> list[ImageToBuild]:
+    """The distinct local builds a set of node plans needs, in first-seen order."""
+    seen: dict[str, ImageToBuild] = {}
+    for plan in plans:
+        for service in plan.services:
+            if service.image.build is not None:
+                seen.setdefault(service.image.reference, ImageToBuild(service.image.reference, service.image.build))
+    return list(seen.values())
+
+
+def recipe_dir(recipe: str) -> Path:
+    """The build context of a recipe."""
+    return RECIPES_DIR / recipe
+
+
+def context_hash(context: Path, build_args: Mapping[str, str], base_image_id: str) -> str:
+    """Hash of everything that decides an image: context files (names, modes, bytes), args, base."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in context.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(context)).encode())
+        digest.update(oct(path.stat().st_mode & 0o777).encode())
+        with path.open("rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(chunk)
+    for key in sorted(build_args):
+        digest.update(f"{key}={build_args[key]}".encode())
+    digest.update(base_image_id.encode())
+    return digest.hexdigest()
+
+
+def build_images(client: docker.DockerClient, plans: Iterable[NodePlan], progress: Progress) -> None:
+    """Build every local image the plans name whose recipe, arguments or base changed."""
+    for image in images_to_build(plans):
+        prepare = _PREPARE.get(image.build.recipe)
+        if prepare is not None:
+            prepare(progress)
+        build_image(client, image, progress)
+
+
+def build_image(client: docker.DockerClient, image: ImageToBuild, progress: Progress) -> None:
+    """Build one image unless an image with the same reference and hash exists."""
+    context = recipe_dir(image.build.recipe)
+    if not (context / "Dockerfile").is_file():
+        raise HubnodeError(
+            f"image {image.reference}: no recipe at {context}/Dockerfile",
+            fix=f"add the recipe, or choose one of: {', '.join(sorted(p.name for p in RECIPES_DIR.iterdir()))}",
+        )
+    base_id = _base_image_id(client, image.build.base_image)
+    build_args = {"BASE_IMAGE": image.build.base_image}
+    wanted = context_hash(context, build_args, base_id)
+    if _existing_hash(client, image.reference) == wanted:
+        progress.note(f"{image.reference} is up to date")
+        return
+    progress.note(f"building {image.reference} from {context.relative_to(PROJECT_DIR)}")
+    log: list[str] = []
+    stream = client.api.build(
+        fileobj=_context_tar(context),
+        custom_context=True,
+        tag=image.reference,
+        buildargs=build_args,
+        labels={HASH_LABEL: wanted},
+        rm=True,
+        forcerm=True,
+        pull=False,
+        decode=True,
+    )
+    for event in stream:
+        _follow_build_event(event, image.reference, log, progress)
+
+
+def _follow_build_event(event: Mapping[str, Any], reference: str, log: list[str], progress: Progress) -> None:
+    if "error" in event:
+        tail = "\n".join(log[-_LOG_TAIL_LINES:])
+        raise HubnodeError(
+            f"building image {reference} failed: {str(event['error']).strip()}\nlast build output:\n{tail}",
+            fix="fix the Dockerfile or its inputs and run again; the build reuses what already succeeded",
+        )
+    text = str(event.get("stream", "")).rstrip()
+    if text:
+        log.extend(text.splitlines())
+        if text.startswith("Step "):
+            progress.note(f"{reference}: {text}")
+
+
+def _base_image_id(client: docker.DockerClient, base_image: str) -> str:
+    try:
+        return str(client.images.get(base_image).id)
+    except docker.errors.ImageNotFound:
+        raise HubnodeError(
+            f"base image {base_image} is not on this host (no registry to pull it from)",
+            fix="run `hubnode bootstrap` to make hubnode/base:trixie, or set hubnode:images.base",
+        ) from None
+
+
+def _existing_hash(client: docker.DockerClient, reference: str) -> str | None:
+    try:
+        labels = client.images.get(reference).labels or {}
+    except docker.errors.ImageNotFound:
+        return None
+    return labels.get(HASH_LABEL)
+
+
+def _context_tar(context: Path) -> io.BytesIO:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for path in sorted(context.rglob("*")):
+            archive.add(path, arcname=str(path.relative_to(context)), recursive=False)
+    buffer.seek(0)
+    return buffer
+
+
+def stage_hapi_jar(progress: Progress) -> None:
+    """Build the HAPI jar with Maven when its sources changed, and stage it into the recipe."""
+    jar = HAPI_PROJECT / "target" / "hubnode-hapi.jar"
+    stamp = HAPI_PROJECT / "target" / ".hubnode-source-hash"
+    sources = _sources_hash(HAPI_PROJECT)
+    if not jar.is_file() or not stamp.is_file() or stamp.read_text() != sources:
+        if shutil.which("mvn") is None:
+            raise HubnodeError(
+                "Maven (mvn) is needed to build the HAPI FHIR server and is not installed",
+                fix="apt-get install maven (Debian), then run again",
+            )
+        progress.note("building the HAPI FHIR server with Maven (first time: several minutes)")
+        command = ["mvn", "-B", "-q", "-f", str(HAPI_PROJECT / "pom.xml"), "package", "-DskipTests"]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0 or not jar.is_file():
+            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-_LOG_TAIL_LINES:])
+            raise HubnodeError(
+                f"Maven build of services/hapi failed (exit {result.returncode}):\n{tail}",
+                fix=f"run `{' '.join(command)}` to see the whole output",
+            )
+        stamp.write_text(sources)
+    staged = recipe_dir("hapi") / jar.name
+    if staged.is_file() and staged.samefile(jar):
+        return
+    staged.unlink(missing_ok=True)
+    try:
+        os.link(jar, staged)  # the same bytes without a copy
+    except OSError:
+        shutil.copy2(jar, staged)
+
+
+def _sources_hash(project: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted([project / "pom.xml", *(project / "src").rglob("*")]):
+        if path.is_file():
+            digest.update(str(path.relative_to(project)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+#: Artefacts a recipe needs staged into its context before it is built.
+_PREPARE: Mapping[str, Callable[[Progress], None]] = {"hapi": stage_hapi_jar}

@@ -1,0 +1,275 @@
+"""Launch node plans on this host with testcontainers: the developers' and CI's `pulumi up`.
+
+Translates each `ServicePlan` 1:1 into a container (image, env, ports on 127.0.0.1, volumes,
+secret files, network aliases, labels, health check, user), starts them in dependency order and
+waits for each to pass the plan's own health check. Everything it creates carries the stack label,
+so `down` finds and removes it all, even after a crash or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import httpx
+from docker.models.containers import Container
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.network import Network
+
+from infra.errors import HubnodeError
+from infra.plan import LABEL_PREFIX, NodePlan, ServicePlan
+from infra.progress import Progress
+
+# The reaper container would have to be pulled from a registry this host cannot reach; `down`
+# and the stack labels do its job.
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
+STACK_LABEL = f"{LABEL_PREFIX}.stack"
+HEALTH_POLL_S = 0.5
+WAITING_NOTE_EVERY_S = 15.0
+LOG_TAIL_LINES = 25
+_NANOSECONDS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Removed:
+    """What `down` removed."""
+
+    containers: int
+    networks: int
+    volumes: int
+
+
+def secret_file(state_dir: Path, site: str, name: str) -> Path:
+    """The host file holding one node's secret, made once with a random value and then kept.
+
+    Kept so a restarted database still accepts the password it was initialised with. The folder is
+    owner-only; the file is world-readable only so the container's unprivileged user can read its
+    bind mount.
+    """
+    folder = state_dir / "secrets" / site
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder.chmod(0o700)
+    path = folder / name
+    if not path.is_file():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o444)
+    return path
+
+
+class LocalLauncher:
+    """Starts, inspects and removes the containers of node plans on one Docker engine."""
+
+    def __init__(self, client: docker.DockerClient, progress: Progress, state_dir: Path) -> None:
+        self._client = client
+        self._progress = progress
+        self._state_dir = state_dir
+
+    def up(self, plans: Iterable[NodePlan]) -> None:
+        """Start every node; on any failure (or Ctrl-C) remove what was started and re-raise."""
+        plans = tuple(plans)
+        stacks = {plan.stack for plan in plans}
+        for stack in stacks:
+            leftovers = self.down(stack)
+            if leftovers.containers:
+                self._progress.note(f"removed {leftovers.containers} container(s) left from an earlier run")
+        for plan in plans:
+            _check_ports_free(plan)
+        try:
+            for plan in plans:
+                self._start_node(plan)
+            for plan in plans:
+                _check_endpoints(plan)
+        except BaseException:
+            for stack in stacks:
+                self.down(stack)
+            raise
+
+    def down(self, stack: str, *, remove_volumes: bool = False) -> Removed:
+        """Remove every container and network (and, if asked, volume) labelled with `stack`."""
+        selector: dict[str, str | list[str] | bool] = {"label": f"{STACK_LABEL}={stack}"}
+        containers = self._client.containers.list(all=True, filters=selector)
+        for container in containers:
+            container.remove(force=True, v=False)
+        networks = self._client.networks.list(filters=selector)
+        for network in networks:
+            network.remove()
+        volumes = self._client.volumes.list(filters=selector) if remove_volumes else []
+        for volume in volumes:
+            volume.remove(force=True)
+        return Removed(len(containers), len(networks), len(volumes))
+
+    def status(self, plans: Iterable[NodePlan]) -> list[dict[str, Any]]:
+        """Each node's endpoints, its containers' state and health, and whether FHIR answers."""
+        report = []
+        for plan in plans:
+            services = {service.component: self._service_status(service) for service in plan.services}
+            fhir_answers = _answers(f"{plan.endpoints['fhir']}/metadata")
+            all_healthy = all(s["health"] == "healthy" for s in services.values())
+            health = (
+                "up"
+                if fhir_answers and all_healthy
+                else "down"
+                if not any(s["state"] == "running" for s in services.values())
+                else "degraded"
+            )
+            report.append(
+                {
+                    "site": plan.site,
+                    "role": plan.role,
+                    "fhir": plan.endpoints["fhir"],
+                    "health": health,
+                    "services": services,
+                }
+            )
+        return report
+
+    def _service_status(self, service: ServicePlan) -> dict[str, str]:
+        try:
+            container = self._client.containers.get(service.container_name)
+        except docker.errors.NotFound:
+            return {"container": service.container_name, "state": "absent", "health": "absent"}
+        state = container.attrs["State"]
+        return {
+            "container": service.container_name,
+            "state": str(state["Status"]),
+            "health": str(state.get("Health", {}).get("Status", "none")),
+        }
+
+    def _start_node(self, plan: NodePlan) -> None:
+        network = Network(docker_network_kw={"labels": dict(plan.labels)})
+        network.name = plan.network
+        network.create()
+        for volume in plan.volumes:
+            self._client.volumes.create(volume, labels=dict(plan.labels))
+        for service in plan.services:
+            self._progress.note(f"{plan.site}: starting {service.component} ({service.image.reference})")
+            container = self._start_service(plan, service, network)
+            self._wait_healthy(plan, service, container)
+
+    def _start_service(self, plan: NodePlan, service: ServicePlan, network: Network) -> Container:
+        container = container_for(service, network, self._secret_mounts(plan, service))
+        try:
+            container.start()
+        except docker.errors.ImageNotFound as exc:
+            raise HubnodeError(
+                f"image {service.image.reference} for {plan.site}/{service.component} is not on this host: {exc}",
+                fix="run `hubnode images` (local builds) or make the registry reachable",
+            ) from exc
+        except docker.errors.APIError as exc:
+            raise HubnodeError(
+                f"Docker refused to start {service.container_name}: {exc.explanation or exc}",
+                fix="see the message above; `hubnode down` removes what is left",
+            ) from exc
+        wrapped: Container = container.get_wrapped_container()
+        return wrapped
+
+    def _secret_mounts(self, plan: NodePlan, service: ServicePlan) -> dict[str, str]:
+        return {str(secret_file(self._state_dir, plan.site, s.name)): s.path for s in service.secrets}
+
+    def _wait_healthy(self, plan: NodePlan, service: ServicePlan, container: Container) -> None:
+        """Run the plan's own health check until it passes, the container dies or the budget ends.
+
+        Polling it ourselves (rather than reading Docker's status every `interval_s`) keeps
+        bring-up close to the service's real start time.
+        """
+        command = _health_command(service.health.test)
+        started = last_note = time.monotonic()
+        while True:
+            container.reload()
+            if container.status in ("exited", "dead"):
+                code = container.attrs["State"].get("ExitCode")
+                raise _service_failed(plan, service, container, f"exited with code {code}")
+            if container.exec_run(command, user=service.user).exit_code == 0:
+                self._progress.note(f"{plan.site}: {service.component} is healthy")
+                return
+            now = time.monotonic()
+            if now - started > service.health.budget_s:
+                raise _service_failed(plan, service, container, f"not healthy within {service.health.budget_s} s")
+            if now - last_note > WAITING_NOTE_EVERY_S:
+                self._progress.note(f"{plan.site}: waiting for {service.component} to pass its health check")
+                last_note = now
+            time.sleep(HEALTH_POLL_S)
+
+
+def container_for(service: ServicePlan, network: Network, secret_mounts: Mapping[str, str]) -> DockerContainer:
+    """The testcontainers container for a service plan: a 1:1 translation, nothing added."""
+    container = DockerContainer(service.image.reference)
+    container.with_name(service.container_name)
+    container.with_envs(**service.env)
+    for port in service.ports:
+        # testcontainers types host ports as int; docker-py also takes (ip, port) to bind one address.
+        container.ports[f"{port.container_port}/tcp"] = (port.host_ip, port.host_port)  # type: ignore[assignment]
+    for volume in service.volumes:
+        container.with_volume_mapping(volume.volume, volume.path, "rw")
+    for host_path, container_path in secret_mounts.items():
+        container.with_volume_mapping(host_path, container_path, "ro")
+    container.with_network(network)
+    container.with_network_aliases(*service.network_aliases)
+    health = service.health
+    container.with_kwargs(
+        labels=dict(service.labels),
+        user=service.user,
+        healthcheck={
+            "test": list(health.test),
+            "interval": health.interval_s * _NANOSECONDS,
+            "timeout": health.timeout_s * _NANOSECONDS,
+            "retries": health.retries,
+            "start_period": health.start_period_s * _NANOSECONDS,
+        },
+    )
+    return container
+
+
+def _health_command(test: tuple[str, ...]) -> list[str]:
+    if test[0] == "CMD-SHELL":
+        return ["/bin/sh", "-c", test[1]]
+    return list(test[1:])
+
+
+def _service_failed(plan: NodePlan, service: ServicePlan, container: Container, why: str) -> HubnodeError:
+    logs = container.logs(tail=LOG_TAIL_LINES).decode(errors="replace").rstrip()
+    return HubnodeError(
+        f"{plan.site}/{service.component} ({service.container_name}) {why}; its last log lines:\n{logs}",
+        fix="read the log lines above; the node was removed, so fix the cause and run `hubnode up` again",
+    )
+
+
+def _check_ports_free(plan: NodePlan) -> None:
+    for service in plan.services:
+        for port in service.ports:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                # SO_REUSEADDR: connections in TIME_WAIT (a node just taken down) do not count as in use.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((port.host_ip, port.host_port))
+                except OSError:
+                    raise HubnodeError(
+                        f"port {port.host_port} on {port.host_ip} (hubnode:ports.{service.component} of "
+                        f"site {plan.site}) is already in use by another program",
+                        fix=f"stop that program, or set another hubnode:ports.{service.component} in the stack file",
+                    ) from None
+
+
+def _check_endpoints(plan: NodePlan) -> None:
+    url = f"{plan.endpoints['fhir']}/metadata"
+    if not _answers(url):
+        raise HubnodeError(
+            f"{plan.site}: the FHIR server is healthy inside its container but {url} does not answer",
+            fix="check that nothing on this host intercepts 127.0.0.1 traffic (proxy settings: NO_PROXY)",
+        )
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=10.0, headers={"Accept": "application/fhir+json"}).status_code == 200
+    except httpx.HTTPError:
+        return False

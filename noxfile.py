@@ -1,0 +1,72 @@
+"""Every workflow is a session here; CI runs the same sessions as developers (`./dev SESSION`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+nox.options.sessions = ["lint", "tests"]
+
+#: A real MII core-data-set bundle, where the shared test data sits beside the clone.
+_MII_PATIENT_BUNDLE = Path("../shared/testdata/mii-kds/Bundle-mii-exa-test-data-bundle-pat-1.json")
+_SMOKE_BUNDLE = ["--bundle", str(_MII_PATIENT_BUNDLE)] if _MII_PATIENT_BUNDLE.is_file() else []
+PYTEST_ENV = {"TESTCONTAINERS_RYUK_DISABLED": "true"}
+
+
+def _install(session: nox.Session) -> None:
+    session.install("-e", ".[dev]")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format) and mypy --strict."""
+    _install(session)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+
+
+@nox.session
+def unit(session: nox.Session) -> None:
+    """The fast tier: no Docker, seconds."""
+    _install(session)
+    session.run("pytest", "-m", "not docker", *session.posargs, env=PYTEST_ENV)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """All tiers: unit, then integration and end-to-end against real containers."""
+    _install(session)
+    session.run("hubnode", "bootstrap")
+    session.run("pytest", "--junitxml=.hubnode/reports/junit.xml", *session.posargs, env=PYTEST_ENV)
+
+
+@nox.session
+def images(session: nox.Session) -> None:
+    """Bootstrap this host and build the images of a stack (`./dev images -- STACK`)."""
+    _install(session)
+    stack = session.posargs[0] if session.posargs else "dev"
+    session.run("hubnode", "bootstrap")
+    session.run("hubnode", "images", "--stack", stack)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The main job: bring up the dev node and show it works (it keeps running; `hubnode down`)."""
+    _install(session)
+    session.run("hubnode", "bootstrap")
+    session.run("hubnode", "up", "--stack", "dev")
+    session.run("hubnode", "smoke", "--stack", "dev", *_SMOKE_BUNDLE)
+    session.run("hubnode", "status", "--stack", "dev")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks: JSON under .hubnode/bench/ and a printed table (`./dev bench`)."""
+    _install(session)
+    session.run("hubnode", "bootstrap")
+    session.run("python", "-m", "benchmarks", *session.posargs, env=PYTEST_ENV)

@@ -1,0 +1,41 @@
+"""Shared test set-up: the guard that keeps the fast tier away from Docker."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from hypothesis import HealthCheck, settings
+
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
+# Shared 2-core machines are noisy: judge properties, not the speed of drawing examples.
+settings.register_profile("hubnode", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("hubnode")
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+MII_KDS_DIR = PROJECT_DIR.parent / "shared" / "testdata" / "mii-kds"
+
+
+@pytest.fixture(autouse=True)
+def _forbid_docker_outside_docker_tests(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test not marked `docker` fails the moment it reaches for a Docker engine."""
+    if request.node.get_closest_marker("docker"):
+        return
+
+    def refuse(*_args: Any, **_kwargs: Any) -> None:
+        pytest.fail("this test is not marked `docker` but tried to reach a Docker engine")
+
+    monkeypatch.setattr(docker.APIClient, "__init__", refuse)
+    real_connect = socket.socket.connect
+
+    def connect(sock: socket.socket, address: Any) -> Any:
+        if sock.family == socket.AF_UNIX and "docker" in str(address):
+            refuse()
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)

@@ -1,0 +1,87 @@
+"""Integration tier: real containers from the project's own images on this host's Docker engine."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from infra.bootstrap import ensure_base_image, ensure_docker_engine
+from infra.imagebuild import build_images
+from infra.local import STACK_LABEL, LocalLauncher
+from infra.plan import NodePlan, PortBinding, plan_stack
+from infra.progress import Progress
+from infra.spec import parse_stack
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything in this folder needs Docker: mark it so, rather than trusting each file to."""
+    for item in items:
+        if "/integration/" in str(item.path):
+            item.add_marker(pytest.mark.docker)
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def client() -> docker.DockerClient:
+    engine = ensure_docker_engine(Progress())
+    ensure_base_image(engine, Progress())
+    return engine
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def node_plan(stack: str, **config: Any) -> NodePlan:
+    """A one-node plan on a free port, under a stack name no developer's stack uses."""
+    values = {"hubnode:site": "itest", "hubnode:ports": {"fhir": free_port()}}
+    values.update({f"hubnode:{key}": value for key, value in config.items()})
+    [plan] = plan_stack(parse_stack(stack, values))
+    return plan
+
+
+@pytest.fixture(scope="session")
+def built(client: docker.DockerClient) -> None:
+    """Build (or reuse) every image the integration tests start."""
+    build_images(client, [node_plan("itest-images", database="postgres")], Progress())
+
+
+@pytest.fixture
+def launcher(client: docker.DockerClient, tmp_path: Path) -> Iterator[LocalLauncher]:
+    """A launcher whose stacks are removed after the test, volumes included."""
+    stacks: list[str] = []
+
+    class Tracking(LocalLauncher):
+        def up(self, plans: Any) -> None:
+            plans = tuple(plans)
+            stacks.extend(p.stack for p in plans)
+            super().up(plans)
+
+    yield Tracking(client, Progress(), tmp_path / "state")
+    for stack in stacks:
+        LocalLauncher(client, Progress(quiet=True), tmp_path / "state").down(stack, remove_volumes=True)
+
+
+def stack_resources(client: docker.DockerClient, stack: str) -> dict[str, list[str]]:
+    selector = {"label": f"{STACK_LABEL}={stack}"}
+    return {
+        "containers": [c.name for c in client.containers.list(all=True, filters=selector)],
+        "networks": [n.name for n in client.networks.list(filters=selector)],
+    }
+
+
+def with_port(plan: NodePlan, port: int) -> NodePlan:
+    """The same plan with FHIR published on another host port."""
+    services = tuple(
+        replace(s, ports=tuple(PortBinding(p.container_port, port, p.host_ip) for p in s.ports)) for s in plan.services
+    )
+    return replace(plan, services=services, endpoints={"fhir": f"http://127.0.0.1:{port}/fhir"})

@@ -1,0 +1,98 @@
+"""Bring-up failures end with one clear message, a fix, and nothing left running."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import replace
+from pathlib import Path
+
+import docker
+import pytest
+
+from infra import imagebuild
+from infra.errors import HubnodeError
+from infra.imagebuild import ImageToBuild, build_image
+from infra.local import LocalLauncher
+from infra.plan import ImageBuild
+from infra.progress import Progress
+from tests.integration.conftest import node_plan, stack_resources
+
+pytestmark = pytest.mark.usefixtures("built")
+
+
+def test_a_port_in_use_is_named_with_its_config_key(launcher: LocalLauncher, client: docker.DockerClient) -> None:
+    plan = node_plan("itest-port")
+    port = plan.services[0].ports[0].host_port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        with pytest.raises(HubnodeError) as caught:
+            launcher.up([plan])
+    assert caught.value.message == (
+        f"port {port} on 127.0.0.1 (hubnode:ports.fhir of site itest) is already in use by another program"
+    )
+    assert "set another hubnode:ports.fhir" in caught.value.fix
+    assert stack_resources(client, plan.stack) == {"containers": [], "networks": []}
+
+
+def test_a_service_not_healthy_within_its_budget_shows_its_log_and_is_removed(
+    launcher: LocalLauncher, client: docker.DockerClient
+) -> None:
+    plan = node_plan("itest-budget", database="postgres")
+    db, fhir = plan.services
+    impatient = replace(fhir, health=replace(fhir.health, budget_s=3))
+    plan = replace(plan, services=(db, impatient))
+    with pytest.raises(HubnodeError) as caught:
+        launcher.up([plan])
+    assert caught.value.message.startswith(
+        f"itest/fhir ({fhir.container_name}) not healthy within 3 s; its last log lines:"
+    )
+    assert len(caught.value.message.splitlines()) > 1, "the message must carry the service's log lines"
+    assert stack_resources(client, plan.stack) == {"containers": [], "networks": []}
+
+
+def test_a_service_that_exits_is_reported_with_its_exit_code(
+    launcher: LocalLauncher, client: docker.DockerClient
+) -> None:
+    plan = node_plan("itest-exit", database="postgres")
+    db, fhir = plan.services
+    broken_db = replace(db, env={k: v for k, v in db.env.items() if k != "POSTGRES_PASSWORD_FILE"})
+    plan = replace(plan, services=(broken_db, fhir))
+    with pytest.raises(HubnodeError) as caught:
+        launcher.up([plan])
+    assert "itest/db" in caught.value.message
+    assert "exited with code 1" in caught.value.message
+    assert "POSTGRES_PASSWORD_FILE must name a readable file" in caught.value.message
+    assert stack_resources(client, plan.stack) == {"containers": [], "networks": []}
+
+
+def test_a_failing_image_build_names_the_image_and_shows_the_build_output(
+    client: docker.DockerClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recipe = tmp_path / "broken"
+    recipe.mkdir()
+    (recipe / "Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo preparing && exit 3\n")
+    monkeypatch.setattr(imagebuild, "RECIPES_DIR", tmp_path)
+    monkeypatch.setattr(imagebuild, "PROJECT_DIR", tmp_path)
+    image = ImageToBuild("hubnode/itest-broken:0", ImageBuild("broken", "hubnode/base:trixie"))
+    with pytest.raises(HubnodeError) as caught:
+        build_image(client, image, Progress())
+    assert caught.value.message.startswith("building image hubnode/itest-broken:0 failed:")
+    assert "returned a non-zero code: 3" in caught.value.message
+    assert "preparing" in caught.value.message
+
+
+def test_health_checks_of_the_plan_are_the_ones_docker_runs(
+    launcher: LocalLauncher, client: docker.DockerClient
+) -> None:
+    plan = node_plan("itest-health", database="postgres")
+    launcher.up([plan])
+    for service in plan.services:
+        health = client.containers.get(service.container_name).attrs["Config"]["Healthcheck"]
+        assert health["Test"] == list(service.health.test)
+        assert health["Interval"] == service.health.interval_s * 1_000_000_000
+        assert health["StartPeriod"] == service.health.start_period_s * 1_000_000_000
+        assert client.containers.get(service.container_name).attrs["State"]["Health"]["Status"] in (
+            "healthy",
+            "starting",
+        )

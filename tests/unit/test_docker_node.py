@@ -1,0 +1,215 @@
+"""The Pulumi program under mocks: every docker resource is a faithful 1:1 of its plan entry."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from typing import Any
+
+import pulumi
+import pulumi_docker
+import pytest
+
+from infra.docker_node import HubNode
+from infra.imagebuild import recipe_dir
+from infra.plan import NodePlan, ServicePlan, plan_stack
+from infra.spec import SpecError, parse_stack
+
+CONTAINER = "docker:index/container:Container"
+IMAGE = "docker:index/image:Image"
+REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
+NETWORK = "docker:index/network:Network"
+VOLUME = "docker:index/volume:Volume"
+# How Pulumi marks a secret value in the inputs it hands to mocks.
+SECRET_SIG_KEY, SECRET_SIG = "4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270"
+
+
+def is_secret(value: object) -> bool:
+    return isinstance(value, dict) and value.get(SECRET_SIG_KEY) == SECRET_SIG
+
+
+def reveal(value: Any) -> Any:
+    """The value with Pulumi's secret wrappers removed, to compare it with the plan."""
+    if is_secret(value):
+        return reveal(value["value"])
+    if isinstance(value, dict):
+        return {k: reveal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [reveal(v) for v in value]
+    return value
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Answers every resource with its own inputs and keeps them to compare against the plan."""
+
+    def __init__(self) -> None:
+        self.resources: dict[str, pulumi.runtime.MockResourceArgs] = {}
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        self.resources[args.name] = args
+        return f"{args.name}-id", dict(args.inputs)
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        return {}, None
+
+    def of_type(self, typ: str) -> dict[str, dict[str, Any]]:
+        return {name: dict(r.inputs) for name, r in self.resources.items() if r.typ == typ}
+
+
+@pytest.fixture
+def mocks() -> RecordingMocks:
+    recording = RecordingMocks()
+    pulumi.runtime.set_mocks(recording, project="hubnode", stack="dev", preview=False)
+    return recording
+
+
+def node_plan(**config: object) -> NodePlan:
+    [plan] = plan_stack(parse_stack("dev", {"hubnode:site": "dev", **{f"hubnode:{k}": v for k, v in config.items()}}))
+    return plan
+
+
+def expected_container(service: ServicePlan, network: str, secret: str) -> dict[str, Any]:
+    """The container inputs a plan entry must produce, written out field by field."""
+    health = service.health
+    expected: dict[str, Any] = {
+        "name": service.container_name,
+        "image": service.image.reference,
+        "envs": [f"{k}={v}" for k, v in service.env.items()],
+        "networksAdvanced": [{"name": network, "aliases": list(service.network_aliases)}],
+        "volumes": [{"volumeName": v.volume, "containerPath": v.path} for v in service.volumes],
+        "labels": [{"label": k, "value": v} for k, v in service.labels.items()],
+        "healthcheck": {
+            "tests": list(health.test),
+            "interval": f"{health.interval_s}s",
+            "timeout": f"{health.timeout_s}s",
+            "retries": health.retries,
+            "startPeriod": f"{health.start_period_s}s",
+        },
+        "ports": [{"internal": p.container_port, "external": p.host_port, "ip": p.host_ip} for p in service.ports],
+        "uploads": [{"file": s.path, "content": secret} for s in service.secrets],
+        "user": service.user,
+        "wait": True,
+        "waitTimeout": health.budget_s,
+    }
+    return expected
+
+
+def check_node_matches_plan(mocks: RecordingMocks, plan: NodePlan) -> pulumi.Output[Any]:
+    node = HubNode(plan.site, plan, {"db-password": pulumi.Output.secret("s3cret")})
+
+    def check(_: object) -> None:
+        containers = mocks.of_type(CONTAINER)
+        assert sorted(containers) == sorted(s.container_name for s in plan.services)
+        for service in plan.services:
+            actual = containers[service.container_name]
+            for key, value in expected_container(service, plan.network, "s3cret").items():
+                assert reveal(actual.get(key)) == value, f"{service.container_name}.{key}"
+            if service.secrets:
+                assert is_secret(actual["uploads"]), "secret file content must stay a Pulumi secret"
+            # nothing beyond the plan but the restart policy
+            assert set(actual) - set(expected_container(service, plan.network, "s3cret")) <= {"restart"}
+        assert mocks.of_type(NETWORK)[plan.network]["name"] == plan.network
+        assert sorted(mocks.of_type(VOLUME)) == sorted(plan.volumes)
+        for service in plan.services:
+            if service.image.build is not None:
+                image = mocks.of_type(IMAGE)[service.image.reference]
+                context = recipe_dir(service.image.build.recipe)
+                assert image["imageName"] == service.image.reference
+                assert image["skipPush"] is True
+                assert image["build"] == {
+                    "context": str(context),
+                    "dockerfile": str(context / "Dockerfile"),
+                    "args": {"BASE_IMAGE": service.image.build.base_image},
+                }
+            else:
+                assert mocks.of_type(REMOTE_IMAGE)[service.image.reference]["name"] == service.image.reference
+
+    urns = [c.urn for c in node.containers.values()]
+    return pulumi.Output.all(node.endpoints, *urns).apply(check)
+
+
+@pulumi.runtime.test
+def test_an_embedded_node_declares_exactly_its_plan(mocks: RecordingMocks) -> pulumi.Output[Any]:
+    return check_node_matches_plan(mocks, node_plan())
+
+
+@pulumi.runtime.test
+def test_a_postgres_node_declares_exactly_its_plan(mocks: RecordingMocks) -> pulumi.Output[Any]:
+    return check_node_matches_plan(mocks, node_plan(database="postgres", ports={"fhir": 18080}))
+
+
+@pulumi.runtime.test
+def test_registry_images_are_pulled_not_built(mocks: RecordingMocks) -> pulumi.Output[Any]:
+    plan = node_plan(
+        database="postgres", images={"source": "registry", "registry": "r.example/hubnode", "db": "postgres:17"}
+    )
+    return check_node_matches_plan(mocks, plan)
+
+
+def test_the_fhir_container_depends_on_the_database_container(
+    mocks: RecordingMocks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    options: dict[str, pulumi.ResourceOptions] = {}
+    real_container = pulumi_docker.Container
+
+    def recording_container(resource_name: str, *args: Any, opts: pulumi.ResourceOptions, **kwargs: Any) -> Any:
+        options[resource_name] = opts
+        return real_container(resource_name, *args, opts=opts, **kwargs)
+
+    monkeypatch.setattr(pulumi_docker, "Container", recording_container)
+    plan = node_plan(database="postgres")
+    nodes: list[HubNode] = []
+
+    @pulumi.runtime.test
+    def declare() -> None:
+        nodes.append(HubNode(plan.site, plan, {"db-password": "pw"}))
+
+    declare()
+    [node] = nodes
+    db, fhir = plan.services
+    assert options[fhir.container_name].depends_on == [node.containers["db"]]
+    assert options[db.container_name].depends_on == []
+    assert options[fhir.container_name].parent is node
+
+
+@pulumi.runtime.test
+def test_endpoints_are_the_component_outputs(mocks: RecordingMocks) -> pulumi.Output[Any]:
+    plan = node_plan(ports={"fhir": 18080})
+    node = HubNode(plan.site, plan, {})
+    return node.endpoints.apply(lambda endpoints: _assert_equal(endpoints, {"fhir": "http://127.0.0.1:18080/fhir"}))
+
+
+def _assert_equal(actual: object, expected: object) -> None:
+    assert actual == expected
+
+
+@pulumi.runtime.test
+def run_program() -> None:
+    """Run infra/__main__.py as `pulumi up` would, and wait for what it declares."""
+    runpy.run_module("infra", run_name="__main__")
+
+
+def test_the_program_reads_the_stack_config_and_declares_its_node(
+    mocks: RecordingMocks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = {"hubnode:site": "ukl", "hubnode:database": "postgres", "hubnode:ports": json.dumps({"fhir": 18080})}
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps({**config, "hubnode:dbPassword": "from-secret"}))
+    monkeypatch.setenv("PULUMI_CONFIG_SECRET_KEYS", json.dumps(["hubnode:dbPassword"]))
+    pulumi.runtime.set_mocks(mocks, project="hubnode", stack="dev", preview=False)
+
+    run_program()
+
+    assert sorted(mocks.of_type(CONTAINER)) == ["hubnode-dev-ukl-db", "hubnode-dev-ukl-fhir"]
+    fhir = mocks.of_type(CONTAINER)["hubnode-dev-ukl-fhir"]
+    assert fhir["ports"] == [{"internal": 8080, "external": 18080, "ip": "127.0.0.1"}]
+    assert is_secret(fhir["uploads"])
+    assert reveal(fhir["uploads"]) == [{"file": "/run/secrets/db-password", "content": "from-secret"}]
+
+
+def test_the_program_rejects_a_bad_stack_before_declaring_anything(
+    mocks: RecordingMocks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps({"hubnode:site": "ukl", "hubnode:database": "mysql"}))
+    with pytest.raises(SpecError, match=r"hubnode:database = 'mysql': choose one of embedded, postgres"):
+        run_program()
+    assert mocks.resources == {}

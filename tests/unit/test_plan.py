@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from importlib.metadata import version
+
+import pytest
+
+from infra.imagebuild import RECIPES_DIR
+from infra.plan import ImageBuild, ImageRef, NodePlan, PortBinding, plan_node, plan_stack
+from infra.spec import COMPONENTS, parse_stack
+
+TAG = version("hubnode")
+
+
+def node_plan(**config: object) -> NodePlan:
+    spec = parse_stack("dev", {"hubnode:site": "dev", **{f"hubnode:{k}": v for k, v in config.items()}})
+    [plan] = plan_stack(spec)
+    return plan
+
+
+def test_an_embedded_node_is_one_hapi_container_on_h2() -> None:
+    plan = node_plan()
+    [fhir] = plan.services
+    assert fhir.component == "fhir"
+    assert fhir.container_name == "hubnode-dev-dev-fhir"
+    assert fhir.image == ImageRef(f"hubnode/hapi:{TAG}", ImageBuild("hapi", "hubnode/base:trixie"))
+    assert fhir.env == {"SERVER_PORT": "8080", "HAPI_DB": "h2"}
+    assert fhir.ports == (PortBinding(8080, 8080, "127.0.0.1"),)
+    assert [(v.volume, v.path) for v in fhir.volumes] == [("hubnode-dev-dev-fhir-data", "/var/lib/hapi")]
+    assert fhir.secrets == ()
+    assert plan.endpoints == {"fhir": "http://127.0.0.1:8080/fhir"}
+    assert plan.network == "hubnode-dev-dev"
+
+
+def test_a_postgres_node_starts_the_database_first_and_shares_the_password_as_a_file() -> None:
+    plan = node_plan(database="postgres")
+    db, fhir = plan.services
+    assert (db.component, fhir.component) == ("db", "fhir")
+    assert fhir.depends_on == ("db",)
+    assert db.ports == ()  # the database is reachable only on the node's network
+    assert db.secrets == fhir.secrets
+    [secret] = db.secrets
+    assert db.env["POSTGRES_PASSWORD_FILE"] == fhir.env["HAPI_DB_PASSWORD_FILE"] == secret.path
+    assert fhir.env["HAPI_DB_URL"] == "jdbc:postgresql://db:5432/hapi"
+    assert "db" in db.network_aliases
+    assert not any("PASSWORD=" in f"{k}={v}" for s in plan.services for k, v in s.env.items())
+    assert plan.volumes == ("hubnode-dev-dev-db-data", "hubnode-dev-dev-fhir-data")
+
+
+def test_every_service_runs_as_a_named_non_root_user_with_a_health_check_and_stack_labels() -> None:
+    for plan in (node_plan(), node_plan(database="postgres")):
+        for service in plan.services:
+            assert service.user not in ("", "root", "0")
+            assert service.health.test[0] in ("CMD", "CMD-SHELL")
+            assert service.health.budget_s > service.health.start_period_s > 0
+            assert service.labels["org.hubnode.stack"] == "dev"
+            assert service.labels["org.hubnode.component"] == service.component
+
+
+def test_every_port_is_published_on_loopback_only() -> None:
+    plan = node_plan(database="postgres", ports={"fhir": 18080})
+    assert [p for s in plan.services for p in s.ports] == [PortBinding(8080, 18080, "127.0.0.1")]
+
+
+def test_every_local_build_names_a_recipe_with_a_dockerfile_taking_the_base_image() -> None:
+    for service in node_plan(database="postgres").services:
+        assert service.image.build is not None
+        dockerfile = (RECIPES_DIR / service.image.build.recipe / "Dockerfile").read_text()
+        assert "ARG BASE_IMAGE" in dockerfile
+        assert "FROM ${BASE_IMAGE}" in dockerfile
+        assert "\nUSER " in dockerfile
+
+
+def test_registry_images_are_pulled_by_reference_and_overrides_win() -> None:
+    plan = node_plan(
+        database="postgres",
+        images={"source": "registry", "registry": "registry.site.example/hubnode", "db": "postgres:17"},
+    )
+    db, fhir = plan.services
+    assert db.image == ImageRef("postgres:17")
+    assert fhir.image == ImageRef(f"registry.site.example/hubnode/hapi:{TAG}")
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_every_component_has_a_plan_an_image_recipe_and_readme_documentation(component: str) -> None:
+    plan = plan_node("dev", parse_stack("dev", {"hubnode:site": "dev", "hubnode:components": [component]}).nodes[0])
+    assert component in {s.component for s in plan.services}
+    readme = (RECIPES_DIR.parent.parent / "README.md").read_text()
+    assert f"`{component}`" in readme
