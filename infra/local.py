@@ -133,16 +133,15 @@ class LocalLauncher:
         return report
 
     def _service_status(self, service: ServicePlan) -> dict[str, str]:
+        """State from Docker; health from running the plan's check now (Docker's own lags by an interval)."""
         try:
             container = self._client.containers.get(service.container_name)
         except docker.errors.NotFound:
             return {"container": service.container_name, "state": "absent", "health": "absent"}
-        state = container.attrs["State"]
-        return {
-            "container": service.container_name,
-            "state": str(state["Status"]),
-            "health": str(state.get("Health", {}).get("Status", "none")),
-        }
+        if container.status != "running":
+            return {"container": service.container_name, "state": container.status, "health": "unhealthy"}
+        health = "healthy" if _passes_health_check(container, service) else "unhealthy"
+        return {"container": service.container_name, "state": container.status, "health": health}
 
     def _start_node(self, plan: NodePlan) -> None:
         network = Network(docker_network_kw={"labels": dict(plan.labels)})
@@ -181,14 +180,13 @@ class LocalLauncher:
         Polling it ourselves (rather than reading Docker's status every `interval_s`) keeps
         bring-up close to the service's real start time.
         """
-        command = _health_command(service.health.test)
         started = last_note = time.monotonic()
         while True:
             container.reload()
             if container.status in ("exited", "dead"):
                 code = container.attrs["State"].get("ExitCode")
                 raise _service_failed(plan, service, container, f"exited with code {code}")
-            if container.exec_run(command, user=service.user).exit_code == 0:
+            if _passes_health_check(container, service):
                 self._progress.note(f"{plan.site}: {service.component} is healthy")
                 return
             now = time.monotonic()
@@ -229,10 +227,11 @@ def container_for(service: ServicePlan, network: Network, secret_mounts: Mapping
     return container
 
 
-def _health_command(test: tuple[str, ...]) -> list[str]:
-    if test[0] == "CMD-SHELL":
-        return ["/bin/sh", "-c", test[1]]
-    return list(test[1:])
+def _passes_health_check(container: Container, service: ServicePlan) -> bool:
+    """Run the plan's health check inside the container, as Docker would."""
+    test = service.health.test
+    command = ["/bin/sh", "-c", test[1]] if test[0] == "CMD-SHELL" else list(test[1:])
+    return bool(container.exec_run(command, user=service.user).exit_code == 0)
 
 
 def _service_failed(plan: NodePlan, service: ServicePlan, container: Container, why: str) -> HubnodeError:
