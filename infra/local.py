@@ -36,6 +36,7 @@ STACK_LABEL = f"{LABEL_PREFIX}.stack"
 HEALTH_POLL_S = 0.5
 WAITING_NOTE_EVERY_S = 15.0
 LOG_TAIL_LINES = 25
+STOP_TIMEOUT_S = 30
 _NANOSECONDS = 1_000_000_000
 
 
@@ -97,7 +98,11 @@ class LocalLauncher:
         """Remove every container and network (and, if asked, volume) labelled with `stack`."""
         selector: dict[str, str | list[str] | bool] = {"label": f"{STACK_LABEL}={stack}"}
         containers = self._client.containers.list(all=True, filters=selector)
-        for container in containers:
+        # Newest first, so dependents stop before what they depend on; a graceful stop lets
+        # databases flush (H2 delays its writes) before the container goes.
+        for container in sorted(containers, key=lambda c: str(c.attrs["Created"]), reverse=True):
+            if container.status == "running":
+                container.stop(timeout=STOP_TIMEOUT_S)
             container.remove(force=True, v=False)
         networks = self._client.networks.list(filters=selector)
         for network in networks:

@@ -1,0 +1,86 @@
+"""Stored consents per person and consent domain; nothing is ever overwritten, so history stays.
+
+A person is known by identifiers (as in gICS); a consent is filed under the identifier its
+`patient` reference carries. A withdrawal is one more consent, denying policies from a date on.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, insert, or_, select
+
+from trustcentre.db import consents
+from trustcentre.fhir import FhirError
+from trustcentre.mii_consent import ConsentInvalid, MiiConsent, parse_mii_consent
+
+MAX_CONSENT_ID = 64
+
+
+@dataclass(frozen=True)
+class PersonIdentifier:
+    """How gICS names a person: an Identifier's system and value."""
+
+    system: str
+    value: str
+
+
+def add_consent(connection: Connection, domain: str, resource: Mapping[str, Any]) -> tuple[str, PersonIdentifier]:
+    """Check a Consent against the MII rules and store it; returns its id and whom it is about."""
+    try:
+        consent = parse_mii_consent(dict(resource))
+    except ConsentInvalid as invalid:
+        raise FhirError(422, "invariant", "; ".join(invalid.problems), ("Consent",)) from None
+    if not consent.patient_identifiers:
+        raise FhirError(
+            422,
+            "required",
+            "Consent.patient.identifier: the trust centre files consents under a person identifier",
+            ("Consent.patient.identifier",),
+        )
+    system, value = consent.patient_identifiers[0]
+    consent_id = _consent_id(connection, resource)
+    stored = {**resource, "id": consent_id}
+    connection.execute(
+        insert(consents).values(
+            id=consent_id,
+            domain=domain,
+            person_system=system,
+            person_value=value,
+            date_time=consent.date_time,
+            status=consent.status,
+            resource=stored,
+        )
+    )
+    return consent_id, PersonIdentifier(system, value)
+
+
+def _consent_id(connection: Connection, resource: Mapping[str, Any]) -> str:
+    """The resource's own id when it is free, else a new one: a replayed id never replaces a consent."""
+    given = resource.get("id")
+    if isinstance(given, str) and 0 < len(given) <= MAX_CONSENT_ID:
+        taken = connection.execute(select(consents.c.id).where(consents.c.id == given)).first()
+        if taken is None:
+            return given
+    return uuid.uuid4().hex
+
+
+def consents_of(connection: Connection, domain: str, persons: Sequence[PersonIdentifier]) -> list[Mapping[str, Any]]:
+    """Every stored Consent resource about any of `persons` in `domain`, oldest first."""
+    if not persons:
+        return []
+    about = or_(*((consents.c.person_system == p.system) & (consents.c.person_value == p.value) for p in persons))
+    rows = connection.execute(
+        select(consents.c.resource)
+        .where(consents.c.domain == domain, about)
+        .order_by(consents.c.date_time, consents.c.created)
+    )
+    return [row for (row,) in rows]
+
+
+def parsed(resources: Sequence[Mapping[str, Any]]) -> list[MiiConsent]:
+    """Stored resources as the plain data policy decisions need (they were checked when stored)."""
+    return [parse_mii_consent(dict(resource)) for resource in resources]

@@ -1,0 +1,213 @@
+"""FHIR plumbing shared by every operation: reading `Parameters`, answering with `OperationOutcome`.
+
+Every malformed request ends here as a `FhirError`, which the app turns into a 4xx with an
+OperationOutcome naming the parameter at fault, so no operation has to guard against stray types.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+FHIR_JSON = "application/fhir+json"
+GPAS_IDENTIFIER_SYSTEM = "https://ths-greifswald.de/gpas"
+
+
+@dataclass
+class FhirError(Exception):
+    """A request the trust centre refuses; `code` is a FHIR issue type (invalid, not-found, ...)."""
+
+    status: int
+    code: str
+    diagnostics: str
+    expression: Sequence[str] = field(default_factory=tuple)
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.code}: {self.diagnostics}"
+
+
+def operation_outcome(
+    code: str, diagnostics: str, expression: Sequence[str] = (), severity: str = "error"
+) -> dict[str, Any]:
+    """An OperationOutcome with one issue."""
+    issue: dict[str, Any] = {"severity": severity, "code": code, "diagnostics": diagnostics}
+    if expression:
+        issue["expression"] = list(expression)
+    return {"resourceType": "OperationOutcome", "issue": [issue]}
+
+
+def parse_json_resource(body: bytes, expected_type: str) -> dict[str, Any]:
+    """Decode a request body as one FHIR JSON resource of `expected_type`."""
+    try:
+        resource = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise FhirError(400, "structure", f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(resource, dict):
+        raise FhirError(400, "structure", f"expected a {expected_type} resource, got a JSON {type(resource).__name__}")
+    if resource.get("resourceType") != expected_type:
+        raise FhirError(
+            400,
+            "invalid",
+            f"expected resourceType {expected_type}, got {resource.get('resourceType')!r}",
+            ("resourceType",),
+        )
+    return resource
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """Read access to a FHIR `Parameters` resource (or to the `part` list of one parameter)."""
+
+    parts: tuple[Mapping[str, Any], ...]
+    path: str = "Parameters.parameter"
+
+    @classmethod
+    def from_body(cls, body: bytes) -> Parameters:
+        """Parse a request body; every structural mistake becomes a 400 naming where it is."""
+        resource = parse_json_resource(body, "Parameters")
+        parameter = resource.get("parameter", [])
+        if not isinstance(parameter, list):
+            raise FhirError(400, "structure", "Parameters.parameter must be a list", ("Parameters.parameter",))
+        return cls.from_list(parameter, "Parameters.parameter")
+
+    @classmethod
+    def from_list(cls, parameter: list[Any], path: str) -> Parameters:
+        """Check that every entry is an object with a string `name`."""
+        for index, part in enumerate(parameter):
+            if not isinstance(part, dict) or not isinstance(part.get("name"), str):
+                raise FhirError(
+                    400, "structure", f"{path}[{index}] must be an object with a string name", (f"{path}[{index}]",)
+                )
+        return cls(tuple(parameter), path)
+
+    def named(self, name: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        """Each parameter called `name`, with its FHIRPath-ish location for error messages."""
+        for index, part in enumerate(self.parts):
+            if part["name"] == name:
+                yield f"{self.path}[{index}]", part
+
+    def strings(self, name: str, *, minimum: int = 0) -> list[str]:
+        """All `valueString` values of `name` (gPAS also accepts Identifier values: their `value`)."""
+        values = [self._string(location, part) for location, part in self.named(name)]
+        if len(values) < minimum:
+            raise FhirError(400, "required", f"parameter {name!r} is required", (f"{self.path}.where(name='{name}')",))
+        return values
+
+    def string(self, name: str, *, required: bool = True, default: str | None = None) -> str | None:
+        """The one `valueString` of `name`; a repeated parameter is an error."""
+        values = self.strings(name, minimum=1 if required else 0)
+        if len(values) > 1:
+            raise FhirError(400, "invalid", f"parameter {name!r} may appear only once", (self.path,))
+        return values[0] if values else default
+
+    def boolean(self, name: str, default: bool) -> bool:
+        """The one `valueBoolean` of `name`, or `default`."""
+        found = list(self.named(name))
+        if not found:
+            return default
+        location, part = found[-1]
+        value = part.get("valueBoolean")
+        if not isinstance(value, bool):
+            raise FhirError(400, "invalid", f"{location} ({name}) must carry valueBoolean", (location,))
+        return value
+
+    def coding(self, name: str) -> Mapping[str, Any] | None:
+        """The one `valueCoding` of `name` (with string system and code), or None."""
+        found = list(self.named(name))
+        if not found:
+            return None
+        location, part = found[0]
+        value = part.get("valueCoding")
+        if (
+            not isinstance(value, dict)
+            or not isinstance(value.get("code"), str)
+            or not isinstance(value.get("system"), str)
+        ):
+            raise FhirError(
+                400, "invalid", f"{location} ({name}) must carry a valueCoding with system and code", (location,)
+            )
+        return value
+
+    def date(self, name: str) -> date | None:
+        """The one `valueDate`/`valueDateTime` of `name` as a date, or None."""
+        found = list(self.named(name))
+        if not found:
+            return None
+        location, part = found[0]
+        raw = part.get("valueDateTime", part.get("valueDate"))
+        if not isinstance(raw, str):
+            raise FhirError(400, "invalid", f"{location} ({name}) must carry valueDate or valueDateTime", (location,))
+        try:
+            return parse_fhir_date(raw)
+        except ValueError:
+            raise FhirError(400, "invalid", f"{location} ({name}): {raw!r} is not a FHIR date", (location,)) from None
+
+    def sub(self, name: str) -> Parameters | None:
+        """The `part` list of parameter `name` (e.g. gICS `config`), or None."""
+        found = list(self.named(name))
+        if not found:
+            return None
+        location, part = found[0]
+        inner = part.get("part", [])
+        if not isinstance(inner, list):
+            raise FhirError(400, "structure", f"{location}.part must be a list", (location,))
+        return Parameters.from_list(inner, f"{location}.part")
+
+    def resource(self, name: str) -> Mapping[str, Any] | None:
+        """The one `resource` of parameter `name`, or None."""
+        found = list(self.named(name))
+        if not found:
+            return None
+        location, part = found[0]
+        value = part.get("resource")
+        if not isinstance(value, dict):
+            raise FhirError(400, "invalid", f"{location} ({name}) must carry a resource", (location,))
+        return value
+
+    @staticmethod
+    def _string(location: str, part: Mapping[str, Any]) -> str:
+        value = part.get("valueString")
+        if value is None and isinstance(part.get("valueIdentifier"), dict):
+            value = part["valueIdentifier"].get("value")
+        if not isinstance(value, str) or not value.strip():
+            raise FhirError(
+                400, "invalid", f"{location} ({part['name']}) must carry a non-empty valueString", (location,)
+            )
+        if len(value) > MAX_VALUE_LENGTH:
+            raise FhirError(
+                400,
+                "too-long",
+                f"{location} ({part['name']}) is longer than {MAX_VALUE_LENGTH} characters",
+                (location,),
+            )
+        return value
+
+
+MAX_VALUE_LENGTH = 255
+
+
+def parse_fhir_date(raw: str) -> date:
+    """A FHIR date or dateTime as the calendar date it names (partial dates: their first day).
+
+    Raises ValueError for anything else.
+    """
+    if len(raw) == 4:  # YYYY
+        return date(int(raw), 1, 1)
+    if len(raw) == 7:  # YYYY-MM
+        return date(int(raw[:4]), int(raw[5:7]), 1)
+    if len(raw) == 10:  # YYYY-MM-DD
+        return date.fromisoformat(raw)
+    return datetime.fromisoformat(raw).date()  # the calendar date as written, in its own time zone
+
+
+def identifier(value: str, system: str = GPAS_IDENTIFIER_SYSTEM) -> dict[str, str]:
+    """A FHIR Identifier."""
+    return {"system": system, "value": value}
+
+
+def parameters(*parts: Mapping[str, Any]) -> dict[str, Any]:
+    """A FHIR Parameters resource from its parts."""
+    return {"resourceType": "Parameters", "parameter": list(parts)}

@@ -1,0 +1,206 @@
+"""The gICS TTP-FHIR gateway operations over MII consents.
+
+`$addConsent` (Parameters with `domain` and the Consent as `resource`), `$isConsented`,
+`$allConsentsForPerson`, `$currentPolicyStatesForPerson`, and `$withdrawConsent`, which records a
+withdrawal as a new consent denying the policies from a date on (earlier history stays readable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from trustcentre.audit import AuditRecord, record
+from trustcentre.auth import Role
+from trustcentre.consents import PersonIdentifier, add_consent, consents_of, parsed
+from trustcentre.fhir import FhirError, Parameters, parameters
+from trustcentre.mii_consent import POLICY_SYSTEM, ConsentInvalid, withdrawal_consent
+from trustcentre.policy_states import PolicyState, current_policy_states, policy_state
+from trustcentre.web import Context, Endpoint, check_batch, operation
+
+DEFAULT_DOMAIN = "MII"
+ID_MATCHING_TYPES = ("AT_LEAST_ONE", "ALL")
+
+
+def _persons(context: Context, params: Parameters) -> list[PersonIdentifier]:
+    found = []
+    for location, part in params.named("personIdentifier"):
+        value = part.get("valueIdentifier")
+        if (
+            not isinstance(value, dict)
+            or not isinstance(value.get("system"), str)
+            or not isinstance(value.get("value"), str)
+        ):
+            raise FhirError(
+                400,
+                "invalid",
+                f"{location} (personIdentifier) must carry a valueIdentifier with system and value",
+                (location,),
+            )
+        found.append(PersonIdentifier(value["system"], value["value"]))
+    if not found:
+        raise FhirError(400, "required", "parameter 'personIdentifier' is required", ("personIdentifier",))
+    check_batch(context, len(found), "person identifiers")
+    return found
+
+
+def _domain(params: Parameters) -> str:
+    return params.string("domain", required=False, default=DEFAULT_DOMAIN) or DEFAULT_DOMAIN
+
+
+def _policy_code(params: Parameters) -> str:
+    coding = params.coding("policy")
+    if coding is None:
+        raise FhirError(400, "required", "parameter 'policy' (valueCoding) is required", ("policy",))
+    if coding["system"] != POLICY_SYSTEM:
+        raise FhirError(400, "invalid", f"policy system {coding['system']!r} is not {POLICY_SYSTEM}", ("policy",))
+    code = str(coding["code"])
+    return (
+        code
+        if code.startswith(POLICY_SYSTEM.removeprefix("urn:oid:"))
+        else f"{POLICY_SYSTEM.removeprefix('urn:oid:')}.{code}"
+    )
+
+
+def _subjects(persons: list[PersonIdentifier]) -> list[str]:
+    return [p.value for p in persons]
+
+
+def gics_endpoints() -> Mapping[str, Endpoint]:
+    """Operation name -> endpoint."""
+
+    def add(context: Context, params: Parameters) -> dict[str, Any]:
+        resource = params.resource("resource")
+        if resource is None:
+            raise FhirError(400, "required", "parameter 'resource' (the Consent) is required", ("resource",))
+        domain = _domain(params)
+        with context.engine.begin() as connection:
+            consent_id, person = add_consent(connection, domain, resource)
+            record(
+                connection,
+                AuditRecord(
+                    context.caller.name,
+                    "$addConsent",
+                    [person.value],
+                    "success",
+                    context.purpose,
+                    f"consent {consent_id}",
+                ),
+            )
+        return parameters({"name": "consentId", "valueString": consent_id}, {"name": "domain", "valueString": domain})
+
+    def is_consented(context: Context, params: Parameters) -> dict[str, Any]:
+        persons = _persons(context, params)
+        code = _policy_code(params)
+        config = params.sub("config") or Parameters(())
+        matching = config.string("idMatchingType", required=False, default="AT_LEAST_ONE")
+        if matching not in ID_MATCHING_TYPES:
+            raise FhirError(
+                400,
+                "invalid",
+                f"config.idMatchingType {matching!r}: one of {', '.join(ID_MATCHING_TYPES)}",
+                ("config",),
+            )
+        unknown_is_decline = config.boolean("unknownStateIsConsideredAsDecline", default=False)
+        day = config.date("requestDate") or datetime.now(UTC).date()
+        domain = _domain(params)
+        with context.engine.begin() as connection:
+            groups = [persons] if matching == "AT_LEAST_ONE" else [[p] for p in persons]
+            states = [
+                policy_state(
+                    parsed(consents_of(connection, domain, group)), code, day, unknown_is_decline=unknown_is_decline
+                )
+                for group in groups
+            ]
+            record(
+                connection,
+                AuditRecord(
+                    context.caller.name,
+                    "$isConsented",
+                    _subjects(persons),
+                    "success",
+                    context.purpose,
+                    f"policy {code} on {day}",
+                ),
+            )
+        return parameters({"name": "consented", "valueBoolean": all(s is PolicyState.ACCEPTED for s in states)})
+
+    def all_for_person(context: Context, params: Parameters) -> dict[str, Any]:
+        persons = _persons(context, params)
+        with context.engine.begin() as connection:
+            found = consents_of(connection, _domain(params), persons)
+            record(
+                connection,
+                AuditRecord(
+                    context.caller.name, "$allConsentsForPerson", _subjects(persons), "success", context.purpose
+                ),
+            )
+        return {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(found),
+            "entry": [{"resource": r} for r in found],
+        }
+
+    def current_states(context: Context, params: Parameters) -> dict[str, Any]:
+        persons = _persons(context, params)
+        config = params.sub("config") or Parameters(())
+        day = config.date("requestDate") or datetime.now(UTC).date()
+        unknown_is_decline = config.boolean("unknownStateIsConsideredAsDecline", default=False)
+        with context.engine.begin() as connection:
+            states = current_policy_states(parsed(consents_of(connection, _domain(params), persons)), day)
+            record(
+                connection,
+                AuditRecord(
+                    context.caller.name, "$currentPolicyStatesForPerson", _subjects(persons), "success", context.purpose
+                ),
+            )
+        return parameters(*(_state_part(code, state, unknown_is_decline) for code, state in sorted(states.items())))
+
+    def withdraw(context: Context, params: Parameters) -> dict[str, Any]:
+        [person] = _persons(context, params)[:1]
+        codes = [_policy_code(Parameters((part,), location)) for location, part in params.named("policy")]
+        withdrawn_on = params.date("withdrawalDate") or datetime.now(UTC).date()
+        domain = _domain(params)
+        try:
+            resource = withdrawal_consent("Patient/unknown", withdrawn_on, codes, datetime.now(UTC))
+        except (ConsentInvalid, ValueError) as exc:
+            raise FhirError(400, "invalid", str(exc), ("policy",)) from None
+        resource["patient"] = {"identifier": {"system": person.system, "value": person.value}}
+        with context.engine.begin() as connection:
+            consent_id, _ = add_consent(connection, domain, resource)
+            record(
+                connection,
+                AuditRecord(
+                    context.caller.name,
+                    "$withdrawConsent",
+                    [person.value],
+                    "success",
+                    context.purpose,
+                    f"withdrawal {consent_id} from {withdrawn_on}",
+                ),
+            )
+        return parameters(
+            {"name": "consentId", "valueString": consent_id},
+            {"name": "withdrawnFrom", "valueDate": withdrawn_on.isoformat()},
+        )
+
+    return {
+        "$addConsent": operation("$addConsent", Role.CONSENT_WRITE, add),
+        "$withdrawConsent": operation("$withdrawConsent", Role.CONSENT_WRITE, withdraw),
+        "$isConsented": operation("$isConsented", Role.CONSENT_READ, is_consented),
+        "$allConsentsForPerson": operation("$allConsentsForPerson", Role.CONSENT_READ, all_for_person),
+        "$currentPolicyStatesForPerson": operation("$currentPolicyStatesForPerson", Role.CONSENT_READ, current_states),
+    }
+
+
+def _state_part(code: str, state: PolicyState, unknown_is_decline: bool) -> dict[str, Any]:
+    shown = PolicyState.DECLINED if unknown_is_decline and state is PolicyState.UNKNOWN else state
+    return {
+        "name": "policyState",
+        "part": [
+            {"name": "policy", "valueCoding": {"system": POLICY_SYSTEM, "code": code}},
+            {"name": "state", "valueCode": shown.value},
+        ],
+    }

@@ -1,0 +1,135 @@
+"""The gPAS TTP-FHIR gateway operations, answered in gPAS's own Parameters shape.
+
+In: `target` (domain), `original` 1..* or `pseudonym` 1..* as valueString. Out: one part per
+input, named `pseudonym` (or `original` for `$dePseudonymize`), with sub-parts `original`,
+`target` and `pseudonym` as Identifiers; an input that cannot be answered gets an `error` part
+with an `error-code` instead, and the others are still answered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from trustcentre.audit import AuditRecord, record
+from trustcentre.auth import Role
+from trustcentre.fhir import Parameters, identifier, parameters
+from trustcentre.pseudonyms import PseudonymStore
+from trustcentre.web import Context, Endpoint, check_batch, operation
+
+ERROR_CODE_SYSTEM = "urn:hubnode:trustcentre:gpas-error"
+
+
+def _pair(kind: str, original: str, domain: str, pseudonym: str) -> dict[str, Any]:
+    return {
+        "name": kind,
+        "part": [
+            {"name": "original", "valueIdentifier": identifier(original)},
+            {"name": "target", "valueIdentifier": identifier(domain)},
+            {"name": "pseudonym", "valueIdentifier": identifier(pseudonym)},
+        ],
+    }
+
+
+def _error(given_as: str, value: str, domain: str, code: str, text: str) -> dict[str, Any]:
+    return {
+        "name": "error",
+        "part": [
+            {"name": given_as, "valueIdentifier": identifier(value)},
+            {"name": "target", "valueIdentifier": identifier(domain)},
+            {"name": "error-code", "valueCoding": {"system": ERROR_CODE_SYSTEM, "code": code, "display": text}},
+        ],
+    }
+
+
+def _inputs(context: Context, params: Parameters, name: str) -> tuple[str, list[str]]:
+    domain = params.string("target")
+    assert domain is not None  # noqa: S101 -- required=True
+    values = params.strings(name, minimum=1)
+    check_batch(context, len(values), f"{name} values")
+    return domain, values
+
+
+def _audit(context: Context, operation_name: str, subjects: list[str], domain: str) -> AuditRecord:
+    return AuditRecord(
+        context.caller.name, operation_name, subjects, "success", context.purpose or domain, f"domain {domain}"
+    )
+
+
+def gpas_endpoints(store: PseudonymStore) -> Mapping[str, Endpoint]:
+    """Operation name -> endpoint, including the gPAS 1.10.x names as aliases."""
+
+    def pseudonymize(context: Context, params: Parameters, *, create: bool, name: str) -> dict[str, Any]:
+        domain, originals = _inputs(context, params, "original")
+        with context.engine.begin() as connection:
+            found = store.pseudonymize(connection, domain, originals, create=create)
+            record(connection, _audit(context, name, [*found, *found.values()], domain))
+        return parameters(
+            *(
+                _pair("pseudonym", o, domain, found[o])
+                if o in found
+                else _error("original", o, domain, "unknown-original", "no pseudonym for this original")
+                for o in originals
+            )
+        )
+
+    def depseudonymize(context: Context, params: Parameters) -> dict[str, Any]:
+        domain, values = _inputs(context, params, "pseudonym")
+        with context.engine.begin() as connection:
+            found = store.depseudonymize(connection, domain, values)
+            record(connection, _audit(context, "$dePseudonymize", [*found, *found.values()], domain))
+        return parameters(
+            *(
+                _pair("original", found[p], domain, p)
+                if p in found
+                else _error("pseudonym", p, domain, "unknown-pseudonym", "no such pseudonym in this domain")
+                for p in values
+            )
+        )
+
+    def delete(context: Context, params: Parameters) -> dict[str, Any]:
+        domain, originals = _inputs(context, params, "original")
+        with context.engine.begin() as connection:
+            deleted = store.delete(connection, domain, originals)
+            record(connection, _audit(context, "$deletePseudonyms", [*deleted, *deleted.values()], domain))
+        return parameters(
+            *(
+                _pair("deleted", o, domain, deleted[o])
+                if o in deleted
+                else _error("original", o, domain, "unknown-original", "no pseudonym for this original")
+                for o in originals
+            )
+        )
+
+    def add_domain(context: Context, params: Parameters) -> dict[str, Any]:
+        name = params.string("domain") or ""
+        settings: dict[str, Any] = {}
+        for key in ("alphabet", "prefix"):
+            if (value := params.string(key, required=False)) is not None:
+                settings[key] = value
+        if (length := params.string("length", required=False)) is not None:
+            settings["length"] = int(length) if length.isdigit() else length
+        settings["check_digit"] = params.boolean("checkDigit", default=True)
+        with context.engine.begin() as connection:
+            created = store.add_domain(connection, name, settings, params.string("description", required=False) or "")
+            record(connection, _audit(context, "$addDomain", [], name))
+        return parameters({"name": "created", "valueBoolean": created}, {"name": "domain", "valueString": name})
+
+    allow_create = operation(
+        "$pseudonymizeAllowCreate",
+        Role.PSEUDONYMIZE,
+        lambda c, p: pseudonymize(c, p, create=True, name="$pseudonymizeAllowCreate"),
+    )
+    lookup = operation(
+        "$pseudonymize", Role.PSEUDONYMIZE, lambda c, p: pseudonymize(c, p, create=False, name="$pseudonymize")
+    )
+    reveal = operation("$dePseudonymize", Role.DEPSEUDONYMIZE, depseudonymize)
+    return {
+        "$pseudonymizeAllowCreate": allow_create,
+        "$pseudonymize-allow-create": allow_create,
+        "$pseudonymize": lookup,
+        "$dePseudonymize": reveal,
+        "$de-pseudonymize": reveal,
+        "$deletePseudonyms": operation("$deletePseudonyms", Role.MANAGE_DOMAINS, delete),
+        "$addDomain": operation("$addDomain", Role.MANAGE_DOMAINS, add_domain),
+    }

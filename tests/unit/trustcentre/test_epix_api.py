@@ -1,0 +1,143 @@
+"""Identity linkage: exact links on shared identifiers, similar people only ever proposed for review."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from tests.unit.trustcentre.conftest import headers
+from trustcentre.kvnr import KVNR_SYSTEM, make_kvnr
+
+EPIX = "/ttp-fhir/fhir/epix"
+MRN = "https://ukl.example/mrn"
+PRACTICE = "https://gp-leipzig.example/patient-id"
+
+
+def call(client: TestClient, operation: str, *parts: dict[str, Any], who: str = "admin") -> Any:  # noqa: ANN401
+    body = {"resourceType": "Parameters", "parameter": list(parts)}
+    return client.post(f"{EPIX}/{operation}", content=json.dumps(body), headers=headers(who))
+
+
+def ident(system: str, value: str) -> dict[str, Any]:
+    return {"name": "identifier", "valueIdentifier": {"system": system, "value": value}}
+
+
+def person(family: str, given: str, birth_date: str, gender: str = "female") -> list[dict[str, Any]]:
+    return [
+        {"name": "family", "valueString": family},
+        {"name": "given", "valueString": given},
+        {"name": "birthDate", "valueDate": birth_date},
+        {"name": "gender", "valueString": gender},
+    ]
+
+
+def request_mpi(client: TestClient, *parts: dict[str, Any], source: str = "ukl") -> dict[str, Any]:
+    response = call(client, "$requestMPI", *parts, {"name": "source", "valueString": source})
+    assert response.status_code == 200, response.text
+    out: dict[str, Any] = {"matches": []}
+    for parameter in response.json()["parameter"]:
+        if parameter["name"] == "mpi":
+            out["mpi"] = parameter["valueIdentifier"]["value"]
+        elif parameter["name"] == "created":
+            out["created"] = parameter["valueBoolean"]
+        else:
+            out["matches"].append(
+                {p["name"]: next(v for k, v in p.items() if k.startswith("value")) for p in parameter["part"]}
+            )
+    return out
+
+
+def test_a_shared_identifier_links_sources_to_one_person(client: TestClient) -> None:
+    kvnr = make_kvnr("A", "12345678")
+    hospital = request_mpi(client, ident(MRN, "4711"), ident(KVNR_SYSTEM, kvnr))
+    practice = request_mpi(client, ident(PRACTICE, "p-1"), ident(KVNR_SYSTEM, kvnr), source="practice")
+    assert hospital["created"] is True
+    assert practice == {"mpi": hospital["mpi"], "created": False, "matches": []}
+    again = request_mpi(client, ident(PRACTICE, "p-1"))
+    assert again["mpi"] == hospital["mpi"]
+
+
+def test_similar_demographics_become_a_possible_match_never_a_merge(client: TestClient) -> None:
+    first = request_mpi(client, ident(MRN, "1"), *person("Müller", "Anna", "1970-03-04"))
+    second = request_mpi(client, ident(PRACTICE, "x"), *person("Mueller", "Anna", "1970-03-04"), source="practice")
+    assert second["created"] is True
+    assert second["mpi"] != first["mpi"], "demographics alone must never link"
+    [match] = second["matches"]
+    assert match["candidate"]["value"] == first["mpi"]
+    assert match["score"] >= 0.92
+    unrelated = request_mpi(client, ident(MRN, "2"), *person("Schmidt", "Bernd", "1955-11-30", "male"))
+    assert unrelated["matches"] == []
+
+
+def test_a_reviewer_links_a_possible_match_and_the_identifiers_follow(client: TestClient) -> None:
+    first = request_mpi(client, ident(MRN, "1"), *person("Weber", "Jana", "1980-01-02"))
+    second = request_mpi(client, ident(PRACTICE, "w"), *person("Weber", "Jana", "1980-01-02"), source="practice")
+    listed = call(client, "$possibleMatches").json()["parameter"]
+    assert len(listed) == 1
+    match_id = second["matches"][0]["id"]
+    linked = call(
+        client,
+        "$resolvePossibleMatch",
+        {"name": "id", "valueString": match_id},
+        {"name": "resolution", "valueString": "link"},
+    )
+    assert linked.status_code == 200, linked.text
+    assert (
+        request_mpi(client, ident(MRN, "1"))["mpi"] == request_mpi(client, ident(PRACTICE, "w"))["mpi"] == second["mpi"]
+    )
+    assert first["mpi"] != second["mpi"]
+    assert call(client, "$possibleMatches").json()["parameter"] == []
+    again = call(
+        client,
+        "$resolvePossibleMatch",
+        {"name": "id", "valueString": match_id},
+        {"name": "resolution", "valueString": "separate"},
+    )
+    assert again.status_code == 409
+
+
+def test_identifiers_of_two_persons_are_not_moved_but_flagged(client: TestClient) -> None:
+    one = request_mpi(client, ident(MRN, "a"))
+    two = request_mpi(client, ident(PRACTICE, "b"))
+    both = request_mpi(client, ident(MRN, "a"), ident(PRACTICE, "b"))
+    assert both["mpi"] == min(one["mpi"], two["mpi"])
+    assert [m["candidate"]["value"] for m in both["matches"]] == [max(one["mpi"], two["mpi"])]
+    assert request_mpi(client, ident(PRACTICE, "b"))["mpi"] == two["mpi"]
+
+
+def test_review_needs_its_role(client: TestClient) -> None:
+    assert call(client, "$possibleMatches", who="connector").status_code == 403
+    assert (
+        call(
+            client, "$requestMPI", ident(MRN, "1"), {"name": "source", "valueString": "x"}, who="connector"
+        ).status_code
+        == 200
+    )
+
+
+@pytest.mark.parametrize(
+    ("parts", "message"),
+    [
+        ([ident(KVNR_SYSTEM, "A123456789")], "KVNR 'A123456789': the check digit should be 0, got 9"),
+        ([ident(KVNR_SYSTEM, "1234567890")], "KVNR '1234567890': the first character must be a letter A-Z, got '1'"),
+        (
+            [{"name": "identifier", "valueString": "4711"}],
+            "Parameters.parameter[0] (identifier) must carry a valueIdentifier with system and value",
+        ),
+        ([], "parameter 'identifier' is required"),
+        (
+            [ident(MRN, "1"), {"name": "family", "valueString": "X"}, {"name": "gender", "valueString": "f"}],
+            "gender 'f': one of female, male, other, unknown",
+        ),
+    ],
+)
+def test_bad_identifiers_are_refused_and_nothing_is_stored(
+    client: TestClient, parts: list[dict[str, Any]], message: str
+) -> None:
+    response = call(client, "$requestMPI", *parts, {"name": "source", "valueString": "ukl"})
+    assert response.status_code == 400, response.text
+    assert response.json()["issue"][0]["diagnostics"] == message
+    assert request_mpi(client, ident(MRN, "probe"))["created"] is True

@@ -1,0 +1,285 @@
+"""The gPAS contract: exact Parameters shapes, properties, access control and bad input."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+from starlette.testclient import TestClient
+
+from tests.unit.trustcentre.conftest import SECRET, headers
+from tests.unit.trustcentre.conftest import settings as tc_settings
+from trustcentre.app import create_app
+from trustcentre.db import connect, pseudonyms
+from trustcentre.pseudonym_scheme import looks_like_pseudonym, settings_from_mapping
+from trustcentre.pseudonyms import PseudonymStore
+
+GPAS = "/ttp-fhir/fhir/gpas"
+SYSTEM = "https://ths-greifswald.de/gpas"
+
+
+def request(target: str, *values: str, name: str = "original") -> dict[str, Any]:
+    return {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "target", "valueString": target}, *({"name": name, "valueString": v} for v in values)],
+    }
+
+
+def call(client: TestClient, operation: str, body: object, who: str = "admin") -> Any:
+    return client.post(f"{GPAS}/{operation}", content=json.dumps(body), headers=headers(who))
+
+
+def pairs(response: Any) -> dict[str, str]:
+    """original -> pseudonym from a gPAS answer, checking each part's shape on the way."""
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    found = {}
+    for parameter in response.json()["parameter"]:
+        if parameter["name"] == "error":
+            continue
+        parts = {p["name"]: p["valueIdentifier"] for p in parameter["part"]}
+        assert list(parts) == ["original", "target", "pseudonym"]
+        assert {p["system"] for p in parts.values()} == {SYSTEM}
+        found[parts["original"]["value"]] = parts["pseudonym"]["value"]
+    return found
+
+
+def errors(response: Any) -> list[tuple[str, str]]:
+    out = []
+    for parameter in response.json()["parameter"]:
+        if parameter["name"] == "error":
+            parts = {p["name"]: p for p in parameter["part"]}
+            given_as = next(name for name in parts if name in ("original", "pseudonym"))
+            out.append((parts[given_as]["valueIdentifier"]["value"], parts["error-code"]["valueCoding"]["code"]))
+    return out
+
+
+def outcome(response: Any, status: int) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["resourceType"] == "OperationOutcome"
+    [issue] = body["issue"]
+    assert issue["severity"] == "error"
+    return str(issue["diagnostics"])
+
+
+def stored_pairs(database_url: str) -> int:
+    engine = connect(database_url)
+    with engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(pseudonyms)).scalar_one())
+
+
+def test_allow_create_answers_one_pseudonym_part_per_original_in_the_gpas_shape(client: TestClient) -> None:
+    response = call(client, "$pseudonymizeAllowCreate", request("study", "patient-1", "patient-2"))
+    found = pairs(response)
+    assert list(found) == ["patient-1", "patient-2"]
+    [first, second] = response.json()["parameter"]
+    assert first["name"] == second["name"] == "pseudonym"
+    assert first["part"][1]["valueIdentifier"]["value"] == "study"
+    domain = settings_from_mapping({"prefix": "S", "length": 10})
+    assert all(p.startswith("S") and looks_like_pseudonym(p, domain) for p in found.values())
+    assert found["patient-1"] != found["patient-2"]
+
+
+def test_pseudonyms_are_stable_across_calls_and_restarts(database_url: str) -> None:
+    with TestClient(create_app(tc_settings(database_url))) as first:
+        before = pairs(call(first, "$pseudonymizeAllowCreate", request("study", "a", "b")))
+    with TestClient(create_app(tc_settings(database_url))) as second:
+        again = pairs(call(second, "$pseudonymizeAllowCreate", request("study", "b", "a", "c")))
+    assert again["a"] == before["a"]
+    assert again["b"] == before["b"]
+
+
+def test_the_same_original_gets_different_pseudonyms_in_different_domains(client: TestClient) -> None:
+    study = pairs(call(client, "$pseudonymizeAllowCreate", request("study", "x")))
+    clinic = pairs(call(client, "$pseudonymizeAllowCreate", request("clinic", "x")))
+    assert study["x"] != clinic["x"]
+
+
+def test_pseudonymize_without_create_reports_unknown_originals_as_error_parts(client: TestClient) -> None:
+    created = pairs(call(client, "$pseudonymizeAllowCreate", request("study", "known")))
+    response = call(client, "$pseudonymize", request("study", "known", "unknown"))
+    assert pairs(response) == created
+    assert errors(response) == [("unknown", "unknown-original")]
+    assert [p["name"] for p in response.json()["parameter"]] == ["pseudonym", "error"]
+
+
+def test_de_pseudonymize_answers_originals_and_errors_for_unknown_pseudonyms(client: TestClient) -> None:
+    created = pairs(call(client, "$pseudonymizeAllowCreate", request("study", "p-9")))
+    response = call(client, "$dePseudonymize", request("study", created["p-9"], "SNOTAPSEUDO", name="pseudonym"))
+    assert [p["name"] for p in response.json()["parameter"]] == ["original", "error"]
+    assert pairs(response) == created
+    assert errors(response) == [("SNOTAPSEUDO", "unknown-pseudonym")]
+
+
+@pytest.mark.parametrize(
+    ("alias", "operation"),
+    [("$pseudonymize-allow-create", "$pseudonymizeAllowCreate"), ("$de-pseudonymize", "$dePseudonymize")],
+)
+def test_the_gpas_1_10_names_are_aliases(client: TestClient, alias: str, operation: str) -> None:
+    created = pairs(call(client, "$pseudonymizeAllowCreate", request("study", "v")))
+    if operation == "$dePseudonymize":
+        assert pairs(call(client, alias, request("study", created["v"], name="pseudonym"))) == created
+    else:
+        assert pairs(call(client, alias, request("study", "v"))) == created
+
+
+def test_deleted_pseudonyms_are_gone(client: TestClient) -> None:
+    created = pairs(call(client, "$pseudonymizeAllowCreate", request("study", "gone")))
+    deleted = call(client, "$deletePseudonyms", request("study", "gone"))
+    assert [p["name"] for p in deleted.json()["parameter"]] == ["deleted"]
+    assert errors(call(client, "$pseudonymize", request("study", "gone"))) == [("gone", "unknown-original")]
+    assert errors(call(client, "$dePseudonymize", request("study", created["gone"], name="pseudonym"))) == [
+        (created["gone"], "unknown-pseudonym")
+    ]
+
+
+def test_domains_can_be_added_by_api(client: TestClient) -> None:
+    body = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "domain", "valueString": "project-42"},
+            {"name": "prefix", "valueString": "P42"},
+            {"name": "length", "valueString": "8"},
+        ],
+    }
+    response = call(client, "$addDomain", body)
+    assert response.status_code == 200, response.text
+    assert response.json()["parameter"][0] == {"name": "created", "valueBoolean": True}
+    assert pairs(call(client, "$pseudonymizeAllowCreate", request("project-42", "z")))["z"].startswith("P42")
+
+
+def test_requests_without_credentials_are_refused_with_401(client: TestClient) -> None:
+    response = client.post(f"{GPAS}/$pseudonymize", content=json.dumps(request("study", "a")))
+    assert "Bearer" in outcome(response, 401)
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    wrong = client.post(f"{GPAS}/$pseudonymize", content="{}", headers={"Authorization": "Bearer nope"})
+    assert outcome(wrong, 401) == "the bearer token is not valid"
+
+
+def test_de_pseudonymisation_needs_its_own_role(client: TestClient) -> None:
+    created = pairs(call(client, "$pseudonymizeAllowCreate", request("study", "r"), who="connector"))
+    response = call(client, "$dePseudonymize", request("study", created["r"], name="pseudonym"), who="connector")
+    assert outcome(response, 403) == "caller 'connector' lacks the role 'depseudonymize' for this operation"
+    assert outcome(call(client, "$pseudonymize", request("study", "r"), who="nobody"), 403).startswith(
+        "caller 'nobody'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ("not json", 400, "the request body is not valid JSON: Expecting value: line 1 column 1 (char 0)"),
+        ([1, 2], 400, "expected a Parameters resource, got a JSON list"),
+        ({"resourceType": "Patient"}, 400, "expected resourceType Parameters, got 'Patient'"),
+        ({"resourceType": "Parameters", "parameter": {}}, 400, "Parameters.parameter must be a list"),
+        (
+            {"resourceType": "Parameters", "parameter": [{"valueString": "x"}]},
+            400,
+            "Parameters.parameter[0] must be an object with a string name",
+        ),
+        (request("study"), 400, "parameter 'original' is required"),
+        (
+            {"resourceType": "Parameters", "parameter": [{"name": "original", "valueString": "a"}]},
+            400,
+            "parameter 'target' is required",
+        ),
+        (request("nowhere", "original", "a"), 400, "unknown domain 'nowhere'; known domains: clinic, study"),
+        (
+            {
+                "resourceType": "Parameters",
+                "parameter": [{"name": "target", "valueString": "study"}, {"name": "original", "valueInteger": 7}],
+            },
+            400,
+            "Parameters.parameter[1] (original) must carry a non-empty valueString",
+        ),
+        (request("study", "x" * 256), 400, "Parameters.parameter[1] (original) is longer than 255 characters"),
+        (
+            request("study", *[str(i) for i in range(1001)]),
+            413,
+            "1001 original values in one request; at most 1000 are allowed",
+        ),
+    ],
+)
+def test_bad_input_gets_an_operation_outcome_and_stores_nothing(
+    client: TestClient, database_url: str, body: object, status: int, message: str
+) -> None:
+    content = body if isinstance(body, str) else json.dumps(body)
+    response = client.post(f"{GPAS}/$pseudonymizeAllowCreate", content=content, headers=headers("admin"))
+    assert outcome(response, status) == message
+    assert stored_pairs(database_url) == 0
+
+
+def test_an_oversized_body_is_refused_before_it_is_read_whole(client: TestClient, database_url: str) -> None:
+    huge = json.dumps(request("study", "a" * 200)) + " " * (600 * 1024)
+    assert "larger than" in outcome(
+        client.post(f"{GPAS}/$pseudonymizeAllowCreate", content=huge, headers=headers("admin")), 413
+    )
+    assert stored_pairs(database_url) == 0
+
+
+def test_every_operation_is_audited_with_caller_subject_and_purpose(client: TestClient) -> None:
+    created = pairs(
+        client.post(
+            f"{GPAS}/$pseudonymizeAllowCreate",
+            content=json.dumps(request("study", "audited")),
+            headers={**headers("connector"), "X-Hubnode-Purpose": "project-7"},
+        )
+    )
+    call(client, "$dePseudonymize", request("study", created["audited"], name="pseudonym"), who="connector")  # refused
+    events = client.get(
+        "/ttp-fhir/fhir/AuditEvent", params={"entity-name": created["audited"]}, headers=headers("admin")
+    )
+    assert events.status_code == 200
+    [event] = [e["resource"] for e in events.json()["entry"]]
+    assert event["resourceType"] == "AuditEvent"
+    assert event["subtype"][0]["code"] == "$pseudonymizeAllowCreate"
+    assert event["agent"][0]["who"]["display"] == "connector"
+    assert event["outcome"] == "0"
+    assert event["purposeOfEvent"][0]["coding"][0]["code"] == "project-7"
+    assert {e["what"]["identifier"]["value"] for e in event["entity"]} == {"audited", created["audited"]}
+    refused = client.get("/ttp-fhir/fhir/AuditEvent", params={"date": "ge2000-01-01"}, headers=headers("admin")).json()
+    assert [e["resource"]["outcome"] for e in refused["entry"]] == ["0", "4"]
+    assert outcome(client.get("/ttp-fhir/fhir/AuditEvent", headers=headers("connector")), 403).startswith(
+        "caller 'connector'"
+    )
+
+
+@settings(max_examples=25)
+@given(
+    st.lists(
+        st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=40).filter(
+            str.strip
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_de_pseudonymize_inverts_pseudonymize(tmp_path_factory: pytest.TempPathFactory, originals: list[str]) -> None:
+    url = f"sqlite:///{tmp_path_factory.mktemp('tc') / 'tc.db'}"
+    with TestClient(create_app(tc_settings(url))) as client:
+        created = pairs(call(client, "$pseudonymizeAllowCreate", request("study", *originals)))
+        assert set(created) == set(originals)
+        assert len(set(created.values())) == len(created), "pseudonyms must be unique in a domain"
+        revealed = pairs(call(client, "$dePseudonymize", request("study", *created.values(), name="pseudonym")))
+        assert revealed == created
+
+
+def test_concurrent_allow_create_of_one_original_yields_one_pseudonym(database_url: str) -> None:
+    engine = connect(database_url)
+    store = PseudonymStore(engine, SECRET)
+    store.declare_domains({"study": {}})
+
+    def create(_: int) -> str:
+        with engine.begin() as connection:
+            return store.pseudonymize(connection, "study", ["same-person"], create=True)["same-person"]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = set(pool.map(create, range(32)))
+    assert len(results) == 1
+    assert stored_pairs(database_url) == 1
