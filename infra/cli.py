@@ -17,10 +17,10 @@ from typing import Any
 from infra.bootstrap import docker_client, ensure_base_image, ensure_build_tools, ensure_docker_engine
 from infra.errors import HubnodeError
 from infra.imagebuild import build_images, images_to_build
-from infra.local import LocalLauncher
+from infra.local import LocalLauncher, secret_file
 from infra.plan import NodePlan, plan_stack
 from infra.progress import Progress
-from infra.smoke import example_bundle, read_bundle, smoke
+from infra.smoke import example_bundle, read_bundle, smoke, smoke_trustcentre
 from infra.stackfile import load_stack
 
 EXIT_FAILED = 1
@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         ("images", _images, "build the images a stack needs (only what changed)"),
         ("up", _up, "build what is missing, start the stack's nodes, wait until healthy, print endpoints"),
         ("status", _status, "show each node's endpoints and health (exit 1 unless every node is up)"),
-        ("smoke", _smoke, "post a bundle to every node's FHIR server and read its patient back"),
+        ("smoke", _smoke, "store a bundle in each node's FHIR server, read its patient back, pseudonymise it"),
         ("down", _down, "remove the stack's containers and networks (data volumes stay unless --volumes)"),
     ):
         sub = command(name, handler, help_text)
@@ -157,22 +157,33 @@ def _status(args: argparse.Namespace, progress: Progress) -> int:
         print(json.dumps({"stack": args.stack, "nodes": nodes}, indent=2))
     else:
         for node in nodes:
-            print(f"{node['site']:<16} {node['role']:<10} {node['health']:<9} {node['fhir']}")
+            print(f"{node['site']:<16} {node['role']:<10} {node['health']}")
+            for name, url in node["endpoints"].items():
+                print(f"    {name:<12} {url}")
             for component, service in node["services"].items():
                 print(f"    {component:<10} {service['state']:<10} {service['health']:<10} {service['container']}")
     return 0 if all(node["health"] == "up" for node in nodes) else EXIT_FAILED
 
 
 def _smoke(args: argparse.Namespace, progress: Progress) -> int:
-    plans = _plans(args, progress)
+    spec = load_stack(project_dir(args), args.stack)
     bundle = read_bundle(args.bundle) if args.bundle else example_bundle()
-    for plan in plans:
-        with progress.step(f"smoke test {plan.site}"):
-            result = smoke(plan.endpoints["fhir"], bundle)
-        print(
-            f"{plan.site}: stored {result.resources} resources in {result.seconds:.2f} s and read back "
-            f"{result.patient_reference} (family name {result.patient_family_name!r})"
-        )
+    for node, plan in zip(spec.nodes, plan_stack(spec), strict=True):
+        patient = ""
+        if "fhir" in plan.endpoints:
+            with progress.step(f"smoke test {plan.site}: FHIR"):
+                result = smoke(plan.endpoints["fhir"], bundle)
+            patient = result.patient_reference
+            print(
+                f"{plan.site}: stored {result.resources} resources in {result.seconds:.2f} s and read back "
+                f"{patient} (family name {result.patient_family_name!r})"
+            )
+        if "trustcentre" in plan.endpoints and node.domains:
+            domain = node.domains[0].name
+            token = secret_file(state_dir(args), plan.site, "tc-admin-token").read_text()
+            with progress.step(f"smoke test {plan.site}: trust centre"):
+                pseudonym = smoke_trustcentre(plan.endpoints["trustcentre"], token, domain, patient or "smoke-test")
+            print(f"{plan.site}: the trust centre pseudonymised {patient or 'smoke-test'} as {pseudonym} in {domain}")
     return 0
 
 

@@ -91,7 +91,10 @@ def _container(
             for p in service.ports
         ],
         volumes=[docker.ContainerVolumeArgs(volume_name=v.volume, container_path=v.path) for v in service.volumes],
-        uploads=[docker.ContainerUploadArgs(file=s.path, content=secrets[s.name]) for s in service.secrets],
+        uploads=[
+            *(docker.ContainerUploadArgs(file=s.path, content=secrets[s.name]) for s in service.secrets),
+            *(docker.ContainerUploadArgs(file=f.path, content=f.content) for f in service.files),
+        ],
         networks_advanced=[
             docker.ContainerNetworksAdvancedArgs(name=network.name, aliases=list(service.network_aliases))
         ],

@@ -14,6 +14,7 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -30,6 +31,10 @@ from infra.progress import Progress
 RECIPES_DIR = Path(__file__).parent / "images"
 PROJECT_DIR = Path(__file__).parent.parent
 HAPI_PROJECT = PROJECT_DIR / "services" / "hapi"
+TRUSTCENTRE_PROJECT = PROJECT_DIR / "services" / "trustcentre"
+#: The images run Debian trixie's CPython; the wheelhouse must match it, not the host's Python.
+IMAGE_PYTHON = ("3.13", "cp313")
+WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "any")
 HASH_LABEL = "org.hubnode.recipe-hash"
 _LOG_TAIL_LINES = 20
 
@@ -157,7 +162,7 @@ def stage_hapi_jar(progress: Progress) -> None:
     """Build the HAPI jar with Maven when its sources changed, and stage it into the recipe."""
     jar = HAPI_PROJECT / "target" / "hubnode-hapi.jar"
     stamp = HAPI_PROJECT / "target" / ".hubnode-source-hash"
-    sources = _sources_hash(HAPI_PROJECT)
+    sources = _sources_hash(HAPI_PROJECT, ["pom.xml", "src/**/*"])
     if not jar.is_file() or not stamp.is_file() or stamp.read_text() != sources:
         if shutil.which("mvn") is None:
             raise HubnodeError(
@@ -166,13 +171,7 @@ def stage_hapi_jar(progress: Progress) -> None:
             )
         progress.note("building the HAPI FHIR server with Maven (first time: several minutes)")
         command = ["mvn", "-B", "-q", "-f", str(HAPI_PROJECT / "pom.xml"), "package", "-DskipTests"]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        if result.returncode != 0 or not jar.is_file():
-            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-_LOG_TAIL_LINES:])
-            raise HubnodeError(
-                f"Maven build of services/hapi failed (exit {result.returncode}):\n{tail}",
-                fix=f"run `{' '.join(command)}` to see the whole output",
-            )
+        _run_tool(command, "Maven build of services/hapi")
         stamp.write_text(sources)
     staged = recipe_dir("hapi") / jar.name
     if staged.is_file() and staged.samefile(jar):
@@ -184,14 +183,74 @@ def stage_hapi_jar(progress: Progress) -> None:
         shutil.copy2(jar, staged)
 
 
-def _sources_hash(project: Path) -> str:
+def stage_trustcentre_wheelhouse(progress: Progress) -> None:
+    """Build the trust centre's wheel and download its dependencies for the image's Python.
+
+    Reproducible (SOURCE_DATE_EPOCH), so an unchanged source gives the same bytes and the image
+    is not rebuilt; redone only when the sources change.
+    """
+    wheelhouse = recipe_dir("trustcentre") / "wheelhouse"
+    stamp = wheelhouse / ".source-hash"
+    sources = _sources_hash(TRUSTCENTRE_PROJECT, ["pyproject.toml", "src/**/*.py"])
+    if stamp.is_file() and stamp.read_text() == sources:
+        return
+    progress.note("building the trust centre's wheelhouse (wheels for the image's Python)")
+    shutil.rmtree(wheelhouse, ignore_errors=True)
+    wheelhouse.mkdir(parents=True)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    _run_tool(
+        [*pip, "wheel", "--no-deps", "--wheel-dir", str(wheelhouse), str(TRUSTCENTRE_PROJECT)],
+        "building the trust centre wheel",
+        env={**os.environ, "SOURCE_DATE_EPOCH": "315532800"},
+    )
+    [wheel] = wheelhouse.glob("hubnode_trustcentre-*.whl")
+    version, abi = IMAGE_PYTHON
+    platforms = [arg for platform in WHEEL_PLATFORMS for arg in ("--platform", platform)]
+    _run_tool(
+        [
+            *pip,
+            "download",
+            "--dest",
+            str(wheelhouse),
+            "--only-binary=:all:",
+            "--python-version",
+            version,
+            "--implementation",
+            "cp",
+            "--abi",
+            abi,
+            "--abi",
+            "abi3",
+            "--abi",
+            "none",
+            *platforms,
+            str(wheel),
+        ],
+        "downloading the trust centre's dependencies",
+    )
+    stamp.write_text(sources)
+
+
+def _run_tool(command: list[str], what: str, env: Mapping[str, str] | None = None) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-_LOG_TAIL_LINES:])
+        raise HubnodeError(
+            f"{what} failed (exit {result.returncode}):\n{tail}", fix=f"run `{' '.join(command)}` to see why"
+        )
+
+
+def _sources_hash(project: Path, patterns: list[str]) -> str:
     digest = hashlib.sha256()
-    for path in sorted([project / "pom.xml", *(project / "src").rglob("*")]):
-        if path.is_file():
-            digest.update(str(path.relative_to(project)).encode())
-            digest.update(path.read_bytes())
+    paths = sorted({path for pattern in patterns for path in project.glob(pattern) if path.is_file()})
+    for path in paths:
+        digest.update(str(path.relative_to(project)).encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
 #: Artefacts a recipe needs staged into its context before it is built.
-_PREPARE: Mapping[str, Callable[[Progress], None]] = {"hapi": stage_hapi_jar}
+_PREPARE: Mapping[str, Callable[[Progress], None]] = {
+    "hapi": stage_hapi_jar,
+    "trustcentre": stage_trustcentre_wheelhouse,
+}

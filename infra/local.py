@@ -25,7 +25,7 @@ from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 
 from infra.errors import HubnodeError
-from infra.plan import LABEL_PREFIX, NodePlan, ServicePlan
+from infra.plan import DERIVED_SECRETS, LABEL_PREFIX, ConfigFile, NodePlan, ServicePlan
 from infra.progress import Progress
 
 # The reaper container would have to be pulled from a registry this host cannot reach; `down`
@@ -33,7 +33,7 @@ from infra.progress import Progress
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
 STACK_LABEL = f"{LABEL_PREFIX}.stack"
-HEALTH_POLL_S = 0.5
+HEALTH_POLL_S = 0.25
 WAITING_NOTE_EVERY_S = 15.0
 LOG_TAIL_LINES = 25
 STOP_TIMEOUT_S = 30
@@ -50,9 +50,11 @@ class Removed:
 
 
 def secret_file(state_dir: Path, site: str, name: str) -> Path:
-    """The host file holding one node's secret, made once with a random value and then kept.
+    """The host file holding one node's secret, made once and then kept.
 
-    Kept so a restarted database still accepts the password it was initialised with. The folder is
+    Random, or derived from another secret (`DERIVED_SECRETS`: the trust centre's callers file
+    from the admin token, which stays beside it for the site's tools and tests). Kept so a
+    restarted database still accepts the password it was initialised with. The folder is
     owner-only; the file is world-readable only so the container's unprivileged user can read its
     bind mount.
     """
@@ -61,8 +63,22 @@ def secret_file(state_dir: Path, site: str, name: str) -> Path:
     folder.chmod(0o700)
     path = folder / name
     if not path.is_file():
-        path.write_text(secrets.token_urlsafe(32))
+        if name in DERIVED_SECRETS:
+            source, derive = DERIVED_SECRETS[name]
+            content = derive(secret_file(state_dir, site, source).read_text())
+        else:
+            content = secrets.token_urlsafe(32)
+        path.write_text(content)
         path.chmod(0o444)
+    return path
+
+
+def config_file(state_dir: Path, site: str, component: str, file: ConfigFile) -> Path:
+    """The host copy of a plan's config file, rewritten on every start so it follows the plan."""
+    path = state_dir / "files" / site / component / file.path.lstrip("/")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(file.content)
+    path.chmod(0o444)
     return path
 
 
@@ -113,25 +129,23 @@ class LocalLauncher:
         return Removed(len(containers), len(networks), len(volumes))
 
     def status(self, plans: Iterable[NodePlan]) -> list[dict[str, Any]]:
-        """Each node's endpoints, its containers' state and health, and whether FHIR answers."""
+        """Each node's endpoints, its containers' state and health, and whether its endpoints answer."""
         report = []
         for plan in plans:
             services = {service.component: self._service_status(service) for service in plan.services}
-            fhir_answers = _answers(f"{plan.endpoints['fhir']}/metadata")
-            all_healthy = all(s["health"] == "healthy" for s in services.values())
-            health = (
-                "up"
-                if fhir_answers and all_healthy
-                else "down"
-                if not any(s["state"] == "running" for s in services.values())
-                else "degraded"
-            )
+            answering = all(_answers(url) for url in plan.probes.values())
+            if answering and all(s["health"] == "healthy" for s in services.values()):
+                health = "up"
+            elif any(s["state"] == "running" for s in services.values()):
+                health = "degraded"
+            else:
+                health = "down"
             report.append(
                 {
                     "site": plan.site,
                     "role": plan.role,
-                    "fhir": plan.endpoints["fhir"],
                     "health": health,
+                    "endpoints": dict(plan.endpoints),
                     "services": services,
                 }
             )
@@ -160,7 +174,7 @@ class LocalLauncher:
             self._wait_healthy(plan, service, container)
 
     def _start_service(self, plan: NodePlan, service: ServicePlan, network: Network) -> Container:
-        container = container_for(service, network, self._secret_mounts(plan, service))
+        container = container_for(service, network, self._file_mounts(plan, service))
         try:
             container.start()
         except docker.errors.ImageNotFound as exc:
@@ -176,14 +190,18 @@ class LocalLauncher:
         wrapped: Container = container.get_wrapped_container()
         return wrapped
 
-    def _secret_mounts(self, plan: NodePlan, service: ServicePlan) -> dict[str, str]:
-        return {str(secret_file(self._state_dir, plan.site, s.name)): s.path for s in service.secrets}
+    def _file_mounts(self, plan: NodePlan, service: ServicePlan) -> dict[str, str]:
+        """Secret and config files of a service: host copy -> path in the container."""
+        mounts = {str(secret_file(self._state_dir, plan.site, s.name)): s.path for s in service.secrets}
+        for file in service.files:
+            mounts[str(config_file(self._state_dir, plan.site, service.component, file))] = file.path
+        return mounts
 
     def _wait_healthy(self, plan: NodePlan, service: ServicePlan, container: Container) -> None:
-        """Run the plan's own health check until it passes, the container dies or the budget ends.
+        """Wait until the plan's own health check passes, the container dies or the budget ends.
 
-        Polling it ourselves (rather than reading Docker's status every `interval_s`) keeps
-        bring-up close to the service's real start time.
+        Where the service has a probe URL on this host, that is polled first and the health check
+        run once it answers: each `docker exec` costs CPU that a starting JVM on two cores misses.
         """
         started = last_note = time.monotonic()
         while True:
@@ -191,7 +209,8 @@ class LocalLauncher:
             if container.status in ("exited", "dead"):
                 code = container.attrs["State"].get("ExitCode")
                 raise _service_failed(plan, service, container, f"exited with code {code}")
-            if _passes_health_check(container, service):
+            ready = service.probe_url is None or _answers(service.probe_url, timeout=2.0)
+            if ready and _passes_health_check(container, service):
                 self._progress.note(f"{plan.site}: {service.component} is healthy")
                 return
             now = time.monotonic()
@@ -203,7 +222,7 @@ class LocalLauncher:
             time.sleep(HEALTH_POLL_S)
 
 
-def container_for(service: ServicePlan, network: Network, secret_mounts: Mapping[str, str]) -> DockerContainer:
+def container_for(service: ServicePlan, network: Network, file_mounts: Mapping[str, str]) -> DockerContainer:
     """The testcontainers container for a service plan: a 1:1 translation, nothing added."""
     container = DockerContainer(service.image.reference)
     container.with_name(service.container_name)
@@ -213,7 +232,7 @@ def container_for(service: ServicePlan, network: Network, secret_mounts: Mapping
         container.ports[f"{port.container_port}/tcp"] = (port.host_ip, port.host_port)  # type: ignore[assignment]
     for volume in service.volumes:
         container.with_volume_mapping(volume.volume, volume.path, "rw")
-    for host_path, container_path in secret_mounts.items():
+    for host_path, container_path in file_mounts.items():
         container.with_volume_mapping(host_path, container_path, "ro")
     container.with_network(network)
     container.with_network_aliases(*service.network_aliases)
@@ -264,16 +283,16 @@ def _check_ports_free(plan: NodePlan) -> None:
 
 
 def _check_endpoints(plan: NodePlan) -> None:
-    url = f"{plan.endpoints['fhir']}/metadata"
-    if not _answers(url):
-        raise HubnodeError(
-            f"{plan.site}: the FHIR server is healthy inside its container but {url} does not answer",
-            fix="check that nothing on this host intercepts 127.0.0.1 traffic (proxy settings: NO_PROXY)",
-        )
+    for name, url in plan.probes.items():
+        if not _answers(url):
+            raise HubnodeError(
+                f"{plan.site}: {name} is healthy inside its container but {url} does not answer",
+                fix="check that nothing on this host intercepts 127.0.0.1 traffic (proxy settings: NO_PROXY)",
+            )
 
 
-def _answers(url: str) -> bool:
+def _answers(url: str, timeout: float = 10.0) -> bool:
     try:
-        return httpx.get(url, timeout=10.0, headers={"Accept": "application/fhir+json"}).status_code == 200
+        return httpx.get(url, timeout=timeout, headers={"Accept": "application/fhir+json"}).status_code == 200
     except httpx.HTTPError:
         return False

@@ -86,3 +86,26 @@ def smoke(fhir_base: str, bundle: dict[str, Any], client: httpx.Client | None = 
         raise HubnodeError(f"reading {reference} back answered HTTP {read.status_code}", fix="check the server log")
     names = read.json().get("name", [{}])
     return SmokeResult(len(entries), time.perf_counter() - started, reference, str(names[0].get("family", "")))
+
+
+def smoke_trustcentre(base: str, token: str, domain: str, original: str, client: httpx.Client | None = None) -> str:
+    """Pseudonymise `original` in `domain` with the site's admin token; returns the pseudonym."""
+    http = client or httpx.Client(timeout=30.0)
+    body = {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "target", "valueString": domain}, {"name": "original", "valueString": original}],
+    }
+    response = http.post(
+        f"{base}/gpas/$pseudonymizeAllowCreate",
+        json=body,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": FHIR_JSON, "Accept": FHIR_JSON},
+    )
+    if response.status_code != 200:
+        raise HubnodeError(
+            f"the trust centre answered HTTP {response.status_code}: {response.text[:500]}",
+            fix="see the OperationOutcome above; `hubnode status` shows whether the node is healthy",
+        )
+    [answer] = response.json()["parameter"]
+    if answer["name"] != "pseudonym":
+        raise HubnodeError(f"the trust centre gave no pseudonym: {answer}", fix="check the domain's settings")
+    return str(answer["part"][2]["valueIdentifier"]["value"])

@@ -21,17 +21,19 @@ ImageSourceKind = Literal["local", "registry"]
 ROLES: tuple[str, ...] = get_args(Role)
 DATABASES: tuple[str, ...] = get_args(Database)
 IMAGE_SOURCES: tuple[str, ...] = get_args(ImageSourceKind)
-#: Components this version can run; later issues add trustcentre, connector, portal, idp, gateway.
-COMPONENTS: tuple[str, ...] = ("fhir",)
+#: Components this version can run; later issues add connector, portal, idp, gateway.
+COMPONENTS: tuple[str, ...] = ("fhir", "trustcentre")
 #: Images a site may point at its own registry (`hubnode:images.<name>`).
-IMAGE_NAMES: tuple[str, ...] = ("fhir", "db")
-DEFAULT_PORTS: Mapping[str, int] = {"fhir": 8080}
+IMAGE_NAMES: tuple[str, ...] = ("fhir", "db", "trustcentre")
+DEFAULT_PORTS: Mapping[str, int] = {"fhir": 8080, "trustcentre": 8081}
+#: Settings a pseudonym domain may carry (checked in full by the trust centre at start-up).
+DOMAIN_SETTINGS: Mapping[str, type] = {"alphabet": str, "length": int, "prefix": str, "check_digit": bool}
 DEFAULT_BASE_IMAGE = "hubnode/base:trixie"
 
 NAMESPACE = "hubnode"
 #: Keys read by adapters rather than the spec (secrets never pass through plain data).
-SECRET_KEYS: tuple[str, ...] = ("dbPassword",)
-KEYS: tuple[str, ...] = ("site", "role", "components", "database", "ports", "images", *SECRET_KEYS)
+SECRET_KEYS: tuple[str, ...] = ("dbPassword", "trustcentreSecret", "trustcentreAdminToken")
+KEYS: tuple[str, ...] = ("site", "role", "components", "database", "ports", "images", "domains", *SECRET_KEYS)
 
 _SITE_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
 _STACK_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -78,6 +80,14 @@ class ImageSource:
 
 
 @dataclass(frozen=True)
+class PseudonymDomain:
+    """A pseudonym domain the trust centre creates at start-up (e.g. one per research project)."""
+
+    name: str
+    settings: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class NodeSpec:
     """One hub node as its site declares it."""
 
@@ -87,6 +97,7 @@ class NodeSpec:
     database: Database
     ports: Mapping[str, int]
     images: ImageSource
+    domains: tuple[PseudonymDomain, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,7 +136,9 @@ def _parse_node(values: Mapping[str, Any], problems: list[Problem]) -> NodeSpec 
     components = _parse_components(values.get("components", ["fhir"]), problems)
     database = _choice("database", values.get("database", "embedded"), DATABASES, problems)
     ports = _parse_ports(values.get("ports", {}), components, problems)
-    images = _parse_images(values.get("images", {}), problems)
+    needed = (*components, "db") if database == "postgres" else components
+    images = _parse_images(values.get("images", {}), needed, problems)
+    domains = _parse_domains(values.get("domains", []), problems)
     if len(problems) > before or images is None:
         return None
     return NodeSpec(
@@ -135,6 +148,7 @@ def _parse_node(values: Mapping[str, Any], problems: list[Problem]) -> NodeSpec 
         database=cast("Database", database),
         ports=ports,
         images=images,
+        domains=domains,
     )
 
 
@@ -194,7 +208,34 @@ def _parse_ports(value: object, components: tuple[str, ...], problems: list[Prob
     return ports
 
 
-def _parse_images(value: object, problems: list[Problem]) -> ImageSource | None:
+def _parse_domains(value: object, problems: list[Problem]) -> tuple[PseudonymDomain, ...]:
+    if not isinstance(value, list):
+        problems.append(Problem(_key("domains"), value, "a list of pseudonym domains, e.g. [{name: research}]"))
+        return ()
+    domains: list[PseudonymDomain] = []
+    for index, entry in enumerate(value):
+        key = _key(f"domains[{index}]")
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str) or not entry["name"]:
+            problems.append(Problem(key, entry, "a mapping with a name, e.g. {name: research, prefix: R}"))
+            continue
+        settings = {k: v for k, v in entry.items() if k != "name"}
+        for name, setting in settings.items():
+            expected = DOMAIN_SETTINGS.get(name)
+            if expected is None:
+                problems.append(
+                    Problem(f"{key}.{name}", setting, f"unknown setting; known: {', '.join(DOMAIN_SETTINGS)}")
+                )
+            elif not isinstance(setting, expected) or (expected is int and isinstance(setting, bool)):
+                problems.append(Problem(f"{key}.{name}", setting, f"must be {expected.__name__}"))
+        domains.append(PseudonymDomain(entry["name"], settings))
+    names = [d.name for d in domains]
+    if len(set(names)) != len(names):
+        problems.append(Problem(_key("domains"), names, "each domain name at most once"))
+    return tuple(domains)
+
+
+def _parse_images(value: object, needed: tuple[str, ...], problems: list[Problem]) -> ImageSource | None:
+    """Where images come from; with a registry, every image the node `needed` must resolve."""
     if not isinstance(value, Mapping):
         problems.append(Problem(_key("images"), value, "a mapping, e.g. {source: local}"))
         return None
@@ -206,7 +247,7 @@ def _parse_images(value: object, problems: list[Problem]) -> ImageSource | None:
     if not _is_image_ref(base_image):
         problems.append(Problem(_key("images.base"), base_image, "an image reference, e.g. debian:trixie-slim"))
     if kind == "registry":
-        missing = [n for n in IMAGE_NAMES if n not in overrides]
+        missing = [n for n in IMAGE_NAMES if n in needed and n not in overrides]
         if missing and not _is_image_ref(registry):
             problems.append(
                 Problem(

@@ -43,7 +43,7 @@ def free_port() -> int:
 
 def node_plan(stack: str, **config: Any) -> NodePlan:
     """A one-node plan on a free port, under a stack name no developer's stack uses."""
-    values = {"hubnode:site": "itest", "hubnode:ports": {"fhir": free_port()}}
+    values = {"hubnode:site": "itest", "hubnode:ports": {"fhir": free_port(), "trustcentre": free_port()}}
     values.update({f"hubnode:{key}": value for key, value in config.items()})
     [plan] = plan_stack(parse_stack(stack, values))
     return plan
@@ -52,12 +52,14 @@ def node_plan(stack: str, **config: Any) -> NodePlan:
 @pytest.fixture(scope="session")
 def built(client: docker.DockerClient) -> None:
     """Build (or reuse) every image the integration tests start."""
-    build_images(client, [node_plan("itest-images", database="postgres")], Progress())
+    build_images(
+        client, [node_plan("itest-images", database="postgres", components=["fhir", "trustcentre"])], Progress()
+    )
 
 
 @pytest.fixture
 def launcher(client: docker.DockerClient, tmp_path: Path) -> Iterator[LocalLauncher]:
-    """A launcher whose stacks are removed after the test, volumes included."""
+    """A launcher whose stacks are removed after the test, volumes included (state in `tmp_path/state`)."""
     stacks: list[str] = []
 
     class Tracking(LocalLauncher):

@@ -41,7 +41,11 @@ def test_up_status_smoke_down(tmp_path: Path, client: docker.DockerClient) -> No
         status = hubnode(tmp_path, "status", "--stack", "itest-cli", "--json")
         assert status.returncode == 0, status.stderr
         [node] = json.loads(status.stdout)["nodes"]
-        assert (node["site"], node["health"], node["fhir"]) == ("cli", "up", f"http://127.0.0.1:{port}/fhir")
+        assert (node["site"], node["health"], node["endpoints"]) == (
+            "cli",
+            "up",
+            {"fhir": f"http://127.0.0.1:{port}/fhir"},
+        )
 
         smoke = hubnode(tmp_path, "smoke", "--stack", "itest-cli")
         assert smoke.returncode == 0, smoke.stderr

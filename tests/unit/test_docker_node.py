@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import runpy
 from typing import Any
@@ -213,3 +214,37 @@ def test_the_program_rejects_a_bad_stack_before_declaring_anything(
     with pytest.raises(SpecError, match=r"hubnode:database = 'mysql': choose one of embedded, postgres"):
         run_program()
     assert mocks.resources == {}
+
+
+def test_the_trust_centre_gets_its_callers_file_derived_from_the_admin_token_and_its_domains(
+    mocks: RecordingMocks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = {
+        "hubnode:site": "ukl",
+        "hubnode:components": json.dumps(["trustcentre"]),
+        "hubnode:domains": json.dumps([{"name": "research", "prefix": "R"}]),
+        "hubnode:trustcentreSecret": "s" * 48,
+        "hubnode:trustcentreAdminToken": "the-admin-token",
+    }
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps(config))
+    monkeypatch.setenv(
+        "PULUMI_CONFIG_SECRET_KEYS", json.dumps(["hubnode:trustcentreSecret", "hubnode:trustcentreAdminToken"])
+    )
+    run_program()
+
+    trustcentre = mocks.of_type(CONTAINER)["hubnode-dev-ukl-trustcentre"]
+    assert is_secret(trustcentre["uploads"])
+    files = {upload["file"]: upload["content"] for upload in reveal(trustcentre["uploads"])}
+    callers = json.loads(files["/run/secrets/tc-callers"])["callers"]
+    assert callers[0]["token_sha256"] == hashlib.sha256(b"the-admin-token").hexdigest()
+    assert "the-admin-token" not in files["/run/secrets/tc-callers"]
+    assert files["/run/secrets/tc-secret"] == "s" * 48
+    assert json.loads(files["/etc/trustcentre/domains.json"]) == {"domains": [{"name": "research", "prefix": "R"}]}
+
+
+def test_a_missing_trust_centre_secret_stops_the_program(
+    mocks: RecordingMocks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps({"hubnode:site": "ukl", "hubnode:components": '["trustcentre"]'}))
+    with pytest.raises(pulumi.ConfigMissingError, match="hubnode:trustcentreAdminToken"):
+        run_program()

@@ -5,7 +5,7 @@ from importlib.metadata import version
 import pytest
 
 from infra.imagebuild import RECIPES_DIR
-from infra.plan import ImageBuild, ImageRef, NodePlan, PortBinding, plan_node, plan_stack
+from infra.plan import TRUSTCENTRE_ROLES, ImageBuild, ImageRef, NodePlan, PortBinding, plan_node, plan_stack
 from infra.spec import COMPONENTS, parse_stack
 
 TAG = version("hubnode")
@@ -86,3 +86,19 @@ def test_every_component_has_a_plan_an_image_recipe_and_readme_documentation(com
     assert component in {s.component for s in plan.services}
     readme = (RECIPES_DIR.parent.parent / "README.md").read_text()
     assert f"`{component}`" in readme
+
+
+def test_the_site_admin_of_the_trust_centre_holds_every_role_the_service_knows() -> None:
+    from trustcentre.auth import Role  # noqa: PLC0415 -- the service is a separate package
+
+    assert set(TRUSTCENTRE_ROLES) == {role.value for role in Role}
+
+
+def test_a_postgres_trust_centre_has_its_own_database_container_apart_from_clinical_data() -> None:
+    plan = node_plan(database="postgres", components=["fhir", "trustcentre"])
+    assert [s.component for s in plan.services] == ["db", "fhir", "tcdb", "trustcentre"]
+    trustcentre = plan.services[-1]
+    assert trustcentre.depends_on == ("tcdb",)
+    assert trustcentre.env["TC_DATABASE_URL"] == "postgresql+psycopg://trustcentre@tcdb:5432/trustcentre"
+    assert {s.name for s in trustcentre.secrets} == {"tc-secret", "tc-callers", "tcdb-password"}
+    assert plan.endpoints["trustcentre"] == "http://127.0.0.1:8081/ttp-fhir/fhir"

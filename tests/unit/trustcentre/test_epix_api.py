@@ -16,7 +16,7 @@ MRN = "https://ukl.example/mrn"
 PRACTICE = "https://gp-leipzig.example/patient-id"
 
 
-def call(client: TestClient, operation: str, *parts: dict[str, Any], who: str = "admin") -> Any:  # noqa: ANN401
+def call(client: TestClient, operation: str, *parts: dict[str, Any], who: str = "admin") -> Any:
     body = {"resourceType": "Parameters", "parameter": list(parts)}
     return client.post(f"{EPIX}/{operation}", content=json.dumps(body), headers=headers(who))
 

@@ -54,7 +54,7 @@ def consent(
     }
 
 
-def call(client: TestClient, operation: str, *parts: dict[str, Any], who: str = "admin") -> Any:  # noqa: ANN401
+def call(client: TestClient, operation: str, *parts: dict[str, Any], who: str = "admin") -> Any:
     body = {"resourceType": "Parameters", "parameter": list(parts)}
     return client.post(f"{GICS}/{operation}", content=json.dumps(body), headers=headers(who))
 
@@ -81,7 +81,7 @@ def consented(client: TestClient, code: str, day: str, **flags: bool) -> bool:
     return bool(answer["valueBoolean"])
 
 
-def add(client: TestClient, resource: dict[str, Any], who: str = "admin") -> Any:  # noqa: ANN401
+def add(client: TestClient, resource: dict[str, Any], who: str = "admin") -> Any:
     return call(client, "$addConsent", {"name": "resource", "resource": resource}, who=who)
 
 
@@ -155,7 +155,7 @@ def unknown_code(resource: dict[str, Any]) -> dict[str, Any]:
         (lambda c: {**c, "patient": {"reference": "Patient/1"}}, "Consent.patient.identifier"),
     ],
 )
-def test_consents_breaking_mii_rules_get_422_and_are_not_stored(client: TestClient, mutate: Any, fragment: str) -> None:  # noqa: ANN401
+def test_consents_breaking_mii_rules_get_422_and_are_not_stored(client: TestClient, mutate: Any, fragment: str) -> None:
     response = add(client, mutate(consent("2024-01-01T10:00:00Z", "8")))
     assert response.status_code == 422, response.text
     assert response.json()["resourceType"] == "OperationOutcome"

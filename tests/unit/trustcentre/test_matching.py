@@ -38,6 +38,13 @@ demographics = st.builds(
         ("MARTHA", "MARHTA", 0.961),
         ("DWAYNE", "DUANE", 0.840),
         ("DIXON", "DICKSONX", 0.813),
+        # Jaro (2/8 + 2/8 + 2/2) / 3 = 0.5 is not above 0.7, so the shared prefix earns no boost.
+        ("ABCDEFGH", "ABXXXXXX", 0.5),
+        # Jaro (7/8 + 7/8 + 1) / 3 = 0.9167; the prefix counts 4 of its 7 characters: 0.9167 + 0.4 * 0.0833.
+        ("ABCDEFGH", "ABCDEFGX", 0.95),
+        # Characters match within max(6, 6) // 2 - 1 = 2 positions: (1/6 + 1/6 + 1) / 3, then nothing.
+        ("ABCDEF", "XXAXXX", 0.444),
+        ("ABCDEF", "XXXAXX", 0.0),
         ("ABC", "ABC", 1.0),
         ("ABC", "XYZ", 0.0),
         ("", "", 1.0),
@@ -95,6 +102,11 @@ def test_worked_examples(other: Demographics, score: float, expected_class: str)
 
 def test_umlaut_spellings_are_the_same_name() -> None:
     assert similarity(Demographics("Müller", "Jürgen", BORN), Demographics("MUELLER", "Juergen", BORN)) == 1.0
+
+
+def test_empty_names_are_no_agreement() -> None:
+    nameless = Demographics("", " - ", BORN, "female")
+    assert similarity(nameless, nameless) == pytest.approx(0.45)
 
 
 def test_sex_counts_only_when_both_records_state_one() -> None:

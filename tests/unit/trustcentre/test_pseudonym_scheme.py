@@ -125,12 +125,14 @@ def test_candidate_rejects(secret: bytes, domain: str, original: str, attempt: i
         candidate(secret, domain, original, DomainSettings(), attempt)
 
 
-def test_candidate_follows_the_documented_derivation() -> None:
-    # 16 divides 256, so no byte is rejected and the body is the low nibble of each stream byte.
-    settings = DomainSettings(alphabet="0123456789ABCDEF", length=20, prefix="X-", check_digit=False)
+@pytest.mark.parametrize("alphabet", ["0123456789ABCDEF", "".join(PRINTABLE[:93])])
+def test_candidate_follows_the_documented_derivation(alphabet: str) -> None:
+    # With 93 characters bytes from 186 up are rejected, and 64 characters need more than one stream block.
+    settings = DomainSettings(alphabet=alphabet, length=64, prefix="X-", check_digit=False)
     key = hmac.new(SECRET, b"study\x00A123456780\x003", hashlib.sha256).digest()
-    stream = hmac.new(key, (1).to_bytes(4, "big"), hashlib.sha256).digest()
-    expected = "X-" + "".join("0123456789ABCDEF"[byte % 16] for byte in stream[:20])
+    stream = b"".join(hmac.new(key, block.to_bytes(4, "big"), hashlib.sha256).digest() for block in range(1, 9))
+    accepted = [byte % len(alphabet) for byte in stream if byte < 256 - 256 % len(alphabet)]
+    expected = "X-" + "".join(alphabet[value] for value in accepted[:64])
     assert candidate(SECRET, "study", "A123456780", settings, 3) == expected
 
 

@@ -32,7 +32,7 @@ POSSIBLE_THRESHOLD = 0.80
 
 _FAMILY_WEIGHT, _GIVEN_WEIGHT, _BIRTH_DATE_WEIGHT, _SEX_WEIGHT = 0.25, 0.30, 0.35, 0.10
 _SWAPPED_DAY_MONTH, _SAME_YEAR = 0.7, 0.3
-_GERMAN_TRANSLITERATION = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss"})
+_GERMAN_TRANSLITERATION = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue"})  # casefold already makes ß and ẞ ss
 _SEPARATORS = re.compile(r"[\s\-\u2010\u2011\u2012\u2013]+")
 _WINKLER_PREFIX, _WINKLER_SCALE, _WINKLER_BOOST_FROM = 4, 0.1, 0.7
 

@@ -50,6 +50,12 @@ MII_POLICY_CODES: Final[Mapping[str, PolicyDisplay]] = MappingProxyType(
         f"{_OID}.7": PolicyDisplay("MDAT speichern, verarbeiten", "store and process medical data"),
         f"{_OID}.8": PolicyDisplay("MDAT wissenschaftlich nutzen", "use medical data for research"),
         f"{_OID}.9": PolicyDisplay("MDAT zusammenfuehren Dritte", "link medical data with third parties"),
+        f"{_OID}.19": PolicyDisplay("BIOMAT erheben", "collect biomaterial"),
+        f"{_OID}.20": PolicyDisplay("BIOMAT lagern, verarbeiten", "store and process biomaterial"),
+        f"{_OID}.21": PolicyDisplay("BIOMAT Eigentum uebertragen", "transfer ownership of biomaterial"),
+        f"{_OID}.22": PolicyDisplay("BIOMAT wissenschaftlich nutzen EU DSGVO Niveau", "use biomaterial for research"),
+        f"{_OID}.23": PolicyDisplay("BIOMAT Analysedaten zusammenfuehren Dritte", "link biomaterial analysis data"),
+        f"{_OID}.25": PolicyDisplay("BIOMAT Zusatzmengen entnehmen", "take additional biomaterial"),
         f"{_OID}.37": PolicyDisplay(
             "Rekontaktierung Ergebnisse erheblicher Bedeutung", "recontact about findings of major significance"
         ),
@@ -61,7 +67,7 @@ class ConsentInvalid(ValueError):  # noqa: N818 - the name is the trust centre's
     """A resource broke MII consent rules; `problems` names each one with its FHIR path."""
 
     def __init__(self, problems: list[str]) -> None:
-        super().__init__(f"not a valid MII consent ({len(problems)} problems): " + "; ".join(problems))
+        super().__init__("not a valid MII consent: " + "; ".join(problems))
         self.problems = problems
 
 
@@ -92,41 +98,27 @@ _DATE_TIME: Final = re.compile(
 )
 
 
-def _full_date_time(text: str) -> datetime | None:
-    """A FHIR dateTime with a time of day (which FHIR says must carry a zone); None otherwise."""
-    if _DATE_TIME.fullmatch(text) is None:
-        return None
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return None
-
-
-def _date_span(text: str) -> tuple[date, date] | None:
-    """First and last day a FHIR date or dateTime denotes; None if it is neither or no real day."""
-    moment = _full_date_time(text)
-    if moment is not None:
-        return moment.date(), moment.date()
+def _start_and_last_day(text: str) -> tuple[datetime, date] | None:
+    """When a FHIR date or dateTime begins (a bare date at midnight UTC) and the last day it covers."""
+    if _DATE_TIME.fullmatch(text):
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        return moment, moment.date()
     found = _DATE.fullmatch(text)
     if found is None:
         return None
     year, month = int(found["year"]), int(found["month"] or 1)
     try:
-        if found["day"] is not None:
-            return date(year, month, int(found["day"])), date(year, month, int(found["day"]))
-        if found["month"] is not None:
-            return date(year, month, 1), date(year, month, monthrange(year, month)[1])
-        return date(year, 1, 1), date(year, 12, 31)
+        first = date(year, month, int(found["day"] or 1))
     except ValueError:
         return None
-
-
-def _moment(text: str) -> datetime | None:
-    """A FHIR date or dateTime as an aware datetime; a bare date starts at midnight UTC."""
-    span = _date_span(text)
-    if span is None:
-        return None
-    return _full_date_time(text) or datetime.combine(span[0], time(), tzinfo=UTC)
+    if found["day"] is not None:
+        last = first
+    else:
+        last = date(year, month, monthrange(year, month)[1]) if found["month"] is not None else date(year, 12, 31)
+    return datetime.combine(first, time(), tzinfo=UTC), last
 
 
 _JSON_TYPES: Final = (
@@ -171,26 +163,27 @@ class _Checker:
             f"{path}: missing" if value is None else f"{path}: expected {expected}, got {_json_type(value)}"
         )
 
-    def days(self, value: object, path: str) -> tuple[date, date] | None:
+    def fhir_time(self, value: object, path: str) -> tuple[datetime, date] | None:
         text = self.json_string(value, path)
-        days = None if text is None else _date_span(text)
-        if text is not None and days is None:
+        parsed = None if text is None else _start_and_last_day(text)
+        if text is not None and parsed is None:
             self.problems.append(f"{path}: not a FHIR date or dateTime: {text!r}")
-        return days
+        return parsed
 
     def period(self, value: object, path: str) -> tuple[date, date | None] | None:
         period = self.json_object(value, path)
         if period is None:
             return None
-        start = self.days(period.get("start"), f"{path}.start")
+        start = self.fhir_time(period.get("start"), f"{path}.start")
         end_value = period.get("end")
-        end = None if end_value is None else self.days(end_value, f"{path}.end")
+        end = None if end_value is None else self.fhir_time(end_value, f"{path}.end")
         if start is None or (end_value is not None and end is None):
             return None
-        if end is not None and end[1] < start[0]:
-            self.problems.append(f"{path}.end: {end[1]} is before start {start[0]}")
+        first_day, last_day = start[0].date(), None if end is None else end[1]
+        if last_day is not None and last_day < first_day:
+            self.problems.append(f"{path}.end: {last_day} is before start {first_day}")
             return None
-        return start[0], None if end is None else end[1]
+        return first_day, last_day
 
 
 def _codings(concept: object) -> set[tuple[str, str]]:
@@ -215,14 +208,11 @@ def parse_mii_consent(resource: dict[str, object]) -> MiiConsent:
     if status is not None and status not in CONSENT_STATES:
         check.problems.append(f"Consent.status: unknown consent state {status!r}; known: {', '.join(CONSENT_STATES)}")
     reference, identifiers = _patient(check, root.get("patient"))
-    date_time_text = check.json_string(root.get("dateTime"), "Consent.dateTime")
-    date_time = None if date_time_text is None else _moment(date_time_text)
-    if date_time_text is not None and date_time is None:
-        check.problems.append(f"Consent.dateTime: not a FHIR date or dateTime: {date_time_text!r}")
+    signed = check.fhir_time(root.get("dateTime"), "Consent.dateTime")
     provisions = _provisions(check, root.get("provision"))
-    if check.problems or status is None or date_time is None:
+    if check.problems or status is None or signed is None:
         raise ConsentInvalid(check.problems)
-    return MiiConsent(reference, identifiers, date_time, status, provisions)
+    return MiiConsent(reference, identifiers, signed[0], status, provisions)
 
 
 def _check_classification(check: _Checker, root: dict[str, object]) -> None:
@@ -361,7 +351,6 @@ def withdrawal_consent(
     """
     if not codes:
         raise ValueError("a withdrawal names at least one policy code")
-    period = {"start": withdrawn_on.isoformat()}
     resource: dict[str, object] = {
         "resourceType": "Consent",
         "meta": {"profile": [MII_CONSENT_PROFILE]},
@@ -376,11 +365,11 @@ def withdrawal_consent(
         "policy": [{"uri": BROAD_CONSENT_POLICY_URI}],
         "provision": {
             "type": "deny",
-            "period": period,
+            "period": {"start": withdrawn_on.isoformat()},
             "provision": [
                 {
                     "type": "deny",
-                    "period": period,
+                    "period": {"start": withdrawn_on.isoformat()},
                     "code": [{"coding": [{"system": POLICY_SYSTEM, "code": code, **_display(code)}]}],
                 }
                 for code in codes

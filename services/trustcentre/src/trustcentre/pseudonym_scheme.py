@@ -42,7 +42,7 @@ _PRINTABLE_NO_SPACE = frozenset(string.printable) - frozenset(string.whitespace)
 _PREFIX_CHARACTERS = frozenset(string.ascii_letters + string.digits + "_-")
 _MIN_ALPHABET, _MIN_LENGTH, _MAX_LENGTH, _MAX_PREFIX = 10, 6, 64, 16
 
-# Damm's totally anti-symmetric quasigroup of order 10 (dissertation 2004, as published with the algorithm).
+# Damm's totally anti-symmetric quasigroup of order 10, the table published with his check digit algorithm.
 _DAMM_10 = (
     (0, 3, 1, 7, 5, 9, 8, 6, 4, 2),
     (7, 0, 9, 2, 1, 5, 4, 8, 6, 3),
@@ -58,7 +58,7 @@ _DAMM_10 = (
 # Irreducible polynomials for GF(2^k), k = 2..6 (an alphabet has at most 94 characters, so 2^k <= 64).
 _GF_POLYNOMIAL = {4: 0b111, 8: 0b1011, 16: 0b10011, 32: 0b100101, 64: 0b1000011}
 
-Operation = Callable[[int, int], int]
+_Operation = Callable[[int, int], int]
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def _check_alphabet(alphabet: str, check_digit: bool) -> None:
     if len(alphabet) < _MIN_ALPHABET:
         raise ValueError(f"alphabet: needs at least {_MIN_ALPHABET} distinct characters, got {len(alphabet)}")
     if check_digit:
-        _quasigroup(len(alphabet))
+        _quasigroup(len(alphabet))  # raises for sizes without a check character
 
 
 def settings_from_mapping(values: Mapping[str, object]) -> DomainSettings:
@@ -182,10 +182,10 @@ def _quasigroup(size: int) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(operate(x, y) for y in range(size)) for x in range(size))
 
 
-def _quasigroup_factors(size: int) -> list[tuple[int, Operation]] | None:
+def _quasigroup_factors(size: int) -> list[tuple[int, _Operation]] | None:
     power_of_two = size & -size
     odd = size // power_of_two
-    factors: list[tuple[int, Operation]] = []
+    factors: list[tuple[int, _Operation]] = []
     if power_of_two >= 4:
         factors.append((power_of_two, lambda x, y: _times_generator(x, power_of_two) ^ y))
     elif power_of_two == 2:
