@@ -25,6 +25,7 @@ from typing import Any
 import docker
 import httpx
 
+from benchmarks import trustcentre
 from infra.bootstrap import docker_client
 from infra.imagebuild import build_images
 from infra.local import LocalLauncher
@@ -37,7 +38,7 @@ MII_KDS_DIR = PROJECT_DIR.parent / "shared" / "testdata" / "mii-kds"
 RESULTS_DIR = PROJECT_DIR / ".hubnode" / "bench"
 FHIR_JSON = "application/fhir+json"
 READY_BUDGET_S = 300.0
-BENCHMARKS = ("ready", "ingest")
+BENCHMARKS = ("ready", "ingest", "pseudonyms", "consent")
 
 
 def main() -> int:
@@ -57,6 +58,10 @@ def main() -> int:
         results["ready"] = bench_ready(client, args.rounds)
     if "ingest" in chosen:
         results["ingest"] = bench_ingest(client)
+    if "pseudonyms" in chosen:
+        results["pseudonyms"] = trustcentre.bench_pseudonyms(client)
+    if "consent" in chosen:
+        results["consent"] = trustcentre.bench_consent()
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{results['started'].replace(':', '-')}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
@@ -219,6 +224,7 @@ def _print_table(results: dict[str, Any]) -> None:
                 ),
             ]
         rows.append(("ingest: postgres / embedded throughput", fmt(ingest["postgres_over_embedded_throughput"]), ""))
+    rows += trustcentre.table_rows(results)
     width = max(len(r[0]) for r in rows)
     print(f"\n{'benchmark':<{width}}  {'value':>10}  note")
     for name, value, note in rows:

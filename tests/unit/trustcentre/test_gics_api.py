@@ -8,50 +8,17 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from fixtures.consents import broad_consent
 from tests.unit.trustcentre.conftest import headers
-from trustcentre.mii_consent import MII_CONSENT_PROFILE, POLICY_SYSTEM
+from trustcentre.mii_consent import POLICY_SYSTEM
 
 GICS = "/ttp-fhir/fhir/gics"
 OID = POLICY_SYSTEM.removeprefix("urn:oid:")
 PERSON = {"system": "https://ukl.example/mrn", "value": "mrn-1"}
 
 
-def consent(
-    date_time: str, *codes: str, start: str = "2024-01-01", end: str = "2054-01-01", permit: bool = True
-) -> dict[str, Any]:
-    """An MII broad consent for PERSON permitting (or denying) `codes` in one period."""
-    return {
-        "resourceType": "Consent",
-        "meta": {"profile": [MII_CONSENT_PROFILE]},
-        "status": "active",
-        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "research"}]},
-        "category": [
-            {"coding": [{"system": "http://loinc.org", "code": "57016-8"}]},
-            {
-                "coding": [
-                    {
-                        "system": "https://www.medizininformatik-initiative.de/fhir/modul-consent/CodeSystem/mii-cs-consent-consent_category",
-                        "code": "2.16.840.1.113883.3.1937.777.24.2.184",
-                    }
-                ]
-            },
-        ],
-        "patient": {"identifier": PERSON},
-        "dateTime": date_time,
-        "policy": [{"uri": "urn:oid:2.16.840.1.113883.3.1937.777.24.2.1791"}],
-        "provision": {
-            "type": "deny",
-            "period": {"start": start, "end": end},
-            "provision": [
-                {
-                    "type": "permit" if permit else "deny",
-                    "period": {"start": start, "end": end},
-                    "code": [{"coding": [{"system": POLICY_SYSTEM, "code": f"{OID}.{code}"}]}],
-                }
-                for code in codes
-            ],
-        },
-    }
+def consent(date_time: str, *codes: str, **period: Any) -> dict[str, Any]:
+    return broad_consent(PERSON, date_time, *codes, **period)
 
 
 def call(client: TestClient, operation: str, *parts: dict[str, Any], who: str = "admin") -> Any:

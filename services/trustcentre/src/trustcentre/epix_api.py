@@ -21,27 +21,7 @@ MPI_SYSTEM = "urn:hubnode:mpi"
 
 
 def _identifiers(context: Context, params: Parameters) -> list[Identifier]:
-    found = []
-    for location, part in params.named("identifier"):
-        value = part.get("valueIdentifier")
-        if (
-            not isinstance(value, dict)
-            or not isinstance(value.get("system"), str)
-            or not isinstance(value.get("value"), str)
-        ):
-            raise FhirError(
-                400,
-                "invalid",
-                f"{location} (identifier) must carry a valueIdentifier with system and value",
-                (location,),
-            )
-        if not value["value"].strip() or len(value["value"]) > 255 or len(value["system"]) > 255:
-            raise FhirError(
-                400, "invalid", f"{location} (identifier): system and value must be 1-255 characters", (location,)
-            )
-        found.append(Identifier(value["system"], value["value"]))
-    if not found:
-        raise FhirError(400, "required", "parameter 'identifier' is required", ("identifier",))
+    found = [Identifier(system, value) for system, value in params.identifiers("identifier")]
     check_batch(context, len(found), "identifiers")
     return found
 

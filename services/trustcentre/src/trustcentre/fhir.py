@@ -96,6 +96,28 @@ class Parameters:
             raise FhirError(400, "required", f"parameter {name!r} is required", (f"{self.path}.where(name='{name}')",))
         return values
 
+    def identifiers(self, name: str) -> list[tuple[str, str]]:
+        """All `valueIdentifier` values of `name` as (system, value), each part of 1-255 characters."""
+        found = []
+        for location, part in self.named(name):
+            value = part.get("valueIdentifier")
+            system, text = (value.get("system"), value.get("value")) if isinstance(value, dict) else (None, None)
+            if not isinstance(system, str) or not isinstance(text, str):
+                raise FhirError(
+                    400,
+                    "invalid",
+                    f"{location} ({name}) must carry a valueIdentifier with system and value",
+                    (location,),
+                )
+            if not (0 < len(system) <= MAX_VALUE_LENGTH and len(text.strip()) > 0 and len(text) <= MAX_VALUE_LENGTH):
+                raise FhirError(
+                    400, "invalid", f"{location} ({name}): system and value must be 1-255 characters", (location,)
+                )
+            found.append((system, text))
+        if not found:
+            raise FhirError(400, "required", f"parameter {name!r} is required", (f"{self.path}.where(name='{name}')",))
+        return found
+
     def string(self, name: str, *, required: bool = True, default: str | None = None) -> str | None:
         """The one `valueString` of `name`; a repeated parameter is an error."""
         values = self.strings(name, minimum=1 if required else 0)

@@ -24,23 +24,7 @@ ID_MATCHING_TYPES = ("AT_LEAST_ONE", "ALL")
 
 
 def _persons(context: Context, params: Parameters) -> list[PersonIdentifier]:
-    found = []
-    for location, part in params.named("personIdentifier"):
-        value = part.get("valueIdentifier")
-        if (
-            not isinstance(value, dict)
-            or not isinstance(value.get("system"), str)
-            or not isinstance(value.get("value"), str)
-        ):
-            raise FhirError(
-                400,
-                "invalid",
-                f"{location} (personIdentifier) must carry a valueIdentifier with system and value",
-                (location,),
-            )
-        found.append(PersonIdentifier(value["system"], value["value"]))
-    if not found:
-        raise FhirError(400, "required", "parameter 'personIdentifier' is required", ("personIdentifier",))
+    found = [PersonIdentifier(system, value) for system, value in params.identifiers("personIdentifier")]
     check_batch(context, len(found), "person identifiers")
     return found
 
