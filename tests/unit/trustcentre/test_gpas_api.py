@@ -268,6 +268,8 @@ def test_de_pseudonymize_inverts_pseudonymize(tmp_path_factory: pytest.TempPathF
         assert len(set(created.values())) == len(created), "pseudonyms must be unique in a domain"
         revealed = pairs(call(client, "$dePseudonymize", request("study", *created.values(), name="pseudonym")))
         assert revealed == created
+        elsewhere = pairs(call(client, "$pseudonymizeAllowCreate", request("clinic", *originals)))
+        assert not set(elsewhere.values()) & set(created.values()), "domains must not share pseudonyms"
 
 
 def test_concurrent_allow_create_of_one_original_yields_one_pseudonym(database_url: str) -> None:
