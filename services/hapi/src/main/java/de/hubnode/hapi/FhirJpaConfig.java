@@ -51,6 +51,10 @@ public class FhirJpaConfig {
 		// HAPI then requires server-assigned ids (POST) to be UUIDs so the two can never collide.
 		s.setResourceClientIdStrategy(JpaStorageSettings.ClientIdStrategyEnum.ANY);
 		s.setResourceServerIdStrategy(JpaStorageSettings.IdStrategyEnum.UUID);
+		// Keep HAPI's default: a reference to a resource that neither exists nor is created in the same
+		// transaction is rejected (HTTP 400). The MII core data set test bundles are self-contained and
+		// load with this on.
+		s.setEnforceReferentialIntegrityOnWrite(true);
 		// A search must see data written a moment ago (tests write, then search); HAPI's default would
 		// answer an identical search from a cached result for up to 60 s.
 		s.setReuseCachedSearchResultsForMillis(null);
