@@ -369,7 +369,9 @@ def test_periods_become_inclusive_days(start: str, end: str | None, expected: tu
 
 def test_a_withdrawal_is_a_valid_consent_denying_from_the_given_day_on() -> None:
     now = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
-    resource: dict[str, Any] = withdrawal_consent("Patient/p-1", date(2025, 3, 1), [MDAT_RESEARCH, IDAT_COLLECT], now)
+    resource: dict[str, Any] = withdrawal_consent(
+        {"reference": "Patient/p-1"}, date(2025, 3, 1), [MDAT_RESEARCH, IDAT_COLLECT], now
+    )
     assert parse_mii_consent(resource) == MiiConsent(
         patient_reference="Patient/p-1",
         patient_identifiers=(),
@@ -385,17 +387,17 @@ def test_a_withdrawal_is_a_valid_consent_denying_from_the_given_day_on() -> None
 
 def test_a_withdrawal_of_nothing_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one policy code"):
-        withdrawal_consent("Patient/p-1", date(2025, 3, 1), [], datetime(2025, 3, 1, tzinfo=UTC))
+        withdrawal_consent({"reference": "Patient/p-1"}, date(2025, 3, 1), [], datetime(2025, 3, 1, tzinfo=UTC))
 
 
 def test_a_withdrawal_of_an_unknown_policy_is_refused() -> None:
     with pytest.raises(ConsentInvalid, match=r"unknown MII policy code '1\.2\.3'"):
-        withdrawal_consent("Patient/p-1", date(2025, 3, 1), ["1.2.3"], datetime(2025, 3, 1, tzinfo=UTC))
+        withdrawal_consent({"reference": "Patient/p-1"}, date(2025, 3, 1), ["1.2.3"], datetime(2025, 3, 1, tzinfo=UTC))
 
 
 def test_a_withdrawal_needs_an_aware_time() -> None:
     with pytest.raises(ConsentInvalid) as caught:
-        withdrawal_consent("Patient/p-1", date(2025, 3, 1), [MDAT_RESEARCH], datetime(2025, 3, 1, 9, 30))  # noqa: DTZ001
+        withdrawal_consent({"reference": "Patient/p-1"}, date(2025, 3, 1), [MDAT_RESEARCH], datetime(2025, 3, 1, 9, 30))  # noqa: DTZ001
     assert caught.value.problems == ["Consent.dateTime: not a FHIR date or dateTime: '2025-03-01T09:30:00'"]
 
 

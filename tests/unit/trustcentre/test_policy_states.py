@@ -84,7 +84,9 @@ def test_only_active_consents_count(status: str) -> None:
 
 def test_a_withdrawal_declines_from_its_day_on_and_keeps_history() -> None:
     withdrawal = parse_mii_consent(
-        withdrawal_consent("Patient/p-1", date(2025, 3, 1), [MDAT_RESEARCH], datetime(2025, 3, 2, tzinfo=UTC))
+        withdrawal_consent(
+            {"reference": "Patient/p-1"}, date(2025, 3, 1), [MDAT_RESEARCH], datetime(2025, 3, 2, tzinfo=UTC)
+        )
     )
     consents = [BROAD, withdrawal]
     assert policy_state(consents, MDAT_RESEARCH, date(2025, 2, 28)) is PolicyState.ACCEPTED
@@ -157,7 +159,9 @@ def recorded_after(consents: list[MiiConsent]) -> datetime:
 def test_a_later_withdrawal_declines_every_day_from_its_start(
     consents: list[MiiConsent], code: str, withdrawn_on: date, days_after: int, unknown_is_decline: bool
 ) -> None:
-    withdrawal = parse_mii_consent(withdrawal_consent("Patient/p-1", withdrawn_on, [code], recorded_after(consents)))
+    withdrawal = parse_mii_consent(
+        withdrawal_consent({"reference": "Patient/p-1"}, withdrawn_on, [code], recorded_after(consents))
+    )
     later = withdrawn_on + timedelta(days=days_after)
     state = policy_state([*consents, withdrawal], code, later, unknown_is_decline=unknown_is_decline)
     assert state is PolicyState.DECLINED
@@ -167,7 +171,9 @@ def test_a_later_withdrawal_declines_every_day_from_its_start(
 def test_a_withdrawal_leaves_earlier_days_as_they_were(
     consents: list[MiiConsent], code: str, withdrawn_on: date, days_before: int
 ) -> None:
-    withdrawal = parse_mii_consent(withdrawal_consent("Patient/p-1", withdrawn_on, [code], recorded_after(consents)))
+    withdrawal = parse_mii_consent(
+        withdrawal_consent({"reference": "Patient/p-1"}, withdrawn_on, [code], recorded_after(consents))
+    )
     earlier = withdrawn_on - timedelta(days=days_before)
     assert policy_state([*consents, withdrawal], code, earlier) is policy_state(consents, code, earlier)
 

@@ -51,131 +51,137 @@ def _subjects(persons: list[PersonIdentifier]) -> list[str]:
     return [p.value for p in persons]
 
 
-def gics_endpoints() -> Mapping[str, Endpoint]:
-    """Operation name -> endpoint."""
+def _add(context: Context, params: Parameters) -> dict[str, Any]:
+    resource = params.resource("resource")
+    if resource is None:
+        raise FhirError(400, "required", "parameter 'resource' (the Consent) is required", ("resource",))
+    domain = _domain(params)
+    with context.engine.begin() as connection:
+        consent_id, person = add_consent(connection, domain, resource)
+        record(
+            connection,
+            AuditRecord(
+                context.caller.name,
+                "$addConsent",
+                [person.value],
+                "success",
+                context.purpose,
+                f"consent {consent_id}",
+            ),
+        )
+    return parameters({"name": "consentId", "valueString": consent_id}, {"name": "domain", "valueString": domain})
 
-    def add(context: Context, params: Parameters) -> dict[str, Any]:
-        resource = params.resource("resource")
-        if resource is None:
-            raise FhirError(400, "required", "parameter 'resource' (the Consent) is required", ("resource",))
-        domain = _domain(params)
-        with context.engine.begin() as connection:
-            consent_id, person = add_consent(connection, domain, resource)
-            record(
-                connection,
-                AuditRecord(
-                    context.caller.name,
-                    "$addConsent",
-                    [person.value],
-                    "success",
-                    context.purpose,
-                    f"consent {consent_id}",
-                ),
-            )
-        return parameters({"name": "consentId", "valueString": consent_id}, {"name": "domain", "valueString": domain})
 
-    def is_consented(context: Context, params: Parameters) -> dict[str, Any]:
-        persons = _persons(context, params)
-        code = _policy_code(params)
-        config = params.sub("config") or Parameters(())
-        matching = config.string("idMatchingType", required=False, default="AT_LEAST_ONE")
-        if matching not in ID_MATCHING_TYPES:
-            raise FhirError(
-                400,
-                "invalid",
-                f"config.idMatchingType {matching!r}: one of {', '.join(ID_MATCHING_TYPES)}",
-                ("config",),
+def _is_consented(context: Context, params: Parameters) -> dict[str, Any]:
+    persons = _persons(context, params)
+    code = _policy_code(params)
+    config = params.sub("config") or Parameters(())
+    matching = config.string("idMatchingType", required=False, default="AT_LEAST_ONE")
+    if matching not in ID_MATCHING_TYPES:
+        raise FhirError(
+            400,
+            "invalid",
+            f"config.idMatchingType {matching!r}: one of {', '.join(ID_MATCHING_TYPES)}",
+            ("config",),
+        )
+    unknown_is_decline = config.boolean("unknownStateIsConsideredAsDecline", default=False)
+    day = config.date("requestDate") or datetime.now(UTC).date()
+    domain = _domain(params)
+    with context.engine.begin() as connection:
+        groups = [persons] if matching == "AT_LEAST_ONE" else [[p] for p in persons]
+        states = [
+            policy_state(
+                parsed(consents_of(connection, domain, group)), code, day, unknown_is_decline=unknown_is_decline
             )
-        unknown_is_decline = config.boolean("unknownStateIsConsideredAsDecline", default=False)
-        day = config.date("requestDate") or datetime.now(UTC).date()
-        domain = _domain(params)
-        with context.engine.begin() as connection:
-            groups = [persons] if matching == "AT_LEAST_ONE" else [[p] for p in persons]
-            states = [
-                policy_state(
-                    parsed(consents_of(connection, domain, group)), code, day, unknown_is_decline=unknown_is_decline
-                )
-                for group in groups
-            ]
-            record(
-                connection,
-                AuditRecord(
-                    context.caller.name,
-                    "$isConsented",
-                    _subjects(persons),
-                    "success",
-                    context.purpose,
-                    f"policy {code} on {day}",
-                ),
-            )
-        return parameters({"name": "consented", "valueBoolean": all(s is PolicyState.ACCEPTED for s in states)})
+            for group in groups
+        ]
+        record(
+            connection,
+            AuditRecord(
+                context.caller.name,
+                "$isConsented",
+                _subjects(persons),
+                "success",
+                context.purpose,
+                f"policy {code} on {day}",
+            ),
+        )
+    return parameters({"name": "consented", "valueBoolean": all(s is PolicyState.ACCEPTED for s in states)})
 
-    def all_for_person(context: Context, params: Parameters) -> dict[str, Any]:
-        persons = _persons(context, params)
-        with context.engine.begin() as connection:
-            found = consents_of(connection, _domain(params), persons)
-            record(
-                connection,
-                AuditRecord(
-                    context.caller.name, "$allConsentsForPerson", _subjects(persons), "success", context.purpose
-                ),
-            )
-        return {
-            "resourceType": "Bundle",
-            "type": "searchset",
-            "total": len(found),
-            "entry": [{"resource": r} for r in found],
-        }
 
-    def current_states(context: Context, params: Parameters) -> dict[str, Any]:
-        persons = _persons(context, params)
-        config = params.sub("config") or Parameters(())
-        day = config.date("requestDate") or datetime.now(UTC).date()
-        unknown_is_decline = config.boolean("unknownStateIsConsideredAsDecline", default=False)
-        with context.engine.begin() as connection:
-            states = current_policy_states(parsed(consents_of(connection, _domain(params), persons)), day)
-            record(
-                connection,
-                AuditRecord(
-                    context.caller.name, "$currentPolicyStatesForPerson", _subjects(persons), "success", context.purpose
-                ),
-            )
-        return parameters(*(_state_part(code, state, unknown_is_decline) for code, state in sorted(states.items())))
-
-    def withdraw(context: Context, params: Parameters) -> dict[str, Any]:
-        [person] = _persons(context, params)[:1]
-        codes = [_policy_code(Parameters((part,), location)) for location, part in params.named("policy")]
-        withdrawn_on = params.date("withdrawalDate") or datetime.now(UTC).date()
-        domain = _domain(params)
-        try:
-            resource = withdrawal_consent("Patient/unknown", withdrawn_on, codes, datetime.now(UTC))
-        except (ConsentInvalid, ValueError) as exc:
-            raise FhirError(400, "invalid", str(exc), ("policy",)) from None
-        resource["patient"] = {"identifier": {"system": person.system, "value": person.value}}
-        with context.engine.begin() as connection:
-            consent_id, _ = add_consent(connection, domain, resource)
-            record(
-                connection,
-                AuditRecord(
-                    context.caller.name,
-                    "$withdrawConsent",
-                    [person.value],
-                    "success",
-                    context.purpose,
-                    f"withdrawal {consent_id} from {withdrawn_on}",
-                ),
-            )
-        return parameters(
-            {"name": "consentId", "valueString": consent_id},
-            {"name": "withdrawnFrom", "valueDate": withdrawn_on.isoformat()},
+def _all_for_person(context: Context, params: Parameters) -> dict[str, Any]:
+    persons = _persons(context, params)
+    with context.engine.begin() as connection:
+        found = consents_of(connection, _domain(params), persons)
+        record(
+            connection,
+            AuditRecord(context.caller.name, "$allConsentsForPerson", _subjects(persons), "success", context.purpose),
         )
 
     return {
-        "$addConsent": operation("$addConsent", Role.CONSENT_WRITE, add),
-        "$withdrawConsent": operation("$withdrawConsent", Role.CONSENT_WRITE, withdraw),
-        "$isConsented": operation("$isConsented", Role.CONSENT_READ, is_consented),
-        "$allConsentsForPerson": operation("$allConsentsForPerson", Role.CONSENT_READ, all_for_person),
-        "$currentPolicyStatesForPerson": operation("$currentPolicyStatesForPerson", Role.CONSENT_READ, current_states),
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(found),
+        "entry": [{"resource": r} for r in found],
+    }
+
+
+def _current_states(context: Context, params: Parameters) -> dict[str, Any]:
+    persons = _persons(context, params)
+    config = params.sub("config") or Parameters(())
+    day = config.date("requestDate") or datetime.now(UTC).date()
+    unknown_is_decline = config.boolean("unknownStateIsConsideredAsDecline", default=False)
+    with context.engine.begin() as connection:
+        states = current_policy_states(parsed(consents_of(connection, _domain(params), persons)), day)
+        record(
+            connection,
+            AuditRecord(
+                context.caller.name, "$currentPolicyStatesForPerson", _subjects(persons), "success", context.purpose
+            ),
+        )
+    return parameters(*(_state_part(code, state, unknown_is_decline) for code, state in sorted(states.items())))
+
+
+def _withdraw(context: Context, params: Parameters) -> dict[str, Any]:
+    persons = _persons(context, params)
+    if len(persons) != 1:
+        raise FhirError(400, "invalid", "a withdrawal names exactly one personIdentifier", ("personIdentifier",))
+    [person] = persons
+    codes = [_policy_code(Parameters((part,), location)) for location, part in params.named("policy")]
+    withdrawn_on = params.date("withdrawalDate") or datetime.now(UTC).date()
+    domain = _domain(params)
+    try:
+        patient = {"identifier": {"system": person.system, "value": person.value}}
+        resource = withdrawal_consent(patient, withdrawn_on, codes, datetime.now(UTC))
+    except (ConsentInvalid, ValueError) as exc:
+        raise FhirError(400, "invalid", str(exc), ("policy",)) from None
+    with context.engine.begin() as connection:
+        consent_id, _ = add_consent(connection, domain, resource)
+        record(
+            connection,
+            AuditRecord(
+                context.caller.name,
+                "$withdrawConsent",
+                [person.value],
+                "success",
+                context.purpose,
+                f"withdrawal {consent_id} from {withdrawn_on}",
+            ),
+        )
+    return parameters(
+        {"name": "consentId", "valueString": consent_id},
+        {"name": "withdrawnFrom", "valueDate": withdrawn_on.isoformat()},
+    )
+
+
+def gics_endpoints() -> Mapping[str, Endpoint]:
+    """Operation name -> endpoint."""
+    return {
+        "$addConsent": operation("$addConsent", Role.CONSENT_WRITE, _add),
+        "$withdrawConsent": operation("$withdrawConsent", Role.CONSENT_WRITE, _withdraw),
+        "$isConsented": operation("$isConsented", Role.CONSENT_READ, _is_consented),
+        "$allConsentsForPerson": operation("$allConsentsForPerson", Role.CONSENT_READ, _all_for_person),
+        "$currentPolicyStatesForPerson": operation("$currentPolicyStatesForPerson", Role.CONSENT_READ, _current_states),
     }
 
 

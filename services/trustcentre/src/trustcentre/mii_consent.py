@@ -340,9 +340,9 @@ def _mii_code(check: _Checker, value: object, path: str) -> str | None:
 
 
 def withdrawal_consent(
-    patient_reference: str, withdrawn_on: date, codes: list[str], now: datetime
+    patient: Mapping[str, object], withdrawn_on: date, codes: list[str], now: datetime
 ) -> dict[str, object]:
-    """A new MII consent denying `codes` from `withdrawn_on` on, dated `now`.
+    """A new MII consent of `patient` (a FHIR Reference) denying `codes` from `withdrawn_on` on, dated `now`.
 
     A withdrawal is recorded as a later consent rather than by editing the earlier one, so the
     history stays readable: policy states before `withdrawn_on` still come out as they were.
@@ -360,7 +360,7 @@ def withdrawal_consent(
             {"coding": [{"system": LOINC_SYSTEM, "code": RESEARCH_CONSENT_LOINC}]},
             {"coding": [{"system": MII_CATEGORY_SYSTEM, "code": MII_CATEGORY_CODE}]},
         ],
-        "patient": {"reference": patient_reference},
+        "patient": dict(patient),
         "dateTime": now.isoformat(timespec="seconds"),
         "policy": [{"uri": BROAD_CONSENT_POLICY_URI}],
         "provision": {
