@@ -31,7 +31,7 @@ from trustcentre.auth import Authenticator, Caller, Role, token_hash
 from trustcentre.settings import Settings
 
 BATCHES = (1, 100, 1000)
-ROUNDS = 3
+ROUNDS = 5
 TOKEN = secrets.token_urlsafe(24)
 HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/fhir+json"}
 PG_READY_BUDGET_S = 60.0

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, insert, select, true
 
-from trustcentre.db import audit_events, audit_subjects
+from trustcentre.db import audit_events, audit_subjects, bulk_insert
 
 AUDIT_SOURCE_SYSTEM = "urn:hubnode:trustcentre"
 PURPOSE_SYSTEM = "urn:hubnode:project"
@@ -49,8 +49,7 @@ def record(connection: Connection, entry: AuditRecord) -> None:
         .returning(audit_events.c.id)
     ).scalar_one()
     subjects = sorted(set(entry.subjects))
-    if subjects:
-        connection.execute(insert(audit_subjects), [{"event_id": event_id, "subject": s} for s in subjects])
+    bulk_insert(connection, audit_subjects, [{"event_id": event_id, "subject": s} for s in subjects])
 
 
 def record_alone(engine: Engine, entry: AuditRecord) -> None:

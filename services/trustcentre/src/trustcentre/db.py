@@ -7,7 +7,7 @@ transaction each, so a node upgraded in place moves forward and a failed step le
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -26,6 +26,8 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    any_,
+    bindparam,
     create_engine,
     event,
     func,
@@ -33,6 +35,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
 
 metadata = MetaData()
 
@@ -156,7 +159,12 @@ def connect(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        # No server-side prepared statements: after a few runs PostgreSQL switches a prepared
+        # statement to a generic plan, and for `= ANY(array)` of a thousand values that plan was
+        # six times slower (measured: 60 ms -> 400 ms per 1,000 pseudonyms).
+        engine = create_engine(
+            url, pool_size=10, max_overflow=10, pool_pre_ping=True, connect_args={"prepare_threshold": None}
+        )
     migrate(engine)
     return engine
 
@@ -187,7 +195,34 @@ def migrate(engine: Engine) -> int:
 
 def insert_ignoring_conflicts(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     """INSERT ... ON CONFLICT DO NOTHING, in the dialect at hand: concurrent writers never fail."""
+    bulk_insert(connection, table, rows, ignore_conflicts=True)
+
+
+def bulk_insert(
+    connection: Connection, table: Table, rows: list[dict[str, Any]], *, ignore_conflicts: bool = False
+) -> None:
+    """Insert many rows (all with the same keys) in one statement.
+
+    On PostgreSQL as `INSERT ... SELECT unnest(array), ...`: one parameter per column however many
+    rows, which is several times faster than a statement per row or a bind parameter per value.
+    """
     if not rows:
         return
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    connection.execute(dialect.insert(table).values(rows).on_conflict_do_nothing())
+    if connection.dialect.name == "postgresql":
+        columns = list(rows[0])
+        arrays = [
+            func.unnest(bindparam(None, [row[c] for row in rows], type_=postgresql.ARRAY(table.c[c].type)))
+            for c in columns
+        ]
+        statement = postgresql.insert(table).from_select(columns, select(*arrays))
+        connection.execute(statement.on_conflict_do_nothing() if ignore_conflicts else statement)
+        return
+    insert_statement = sqlite.insert(table)
+    connection.execute(insert_statement.on_conflict_do_nothing() if ignore_conflicts else insert_statement, rows)
+
+
+def one_of(connection: Connection, column: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:
+    """`column IN values`; on PostgreSQL as `= ANY(array)`, one parameter however many values."""
+    if connection.dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
+    return column.in_(list(values))

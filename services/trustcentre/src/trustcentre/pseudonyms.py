@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, select
 
-from trustcentre.db import domains, insert_ignoring_conflicts, pseudonyms
+from trustcentre.db import domains, insert_ignoring_conflicts, one_of, pseudonyms
 from trustcentre.fhir import FhirError
 from trustcentre.pseudonym_scheme import DomainSettings, candidate, looks_like_pseudonym, settings_from_mapping
 
@@ -65,10 +65,14 @@ class PseudonymStore:
         """Original -> pseudonym for every original that has (or, with `create`, now gets) one."""
         settings = self.settings(connection, domain)
         wanted = list(dict.fromkeys(originals))
-        found = self._pseudonyms_of(connection, domain, wanted)
-        missing = [o for o in wanted if o not in found]
+        if not create:
+            return self._pseudonyms_of(connection, domain, wanted)
+        # Insert first, read after: an original that has a pseudonym conflicts and keeps it, so
+        # one INSERT and one SELECT serve new and existing originals alike.
+        found: dict[str, str] = {}
+        missing = wanted
         attempt = 0
-        while create and missing:
+        while missing:
             if attempt == MAX_ATTEMPTS:
                 raise FhirError(
                     409, "conflict", f"domain {domain!r} found no free pseudonym after {MAX_ATTEMPTS} attempts"
@@ -89,7 +93,7 @@ class PseudonymStore:
         plausible = [v for v in dict.fromkeys(values) if looks_like_pseudonym(v, settings)]
         rows = connection.execute(
             select(pseudonyms.c.pseudonym, pseudonyms.c.original).where(
-                pseudonyms.c.domain == domain, pseudonyms.c.pseudonym.in_(plausible)
+                pseudonyms.c.domain == domain, one_of(connection, pseudonyms.c.pseudonym, plausible)
             )
         )
         return {str(key): str(value) for key, value in rows}
@@ -100,7 +104,9 @@ class PseudonymStore:
         existing = self._pseudonyms_of(connection, domain, list(dict.fromkeys(originals)))
         if existing:
             connection.execute(
-                delete(pseudonyms).where(pseudonyms.c.domain == domain, pseudonyms.c.original.in_(list(existing)))
+                delete(pseudonyms).where(
+                    pseudonyms.c.domain == domain, one_of(connection, pseudonyms.c.original, list(existing))
+                )
             )
         return existing
 
@@ -108,7 +114,7 @@ class PseudonymStore:
     def _pseudonyms_of(connection: Connection, domain: str, originals: Iterable[str]) -> dict[str, str]:
         rows = connection.execute(
             select(pseudonyms.c.original, pseudonyms.c.pseudonym).where(
-                pseudonyms.c.domain == domain, pseudonyms.c.original.in_(list(originals))
+                pseudonyms.c.domain == domain, one_of(connection, pseudonyms.c.original, list(originals))
             )
         )
         return {str(key): str(value) for key, value in rows}
