@@ -158,6 +158,7 @@ def connect(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin_immediate)
     else:
         # No server-side prepared statements: after a few runs PostgreSQL switches a prepared
         # statement to a generic plan, and for `= ANY(array)` of a thousand values that plan was
@@ -170,11 +171,22 @@ def connect(url: str) -> Engine:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:  # noqa: ANN401 -- DB-API objects
+    dbapi_connection.isolation_level = None  # transactions are begun by _sqlite_begin_immediate
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _sqlite_begin_immediate(connection: Connection) -> None:
+    """Take SQLite's write lock when a transaction begins, not at its first write.
+
+    A transaction that reads and then writes would otherwise fail at once ("database is locked")
+    when another writer committed in between; taking the lock up front makes concurrent callers
+    wait their turn (up to the 30 s busy timeout) instead.
+    """
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def migrate(engine: Engine) -> int:
