@@ -31,10 +31,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import string
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from functools import cache
-from itertools import count
 
 MIN_SECRET_BYTES = 32
 DEFAULT_ALPHABET = "".join(c for c in string.digits + string.ascii_uppercase if c not in "01IO")
@@ -122,9 +121,7 @@ def candidate(secret: bytes, domain: str, original: str, settings: DomainSetting
     message = b"\x00".join((domain.encode(), original.encode(), str(attempt).encode()))
     key = hmac.digest(secret, message, hashlib.sha256)
     alphabet = settings.alphabet
-    accept_below = 256 - 256 % len(alphabet)
-    accepted = (byte % len(alphabet) for byte in _byte_stream(key) if byte < accept_below)
-    body = "".join(alphabet[next(accepted)] for _ in range(settings.length))
+    body = "".join(alphabet[index] for index in _uniform_indices(key, len(alphabet), settings.length))
     return settings.prefix + body + (_check_character(body, alphabet) if settings.check_digit else "")
 
 
@@ -149,9 +146,19 @@ def looks_like_pseudonym(value: str, settings: DomainSettings) -> bool:
     return not settings.check_digit or has_valid_check_character(value, settings)
 
 
-def _byte_stream(key: bytes) -> Iterator[int]:
-    for block in count(1):
-        yield from hmac.digest(key, block.to_bytes(4, "big"), hashlib.sha256)
+def _uniform_indices(key: bytes, size: int, needed: int) -> list[int]:
+    """`needed` indices below `size` from the HMAC stream of `key`, rejecting bytes that would bias them.
+
+    Block by block rather than byte by byte: the same indices, a fraction of the interpreter's work.
+    """
+    accept_below = 256 - 256 % size
+    indices: list[int] = []
+    block = 1
+    while len(indices) < needed:
+        digest = hmac.digest(key, block.to_bytes(4, "big"), hashlib.sha256)
+        indices += [byte % size for byte in digest if byte < accept_below]
+        block += 1
+    return indices[:needed]
 
 
 def _check_character(body: str, alphabet: str) -> str:
