@@ -255,7 +255,10 @@ def _passes_health_check(container: Container, service: ServicePlan) -> bool:
     """Run the plan's health check inside the container, as Docker would."""
     test = service.health.test
     command = ["/bin/sh", "-c", test[1]] if test[0] == "CMD-SHELL" else list(test[1:])
-    return bool(container.exec_run(command, user=service.user).exit_code == 0)
+    try:
+        return bool(container.exec_run(command, user=service.user).exit_code == 0)
+    except docker.errors.APIError:
+        return False  # it stopped since we looked; the caller's next look says why
 
 
 def _service_failed(plan: NodePlan, service: ServicePlan, container: Container, why: str) -> HubnodeError:
