@@ -136,7 +136,7 @@ def _up(args: argparse.Namespace, progress: Progress) -> int:
     print(f"stack {args.stack} is up; endpoints written to {endpoints_file}")
     for plan in plans:
         for name, url in plan.endpoints.items():
-            print(f"  {plan.site:<16} {name:<8} {url}")
+            print(f"  {plan.site:<16} {name:<12} {url}")
     print(f"stop it with: hubnode down --stack {args.stack}")
     return 0
 
@@ -161,7 +161,7 @@ def _status(args: argparse.Namespace, progress: Progress) -> int:
             for name, url in node["endpoints"].items():
                 print(f"    {name:<12} {url}")
             for component, service in node["services"].items():
-                print(f"    {component:<10} {service['state']:<10} {service['health']:<10} {service['container']}")
+                print(f"    {component:<12} {service['state']:<10} {service['health']:<10} {service['container']}")
     return 0 if all(node["health"] == "up" for node in nodes) else EXIT_FAILED
 
 

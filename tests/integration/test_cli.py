@@ -31,7 +31,7 @@ def test_up_status_smoke_down(tmp_path: Path, client: docker.DockerClient) -> No
         up = hubnode(tmp_path, "up", "--stack", "itest-cli")
         assert up.returncode == 0, up.stderr
         assert "==> start nodes and wait until healthy" in up.stderr
-        assert f"cli              fhir     http://127.0.0.1:{port}/fhir" in up.stdout
+        assert f"cli              fhir         http://127.0.0.1:{port}/fhir" in up.stdout
         endpoints = json.loads((tmp_path / ".hubnode" / "itest-cli" / "endpoints.json").read_text())
         assert endpoints == {
             "stack": "itest-cli",
