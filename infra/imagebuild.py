@@ -9,6 +9,7 @@ is reused, which keeps re-runs and CI fast.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -23,6 +24,7 @@ from typing import Any
 
 import docker
 import docker.errors
+from docker.models.images import Image
 
 from infra.errors import HubnodeError
 from infra.plan import ImageBuild, NodePlan
@@ -97,7 +99,8 @@ def build_image(client: docker.DockerClient, image: ImageToBuild, progress: Prog
     base_id = _base_image_id(client, image.build.base_image)
     build_args = {"BASE_IMAGE": image.build.base_image}
     wanted = context_hash(context, build_args, base_id)
-    if _existing_hash(client, image.reference) == wanted:
+    previous = _existing(client, image.reference)
+    if previous is not None and (previous.labels or {}).get(HASH_LABEL) == wanted:
         progress.note(f"{image.reference} is up to date")
         return
     progress.note(f"building {image.reference} from {context.relative_to(PROJECT_DIR)}")
@@ -115,6 +118,17 @@ def build_image(client: docker.DockerClient, image: ImageToBuild, progress: Prog
     )
     for event in stream:
         _follow_build_event(event, image.reference, log, progress)
+    if previous is not None and previous.id is not None:
+        _remove_superseded(client, previous.id)
+
+
+def _remove_superseded(client: docker.DockerClient, image_id: str) -> None:
+    """Delete the image a rebuild replaced, so disks do not fill with old builds.
+
+    Docker refuses while a container still uses it, and then it stays, as it should.
+    """
+    with contextlib.suppress(docker.errors.APIError):
+        client.images.remove(image_id)
 
 
 def _follow_build_event(event: Mapping[str, Any], reference: str, log: list[str], progress: Progress) -> None:
@@ -141,12 +155,11 @@ def _base_image_id(client: docker.DockerClient, base_image: str) -> str:
         ) from None
 
 
-def _existing_hash(client: docker.DockerClient, reference: str) -> str | None:
+def _existing(client: docker.DockerClient, reference: str) -> Image | None:
     try:
-        labels = client.images.get(reference).labels or {}
+        return client.images.get(reference)
     except docker.errors.ImageNotFound:
         return None
-    return labels.get(HASH_LABEL)
 
 
 def _context_tar(context: Path) -> io.BytesIO:

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import docker
+import docker.errors
 import pytest
 
 from infra import imagebuild
@@ -96,3 +97,26 @@ def test_health_checks_of_the_plan_are_the_ones_docker_runs(
             "healthy",
             "starting",
         )
+
+
+def test_a_rebuild_replaces_the_old_image_and_an_unchanged_recipe_is_not_rebuilt(
+    client: docker.DockerClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recipe = tmp_path / "tiny"
+    recipe.mkdir()
+    (recipe / "Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nLABEL org.hubnode.test=one\n")
+    monkeypatch.setattr(imagebuild, "RECIPES_DIR", tmp_path)
+    monkeypatch.setattr(imagebuild, "PROJECT_DIR", tmp_path)
+    image = ImageToBuild("hubnode/itest-tiny:0", ImageBuild("tiny", "hubnode/base:trixie"))
+    try:
+        build_image(client, image, Progress())
+        first = client.images.get(image.reference).id
+        build_image(client, image, Progress())
+        assert client.images.get(image.reference).id == first, "an unchanged recipe must not be rebuilt"
+        (recipe / "Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nLABEL org.hubnode.test=two\n")
+        build_image(client, image, Progress())
+        assert client.images.get(image.reference).id != first
+        with pytest.raises(docker.errors.ImageNotFound):
+            client.images.get(first)
+    finally:
+        client.images.remove(image.reference, force=True)
