@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import docker
+
 from infra.bootstrap import docker_client, ensure_base_image, ensure_build_tools, ensure_docker_engine
 from infra.errors import HubnodeError
 from infra.imagebuild import build_images, images_to_build
@@ -115,23 +117,29 @@ def _bootstrap(_args: argparse.Namespace, progress: Progress) -> int:
 
 
 def _images(args: argparse.Namespace, progress: Progress) -> int:
-    plans = _plans(args, progress)
+    _build(_plans(args, progress), progress)
+    return 0
+
+
+def _build(plans: tuple[NodePlan, ...], progress: Progress) -> docker.DockerClient:
+    """Make sure an engine answers and every image the plans build is there; returns the engine."""
     with progress.step("Docker engine"):
         client = ensure_docker_engine(progress)
-    if images_to_build(plans):
+    builds = images_to_build(plans)
+    if builds:
         with progress.step("offline base image"):
-            for base in {image.build.base_image for image in images_to_build(plans)}:
+            for base in {image.build.base_image for image in builds}:
                 ensure_base_image(client, progress, base)
         with progress.step("images"):
             build_images(client, plans, progress)
-    return 0
+    return client
 
 
 def _up(args: argparse.Namespace, progress: Progress) -> int:
     plans = _plans(args, progress)
-    _images(args, progress)
+    client = _build(plans, progress)
     with progress.step("start nodes and wait until healthy"):
-        LocalLauncher(docker_client(), progress, state_dir(args)).up(plans)
+        LocalLauncher(client, progress, state_dir(args)).up(plans)
     endpoints_file = _write_endpoints(args, plans)
     print(f"stack {args.stack} is up; endpoints written to {endpoints_file}")
     for plan in plans:
