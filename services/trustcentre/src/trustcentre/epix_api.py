@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from trustcentre.audit import AuditRecord, record
+from trustcentre.audit import record
 from trustcentre.auth import Role
 from trustcentre.fhir import FhirError, Parameters, parameters
 from trustcentre.linkage import Identifier, LinkResult, link, open_matches, resolve
@@ -67,16 +67,14 @@ def epix_endpoints() -> Mapping[str, Endpoint]:
             subjects = [result.mpi, *(i.value for i in identifiers)]
             record(
                 connection,
-                AuditRecord(
-                    context.caller.name, "$requestMPI", subjects, "success", context.purpose, f"source {source}"
-                ),
+                context.success("$requestMPI", subjects, f"source {source}"),
             )
         return _result(result)
 
     def list_matches(context: Context, _params: Parameters) -> dict[str, Any]:
         with context.engine.begin() as connection:
             matches = open_matches(connection)
-            record(connection, AuditRecord(context.caller.name, "$possibleMatches", [], "success", context.purpose))
+            record(connection, context.success("$possibleMatches", []))
         return parameters(
             *(
                 {
@@ -102,14 +100,7 @@ def epix_endpoints() -> Mapping[str, Endpoint]:
             subjects = [match["mpi"], match["candidate_mpi"]]
             record(
                 connection,
-                AuditRecord(
-                    context.caller.name,
-                    "$resolvePossibleMatch",
-                    subjects,
-                    "success",
-                    context.purpose,
-                    f"{resolution} match {raw_id}",
-                ),
+                context.success("$resolvePossibleMatch", subjects, f"{resolution} match {raw_id}"),
             )
         return parameters(
             {"name": "status", "valueCode": match["status"]},

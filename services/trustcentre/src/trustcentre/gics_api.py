@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from trustcentre.audit import AuditRecord, record
+from trustcentre.audit import record
 from trustcentre.auth import Role
 from trustcentre.consents import PersonIdentifier, add_consent, consents_of, parsed
 from trustcentre.fhir import FhirError, Parameters, parameters
@@ -60,14 +60,7 @@ def _add(context: Context, params: Parameters) -> dict[str, Any]:
         consent_id, person = add_consent(connection, domain, resource)
         record(
             connection,
-            AuditRecord(
-                context.caller.name,
-                "$addConsent",
-                [person.value],
-                "success",
-                context.purpose,
-                f"consent {consent_id}",
-            ),
+            context.success("$addConsent", [person.value], f"consent {consent_id}"),
         )
     return parameters({"name": "consentId", "valueString": consent_id}, {"name": "domain", "valueString": domain})
 
@@ -97,14 +90,7 @@ def _is_consented(context: Context, params: Parameters) -> dict[str, Any]:
         ]
         record(
             connection,
-            AuditRecord(
-                context.caller.name,
-                "$isConsented",
-                _subjects(persons),
-                "success",
-                context.purpose,
-                f"policy {code} on {day}",
-            ),
+            context.success("$isConsented", _subjects(persons), f"policy {code} on {day}"),
         )
     return parameters({"name": "consented", "valueBoolean": all(s is PolicyState.ACCEPTED for s in states)})
 
@@ -115,7 +101,7 @@ def _all_for_person(context: Context, params: Parameters) -> dict[str, Any]:
         found = consents_of(connection, _domain(params), persons)
         record(
             connection,
-            AuditRecord(context.caller.name, "$allConsentsForPerson", _subjects(persons), "success", context.purpose),
+            context.success("$allConsentsForPerson", _subjects(persons)),
         )
 
     return {
@@ -135,9 +121,7 @@ def _current_states(context: Context, params: Parameters) -> dict[str, Any]:
         states = current_policy_states(parsed(consents_of(connection, _domain(params), persons)), day)
         record(
             connection,
-            AuditRecord(
-                context.caller.name, "$currentPolicyStatesForPerson", _subjects(persons), "success", context.purpose
-            ),
+            context.success("$currentPolicyStatesForPerson", _subjects(persons)),
         )
     return parameters(*(_state_part(code, state, unknown_is_decline) for code, state in sorted(states.items())))
 
@@ -159,14 +143,7 @@ def _withdraw(context: Context, params: Parameters) -> dict[str, Any]:
         consent_id, _ = add_consent(connection, domain, resource)
         record(
             connection,
-            AuditRecord(
-                context.caller.name,
-                "$withdrawConsent",
-                [person.value],
-                "success",
-                context.purpose,
-                f"withdrawal {consent_id} from {withdrawn_on}",
-            ),
+            context.success("$withdrawConsent", [person.value], f"withdrawal {consent_id} from {withdrawn_on}"),
         )
     return parameters(
         {"name": "consentId", "valueString": consent_id},

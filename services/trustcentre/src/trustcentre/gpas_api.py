@@ -51,9 +51,7 @@ def _inputs(context: Context, params: Parameters, name: str) -> tuple[str, list[
 
 
 def _audit(context: Context, operation_name: str, subjects: list[str], domain: str) -> AuditRecord:
-    return AuditRecord(
-        context.caller.name, operation_name, subjects, "success", context.purpose or domain, f"domain {domain}"
-    )
+    return context.success(operation_name, subjects, f"domain {domain}", purpose=context.purpose or domain)
 
 
 def gpas_endpoints(store: PseudonymStore) -> Mapping[str, Endpoint]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,12 @@ class Context:
     engine: Engine
     purpose: str | None
     max_batch: int
+
+    def success(
+        self, operation: str, subjects: Sequence[str], detail: str = "", purpose: str | None = None
+    ) -> AuditRecord:
+        """The audit record of this caller's successful `operation` (purpose: the request's, unless given)."""
+        return AuditRecord(self.caller.name, operation, subjects, "success", purpose or self.purpose, detail)
 
 
 Operation = Callable[[Context, Parameters], dict[str, Any]]
