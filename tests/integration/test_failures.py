@@ -67,14 +67,19 @@ def test_a_service_that_exits_is_reported_with_its_exit_code(
     assert stack_resources(client, plan.stack) == {"containers": [], "networks": []}
 
 
+def recipes_in(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Make `folder` the image builder's recipe directory for one test."""
+    monkeypatch.setattr(imagebuild, "RECIPES_DIR", folder)
+    monkeypatch.setattr(imagebuild, "PROJECT_DIR", folder)
+    return folder
+
+
 def test_a_failing_image_build_names_the_image_and_shows_the_build_output(
     client: docker.DockerClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    recipe = tmp_path / "broken"
+    recipe = recipes_in(tmp_path, monkeypatch) / "broken"
     recipe.mkdir()
     (recipe / "Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo preparing && exit 3\n")
-    monkeypatch.setattr(imagebuild, "RECIPES_DIR", tmp_path)
-    monkeypatch.setattr(imagebuild, "PROJECT_DIR", tmp_path)
     image = ImageToBuild("hubnode/itest-broken:0", ImageBuild("broken", "hubnode/base:trixie"))
     with pytest.raises(HubnodeError) as caught:
         build_image(client, image, Progress())
@@ -102,11 +107,9 @@ def test_health_checks_of_the_plan_are_the_ones_docker_runs(
 def test_a_rebuild_replaces_the_old_image_and_an_unchanged_recipe_is_not_rebuilt(
     client: docker.DockerClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    recipe = tmp_path / "tiny"
+    recipe = recipes_in(tmp_path, monkeypatch) / "tiny"
     recipe.mkdir()
     (recipe / "Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nLABEL org.hubnode.test=one\n")
-    monkeypatch.setattr(imagebuild, "RECIPES_DIR", tmp_path)
-    monkeypatch.setattr(imagebuild, "PROJECT_DIR", tmp_path)
     image = ImageToBuild("hubnode/itest-tiny:0", ImageBuild("tiny", "hubnode/base:trixie"))
     try:
         build_image(client, image, Progress())
