@@ -18,7 +18,7 @@ PYTEST_ENV = {"TESTCONTAINERS_RYUK_DISABLED": "true"}
 
 
 def _install(session: nox.Session) -> None:
-    session.install("-e", ".[dev]", "-e", "services/trustcentre")
+    session.install("-e", ".[dev]", "-e", "services/trustcentre", "-e", "services/connector")
 
 
 @nox.session

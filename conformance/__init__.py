@@ -1,0 +1,1 @@
+"""Conformance suite: replay patient journeys across nodes and certify interoperability."""

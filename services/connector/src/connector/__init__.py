@@ -1,0 +1,1 @@
+"""hubnode connector: ingest into a node and DSF-style processes between nodes (docs/federation.md)."""
