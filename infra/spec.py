@@ -8,8 +8,8 @@ is declared, and the CLI and the Pulumi program reject exactly the same files.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast, get_args
 
 from infra.errors import HubnodeError
@@ -21,11 +21,21 @@ ImageSourceKind = Literal["local", "registry"]
 ROLES: tuple[str, ...] = get_args(Role)
 DATABASES: tuple[str, ...] = get_args(Database)
 IMAGE_SOURCES: tuple[str, ...] = get_args(ImageSourceKind)
-#: Components this version can run; later issues add connector, portal, idp, gateway.
-COMPONENTS: tuple[str, ...] = ("fhir", "trustcentre")
+#: Components this version can run; later issues add portal and idp.
+COMPONENTS: tuple[str, ...] = ("fhir", "trustcentre", "connector", "gateway")
+#: What a node of each role runs when its entry in `hubnode:nodes` names no components.
+ROLE_COMPONENTS: Mapping[str, tuple[str, ...]] = {
+    "dic": ("fhir", "trustcentre", "connector", "gateway"),
+    "practice": ("fhir", "connector", "gateway"),
+    "research": ("fhir", "connector", "gateway"),
+    "ttp": ("trustcentre", "gateway"),
+}
 #: Images a site may point at its own registry (`hubnode:images.<name>`).
-IMAGE_NAMES: tuple[str, ...] = ("fhir", "db", "trustcentre")
-DEFAULT_PORTS: Mapping[str, int] = {"fhir": 8080, "trustcentre": 8081}
+IMAGE_NAMES: tuple[str, ...] = ("fhir", "db", "trustcentre", "connector", "gateway")
+#: Host ports: `gateway` is the node's public TLS door, `peer` its mutual-TLS door for other nodes.
+PORT_NAMES: tuple[str, ...] = ("fhir", "trustcentre", "gateway", "peer")
+DEFAULT_PORTS: Mapping[str, int] = {"fhir": 8080, "trustcentre": 8081, "gateway": 8443, "peer": 9443}
+DEFAULT_FEDERATION_DOMAIN = "hubnode.test"
 #: Settings a pseudonym domain may carry (checked in full by the trust centre at start-up).
 DOMAIN_SETTINGS: Mapping[str, type] = {"alphabet": str, "length": int, "prefix": str, "check_digit": bool}
 DEFAULT_BASE_IMAGE = "hubnode/base:trixie"
@@ -33,11 +43,15 @@ DEFAULT_BASE_IMAGE = "hubnode/base:trixie"
 NAMESPACE = "hubnode"
 #: Keys read by adapters rather than the spec (secrets never pass through plain data).
 SECRET_KEYS: tuple[str, ...] = ("dbPassword", "trustcentreSecret", "trustcentreAdminToken")
-KEYS: tuple[str, ...] = ("site", "role", "components", "database", "ports", "images", "domains", *SECRET_KEYS)
+NODE_KEYS: tuple[str, ...] = ("site", "role", "components", "database", "ports", "images")
+FEDERATION_KEYS: tuple[str, ...] = ("federation", "nodes", "peers", "projects")
+KEYS: tuple[str, ...] = (*NODE_KEYS, "domains", *FEDERATION_KEYS, *SECRET_KEYS)
 
 _SITE_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
 _STACK_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _IMAGE_REF_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$")
+_DOMAIN_PATTERN = re.compile(r"^(?=.{1,200}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+_THUMBPRINT_PATTERN = re.compile(r"^[0-9a-f]{128}$")
 
 
 @dataclass(frozen=True)
@@ -89,7 +103,7 @@ class PseudonymDomain:
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """One hub node as its site declares it."""
+    """One hub node as its site declares it; `host` is its name inside the federation."""
 
     site: str
     role: Role
@@ -98,47 +112,137 @@ class NodeSpec:
     ports: Mapping[str, int]
     images: ImageSource
     domains: tuple[PseudonymDomain, ...] = ()
+    host: str = ""
+
+
+@dataclass(frozen=True)
+class PeerSpec:
+    """A node of another site that this stack's nodes may exchange with (a real site's federation)."""
+
+    site: str
+    role: Role
+    address: str
+    thumbprint: str
+
+
+@dataclass(frozen=True)
+class Project:
+    """A research project: data sent for it is pseudonymised in its own domain."""
+
+    name: str
+    domain: str
+
+
+@dataclass(frozen=True)
+class Federation:
+    """The federation the stack's nodes belong to: its name (certificate organisation) and DNS domain."""
+
+    name: str
+    domain: str = DEFAULT_FEDERATION_DOMAIN
+    peers: tuple[PeerSpec, ...] = ()
+    projects: tuple[Project, ...] = ()
 
 
 @dataclass(frozen=True)
 class StackSpec:
-    """A Pulumi stack: its name and the nodes it declares."""
+    """A Pulumi stack: its name, the nodes it declares, and their federation (None for a lone node)."""
 
     stack: str
     nodes: tuple[NodeSpec, ...]
+    federation: Federation | None = None
+
+    @property
+    def trust_centre(self) -> NodeSpec | None:
+        """The node serving the federation's trust centre: a `ttp` node if there is one, else the first."""
+        serving = [n for n in self.nodes if "trustcentre" in n.components]
+        return next((n for n in serving if n.role == "ttp"), serving[0] if serving else None)
 
 
 def parse_stack(stack: str, config: Mapping[str, Any], source: str = "stack config") -> StackSpec:
     """Validate a stack's config (`{"hubnode:site": ..., ...}`); raise `SpecError` listing all problems.
 
-    Keys outside the `hubnode:` namespace (e.g. `docker:host`) belong to other providers and pass.
+    A stack declares one node with top-level keys, or a federation with `hubnode:nodes`. Keys outside
+    the `hubnode:` namespace (e.g. `docker:host`) belong to other providers and pass.
     """
     problems: list[Problem] = []
     if not _STACK_PATTERN.match(stack):
         problems.append(Problem("stack name", stack, "letters, digits, '.', '_' or '-', at most 63"))
     ours = {k.split(":", 1)[1]: v for k, v in config.items() if k.startswith(f"{NAMESPACE}:")}
     problems += [
-        Problem(f"{NAMESPACE}:{key}", value, f"unknown key; known keys: {', '.join(KEYS)}")
+        Problem(_key(key), value, f"unknown key; known keys: {', '.join(KEYS)}")
         for key, value in ours.items()
         if key not in KEYS
     ]
-    node = _parse_node(ours, problems)
+    domains = _parse_domains(ours.get("domains", []), problems)
+    if "nodes" in ours:
+        problems += [
+            Problem(_key(key), ours[key], "in a federation stack, set this per node under hubnode:nodes")
+            for key in ("site", "role", "components", "ports")
+            if key in ours
+        ]
+        nodes = _parse_nodes(ours, problems)
+    else:
+        nodes = (_parse_node(ours, _key, problems, default_components=["fhir"]),)
+    federation = _parse_federation(ours, domains, problems) if any(k in ours for k in FEDERATION_KEYS) else None
     if problems:
         raise SpecError(problems, source)
-    assert node is not None  # noqa: S101 -- _parse_node returns None only with problems recorded
-    return StackSpec(stack=stack, nodes=(node,))
+    located = tuple(_placed(node, federation) for node in cast("tuple[NodeSpec, ...]", nodes))
+    spec = StackSpec(stack=stack, nodes=_with_domains(located, domains), federation=federation)
+    _check_federation(spec, problems)
+    if problems:
+        raise SpecError(problems, source)
+    return spec
 
 
-def _parse_node(values: Mapping[str, Any], problems: list[Problem]) -> NodeSpec | None:
+Key = Callable[[str], str]
+
+
+def _key(name: str) -> str:
+    return f"{NAMESPACE}:{name}"
+
+
+def _item_key(key: str, index: int) -> Key:
+    """Names keys inside the `index`th entry of the list `key`: `hubnode:nodes[1].ports`."""
+    return lambda name: _key(f"{key}[{index}].{name}")
+
+
+def _parse_nodes(values: Mapping[str, Any], problems: list[Problem]) -> tuple[NodeSpec | None, ...]:
+    """The nodes of a federation stack; top-level `database` and `images` are every node's defaults."""
+    entries = values["nodes"]
+    if not isinstance(entries, list) or not entries:
+        problems.append(Problem(_key("nodes"), entries, "a non-empty list of nodes, e.g. [{site: dic, role: dic}]"))
+        return ()
+    nodes: list[NodeSpec | None] = []
+    for index, entry in enumerate(entries):
+        at = _item_key("nodes", index)
+        if not isinstance(entry, Mapping):
+            problems.append(Problem(_key(f"nodes[{index}]"), entry, "a mapping, e.g. {site: dic, role: dic}"))
+            continue
+        problems += [
+            Problem(at(key), value, f"unknown key; known keys: {', '.join(NODE_KEYS)}")
+            for key, value in entry.items()
+            if key not in NODE_KEYS
+        ]
+        merged = {"database": values.get("database", "embedded"), "images": values.get("images", {}), **entry}
+        role = merged.get("role", "dic")
+        nodes.append(_parse_node(merged, at, problems, default_components=list(ROLE_COMPONENTS.get(role, ("fhir",)))))
+    sites = [n.site for n in nodes if n is not None]
+    if len(set(sites)) != len(sites):
+        problems.append(Problem(_key("nodes"), sites, "each site at most once"))
+    return tuple(nodes)
+
+
+def _parse_node(
+    values: Mapping[str, Any], at: Key, problems: list[Problem], default_components: list[str]
+) -> NodeSpec | None:
     before = len(problems)
-    site = _parse_site(values.get("site"), problems)
-    role = _choice("role", values.get("role", "dic"), ROLES, problems)
-    components = _parse_components(values.get("components", ["fhir"]), problems)
-    database = _choice("database", values.get("database", "embedded"), DATABASES, problems)
-    ports = _parse_ports(values.get("ports", {}), components, problems)
+    site = _parse_site(values.get("site"), at, problems)
+    role = _choice(at("role"), values.get("role", "dic"), ROLES, problems)
+    components = _parse_components(values.get("components", default_components), at, problems)
+    database = _choice(at("database"), values.get("database", "embedded"), DATABASES, problems)
+    ports = _parse_ports(values.get("ports", {}), components, at, problems)
     needed = (*components, "db") if database == "postgres" else components
-    images = _parse_images(values.get("images", {}), needed, problems)
-    domains = _parse_domains(values.get("domains", []), problems)
+    images = _parse_images(values.get("images", {}), needed, at, problems)
     if len(problems) > before or images is None:
         return None
     return NodeSpec(
@@ -148,63 +252,184 @@ def _parse_node(values: Mapping[str, Any], problems: list[Problem]) -> NodeSpec 
         database=cast("Database", database),
         ports=ports,
         images=images,
-        domains=domains,
     )
 
 
-def _key(name: str) -> str:
-    return f"{NAMESPACE}:{name}"
+def _placed(node: NodeSpec, federation: Federation | None) -> NodeSpec:
+    """The node with its federation host name."""
+    return replace(node, host=f"{node.site}.{federation.domain}") if federation else node
 
 
-def _parse_site(value: object, problems: list[Problem]) -> str:
+def _with_domains(nodes: tuple[NodeSpec, ...], domains: tuple[PseudonymDomain, ...]) -> tuple[NodeSpec, ...]:
+    """Pseudonym domains live in the one trust centre that serves the stack."""
+    serving = StackSpec("", nodes).trust_centre
+    return tuple(replace(n, domains=domains) if n is serving else n for n in nodes)
+
+
+def _parse_federation(
+    values: Mapping[str, Any], domains: tuple[PseudonymDomain, ...], problems: list[Problem]
+) -> Federation:
+    settings = values.get("federation", {})
+    if not isinstance(settings, Mapping):
+        problems.append(Problem(_key("federation"), settings, "a mapping, e.g. {name: my-hub, domain: hub.example}"))
+        settings = {}
+    problems += [
+        Problem(_key(f"federation.{key}"), value, "unknown key; known keys: name, domain")
+        for key, value in settings.items()
+        if key not in ("name", "domain")
+    ]
+    name = settings.get("name", "hubnode")
+    if not isinstance(name, str) or not _SITE_PATTERN.match(name):
+        problems.append(Problem(_key("federation.name"), name, "2-32 lowercase letters, digits or '-'"))
+    domain = settings.get("domain", DEFAULT_FEDERATION_DOMAIN)
+    if not isinstance(domain, str) or not _DOMAIN_PATTERN.match(domain):
+        problems.append(Problem(_key("federation.domain"), domain, "a lowercase DNS domain, e.g. hub.example"))
+    return Federation(
+        name=str(name),
+        domain=str(domain),
+        peers=_parse_peers(values.get("peers", []), problems),
+        projects=_parse_projects(values.get("projects", []), domains, problems),
+    )
+
+
+def _parse_peers(value: object, problems: list[Problem]) -> tuple[PeerSpec, ...]:
+    if not isinstance(value, list):
+        problems.append(Problem(_key("peers"), value, "a list of {site, role, address, thumbprint}"))
+        return ()
+    peers: list[PeerSpec] = []
+    for index, entry in enumerate(value):
+        at = _item_key("peers", index)
+        if not isinstance(entry, Mapping):
+            problems.append(Problem(_key(f"peers[{index}]"), entry, "a mapping {site, role, address, thumbprint}"))
+            continue
+        before = len(problems)
+        site = _parse_site(entry.get("site"), at, problems)
+        role = _choice(at("role"), entry.get("role"), ROLES, problems)
+        address = entry.get("address")
+        if not isinstance(address, str) or not address.startswith("https://"):
+            problems.append(
+                Problem(at("address"), address, "the peer's https:// endpoint, e.g. https://dic.hub.example:9443/fhir")
+            )
+        thumbprint = entry.get("thumbprint")
+        if not isinstance(thumbprint, str) or not _THUMBPRINT_PATTERN.match(thumbprint):
+            problems.append(
+                Problem(at("thumbprint"), thumbprint, "the SHA-512 of the peer certificate: 128 lowercase hex")
+            )
+        if len(problems) == before:
+            peers.append(PeerSpec(site, cast("Role", role), cast("str", address), cast("str", thumbprint)))
+    return tuple(peers)
+
+
+def _parse_projects(
+    value: object, domains: tuple[PseudonymDomain, ...], problems: list[Problem]
+) -> tuple[Project, ...]:
+    if not isinstance(value, list):
+        problems.append(Problem(_key("projects"), value, "a list of {name, domain}"))
+        return ()
+    known = {d.name for d in domains}
+    projects: list[Project] = []
+    for index, entry in enumerate(value):
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str) or not entry["name"]:
+            problems.append(Problem(_key(f"projects[{index}]"), entry, "a mapping {name, domain}"))
+        elif entry.get("domain") not in known:
+            problems.append(
+                Problem(
+                    _key(f"projects[{index}].domain"), entry.get("domain"), f"one of hubnode:domains: {sorted(known)}"
+                )
+            )
+        else:
+            projects.append(Project(entry["name"], entry["domain"]))
+    return tuple(projects)
+
+
+def _check_federation(spec: StackSpec, problems: list[Problem]) -> None:
+    """What only the whole stack can tell: components that need each other, shared ports and names."""
+    for index, node in enumerate(spec.nodes):
+        at = _key(f"nodes[{index}].components") if len(spec.nodes) > 1 or spec.federation else _key("components")
+        if "connector" in node.components and not {"fhir", "gateway"} <= set(node.components):
+            problems.append(Problem(at, list(node.components), "a connector needs fhir and gateway on its node"))
+        if "gateway" in node.components and not {"connector", "trustcentre"} & set(node.components):
+            problems.append(Problem(at, list(node.components), "a gateway needs a connector or trustcentre behind it"))
+        if "connector" in node.components and spec.federation is None:
+            problems.append(
+                Problem(at, list(node.components), "a connector needs a federation: set hubnode:federation")
+            )
+    has_connector = any("connector" in n.components for n in spec.nodes)
+    remote_ttp = spec.federation and any(p.role in ("ttp", "dic") for p in spec.federation.peers)
+    if has_connector and spec.trust_centre is None and not remote_ttp:
+        problems.append(
+            Problem(
+                _key("nodes"),
+                [n.site for n in spec.nodes],
+                "connectors need a trust centre: give a dic or ttp node the trustcentre component",
+            )
+        )
+    ports = [(n.site, name, port) for n in spec.nodes for name, port in n.ports.items()]
+    taken = [port for _, _, port in ports]
+    clashes = sorted({f"{site}.{name}={port}" for site, name, port in ports if taken.count(port) > 1})
+    if clashes:
+        problems.append(
+            Problem(_key("nodes[].ports"), clashes, "every node needs its own host ports; set them under ports")
+        )
+    peer_sites = [p.site for p in spec.federation.peers] if spec.federation else []
+    shared = sorted({n.site for n in spec.nodes} & set(peer_sites))
+    if shared:
+        problems.append(Problem(_key("peers"), shared, "a peer cannot have the site name of one of this stack's nodes"))
+
+
+def _parse_site(value: object, at: Key, problems: list[Problem]) -> str:
     if value is None:
-        problems.append(Problem(_key("site"), None, "required: the node's site id, e.g. ukl-dic"))
+        problems.append(Problem(at("site"), None, "required: the node's site id, e.g. ukl-dic"))
         return ""
     if not isinstance(value, str) or not _SITE_PATTERN.match(value):
-        problems.append(Problem(_key("site"), value, "2-32 lowercase letters, digits or '-', starting with a letter"))
+        problems.append(Problem(at("site"), value, "2-32 lowercase letters, digits or '-', starting with a letter"))
         return ""
     return value
 
 
-def _choice(name: str, value: object, allowed: tuple[str, ...], problems: list[Problem]) -> str:
+def _choice(key: str, value: object, allowed: tuple[str, ...], problems: list[Problem]) -> str:
     if value not in allowed:
-        problems.append(Problem(_key(name), value, f"choose one of {', '.join(allowed)}"))
+        problems.append(Problem(key, value, f"choose one of {', '.join(allowed)}"))
         return ""
     return str(value)
 
 
-def _parse_components(value: object, problems: list[Problem]) -> tuple[str, ...]:
+def _parse_components(value: object, at: Key, problems: list[Problem]) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
-        problems.append(Problem(_key("components"), value, "a non-empty list, e.g. [fhir]"))
+        problems.append(Problem(at("components"), value, "a non-empty list, e.g. [fhir]"))
         return ()
     bad = [c for c in value if c not in COMPONENTS]
     if bad:
         problems.append(
-            Problem(_key("components"), bad, f"unknown component; this version runs: {', '.join(COMPONENTS)}")
+            Problem(at("components"), bad, f"unknown component; this version runs: {', '.join(COMPONENTS)}")
         )
         return ()
     if len(set(value)) != len(value):
-        problems.append(Problem(_key("components"), value, "each component at most once"))
+        problems.append(Problem(at("components"), value, "each component at most once"))
         return ()
     return tuple(cast("list[str]", value))
 
 
-def _parse_ports(value: object, components: tuple[str, ...], problems: list[Problem]) -> dict[str, int]:
+def _parse_ports(value: object, components: tuple[str, ...], at: Key, problems: list[Problem]) -> dict[str, int]:
+    """Host ports; by default a node behind a gateway publishes only the gateway's doors."""
     if not isinstance(value, Mapping):
-        problems.append(Problem(_key("ports"), value, "a mapping of component to host port, e.g. {fhir: 8080}"))
+        problems.append(Problem(at("ports"), value, "a mapping of component to host port, e.g. {fhir: 8080}"))
         return {}
-    ports = {c: DEFAULT_PORTS[c] for c in components if c in DEFAULT_PORTS}
-    for component, port in value.items():
-        key = _key(f"ports.{component}")
-        if component not in COMPONENTS:
-            problems.append(Problem(key, port, f"no such component; ports exist for: {', '.join(COMPONENTS)}"))
+    published = ("gateway", "peer") if "gateway" in components else components
+    ports = {name: DEFAULT_PORTS[name] for name in published if name in DEFAULT_PORTS}
+    for name, port in value.items():
+        key = at(f"ports.{name}")
+        if name not in PORT_NAMES:
+            problems.append(Problem(key, port, f"no such port; ports exist for: {', '.join(PORT_NAMES)}"))
+        elif components and name not in components and not (name == "peer" and "gateway" in components):
+            problems.append(Problem(key, port, f"the node has no {name}; it runs {', '.join(components)}"))
         elif isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port <= 65535:
             problems.append(Problem(key, port, "a whole number from 1024 to 65535"))
         else:
-            ports[component] = port
+            ports[name] = port
     clashes = sorted({p for p in ports.values() if list(ports.values()).count(p) > 1})
     if clashes:
-        problems.append(Problem(_key("ports"), dict(value), f"each component needs its own port; {clashes} used twice"))
+        problems.append(Problem(at("ports"), dict(value), f"each component needs its own port; {clashes} used twice"))
     return ports
 
 
@@ -234,18 +459,18 @@ def _parse_domains(value: object, problems: list[Problem]) -> tuple[PseudonymDom
     return tuple(domains)
 
 
-def _parse_images(value: object, needed: tuple[str, ...], problems: list[Problem]) -> ImageSource | None:
+def _parse_images(value: object, needed: tuple[str, ...], at: Key, problems: list[Problem]) -> ImageSource | None:
     """Where images come from; with a registry, every image the node `needed` must resolve."""
     if not isinstance(value, Mapping):
-        problems.append(Problem(_key("images"), value, "a mapping, e.g. {source: local}"))
+        problems.append(Problem(at("images"), value, "a mapping, e.g. {source: local}"))
         return None
     before = len(problems)
-    kind = _choice("images.source", value.get("source", "local"), IMAGE_SOURCES, problems)
+    kind = _choice(at("images.source"), value.get("source", "local"), IMAGE_SOURCES, problems)
     base_image = value.get("base", DEFAULT_BASE_IMAGE)
     registry = value.get("registry", "")
-    overrides = _parse_image_overrides(value, problems)
+    overrides = _parse_image_overrides(value, at, problems)
     if not _is_image_ref(base_image):
-        problems.append(Problem(_key("images.base"), base_image, "an image reference, e.g. debian:trixie-slim"))
+        problems.append(Problem(at("images.base"), base_image, "an image reference, e.g. debian:trixie-slim"))
     if kind == "registry":
         missing = [n for n in IMAGE_NAMES if n in needed and n not in overrides]
         if missing and not _is_image_ref(registry):
@@ -258,7 +483,7 @@ def _parse_images(value: object, needed: tuple[str, ...], problems: list[Problem
                 )
             )
     elif registry:
-        problems.append(Problem(_key("images.registry"), registry, "only used with source: registry"))
+        problems.append(Problem(at("images.registry"), registry, "only used with source: registry"))
     if len(problems) > before:
         return None
     return ImageSource(
@@ -266,16 +491,16 @@ def _parse_images(value: object, needed: tuple[str, ...], problems: list[Problem
     )
 
 
-def _parse_image_overrides(value: Mapping[str, Any], problems: list[Problem]) -> dict[str, str]:
+def _parse_image_overrides(value: Mapping[str, Any], at: Key, problems: list[Problem]) -> dict[str, str]:
     overrides: dict[str, str] = {}
     for name, ref in value.items():
         if name in ("source", "base", "registry"):
             continue
         if name not in IMAGE_NAMES:
             allowed = ", ".join(("source", "base", "registry", *IMAGE_NAMES))
-            problems.append(Problem(_key(f"images.{name}"), ref, f"unknown key; known keys: {allowed}"))
+            problems.append(Problem(at(f"images.{name}"), ref, f"unknown key; known keys: {allowed}"))
         elif not _is_image_ref(ref):
-            problems.append(Problem(_key(f"images.{name}"), ref, "an image reference, e.g. postgres:17"))
+            problems.append(Problem(at(f"images.{name}"), ref, "an image reference, e.g. postgres:17"))
         else:
             overrides[name] = ref
     return overrides
