@@ -18,7 +18,9 @@ PYTEST_ENV = {"TESTCONTAINERS_RYUK_DISABLED": "true"}
 
 
 def _install(session: nox.Session) -> None:
-    session.install("-e", ".[dev]", "-e", "services/trustcentre", "-e", "services/connector")
+    session.install(
+        "-e", ".[dev]", "-e", "services/servicekit", "-e", "services/trustcentre", "-e", "services/connector"
+    )
 
 
 @nox.session

@@ -26,8 +26,9 @@ from starlette.testclient import TestClient
 from fixtures.consents import POLICY_OID, POLICY_SYSTEM, broad_consent
 from infra.plan import POSTGRES_PORT, plan_stack
 from infra.spec import parse_stack
+from servicekit.auth import Authenticator, Caller, token_hash
 from trustcentre.app import create_app
-from trustcentre.auth import Authenticator, Caller, Role, token_hash
+from trustcentre.auth import Role
 from trustcentre.settings import Settings
 
 BATCHES = (1, 100, 1000)

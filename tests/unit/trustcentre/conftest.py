@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from servicekit.auth import Authenticator, Caller, token_hash
 from trustcentre.app import create_app
-from trustcentre.auth import Authenticator, Caller, Role, token_hash
+from trustcentre.auth import Role
 from trustcentre.settings import Settings
 
 TOKENS = {

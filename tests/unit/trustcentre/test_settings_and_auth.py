@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from servicekit.auth import token_hash
+from servicekit.config import ConfigError
+from servicekit.fhir import FhirError
 from trustcentre.__main__ import main
-from trustcentre.auth import Role, token_hash
-from trustcentre.fhir import FhirError
-from trustcentre.settings import ConfigError, Settings, authenticator_from_config
+from trustcentre.auth import Role
+from trustcentre.settings import Settings, authenticator_from_config
 
 
 def environment(tmp_path: Path, callers: object, secret: str = "x" * 40) -> dict[str, str]:

@@ -8,8 +8,9 @@ import sys
 
 import uvicorn
 
+from servicekit.config import ConfigError
 from trustcentre.app import create_app
-from trustcentre.settings import ConfigError, Settings
+from trustcentre.settings import Settings
 
 
 def main() -> int:

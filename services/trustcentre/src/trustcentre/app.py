@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date
 
 from sqlalchemy import text
 from starlette.applications import Starlette
@@ -12,16 +11,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from trustcentre import audit
+from servicekit.fhir import FhirError
+from servicekit.web import error_response, fhir_response, http_exception_handler
 from trustcentre.auth import Role
-from trustcentre.db import connect
+from trustcentre.db import audit_log, connect
 from trustcentre.epix_api import epix_endpoints
-from trustcentre.fhir import FhirError, parse_fhir_date
 from trustcentre.gics_api import gics_endpoints
 from trustcentre.gpas_api import gpas_endpoints
 from trustcentre.pseudonyms import PseudonymStore
 from trustcentre.settings import Settings
-from trustcentre.web import Endpoint, authenticate, error_response, fhir_response
+from trustcentre.web import Endpoint
 
 BASE = "/ttp-fhir/fhir"
 
@@ -49,28 +48,14 @@ def create_app(settings: Settings) -> Starlette:
     async def capability_statement(request: Request) -> Response:
         return fhir_response(_capability_statement(request.path_params["service"], services))
 
-    async def audit_events(request: Request) -> Response:
-        try:
-            authenticate(request).require(Role.AUDIT_READ)
-            since, until = _date_range(request.query_params.getlist("date"))
-            subject = request.query_params.get("entity-name") or request.query_params.get("patient")
-            return fhir_response(audit.search(engine, subject, since, until))
-        except FhirError as error:
-            return error_response(error)
-
-    async def not_found(request: Request, exc: Exception) -> Response:
-        status = exc.status_code if isinstance(exc, HTTPException) else 500
-        code = "not-found" if status == 404 else "not-supported"
-        return error_response(FhirError(status, code, f"{request.method} {request.url.path}: {exc}"))
-
     app = Starlette(
         routes=[
             Route("/health", health),
-            Route(f"{BASE}/AuditEvent", audit_events),
+            Route(f"{BASE}/AuditEvent", audit_log.endpoint(engine, Role.AUDIT_READ)),
             Route(BASE + "/{service}/metadata", capability_statement),
             Route(BASE + "/{service}/{operation}", run_operation, methods=["POST"]),
         ],
-        exception_handlers={HTTPException: not_found},
+        exception_handlers={HTTPException: http_exception_handler},
     )
     app.state.engine = engine
     app.state.authenticator = settings.authenticator
@@ -89,19 +74,3 @@ def _capability_statement(service: str, services: Mapping[str, Mapping[str, Endp
         "software": {"name": f"hubnode trust centre ({service})"},
         "rest": [{"mode": "server", "operation": [{"name": name.lstrip("$")} for name in services.get(service, {})]}],
     }
-
-
-def _date_range(values: list[str]) -> tuple[date | None, date | None]:
-    """FHIR `date=geYYYY-MM-DD&date=leYYYY-MM-DD` search values as an inclusive range."""
-    since = until = None
-    for value in values:
-        prefix, raw = (value[:2], value[2:]) if value[:2] in ("ge", "gt", "le", "lt", "eq") else ("eq", value)
-        try:
-            day = parse_fhir_date(raw)
-        except ValueError:
-            raise FhirError(400, "invalid", f"date={value!r} is not a FHIR date search value", ("date",)) from None
-        if prefix in ("ge", "gt", "eq"):
-            since = day
-        if prefix in ("le", "lt", "eq"):
-            until = day
-    return since, until

@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, or_, select
 
+from servicekit.fhir import FhirError
 from trustcentre.db import consents
-from trustcentre.fhir import FhirError
 from trustcentre.mii_consent import ConsentInvalid, MiiConsent, parse_mii_consent
 
 MAX_CONSENT_ID = 64

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from trustcentre.audit import record
+from servicekit.fhir import FhirError
 from trustcentre.auth import Role
-from trustcentre.fhir import FhirError, Parameters, parameters
+from trustcentre.db import audit_log
+from trustcentre.fhir import Parameters, parameters
 from trustcentre.linkage import Identifier, LinkResult, link, open_matches, resolve
 from trustcentre.matching import SEXES, Demographics
 from trustcentre.web import Context, Endpoint, check_batch, operation
@@ -65,7 +66,7 @@ def epix_endpoints() -> Mapping[str, Endpoint]:
         with context.engine.begin() as connection:
             result = link(connection, identifiers, source, demographics)
             subjects = [result.mpi, *(i.value for i in identifiers)]
-            record(
+            audit_log.record(
                 connection,
                 context.success("$requestMPI", subjects, f"source {source}"),
             )
@@ -74,7 +75,7 @@ def epix_endpoints() -> Mapping[str, Endpoint]:
     def list_matches(context: Context, _params: Parameters) -> dict[str, Any]:
         with context.engine.begin() as connection:
             matches = open_matches(connection)
-            record(connection, context.success("$possibleMatches", []))
+            audit_log.record(connection, context.success("$possibleMatches", []))
         return parameters(
             *(
                 {
@@ -98,7 +99,7 @@ def epix_endpoints() -> Mapping[str, Endpoint]:
         with context.engine.begin() as connection:
             match = resolve(connection, int(raw_id), resolution, context.caller.name)
             subjects = [match["mpi"], match["candidate_mpi"]]
-            record(
+            audit_log.record(
                 connection,
                 context.success("$resolvePossibleMatch", subjects, f"{resolution} match {raw_id}"),
             )

@@ -11,10 +11,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from trustcentre.audit import record
+from servicekit.fhir import FhirError
 from trustcentre.auth import Role
 from trustcentre.consents import PersonIdentifier, add_consent, consents_of, parsed
-from trustcentre.fhir import FhirError, Parameters, parameters
+from trustcentre.db import audit_log
+from trustcentre.fhir import Parameters, parameters
 from trustcentre.mii_consent import POLICY_SYSTEM, ConsentInvalid, withdrawal_consent
 from trustcentre.policy_states import PolicyState, current_policy_states, policy_state
 from trustcentre.web import Context, Endpoint, check_batch, operation
@@ -58,7 +59,7 @@ def _add(context: Context, params: Parameters) -> dict[str, Any]:
     domain = _domain(params)
     with context.engine.begin() as connection:
         consent_id, person = add_consent(connection, domain, resource)
-        record(
+        audit_log.record(
             connection,
             context.success("$addConsent", [person.value], f"consent {consent_id}"),
         )
@@ -88,7 +89,7 @@ def _is_consented(context: Context, params: Parameters) -> dict[str, Any]:
             )
             for group in groups
         ]
-        record(
+        audit_log.record(
             connection,
             context.success("$isConsented", _subjects(persons), f"policy {code} on {day}"),
         )
@@ -99,7 +100,7 @@ def _all_for_person(context: Context, params: Parameters) -> dict[str, Any]:
     persons = _persons(context, params)
     with context.engine.begin() as connection:
         found = consents_of(connection, _domain(params), persons)
-        record(
+        audit_log.record(
             connection,
             context.success("$allConsentsForPerson", _subjects(persons)),
         )
@@ -119,7 +120,7 @@ def _current_states(context: Context, params: Parameters) -> dict[str, Any]:
     unknown_is_decline = config.boolean("unknownStateIsConsideredAsDecline", default=False)
     with context.engine.begin() as connection:
         states = current_policy_states(parsed(consents_of(connection, _domain(params), persons)), day)
-        record(
+        audit_log.record(
             connection,
             context.success("$currentPolicyStatesForPerson", _subjects(persons)),
         )
@@ -141,7 +142,7 @@ def _withdraw(context: Context, params: Parameters) -> dict[str, Any]:
         raise FhirError(400, "invalid", str(exc), ("policy",)) from None
     with context.engine.begin() as connection:
         consent_id, _ = add_consent(connection, domain, resource)
-        record(
+        audit_log.record(
             connection,
             context.success("$withdrawConsent", [person.value], f"withdrawal {consent_id} from {withdrawn_on}"),
         )

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from trustcentre.audit import AuditRecord, record
+from servicekit.audit import AuditRecord
 from trustcentre.auth import Role
+from trustcentre.db import audit_log
 from trustcentre.fhir import Parameters, identifier, parameters
 from trustcentre.pseudonyms import PseudonymStore
 from trustcentre.web import Context, Endpoint, check_batch, operation
@@ -61,7 +62,7 @@ def gpas_endpoints(store: PseudonymStore) -> Mapping[str, Endpoint]:
         domain, originals = _inputs(context, params, "original")
         with context.engine.begin() as connection:
             found = store.pseudonymize(connection, domain, originals, create=create)
-            record(connection, _audit(context, name, [*found, *found.values()], domain))
+            audit_log.record(connection, _audit(context, name, [*found, *found.values()], domain))
         return parameters(
             *(
                 _pair("pseudonym", o, domain, found[o])
@@ -75,7 +76,7 @@ def gpas_endpoints(store: PseudonymStore) -> Mapping[str, Endpoint]:
         domain, values = _inputs(context, params, "pseudonym")
         with context.engine.begin() as connection:
             found = store.depseudonymize(connection, domain, values)
-            record(connection, _audit(context, "$dePseudonymize", [*found, *found.values()], domain))
+            audit_log.record(connection, _audit(context, "$dePseudonymize", [*found, *found.values()], domain))
         return parameters(
             *(
                 _pair("original", found[p], domain, p)
@@ -89,7 +90,7 @@ def gpas_endpoints(store: PseudonymStore) -> Mapping[str, Endpoint]:
         domain, originals = _inputs(context, params, "original")
         with context.engine.begin() as connection:
             deleted = store.delete(connection, domain, originals)
-            record(connection, _audit(context, "$deletePseudonyms", [*deleted, *deleted.values()], domain))
+            audit_log.record(connection, _audit(context, "$deletePseudonyms", [*deleted, *deleted.values()], domain))
         return parameters(
             *(
                 _pair("deleted", o, domain, deleted[o])
@@ -110,7 +111,7 @@ def gpas_endpoints(store: PseudonymStore) -> Mapping[str, Endpoint]:
         settings["check_digit"] = params.boolean("checkDigit", default=True)
         with context.engine.begin() as connection:
             created = store.add_domain(connection, name, settings, params.string("description", required=False) or "")
-            record(connection, _audit(context, "$addDomain", [], name))
+            audit_log.record(connection, _audit(context, "$addDomain", [], name))
         return parameters({"name": "created", "valueBoolean": created}, {"name": "domain", "valueString": name})
 
     allow_create = operation(

@@ -15,8 +15,9 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
-from trustcentre.db import insert_ignoring_conflicts, person_demographics, person_identifiers, persons, possible_matches
-from trustcentre.fhir import FhirError
+from servicekit.db import insert_ignoring_conflicts
+from servicekit.fhir import FhirError
+from trustcentre.db import person_demographics, person_identifiers, persons, possible_matches
 from trustcentre.kvnr import KVNR_SYSTEM, kvnr_problem
 from trustcentre.matching import Demographics, classify, similarity
 

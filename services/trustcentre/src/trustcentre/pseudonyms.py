@@ -14,8 +14,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, select
 
-from trustcentre.db import domains, insert_ignoring_conflicts, one_of, pseudonyms
-from trustcentre.fhir import FhirError
+from servicekit.db import insert_ignoring_conflicts, one_of
+from servicekit.fhir import FhirError
+from trustcentre.db import domains, pseudonyms
 from trustcentre.pseudonym_scheme import DomainSettings, candidate, looks_like_pseudonym, settings_from_mapping
 
 MAX_ATTEMPTS = 20

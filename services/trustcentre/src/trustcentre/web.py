@@ -9,7 +9,6 @@ a 4xx with an OperationOutcome, an audit record, and nothing stored.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,11 +16,15 @@ from typing import Any
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
-from trustcentre.audit import AuditRecord, record_alone
-from trustcentre.auth import Authenticator, Caller, Role
-from trustcentre.fhir import FHIR_JSON, FhirError, Parameters, operation_outcome
+from servicekit.audit import AuditRecord
+from servicekit.auth import Caller
+from servicekit.fhir import FhirError
+from servicekit.web import authenticate, error_response, fhir_response, internal_error_response, read_body
+from trustcentre.auth import Role
+from trustcentre.db import audit_log
+from trustcentre.fhir import Parameters
 
 LOG = logging.getLogger("trustcentre")
 PURPOSE_HEADER = "x-hubnode-purpose"
@@ -47,38 +50,6 @@ Operation = Callable[[Context, Parameters], dict[str, Any]]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def fhir_response(resource: dict[str, Any], status: int = 200) -> Response:
-    """A FHIR JSON response."""
-    return JSONResponse(resource, status_code=status, media_type=FHIR_JSON)
-
-
-def error_response(error: FhirError) -> Response:
-    """The OperationOutcome answer to a refused request."""
-    response = fhir_response(operation_outcome(error.code, error.diagnostics, error.expression), error.status)
-    if error.status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="hubnode trust centre"'
-    return response
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 once it passes `limit` bytes (whatever Content-Length says)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise FhirError(413, "too-costly", f"the request body is larger than {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise FhirError(413, "too-costly", f"the request body is larger than {limit} bytes")
-    return bytes(body)
-
-
-def authenticate(request: Request) -> Caller:
-    """The caller of a request, per the app's authenticator."""
-    authenticator: Authenticator = request.app.state.authenticator
-    return authenticator.authenticate(request.headers)
-
-
 def operation(name: str, role: Role, work: Operation) -> Endpoint:
     """Serve `work` as the FHIR operation `name`, requiring `role`."""
 
@@ -94,20 +65,17 @@ def operation(name: str, role: Role, work: Operation) -> Endpoint:
             return fhir_response(await run_in_threadpool(work, context, parameters))
         except FhirError as error:
             await run_in_threadpool(
-                record_alone, state.engine, AuditRecord(caller_name, name, (), "refused", detail=str(error))
+                audit_log.record_alone, state.engine, AuditRecord(caller_name, name, (), "refused", detail=str(error))
             )
             return error_response(error)
-        except Exception:
-            reference = uuid.uuid4().hex[:12]
-            LOG.exception("operation %s failed (reference %s)", name, reference)
+        except Exception as unexpected:  # noqa: BLE001 -- any failure becomes a 500 naming a log reference
+            response, reference = internal_error_response(LOG, f"operation {name}", unexpected)
             await run_in_threadpool(
-                record_alone,
+                audit_log.record_alone,
                 state.engine,
                 AuditRecord(caller_name, name, (), "failed", detail=f"reference {reference}"),
             )
-            return fhir_response(
-                operation_outcome("exception", f"internal error; the trust centre's log has reference {reference}"), 500
-            )
+            return response
 
     return endpoint
 

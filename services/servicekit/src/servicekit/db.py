@@ -1,0 +1,125 @@
+"""A service's database: SQLite (embedded default) or PostgreSQL (production), migrated at start-up.
+
+Migrations are numbered steps recorded in `schema_version`, applied inside one transaction each, so
+a node upgraded in place moves forward and a failed step leaves nothing half done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    Table,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
+
+#: One schema step: DDL (and data moves) run inside the step's own transaction.
+Migration = Callable[[Connection], None]
+
+schema_version = Table(
+    "schema_version",
+    MetaData(),
+    Column("version", Integer, primary_key=True),
+    Column("applied", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+
+def connect(url: str, migrations: Sequence[Migration]) -> Engine:
+    """An engine for `url` (sqlite:///path or postgresql+psycopg://...), schema migrated."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin_immediate)
+    else:
+        # No server-side prepared statements: after a few runs PostgreSQL switches a prepared
+        # statement to a generic plan, and for `= ANY(array)` of a thousand values that plan was
+        # six times slower (measured: 60 ms -> 400 ms per 1,000 pseudonyms).
+        engine = create_engine(
+            url, pool_size=10, max_overflow=10, pool_pre_ping=True, connect_args={"prepare_threshold": None}
+        )
+    migrate(engine, migrations)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:  # noqa: ANN401 -- DB-API objects
+    dbapi_connection.isolation_level = None  # transactions are begun by _sqlite_begin_immediate
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_begin_immediate(connection: Connection) -> None:
+    """Take SQLite's write lock when a transaction begins, not at its first write.
+
+    A transaction that reads and then writes would otherwise fail at once ("database is locked")
+    when another writer committed in between; taking the lock up front makes concurrent callers
+    wait their turn (up to the 30 s busy timeout) instead.
+    """
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def migrate(engine: Engine, migrations: Sequence[Migration]) -> int:
+    """Apply every migration not yet recorded; returns the schema version now in force."""
+    with engine.begin() as connection:
+        schema_version.create(connection, checkfirst=True)
+    with engine.connect() as connection:
+        current = connection.execute(select(func.coalesce(func.max(schema_version.c.version), 0))).scalar_one()
+    for version, step in enumerate(migrations, start=1):
+        if version <= current:
+            continue
+        with engine.begin() as connection:
+            step(connection)
+            connection.execute(insert(schema_version).values(version=version))
+    return len(migrations)
+
+
+def insert_ignoring_conflicts(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING, in the dialect at hand: concurrent writers never fail."""
+    bulk_insert(connection, table, rows, ignore_conflicts=True)
+
+
+def bulk_insert(
+    connection: Connection, table: Table, rows: list[dict[str, Any]], *, ignore_conflicts: bool = False
+) -> None:
+    """Insert many rows (all with the same keys) in one statement.
+
+    On PostgreSQL as `INSERT ... SELECT unnest(array), ...`: one parameter per column however many
+    rows, which is several times faster than a statement per row or a bind parameter per value.
+    """
+    if not rows:
+        return
+    if connection.dialect.name == "postgresql":
+        columns = list(rows[0])
+        arrays = [
+            func.unnest(bindparam(None, [row[c] for row in rows], type_=postgresql.ARRAY(table.c[c].type)))
+            for c in columns
+        ]
+        statement = postgresql.insert(table).from_select(columns, select(*arrays))
+        connection.execute(statement.on_conflict_do_nothing() if ignore_conflicts else statement)
+        return
+    insert_statement = sqlite.insert(table)
+    connection.execute(insert_statement.on_conflict_do_nothing() if ignore_conflicts else insert_statement, rows)
+
+
+def one_of(connection: Connection, column: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:
+    """`column IN values`; on PostgreSQL as `= ANY(array)`, one parameter however many values."""
+    if connection.dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
+    return column.in_(list(values))
