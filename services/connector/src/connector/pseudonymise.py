@@ -1,0 +1,217 @@
+"""A patient's resources as a research extract (`dataSend`): pseudonymised, nothing identifying left.
+
+Nothing identifying may leave the clinical domain (docs/federation.md, "Processes and consent"), so the
+extract is built by keeping, not by deleting what is known to be bad:
+
+- The Patient is rebuilt from scratch: id and identifier = the pseudonym in the project's domain
+  (`https://hubnode.org/fhir/sid/pseudonym/<domain>`), `gender`, and the birth YEAR. Nothing else.
+- Only clinical resource types are kept (KEPT_TYPES). Other Patients, RelatedPerson, Person, and also
+  Practitioner, PractitionerRole, Organization, Location and the like are dropped: a research node needs
+  none of them, and a practitioner's or a small practice's name narrows down who the patient is.
+- In every kept resource, at any depth: identifiers of every kind (`identifier`, `*Identifier`,
+  `valueIdentifier`), narrative and free text (`text`, `note`, `comment`, `description`, `valueString`,
+  ...), names, telecom, addresses, photos, contacts, attachments, contained resources, element ids and
+  Reference.display are removed; `meta` keeps only `profile`. Dates and codes are kept.
+- References to the patient point to the pseudonymised Patient, references to other kept resources
+  to their new ids; any other reference (a dropped resource, a contained one, an outside URL) is removed.
+
+New ids never derive from the original ones (those never leave the node): a resource's id is a uuid5 of
+the domain, the pseudonym, its type and its ordinal among the patient's resources of that type, ordered
+by their original id, so a replay of the same data yields the same ids.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+PSEUDONYM_SYSTEM_BASE = "https://hubnode.org/fhir/sid/pseudonym/"
+ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://hubnode.org/fhir/pseudonymised")
+KEPT_TYPES = frozenset(
+    {
+        "AllergyIntolerance",
+        "Condition",
+        "DiagnosticReport",
+        "Encounter",
+        "Immunization",
+        "Medication",
+        "MedicationAdministration",
+        "MedicationRequest",
+        "MedicationStatement",
+        "Observation",
+        "Procedure",
+        "QuestionnaireResponse",
+        "Specimen",
+    }
+)
+REMOVED_KEYS = frozenset(
+    {
+        "address",
+        "comment",
+        "conclusion",
+        "contact",
+        "contained",
+        "content",
+        "description",
+        "id",
+        "identifier",
+        "name",
+        "note",
+        "patientInstruction",
+        "photo",
+        "presentedForm",
+        "summary",
+        "telecom",
+        "text",
+        "title",
+        "uid",
+    }
+)
+#: value[x] types that are free text, names, contact data, identifiers or documents.
+REMOVED_VALUE_TYPES = frozenset(
+    {
+        "Address",
+        "Attachment",
+        "Base64Binary",
+        "ContactPoint",
+        "HumanName",
+        "Identifier",
+        "Markdown",
+        "Oid",
+        "String",
+        "Uri",
+        "Url",
+        "Uuid",
+    }
+)
+REFERENCE_KEYS = frozenset({"reference", "type", "identifier", "display", "id", "extension"})
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_YEAR = re.compile(r"\d{4}")
+
+Resolve = Callable[[str], str | None]
+
+
+def pseudonym_identifier(domain: str, pseudonym: str) -> dict[str, str]:
+    """The patient's identifier in the research extract."""
+    return {"system": f"{PSEUDONYM_SYSTEM_BASE}{domain}", "value": pseudonym}
+
+
+def pseudonymise(
+    entries: Sequence[Mapping[str, Any]], patient_id: str, pseudonym: str, domain: str
+) -> list[dict[str, Any]]:
+    """The research extract of one patient from Bundle entries (`fullUrl`, `resource`), e.g. `$everything`.
+
+    `patient_id` is the patient's id in those entries; `pseudonym` theirs in the project's `domain`.
+    The Patient comes first, then the kept resources by type and original id.
+    """
+    patient = next(
+        (entry for entry in entries if _type(entry) == "Patient" and entry["resource"].get("id") == patient_id),
+        None,
+    )
+    if patient is None:
+        raise ValueError(f"the entries hold no Patient/{patient_id}")
+    new_ids: dict[str, str] = {}
+    patient_reference = f"Patient/{_new_id(domain, pseudonym, 'Patient', 0, preferred=pseudonym)}"
+    _remember(new_ids, patient, f"Patient/{patient_id}", patient_reference)
+    kept = sorted(
+        (entry for entry in entries if _type(entry) in KEPT_TYPES),
+        key=lambda entry: (_type(entry), str(entry["resource"].get("id", ""))),
+    )
+    ordinals: dict[str, int] = {}
+    renamed: list[tuple[str, Mapping[str, Any]]] = []
+    for entry in kept:
+        kind = _type(entry)
+        ordinal = ordinals[kind] = ordinals.get(kind, -1) + 1
+        new_id = _new_id(domain, pseudonym, kind, ordinal)
+        _remember(new_ids, entry, f"{kind}/{entry['resource'].get('id')}", f"{kind}/{new_id}")
+        renamed.append((new_id, entry["resource"]))
+    extract = [_patient(patient_reference.removeprefix("Patient/"), patient["resource"], pseudonym, domain)]
+    resolve = _resolver(new_ids)
+    extract.extend(_clinical(resource, new_id, resolve) for new_id, resource in renamed)
+    return extract
+
+
+def _type(entry: Mapping[str, Any]) -> str:
+    resource = entry.get("resource")
+    kind = resource.get("resourceType") if isinstance(resource, dict) else None
+    return kind if isinstance(kind, str) else ""
+
+
+def _new_id(domain: str, pseudonym: str, kind: str, ordinal: int, preferred: str | None = None) -> str:
+    if preferred is not None and _FHIR_ID.fullmatch(preferred):
+        return preferred
+    return str(uuid.uuid5(ID_NAMESPACE, f"{domain}|{pseudonym}|{kind}|{ordinal}"))
+
+
+def _remember(new_ids: dict[str, str], entry: Mapping[str, Any], reference: str, new_reference: str) -> None:
+    new_ids[reference] = new_reference
+    full_url = entry.get("fullUrl")
+    if isinstance(full_url, str):
+        new_ids[full_url] = new_reference
+
+
+def _resolver(new_ids: Mapping[str, str]) -> Resolve:
+    def resolve(reference: str) -> str | None:
+        if reference in new_ids:
+            return new_ids[reference]
+        parts = reference.split("/_history/", maxsplit=1)[0].split("/")
+        return new_ids.get("/".join(parts[-2:])) if "://" in reference else None
+
+    return resolve
+
+
+def _patient(new_id: str, patient: Mapping[str, Any], pseudonym: str, domain: str) -> dict[str, Any]:
+    extract: dict[str, Any] = {
+        "resourceType": "Patient",
+        "id": new_id,
+        "identifier": [pseudonym_identifier(domain, pseudonym)],
+    }
+    if isinstance(patient.get("gender"), str):
+        extract["gender"] = patient["gender"]
+    birth_date = patient.get("birthDate")
+    if isinstance(birth_date, str) and _YEAR.fullmatch(birth_date[:4]):
+        extract["birthDate"] = birth_date[:4]
+    return extract
+
+
+def _clinical(resource: Mapping[str, Any], new_id: str, resolve: Resolve) -> dict[str, Any]:
+    content = {key: value for key, value in resource.items() if key not in ("resourceType", "meta")}
+    extract: dict[str, Any] = {"resourceType": resource["resourceType"], "id": new_id}
+    meta = resource.get("meta")
+    if isinstance(meta, dict) and isinstance(meta.get("profile"), list):
+        extract["meta"] = {"profile": [p for p in meta["profile"] if isinstance(p, str)]}
+    extract.update(_scrub(content, resolve) or {})
+    return extract
+
+
+def _scrub(value: Any, resolve: Resolve) -> Any:  # noqa: ANN401 -- any JSON value
+    """`value` with everything identifying removed; None when nothing is left of it."""
+    if isinstance(value, list):
+        items = [cleaned for cleaned in (_scrub(item, resolve) for item in value) if cleaned is not None]
+        return items or None
+    if not isinstance(value, dict):
+        return value
+    if "reference" in value or ("identifier" in value and set(value) <= REFERENCE_KEYS):
+        target = resolve(value["reference"]) if isinstance(value.get("reference"), str) else None
+        return {"reference": target} if target else None
+    kept = {}
+    for key, item in value.items():
+        if _removed(key) or (key == "display" and "code" not in value):
+            continue
+        cleaned = _scrub(item, resolve)
+        if cleaned is not None:
+            kept[key] = cleaned
+    if set(kept) <= {"url"}:  # empty, or an extension whose value was removed
+        return None
+    return kept
+
+
+def _removed(key: str) -> bool:
+    bare = key.lstrip("_")
+    return (
+        bare in REMOVED_KEYS
+        or bare.endswith("Identifier")
+        or (bare.startswith("value") and bare.removeprefix("value") in REMOVED_VALUE_TYPES)
+    )
