@@ -184,11 +184,9 @@ class Values:
             raise FhirError(400, "required", f"input {code!r} is required", (f"Task.input.where(code='{code}')",))
         return found
 
-    def coding(self, code: str, *, required: bool = False) -> tuple[str | None, str] | None:
-        """The one `valueCoding` of `code` as (system, code)."""
-        value: Mapping[str, Any] | None = self.one(code, "valueCoding", dict, required=required)
-        if value is None:
-            return None
+    def coding(self, code: str) -> tuple[str | None, str]:
+        """The one (required) `valueCoding` of `code` as (system, code)."""
+        value: Mapping[str, Any] = self.one(code, "valueCoding", dict, required=True)
         system, text = value.get("system"), value.get("code")
         if not isinstance(text, str) or not _short_text(text) or not (system is None or _short_text(system)):
             raise _invalid(f"input {code!r} needs a valueCoding with a code", f"Task.input.where(code='{code}')")

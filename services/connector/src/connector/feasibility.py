@@ -1,0 +1,144 @@
+"""Feasibility: how many patients match some criteria, across nodes, without small counts leaving a node.
+
+The criteria travel as Task inputs (docs/federation.md); each answering node counts distinct patients in
+its own HAPI and reports counts of 1-4 only as `<5`, since a count that small can single a patient out.
+The asking node adds up the exact counts and says whether any node's count was obfuscated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from connector.tasks import Values, output, parameter
+from servicekit.fhir import FhirError
+
+ICD10GM_SYSTEM = "http://fhir.de/CodeSystem/bfarm/icd-10-gm"
+GENDERS = ("male", "female", "other", "unknown")
+SMALLEST_EXACT = 5
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """Patients with a condition coded under `code_prefix`, optionally of a gender and born in a year range."""
+
+    code_prefix: str
+    system: str = ICD10GM_SYSTEM
+    gender: str | None = None
+    birth_year_min: int | None = None
+    birth_year_max: int | None = None
+
+    def inputs(self) -> list[dict[str, Any]]:
+        """These criteria as Task inputs."""
+        found = [parameter("condition-code", "valueCoding", {"system": self.system, "code": self.code_prefix})]
+        if self.gender is not None:
+            found.append(parameter("gender", "valueCode", self.gender))
+        for code, year in (("birth-year-min", self.birth_year_min), ("birth-year-max", self.birth_year_max)):
+            if year is not None:
+                found.append(parameter(code, "valueInteger", year))
+        return found
+
+    def search(self) -> dict[str, str]:
+        """HAPI search parameters for the candidate Conditions (every code of the system) and their patients."""
+        return {"code": f"{self.system}|", "_include": "Condition:subject", "_count": "1000"}
+
+    def matches_patient(self, patient: Mapping[str, Any]) -> bool:
+        """Whether a Patient resource satisfies the gender and birth-year criteria."""
+        if self.gender is not None and patient.get("gender") != self.gender:
+            return False
+        if self.birth_year_min is None and self.birth_year_max is None:
+            return True
+        birth = patient.get("birthDate")
+        if not isinstance(birth, str) or not birth[:4].isdigit():
+            return False
+        year = int(birth[:4])
+        return (self.birth_year_min or year) <= year <= (self.birth_year_max or year)
+
+    def matches_condition(self, condition: Mapping[str, Any]) -> bool:
+        """Whether a Condition carries a code of the system that starts with the prefix."""
+        codings = condition.get("code", {}).get("coding", []) if isinstance(condition.get("code"), dict) else []
+        return any(
+            isinstance(c, dict)
+            and c.get("system") == self.system
+            and isinstance(c.get("code"), str)
+            and c["code"].upper().startswith(self.code_prefix.upper())
+            for c in codings
+        )
+
+
+def criteria_from(inputs: Values) -> Criteria:
+    """The criteria of a feasibility Task; 400 naming the input at fault."""
+    system, code = inputs.coding("condition-code")
+    gender = inputs.code("gender")
+    if gender is not None and gender not in GENDERS:
+        raise FhirError(400, "invalid", f"gender must be one of {', '.join(GENDERS)}", ("Task.input",))
+    low, high = inputs.integer("birth-year-min"), inputs.integer("birth-year-max")
+    if low is not None and high is not None and low > high:
+        raise FhirError(400, "invalid", f"birth-year-min {low} is after birth-year-max {high}", ("Task.input",))
+    return Criteria(code.strip(), system or ICD10GM_SYSTEM, gender, low, high)
+
+
+def count_patients(resources: Iterable[Mapping[str, Any]], criteria: Criteria) -> int:
+    """Distinct patients among search results (Conditions plus their included Patients) matching `criteria`."""
+    patients: dict[str, Mapping[str, Any]] = {}
+    conditions: list[Mapping[str, Any]] = []
+    for resource in resources:
+        if resource.get("resourceType") == "Patient":
+            patients[f"Patient/{resource.get('id')}"] = resource
+        elif resource.get("resourceType") == "Condition":
+            conditions.append(resource)
+    matching = set()
+    for condition in conditions:
+        subject = condition.get("subject", {})
+        reference = subject.get("reference") if isinstance(subject, dict) else None
+        patient = patients.get(reference) if isinstance(reference, str) else None
+        if patient is not None and criteria.matches_condition(condition) and criteria.matches_patient(patient):
+            matching.add(reference)
+    return len(matching)
+
+
+@dataclass(frozen=True)
+class NodeCount:
+    """One node's answer: an exact count (0 or at least 5) or None when it was 1-4."""
+
+    site: str
+    count: int | None
+
+    @property
+    def label(self) -> str:
+        """`<site>:<n>` or `<site>:<5`."""
+        return f"{self.site}:{'<5' if self.count is None else self.count}"
+
+
+def obfuscate(site: str, count: int) -> NodeCount:
+    """A node's count as it may leave the node: 1-4 become `<5`, 0 stays 0."""
+    return NodeCount(site, None if 0 < count < SMALLEST_EXACT else count)
+
+
+def answer_outputs(node: NodeCount) -> list[dict[str, Any]]:
+    """The answering node's Task outputs."""
+    found = [output("node-count", "valueString", node.label), output("obfuscated", "valueBoolean", node.count is None)]
+    if node.count is not None:
+        found.insert(0, output("count", "valueInteger", node.count))
+    return found
+
+
+def from_answer(site: str, outputs: Values) -> NodeCount:
+    """A peer's answer read back; an exact count under 5 from a careless peer is obfuscated here too."""
+    if outputs.boolean("obfuscated"):
+        return NodeCount(site, None)
+    count = outputs.integer("count", required=True)
+    if count is None or count < 0:
+        raise FhirError(502, "invalid", f"peer {site!r} answered feasibility with count {count!r}")
+    return obfuscate(site, count)
+
+
+def aggregate_outputs(nodes: Sequence[NodeCount]) -> list[dict[str, Any]]:
+    """The asking node's outputs: the exact sum, each node's count, whether any count was obfuscated."""
+    total = sum(node.count for node in nodes if node.count is not None)
+    return [
+        output("count", "valueInteger", total),
+        *(output("node-count", "valueString", node.label) for node in nodes),
+        output("obfuscated", "valueBoolean", any(node.count is None for node in nodes)),
+    ]
