@@ -99,44 +99,38 @@ def pseudonym_identifier(domain: str, pseudonym: str) -> dict[str, str]:
 
 
 def pseudonymise(
-    entries: Sequence[Mapping[str, Any]], patient_id: str, pseudonym: str, domain: str
+    resources: Sequence[Mapping[str, Any]], patient_id: str, pseudonym: str, domain: str
 ) -> list[dict[str, Any]]:
-    """The research extract of one patient from Bundle entries (`fullUrl`, `resource`), e.g. `$everything`.
+    """The research extract of one patient from their resources (e.g. `Patient/<id>/$everything`).
 
-    `patient_id` is the patient's id in those entries; `pseudonym` theirs in the project's `domain`.
+    `patient_id` is the patient's id among those resources; `pseudonym` theirs in the project's `domain`.
     The Patient comes first, then the kept resources by type and original id.
     """
     patient = next(
-        (entry for entry in entries if _type(entry) == "Patient" and entry["resource"].get("id") == patient_id),
+        (r for r in resources if r.get("resourceType") == "Patient" and r.get("id") == patient_id),
         None,
     )
     if patient is None:
-        raise ValueError(f"the entries hold no Patient/{patient_id}")
-    new_ids: dict[str, str] = {}
-    patient_reference = f"Patient/{_new_id(domain, pseudonym, 'Patient', 0, preferred=pseudonym)}"
-    _remember(new_ids, patient, f"Patient/{patient_id}", patient_reference)
+        raise ValueError(f"the resources hold no Patient/{patient_id}")
+    patient_id_new = _new_id(domain, pseudonym, "Patient", 0, preferred=pseudonym)
+    new_ids = {f"Patient/{patient_id}": f"Patient/{patient_id_new}"}
     kept = sorted(
-        (entry for entry in entries if _type(entry) in KEPT_TYPES),
-        key=lambda entry: (_type(entry), str(entry["resource"].get("id", ""))),
+        (r for r in resources if r.get("resourceType") in KEPT_TYPES),
+        key=lambda r: (str(r["resourceType"]), str(r.get("id", ""))),
     )
     ordinals: dict[str, int] = {}
     renamed: list[tuple[str, Mapping[str, Any]]] = []
-    for entry in kept:
-        kind = _type(entry)
+    for resource in kept:
+        kind = str(resource["resourceType"])
         ordinal = ordinals[kind] = ordinals.get(kind, -1) + 1
         new_id = _new_id(domain, pseudonym, kind, ordinal)
-        _remember(new_ids, entry, f"{kind}/{entry['resource'].get('id')}", f"{kind}/{new_id}")
-        renamed.append((new_id, entry["resource"]))
-    extract = [_patient(patient_reference.removeprefix("Patient/"), patient["resource"], pseudonym, domain)]
+        if isinstance(resource.get("id"), str):
+            new_ids[f"{kind}/{resource['id']}"] = f"{kind}/{new_id}"
+        renamed.append((new_id, resource))
     resolve = _resolver(new_ids)
+    extract = [_patient(patient_id_new, patient, pseudonym, domain)]
     extract.extend(_clinical(resource, new_id, resolve) for new_id, resource in renamed)
     return extract
-
-
-def _type(entry: Mapping[str, Any]) -> str:
-    resource = entry.get("resource")
-    kind = resource.get("resourceType") if isinstance(resource, dict) else None
-    return kind if isinstance(kind, str) else ""
 
 
 def _new_id(domain: str, pseudonym: str, kind: str, ordinal: int, preferred: str | None = None) -> str:
@@ -145,19 +139,13 @@ def _new_id(domain: str, pseudonym: str, kind: str, ordinal: int, preferred: str
     return str(uuid.uuid5(ID_NAMESPACE, f"{domain}|{pseudonym}|{kind}|{ordinal}"))
 
 
-def _remember(new_ids: dict[str, str], entry: Mapping[str, Any], reference: str, new_reference: str) -> None:
-    new_ids[reference] = new_reference
-    full_url = entry.get("fullUrl")
-    if isinstance(full_url, str):
-        new_ids[full_url] = new_reference
-
-
 def _resolver(new_ids: Mapping[str, str]) -> Resolve:
+    """Relative references (`Type/id`) and absolute ones ending in `Type/id[/_history/n]`."""
+
     def resolve(reference: str) -> str | None:
-        if reference in new_ids:
-            return new_ids[reference]
-        parts = reference.split("/_history/", maxsplit=1)[0].split("/")
-        return new_ids.get("/".join(parts[-2:])) if "://" in reference else None
+        if "://" in reference:
+            reference = "/".join(reference.split("/_history/", maxsplit=1)[0].split("/")[-2:])
+        return new_ids.get(reference)
 
     return resolve
 

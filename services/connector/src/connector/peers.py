@@ -1,0 +1,88 @@
+"""Posting a process Task to another node's peer gateway, over mutual TLS with the node certificate.
+
+A peer that is briefly down (connection refused, timeout, a 5xx from its gateway) is retried with
+backoff, always with the same Task and so the same idempotency key: the receiver does the work at most
+once. When it stays down, or refuses, the error names the peer and its address, and that sentence becomes
+the local Task's `statusReason`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from connector.allowlist import Peer
+from connector.settings import ClientCertificate
+from connector.tasks import ProcessTask, parse_task
+from servicekit.fhir import FHIR_JSON, FhirError
+
+TIMEOUT = httpx.Timeout(120.0, connect=10.0)
+
+
+class PeerError(Exception):
+    """A peer could not be reached or refused the Task; the message says which and why."""
+
+
+def mutual_tls_context(certificate: ClientCertificate) -> ssl.SSLContext:
+    """Trust only the federation CA; present the node certificate."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(certificate.ca))
+    context.load_cert_chain(str(certificate.certificate), str(certificate.key))
+    return context
+
+
+@dataclass
+class PeerClient:
+    """Sends Tasks to peers; `client` carries the TLS set-up (or, in tests, an in-process transport)."""
+
+    client: httpx.AsyncClient
+    attempts: int = 4
+    backoff_seconds: float = 0.5
+    sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep)
+
+    @classmethod
+    def mutual_tls(cls, certificate: ClientCertificate) -> PeerClient:
+        """A client presenting the node certificate to peers signed by the federation CA."""
+        return cls(httpx.AsyncClient(verify=mutual_tls_context(certificate), timeout=TIMEOUT))
+
+    async def send(self, peer: Peer, task: Mapping[str, Any]) -> ProcessTask:
+        """POST `task` to `<peer address>/Task`; the peer's answering Task, or PeerError."""
+        url = f"{peer.address}/Task"
+        headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
+        problem = ""
+        for attempt in range(self.attempts):
+            if attempt:
+                await self.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+            try:
+                response = await self.client.post(url, json=task, headers=headers)
+            except httpx.TransportError as exc:
+                problem = str(exc) or type(exc).__name__
+                continue
+            if response.status_code >= 500:
+                problem = f"HTTP {response.status_code} {_diagnostics(response)}".rstrip()
+                continue
+            if response.status_code != 200:
+                status = response.status_code
+                raise PeerError(f"peer {peer.site!r} at {url} refused the Task: HTTP {status} {_diagnostics(response)}")
+            try:
+                return parse_task(response.json())
+            except (ValueError, FhirError) as exc:
+                raise PeerError(f"peer {peer.site!r} at {url} answered with no valid Task: {exc}") from None
+        raise PeerError(f"peer {peer.site!r} unreachable at {url}: {problem} (after {self.attempts} attempts)")
+
+    async def aclose(self) -> None:
+        """Close the connections."""
+        await self.client.aclose()
+
+
+def _diagnostics(response: httpx.Response) -> str:
+    """The diagnostics of an OperationOutcome answer, or the start of the body."""
+    try:
+        issues = response.json().get("issue", [])
+        return "; ".join(str(issue.get("diagnostics", "")) for issue in issues if isinstance(issue, dict))
+    except (ValueError, AttributeError):
+        return response.text[:200]
