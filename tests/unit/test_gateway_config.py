@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from infra import pki
+from infra.gateway_config import GatewayConfig, Upstream, render
+
+IDENTITY_HEADERS = ("X-Hubnode-Client-Verify", "X-Hubnode-Client-Cert", "X-Hubnode-Client-Subject")
+CONFIG = GatewayConfig(
+    connector=Upstream("connector", 8082),
+    trustcentre=Upstream("trustcentre", 8081),
+    certificate_file="/run/secrets/node.crt",
+    key_file="/run/secrets/node.key",
+    ca_file="/run/hubnode/ca.crt",
+    secret_include="/run/secrets/gateway-secret.conf",
+    secret_variable="hubnode_gateway_secret",
+    public_port=8443,
+    peer_port=9443,
+    health_port=8088,
+)
+TTP = replace(CONFIG, connector=None)
+
+
+def server(text: str, port: int) -> str:
+    """The `server { ... }` block listening on `port`."""
+    [block] = [b for b in text.split("\n    server {")[1:] if re.search(rf"listen {port}\b", b)]
+    return block.split("\n    }\n")[0]
+
+
+def locations(block: str) -> dict[str, str]:
+    """Each `location` of a server block by its match, with its body."""
+    return dict(re.findall(r"location ([^{]+?) \{(.*?)\n        \}", block, re.DOTALL))
+
+
+def headers(location: str) -> dict[str, str]:
+    return dict(re.findall(r"proxy_set_header (\S+) (.*);", location))
+
+
+def test_both_doors_speak_tls_1_2_and_1_3_only_and_hide_the_version() -> None:
+    text = render(CONFIG)
+    assert "ssl_protocols TLSv1.2 TLSv1.3;" in text
+    assert "server_tokens off;" in text
+    assert "ssl_certificate /run/secrets/node.crt;" in text
+    assert "ssl_certificate_key /run/secrets/node.key;" in text
+    assert "listen 8443 ssl;" in text
+    assert "listen 9443 ssl;" in text
+    assert "client_max_body_size 64m;" in text
+    assert "error_log stderr" in text
+    assert "access_log /dev/stdout" in text
+    assert "include /run/secrets/gateway-secret.conf;" in text
+    assert "pid /var/lib/gateway/nginx.pid;" in text
+
+
+def test_the_public_door_routes_the_contracts_paths_and_removes_identity_headers() -> None:
+    public = server(render(CONFIG), 8443)
+    assert "ssl_verify_client" not in public
+    routes = locations(public)
+    assert set(routes) == {"~ ^/fhir(/|$)", "= /health", "/ttp-fhir/", "/"}
+    assert "http://connector:8082;" in routes["~ ^/fhir(/|$)"]
+    assert "http://connector:8082;" in routes["= /health"]
+    assert "http://trustcentre:8081;" in routes["/ttp-fhir/"]
+    assert "return 404;" in routes["/"]
+    for match, body in routes.items():
+        if "proxy_pass" in body:
+            assert "rewrite ^ $uri break;" in body, match
+            assert [headers(body)[h] for h in IDENTITY_HEADERS] == ['""'] * 3, match
+            assert headers(body)["X-Hubnode-Gateway-Secret"] == "$hubnode_gateway_secret"
+
+
+def test_the_peer_door_requires_a_federation_certificate_and_passes_what_nginx_verified() -> None:
+    peer = server(render(CONFIG), 9443)
+    assert "ssl_verify_client on;" in peer
+    assert "ssl_client_certificate /run/hubnode/ca.crt;" in peer
+    assert "ssl_verify_depth 1;" in peer
+    assert "error_page 495 496 = @refused;" in peer
+    routes = locations(peer)
+    assert set(routes) == {"~ ^/fhir(/|$)", "/ttp-fhir/", "/", "@refused"}
+    assert "rewrite ^ /peer$uri break;" in routes["~ ^/fhir(/|$)"]
+    assert "rewrite ^ /peer/refused break;" in routes["@refused"]
+    assert "proxy_pass_request_body off;" in routes["@refused"]
+    for match, body in routes.items():
+        if "proxy_pass" in body:
+            assert headers(body)["X-Hubnode-Client-Verify"] == "$ssl_client_verify", match
+            assert headers(body)["X-Hubnode-Client-Cert"] == "$ssl_client_escaped_cert", match
+            assert headers(body)["X-Hubnode-Client-Subject"] == "$ssl_client_s_dn", match
+            assert headers(body)["X-Hubnode-Gateway-Secret"] == "$hubnode_gateway_secret", match
+
+
+def test_the_health_door_is_answered_by_nginx_itself() -> None:
+    health = locations(server(render(CONFIG), 8088))
+    assert 'return 200 "ok\\n";' in health["= /health"]
+
+
+def test_a_node_without_a_connector_has_the_trust_centre_answer_health_and_the_gateway_refuse() -> None:
+    text = render(TTP)
+    public, peer = locations(server(text, 8443)), locations(server(text, 9443))
+    assert "~ ^/fhir(/|$)" not in public
+    assert "~ ^/fhir(/|$)" not in peer
+    assert "http://trustcentre:8081;" in public["= /health"]
+    assert "connector" not in text
+    [outcome] = re.findall(r"return 401 '(.*)';", peer["@refused"])
+    assert json.loads(outcome)["resourceType"] == "OperationOutcome"
+
+
+def test_a_node_without_a_trust_centre_has_no_ttp_routes() -> None:
+    text = render(replace(CONFIG, trustcentre=None))
+    assert "/ttp-fhir/" not in text
+    assert "trustcentre" not in text
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"connector": Upstream("connector;evil", 8082)},
+        {"ca_file": "/run/hubnode/ca.crt; include /etc/passwd"},
+        {"max_body_size": "1m }"},
+        {"secret_variable": "x y"},
+        {"connector": None, "trustcentre": None},
+    ],
+)
+def test_values_that_could_break_out_of_a_directive_are_refused(change: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="gateway"):
+        replace(CONFIG, **change)
+
+
+@pytest.mark.skipif(
+    shutil.which("nginx") is None, reason="nginx is not installed on this host (the docker tier runs it)"
+)
+@pytest.mark.parametrize("config", [CONFIG, TTP], ids=["with-connector", "trust-centre-only"])
+def test_nginx_accepts_the_configuration(tmp_path: Path, config: GatewayConfig) -> None:
+    now = datetime.now(UTC)
+    ca = pki.issue_ca("digihub", now)
+    node = pki.issue_node(ca, "dic", ["dic.hubnode.test"], now)
+    files = {
+        "ca_file": ("ca.crt", pki.certificate_pem(ca.certificate)),
+        "certificate_file": ("node.crt", pki.certificate_pem(node.certificate)),
+        "key_file": ("node.key", pki.key_pem(node.key)),
+        "secret_include": ("gateway-secret.conf", b'map "" $hubnode_gateway_secret {\n    default "s3cret";\n}\n'),
+    }
+    paths = {}
+    for field, (name, content) in files.items():
+        (tmp_path / name).write_bytes(content)
+        paths[field] = str(tmp_path / name)
+    configured = replace(config, **paths, state_dir=str(tmp_path))
+    (tmp_path / "nginx.conf").write_text(render(configured))
+    result = subprocess.run(
+        ["nginx", "-t", "-e", "stderr", "-c", str(tmp_path / "nginx.conf")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from infra import pki, pki_store
+from infra.errors import HubnodeError
+from infra.pki_store import ensure
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+NODES = {"dic": ["dic.hubnode.test"], "practice": ["practice.hubnode.test"]}
+
+
+def done(result: pki_store.FederationPki) -> dict[str, str]:
+    return {a.item: f"{a.done} {a.reason}".strip() for a in result.actions}
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_first_run_issues_everything_with_owner_only_keys(tmp_path: Path) -> None:
+    folder = tmp_path / "pki"
+    result = ensure(folder, "digihub", NODES, NOW)
+    assert done(result) == {"ca": "issued new", "dic": "issued new", "practice": "issued new"}
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "ca.crt",
+        "ca.key",
+        "dic.crt",
+        "dic.key",
+        "practice.crt",
+        "practice.key",
+    ]
+    assert mode(folder) == 0o700
+    assert {p.name: mode(p) for p in folder.glob("*.key")} == {"ca.key": 0o600, "dic.key": 0o600, "practice.key": 0o600}
+    assert mode(result.certificate_file("dic")) == 0o644
+    assert result.ca_file == folder / "ca.crt"
+    assert result.key_file("practice") == folder / "practice.key"
+    on_disk = pki.load_certificate(result.certificate_file("dic").read_bytes())
+    assert result.thumbprint("dic") == pki.thumbprint(on_disk)
+    on_disk.verify_directly_issued_by(pki.load_certificate(result.ca_file.read_bytes()))
+
+
+def test_a_second_run_reuses_everything_byte_for_byte(tmp_path: Path) -> None:
+    folder = tmp_path / "pki"
+    ensure(folder, "digihub", NODES, NOW)
+    before = snapshot(folder)
+    result = ensure(folder, "digihub", NODES, NOW + timedelta(days=100))
+    assert done(result) == {"ca": "reused", "dic": "reused", "practice": "reused"}
+    assert snapshot(folder) == before
+    assert str(result.actions[0]) == "ca: reused"
+
+
+def test_a_loosened_folder_is_made_owner_only_again(tmp_path: Path) -> None:
+    folder = tmp_path / "pki"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    ensure(folder, "digihub", NODES, NOW)
+    assert mode(folder) == 0o700
+
+
+def test_certificates_near_their_end_are_reissued_and_the_rest_kept(tmp_path: Path) -> None:
+    folder = tmp_path / "pki"
+    ensure(folder, "digihub", {"dic": NODES["dic"]}, NOW)
+    ensure(folder, "digihub", NODES, NOW + timedelta(days=100))  # practice is 100 days younger
+    before = snapshot(folder)
+    result = ensure(folder, "digihub", NODES, NOW + timedelta(days=340))
+    assert done(result) == {"ca": "reused", "dic": "issued expires within 30 days", "practice": "reused"}
+    after = snapshot(folder)
+    assert after["practice.crt"] == before["practice.crt"]
+    assert after["dic.crt"] != before["dic.crt"]
+    assert after["dic.key"] != before["dic.key"]
+    assert str(result.actions[1]) == "dic: issued (expires within 30 days)"
+
+
+def test_an_expired_certificate_is_reissued(tmp_path: Path) -> None:
+    folder = tmp_path / "pki"
+    ensure(folder, "digihub", NODES, NOW)
+    result = ensure(folder, "digihub", NODES, NOW + timedelta(days=400))
+    assert done(result) == {"ca": "reused", "dic": "issued expired", "practice": "issued expired"}
+
+
+def test_changed_host_names_reissue_only_that_node(tmp_path: Path) -> None:
+    folder = tmp_path / "pki"
+    ensure(folder, "digihub", NODES, NOW)
+    result = ensure(folder, "digihub", {**NODES, "dic": ["dic.example.org"]}, NOW)
+    assert done(result) == {"ca": "reused", "dic": "issued host names changed", "practice": "reused"}
+    assert pki.subject_alternative_names(result.nodes["dic"].certificate) == {
+        "dic.example.org",
+        "localhost",
+        "127.0.0.1",
+    }
+
+
+def test_a_new_ca_reissues_every_node(tmp_path: Path) -> None:
+    folder = tmp_path / "pki"
+    ensure(folder, "digihub", NODES, NOW)
+    (folder / "ca.crt").unlink()
+    result = ensure(folder, "digihub", NODES, NOW)
+    assert done(result) == {"ca": "issued new", "dic": "issued new CA", "practice": "issued new CA"}
+    for site in NODES:
+        result.nodes[site].certificate.verify_directly_issued_by(result.ca.certificate)
+
+
+def test_a_ca_near_its_end_or_of_another_federation_is_replaced(tmp_path: Path) -> None:
+    folder = tmp_path / "pki"
+    ensure(folder, "digihub", NODES, NOW)
+    later = NOW + timedelta(days=3650 - 5)
+    assert done(ensure(folder, "digihub", NODES, later))["ca"] == "issued expires within 30 days"
+    result = ensure(folder, "mihubx", NODES, later)
+    assert done(result) == {"ca": "issued federation renamed", "dic": "issued new CA", "practice": "issued new CA"}
+    assert result.nodes["dic"].certificate.subject.rfc4514_string() == "CN=dic,O=mihubx"
+
+
+def test_a_ca_replaced_behind_its_back_reissues_the_nodes_it_did_not_sign(tmp_path: Path) -> None:
+    folder = tmp_path / "pki"
+    ensure(folder, "digihub", NODES, NOW)
+    other = tmp_path / "other"
+    ensure(other, "digihub", {}, NOW)
+    for name in ("ca.crt", "ca.key"):
+        (folder / name).write_bytes((other / name).read_bytes())
+    result = ensure(folder, "digihub", NODES, NOW)
+    assert done(result) == {
+        "ca": "reused",
+        "dic": "issued not signed by the federation CA",
+        "practice": "issued not signed by the federation CA",
+    }
+
+
+@pytest.mark.parametrize("broken", ["dic.key", "dic.crt"])
+def test_unreadable_or_mismatched_files_are_issued_anew(tmp_path: Path, broken: str) -> None:
+    folder = tmp_path / "pki"
+    ensure(folder, "digihub", NODES, NOW)
+    (folder / broken).write_text("garbage")
+    assert done(ensure(folder, "digihub", NODES, NOW))["dic"] == "issued new"
+    (folder / "dic.key").write_bytes((folder / "practice.key").read_bytes())
+    assert done(ensure(folder, "digihub", NODES, NOW))["dic"] == "issued key does not match the certificate"
+    (folder / "ca.key").write_bytes((folder / "practice.key").read_bytes())
+    assert done(ensure(folder, "digihub", NODES, NOW))["ca"] == "issued key does not match the certificate"
+
+
+def test_a_site_may_not_take_the_cas_file_names(tmp_path: Path) -> None:
+    with pytest.raises(HubnodeError, match="may not be called 'ca'"):
+        ensure(tmp_path / "pki", "digihub", {"ca": ["ca.hubnode.test"]}, NOW)
