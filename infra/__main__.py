@@ -5,10 +5,14 @@ Thin on purpose: all decisions live in `infra.spec` and `infra.plan`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pulumi
+import pulumi_docker as docker
 
 from infra.docker_node import HubNode
-from infra.plan import DERIVED_SECRETS, plan_stack
+from infra.federation_files import prepare_federation_files
+from infra.plan import FEDERATION_FILES, LABEL_PREFIX, SecretFile, plan_stack
 from infra.pulumi_config import stack_config
 from infra.spec import NAMESPACE, parse_stack
 
@@ -18,23 +22,42 @@ SECRET_SOURCES = {
     "tcdb-password": "dbPassword",
     "tc-secret": "trustcentreSecret",
     "tc-admin-token": "trustcentreAdminToken",
+    "cn-admin-token": "connectorAdminToken",
+    "cn-tc-token": "connectorTrustcentreToken",
+    "gateway-secret": "gatewaySecret",
 }
 
 
-def secret_contents(needed: set[str], config: pulumi.Config) -> dict[str, pulumi.Output[str]]:
+def secret_contents(needed: set[SecretFile], config: pulumi.Config) -> dict[str, pulumi.Output[str]]:
     """The content of every secret file the plans need, required from the stack's secrets."""
     contents: dict[str, pulumi.Output[str]] = {}
-    for name in sorted(needed):
-        if name in DERIVED_SECRETS:
-            source, derive = DERIVED_SECRETS[name]
-            contents[name] = config.require_secret(SECRET_SOURCES[source]).apply(derive)
-        else:
-            contents[name] = config.require_secret(SECRET_SOURCES[name])
+    for secret in sorted(needed, key=lambda s: s.name):
+        if secret.derived is not None:
+            sources = {name: config.require_secret(SECRET_SOURCES[name]) for name in secret.derived.sources}
+            contents[secret.name] = pulumi.Output.all(**sources).apply(secret.derived.render)
+        elif secret.name not in FEDERATION_FILES:
+            contents[secret.name] = config.require_secret(SECRET_SOURCES[secret.name])
     return contents
 
 
+STACK_LABEL = f"{LABEL_PREFIX}.stack"
+
 spec = parse_stack(pulumi.get_stack(), stack_config(), source=f"Pulumi.{pulumi.get_stack()}.yaml")
-for node_plan in plan_stack(spec):
-    needed = {secret.name for service in node_plan.services for secret in service.secrets}
-    node = HubNode(node_plan.site, node_plan, secret_contents(needed, pulumi.Config(NAMESPACE)))
+# The federation's PKI lives beside the stack (reissued when it nears expiry); keys enter Pulumi as secrets.
+federation_files = (
+    prepare_federation_files(spec, Path(".hubnode") / spec.stack, progress=None) if spec.federation else None
+)
+plans = plan_stack(spec)
+shared = {
+    name: docker.Network(name, name=name, labels=[docker.NetworkLabelArgs(label=STACK_LABEL, value=spec.stack)])
+    for name in sorted({plan.peers_network for plan in plans if plan.peers_network})
+}
+for node_plan in plans:
+    needed = {secret for service in node_plan.services for secret in service.secrets}
+    contents = secret_contents(needed, pulumi.Config(NAMESPACE))
+    if federation_files is not None:
+        for secret in needed:
+            if secret.name in FEDERATION_FILES:
+                contents[secret.name] = pulumi.Output.secret(federation_files(node_plan.site, secret.name).read_text())
+    node = HubNode(node_plan.site, node_plan, contents, shared_networks=shared)
     pulumi.export(f"{node_plan.site}-endpoints", node.endpoints)

@@ -18,11 +18,13 @@ import docker
 
 from infra.bootstrap import docker_client, ensure_base_image, ensure_build_tools, ensure_docker_engine
 from infra.errors import HubnodeError
+from infra.federation_files import FederationFiles, prepare_federation_files
 from infra.imagebuild import build_images, images_to_build
 from infra.local import LocalLauncher, secret_file
 from infra.plan import NodePlan, plan_stack
 from infra.progress import Progress
 from infra.smoke import example_bundle, read_bundle, smoke, smoke_trustcentre
+from infra.spec import StackSpec
 from infra.stackfile import load_stack
 
 EXIT_FAILED = 1
@@ -97,13 +99,25 @@ def state_dir(args: argparse.Namespace) -> Path:
     return project_dir(args) / ".hubnode" / str(args.stack)
 
 
-def _plans(args: argparse.Namespace, progress: Progress) -> tuple[NodePlan, ...]:
+def _load(args: argparse.Namespace, progress: Progress) -> tuple[StackSpec, tuple[NodePlan, ...]]:
     with progress.step(f"load stack {args.stack}"):
         spec = load_stack(project_dir(args), args.stack)
         plans = plan_stack(spec)
         for plan in plans:
             progress.note(f"{plan.site} ({plan.role}): {', '.join(s.component for s in plan.services)}")
-    return plans
+    return spec, plans
+
+
+def _plans(args: argparse.Namespace, progress: Progress) -> tuple[NodePlan, ...]:
+    return _load(args, progress)[1]
+
+
+def _launcher(
+    args: argparse.Namespace, progress: Progress, client: docker.DockerClient, files: FederationFiles | None = None
+) -> LocalLauncher:
+    """A launcher that checks the gateways' certificates against the stack's federation CA, if it has one."""
+    ca = state_dir(args) / "pki" / "ca.crt"
+    return LocalLauncher(client, progress, state_dir(args), files, ca if ca.is_file() else None)
 
 
 def _bootstrap(_args: argparse.Namespace, progress: Progress) -> int:
@@ -136,10 +150,14 @@ def _build(plans: tuple[NodePlan, ...], progress: Progress) -> docker.DockerClie
 
 
 def _up(args: argparse.Namespace, progress: Progress) -> int:
-    plans = _plans(args, progress)
+    spec, plans = _load(args, progress)
     client = _build(plans, progress)
+    files = None
+    if spec.federation is not None:
+        with progress.step("federation certificates and allow list"):
+            files = prepare_federation_files(spec, state_dir(args), progress)
     with progress.step("start nodes and wait until healthy"):
-        LocalLauncher(client, progress, state_dir(args)).up(plans)
+        _launcher(args, progress, client, files).up(plans)
     endpoints_file = _write_endpoints(args, plans)
     print(f"stack {args.stack} is up; endpoints written to {endpoints_file}")
     for plan in plans:
@@ -160,7 +178,7 @@ def _write_endpoints(args: argparse.Namespace, plans: tuple[NodePlan, ...]) -> P
 
 def _status(args: argparse.Namespace, progress: Progress) -> int:
     plans = _plans(args, progress)
-    nodes = LocalLauncher(docker_client(), progress, state_dir(args)).status(plans)
+    nodes = _launcher(args, progress, docker_client()).status(plans)
     if args.json:
         print(json.dumps({"stack": args.stack, "nodes": nodes}, indent=2))
     else:
@@ -197,9 +215,7 @@ def _smoke(args: argparse.Namespace, progress: Progress) -> int:
 
 def _down(args: argparse.Namespace, progress: Progress) -> int:
     with progress.step(f"remove stack {args.stack}"):
-        removed = LocalLauncher(docker_client(), progress, state_dir(args)).down(
-            args.stack, remove_volumes=args.volumes
-        )
+        removed = _launcher(args, progress, docker_client()).down(args.stack, remove_volumes=args.volumes)
     if args.volumes:
         _remove_local_state(state_dir(args))
     kept = "" if args.volumes else " (data volumes kept; --volumes deletes them)"

@@ -27,8 +27,13 @@ class HubNode(pulumi.ComponentResource):
         plan: NodePlan,
         secrets: Mapping[str, pulumi.Input[str]],
         opts: pulumi.ResourceOptions | None = None,
+        shared_networks: Mapping[str, docker.Network] | None = None,
     ) -> None:
-        """Declare `plan`; `secrets` maps each plan `SecretFile.name` to its (secret) content."""
+        """Declare `plan`; `secrets` maps each plan `SecretFile.name` to its (secret) content.
+
+        `shared_networks` are the networks several nodes join (a local federation's peers network),
+        declared once outside any node.
+        """
         super().__init__("hubnode:index:HubNode", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         labels = [docker.NetworkLabelArgs(label=k, value=v) for k, v in plan.labels.items()]
@@ -40,12 +45,13 @@ class HubNode(pulumi.ComponentResource):
                 labels=[docker.VolumeLabelArgs(label=k, value=v) for k, v in plan.labels.items()],
                 opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
             )
+        networks = {plan.network: network, **(shared_networks or {})}
         containers: dict[str, docker.Container] = {}
         for service in plan.services:
             containers[service.component] = _container(
                 service,
                 _image(service, child),
-                network,
+                _attachments(service, networks, plan.network),
                 secrets,
                 pulumi.ResourceOptions(parent=self, depends_on=[containers[d] for d in service.depends_on]),
             )
@@ -73,10 +79,23 @@ def _image(service: ServicePlan, opts: pulumi.ResourceOptions) -> pulumi.Input[s
     return built.image_name
 
 
+def _attachments(
+    service: ServicePlan, networks: Mapping[str, docker.Network], node_network: str
+) -> list[docker.ContainerNetworksAdvancedArgs]:
+    """The node's network with the service's aliases there, then each shared network it joins."""
+    return [
+        docker.ContainerNetworksAdvancedArgs(name=networks[node_network].name, aliases=list(service.network_aliases)),
+        *(
+            docker.ContainerNetworksAdvancedArgs(name=networks[a.network].name, aliases=list(a.aliases))
+            for a in service.networks
+        ),
+    ]
+
+
 def _container(
     service: ServicePlan,
     image: pulumi.Input[str],
-    network: docker.Network,
+    attachments: list[docker.ContainerNetworksAdvancedArgs],
     secrets: Mapping[str, pulumi.Input[str]],
     opts: pulumi.ResourceOptions,
 ) -> docker.Container:
@@ -95,9 +114,7 @@ def _container(
             *(docker.ContainerUploadArgs(file=s.path, content=secrets[s.name]) for s in service.secrets),
             *(docker.ContainerUploadArgs(file=f.path, content=f.content) for f in service.files),
         ],
-        networks_advanced=[
-            docker.ContainerNetworksAdvancedArgs(name=network.name, aliases=list(service.network_aliases))
-        ],
+        networks_advanced=attachments,
         labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in service.labels.items()],
         healthcheck=docker.ContainerHealthcheckArgs(
             tests=list(health.test),

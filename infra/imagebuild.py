@@ -19,6 +19,7 @@ import sys
 import tarfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,9 @@ from infra.progress import Progress
 RECIPES_DIR = Path(__file__).parent / "images"
 PROJECT_DIR = Path(__file__).parent.parent
 HAPI_PROJECT = PROJECT_DIR / "services" / "hapi"
-TRUSTCENTRE_PROJECT = PROJECT_DIR / "services" / "trustcentre"
+SERVICES_DIR = PROJECT_DIR / "services"
+#: Packages of ours that every Python service image installs beside the service itself.
+SHARED_SERVICE_PACKAGES = ("servicekit",)
 #: The images run Debian trixie's CPython; the wheelhouse must match it, not the host's Python.
 IMAGE_PYTHON = ("3.13", "cp313")
 WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "any")
@@ -175,7 +178,7 @@ def stage_hapi_jar(progress: Progress) -> None:
     """Build the HAPI jar with Maven when its sources changed, and stage it into the recipe."""
     jar = HAPI_PROJECT / "target" / "hubnode-hapi.jar"
     stamp = HAPI_PROJECT / "target" / ".hubnode-source-hash"
-    sources = _sources_hash(HAPI_PROJECT, ["pom.xml", "src/**/*"])
+    sources = _sources_hash([HAPI_PROJECT], ["pom.xml", "src/**/*"])
     if not jar.is_file() or not stamp.is_file() or stamp.read_text() != sources:
         if shutil.which("mvn") is None:
             raise HubnodeError(
@@ -196,27 +199,29 @@ def stage_hapi_jar(progress: Progress) -> None:
         shutil.copy2(jar, staged)
 
 
-def stage_trustcentre_wheelhouse(progress: Progress) -> None:
-    """Build the trust centre's wheel and download its dependencies for the image's Python.
+def stage_service_wheelhouse(service: str, progress: Progress) -> None:
+    """Build a Python service's wheels (with the shared service kit) and download its dependencies.
 
+    The dependencies are wheels for the image's Python, so the image installs with `--no-index`.
     Reproducible (SOURCE_DATE_EPOCH), so an unchanged source gives the same bytes and the image
     is not rebuilt; redone only when the sources change.
     """
-    wheelhouse = recipe_dir("trustcentre") / "wheelhouse"
+    wheelhouse = recipe_dir(service) / "wheelhouse"
+    projects = [SERVICES_DIR / name for name in (*SHARED_SERVICE_PACKAGES, service)]
     stamp = wheelhouse / ".source-hash"
-    sources = _sources_hash(TRUSTCENTRE_PROJECT, ["pyproject.toml", "src/**/*.py"])
+    sources = _sources_hash(projects, ["pyproject.toml", "src/**/*.py", "src/**/*.json", "src/**/*.yaml"])
     if stamp.is_file() and stamp.read_text() == sources:
         return
-    progress.note("building the trust centre's wheelhouse (wheels for the image's Python)")
+    progress.note(f"building the {service} wheelhouse (wheels for the image's Python)")
     shutil.rmtree(wheelhouse, ignore_errors=True)
     wheelhouse.mkdir(parents=True)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
     _run_tool(
-        [*pip, "wheel", "--no-deps", "--wheel-dir", str(wheelhouse), str(TRUSTCENTRE_PROJECT)],
-        "building the trust centre wheel",
+        [*pip, "wheel", "--no-deps", "--wheel-dir", str(wheelhouse), *map(str, projects)],
+        f"building the {service} wheels",
         env={**os.environ, "SOURCE_DATE_EPOCH": "315532800"},
     )
-    [wheel] = wheelhouse.glob("hubnode_trustcentre-*.whl")
+    [wheel] = wheelhouse.glob(f"hubnode_{service}-*.whl")
     version, abi = IMAGE_PYTHON
     platforms = [arg for platform in WHEEL_PLATFORMS for arg in ("--platform", platform)]
     _run_tool(
@@ -224,6 +229,8 @@ def stage_trustcentre_wheelhouse(progress: Progress) -> None:
             *pip,
             "download",
             "--dest",
+            str(wheelhouse),
+            "--find-links",
             str(wheelhouse),
             "--only-binary=:all:",
             "--python-version",
@@ -239,7 +246,7 @@ def stage_trustcentre_wheelhouse(progress: Progress) -> None:
             *platforms,
             str(wheel),
         ],
-        "downloading the trust centre's dependencies",
+        f"downloading the {service} dependencies",
     )
     stamp.write_text(sources)
 
@@ -253,17 +260,19 @@ def _run_tool(command: list[str], what: str, env: Mapping[str, str] | None = Non
         )
 
 
-def _sources_hash(project: Path, patterns: list[str]) -> str:
+def _sources_hash(projects: Iterable[Path], patterns: list[str]) -> str:
     digest = hashlib.sha256()
-    paths = sorted({path for pattern in patterns for path in project.glob(pattern) if path.is_file()})
-    for path in paths:
-        digest.update(str(path.relative_to(project)).encode())
-        digest.update(path.read_bytes())
+    for project in projects:
+        paths = sorted({path for pattern in patterns for path in project.glob(pattern) if path.is_file()})
+        for path in paths:
+            digest.update(str(path.relative_to(project.parent)).encode())
+            digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
 #: Artefacts a recipe needs staged into its context before it is built.
 _PREPARE: Mapping[str, Callable[[Progress], None]] = {
     "hapi": stage_hapi_jar,
-    "trustcentre": stage_trustcentre_wheelhouse,
+    "trustcentre": partial(stage_service_wheelhouse, "trustcentre"),
+    "connector": partial(stage_service_wheelhouse, "connector"),
 }

@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import ssl
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,8 @@ from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 
 from infra.errors import HubnodeError
-from infra.plan import DERIVED_SECRETS, LABEL_PREFIX, ConfigFile, NodePlan, ServicePlan
+from infra.federation_files import FederationFiles
+from infra.plan import FEDERATION_FILES, LABEL_PREFIX, ConfigFile, NodePlan, SecretFile, ServicePlan
 from infra.progress import Progress
 
 # The reaper container would have to be pulled from a registry this host cannot reach; `down`
@@ -49,27 +52,32 @@ class Removed:
     volumes: int
 
 
-def secret_file(state_dir: Path, site: str, name: str) -> Path:
+def secret_file(state_dir: Path, site: str, secret: SecretFile | str) -> Path:
     """The host file holding one node's secret, made once and then kept.
 
-    Random, or derived from another secret (`DERIVED_SECRETS`: the trust centre's callers file
-    from the admin token, which stays beside it for the site's tools and tests). Kept so a
-    restarted database still accepts the password it was initialised with. The folder is
-    owner-only; the file is world-readable only so the container's unprivileged user can read its
-    bind mount.
+    Random, or derived from other secrets by the plan's rule (the trust centre's callers file
+    holds the hash of the admin token, which stays beside it for the site's tools and tests);
+    derived files are made anew each time, so they follow the plan. Kept so a restarted database
+    still accepts the password it was initialised with. The folder is owner-only; the file is
+    world-readable only so the container's unprivileged user can read its bind mount.
     """
+    name = secret if isinstance(secret, str) else secret.name
+    derived = None if isinstance(secret, str) else secret.derived
     folder = state_dir / "secrets" / site
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     folder.chmod(0o700)
     path = folder / name
-    if not path.is_file():
-        if name in DERIVED_SECRETS:
-            source, derive = DERIVED_SECRETS[name]
-            content = derive(secret_file(state_dir, site, source).read_text())
-        else:
-            content = secrets.token_urlsafe(32)
-        path.write_text(content)
-        path.chmod(0o444)
+    if derived is not None:
+        content = derived.render(
+            {source: secret_file(state_dir, site, source).read_text() for source in derived.sources}
+        )
+        path.unlink(missing_ok=True)
+    elif path.is_file():
+        return path
+    else:
+        content = secrets.token_urlsafe(32)
+    path.write_text(content)
+    path.chmod(0o444)
     return path
 
 
@@ -83,15 +91,28 @@ def config_file(state_dir: Path, site: str, component: str, file: ConfigFile) ->
 
 
 class LocalLauncher:
-    """Starts, inspects and removes the containers of node plans on one Docker engine."""
+    """Starts, inspects and removes the containers of node plans on one Docker engine.
 
-    def __init__(self, client: docker.DockerClient, progress: Progress, state_dir: Path) -> None:
+    `federation_files` supplies the certificates, keys and allow list of a federation stack;
+    `trust` is the CA file that the gateways' certificates are checked against when probing them.
+    """
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        progress: Progress,
+        state_dir: Path,
+        federation_files: FederationFiles | None = None,
+        trust: Path | None = None,
+    ) -> None:
         self._client = client
         self._progress = progress
         self._state_dir = state_dir
+        self._federation_files = federation_files
+        self._verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(trust)) if trust else True
 
     def up(self, plans: Iterable[NodePlan]) -> None:
-        """Start every node; on any failure (or Ctrl-C) remove what was started and re-raise."""
+        """Start every node (nodes side by side); on any failure (or Ctrl-C) remove what was started."""
         plans = tuple(plans)
         stacks = {plan.stack for plan in plans}
         for stack in stacks:
@@ -101,10 +122,13 @@ class LocalLauncher:
         for plan in plans:
             _check_ports_free(plan)
         try:
+            for stack, network in sorted({(plan.stack, plan.peers_network) for plan in plans if plan.peers_network}):
+                self._client.networks.create(network, labels={STACK_LABEL: stack})
+            with ThreadPoolExecutor(max_workers=len(plans) or 1) as pool:
+                for started in [pool.submit(self._start_node, plan) for plan in plans]:
+                    started.result()
             for plan in plans:
-                self._start_node(plan)
-            for plan in plans:
-                _check_endpoints(plan)
+                self._check_endpoints(plan)
         except BaseException:
             for stack in stacks:
                 self.down(stack)
@@ -133,7 +157,7 @@ class LocalLauncher:
         report = []
         for plan in plans:
             services = {service.component: self._service_status(service) for service in plan.services}
-            answering = all(_answers(url) for url in plan.probes.values())
+            answering = all(_answers(url, self._verify) for url in plan.probes.values())
             if answering and all(s["health"] == "healthy" for s in services.values()):
                 health = "up"
             elif any(s["state"] == "running" for s in services.values()):
@@ -171,6 +195,8 @@ class LocalLauncher:
         for service in plan.services:
             self._progress.note(f"{plan.site}: starting {service.component} ({service.image.reference})")
             container = self._start_service(plan, service, network)
+            for attachment in service.networks:
+                self._client.networks.get(attachment.network).connect(container, aliases=list(attachment.aliases))
             self._wait_healthy(plan, service, container)
 
     def _start_service(self, plan: NodePlan, service: ServicePlan, network: Network) -> Container:
@@ -192,10 +218,28 @@ class LocalLauncher:
 
     def _file_mounts(self, plan: NodePlan, service: ServicePlan) -> dict[str, str]:
         """Secret and config files of a service: host copy -> path in the container."""
-        mounts = {str(secret_file(self._state_dir, plan.site, s.name)): s.path for s in service.secrets}
+        mounts = {str(self._secret_file(plan, secret)): secret.path for secret in service.secrets}
         for file in service.files:
             mounts[str(config_file(self._state_dir, plan.site, service.component, file))] = file.path
         return mounts
+
+    def _secret_file(self, plan: NodePlan, secret: SecretFile) -> Path:
+        if secret.name not in FEDERATION_FILES:
+            return secret_file(self._state_dir, plan.site, secret)
+        if self._federation_files is None:
+            raise HubnodeError(
+                f"{plan.site}/{secret.name}: a federation node needs its PKI files, and none were given",
+                fix="bring federation stacks up with `hubnode up`, which issues them",
+            )
+        return self._federation_files(plan.site, secret.name)
+
+    def _check_endpoints(self, plan: NodePlan) -> None:
+        for name, url in plan.probes.items():
+            if not _answers(url, self._verify):
+                raise HubnodeError(
+                    f"{plan.site}: {name} is healthy inside its container but {url} does not answer",
+                    fix="check that nothing on this host intercepts 127.0.0.1 traffic (proxy settings: NO_PROXY)",
+                )
 
     def _wait_healthy(self, plan: NodePlan, service: ServicePlan, container: Container) -> None:
         """Wait until the plan's own health check passes, the container dies or the budget ends.
@@ -209,7 +253,7 @@ class LocalLauncher:
             if container.status in ("exited", "dead"):
                 code = container.attrs["State"].get("ExitCode")
                 raise _service_failed(plan, service, container, f"exited with code {code}")
-            ready = service.probe_url is None or _answers(service.probe_url, timeout=2.0)
+            ready = service.probe_url is None or _answers(service.probe_url, self._verify, timeout=2.0)
             if ready and _passes_health_check(container, service):
                 self._progress.note(f"{plan.site}: {service.component} is healthy")
                 return
@@ -285,17 +329,9 @@ def _check_ports_free(plan: NodePlan) -> None:
                     ) from None
 
 
-def _check_endpoints(plan: NodePlan) -> None:
-    for name, url in plan.probes.items():
-        if not _answers(url):
-            raise HubnodeError(
-                f"{plan.site}: {name} is healthy inside its container but {url} does not answer",
-                fix="check that nothing on this host intercepts 127.0.0.1 traffic (proxy settings: NO_PROXY)",
-            )
-
-
-def _answers(url: str, timeout: float = 10.0) -> bool:
+def _answers(url: str, verify: ssl.SSLContext | bool, timeout: float = 10.0) -> bool:
     try:
-        return httpx.get(url, timeout=timeout, headers={"Accept": "application/fhir+json"}).status_code == 200
+        response = httpx.get(url, timeout=timeout, verify=verify, headers={"Accept": "application/fhir+json"})
     except httpx.HTTPError:
         return False
+    return response.status_code == 200

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import version
 
-from infra.spec import NodeSpec, StackSpec
+from infra.gateway_config import GatewayConfig, Upstream
+from infra.gateway_config import render as render_gateway_config
+from infra.spec import Federation, NodeSpec, StackSpec
 
 LOOPBACK = "127.0.0.1"
 #: Every image of ours runs as this unprivileged user (created in each Dockerfile).
@@ -26,6 +28,21 @@ POSTGRES_PORT = 5432
 DB_NAME = "hapi"
 TRUSTCENTRE_DB_NAME = "trustcentre"
 TRUSTCENTRE_BASE = "/ttp-fhir/fhir"
+CONNECTOR_PORT = 8082
+#: The gateway's doors inside its container: public TLS, mutual-TLS for peers, plain health.
+GATEWAY_PUBLIC_PORT = 8443
+GATEWAY_PEER_PORT = 9443
+GATEWAY_HEALTH_PORT = 8088
+HUBNODE_FILES_DIR = "/run/hubnode"
+GATEWAY_CONFIG_PATH = "/etc/hubnode/nginx.conf"
+#: The nginx variable holding the gateway secret (its name, not the secret).
+GATEWAY_SECRET_VARIABLE = "hubnode_gateway_secret"  # noqa: S105
+#: The header through which the gateway names a verified peer certificate's subject.
+CLIENT_SUBJECT_HEADER = "X-Hubnode-Client-Subject"
+#: What a local caller with the site's connector admin token may do.
+CONNECTOR_ROLES = ("ingest", "read", "process", "audit-read")
+#: What a connector may ask of the federation's trust centre.
+CONNECTOR_TRUSTCENTRE_ROLES = ("pseudonymize", "consent-read", "linkage")
 #: Every role of the trust centre (`trustcentre.auth.Role`); the site's admin token holds them all.
 TRUSTCENTRE_ROLES = (
     "pseudonymize",
@@ -77,11 +94,64 @@ class VolumeMount:
 
 
 @dataclass(frozen=True)
+class CallersFile:
+    """A callers file made from other secrets: each token's hash (never the token) and certificate subjects.
+
+    `tokens` are (caller name, secret holding the token, roles); `subjects` (caller name, subject, roles).
+    """
+
+    tokens: tuple[tuple[str, str, tuple[str, ...]], ...]
+    subjects: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The secrets this file is made from."""
+        return tuple(secret for _, secret, _ in self.tokens)
+
+    def render(self, secrets: Mapping[str, str]) -> str:
+        """The file's content, given the content of each source secret."""
+        callers: list[dict[str, object]] = [
+            {"name": name, "token_sha256": hashlib.sha256(secrets[secret].encode()).hexdigest(), "roles": list(roles)}
+            for name, secret, roles in self.tokens
+        ]
+        callers += [
+            {"name": name, "certificate_subject": subject, "roles": list(roles)}
+            for name, subject, roles in self.subjects
+        ]
+        return json.dumps({"callers": callers}, indent=2) + "\n"
+
+
+@dataclass(frozen=True)
+class NginxSecretInclude:
+    """An nginx include defining `$<variable>` as a secret's content (nginx reads no files per request)."""
+
+    source: str
+    variable: str
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The secret this file is made from."""
+        return (self.source,)
+
+    def render(self, secrets: Mapping[str, str]) -> str:
+        """The include's content, given the source secret."""
+        return f'map "" ${self.variable} {{\n    default "{secrets[self.source].strip()}";\n}}\n'
+
+
+@dataclass(frozen=True)
 class SecretFile:
-    """A file the service reads a secret from; each adapter supplies its content its own way."""
+    """A file the service reads a secret from; each adapter supplies its content its own way.
+
+    A `derived` file is made from other secrets by a rule every adapter applies the same way.
+    """
 
     name: str
     path: str
+    derived: CallersFile | NginxSecretInclude | None = None
+
+
+#: Files of the federation's PKI and allow list, supplied by `infra.federation_files` rather than generated.
+FEDERATION_FILES = ("node-certificate", "node-key", "federation-ca", "allow-list")
 
 
 @dataclass(frozen=True)
@@ -90,19 +160,6 @@ class ConfigFile:
 
     path: str
     content: str
-
-
-def trustcentre_callers(admin_token: str) -> str:
-    """The trust centre's callers file for a site admin token: only the token's hash is stored."""
-    digest = hashlib.sha256(admin_token.encode()).hexdigest()
-    callers = [{"name": "site-admin", "token_sha256": digest, "roles": list(TRUSTCENTRE_ROLES)}]
-    return json.dumps({"callers": callers}, indent=2) + "\n"
-
-
-#: Secret files whose content is derived from another secret: name -> (source secret, derivation).
-DERIVED_SECRETS: Mapping[str, tuple[str, Callable[[str], str]]] = {
-    "tc-callers": ("tc-admin-token", trustcentre_callers),
-}
 
 
 @dataclass(frozen=True)
@@ -115,6 +172,14 @@ class HealthCheck:
     retries: int = 3
     start_period_s: int = 30
     budget_s: int = 180
+
+
+@dataclass(frozen=True)
+class NetworkAttachment:
+    """A network a service joins besides its node's, and the names it answers to there."""
+
+    network: str
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,6 +201,8 @@ class ServicePlan:
     files: tuple[ConfigFile, ...] = ()
     #: A URL on this host that answers 200 once the service is ready; cheaper to poll than the health check.
     probe_url: str | None = None
+    #: Networks joined besides the node's own (the federation's peers network).
+    networks: tuple[NetworkAttachment, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -152,15 +219,28 @@ class NodePlan:
     endpoints: Mapping[str, str] = field(default_factory=dict)
     #: URL per endpoint that answers 200 from this host once the node is up.
     probes: Mapping[str, str] = field(default_factory=dict)
+    #: The network shared by the federation's nodes (gateways and connectors), if any.
+    peers_network: str | None = None
 
 
 def plan_stack(spec: StackSpec) -> tuple[NodePlan, ...]:
     """Plan every node of a stack."""
-    return tuple(plan_node(spec.stack, node) for node in spec.nodes)
+    return tuple(plan_node(spec, node) for node in spec.nodes)
 
 
-def plan_node(stack: str, node: NodeSpec) -> NodePlan:
-    """Plan one node: each component after the database it needs (`db`, `tcdb` with PostgreSQL)."""
+def peers_network(stack: str) -> str:
+    """The network where a local federation's gateways meet."""
+    return f"hubnode-{stack}-peers"
+
+
+def certificate_subject(site: str, federation: Federation) -> str:
+    """A node certificate's subject as the gateway passes it on (RFC 4514, as nginx's `$ssl_client_s_dn`)."""
+    return f"CN={site},O={federation.name}"
+
+
+def plan_node(spec: StackSpec, node: NodeSpec) -> NodePlan:
+    """Plan one node: each component after what it needs (its database, the services behind a gateway)."""
+    stack = spec.stack
     prefix = f"hubnode-{stack}-{node.site}"
     labels = {f"{LABEL_PREFIX}.stack": stack, f"{LABEL_PREFIX}.site": node.site}
     services: list[ServicePlan] = []
@@ -170,14 +250,23 @@ def plan_node(stack: str, node: NodeSpec) -> NodePlan:
         if node.database == "postgres":
             services.append(_db_service(prefix, node, labels, "db", DB_NAME))
         services.append(_fhir_service(prefix, node, labels))
-        endpoints["fhir"] = f"http://{LOOPBACK}:{node.ports['fhir']}/fhir"
-        probes["fhir"] = f"{endpoints['fhir']}/metadata"
+        if "fhir" in node.ports:
+            endpoints["fhir"] = f"http://{LOOPBACK}:{node.ports['fhir']}/fhir"
+            probes["fhir"] = f"{endpoints['fhir']}/metadata"
     if "trustcentre" in node.components:
         if node.database == "postgres":
             services.append(_db_service(prefix, node, labels, "tcdb", TRUSTCENTRE_DB_NAME))
-        services.append(_trustcentre_service(prefix, node, labels))
-        endpoints["trustcentre"] = f"http://{LOOPBACK}:{node.ports['trustcentre']}{TRUSTCENTRE_BASE}"
-        probes["trustcentre"] = f"{endpoints['trustcentre']}/gpas/metadata"
+        services.append(_trustcentre_service(prefix, spec, node, labels))
+        if "trustcentre" in node.ports:
+            endpoints["trustcentre"] = f"http://{LOOPBACK}:{node.ports['trustcentre']}{TRUSTCENTRE_BASE}"
+            probes["trustcentre"] = f"{endpoints['trustcentre']}/gpas/metadata"
+    if "connector" in node.components:
+        services.append(_connector_service(prefix, spec, node, labels))
+    if "gateway" in node.components:
+        services.append(_gateway_service(prefix, spec, node, labels))
+        endpoints["gateway"] = f"https://{LOOPBACK}:{node.ports['gateway']}"
+        endpoints["peer"] = f"https://{LOOPBACK}:{node.ports['peer']}"
+        probes["gateway"] = f"{endpoints['gateway']}/health"
     return NodePlan(
         stack=stack,
         site=node.site,
@@ -188,6 +277,7 @@ def plan_node(stack: str, node: NodeSpec) -> NodePlan:
         services=tuple(services),
         endpoints=endpoints,
         probes=probes,
+        peers_network=peers_network(stack) if "gateway" in node.components else None,
     )
 
 
@@ -256,7 +346,7 @@ def _fhir_service(prefix: str, node: NodeSpec, labels: Mapping[str, str]) -> Ser
         container_name=f"{prefix}-fhir",
         image=_image(node, "fhir", "hapi"),
         env=env,
-        ports=(PortBinding(HAPI_PORT, node.ports["fhir"]),),
+        ports=_published(node, "fhir", HAPI_PORT),
         volumes=(VolumeMount(f"{prefix}-fhir-data", "/var/lib/hapi"),),
         secrets=secrets,
         health=HealthCheck(
@@ -269,14 +359,14 @@ def _fhir_service(prefix: str, node: NodeSpec, labels: Mapping[str, str]) -> Ser
         network_aliases=("fhir",),
         labels=_service_labels(labels, "fhir"),
         depends_on=depends_on,
-        probe_url=f"http://{LOOPBACK}:{node.ports['fhir']}/health",
+        probe_url=_probe(node, "fhir", "/health"),
     )
 
 
-def _trustcentre_service(prefix: str, node: NodeSpec, labels: Mapping[str, str]) -> ServicePlan:
+def _trustcentre_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mapping[str, str]) -> ServicePlan:
     secrets: tuple[SecretFile, ...] = (
         SecretFile("tc-secret", f"{SECRETS_DIR}/tc-secret"),
-        SecretFile("tc-callers", f"{SECRETS_DIR}/tc-callers"),
+        SecretFile("tc-callers", f"{SECRETS_DIR}/tc-callers", _trustcentre_callers(spec, node)),
     )
     env = {
         "TC_PORT": str(TRUSTCENTRE_PORT),
@@ -286,6 +376,8 @@ def _trustcentre_service(prefix: str, node: NodeSpec, labels: Mapping[str, str])
         "TC_DOMAINS_FILE": "/etc/trustcentre/domains.json",
         "TC_DATABASE_URL": "sqlite:////var/lib/trustcentre/trustcentre.db",
     }
+    if "gateway" in node.components:
+        env["TC_CERTIFICATE_HEADER"] = CLIENT_SUBJECT_HEADER
     depends_on: tuple[str, ...] = ()
     if node.database == "postgres":
         password = _db_password("tcdb")
@@ -300,7 +392,7 @@ def _trustcentre_service(prefix: str, node: NodeSpec, labels: Mapping[str, str])
         container_name=f"{prefix}-trustcentre",
         image=_image(node, "trustcentre", "trustcentre"),
         env=env,
-        ports=(PortBinding(TRUSTCENTRE_PORT, node.ports["trustcentre"]),),
+        ports=_published(node, "trustcentre", TRUSTCENTRE_PORT),
         volumes=(VolumeMount(f"{prefix}-trustcentre-data", "/var/lib/trustcentre"),),
         secrets=secrets,
         health=HealthCheck(
@@ -313,6 +405,152 @@ def _trustcentre_service(prefix: str, node: NodeSpec, labels: Mapping[str, str])
         network_aliases=("trustcentre",),
         labels=_service_labels(labels, "trustcentre"),
         depends_on=depends_on,
-        probe_url=f"http://{LOOPBACK}:{node.ports['trustcentre']}/health",
+        probe_url=_probe(node, "trustcentre", "/health"),
         files=(ConfigFile(env["TC_DOMAINS_FILE"], json.dumps({"domains": domains}, indent=2, sort_keys=True) + "\n"),),
+    )
+
+
+def _published(node: NodeSpec, name: str, container_port: int) -> tuple[PortBinding, ...]:
+    """The host port of `name`, if the node publishes one (behind a gateway, only on request)."""
+    return (PortBinding(container_port, node.ports[name]),) if name in node.ports else ()
+
+
+def _probe(node: NodeSpec, name: str, path: str) -> str | None:
+    return f"http://{LOOPBACK}:{node.ports[name]}{path}" if name in node.ports else None
+
+
+def _trustcentre_callers(spec: StackSpec, node: NodeSpec) -> CallersFile:
+    """The site admin, this node's connector by token, other nodes' connectors by certificate."""
+    tokens: list[tuple[str, str, tuple[str, ...]]] = [("site-admin", "tc-admin-token", TRUSTCENTRE_ROLES)]
+    if "connector" in node.components:
+        tokens.append(("connector", "cn-tc-token", CONNECTOR_TRUSTCENTRE_ROLES))
+    federation = spec.federation
+    subjects = tuple(
+        (f"{other.site}-connector", certificate_subject(other.site, federation), CONNECTOR_TRUSTCENTRE_ROLES)
+        for other in spec.nodes
+        if federation and other is not node and "connector" in other.components and other.role != "research"
+    )
+    return CallersFile(tuple(tokens), subjects)
+
+
+def _federation_files(*names: str) -> tuple[SecretFile, ...]:
+    paths = {
+        "node-certificate": f"{SECRETS_DIR}/node.crt",
+        "node-key": f"{SECRETS_DIR}/node.key",
+        "federation-ca": f"{HUBNODE_FILES_DIR}/ca.crt",
+        "allow-list": f"{HUBNODE_FILES_DIR}/allow-list.json",
+    }
+    return tuple(SecretFile(name, paths[name]) for name in names)
+
+
+def _trustcentre_url(spec: StackSpec, node: NodeSpec) -> str:
+    """Where a node's connector finds the federation's trust centre: beside it, or behind a peer's gateway."""
+    if "trustcentre" in node.components:
+        return f"http://trustcentre:{TRUSTCENTRE_PORT}{TRUSTCENTRE_BASE}"
+    serving = spec.trust_centre
+    if serving is not None:
+        return f"https://{serving.host}:{GATEWAY_PEER_PORT}{TRUSTCENTRE_BASE}"
+    peers = spec.federation.peers if spec.federation else ()
+    remote = next(p for p in sorted(peers, key=lambda p: p.role != "ttp") if p.role in ("ttp", "dic"))
+    return remote.address.removesuffix("/fhir") + TRUSTCENTRE_BASE
+
+
+def _connector_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mapping[str, str]) -> ServicePlan:
+    federation = spec.federation
+    assert federation is not None  # noqa: S101 -- the spec refuses a connector outside a federation
+    secrets = (
+        *_federation_files("node-certificate", "node-key", "federation-ca", "allow-list"),
+        SecretFile("gateway-secret", f"{SECRETS_DIR}/gateway-secret"),
+        SecretFile(
+            "cn-callers", f"{SECRETS_DIR}/cn-callers", CallersFile((("site-admin", "cn-admin-token", CONNECTOR_ROLES),))
+        ),
+    )
+    env = {
+        "CN_SITE": node.site,
+        "CN_ROLE": node.role,
+        "CN_PORT": str(CONNECTOR_PORT),
+        "CN_DB_URL": "sqlite:////var/lib/connector/connector.db",
+        "CN_FHIR_URL": f"http://fhir:{HAPI_PORT}/fhir",
+        "CN_TRUSTCENTRE_URL": _trustcentre_url(spec, node),
+        "CN_CALLERS_FILE": f"{SECRETS_DIR}/cn-callers",
+        "CN_ALLOW_LIST_FILE": f"{HUBNODE_FILES_DIR}/allow-list.json",
+        "CN_GATEWAY_SECRET_FILE": f"{SECRETS_DIR}/gateway-secret",
+        "CN_CLIENT_CERT_FILE": f"{SECRETS_DIR}/node.crt",
+        "CN_CLIENT_KEY_FILE": f"{SECRETS_DIR}/node.key",
+        "CN_CA_FILE": f"{HUBNODE_FILES_DIR}/ca.crt",
+        "CN_PROJECTS_FILE": "/etc/connector/projects.json",
+    }
+    depends_on: tuple[str, ...] = ("fhir",)
+    if "trustcentre" in node.components:
+        secrets = (*secrets, SecretFile("cn-tc-token", f"{SECRETS_DIR}/cn-tc-token"))
+        env["CN_TRUSTCENTRE_TOKEN_FILE"] = f"{SECRETS_DIR}/cn-tc-token"
+        depends_on = ("fhir", "trustcentre")
+    projects = {p.name: {"domain": p.domain} for p in federation.projects}
+    return ServicePlan(
+        component="connector",
+        container_name=f"{prefix}-connector",
+        image=_image(node, "connector", "connector"),
+        env=env,
+        ports=(),
+        volumes=(VolumeMount(f"{prefix}-connector-data", "/var/lib/connector"),),
+        secrets=secrets,
+        health=HealthCheck(
+            test=("CMD", "curl", "-fsS", "-o", "/dev/null", f"http://{LOOPBACK}:{CONNECTOR_PORT}/health"),
+            interval_s=10,
+            start_period_s=20,
+            budget_s=120,
+        ),
+        user=SERVICE_USER,
+        network_aliases=("connector",),
+        labels=_service_labels(labels, "connector"),
+        depends_on=depends_on,
+        files=(ConfigFile(env["CN_PROJECTS_FILE"], json.dumps(projects, indent=2, sort_keys=True) + "\n"),),
+        networks=(NetworkAttachment(peers_network(spec.stack)),),
+    )
+
+
+def _gateway_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mapping[str, str]) -> ServicePlan:
+    """nginx: the node's only published doors, TLS for clients and mutual TLS for peers."""
+    include = SecretFile(
+        "gateway-secret.conf",
+        f"{SECRETS_DIR}/gateway-secret.conf",
+        NginxSecretInclude("gateway-secret", GATEWAY_SECRET_VARIABLE),
+    )
+    secrets = (*_federation_files("node-certificate", "node-key", "federation-ca"), include)
+    config = GatewayConfig(
+        connector=Upstream("connector", CONNECTOR_PORT) if "connector" in node.components else None,
+        trustcentre=Upstream("trustcentre", TRUSTCENTRE_PORT) if "trustcentre" in node.components else None,
+        certificate_file=secrets[0].path,
+        key_file=secrets[1].path,
+        ca_file=secrets[2].path,
+        secret_include=include.path,
+        secret_variable=GATEWAY_SECRET_VARIABLE,
+        public_port=GATEWAY_PUBLIC_PORT,
+        peer_port=GATEWAY_PEER_PORT,
+        health_port=GATEWAY_HEALTH_PORT,
+    )
+    behind = tuple(c for c in ("connector", "trustcentre") if c in node.components)
+    return ServicePlan(
+        component="gateway",
+        container_name=f"{prefix}-gateway",
+        image=_image(node, "gateway", "gateway"),
+        env={},
+        ports=(
+            PortBinding(GATEWAY_PUBLIC_PORT, node.ports["gateway"]),
+            PortBinding(GATEWAY_PEER_PORT, node.ports["peer"]),
+        ),
+        volumes=(),
+        secrets=secrets,
+        health=HealthCheck(
+            test=("CMD", "curl", "-fsS", "-o", "/dev/null", f"http://{LOOPBACK}:{GATEWAY_HEALTH_PORT}/health"),
+            interval_s=10,
+            start_period_s=10,
+            budget_s=60,
+        ),
+        user=SERVICE_USER,
+        network_aliases=("gateway",),
+        labels=_service_labels(labels, "gateway"),
+        depends_on=behind,
+        files=(ConfigFile(GATEWAY_CONFIG_PATH, render_gateway_config(config)),),
+        networks=(NetworkAttachment(peers_network(spec.stack), (node.host,)),),
     )

@@ -42,7 +42,14 @@ DEFAULT_BASE_IMAGE = "hubnode/base:trixie"
 
 NAMESPACE = "hubnode"
 #: Keys read by adapters rather than the spec (secrets never pass through plain data).
-SECRET_KEYS: tuple[str, ...] = ("dbPassword", "trustcentreSecret", "trustcentreAdminToken")
+SECRET_KEYS: tuple[str, ...] = (
+    "dbPassword",
+    "trustcentreSecret",
+    "trustcentreAdminToken",
+    "connectorAdminToken",
+    "connectorTrustcentreToken",
+    "gatewaySecret",
+)
 NODE_KEYS: tuple[str, ...] = ("site", "role", "components", "database", "ports", "images")
 FEDERATION_KEYS: tuple[str, ...] = ("federation", "nodes", "peers", "projects")
 KEYS: tuple[str, ...] = (*NODE_KEYS, "domains", *FEDERATION_KEYS, *SECRET_KEYS)

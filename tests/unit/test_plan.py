@@ -5,8 +5,10 @@ from importlib.metadata import version
 import pytest
 
 from infra.imagebuild import RECIPES_DIR
-from infra.plan import TRUSTCENTRE_ROLES, ImageBuild, ImageRef, NodePlan, PortBinding, plan_node, plan_stack
+from infra.plan import TRUSTCENTRE_ROLES, ImageBuild, ImageRef, NodePlan, PortBinding, plan_stack
 from infra.spec import COMPONENTS, parse_stack
+from infra.stackfile import load_stack
+from tests.conftest import PROJECT_DIR
 
 TAG = version("hubnode")
 
@@ -82,8 +84,15 @@ def test_registry_images_are_pulled_by_reference_and_overrides_win() -> None:
 
 @pytest.mark.parametrize("component", COMPONENTS)
 def test_every_component_has_a_plan_an_image_recipe_and_readme_documentation(component: str) -> None:
-    plan = plan_node("dev", parse_stack("dev", {"hubnode:site": "dev", "hubnode:components": [component]}).nodes[0])
-    assert component in {s.component for s in plan.services}
+    planned = {
+        s.component: s
+        for stack in ("dev", "federation")
+        for p in plan_stack(load_stack(PROJECT_DIR, stack))
+        for s in p.services
+    }
+    assert component in planned
+    assert planned[component].image.build is not None
+    assert (RECIPES_DIR / planned[component].image.build.recipe / "Dockerfile").is_file()
     readme = (RECIPES_DIR.parent.parent / "README.md").read_text()
     assert f"`{component}`" in readme
 
