@@ -1,0 +1,231 @@
+"""The connector's ASGI app: ingest, read proxy and audit (docs/federation.md, "Public API").
+
+The process routes (`/fhir/Task...`) and the peer API (`/peer/...`) come from
+`connector.process_api.routes()` (see `exchange_routes`); their handlers find what they need on
+`request.app.state`: `settings`, `engine`, `hapi`, `trustcentre`, `authenticator`.
+
+Every refusal is a 4xx with an OperationOutcome and an audit record; HAPI or the trust centre being
+unreachable is a 502; only a bug is a 500, and its body names a log reference, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine, text
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from connector import audit
+from connector.auth import Role
+from connector.db import audit_log, connect
+from connector.hapi import HapiClient
+from connector.ingest import Ingester
+from connector.settings import Settings
+from connector.transform import bundle_from_ndjson
+from connector.trustcentre_client import TrustCentreClient
+from connector.upstream import UpstreamRefused, UpstreamUnavailable
+from connector.validation import InvalidInput, Problem, bundle_entries
+from servicekit.audit import AuditRecord
+from servicekit.auth import Caller
+from servicekit.fhir import FHIR_JSON, FhirError, operation_outcome, parse_json_resource
+from servicekit.web import (
+    authenticate,
+    error_response,
+    fhir_response,
+    http_exception_handler,
+    internal_error_response,
+    read_body,
+)
+
+LOG = logging.getLogger("connector")
+JSON_TYPES = (FHIR_JSON, "application/json")
+NDJSON_TYPES = ("application/fhir+ndjson", "application/ndjson", "application/x-ndjson")
+_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
+@dataclass(frozen=True)
+class Done:
+    """What an endpoint's work produced: the answer and the audit subjects (patients' MPI ids)."""
+
+    response: Response
+    subjects: Sequence[str] = ()
+
+
+Work = Callable[[Request, Caller], Awaitable[Done]]
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    hapi_transport: httpx.AsyncBaseTransport | None = None,
+    trustcentre_transport: httpx.AsyncBaseTransport | None = None,
+) -> Starlette:
+    """Connect (and migrate) the database, make the HAPI and trust-centre clients, route the API."""
+    engine = connect(settings.database_url)
+    hapi = HapiClient(settings.fhir_url, transport=hapi_transport)
+    trustcentre = TrustCentreClient(
+        settings.trustcentre_url,
+        settings.site,
+        token=settings.trustcentre_token,
+        certificate=settings.client_certificate,
+        transport=trustcentre_transport,
+    )
+    api = Api(settings, hapi, Ingester(hapi, trustcentre, settings.source_system))
+
+    async def health(_request: Request) -> Response:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return JSONResponse({"status": "ok"})
+
+    routes: list[BaseRoute] = [
+        Route("/health", health),
+        *exchange_routes(),
+        Route("/fhir", handled(audit.INGEST, Role.INGEST, api.ingest_bundle, engine), methods=["POST"]),
+        Route("/fhir/$import", handled(audit.IMPORT, Role.INGEST, api.import_ndjson, engine), methods=["POST"]),
+        Route("/fhir/AuditEvent", audit_log.endpoint(engine, Role.AUDIT_READ)),
+        Route("/fhir", handled(audit.READ, Role.READ, api.read, engine)),
+        Route("/fhir/{type}", handled(audit.READ, Role.READ, api.read, engine)),
+        Route("/fhir/{type}/{id}", handled(audit.READ, Role.READ, api.read, engine)),
+    ]
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        await hapi.aclose()
+        await trustcentre.aclose()
+
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_exception_handler}, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.authenticator = settings.authenticator
+    app.state.hapi = hapi
+    app.state.trustcentre = trustcentre
+    return app
+
+
+@dataclass(frozen=True)
+class Api:
+    """The work behind the public routes: ingest a Bundle, import NDJSON, read from HAPI."""
+
+    settings: Settings
+    hapi: HapiClient
+    ingester: Ingester
+
+    async def ingest_bundle(self, request: Request, caller: Caller) -> Done:
+        """`POST /fhir`: a transaction or batch Bundle."""
+        _require_content_type(request, JSON_TYPES)
+        body = await read_body(request, self.settings.max_body_bytes)
+        entries = bundle_entries(parse_json_resource(body, "Bundle"), self.settings.max_entries)
+        result = await self.ingester.ingest(entries, self.settings.site)
+        LOG.info("%s ingested %d entries", caller.name, len(entries))
+        return Done(fhir_response(result.response), result.mpi_ids)
+
+    async def import_ndjson(self, request: Request, caller: Caller) -> Done:
+        """`POST /fhir/$import`: one resource per line; problems name the line."""
+        _require_content_type(request, NDJSON_TYPES)
+        bundle, lines, bad_lines = bundle_from_ndjson(await read_body(request, self.settings.max_body_bytes))
+        if bad_lines:
+            raise InvalidInput([Problem(f"line {bad.line}", bad.message) for bad in bad_lines])
+        entries = bundle_entries(bundle, self.settings.max_entries)
+        result = await self.ingester.ingest(entries, self.settings.site, lambda index: f"line {lines[index]}")
+        LOG.info("%s imported %d lines", caller.name, len(entries))
+        return Done(fhir_response(result.response), result.mpi_ids)
+
+    async def read(self, request: Request, _caller: Caller) -> Done:
+        """`GET /fhir/<Type>[/<id>][?search]` (and result pages, `GET /fhir?_getpages=...`) from HAPI."""
+        kind, resource_id = request.path_params.get("type"), request.path_params.get("id")
+        params = dict(request.query_params)
+        if kind is None and "_getpages" not in params:
+            raise FhirError(405, "not-supported", "GET /fhir serves result pages (_getpages) only; name a type")
+        if kind is not None and not _TYPE.fullmatch(kind):
+            raise FhirError(400, "invalid", f"{kind!r} is not a resource type", ("type",))
+        if resource_id is not None and not _ID.fullmatch(resource_id):
+            raise FhirError(400, "invalid", f"{resource_id!r} is not a FHIR id", ("id",))
+        path = "/".join(p for p in (kind, resource_id) if p)
+        answer = await self.hapi.get(path, params)
+        try:
+            resource = answer.json()
+        except ValueError:
+            raise UpstreamUnavailable(f"HAPI answered {answer.status_code} to GET {path} without JSON") from None
+        if not isinstance(resource, dict):
+            raise UpstreamUnavailable(f"HAPI answered GET {path} with JSON that is not a resource")
+        public_base = str(request.base_url).rstrip("/") + "/fhir"
+        return Done(fhir_response(_rebased(resource, self.hapi.base_url, public_base), answer.status_code))
+
+
+def exchange_routes() -> list[BaseRoute]:
+    """HOOK for the exchange modules: the routes of `connector.process_api.routes()`, once that module exists."""
+    try:
+        process_api = importlib.import_module("connector.process_api")
+    except ModuleNotFoundError:
+        return []
+    found: list[BaseRoute] = list(process_api.routes())
+    return found
+
+
+def handled(operation: str, role: Role, work: Work, engine: Engine) -> Endpoint:
+    """Serve `work` for callers holding `role`: authenticate, audit, and turn every failure into an answer."""
+
+    async def endpoint(request: Request) -> Response:
+        caller_name = "anonymous"
+        outcome, detail = "success", f"{request.method} {request.url.path}"
+        subjects: tuple[str, ...] = ()
+        try:
+            caller = authenticate(request)
+            caller_name = caller.name
+            caller.require(role)
+            done = await work(request, caller)
+            response, subjects = done.response, tuple(done.subjects)
+        except FhirError as error:
+            outcome, detail, response = "refused", str(error), error_response(error)
+        except InvalidInput as invalid:
+            outcome, detail, response = "refused", str(invalid), fhir_response(invalid.outcome(), 422)
+        except UpstreamRefused as refused:
+            outcome, detail, response = "refused", str(refused), fhir_response(refused.outcome, 422)
+        except UpstreamUnavailable as unavailable:
+            outcome, detail = "failed", str(unavailable)
+            response = fhir_response(operation_outcome("transient", str(unavailable)), 502)
+        except Exception as unexpected:  # noqa: BLE001 -- any failure becomes a 500 naming a log reference
+            response, reference = internal_error_response(LOG, operation, unexpected)
+            outcome, detail = "failed", f"reference {reference}"
+        entry = AuditRecord(caller_name, operation, subjects, outcome, detail=detail)
+        await run_in_threadpool(audit.record_alone, engine, entry)
+        return response
+
+    return endpoint
+
+
+def _require_content_type(request: Request, accepted: Sequence[str]) -> None:
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type not in accepted:
+        raise FhirError(415, "not-supported", f"Content-Type {media_type or 'none'!r}: send {' or '.join(accepted)}")
+
+
+def _rebased(resource: dict[str, Any], hapi_base: str, public_base: str) -> dict[str, Any]:
+    """HAPI's own URLs in a Bundle's links and full URLs, pointed at the connector instead."""
+    if resource.get("resourceType") != "Bundle":
+        return resource
+    rebased = dict(resource)
+    rebased["link"] = [
+        {**link, "url": str(link.get("url", "")).replace(hapi_base, public_base, 1)}
+        for link in resource.get("link", [])
+    ]
+    rebased["entry"] = [
+        {**e, "fullUrl": str(e["fullUrl"]).replace(hapi_base, public_base, 1)} if "fullUrl" in e else e
+        for e in resource.get("entry", [])
+    ]
+    return rebased

@@ -1,0 +1,31 @@
+"""What the connector remembers of its work, readable as FHIR `AuditEvent` (`GET /fhir/AuditEvent`).
+
+Ingests, reads and every exchange with a peer are recorded (docs/federation.md): who asked, which
+operation or process, about which patients (MPI ids or pseudonyms), with what outcome. The tables and
+the AuditEvent rendering are the service kit's; this module names the connector's records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Engine
+
+from connector.db import audit_log
+from servicekit.audit import AuditRecord
+
+INGEST = "ingest"
+IMPORT = "$import"
+READ = "read"
+
+
+def exchange_record(  # noqa: PLR0913, PLR0917 -- the fields of one record
+    process: str, peer: str, subjects: Sequence[str], outcome: str, detail: str = "", purpose: str | None = None
+) -> AuditRecord:
+    """The record of one exchange with `peer` (its site) in `process`, at either end."""
+    return AuditRecord(f"peer:{peer}", process, subjects, outcome, purpose, detail)
+
+
+def record_alone(engine: Engine, entry: AuditRecord) -> None:
+    """Write `entry` in a transaction of its own (the connector's own writes go to HAPI, not here)."""
+    audit_log.record_alone(engine, entry)

@@ -1,0 +1,63 @@
+"""The connector's tables and their migrations, one schema for SQLite and PostgreSQL.
+
+Besides the audit trail the connector remembers processes: the ones it started (so `$retry` can
+finish them with the same idempotency key) and the ones peers asked of it (so a retried request gets
+the stored answer instead of doing the work twice). Both tables are generic over the process: the
+Task itself is stored as JSON, so a new process needs no migration.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Column, Connection, DateTime, Engine, Index, MetaData, String, Table, func
+
+from servicekit import db as servicekit_db
+from servicekit.audit import AuditLog
+from servicekit.db import Migration
+
+metadata = MetaData()
+
+audit_log = AuditLog(metadata, "urn:hubnode:connector", "hubnode connector")
+
+
+def _task_columns() -> list[Column[object]]:
+    return [
+        Column("process", String(64), nullable=False),
+        Column("status", String(32), nullable=False),
+        Column("task_json", JSON, nullable=False),
+        Column("created", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("updated", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    ]
+
+
+#: Processes this node started: `id` is the Task id the local API answers with.
+started_tasks = Table(
+    "started_tasks",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("idempotency_key", String(255), nullable=True, unique=True),
+    *_task_columns(),
+)
+
+#: Processes peers asked of this node: (requester, idempotency key) -> the answer given.
+received_tasks = Table(
+    "received_tasks",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("requester", String(255), nullable=False),
+    Column("idempotency_key", String(255), nullable=False),
+    *_task_columns(),
+    Index("ux_received_tasks_key", "requester", "idempotency_key", unique=True),
+)
+
+
+def _v1_create_tables(connection: Connection) -> None:
+    metadata.create_all(connection)
+
+
+#: Ordered schema steps; append, never edit a released one.
+MIGRATIONS: tuple[Migration, ...] = (_v1_create_tables,)
+
+
+def connect(url: str) -> Engine:
+    """An engine for `url` (sqlite:///path or postgresql+psycopg://...), schema migrated."""
+    return servicekit_db.connect(url, MIGRATIONS)

@@ -1,0 +1,80 @@
+"""The node's HAPI FHIR server as the connector sees it: a few typed calls over one HTTP client.
+
+Everything the connector writes goes through `transaction` (HAPI applies a transaction atomically,
+so an ingest is all-or-nothing); reads follow `next` links so callers get whole result sets. Failures
+are `connector.upstream`'s two kinds: refused (4xx, with HAPI's OperationOutcome) or unavailable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from connector.upstream import UpstreamUnavailable, checked, send
+from servicekit.fhir import FHIR_JSON
+
+SERVICE = "HAPI"
+#: Pages followed at most in one search: a runaway `next` chain must not loop forever.
+MAX_PAGES = 1000
+
+
+class HapiClient:
+    """Async calls to one HAPI FHIR base URL."""
+
+    def __init__(
+        self, base_url: str, *, transport: httpx.AsyncBaseTransport | None = None, timeout: float = 120.0
+    ) -> None:
+        """Talk to `base_url` (e.g. `http://fhir:8080/fhir`); `transport` lets tests stand in for HAPI."""
+        self.base_url = base_url.rstrip("/")
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url + "/", transport=transport, timeout=timeout, headers={"Accept": FHIR_JSON}
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+    async def transaction(self, bundle: Mapping[str, Any]) -> dict[str, Any]:
+        """POST a transaction Bundle; the transaction-response Bundle."""
+        response = await self._send("POST", "", json=bundle, headers={"Content-Type": FHIR_JSON})
+        return checked(response, SERVICE)
+
+    async def search(self, resource_type: str, params: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Every resource matching a search, all pages followed (included resources too)."""
+        return await self._all_pages(resource_type, params)
+
+    async def everything(self, patient_id: str) -> list[dict[str, Any]]:
+        """`Patient/<id>/$everything`, all pages followed."""
+        return await self._all_pages(f"Patient/{patient_id}/$everything", {})
+
+    async def count(self, resource_type: str, params: Mapping[str, str]) -> int:
+        """How many resources match a search (`_summary=count`)."""
+        response = await self._send("GET", resource_type, params={**params, "_summary": "count"})
+        total = checked(response, SERVICE).get("total")
+        if not isinstance(total, int):
+            raise UpstreamUnavailable(f"HAPI's count of {resource_type} carried no total")
+        return total
+
+    async def get(self, path: str, params: Mapping[str, str] | None = None) -> httpx.Response:
+        """A raw GET below the base (for the read proxy): HAPI's answer, unless it failed (5xx)."""
+        response = await self._send("GET", path, params=params)
+        if response.status_code >= 500:
+            raise UpstreamUnavailable(f"HAPI answered {response.status_code} to GET {path}")
+        return response
+
+    async def _all_pages(self, path: str, params: Mapping[str, str]) -> list[dict[str, Any]]:
+        resources: list[dict[str, Any]] = []
+        bundle = checked(await self._send("GET", path, params=params), SERVICE)
+        for _ in range(MAX_PAGES):
+            entries = bundle.get("entry", [])
+            resources.extend(e["resource"] for e in entries if isinstance(e.get("resource"), dict))
+            following = next((link["url"] for link in bundle.get("link", []) if link.get("relation") == "next"), None)
+            if not isinstance(following, str):
+                return resources
+            bundle = checked(await self._send("GET", following), SERVICE)
+        raise UpstreamUnavailable(f"HAPI's search {path} did not end after {MAX_PAGES} pages")
+
+    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:  # noqa: ANN401 -- httpx options
+        return await send(self._client, SERVICE, method, url, **kwargs)

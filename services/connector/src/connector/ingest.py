@@ -1,0 +1,65 @@
+"""Ingest: validate -> link patients at the trust centre -> transform -> one HAPI transaction.
+
+All-or-nothing: nothing is written unless every entry is valid, and then everything is written in
+one HAPI transaction (atomic). Linkage at the trust centre comes first and is idempotent (the same
+identifiers give the same MPI id), so a failure after it leaves nothing that a retry would duplicate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from connector.hapi import HapiClient
+from connector.transform import source_id, source_system, to_transaction
+from connector.trustcentre_client import MPI_SYSTEM, TrustCentreClient
+from connector.upstream import UpstreamRefused, diagnostics
+from connector.validation import InvalidInput, Locate, Problem, bundle_location, validate
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """HAPI's transaction-response and the MPI ids of the patients ingested (for the audit)."""
+
+    response: dict[str, Any]
+    mpi_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Ingester:
+    """Ingests entries sent by one source (`site`) into the node's HAPI."""
+
+    hapi: HapiClient
+    trustcentre: TrustCentreClient
+    source_system_base: str
+
+    async def ingest(
+        self, entries: Sequence[Mapping[str, Any]], site: str, locate: Locate = bundle_location
+    ) -> IngestResult:
+        """Store `entries` as sent by `site`; InvalidInput (nothing written) if any entry is unfit."""
+        problems = validate(entries, locate)
+        if problems:
+            raise InvalidInput(problems)
+        system = source_system(self.source_system_base, site)
+        linked = list(entries)
+        mpi_ids: list[str] = []
+        for index, entry in enumerate(entries):
+            if entry["resource"]["resourceType"] != "Patient":
+                continue
+            source_identifier = (system, f"Patient/{source_id(entry)}")
+            try:
+                mpi = await self.trustcentre.request_mpi(entry["resource"], source_identifier)
+            except UpstreamRefused as refused:
+                problem = Problem(locate(index), f"the trust centre refused to link it: {diagnostics(refused.outcome)}")
+                raise InvalidInput([problem]) from refused
+            linked[index] = {**entry, "resource": with_mpi(entry["resource"], mpi)}
+            mpi_ids.append(mpi)
+        response = await self.hapi.transaction(to_transaction(linked, system))
+        return IngestResult(response, tuple(mpi_ids))
+
+
+def with_mpi(patient: Mapping[str, Any], mpi: str) -> dict[str, Any]:
+    """`patient` with its MPI id as the one identifier of the MPI system."""
+    identifiers = [i for i in patient.get("identifier", []) if i.get("system") != MPI_SYSTEM]
+    return {**patient, "identifier": [*identifiers, {"system": MPI_SYSTEM, "value": mpi}]}

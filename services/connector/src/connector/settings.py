@@ -1,0 +1,145 @@
+"""The connector's configuration: CN_* environment variables (docs/federation.md), secrets only in files.
+
+Read once at start-up; any mistake stops the service with a ConfigError naming the variable or file
+and what is wrong, rather than a half-configured connector that fails on its first request.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from connector.allowlist import AllowList, AllowListError, NodeRole, parse_allow_list
+from connector.auth import Role
+from servicekit.auth import Authenticator, authenticator_from_entries
+from servicekit.config import ConfigError, read_file, read_json, with_password
+
+DEFAULT_DATABASE_URL = "sqlite:////data/connector.db"
+DEFAULT_SOURCE_SYSTEM = "https://hubnode.org/fhir/sid/source"
+_SITE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+
+@dataclass(frozen=True)
+class ClientCertificate:
+    """The node certificate the connector presents for outgoing mutual TLS, and the CA it trusts."""
+
+    certificate: Path
+    key: Path
+    ca: Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the app needs, resolved."""
+
+    site: str
+    role: NodeRole
+    fhir_url: str
+    trustcentre_url: str
+    authenticator: Authenticator
+    database_url: str = DEFAULT_DATABASE_URL
+    trustcentre_token: str | None = None
+    allow_list: AllowList = field(default_factory=lambda: AllowList(()))
+    gateway_secret: str | None = None
+    client_certificate: ClientCertificate | None = None
+    projects: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    source_system: str = DEFAULT_SOURCE_SYSTEM
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_entries: int = 10_000
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> Settings:
+        """Resolve the CN_* variables."""
+        url = environ.get("CN_DB_URL", DEFAULT_DATABASE_URL)
+        if "CN_DB_PASSWORD_FILE" in environ:
+            url = with_password(url, read_file("CN_DB_PASSWORD_FILE", environ).strip(), "CN_DB_URL")
+        return cls(
+            site=_site(environ),
+            role=_role(environ),
+            fhir_url=_url("CN_FHIR_URL", environ),
+            trustcentre_url=_url("CN_TRUSTCENTRE_URL", environ),
+            authenticator=callers_from_config(read_json("CN_CALLERS_FILE", environ)),
+            database_url=url,
+            trustcentre_token=_optional_secret("CN_TRUSTCENTRE_TOKEN_FILE", environ),
+            allow_list=_allow_list(environ),
+            gateway_secret=_optional_secret("CN_GATEWAY_SECRET_FILE", environ),
+            client_certificate=_client_certificate(environ),
+            projects=_projects(environ),
+            source_system=_url("CN_SOURCE_SYSTEM", environ, DEFAULT_SOURCE_SYSTEM).rstrip("/"),
+        )
+
+
+def callers_from_config(config: Any) -> Authenticator:  # noqa: ANN401 -- decoded JSON, checked here
+    """Local callers from `[{"name", "token_sha256", "roles": [...]}]` (or `{"callers": [...]}`)."""
+    entries = config.get("callers") if isinstance(config, dict) else config
+    return authenticator_from_entries(entries, "CN_CALLERS_FILE", Role)
+
+
+def _site(environ: Mapping[str, str]) -> str:
+    site = environ.get("CN_SITE", "")
+    if not _SITE.fullmatch(site):
+        raise ConfigError(f"CN_SITE={site!r}: a site name (lowercase letters, digits, '-'; at most 63) is required")
+    return site
+
+
+def _role(environ: Mapping[str, str]) -> NodeRole:
+    role = environ.get("CN_ROLE", "")
+    known = [r.value for r in NodeRole]
+    if role not in known:
+        raise ConfigError(f"CN_ROLE={role!r}: one of {', '.join(known)}")
+    return NodeRole(role)
+
+
+def _url(variable: str, environ: Mapping[str, str], default: str | None = None) -> str:
+    value = environ.get(variable, default or "")
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{variable}={value!r}: an http:// or https:// URL is required")
+    return value.rstrip("/")
+
+
+def _optional_secret(variable: str, environ: Mapping[str, str]) -> str | None:
+    if not environ.get(variable):
+        return None
+    secret = read_file(variable, environ).strip()
+    if not secret:
+        raise ConfigError(f"{variable}={environ[variable]}: the file is empty")
+    return secret
+
+
+def _allow_list(environ: Mapping[str, str]) -> AllowList:
+    if not environ.get("CN_ALLOW_LIST_FILE"):
+        return AllowList(())
+    try:
+        return parse_allow_list(read_json("CN_ALLOW_LIST_FILE", environ))
+    except AllowListError as exc:
+        raise ConfigError(f"CN_ALLOW_LIST_FILE={environ['CN_ALLOW_LIST_FILE']}: {exc}") from None
+
+
+def _client_certificate(environ: Mapping[str, str]) -> ClientCertificate | None:
+    variables = ("CN_CLIENT_CERT_FILE", "CN_CLIENT_KEY_FILE", "CN_CA_FILE")
+    given = [v for v in variables if environ.get(v)]
+    if not given:
+        return None
+    if len(given) < len(variables):
+        missing = ", ".join(v for v in variables if v not in given)
+        raise ConfigError(f"{missing}: set together with {', '.join(given)} (mutual TLS needs all three)")
+    paths = [Path(environ[v]) for v in variables]
+    for variable, path in zip(variables, paths, strict=True):
+        if not path.is_file():
+            raise ConfigError(f"{variable}={path}: no such file")
+    return ClientCertificate(*paths)
+
+
+def _projects(environ: Mapping[str, str]) -> dict[str, Mapping[str, str]]:
+    if not environ.get("CN_PROJECTS_FILE"):
+        return {}
+    config = read_json("CN_PROJECTS_FILE", environ)
+    if not isinstance(config, dict):
+        raise ConfigError('CN_PROJECTS_FILE: expected {"<project>": {"domain": "<pseudonym domain>"}}')
+    for name, project in config.items():
+        if not isinstance(project, dict) or not isinstance(project.get("domain"), str) or not project["domain"]:
+            raise ConfigError(f"CN_PROJECTS_FILE: project {name!r} needs a string domain")
+    return config

@@ -1,0 +1,185 @@
+"""Turning what a source sends into one HAPI transaction (pure: no I/O, same input -> same output).
+
+Every resource is keyed by its source identifier `<source system>/<site>|<Type>/<source id>` and
+written as a conditional update on it, so a replay finds and updates what the first run created
+instead of creating it again. Entries get `urn:uuid:` full URLs derived (uuid5) from that key, and
+references between entries are rewritten to them; a `Type/id` reference to a resource outside the
+bundle becomes a conditional reference on that resource's source identifier (sent earlier by the
+same source). Also here: NDJSON lines -> a Bundle.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from fhir.resources.R4B import get_fhir_model_class
+
+#: Namespace of the entries' uuid5 full URLs (fixed: replays must give identical transactions).
+NAMESPACE = uuid.UUID("6f1d3f0a-3c55-5b8e-9a57-2f4f7d1c0b61")
+_RELATIVE_REFERENCE = re.compile(r"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?")
+_TOKEN_SPECIALS = str.maketrans({"\\": "\\\\", ",": "\\,", "$": "\\$", "|": "\\|"})
+
+
+@dataclass(frozen=True)
+class SourceKey:
+    """How one resource is found again: its type and the identifier it is written under."""
+
+    resource_type: str
+    system: str
+    value: str
+
+    @property
+    def full_url(self) -> str:
+        """The entry's `urn:uuid:` placeholder, the same on every replay."""
+        return f"urn:uuid:{uuid.uuid5(NAMESPACE, f'{self.system}|{self.value}')}"
+
+    @property
+    def conditional_url(self) -> str:
+        """`<Type>?identifier=<system>|<value>`, escaped for a FHIR token search."""
+        system = quote(self.system.translate(_TOKEN_SPECIALS), safe=":/")
+        value = quote(self.value.translate(_TOKEN_SPECIALS), safe=":/")
+        return f"{self.resource_type}?identifier={system}|{value}"
+
+
+def source_system(base: str, site: str) -> str:
+    """The identifier system of the resources `site` sends (`<CN_SOURCE_SYSTEM>/<site>`)."""
+    return f"{base}/{site}"
+
+
+def source_id(entry: Mapping[str, Any]) -> str | None:
+    """The id a source gave a resource: `resource.id`, else the uuid of a `urn:uuid:` full URL."""
+    resource = entry.get("resource", {})
+    if isinstance(resource.get("id"), str):
+        return str(resource["id"])
+    full_url = entry.get("fullUrl")
+    if isinstance(full_url, str) and full_url.startswith("urn:uuid:"):
+        return full_url.removeprefix("urn:uuid:")
+    return None
+
+
+def identifier_cardinality(resource_type: str) -> str:
+    """`many`, `one` or `none`: how many identifiers a resource of this type can carry (FHIR R4)."""
+    field = get_fhir_model_class(resource_type).model_fields.get("identifier")
+    if field is None:
+        return "none"
+    return "many" if "list" in str(field.annotation).lower() else "one"
+
+
+def source_key(entry: Mapping[str, Any], system: str) -> SourceKey:
+    """The key of a validated entry: its source identifier, or (types with one identifier) the one it has."""
+    resource = entry["resource"]
+    kind = resource["resourceType"]
+    own = resource.get("identifier")
+    if identifier_cardinality(kind) == "one" and isinstance(own, dict):
+        return SourceKey(kind, str(own["system"]), str(own["value"]))
+    return SourceKey(kind, system, f"{kind}/{source_id(entry)}")
+
+
+def to_transaction(entries: Sequence[Mapping[str, Any]], system: str) -> dict[str, Any]:
+    """The HAPI transaction for validated `entries` sent by the source of identifier `system`."""
+    keys = [source_key(entry, system) for entry in entries]
+    placeholders: dict[str, str] = {}
+    for entry, key in zip(entries, keys, strict=True):
+        placeholders[f"{key.resource_type}/{source_id(entry)}"] = key.full_url
+        if isinstance(entry.get("fullUrl"), str):
+            placeholders[entry["fullUrl"]] = key.full_url
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": key.full_url,
+                "resource": _prepared(entry["resource"], key, system, placeholders),
+                "request": {"method": "PUT", "url": key.conditional_url},
+            }
+            for entry, key in zip(entries, keys, strict=True)
+        ],
+    }
+
+
+def _prepared(
+    resource: Mapping[str, Any], key: SourceKey, system: str, placeholders: Mapping[str, str]
+) -> dict[str, Any]:
+    prepared: dict[str, Any] = _rewritten(copy.deepcopy(dict(resource)), system, placeholders)
+    prepared.pop("id", None)
+    meta = prepared.get("meta")
+    if isinstance(meta, dict):
+        meta.pop("versionId", None)
+        meta.pop("lastUpdated", None)
+    own = {"system": key.system, "value": key.value}
+    if identifier_cardinality(key.resource_type) == "one":
+        prepared["identifier"] = prepared.get("identifier") or own
+    elif own not in [{"system": i.get("system"), "value": i.get("value")} for i in prepared.get("identifier", [])]:
+        prepared["identifier"] = [*prepared.get("identifier", []), own]
+    return prepared
+
+
+def _rewritten(value: Any, system: str, placeholders: Mapping[str, str]) -> Any:  # noqa: ANN401 -- any JSON value
+    if isinstance(value, list):
+        return [_rewritten(item, system, placeholders) for item in value]
+    if not isinstance(value, dict):
+        return value
+    rewritten = {k: _rewritten(v, system, placeholders) for k, v in value.items()}
+    if isinstance(value.get("reference"), str):
+        rewritten["reference"] = _reference(value["reference"], system, placeholders)
+    return rewritten
+
+
+def _reference(reference: str, system: str, placeholders: Mapping[str, str]) -> str:
+    unversioned = reference.split("/_history/", 1)[0]
+    if unversioned in placeholders:
+        return placeholders[unversioned]
+    relative = _RELATIVE_REFERENCE.fullmatch(reference)
+    if relative:
+        kind, target = relative.group(1), relative.group(2)
+        return SourceKey(kind, system, f"{kind}/{target}").conditional_url
+    return reference
+
+
+@dataclass(frozen=True)
+class NdjsonProblem:
+    """A line of an NDJSON body that is not one FHIR resource."""
+
+    line: int
+    message: str
+
+
+def bundle_from_ndjson(body: bytes) -> tuple[dict[str, Any], list[int], list[NdjsonProblem]]:
+    """A transaction Bundle of an NDJSON body's resources, each entry's line number, and every bad line."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _empty_bundle(), [], [NdjsonProblem(text_line(body, exc.start), "is not UTF-8")]
+    entries: list[dict[str, Any]] = []
+    lines: list[int] = []
+    problems: list[NdjsonProblem] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            resource = json.loads(line)
+        except ValueError as exc:
+            problems.append(NdjsonProblem(number, f"is not valid JSON ({exc})"))
+            continue
+        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+            problems.append(NdjsonProblem(number, "is not a FHIR resource (a JSON object with a resourceType)"))
+            continue
+        entries.append({"resource": resource})
+        lines.append(number)
+    return {**_empty_bundle(), "entry": entries}, lines, problems
+
+
+def text_line(body: bytes, offset: int) -> int:
+    """The 1-based line number of byte `offset` in `body`."""
+    return body.count(b"\n", 0, offset) + 1
+
+
+def _empty_bundle() -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": "transaction", "entry": []}

@@ -1,0 +1,161 @@
+"""The federation's trust centre as the connector sees it: linkage, consent and pseudonyms.
+
+Calls the trust centre's TTP-FHIR API (`.../ttp-fhir/fhir/{epix,gics,gpas}/$operation`) in the
+Parameters shapes of E-PIX, gICS and gPAS, so a real MOSAIC gateway can stand behind the same URL.
+A local trust centre is reached with a bearer token; one on another node through that node's peer
+gateway with the node certificate (mutual TLS).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping, Sequence
+from datetime import date
+from typing import Any
+
+import httpx
+
+from connector.settings import ClientCertificate
+from connector.upstream import UpstreamUnavailable, checked, send
+from servicekit.fhir import FHIR_JSON
+
+SERVICE = "trust centre"
+MPI_SYSTEM = "urn:hubnode:mpi"
+POLICY_SYSTEM = "urn:oid:2.16.840.1.113883.3.1937.777.24.5.3"
+CONSENT_DOMAIN = "MII"
+#: What the trust centre accepts as an identifier's system or value.
+MAX_VALUE_LENGTH = 255
+SEXES = frozenset({"male", "female", "other", "unknown"})
+
+
+class TrustCentreClient:
+    """Async calls to one trust centre base URL (`.../ttp-fhir/fhir`)."""
+
+    def __init__(  # noqa: PLR0913 -- where, as whom, and how to connect
+        self,
+        base_url: str,
+        source: str,
+        *,
+        token: str | None = None,
+        certificate: ClientCertificate | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        """Call `base_url` as linkage source `source`; mutual TLS when it is https and a certificate is given."""
+        headers = {"Accept": FHIR_JSON, "Content-Type": FHIR_JSON}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        verify: ssl.SSLContext | bool = True
+        if certificate is not None and base_url.startswith("https://"):
+            verify = ssl.create_default_context(cafile=str(certificate.ca))
+            verify.load_cert_chain(str(certificate.certificate), str(certificate.key))
+        self.source = source
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + "/", headers=headers, verify=verify, transport=transport, timeout=timeout
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+    async def request_mpi(self, patient: Mapping[str, Any], source_identifier: tuple[str, str]) -> str:
+        """The MPI id of `patient` (E-PIX `$requestMPI`), linked by its identifiers and demographics.
+
+        `source_identifier` (the connector's own key for the record) is always sent, so a patient
+        without usable identifiers is still linked, and a replay finds the same person.
+        """
+        parts = [_identifier_part("identifier", source_identifier)]
+        parts += [_identifier_part("identifier", pair) for pair in linkable_identifiers(patient)]
+        parts.append({"name": "source", "valueString": self.source})
+        parts += _demographics(patient)
+        answer = await self._operation("epix/$requestMPI", parts)
+        mpi = _first(answer, "mpi").get("valueIdentifier", {}).get("value")
+        if not isinstance(mpi, str):
+            raise UpstreamUnavailable("the trust centre's $requestMPI answer carried no mpi")
+        return mpi
+
+    async def is_consented(self, identifier: tuple[str, str], policy_code: str, request_date: date) -> bool:
+        """Whether the person has consented to `policy_code` on `request_date` (gICS `$isConsented`, MII)."""
+        answer = await self._operation(
+            "gics/$isConsented",
+            [
+                _identifier_part("personIdentifier", identifier),
+                {"name": "domain", "valueString": CONSENT_DOMAIN},
+                {"name": "policy", "valueCoding": {"system": POLICY_SYSTEM, "code": policy_code}},
+                {
+                    "name": "config",
+                    "part": [
+                        {"name": "unknownStateIsConsideredAsDecline", "valueBoolean": True},
+                        {"name": "requestDate", "valueDate": request_date.isoformat()},
+                    ],
+                },
+            ],
+        )
+        consented = _first(answer, "consented").get("valueBoolean")
+        if not isinstance(consented, bool):
+            raise UpstreamUnavailable("the trust centre's $isConsented answer carried no consented boolean")
+        return consented
+
+    async def pseudonymize(self, domain: str, originals: Sequence[str]) -> dict[str, str]:
+        """Original -> pseudonym in `domain`, created where missing (gPAS `$pseudonymizeAllowCreate`)."""
+        parts = [
+            {"name": "target", "valueString": domain},
+            *({"name": "original", "valueString": o} for o in originals),
+        ]
+        answer = await self._operation("gpas/$pseudonymizeAllowCreate", parts)
+        found: dict[str, str] = {}
+        for parameter in answer.get("parameter", []):
+            values = {p.get("name"): p.get("valueIdentifier", {}).get("value") for p in parameter.get("part", [])}
+            if parameter.get("name") == "pseudonym" and isinstance(values.get("original"), str):
+                found[values["original"]] = str(values.get("pseudonym"))
+        missing = [o for o in originals if o not in found]
+        if missing:
+            raise UpstreamUnavailable(f"the trust centre gave no pseudonym in {domain!r} for {len(missing)} originals")
+        return found
+
+    async def _operation(self, path: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
+        body = {"resourceType": "Parameters", "parameter": parts}
+        return checked(await send(self._client, SERVICE, "POST", path, json=body), SERVICE)
+
+
+def linkable_identifiers(patient: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The patient's (system, value) identifiers the trust centre can link by (not an MPI id it gave)."""
+    found = []
+    for identifier in patient.get("identifier", []):
+        system, value = identifier.get("system"), identifier.get("value")
+        if (
+            isinstance(system, str)
+            and isinstance(value, str)
+            and system != MPI_SYSTEM
+            and 0 < len(system) <= MAX_VALUE_LENGTH
+            and 0 < len(value.strip()) <= MAX_VALUE_LENGTH
+        ):
+            found.append((system, value))
+    return found
+
+
+def _identifier_part(name: str, identifier: tuple[str, str]) -> dict[str, Any]:
+    return {"name": name, "valueIdentifier": {"system": identifier[0], "value": identifier[1]}}
+
+
+def _demographics(patient: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Name, sex and birth date for probabilistic matching, when the patient carries them."""
+    parts: list[dict[str, Any]] = []
+    name = next((n for n in patient.get("name", []) if n.get("use") == "official"), None) or next(
+        iter(patient.get("name", [])), None
+    )
+    family = name.get("family") if name else None
+    given = " ".join(g for g in name.get("given", []) if isinstance(g, str)) if name else ""
+    if isinstance(family, str) and family.strip():
+        parts.append({"name": "family", "valueString": family[:MAX_VALUE_LENGTH]})
+    if given.strip():
+        parts.append({"name": "given", "valueString": given[:MAX_VALUE_LENGTH]})
+    if parts and patient.get("gender") in SEXES:
+        parts.append({"name": "gender", "valueString": patient["gender"]})
+    if parts and isinstance(patient.get("birthDate"), str):
+        parts.append({"name": "birthDate", "valueDate": patient["birthDate"]})
+    return parts
+
+
+def _first(answer: Mapping[str, Any], name: str) -> dict[str, Any]:
+    return next((p for p in answer.get("parameter", []) if isinstance(p, dict) and p.get("name") == name), {})
