@@ -1,0 +1,132 @@
+"""HTTP routes of the processes: the local API that starts them and the peer API that answers them.
+
+Local (`/fhir/Task...`, bearer token with role `process`) goes through the app's `handled` wrapper like
+every other local endpoint. The peer API (`/peer/...`) is reached only through the gateway's mutual-TLS
+listener; who is calling is decided in `connector.identity` from the gateway's headers. `app.py`
+mounts `routes()`; the handlers find the node's clients on `request.app.state`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from starlette.datastructures import State
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from connector import processes
+from connector.app import Done, handled
+from connector.auth import Role
+from connector.hapi import HapiClient
+from connector.ingest import Ingester
+from connector.peers import TIMEOUT, PeerClient
+from connector.processes import Ingest, Node
+from connector.settings import Settings
+from connector.transform import source_system, to_transaction
+from connector.validation import InvalidInput, bundle_entries, validate
+from servicekit.auth import Caller
+from servicekit.fhir import FhirError, parse_json_resource
+from servicekit.web import error_response, fhir_response, internal_error_response, read_body
+
+LOG = logging.getLogger("connector.processes")
+
+
+def routes() -> list[Route]:
+    """The process routes, for the connector app to mount."""
+    return [
+        Route("/fhir/Task", _local("start process", _start), methods=["POST"]),
+        Route("/fhir/Task/{id}", _local("read process", _read), methods=["GET"]),
+        Route("/fhir/Task/{id}/$retry", _local("retry process", _retry), methods=["POST"]),
+        Route("/peer/fhir/Task", _peer_task, methods=["POST"]),
+        Route("/peer/refused", _peer_refused, methods=["GET", "POST", "PUT", "DELETE"]),
+        Route("/peer/refused/{rest:path}", _peer_refused, methods=["GET", "POST", "PUT", "DELETE"]),
+    ]
+
+
+def node_for(state: State, peers: PeerClient | None = None) -> Node:
+    """The processes' view of a connector app (`state`); `peers` defaults to mutual TLS with the node certificate."""
+    settings: Settings = state.settings
+    if peers is None:
+        certificate = settings.client_certificate
+        plain = PeerClient(httpx.AsyncClient(timeout=TIMEOUT))
+        peers = PeerClient.mutual_tls(certificate) if certificate is not None else plain
+    return Node(
+        site=settings.site,
+        role=settings.role,
+        allow_list=settings.allow_list,
+        engine=state.engine,
+        hapi=state.hapi,
+        trustcentre=state.trustcentre,
+        peers=peers,
+        ingest=ingest_for(settings, state.hapi, Ingester(state.hapi, state.trustcentre, settings.source_system)),
+        gateway_secret=settings.gateway_secret or "",
+        projects=settings.projects,
+    )
+
+
+def ingest_for(settings: Settings, hapi: HapiClient, ingester: Ingester) -> Ingest:
+    """Ingest as the processes need it: linked at the trust centre (careSummary) or not (pseudonymised dataSend).
+
+    TODO(core): `Ingester.ingest` has no `link_patients` switch yet; the unlinked path below repeats its
+    validate -> transform -> transaction steps without `$requestMPI` until it has one.
+    """
+
+    async def ingest(bundle: dict[str, Any], source: str, *, link_patients: bool) -> dict[str, Any]:
+        entries = bundle_entries(bundle, settings.max_entries)
+        if link_patients:
+            return (await ingester.ingest(entries, source)).response
+        problems = validate(entries)
+        if problems:
+            raise InvalidInput(problems)
+        return await hapi.transaction(to_transaction(entries, source_system(settings.source_system, source)))
+
+    return ingest
+
+
+def _node(request: Request) -> Node:
+    state = request.app.state
+    node: Node | None = getattr(state, "process_node", None)
+    if node is None:
+        node = state.process_node = node_for(state)
+    return node
+
+
+def _local(
+    operation: str, work: Callable[[Request, Caller], Awaitable[Done]]
+) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        return await handled(operation, Role.PROCESS, work, request.app.state.engine)(request)
+
+    return endpoint
+
+
+async def _start(request: Request, caller: Caller) -> Done:
+    body = await read_body(request, request.app.state.settings.max_body_bytes)
+    status, task = await processes.start(_node(request), parse_json_resource(body, "Task"), caller.name)
+    return Done(fhir_response(task, status))
+
+
+async def _read(request: Request, _caller: Caller) -> Done:
+    return Done(fhir_response(await processes.read(_node(request), request.path_params["id"])))
+
+
+async def _retry(request: Request, caller: Caller) -> Done:
+    return Done(fhir_response(await processes.retry(_node(request), request.path_params["id"], caller.name)))
+
+
+async def _peer_task(request: Request) -> Response:
+    try:
+        body = await read_body(request, request.app.state.settings.max_body_bytes)
+        return fhir_response(await processes.receive(_node(request), request.headers, body))
+    except FhirError as error:
+        return error_response(error)
+    except Exception as unexpected:  # noqa: BLE001 -- any failure becomes a 500 naming a log reference
+        return internal_error_response(LOG, "peer Task", unexpected)[0]
+
+
+async def _peer_refused(request: Request) -> Response:
+    return error_response(await processes.refuse_handshake(_node(request), request.headers))

@@ -1,0 +1,81 @@
+"""Remembering process Tasks: the ones this node started and the answers it gave to peers.
+
+A started Task is kept so `$retry` can finish it with the same idempotency key, and a repeated start
+with a known key returns it instead of starting again; a received Task's completed answer is kept
+under (requester, key) so a peer's retry gets the same answer and nothing is done twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from connector.db import received_tasks, started_tasks
+from connector.tasks import PROCESS_BASE
+
+
+def started(engine: Engine, *, task_id: str | None = None, key: str | None = None) -> dict[str, Any] | None:
+    """The started Task with this id (or idempotency key), or None."""
+    column, value = (started_tasks.c.id, task_id) if task_id is not None else (started_tasks.c.idempotency_key, key)
+    with engine.connect() as connection:
+        found = connection.execute(select(started_tasks.c.task_json).where(column == value)).scalar_one_or_none()
+    return dict(found) if found is not None else None
+
+
+def claim_started(engine: Engine, task: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """Store a new started Task; if another holds `key` already, that one (and nothing is stored)."""
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                insert(started_tasks).values(
+                    id=task["id"], idempotency_key=key, process=_process(task), status=task["status"], task_json=task
+                )
+            )
+    except IntegrityError:
+        return started(engine, key=key)
+    return None
+
+
+def save_started(engine: Engine, task: dict[str, Any]) -> None:
+    """Record where a started Task stands now."""
+    with engine.begin() as connection:
+        connection.execute(
+            update(started_tasks)
+            .where(started_tasks.c.id == task["id"])
+            .values(status=task["status"], task_json=task, updated=func.now())
+        )
+
+
+def answered(engine: Engine, requester: str, key: str) -> dict[str, Any] | None:
+    """The answer this node gave `requester` for `key`, or None."""
+    with engine.connect() as connection:
+        found = connection.execute(
+            select(received_tasks.c.task_json).where(
+                received_tasks.c.requester == requester, received_tasks.c.idempotency_key == key
+            )
+        ).scalar_one_or_none()
+    return dict(found) if found is not None else None
+
+
+def save_answer(engine: Engine, requester: str, key: str, task: dict[str, Any]) -> None:
+    """Keep a completed answer; a concurrent twin that got there first wins (same work, same answer)."""
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                insert(received_tasks).values(
+                    id=task["id"],
+                    requester=requester,
+                    idempotency_key=key,
+                    process=_process(task),
+                    status=task["status"],
+                    task_json=task,
+                )
+            )
+    except IntegrityError:
+        return
+
+
+def _process(task: dict[str, Any]) -> str:
+    return str(task.get("instantiatesCanonical", "")).removeprefix(PROCESS_BASE).split("|")[0][:64]
