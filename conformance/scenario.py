@@ -1,0 +1,547 @@
+"""The scenario language: patient journeys as YAML steps with expectations, parsed into frozen dataclasses.
+
+A scenario (`scenarios/<name>.yaml`) names its actors (a node site and the credential used there), its
+patients (synthetic profiles or corpus files) and its steps (`ingest`, `consent`, `process`, `read`,
+`wait`), each with what must come back. Everything that can be checked without a federation is checked
+when the file is loaded: references between actors, patients and templates, requirement ids, paths,
+templates that render valid JSON. A malformed file fails with every problem, each with file and line.
+`docs/scenarios.md` is the reference for authors.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from conformance._yaml import Fields, FileProblemsError, Node, Problem, Problems, load_document
+from conformance.invariants import INVARIANTS
+from conformance.paths import CHECK_KINDS, PathCheck, PathSyntaxError, SimplePath
+from conformance.requirements import load_requirements
+from conformance.targets import CAPABILITIES
+from fixtures.corpora import CorpusError, corpus_file, load_bundle
+from fixtures.synthetic import PatientProfile, Person, patient_record, synthetic_person
+
+SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+PROCESSES = ("ping", "careSummary", "feasibility", "dataSend")
+CONSENT_ACTIONS = ("grant", "withdraw", "check")
+READ_SERVICES = ("fhir", "trustcentre", "audit", "portal")
+CRITERIA = ("condition-code", "gender", "birth-year-min", "birth-year-max")
+STEP_KINDS = ("ingest", "consent", "process", "read", "wait")
+_PROFILE_KEYS = ("seed", "site", "gender", "birth_year", "conditions", "procedures", "observations", "medications")
+
+
+class TemplateProblemError(ValueError):
+    """A template failed to render or rendered something that is not JSON; the message names template and line."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts in a scenario: a node (by site) and the credential (a token name in the targets file) used there."""
+
+    name: str
+    site: str
+    credential: str
+
+
+@dataclass(frozen=True)
+class PatientSource:
+    """Where a scenario's patient comes from: a synthetic profile or a corpus bundle."""
+
+    name: str
+    profile: PatientProfile | None = None
+    corpus: str | None = None
+
+    def person(self) -> Person | None:
+        """The synthetic person (for templates and leak checks); None for a corpus patient."""
+        if self.profile is None:
+            return None
+        profile = self.profile
+        return synthetic_person(profile.seed, site=profile.site, gender=profile.gender, birth_year=profile.birth_year)
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What a step's response must show. Empty fields check nothing."""
+
+    status: tuple[int, ...] = ()
+    content_type: str | None = None
+    resource_type: str | None = None
+    count: tuple[int, int | None] | None = None
+    checks: tuple[PathCheck, ...] = ()
+    invariants: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Ingest:
+    """Send a bundle to a node: rendered from a template, a patient's whole record, or a corpus file."""
+
+    patient: str | None
+    template: str | None = None
+    record: bool = False
+    corpus: str | None = None
+    variables: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Consent:
+    """Grant, withdraw or check MII policies (suffixes such as "5", "8") of a patient at the trust centre."""
+
+    patient: str
+    action: str
+    policies: tuple[str, ...]
+    domain: str = "MII"
+
+
+@dataclass(frozen=True)
+class Process:
+    """Start a process (a FHIR Task) at a node and expect its end state."""
+
+    process: str
+    target: str | None = None
+    patients: tuple[str, ...] = ()
+    project: str | None = None
+    criteria: Mapping[str, Any] = field(default_factory=dict)
+    payload_bytes: int | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Read:
+    """A FHIR search at a node's FHIR API, its trust centre, or its audit; `query` may use template expressions."""
+
+    service: str
+    query: str
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Pause, for processes that finish after their Task is answered."""
+
+    seconds: float
+
+
+Action = Ingest | Consent | Process | Read | Wait
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step: its action, at which actor, what must come back, which requirements it verifies."""
+
+    index: int
+    line: int
+    kind: str
+    title: str
+    actor: str | None
+    action: Action
+    expect: Expect
+    verifies: tuple[str, ...] = ()
+    applies_to: tuple[str, ...] = ()
+
+    def requirements(self) -> tuple[str, ...]:
+        """The step's own requirement ids plus those of the invariants it checks."""
+        from_invariants = tuple(INVARIANTS[name].requirement for name in self.expect.invariants)
+        return tuple(dict.fromkeys(self.verifies + from_invariants))
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A parsed, validated scenario file."""
+
+    name: str
+    title: str
+    journey: int
+    file: Path
+    verifies: tuple[str, ...]
+    actors: Mapping[str, Actor]
+    patients: Mapping[str, PatientSource]
+    steps: tuple[Step, ...]
+
+    def requirements(self) -> tuple[str, ...]:
+        """Every requirement id the scenario verifies, declared or through its steps, sorted."""
+        return tuple(sorted({*self.verifies, *(rid for step in self.steps for rid in step.requirements())}))
+
+    def sites(self) -> frozenset[str]:
+        """The sites the steps act at or send to: a journey must span at least two."""
+        names = {step.actor for step in self.steps} | {
+            step.action.target for step in self.steps if isinstance(step.action, Process)
+        }
+        return frozenset(self.actors[name].site for name in names if name is not None and name in self.actors)
+
+    def persons(self) -> dict[str, Person]:
+        """Patient name -> synthetic person, for templates and leak checks (corpus patients are left out)."""
+        return {name: person for name, source in self.patients.items() if (person := source.person()) is not None}
+
+    def template_context(self, step: Step) -> dict[str, Any]:
+        """What templates and queries of `step` may use: `patients`, `patient`, `site`, `vars`."""
+        persons = self.persons()
+        patient = getattr(step.action, "patient", None)
+        return {
+            "patients": persons,
+            "patient": persons.get(patient) if isinstance(patient, str) else None,
+            "site": self.actors[step.actor].site if step.actor is not None and step.actor in self.actors else None,
+            "vars": dict(getattr(step.action, "variables", {})),
+        }
+
+
+def load_scenarios(folder: Path = SCENARIOS_DIR) -> list[Scenario]:
+    """Every `*.yaml` in `folder`, sorted by journey then name; the problems of all files are raised together."""
+    scenarios: list[Scenario] = []
+    problems: list[Problem] = []
+    known = frozenset(load_requirements())
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            scenarios.append(load_scenario(path, known))
+        except FileProblemsError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise FileProblemsError(problems)
+    return sorted(scenarios, key=lambda scenario: (scenario.journey, scenario.name))
+
+
+def load_scenario(path: Path, requirement_ids: frozenset[str] | None = None) -> Scenario:
+    """Parse and validate one scenario file; raises `FileProblemsError` listing every problem with its line."""
+    known = requirement_ids if requirement_ids is not None else frozenset(load_requirements())
+    root, problems = load_document(path)
+    scenario = _Parser(path, problems, known).scenario(root)
+    problems.raise_if_any()
+    _check_rendering(scenario, problems)
+    problems.raise_if_any()
+    return scenario
+
+
+def _check_rendering(scenario: Scenario, problems: Problems) -> None:
+    """Render every template and query now, so a broken one fails at load with its step's line."""
+    environment = template_environment(scenario.file.parent / "templates")
+    for step in scenario.steps:
+        try:
+            if isinstance(step.action, Ingest) and step.action.template is not None:
+                ingest_bundle(scenario, step, environment)
+            elif isinstance(step.action, Read):
+                render_text(step.action.query, scenario.template_context(step))
+        except TemplateProblemError as exc:
+            problems.add(step.line, f"step {step.index}: {exc}")
+        except jinja2.TemplateError as exc:
+            problems.add(step.line, f"step {step.index}: query: {exc}")
+
+
+def template_environment(folder: Path) -> jinja2.Environment:
+    """Jinja2 for JSON templates: unknown names fail (StrictUndefined), nothing is HTML-escaped."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(folder),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # noqa: S701 - the output is FHIR JSON, never HTML
+        keep_trailing_newline=True,
+    )
+
+
+def render_json(environment: jinja2.Environment, name: str, context: Mapping[str, Any]) -> dict[str, Any]:
+    """Render template `name` and parse it as a JSON object; any failure names the template and the line."""
+    try:
+        text = environment.get_template(name).render(context)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateProblemError(f"template {name} line {exc.lineno}: {exc.message}") from None
+    except jinja2.TemplateNotFound:
+        raise TemplateProblemError(f"template {name}: not found in {environment.loader}") from None
+    except (jinja2.UndefinedError, TypeError, ValueError) as exc:
+        raise TemplateProblemError(f"template {name} line {_template_line(exc, name)}: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        shown = text.splitlines()[exc.lineno - 1] if text.splitlines() else ""
+        raise TemplateProblemError(
+            f"template {name} rendered invalid JSON at output line {exc.lineno}: {exc.msg} in {shown.strip()!r}"
+        ) from None
+    if not isinstance(data, dict):
+        raise TemplateProblemError(f"template {name} rendered JSON that is not an object (a FHIR resource)")
+    return data
+
+
+def render_text(text: str, context: Mapping[str, Any]) -> str:
+    """Render a one-line template (a read step's query) with the same strict rules as file templates."""
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701 - URLs, not HTML
+    return environment.from_string(text).render(context)
+
+
+def ingest_bundle(scenario: Scenario, step: Step, environment: jinja2.Environment | None = None) -> dict[str, Any]:
+    """The JSON an ingest step sends, built from its template, the patient's record or a corpus file."""
+    action = step.action
+    if not isinstance(action, Ingest):
+        raise TypeError(f"step {step.index} of {scenario.name} is a {step.kind} step, not an ingest step")
+    if action.template is not None:
+        folder = scenario.file.parent / "templates"
+        return render_json(
+            environment or template_environment(folder), action.template, scenario.template_context(step)
+        )
+    source = scenario.patients[action.patient] if action.patient else None
+    corpus = action.corpus or (source.corpus if source else None)
+    if corpus is not None:
+        return load_bundle(corpus_file(corpus)).bundle
+    if source is None or source.profile is None:
+        raise ValueError(f"step {step.index} of {scenario.name} has nothing to ingest")
+    return patient_record(source.profile).bundle()
+
+
+def _template_line(exc: BaseException, name: str) -> int | str:
+    """Jinja rewrites tracebacks so template frames carry the template's file name and line."""
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if frame.filename.endswith(name)]
+    return frames[-1].lineno or "?" if frames else "?"
+
+
+class _Parser:
+    """Reads one scenario file node by node, noting each problem with its line."""
+
+    def __init__(self, path: Path, problems: Problems, requirement_ids: frozenset[str]) -> None:
+        self.path = path
+        self.problems = problems
+        self.requirement_ids = requirement_ids
+        self.actors: dict[str, Actor] = {}
+        self.patients: dict[str, PatientSource] = {}
+
+    def scenario(self, root: Node) -> Scenario:
+        fields = Fields(root, self.problems, "the scenario")
+        name = fields.text("name", required=True) or self.path.stem
+        if name != self.path.stem:
+            self.problems.add(fields.line, f"name {name!r} must match the file name {self.path.stem!r}")
+        title = fields.text("title", required=True) or ""
+        journey = fields.integer("journey", required=True, minimum=1) or 0
+        if journey > 8:
+            self.problems.add(fields.line, f"journey must be one of DESIGN.md's journeys 1 to 8, got {journey}")
+        verifies = self._requirement_ids(fields, "the scenario")
+        for actor_name, node in fields.mapping("actors", required=True):
+            self.actors[actor_name] = self._actor(actor_name, node)
+        for patient_name, node in fields.mapping("patients"):
+            self.patients[patient_name] = self._patient(patient_name, node)
+        steps = tuple(self._step(index, node) for index, node in enumerate(fields.sequence("steps", required=True), 1))
+        fields.finish()
+        if fields.has("steps") and not steps:
+            self.problems.add(fields.line, "a scenario needs at least one step")
+        return Scenario(name, title, journey, self.path, verifies, self.actors, self.patients, steps)
+
+    def _requirement_ids(self, fields: Fields, where: str) -> tuple[str, ...]:
+        ids = fields.strings("verifies")
+        for identifier, line in ids:
+            if identifier not in self.requirement_ids:
+                self.problems.add(
+                    line, f"{where}: unknown requirement id {identifier!r} (see conformance/requirements.yaml)"
+                )
+        return tuple(identifier for identifier, _ in ids)
+
+    def _actor(self, name: str, node: Node) -> Actor:
+        fields = Fields(node, self.problems, f"actor {name}")
+        actor = Actor(name, fields.text("site", required=True) or "", fields.text("credential") or "suite")
+        fields.finish()
+        return actor
+
+    def _patient(self, name: str, node: Node) -> PatientSource:
+        fields = Fields(node, self.problems, f"patient {name}")
+        corpus = fields.text("corpus")
+        if corpus is not None:
+            self._corpus(corpus, fields)
+            fields.finish()
+            if any(fields.has(key) for key in _PROFILE_KEYS):
+                self.problems.add(fields.line, f"patient {name}: give either `corpus` or a synthetic profile, not both")
+            return PatientSource(name, corpus=corpus)
+        seed = fields.integer("seed", required=True)
+        site = fields.text("site") or "dic"
+        gender = fields.text("gender", choices=("female", "male"))
+        birth_year = fields.integer("birth_year", minimum=1900)
+        codes = {key: tuple(code for code, _ in fields.strings(key)) for key in _PROFILE_KEYS[4:]}
+        consent = tuple(code for code, _ in fields.strings("consent")) if fields.has("consent") else None
+        fields.finish()
+        if seed is None:
+            return PatientSource(name)
+        try:
+            profile = PatientProfile(
+                seed=seed,
+                site=site,
+                gender=gender,
+                birth_year=birth_year,
+                conditions=codes["conditions"],
+                procedures=codes["procedures"],
+                observations=codes["observations"],
+                medications=codes["medications"],
+            )
+            if consent is not None:
+                profile = replace(profile, consent=consent)
+        except ValueError as exc:
+            self.problems.add(fields.line, f"patient {name}: {exc}")
+            return PatientSource(name)
+        return PatientSource(name, profile=profile)
+
+    def _corpus(self, reference: str, fields: Fields) -> None:
+        try:
+            corpus_file(reference)
+        except CorpusError as exc:
+            self.problems.add(fields.line, str(exc))
+
+    def _step(self, index: int, node: Node) -> Step:
+        where = f"step {index}"
+        fields = Fields(node, self.problems, where)
+        kinds = [kind for kind in STEP_KINDS if fields.has(kind)]
+        if len(kinds) != 1:
+            self.problems.add(node.line, f"{where} needs exactly one of {', '.join(STEP_KINDS)}, got {kinds or 'none'}")
+        kind = kinds[0] if kinds else "wait"
+        body = fields.node(kind) or Node({}, node.line)
+        action_fields = Fields(body, self.problems, f"{where} ({kind})")
+        actor = None if kind == "wait" else self._actor_ref(action_fields, "at", required=True)
+        action = self._action(kind, action_fields, where)
+        action_fields.finish()
+        title = fields.text("title") or f"{kind} {_summary(action)}"
+        verifies = self._requirement_ids(fields, where)
+        applies_to = fields.strings("applies_to")
+        for capability, line in applies_to:
+            if capability not in CAPABILITIES:
+                self.problems.add(
+                    line, f"{where}: applies_to {capability!r} is not a capability: {', '.join(CAPABILITIES)}"
+                )
+        expect_node = fields.node("expect")
+        expect = self._expect(expect_node, where) if expect_node is not None else Expect()
+        fields.finish()
+        return Step(index, node.line, kind, title, actor, action, expect, verifies, tuple(c for c, _ in applies_to))
+
+    def _actor_ref(self, fields: Fields, key: str, *, required: bool = False) -> str | None:
+        name = fields.text(key, required=required)
+        if name is not None and name not in self.actors:
+            found = fields.node(key)
+            line = found.line if found else fields.line
+            self.problems.add(
+                line, f"{fields.where}: `{key}` names unknown actor {name!r}; actors: {', '.join(self.actors)}"
+            )
+        return name
+
+    def _patient_ref(self, fields: Fields, name: str | None, line: int) -> None:
+        if name is not None and name not in self.patients:
+            self.problems.add(
+                line, f"{fields.where}: unknown patient {name!r}; patients: {', '.join(self.patients) or 'none'}"
+            )
+
+    def _action(self, kind: str, fields: Fields, where: str) -> Action:
+        if kind == "ingest":
+            return self._ingest(fields, where)
+        if kind == "consent":
+            patient = fields.text("patient", required=True) or ""
+            self._patient_ref(fields, patient or None, fields.line)
+            action = fields.text("action", required=True, choices=CONSENT_ACTIONS) or "check"
+            policies = tuple(
+                code.removeprefix("2.16.840.1.113883.3.1937.777.24.5.3.")
+                for code, _ in fields.strings("policies", required=True)
+            )
+            return Consent(patient, action, policies, fields.text("domain") or "MII")
+        if kind == "process":
+            return self._process(fields)
+        if kind == "read":
+            service = fields.text("service", choices=READ_SERVICES) or "fhir"
+            return Read(service, fields.text("query", required=True) or "")
+        return Wait(fields.number("seconds", required=True) or 0)
+
+    def _ingest(self, fields: Fields, where: str) -> Ingest:
+        patient = fields.text("patient")
+        self._patient_ref(fields, patient, fields.line)
+        template, corpus = fields.text("template"), fields.text("corpus")
+        record = fields.flag("record", default=False)
+        variables_node = fields.node("vars")
+        variables = variables_node.plain() if variables_node is not None else {}
+        if not isinstance(variables, dict):
+            self.problems.add(fields.line, f"{where}: `vars` must be a mapping")
+            variables = {}
+        if [template is not None, record, corpus is not None].count(True) != 1:
+            self.problems.add(
+                fields.line, f"{where}: an ingest step needs exactly one of `template`, `record: true`, `corpus`"
+            )
+        if corpus is not None:
+            self._corpus(corpus, fields)
+        if record and patient is None:
+            self.problems.add(fields.line, f"{where}: `record: true` needs `patient`")
+        if template is not None and not (self.path.parent / "templates" / template).is_file():
+            self.problems.add(fields.line, f"{where}: no template {template!r} in {self.path.parent / 'templates'}")
+        return Ingest(patient, template, record, corpus, variables)
+
+    def _process(self, fields: Fields) -> Process:
+        process = fields.text("name", required=True, choices=PROCESSES) or "ping"
+        target = self._actor_ref(fields, "target", required=process in {"ping", "careSummary", "dataSend"})
+        patients = fields.strings("patients", required=process in {"careSummary", "dataSend"})
+        for patient, line in patients:
+            self._patient_ref(fields, patient, line)
+        project = fields.text("project", required=process == "dataSend")
+        criteria = {}
+        for key, node in fields.mapping("criteria", required=process == "feasibility"):
+            if key not in CRITERIA:
+                self.problems.add(node.line, f"{fields.where}: unknown criterion {key!r}; known: {', '.join(CRITERIA)}")
+            criteria[key] = node.value
+        if process == "feasibility" and fields.has("criteria") and "condition-code" not in criteria:
+            self.problems.add(fields.line, f"{fields.where}: feasibility criteria need `condition-code`")
+        payload = fields.integer("payload_bytes", minimum=0)
+        idempotency_key = fields.text("idempotency_key")
+        return Process(process, target, tuple(p for p, _ in patients), project, criteria, payload, idempotency_key)
+
+    def _expect(self, node: Node, where: str) -> Expect:
+        fields = Fields(node, self.problems, f"{where} expect")
+        status = tuple(int(code) for code, _ in fields.strings("status") if code.isdigit())
+        for code, line in fields.strings("status"):
+            if not code.isdigit() or not 100 <= int(code) <= 599:
+                self.problems.add(line, f"{fields.where}: status {code!r} is not an HTTP status code")
+        count = self._count(fields)
+        checks = tuple(check for item in fields.sequence("fhir") if (check := self._check(item, fields.where)))
+        invariants = fields.strings("invariants")
+        for name, line in invariants:
+            if name not in INVARIANTS:
+                self.problems.add(line, f"{fields.where}: unknown invariant {name!r}; known: {', '.join(INVARIANTS)}")
+        expect = Expect(
+            status=status,
+            content_type=fields.text("content_type"),
+            resource_type=fields.text("resource_type"),
+            count=count,
+            checks=checks,
+            invariants=tuple(name for name, _ in invariants),
+        )
+        fields.finish()
+        return expect
+
+    def _count(self, fields: Fields) -> tuple[int, int | None] | None:
+        found = fields.node("count")
+        if found is None:
+            return None
+        if isinstance(found.value, int) and not isinstance(found.value, bool) and found.value >= 0:
+            return found.value, found.value
+        bounds = Fields(found, self.problems, f"{fields.where} count")
+        low, high = bounds.integer("min"), bounds.integer("max")
+        bounds.finish()
+        if low is None and high is None:
+            self.problems.add(found.line, f"{fields.where}: count must be a number or {{min: n, max: m}}")
+            return None
+        return low or 0, high
+
+    def _check(self, node: Node, where: str) -> PathCheck | None:
+        fields = Fields(node, self.problems, f"{where} check")
+        text = fields.text("path", required=True)
+        kinds = [kind for kind in CHECK_KINDS if fields.has(kind)]
+        if len(kinds) != 1:
+            self.problems.add(node.line, f"{where} check needs exactly one of {', '.join(CHECK_KINDS)}")
+        value = fields.node(kinds[0]) if kinds else None
+        fields.finish()
+        if text is None or value is None or len(kinds) != 1:
+            return None
+        try:
+            path = SimplePath.parse(text)
+        except PathSyntaxError as exc:
+            self.problems.add(node.line, f"{where} check: {exc}")
+            return None
+        return PathCheck(path, kinds[0], value.plain())
+
+
+def _summary(action: Action) -> str:
+    if isinstance(action, Ingest):
+        return action.template or action.corpus or f"record of {action.patient}"
+    if isinstance(action, Consent):
+        return f"{action.action} {','.join(action.policies)} for {action.patient}"
+    if isinstance(action, Process):
+        return action.process + (f" to {action.target}" if action.target else "")
+    if isinstance(action, Read):
+        return f"{action.service} {action.query}"
+    return f"{action.seconds:g}s"

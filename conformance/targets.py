@@ -1,0 +1,132 @@
+"""Targets: which nodes the suite talks to, where they answer, with which credentials, and what they can do.
+
+Written automatically for a local stack (from `.hubnode/<stack>/endpoints.json`) or by hand for another
+DigiHUB's node. YAML or JSON (JSON is YAML). A target that lacks a capability a step needs gets that
+step reported as not applicable, never as passed; so capabilities are declared, not guessed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from conformance._yaml import Fields, Node, Problems, load_document
+
+#: What a node may offer; steps need some of these (see `docs/scenarios.md`).
+CAPABILITIES = ("ingest", "read", "processes", "trustcentre", "audit", "portal", "mtls")
+ROLES = ("dic", "practice", "research", "ttp")
+#: Client certificates a trust test may present at a peer listener, by what they are meant to provoke.
+CLIENT_CERTIFICATE_KINDS = ("valid", "other-ca", "expired", "not-allowed", "wrong-role")
+
+
+@dataclass(frozen=True)
+class ClientCertificate:
+    """A client certificate and its key (PEM files) for mutual-TLS tests."""
+
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class NodeTarget:
+    """One node as the suite sees it."""
+
+    site: str
+    role: str
+    public_url: str
+    fhir_url: str
+    trustcentre_url: str | None
+    peer_url: str | None
+    ca_file: Path | None
+    tokens: Mapping[str, Path]
+    client_certificates: Mapping[str, ClientCertificate]
+    capabilities: frozenset[str]
+
+    def token(self, credential: str) -> str:
+        """The bearer token of `credential`, read when needed so secrets stay in their files."""
+        if credential not in self.tokens:
+            raise KeyError(f"node {self.site} has no token {credential!r}; it has: {', '.join(sorted(self.tokens))}")
+        return self.tokens[credential].read_text(encoding="utf-8").strip()
+
+
+@dataclass(frozen=True)
+class Targets:
+    """A named set of nodes (a federation, or one node under test) and the software versions it runs."""
+
+    name: str
+    nodes: Mapping[str, NodeTarget]
+    versions: Mapping[str, str] = field(default_factory=dict)
+
+    def trustcentre(self) -> NodeTarget | None:
+        """The node that hosts the federation's trust centre, if any target does."""
+        return next((node for node in self.nodes.values() if "trustcentre" in node.capabilities), None)
+
+
+def load_targets(path: Path) -> Targets:
+    """Read a targets file; every problem (missing keys, unknown capabilities, missing files) is raised at once."""
+    root, problems = load_document(path)
+    fields = Fields(root, problems, "the targets file")
+    name = fields.text("name", required=True) or ""
+    versions = {key: str(value.value) for key, value in fields.mapping("versions")}
+    nodes = {site: _node(site, node, path.parent, problems) for site, node in fields.mapping("nodes", required=True)}
+    fields.finish()
+    if not nodes and fields.has("nodes"):
+        problems.add(fields.line, "the targets file names no nodes")
+    problems.raise_if_any()
+    return Targets(name, nodes, versions)
+
+
+def _node(site: str, node: Node, folder: Path, problems: Problems) -> NodeTarget:
+    fields = Fields(node, problems, f"node {site}")
+    role = fields.text("role", required=True, choices=ROLES) or ""
+    public_url = (fields.text("public_url", required=True) or "").rstrip("/")
+    fhir_url = (fields.text("fhir_url") or f"{public_url}/fhir").rstrip("/")
+    capabilities = frozenset(value for value, _ in fields.strings("capabilities"))
+    for value, line in fields.strings("capabilities"):
+        if value not in CAPABILITIES:
+            problems.add(line, f"node {site}: unknown capability {value!r}; known: {', '.join(CAPABILITIES)}")
+    tokens = {
+        name: _file(folder, entry, f"node {site}: token {name}", problems) for name, entry in fields.mapping("tokens")
+    }
+    certificates = {}
+    for kind, entry in fields.mapping("client_certificates"):
+        if kind not in CLIENT_CERTIFICATE_KINDS:
+            problems.add(
+                entry.line,
+                f"node {site}: unknown certificate kind {kind!r}; known: {', '.join(CLIENT_CERTIFICATE_KINDS)}",
+            )
+        pair = Fields(entry, problems, f"node {site}: certificate {kind}")
+        cert, key = pair.node("cert", required=True), pair.node("key", required=True)
+        pair.finish()
+        if cert is not None and key is not None:
+            where = f"node {site}: certificate {kind}"
+            certificates[kind] = ClientCertificate(
+                _file(folder, cert, where, problems), _file(folder, key, where, problems)
+            )
+    ca = fields.node("ca_file")
+    target = NodeTarget(
+        site=site,
+        role=role,
+        public_url=public_url,
+        fhir_url=fhir_url,
+        trustcentre_url=fields.text("trustcentre_url"),
+        peer_url=fields.text("peer_url"),
+        ca_file=_file(folder, ca, f"node {site}: ca_file", problems) if ca is not None else None,
+        tokens=tokens,
+        client_certificates=certificates,
+        capabilities=capabilities,
+    )
+    fields.finish()
+    if "trustcentre" in capabilities and target.trustcentre_url is None:
+        problems.add(node.line, f"node {site}: capability trustcentre needs `trustcentre_url`")
+    if "mtls" in capabilities and (target.peer_url is None or not certificates):
+        problems.add(node.line, f"node {site}: capability mtls needs `peer_url` and `client_certificates`")
+    return target
+
+
+def _file(folder: Path, node: Node, where: str, problems: Problems) -> Path:
+    path = folder / str(node.value)
+    if not isinstance(node.value, str) or not path.is_file():
+        problems.add(node.line, f"{where}: no such file {path}")
+    return path
