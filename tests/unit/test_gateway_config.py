@@ -7,6 +7,7 @@ import subprocess
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,7 +127,7 @@ def test_a_node_without_a_trust_centre_has_no_ttp_routes() -> None:
         {"connector": None, "trustcentre": None},
     ],
 )
-def test_values_that_could_break_out_of_a_directive_are_refused(change: dict[str, object]) -> None:
+def test_values_that_could_break_out_of_a_directive_are_refused(change: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="gateway"):
         replace(CONFIG, **change)
 
@@ -145,7 +146,7 @@ def test_nginx_accepts_the_configuration(tmp_path: Path, config: GatewayConfig) 
         "key_file": ("node.key", pki.key_pem(node.key)),
         "secret_include": ("gateway-secret.conf", b'map "" $hubnode_gateway_secret {\n    default "s3cret";\n}\n'),
     }
-    paths = {}
+    paths: dict[str, Any] = {}
     for field, (name, content) in files.items():
         (tmp_path / name).write_bytes(content)
         paths[field] = str(tmp_path / name)
