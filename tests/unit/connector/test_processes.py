@@ -1,0 +1,308 @@
+"""Connectors of a small federation exchanging Tasks through stand-in gateways (docs/federation.md)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from connector.allowlist import NodeRole
+from infra.pki import issue_ca, issue_node
+from tests.unit.connector.federation import (
+    CLINIC,
+    ICD,
+    NOW,
+    PROCESS,
+    Federation,
+    bearer,
+    federation,
+    outputs,
+    value,
+)
+
+SITES = {"dic": NodeRole.DIC, "practice": NodeRole.PRACTICE, "research": NodeRole.RESEARCH}
+
+
+@pytest.fixture
+def fed(tmp_path: Path, trustcentre_transport: httpx.ASGITransport) -> Federation:
+    return federation(tmp_path, trustcentre_transport, SITES)
+
+
+def peer_task(process: str, requester: str, key: str = "k-1", *inputs: dict) -> dict:
+    task = {
+        "resourceType": "Task",
+        "instantiatesCanonical": f"{PROCESS}{process}|1.0",
+        "status": "requested",
+        "intent": "order",
+        "identifier": [{"system": "https://hubnode.org/fhir/sid/idempotency-key", "value": key}],
+        "requester": {"identifier": {"system": "http://dsf.dev/sid/organization-identifier", "value": requester}},
+    }
+    if inputs:
+        task["input"] = list(inputs)
+    return task
+
+
+def test_a_ping_round_trip_echoes_the_payload_and_reports_speed(fed: Federation) -> None:
+    answer = fed["dic"].start(
+        "ping", value("target", "valueString", "practice"), value("payload-bytes", "valueInteger", 1000)
+    )
+    assert answer.status_code == 201, answer.text
+    task = answer.json()
+    assert task["status"] == "completed"
+    assert outputs(task, "round-trip-ms")[0] > 0
+    assert outputs(task, "bytes-per-second")[0] > 0
+    assert any(e["subtype"][0]["code"] == "ping" and e["outcome"] == "0" for e in fed["practice"].audit())
+
+
+def test_a_care_summary_with_treatment_consent_is_stored_at_the_treating_node(fed: Federation) -> None:
+    fed["dic"].fhir.add_patient("p1", codes=("C50.4",))
+    fed.consent("p1", "5")
+    answer = fed["dic"].start(
+        "careSummary",
+        value("target", "valueString", "practice"),
+        value("patient", "valueIdentifier", {"system": CLINIC, "value": "p1"}),
+    )
+    task = answer.json()
+    assert task["status"] == "completed", task
+    assert outputs(task, "resources-sent") == [2]
+    stored = fed["practice"].fhir
+    assert len(stored.of_type("Patient")) == 1
+    assert stored.of_type("Condition")[0]["code"]["coding"][0]["code"] == "C50.4"
+    mpi = [i["value"] for i in stored.of_type("Patient")[0]["identifier"] if i["system"] == "urn:hubnode:mpi"]
+    assert mpi, "the receiving node links the patient at the trust centre"
+    audit = fed["practice"].audit()
+    assert any(e["subtype"][0]["code"] == "careSummary" and e["outcome"] == "0" for e in audit)
+
+
+def test_a_care_summary_without_treatment_consent_fails_and_sends_nothing(fed: Federation) -> None:
+    fed["dic"].fhir.add_patient("p2", codes=("C50.4",))
+    fed.consent("p2", "8")  # research only
+    task = (
+        fed["dic"]
+        .start(
+            "careSummary",
+            value("target", "valueString", "practice"),
+            value("patient", "valueIdentifier", {"system": CLINIC, "value": "p2"}),
+        )
+        .json()
+    )
+    assert task["status"] == "failed"
+    assert task["statusReason"]["text"] == f"no treatment consent for patient {CLINIC}|p2"
+    assert fed["practice"].fhir.resources == {}
+    assert any(e["subtype"][0]["code"] == "careSummary" and e["outcome"] == "8" for e in fed["dic"].audit())
+
+
+def test_feasibility_obfuscates_small_counts_and_sums_the_exact_ones(fed: Federation) -> None:
+    for index in range(6):
+        fed["dic"].fhir.add_patient(f"d{index}", codes=("C50.4", "C50.1"))
+    fed["dic"].fhir.add_patient("d-other", codes=("C61",))
+    fed["dic"].fhir.add_patient("d-man", gender="male", codes=("C50.9",))
+    for index in range(2):
+        fed["practice"].fhir.add_patient(f"q{index}", codes=("C50.2",))
+    task = (
+        fed["research"]
+        .start(
+            "feasibility",
+            value("condition-code", "valueCoding", {"system": ICD, "code": "C50"}),
+            value("gender", "valueCode", "female"),
+        )
+        .json()
+    )
+    assert task["status"] == "completed", task
+    assert outputs(task, "count") == [6]
+    assert sorted(outputs(task, "node-count")) == ["dic:6", "practice:<5"]
+    assert outputs(task, "obfuscated") == [True]
+
+
+def test_feasibility_filters_on_birth_years(fed: Federation) -> None:
+    for index, year in enumerate((1950, 1960, 1970, 1980, 1990, 2000, 2005)):
+        fed["dic"].fhir.add_patient(f"y{index}", birth=f"{year}-06-01", codes=("C50.4",))
+    task = (
+        fed["research"]
+        .start(
+            "feasibility",
+            value("condition-code", "valueCoding", {"system": ICD, "code": "C50"}),
+            value("birth-year-min", "valueInteger", 1960),
+            value("birth-year-max", "valueInteger", 2000),
+        )
+        .json()
+    )
+    assert sorted(outputs(task, "node-count")) == ["dic:5", "practice:0"]
+    assert outputs(task, "obfuscated") == [False]
+
+
+def test_a_data_send_carries_only_the_pseudonymised_extract(fed: Federation) -> None:
+    fed["dic"].fhir.add_patient("p3", codes=("C61",))
+    fed.consent("p3", "8")
+    task = (
+        fed["dic"]
+        .start(
+            "dataSend",
+            value("target", "valueString", "research"),
+            value("project", "valueString", "study"),
+            value("patient", "valueIdentifier", {"system": CLINIC, "value": "p3"}),
+        )
+        .json()
+    )
+    assert task["status"] == "completed", task
+    stored = fed["research"].fhir
+    text = json.dumps(stored.resources)
+    for identifying in ("Familyp3", "Givenp3", "1970-04-01", CLINIC, "Notesp3", "urn:hubnode:mpi"):
+        assert identifying not in text
+    [patient] = stored.of_type("Patient")
+    assert patient["birthDate"] == "1970"
+    assert any(i["system"] == "https://hubnode.org/fhir/sid/pseudonym/study" for i in patient["identifier"])
+    assert stored.of_type("Condition")[0]["subject"]["reference"] == f"Patient/{patient['id']}"
+
+
+def test_a_data_send_without_research_consent_fails(fed: Federation) -> None:
+    fed["dic"].fhir.add_patient("p4", codes=("C61",))
+    fed.consent("p4", "5")
+    task = (
+        fed["dic"]
+        .start(
+            "dataSend",
+            value("target", "valueString", "research"),
+            value("project", "valueString", "study"),
+            value("patient", "valueIdentifier", {"system": CLINIC, "value": "p4"}),
+        )
+        .json()
+    )
+    assert task["statusReason"]["text"] == f"no research consent for patient {CLINIC}|p4"
+    assert fed["research"].fhir.resources == {}
+
+
+def test_a_peer_that_is_down_fails_the_task_and_retry_completes_it_storing_nothing_twice(fed: Federation) -> None:
+    fed["dic"].fhir.add_patient("p5", codes=("C50.4",))
+    fed.consent("p5", "5")
+    fed.down.add("practice")
+    inputs = (
+        value("target", "valueString", "practice"),
+        value("patient", "valueIdentifier", {"system": CLINIC, "value": "p5"}),
+    )
+    task = fed["dic"].start("careSummary", *inputs, key="once").json()
+    assert task["status"] == "failed"
+    assert task["statusReason"]["text"].startswith(
+        "peer 'practice' unreachable at https://practice.hubnode.test:9443/fhir/Task: connection refused"
+    )
+    fed.down.clear()
+    retried = fed["dic"].client.post(f"/fhir/Task/{task['id']}/$retry", headers=bearer("starter")).json()
+    assert retried["status"] == "completed"
+    assert fed["dic"].client.get(f"/fhir/Task/{task['id']}", headers=bearer("starter")).json()["status"] == "completed"
+    transactions = len(fed["practice"].fhir.transactions)
+    again = fed["dic"].client.post(f"/fhir/Task/{task['id']}/$retry", headers=bearer("starter")).json()
+    same_key = fed["dic"].start("careSummary", *inputs, key="once")
+    assert again["status"] == "completed"
+    assert same_key.status_code == 200
+    assert same_key.json()["id"] == task["id"]
+    assert len(fed["practice"].fhir.transactions) == transactions
+    assert len(fed["practice"].fhir.of_type("Patient")) == 1
+
+
+def test_a_repeated_peer_task_gets_the_stored_answer_without_the_work_being_redone(fed: Federation) -> None:
+    fed["dic"].fhir.add_patient("p6", codes=("C50.4",))
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": fed["dic"].fhir.resources["Patient/p6"], "request": {"method": "PUT", "url": "Patient/p6"}}
+        ],
+    }
+    data = base64.b64encode(json.dumps(bundle).encode()).decode()
+    attachment = value("bundle", "valueAttachment", {"contentType": "application/fhir+json", "data": data})
+    task = peer_task("careSummary", "dic", "same", attachment)
+    headers = fed.gateway_headers(fed["practice"], fed["dic"].issued)
+    first = fed["practice"].client.post("/peer/fhir/Task", json=task, headers=headers)
+    second = fed["practice"].client.post("/peer/fhir/Task", json=task, headers=headers)
+    assert first.status_code == second.status_code == 200
+    assert first.json() == second.json()
+    assert len(fed["practice"].fhir.transactions) == 1
+
+
+def refused(fed: Federation, response: httpx.Response, status: int, reason: str) -> None:
+    assert response.status_code == status, response.text
+    issue = response.json()["issue"][0]
+    assert reason in issue["diagnostics"]
+    assert any(e["outcome"] == "4" and reason in e.get("outcomeDesc", "") for e in fed["practice"].audit())
+
+
+def test_a_request_without_the_gateway_secret_is_refused_even_with_forged_identity_headers(fed: Federation) -> None:
+    headers = {**fed.gateway_headers(fed["practice"], fed["dic"].issued), "X-Hubnode-Gateway-Secret": "guess"}
+    response = fed["practice"].client.post("/peer/fhir/Task", json=peer_task("ping", "dic"), headers=headers)
+    refused(fed, response, 401, "only through this node's gateway")
+
+
+def test_a_request_whose_certificate_failed_verification_is_refused(fed: Federation) -> None:
+    headers = fed.gateway_headers(fed["practice"], fed["dic"].issued, verify="FAILED:unable to get issuer certificate")
+    response = fed["practice"].client.post("/peer/fhir/Task", json=peer_task("ping", "dic"), headers=headers)
+    refused(fed, response, 401, "FAILED:unable to get issuer certificate")
+
+
+def test_a_request_without_a_client_certificate_is_refused(fed: Federation) -> None:
+    headers = {**fed.gateway_headers(fed["practice"], fed["dic"].issued), "X-Hubnode-Client-Cert": ""}
+    response = fed["practice"].client.post("/peer/fhir/Task", json=peer_task("ping", "dic"), headers=headers)
+    refused(fed, response, 401, "no client certificate")
+
+
+def test_an_expired_certificate_is_refused(fed: Federation) -> None:
+    expired = issue_node(fed.ca, "dic", ["dic.hubnode.test"], NOW - timedelta(days=400))
+    response = fed["practice"].client.post(
+        "/peer/fhir/Task", json=peer_task("ping", "dic"), headers=fed.gateway_headers(fed["practice"], expired)
+    )
+    refused(fed, response, 401, "expired")
+
+
+def test_a_certificate_of_another_ca_is_not_on_the_allow_list(fed: Federation) -> None:
+    stranger = issue_node(
+        issue_ca("elsewhere", NOW - timedelta(days=1)), "dic", ["dic.hubnode.test"], NOW - timedelta(days=1)
+    )
+    response = fed["practice"].client.post(
+        "/peer/fhir/Task", json=peer_task("ping", "dic"), headers=fed.gateway_headers(fed["practice"], stranger)
+    )
+    refused(fed, response, 403, "is not on the allow list")
+
+
+def test_a_node_may_not_start_a_process_its_role_does_not_allow(fed: Federation) -> None:
+    headers = fed.gateway_headers(fed["practice"], fed["research"].issued)
+    response = fed["practice"].client.post(
+        "/peer/fhir/Task", json=peer_task("careSummary", "research"), headers=headers
+    )
+    refused(fed, response, 403, "a research node may not start careSummary at a practice node")
+
+
+def test_a_requester_other_than_the_certificates_organisation_is_refused(fed: Federation) -> None:
+    headers = fed.gateway_headers(fed["practice"], fed["research"].issued)
+    response = fed["practice"].client.post("/peer/fhir/Task", json=peer_task("ping", "dic"), headers=headers)
+    refused(fed, response, 403, "does not match the certificate's organisation 'research'")
+
+
+def test_a_failed_handshake_is_answered_401_and_audited_with_the_gateways_reason(fed: Federation) -> None:
+    headers = fed.gateway_headers(fed["practice"], fed["dic"].issued, verify="FAILED:certificate has expired")
+    response = fed["practice"].client.post("/peer/refused", headers=headers)
+    refused(fed, response, 401, "FAILED:certificate has expired")
+
+
+def test_starting_a_process_needs_the_process_role(fed: Federation) -> None:
+    response = fed["dic"].client.post("/fhir/Task", json=peer_task("ping", "dic"), headers=bearer("auditor"))
+    assert response.status_code == 403
+    assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_a_start_at_a_role_that_does_not_answer_fails_with_the_reason(fed: Federation) -> None:
+    task = fed["research"].start("ping", value("target", "valueString", "nowhere")).json()
+    assert task["statusReason"]["text"] == "target 'nowhere' is not on the allow list"
+    data = (
+        fed["practice"]
+        .start(
+            "dataSend",
+            value("target", "valueString", "dic"),
+            value("project", "valueString", "study"),
+            value("patient", "valueIdentifier", {"system": CLINIC, "value": "x"}),
+        )
+        .json()
+    )
+    assert data["statusReason"]["text"] == "a practice node may not start dataSend at 'dic' (dic)"
