@@ -7,8 +7,8 @@ through `Fields`, which remembers which keys were used so unknown keys are repor
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ class Node:
 
     value: Any
     line: int
+    key_lines: Mapping[str, int] = field(default_factory=dict)
 
     def plain(self) -> object:
         """The value without marks, as `yaml.safe_load` would give it."""
@@ -94,12 +95,14 @@ def _convert(node: yaml.Node, loader: yaml.SafeLoader, problems: Problems) -> No
     line = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         mapping: dict[str, Node] = {}
+        key_lines: dict[str, int] = {}
         for key_node, value_node in node.value:
             key = str(loader.construct_object(key_node))
             if key in mapping:
                 problems.add(key_node.start_mark.line + 1, f"key {key!r} appears twice")
             mapping[key] = _convert(value_node, loader, problems)
-        return Node(mapping, line)
+            key_lines[key] = key_node.start_mark.line + 1
+        return Node(mapping, line, key_lines)
     if isinstance(node, yaml.SequenceNode):
         return Node([_convert(item, loader, problems) for item in node.value], line)
     try:
@@ -114,6 +117,7 @@ class Fields:
 
     def __init__(self, node: Node, problems: Problems, where: str) -> None:
         self.line = node.line
+        self._key_lines = node.key_lines
         self.problems = problems
         self.where = where
         self._used: set[str] = set()
@@ -216,7 +220,7 @@ class Fields:
         """Note every key that nobody asked for: a typo must not be silently ignored."""
         for key, value in self._items.items():
             if key not in self._used:
-                self.problems.add(value.line, f"{self.where}: unknown key `{key}`")
+                self.problems.add(self._key_lines.get(key, value.line), f"{self.where}: unknown key `{key}`")
 
 
 def _kind(value: object) -> str:

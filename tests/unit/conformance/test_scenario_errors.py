@@ -1,0 +1,163 @@
+"""A malformed scenario fails with file, line and what is wrong - every problem at once."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conformance._yaml import FileProblemsError
+from conformance.scenario import (
+    Consent,
+    Process,
+    TemplateProblemError,
+    load_scenario,
+    render_json,
+    template_environment,
+)
+
+GOOD = """\
+name: {name}
+title: A small journey
+journey: 2
+actors:
+  hospital: {{site: dic}}
+  gp: {{site: practice, credential: clinician}}
+patients:
+  anna: {{seed: 1, gender: female, conditions: [C50.4]}}
+steps:
+  - consent: {{at: hospital, patient: anna, action: grant, policies: ["5", "8"]}}
+    expect: {{status: 200}}
+  - ingest: {{at: hospital, patient: anna, template: visit.json.j2, vars: {{date: "2024-01-02"}}}}
+    expect: {{status: 200, count: {{min: 1}}, fhir: [{{path: "entry[0].response.status", exists: true}}]}}
+  - process: {{at: hospital, name: careSummary, target: gp, patients: [anna]}}
+    verifies: [HUB-PROC-02]
+    expect: {{status: 201, invariants: [consent-enforced]}}
+"""
+VISIT = '{"resourceType": "Bundle", "type": "transaction", "id": "{{ patient.patient_id }}-{{ vars.date }}"}\n'
+
+
+def write(tmp_path: Path, text: str, name: str = "journey", templates: dict[str, str] | None = None) -> Path:
+    (tmp_path / "templates").mkdir(exist_ok=True)
+    for template, body in (templates or {"visit.json.j2": VISIT}).items():
+        (tmp_path / "templates" / template).write_text(body)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def problems_of(path: Path) -> list[str]:
+    with pytest.raises(FileProblemsError) as caught:
+        load_scenario(path)
+    return [str(problem) for problem in caught.value.problems]
+
+
+def test_a_well_formed_scenario_parses_into_frozen_steps(tmp_path: Path) -> None:
+    scenario = load_scenario(write(tmp_path, GOOD.format(name="journey")))
+    assert [step.kind for step in scenario.steps] == ["consent", "ingest", "process"]
+    assert scenario.actors["gp"].credential == "clinician"
+    assert scenario.steps[0].action == Consent("anna", "grant", ("5", "8"))
+    assert isinstance(scenario.steps[2].action, Process)
+    assert scenario.steps[2].requirements() == ("HUB-PROC-02", "HUB-INV-03")
+    assert scenario.steps[1].expect.count == (1, None)
+    assert scenario.sites() == {"dic", "practice"}
+
+
+def test_an_unknown_key_is_named_with_its_line(tmp_path: Path) -> None:
+    text = GOOD.format(name="journey").replace("    expect: {status: 200}\n", "    expext: {status: 200}\n", 1)
+    path = write(tmp_path, text)
+    assert problems_of(path) == [f"{path}:11: step 1: unknown key `expext`"]
+
+
+def test_an_unknown_actor_is_named_with_the_line_of_the_reference(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.format(name="journey").replace("target: gp", "target: lab"))
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:14: ")
+    assert "unknown actor 'lab'" in problem
+
+
+def test_an_unknown_requirement_id_is_named_with_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.format(name="journey").replace("HUB-PROC-02", "HUB-PROC-99"))
+    assert problems_of(path) == [
+        f"{path}:15: step 3: unknown requirement id 'HUB-PROC-99' (see conformance/requirements.yaml)"
+    ]
+
+
+def test_a_bad_path_is_named_with_the_line_of_its_check(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.format(name="journey").replace("entry[0].response", "entry[0.response"))
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:13: step 2 expect check: ")
+    assert "not closed" in problem
+
+
+def test_every_problem_of_a_file_is_listed_at_once_in_line_order(tmp_path: Path) -> None:
+    text = (
+        GOOD.format(name="other")
+        .replace("journey: 2", "journey: 9")
+        .replace("action: grant", "action: give")
+        .replace("name: careSummary", "name: teleport")
+    )
+    path = write(tmp_path, text)
+    problems = problems_of(path)
+    assert [problem.split(":")[1] for problem in problems] == ["1", "1", "10", "14"]
+    assert "must match the file name 'journey'" in problems[0]
+    assert "journey must be one of DESIGN.md's journeys 1 to 8" in problems[1]
+    assert "`action` must be one of grant, withdraw, check; got 'give'" in problems[2]
+    assert "`name` must be one of ping, careSummary, feasibility, dataSend" in problems[3]
+
+
+def test_a_missing_required_key_names_the_line_of_its_mapping(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.format(name="journey").replace("patients: [anna]", "project: x"))
+    assert problems_of(path) == [f"{path}:14: step 3 (process) needs `patients`"]
+
+
+def test_yaml_syntax_errors_carry_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.format(name="journey").replace("  gp: {site: practice", "  gp: {site: [practice"))
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:6: not valid YAML")
+
+
+def test_a_key_given_twice_is_a_problem(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.format(name="journey").replace("journey: 2\n", "journey: 2\njourney: 3\n"))
+    assert problems_of(path) == [f"{path}:4: key 'journey' appears twice"]
+
+
+def test_a_step_with_two_kinds_is_refused(tmp_path: Path) -> None:
+    text = GOOD.format(name="journey").replace("  - consent:", "  - wait: {seconds: 1}\n    consent:", 1)
+    path = write(tmp_path, text)
+    assert any(":10: step 1 needs exactly one of ingest, consent, process, read, wait" in p for p in problems_of(path))
+
+
+def test_a_template_using_an_undefined_name_fails_at_load_with_the_step_and_template_line(tmp_path: Path) -> None:
+    templates = {"visit.json.j2": '{"resourceType": "Bundle",\n "id": "{{ vars.missing }}"}\n'}
+    path = write(tmp_path, GOOD.format(name="journey"), templates=templates)
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:12: step 2: template visit.json.j2 line 2: ")
+    assert "missing" in problem
+
+
+def test_a_template_that_renders_invalid_json_names_the_template_and_output_line(tmp_path: Path) -> None:
+    templates = {"visit.json.j2": '{"resourceType": "Bundle",\n "id": {{ vars.date }}}\n'}
+    path = write(tmp_path, GOOD.format(name="journey"), templates=templates)
+    [problem] = problems_of(path)
+    assert "template visit.json.j2 rendered invalid JSON at output line 2" in problem
+    assert "2024-01-02" in problem
+
+
+def test_a_missing_template_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.format(name="journey").replace("visit.json.j2", "gone.json.j2"))
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:12: ")
+    assert "no template 'gone.json.j2'" in problem
+
+
+def test_template_syntax_errors_carry_the_template_line(tmp_path: Path) -> None:
+    (tmp_path / "broken.json.j2").write_text('{\n"a": {% if %}\n}')
+    with pytest.raises(TemplateProblemError, match=r"template broken\.json\.j2 line 2: "):
+        render_json(template_environment(tmp_path), "broken.json.j2", {})
+
+
+def test_templates_are_not_html_escaped(tmp_path: Path) -> None:
+    (tmp_path / "t.json.j2").write_text('{"text": "{{ value }}"}')
+    assert render_json(template_environment(tmp_path), "t.json.j2", {"value": "<b>&"}) == {"text": "<b>&"}
