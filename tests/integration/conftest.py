@@ -43,7 +43,8 @@ def free_port() -> int:
 
 def node_plan(stack: str, **config: Any) -> NodePlan:
     """A one-node plan on a free port, under a stack name no developer's stack uses."""
-    values = {"hubnode:site": "itest", "hubnode:ports": {"fhir": free_port(), "trustcentre": free_port()}}
+    components = config.get("components", ["fhir"])
+    values = {"hubnode:site": "itest", "hubnode:ports": {component: free_port() for component in components}}
     values.update({f"hubnode:{key}": value for key, value in config.items()})
     [plan] = plan_stack(parse_stack(stack, values))
     return plan

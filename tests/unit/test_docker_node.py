@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import runpy
+from collections.abc import Iterator
 from typing import Any
 
 import pulumi
@@ -57,8 +59,18 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return {name: dict(r.inputs) for name, r in self.resources.items() if r.typ == typ}
 
 
+@pytest.fixture(scope="module")
+def event_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """One current loop for this module: Pulumi needs one, and `asyncio.run` in other tests unsets it."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield loop
+    asyncio.set_event_loop(None)
+    loop.close()
+
+
 @pytest.fixture
-def mocks() -> RecordingMocks:
+def mocks(event_loop: asyncio.AbstractEventLoop) -> RecordingMocks:
     recording = RecordingMocks()
     pulumi.runtime.set_mocks(recording, project="hubnode", stack="dev", preview=False)
     return recording

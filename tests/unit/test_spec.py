@@ -44,7 +44,10 @@ def test_a_missing_site_is_named_with_an_example() -> None:
 
 def test_an_unknown_component_names_the_components_this_version_runs() -> None:
     [problem] = problems_of({**DEV, "hubnode:components": ["fhir", "blockchain"]})
-    assert problem == "hubnode:components = ['blockchain']: unknown component; this version runs: fhir, trustcentre, connector, gateway"
+    assert problem == (
+        "hubnode:components = ['blockchain']: unknown component; "
+        "this version runs: fhir, trustcentre, connector, gateway"
+    )
 
 
 def test_an_unknown_database_lists_the_choices() -> None:
@@ -98,7 +101,10 @@ def test_registry_images_need_a_registry_unless_every_image_is_named() -> None:
 def test_image_overrides_must_be_known_images_with_valid_references() -> None:
     problems = problems_of({**DEV, "hubnode:images": {"fhri": "x:1", "db": "Not An Image"}})
     assert problems == [
-        "hubnode:images.fhri = 'x:1': unknown key; known keys: source, base, registry, fhir, db, trustcentre, connector, gateway",
+        (
+            "hubnode:images.fhri = 'x:1': unknown key; "
+            "known keys: source, base, registry, fhir, db, trustcentre, connector, gateway"
+        ),
         "hubnode:images.db = 'Not An Image': an image reference, e.g. postgres:17",
     ]
 

@@ -15,7 +15,7 @@ from fixtures.synthetic import (
     patient_record,
     synthetic_person,
 )
-from trustcentre.kvnr import KVNR_SYSTEM, is_valid_kvnr
+from servicekit.kvnr import KVNR_SYSTEM, is_valid_kvnr
 
 FULL = PatientProfile(
     seed=42,

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from servicekit.kvnr import KVNR_SYSTEM, make_kvnr
 from tests.unit.trustcentre.conftest import headers
-from trustcentre.kvnr import KVNR_SYSTEM, make_kvnr
 
 EPIX = "/ttp-fhir/fhir/epix"
 MRN = "https://ukl.example/mrn"

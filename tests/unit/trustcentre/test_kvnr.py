@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trustcentre.kvnr import KVNR_SYSTEM, is_valid_kvnr, kvnr_problem, make_kvnr
+from servicekit.kvnr import KVNR_SYSTEM, is_valid_kvnr, kvnr_problem, make_kvnr
 
 # Test numbers published in gematik's VSDM 2 specification (GitHub gematik/spec-VSDM2, files
 # src/fhir/input/fsh/examples/VSDDatensatzGKV-<number>.fsh): a source independent of this implementation.

@@ -66,25 +66,46 @@ class CodedFrom:
 
 @dataclass(frozen=True)
 class CodeFormat:
-    """Codings of `system` at `path` need a code in the system's format (and a `version`, if said)."""
+    """Codings of `system` at `path` need a code in the system's format."""
 
     path: str
     system: str
     pattern: re.Pattern[str]
-    needs_version: bool = False
 
     def problems(self, resource: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
         """(path, message) for each violation."""
-        for where, concept in values_at(resource, self.path):
-            codings = concept.get("coding", []) if isinstance(concept, dict) else []
-            for index, coding in enumerate(codings):
-                if coding.get("system") != self.system:
-                    continue
-                code = coding.get("code")
-                if not isinstance(code, str) or not self.pattern.fullmatch(code):
-                    yield f"{where}.coding[{index}].code", f"{code!r} is not a code of {self.system}"
-                if self.needs_version and not coding.get("version"):
-                    yield f"{where}.coding[{index}].version", f"a {self.system} coding needs its version (year)"
+        for where, coding in codings_of(resource, self.path, self.system):
+            code = coding.get("code")
+            if not isinstance(code, str) or not self.pattern.fullmatch(code):
+                yield f"{where}.code", f"{code!r} is not a code of {self.system}"
+
+
+@dataclass(frozen=True)
+class Versioned:
+    """Codings of `system` at `path` need a `version` (the catalogue's year)."""
+
+    path: str
+    system: str
+
+    def problems(self, resource: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+        """(path, message) for each violation."""
+        for where, coding in codings_of(resource, self.path, self.system):
+            if not coding.get("version"):
+                yield f"{where}.version", f"a {self.system} coding needs its version (year)"
+
+
+@dataclass(frozen=True)
+class RequiredInEach:
+    """Every element at `path` must carry `child` (1..*), e.g. a period on each permitted policy."""
+
+    path: str
+    child: str
+
+    def problems(self, resource: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+        """(path, message) for each violation."""
+        for where, element in values_at(resource, self.path):
+            if not isinstance(element, dict) or not any(True for _ in values_at(element, self.child)):
+                yield f"{where}.{self.child}", "is required by the MII core data set"
 
 
 @dataclass(frozen=True)
@@ -113,7 +134,7 @@ class Claims:
             yield "meta.profile", f"must name {self.profile}"
 
 
-Check = Required | CodedFrom | CodeFormat | Equals | Claims
+Check = Required | RequiredInEach | CodedFrom | CodeFormat | Versioned | Equals | Claims
 
 
 @dataclass(frozen=True)
@@ -136,11 +157,11 @@ RULES: Sequence[Rule] = (
     Rule("Condition", Required("subject")),
     Rule("Condition", CodeFormat("code", ICD10GM, _ICD10GM_CODE)),
     Rule("Condition", CodedFrom("code", frozenset({ICD10GM, ALPHA_ID, SNOMED, ORPHANET})), DIAGNOSE_PROFILE),
-    Rule("Condition", CodeFormat("code", ICD10GM, _ICD10GM_CODE, needs_version=True), DIAGNOSE_PROFILE),
+    Rule("Condition", Versioned("code", ICD10GM), DIAGNOSE_PROFILE),
     Rule("Procedure", Required("subject")),
     Rule("Procedure", CodeFormat("code", OPS, _OPS_CODE)),
     Rule("Procedure", CodedFrom("code", frozenset({OPS, SNOMED})), PROZEDUR_PROFILE),
-    Rule("Procedure", CodeFormat("code", OPS, _OPS_CODE, needs_version=True), PROZEDUR_PROFILE),
+    Rule("Procedure", Versioned("code", OPS), PROZEDUR_PROFILE),
     Rule("Observation", Required("subject")),
     Rule("Observation", CodeFormat("code", LOINC, _LOINC_CODE)),
     Rule("Observation", CodedFrom("code", frozenset({LOINC})), LABOR_PROFILE),
@@ -152,7 +173,7 @@ RULES: Sequence[Rule] = (
     Rule("Consent", Required("provision.type")),
     Rule("Consent", Equals("provision.type", "deny")),
     Rule("Consent", CodedFrom("provision.provision.code", frozenset({POLICY_SYSTEM}))),
-    Rule("Consent", Required("provision.provision.period")),
+    Rule("Consent", RequiredInEach("provision.provision", "period")),
 )
 
 
@@ -165,6 +186,15 @@ def problems(resource: Mapping[str, Any]) -> list[tuple[str, str]]:
         if rule.resource_type == kind and (rule.profile is None or rule.profile in claimed):
             found.extend(rule.check.problems(resource))
     return found
+
+
+def codings_of(resource: Mapping[str, Any], path: str, system: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(location, coding) of each coding of `system` in the CodeableConcepts at `path`."""
+    for where, concept in values_at(resource, path):
+        codings = concept.get("coding", []) if isinstance(concept, dict) else []
+        for index, coding in enumerate(codings):
+            if isinstance(coding, dict) and coding.get("system") == system:
+                yield f"{where}.coding[{index}]", coding
 
 
 def claimed_profiles(resource: Mapping[str, Any]) -> set[str]:

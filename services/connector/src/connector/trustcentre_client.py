@@ -18,6 +18,7 @@ import httpx
 from connector.settings import ClientCertificate
 from connector.upstream import UpstreamUnavailable, checked, send
 from servicekit.fhir import FHIR_JSON
+from servicekit.kvnr import KVNR_SYSTEM, is_valid_kvnr
 
 SERVICE = "trust centre"
 MPI_SYSTEM = "urn:hubnode:mpi"
@@ -119,7 +120,11 @@ class TrustCentreClient:
 
 
 def linkable_identifiers(patient: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The patient's (system, value) identifiers the trust centre can link by (not an MPI id it gave)."""
+    """The patient's (system, value) identifiers the trust centre can link by.
+
+    Not an MPI id it gave, and not a KVNR whose check digit is wrong: the trust centre refuses to link
+    on a mistyped KVNR, and the record is still worth storing (linked by its other identifiers).
+    """
     found = []
     for identifier in patient.get("identifier", []):
         system, value = identifier.get("system"), identifier.get("value")
@@ -129,6 +134,7 @@ def linkable_identifiers(patient: Mapping[str, Any]) -> list[tuple[str, str]]:
             and system != MPI_SYSTEM
             and 0 < len(system) <= MAX_VALUE_LENGTH
             and 0 < len(value.strip()) <= MAX_VALUE_LENGTH
+            and (system != KVNR_SYSTEM or is_valid_kvnr(value))
         ):
             found.append((system, value))
     return found

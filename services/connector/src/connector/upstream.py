@@ -33,7 +33,8 @@ async def send(client: httpx.AsyncClient, service: str, method: str, url: str, *
     try:
         return await client.request(method, url, **kwargs)
     except httpx.HTTPError as exc:
-        raise UpstreamUnavailable(f"{service} at {client.base_url} unreachable: {exc or type(exc).__name__}") from exc
+        base = str(client.base_url).rstrip("/")
+        raise UpstreamUnavailable(f"{service} at {base} unreachable: {exc or type(exc).__name__}") from exc
 
 
 def checked(response: httpx.Response, service: str) -> dict[str, Any]:

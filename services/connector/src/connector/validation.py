@@ -84,13 +84,22 @@ def validate(entries: Sequence[Any], locate: Locate = bundle_location) -> list[P
     seen: dict[tuple[str, str], int] = {}
     for index, entry in enumerate(entries):
         found = _entry_problems(entry, full_urls)
-        if not found:
-            key = (entry["resource"]["resourceType"], str(source_id(entry)))
-            if key in seen:
-                found.append(("", f"{key[0]}/{key[1]} appears twice (also {locate(seen[key])})"))
+        key = _key(entry)
+        if key is not None and key in seen:
+            found.append(("", f"{key[0]}/{key[1]} appears twice (also {locate(seen[key])})"))
+        if key is not None:
             seen.setdefault(key, index)
         problems.extend(Problem(_join(locate(index), path), message) for path, message in found)
     return problems
+
+
+def _key(entry: Any) -> tuple[str, str] | None:  # noqa: ANN401 -- decoded JSON
+    """(type, source id) of an entry that has both, else None."""
+    resource = entry.get("resource") if isinstance(entry, dict) else None
+    if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+        return None
+    identity = source_id(entry)
+    return None if identity is None else (resource["resourceType"], identity)
 
 
 def _entry_problems(entry: Any, full_urls: set[str]) -> list[tuple[str, str]]:  # noqa: ANN401 -- decoded JSON
@@ -107,7 +116,8 @@ def _entry_problems(entry: Any, full_urls: set[str]) -> list[tuple[str, str]]:  
         model = None
     if model is None:
         return [("resourceType", f"{kind!r} is not a FHIR R4 resource type")]
-    problems = _structure(model, resource)
+    structure = _structure(model, resource)
+    problems = list(structure)
     if identifier_cardinality(kind) == "none":
         problems.append(("", f"a {kind} has no identifier to be stored under; the connector keys every resource so"))
     if source_id(entry) is None:
@@ -115,7 +125,7 @@ def _entry_problems(entry: Any, full_urls: set[str]) -> list[tuple[str, str]]:  
     own = resource.get("identifier")
     if identifier_cardinality(kind) == "one" and isinstance(own, dict) and not (own.get("system") and own.get("value")):
         problems.append(("identifier", "needs a system and a value: it keys the stored resource"))
-    if not problems:  # the MII rules read elements whose structure they can then rely on
+    if not structure:  # the MII rules read elements whose structure they can then rely on
         problems.extend(mii_rules.problems(resource))
     problems.extend(_dangling(resource, full_urls))
     return problems

@@ -17,8 +17,8 @@ from sqlalchemy import Connection, select, update
 
 from servicekit.db import insert_ignoring_conflicts
 from servicekit.fhir import FhirError
+from servicekit.kvnr import KVNR_SYSTEM, kvnr_problem
 from trustcentre.db import person_demographics, person_identifiers, persons, possible_matches
-from trustcentre.kvnr import KVNR_SYSTEM, kvnr_problem
 from trustcentre.matching import Demographics, classify, similarity
 
 RESOLUTIONS = ("link", "separate")

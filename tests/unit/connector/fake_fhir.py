@@ -1,0 +1,145 @@
+"""A small in-memory FHIR server standing in for HAPI: transactions with conditional updates, reads, searches.
+
+It honours what the connector relies on (conditional PUT by identifier, `urn:uuid:` and conditional
+references resolved within a transaction, all-or-nothing, referential integrity), so idempotency and
+atomicity are really checked, not assumed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+
+
+def _outcome(status: int, text: str) -> httpx.Response:
+    body = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "processing", "diagnostics": text}],
+    }
+    return httpx.Response(status, json=body)
+
+
+class FakeFhir:
+    """The store, and an httpx transport serving it under any base URL ending in /fhir."""
+
+    def __init__(self) -> None:
+        self.resources: dict[str, dict[str, Any]] = {}  # "Type/id" -> resource
+        self.transactions: list[dict[str, Any]] = []
+        self.down = False
+        self._next_id = 0
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [r for key, r in sorted(self.resources.items()) if key.startswith(f"{kind}/")]
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        path = urlsplit(str(request.url)).path.split("/fhir", 1)[1].strip("/")
+        if request.method == "POST" and path == "":
+            bundle = json.loads(request.content)
+            self.transactions.append(bundle)
+            return self._transaction(bundle)
+        if request.method == "GET":
+            parts = path.split("/")
+            if len(parts) == 2:
+                found = self.resources.get(path)
+                return httpx.Response(200, json=found) if found else _outcome(404, f"{path} is not known")
+            params = [(k, v) for k, v in parse_qsl(urlsplit(str(request.url)).query) if k != "_summary"]
+            matches = self._search(parts[0], params)
+            if request.url.params.get("_summary") == "count":
+                return httpx.Response(200, json={"resourceType": "Bundle", "type": "searchset", "total": len(matches)})
+            entries = [
+                {"fullUrl": f"http://hapi.test/fhir/{r['resourceType']}/{r['id']}", "resource": r} for r in matches
+            ]
+            return httpx.Response(
+                200, json={"resourceType": "Bundle", "type": "searchset", "total": len(matches), "entry": entries}
+            )
+        return _outcome(405, f"{request.method} {path} is not supported here")
+
+    def _search(self, kind: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        found = self.of_type(kind)
+        for name, value in params:
+            if name != "identifier":
+                continue
+            system, _, code = value.partition("|")
+            system, code = system.replace("\\|", "|"), code.replace("\\|", "|")
+            found = [
+                r for r in found if any(i.get("system") == system and i.get("value") == code for i in _identifiers(r))
+            ]
+        return found
+
+    def _resolve(self, store: dict[str, dict[str, Any]], conditional: str) -> list[str]:
+        kind, _, query = conditional.partition("?")
+        saved, self.resources = self.resources, store
+        try:
+            return [f"{kind}/{r['id']}" for r in self._search(kind, parse_qsl(query))]
+        finally:
+            self.resources = saved
+
+    def _transaction(self, bundle: dict[str, Any]) -> httpx.Response:
+        store = copy.deepcopy(self.resources)
+        placeholders: dict[str, str] = {}
+        targets: list[tuple[str, bool]] = []
+        for entry in bundle.get("entry", []):
+            request = entry["request"]
+            if request["method"] != "PUT" or "?" not in request["url"]:
+                return _outcome(400, f"this fake takes conditional PUTs only, not {request}")
+            matches = self._resolve(store, request["url"])
+            if len(matches) > 1:
+                return _outcome(412, f"{request['url']} matches {len(matches)} resources")
+            kind = request["url"].split("?", 1)[0]
+            if matches:
+                target, created = matches[0], False
+            else:
+                self._next_id += 1
+                target, created = f"{kind}/{self._next_id}", True
+            placeholders[entry["fullUrl"]] = target
+            targets.append((target, created))
+        response_entries = []
+        for entry, (target, created) in zip(bundle.get("entry", []), targets, strict=True):
+            try:
+                resource = _with_references(copy.deepcopy(entry["resource"]), placeholders, store, self)
+            except LookupError as missing:
+                return _outcome(400, f"HAPI-1094: reference {missing} does not resolve")
+            kind, rid = target.split("/")
+            version = 1 if created else int(store[target]["meta"]["versionId"]) + 1
+            resource.update(id=rid, meta={**resource.get("meta", {}), "versionId": str(version)})
+            store[target] = resource
+            status = "201 Created" if created else "200 OK"
+            response_entries.append({"response": {"status": status, "location": f"{target}/_history/{version}"}})
+        self.resources = store
+        return httpx.Response(
+            200, json={"resourceType": "Bundle", "type": "transaction-response", "entry": response_entries}
+        )
+
+
+def _identifiers(resource: dict[str, Any]) -> list[dict[str, Any]]:
+    own = resource.get("identifier", [])
+    return own if isinstance(own, list) else [own]
+
+
+def _with_references(value: Any, placeholders: dict[str, str], store: dict[str, Any], fake: FakeFhir) -> Any:
+    if isinstance(value, list):
+        return [_with_references(v, placeholders, store, fake) for v in value]
+    if not isinstance(value, dict):
+        return value
+    result = {k: _with_references(v, placeholders, store, fake) for k, v in value.items()}
+    reference = value.get("reference")
+    if isinstance(reference, str) and not reference.startswith("#"):
+        if reference in placeholders:
+            result["reference"] = placeholders[reference]
+        elif "?" in reference:
+            matches = fake._resolve(store, reference)
+            if len(matches) != 1:
+                raise LookupError(reference)
+            result["reference"] = matches[0]
+        elif reference not in store:
+            raise LookupError(reference)
+    return result

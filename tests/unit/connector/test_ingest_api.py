@@ -1,0 +1,244 @@
+"""POST /fhir and /fhir/$import end to end: fake HAPI, the real trust centre in-process."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.testclient import TestClient
+
+from connector.transform import SourceKey
+from connector.trustcentre_client import MPI_SYSTEM
+from tests.unit.connector.conftest import headers, mii_bundle
+from tests.unit.connector.fake_fhir import FakeFhir
+
+SOURCE = "https://hubnode.org/fhir/sid/source/dic"
+
+
+def post(client: TestClient, bundle: Any, who: str = "source") -> Any:
+    return client.post("/fhir", content=json.dumps(bundle), headers=headers(who))
+
+
+def test_a_real_mii_bundle_is_stored_with_the_patients_mpi_id(client: TestClient, fhir: FakeFhir) -> None:
+    bundle = mii_bundle("pat-1")
+    response = post(client, bundle)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["type"] == "transaction-response"
+    assert len(answer["entry"]) == len(bundle["entry"])
+    [patient] = fhir.of_type("Patient")
+    systems = [i["system"] for i in patient["identifier"]]
+    assert MPI_SYSTEM in systems
+    assert {"system": SOURCE, "value": "Patient/mii-exa-test-data-patient-1"} in patient["identifier"]
+    consent = fhir.of_type("Consent")[0]
+    assert consent["patient"]["reference"] == f"Patient/{patient['id']}"
+
+
+def test_replaying_a_bundle_creates_nothing_new_and_links_the_same_person(client: TestClient, fhir: FakeFhir) -> None:
+    bundle = mii_bundle("pat-2")
+    first = post(client, bundle)
+    stored = dict(fhir.resources)
+    second = post(client, bundle)
+    assert first.status_code == second.status_code == 200
+    assert set(fhir.resources) == set(stored)
+    assert {e["response"]["status"] for e in second.json()["entry"]} == {"200 OK"}
+    assert fhir.transactions[0] == fhir.transactions[1]
+
+
+def test_a_resource_may_refer_to_one_stored_by_an_earlier_bundle(client: TestClient, fhir: FakeFhir) -> None:
+    post(client, mii_bundle("pat-11"))
+    observation = {
+        "resourceType": "Observation",
+        "id": "later-1",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "718-7"}]},
+        "subject": {"reference": "Patient/mii-exa-test-data-patient-11"},
+    }
+    response = post(client, {"resourceType": "Bundle", "type": "batch", "entry": [{"resource": observation}]})
+    assert response.status_code == 200, response.text
+    [patient] = fhir.of_type("Patient")
+    assert fhir.of_type("Observation")[0]["subject"]["reference"] == f"Patient/{patient['id']}"
+
+
+def test_a_reference_to_nothing_the_source_sent_is_refused_by_hapi_and_nothing_is_written(
+    client: TestClient, fhir: FakeFhir
+) -> None:
+    observation = {
+        "resourceType": "Observation",
+        "id": "orphan",
+        "status": "final",
+        "code": {"text": "x"},
+        "subject": {"reference": "Patient/never-sent"},
+    }
+    response = post(client, {"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": observation}]})
+    assert response.status_code == 422
+    assert "HAPI-1094" in response.text
+    assert fhir.resources == {}
+
+
+def test_invalid_entries_are_all_named_and_nothing_reaches_hapi(client: TestClient, fhir: FakeFhir) -> None:
+    bundle = mii_bundle("pat-1")
+    bundle["entry"][2]["resource"]["unknownElement"] = 1
+    del bundle["entry"][5]["resource"]["subject"]
+    bundle["entry"][0]["resource"].pop("gender")
+    response = post(client, bundle)
+    assert response.status_code == 422
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    expressions = {e for issue in outcome["issue"] for e in issue["expression"]}
+    assert "Bundle.entry[0].resource.gender" in expressions
+    assert "Bundle.entry[5].resource.subject" in expressions
+    assert "Bundle.entry[2].resource.unknownElement" in expressions
+    assert fhir.transactions == []
+
+
+def test_ndjson_is_imported_like_a_bundle(client: TestClient, fhir: FakeFhir) -> None:
+    lines = [json.dumps(e["resource"]) for e in mii_bundle("pat-3")["entry"]]
+    response = client.post(
+        "/fhir/$import", content="\n".join(lines) + "\n", headers=headers("source", "application/fhir+ndjson")
+    )
+    assert response.status_code == 200, response.text
+    assert len(fhir.resources) == len(lines)
+
+
+def test_ndjson_problems_name_their_lines_and_nothing_is_written(client: TestClient, fhir: FakeFhir) -> None:
+    good = json.dumps(mii_bundle("pat-11")["entry"][0]["resource"])
+    body = "\n".join([good, "{not json", '["a list"]', "", json.dumps({"resourceType": "Observation", "id": "o"})])
+    response = client.post("/fhir/$import", content=body, headers=headers("source", "application/fhir+ndjson"))
+    assert response.status_code == 422
+    diagnostics = [issue["diagnostics"] for issue in response.json()["issue"]]
+    assert diagnostics[0].startswith("line 2: is not valid JSON")
+    assert diagnostics[1].startswith("line 3: is not a FHIR resource")
+    assert fhir.transactions == []
+    response = client.post(
+        "/fhir/$import",
+        content=f"{good}\n\n{json.dumps({'resourceType': 'Observation', 'id': 'o'})}",
+        headers=headers("source", "application/fhir+ndjson"),
+    )
+    assert response.status_code == 422
+    assert "line 3.code" in {i["expression"][0] for i in response.json()["issue"]}
+
+
+@pytest.mark.parametrize(
+    ("who", "token", "status"),
+    [("nobody", "token-of-nobody", 403), ("reader", "token-of-reader", 403), ("?", "forged", 401), ("?", "", 401)],
+)
+def test_ingest_needs_the_ingest_role(client: TestClient, fhir: FakeFhir, who: str, token: str, status: int) -> None:
+    response = client.post(
+        "/fhir",
+        content=json.dumps(mii_bundle("pat-11")),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"},
+    )
+    assert response.status_code == status
+    assert response.json()["resourceType"] == "OperationOutcome"
+    assert fhir.transactions == []
+
+
+def test_a_wrong_content_type_is_415(client: TestClient) -> None:
+    response = client.post("/fhir", content=json.dumps(mii_bundle("pat-11")), headers=headers("source", "text/plain"))
+    assert response.status_code == 415
+    response = client.post("/fhir/$import", content="{}", headers=headers("source"))
+    assert response.status_code == 415
+
+
+def test_an_oversized_body_is_413_before_anything_is_parsed(client: TestClient) -> None:
+    response = client.post("/fhir", content=b" " * (4 * 1024 * 1024 + 1), headers=headers("source"))
+    assert response.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("body", "expression"),
+    [
+        (b"\xff\xfe", None),
+        (b"[]", None),
+        (json.dumps({"resourceType": "Patient"}).encode(), "resourceType"),
+        (json.dumps({"resourceType": "Bundle", "type": "collection", "entry": []}).encode(), "Bundle.type"),
+        (json.dumps({"resourceType": "Bundle", "type": "batch"}).encode(), "Bundle.entry"),
+    ],
+)
+def test_what_is_not_a_transaction_or_batch_bundle_is_400(client: TestClient, body: bytes, expression: str) -> None:
+    response = client.post("/fhir", content=body, headers=headers("source"))
+    assert response.status_code == 400
+    issue = response.json()["issue"][0]
+    assert issue.get("expression", [None]) == [expression]
+
+
+def test_hapi_unreachable_is_502_naming_it(client: TestClient, fhir: FakeFhir) -> None:
+    fhir.down = True
+    response = post(client, mii_bundle("pat-11"))
+    assert response.status_code == 502
+    assert "HAPI at http://hapi.test/fhir unreachable" in response.json()["issue"][0]["diagnostics"]
+
+
+def test_reads_go_to_hapi_with_the_read_role_and_are_audited(client: TestClient, fhir: FakeFhir) -> None:
+    post(client, mii_bundle("pat-11"))
+    [patient] = fhir.of_type("Patient")
+    found = client.get(f"/fhir/Patient/{patient['id']}", headers=headers("reader"))
+    assert found.status_code == 200
+    assert found.json()["id"] == patient["id"]
+    key = SourceKey("Patient", SOURCE, "Patient/mii-exa-test-data-patient-11")
+    search = client.get(f"/fhir/Patient?identifier={SOURCE}|{key.value}", headers=headers("reader"))
+    assert search.json()["total"] == 1
+    assert search.json()["entry"][0]["fullUrl"].startswith("http://testserver/fhir/Patient/")
+    assert client.get("/fhir/Patient/unknown", headers=headers("reader")).status_code == 404
+    assert client.get(f"/fhir/Patient/{patient['id']}", headers=headers("source")).status_code == 403
+    assert client.get("/fhir/Patient/bad$id", headers=headers("reader")).status_code == 400
+    events = client.get("/fhir/AuditEvent", headers=headers("auditor")).json()
+    operations = [(e["subtype"][0]["code"], e["outcome"]) for e in (x["resource"] for x in events["entry"])]
+    assert operations.count(("read", "0")) == 3
+    assert ("read", "4") in operations
+    assert ("ingest", "0") in operations
+    assert client.get("/fhir/AuditEvent", headers=headers("reader")).status_code == 403
+
+
+def test_an_ingest_is_audited_with_the_patients_mpi_id(client: TestClient, fhir: FakeFhir) -> None:
+    post(client, mii_bundle("pat-11"))
+    [patient] = fhir.of_type("Patient")
+    mpi = next(i["value"] for i in patient["identifier"] if i["system"] == MPI_SYSTEM)
+    events = client.get(f"/fhir/AuditEvent?entity={mpi}", headers=headers("auditor")).json()
+    assert [e["resource"]["subtype"][0]["code"] for e in events["entry"]] == ["ingest"]
+
+
+def test_health_answers_ok(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=30,
+)
+RESOURCE_TYPES = st.sampled_from(["Patient", "Observation", "Condition", "Consent", "Encounter", "Nope", 7])
+
+
+@st.composite
+def bundle_like(draw: st.DrawFn) -> Any:
+    entry = st.fixed_dictionaries(
+        {
+            "resource": st.fixed_dictionaries(
+                {"resourceType": RESOURCE_TYPES},
+                optional={"id": JSON, "subject": JSON, "code": JSON, "identifier": JSON},
+            )
+        },
+        optional={"fullUrl": JSON, "request": JSON},
+    )
+    return draw(
+        JSON
+        | st.fixed_dictionaries(
+            {"resourceType": st.just("Bundle"), "type": st.sampled_from(["transaction", "batch", "x"])},
+            optional={"entry": st.lists(entry | JSON, max_size=4)},
+        )
+    )
+
+
+@settings(
+    suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=150
+)  # no input may cause a 5xx, whatever is stored
+@given(body=bundle_like())
+def test_arbitrary_json_bodies_never_produce_a_server_error(client: TestClient, body: Any) -> None:
+    response = client.post("/fhir", content=json.dumps(body), headers=headers("source"))
+    assert response.status_code < 500, response.text
+    assert response.json()["resourceType"] in ("OperationOutcome", "Bundle")

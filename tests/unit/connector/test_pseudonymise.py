@@ -1,0 +1,116 @@
+"""The research extract keeps nothing identifying, for any patient and any resources (property)."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from connector.pseudonymise import pseudonymise
+
+KVNR = "http://fhir.de/sid/gkv/kvid-10"
+SOURCE = "https://hubnode.org/fhir/sid/source/dic"
+token = st.from_regex(r"Xq[a-z]{6,10}", fullmatch=True)
+ids = st.from_regex(r"Zz[0-9a-z]{6,12}", fullmatch=True)
+birth_dates = st.dates(min_value=date(1920, 1, 1), max_value=date(1999, 12, 31))
+
+
+@st.composite
+def patients(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[str]]:
+    """A patient and their resources, and every identifying string put into them."""
+    family, given_name, street, city, phone, kvnr, source_id, note = (draw(token) for _ in range(8))
+    patient_id = draw(ids)
+    birth = draw(birth_dates).isoformat()
+    identifying = [family, given_name, street, city, phone, kvnr, source_id, note, patient_id, birth]
+    patient = {
+        "resourceType": "Patient",
+        "id": patient_id,
+        "identifier": [{"system": KVNR, "value": kvnr}, {"system": SOURCE, "value": f"Patient/{source_id}"}],
+        "name": [{"family": family, "given": [given_name]}],
+        "telecom": [{"system": "phone", "value": phone}],
+        "address": [{"line": [street], "city": city}],
+        "gender": draw(st.sampled_from(["female", "male", "other", "unknown"])),
+        "birthDate": birth,
+        "text": {"status": "generated", "div": f"<div>{family}</div>"},
+        "extension": [
+            {"url": "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName", "valueString": family}
+        ],
+        "contact": [{"name": {"family": family}}],
+    }
+    resources: list[dict[str, Any]] = [patient]
+    for kind in draw(
+        st.lists(
+            st.sampled_from(["Condition", "Observation", "Encounter", "RelatedPerson", "Practitioner"]), max_size=6
+        )
+    ):
+        resource_id = draw(ids)
+        identifying.append(resource_id)
+        resource: dict[str, Any] = {
+            "resourceType": kind,
+            "id": resource_id,
+            "identifier": [{"system": SOURCE, "value": f"{kind}/{draw(token)}"}],
+            "subject": {"reference": f"Patient/{patient_id}", "display": f"{given_name} {family}"},
+            "note": [{"text": f"{note} said"}],
+            "extension": [{"url": "http://example.org/x", "valueHumanName": {"family": family}}],
+            "performer": [{"reference": f"Practitioner/{draw(ids)}", "display": family}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "1234-5", "display": "Lab"}], "text": note},
+            "effectiveDateTime": "2024-02-03",
+        }
+        if kind in ("RelatedPerson", "Practitioner"):
+            resource.update(name=[{"family": family}], telecom=[{"value": phone}], address=[{"city": city}])
+        resources.append(resource)
+        identifying.extend(v["value"].split("/")[1] for v in resource["identifier"])
+    return resources, identifying
+
+
+@given(patients(), st.from_regex(r"S[A-Z0-9]{8}", fullmatch=True))
+def test_no_identifying_element_survives_pseudonymisation(
+    drawn: tuple[list[dict[str, Any]], list[str]], pseudonym: str
+) -> None:
+    resources, identifying = drawn
+    extract = pseudonymise(resources, resources[0]["id"], pseudonym, "study")
+    text = json.dumps(extract)
+    for value in identifying:
+        assert value not in text
+    assert KVNR not in text
+    assert SOURCE not in text
+    assert {r["resourceType"] for r in extract} <= {"Patient", "Condition", "Observation", "Encounter"}
+    assert extract[0]["birthDate"] == resources[0]["birthDate"][:4]
+
+
+@given(patients(), st.from_regex(r"S[A-Z0-9]{8}", fullmatch=True))
+def test_every_reference_to_the_patient_points_at_the_pseudonymised_patient(
+    drawn: tuple[list[dict[str, Any]], list[str]], pseudonym: str
+) -> None:
+    resources, _ = drawn
+    extract = pseudonymise(resources, resources[0]["id"], pseudonym, "study")
+    assert extract[0]["id"] == pseudonym
+    assert extract[0]["identifier"] == [{"system": "https://hubnode.org/fhir/sid/pseudonym/study", "value": pseudonym}]
+    for resource in extract[1:]:
+        assert resource["subject"] == {"reference": f"Patient/{pseudonym}"}
+        assert "performer" not in resource
+
+
+@given(patients())
+def test_a_replay_gives_the_same_ids_whatever_the_order_of_the_resources(
+    drawn: tuple[list[dict[str, Any]], list[str]],
+) -> None:
+    resources, _ = drawn
+    first = pseudonymise(resources, resources[0]["id"], "S1234", "study")
+    second = pseudonymise(list(reversed(resources)), resources[0]["id"], "S1234", "study")
+    assert first == second
+
+
+def test_a_pseudonym_that_is_no_fhir_id_gets_a_derived_patient_id() -> None:
+    extract = pseudonymise([{"resourceType": "Patient", "id": "1"}], "1", "S_1 2", "study")
+    assert extract[0]["id"] != "S_1 2"
+    assert extract[0]["identifier"][0]["value"] == "S_1 2"
+
+
+def test_pseudonymising_a_patient_who_is_not_among_the_resources_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no Patient/1"):
+        pseudonymise([], "1", "S1", "study")

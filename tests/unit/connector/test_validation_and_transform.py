@@ -1,0 +1,196 @@
+"""Validation (structure + MII rules) and the pure transform to a HAPI transaction, on the 22 real KDS bundles."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector import mii_rules
+from connector.transform import SourceKey, bundle_from_ndjson, to_transaction
+from connector.validation import validate
+from tests.unit.connector.conftest import MII_BUNDLES, mii_bundle
+
+SYSTEM = "https://hubnode.org/fhir/sid/source/dic"
+
+
+def references(value: Any) -> list[str]:
+    if isinstance(value, list):
+        return [r for item in value for r in references(item)]
+    if not isinstance(value, dict):
+        return []
+    found = [r for item in value.values() for r in references(item)]
+    return [*found, value["reference"]] if isinstance(value.get("reference"), str) else found
+
+
+def test_all_22_mii_bundles_are_there() -> None:
+    assert len(MII_BUNDLES) == 22
+
+
+@pytest.mark.parametrize("path", MII_BUNDLES, ids=lambda p: p.stem.removeprefix("Bundle-mii-exa-test-data-bundle-"))
+def test_every_real_mii_bundle_validates_and_becomes_one_conditional_update_per_entry(path: Path) -> None:
+    bundle = json.loads(path.read_text())
+    assert validate(bundle["entry"]) == []
+    transaction = to_transaction(bundle["entry"], SYSTEM)
+    assert len(transaction["entry"]) == len(bundle["entry"])
+    full_urls = {e["fullUrl"] for e in transaction["entry"]}
+    for original, entry in zip(bundle["entry"], transaction["entry"], strict=True):
+        kind = original["resource"]["resourceType"]
+        assert entry["request"]["method"] == "PUT"
+        assert entry["request"]["url"].startswith(f"{kind}?identifier=")
+        assert "id" not in entry["resource"]
+        assert set(references(entry["resource"])) <= full_urls  # every reference in the KDS bundles is internal
+
+
+def test_replaying_a_bundle_gives_an_identical_transaction() -> None:
+    bundle = mii_bundle("onkologie-1")
+    assert to_transaction(copy.deepcopy(bundle)["entry"], SYSTEM) == to_transaction(bundle["entry"], SYSTEM)
+
+
+def test_the_source_identifier_keys_each_entry_and_references_point_at_its_placeholder() -> None:
+    bundle = mii_bundle("pat-1")
+    transaction = to_transaction(bundle["entry"], SYSTEM)
+    patient, consent = transaction["entry"][0], transaction["entry"][1]
+    key = SourceKey("Patient", SYSTEM, "Patient/mii-exa-test-data-patient-1")
+    assert patient["request"]["url"] == f"Patient?identifier={SYSTEM}|Patient/mii-exa-test-data-patient-1"
+    assert patient["fullUrl"] == key.full_url
+    assert {"system": SYSTEM, "value": "Patient/mii-exa-test-data-patient-1"} in patient["resource"]["identifier"]
+    assert consent["resource"]["patient"]["reference"] == key.full_url
+    assert bundle["entry"][1]["resource"]["patient"]["reference"] == "Patient/mii-exa-test-data-patient-1"  # untouched
+
+
+def test_a_reference_outside_the_bundle_becomes_a_conditional_reference_on_its_source_identifier() -> None:
+    entry = {
+        "resource": {
+            "resourceType": "Observation",
+            "id": "o1",
+            "status": "final",
+            "code": {"text": "x"},
+            "subject": {"reference": "Patient/p-1/_history/2"},
+            "focus": [{"reference": "#contained"}, {"reference": "https://elsewhere.example/Patient/9"}],
+        }
+    }
+    [result] = to_transaction([entry], SYSTEM)["entry"]
+    assert result["resource"]["subject"]["reference"] == f"Patient?identifier={SYSTEM}|Patient/p-1"
+    assert [f["reference"] for f in result["resource"]["focus"]] == [
+        "#contained",
+        "https://elsewhere.example/Patient/9",
+    ]
+
+
+def test_conditional_urls_escape_the_token_search_separators() -> None:
+    key = SourceKey("QuestionnaireResponse", "urn:x", "a,b|c$d\\e f")
+    assert key.conditional_url == "QuestionnaireResponse?identifier=urn:x|a%5C%2Cb%5C%7Cc%5C%24d%5C%5Ce%20f"
+
+
+def test_a_resource_with_a_single_identifier_keeps_its_own_as_key() -> None:
+    own = {"system": "urn:example:qr", "value": "qr-1"}
+    entry = {"resource": {"resourceType": "QuestionnaireResponse", "id": "q", "status": "completed", "identifier": own}}
+    [result] = to_transaction([entry], SYSTEM)["entry"]
+    assert result["request"]["url"] == "QuestionnaireResponse?identifier=urn:example:qr|qr-1"
+    assert result["resource"]["identifier"] == own
+
+
+def test_an_entry_without_id_is_keyed_by_its_urn_uuid_full_url() -> None:
+    patient = {"resourceType": "Patient", "identifier": [{"system": "urn:x", "value": "1"}], "gender": "female"}
+    entries = [{"fullUrl": "urn:uuid:0b5f6e0c-6c1f-4b43-9a1e-0f1e2d3c4b5a", "resource": patient}]
+    assert validate(entries) == []
+    [result] = to_transaction(entries, SYSTEM)["entry"]
+    assert result["request"]["url"].endswith("|Patient/0b5f6e0c-6c1f-4b43-9a1e-0f1e2d3c4b5a")
+
+
+def test_every_problem_of_every_entry_is_named() -> None:
+    entries = [
+        {"resource": {"resourceType": "Patient", "id": "p"}},
+        {"resource": {"resourceType": "Binary", "id": "b", "contentType": "text/plain"}},
+        {"resource": {"resourceType": "Nope"}},
+        {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}},
+        {"resource": {"resourceType": "Patient", "id": "p", "identifier": [{"value": "1"}], "gender": "male"}},
+        {"request": {"method": "DELETE", "url": "Patient/p"}, "resource": {"resourceType": "Patient"}},
+        {
+            "resource": {
+                "resourceType": "Encounter",
+                "id": "e",
+                "status": "finished",
+                "class": {"code": "IMP"},
+                "subject": {"reference": "urn:uuid:nowhere"},
+            }
+        },
+        "not an entry",
+    ]
+    found = {(p.expression, p.message.split(" ")[0]) for p in validate(entries)}
+    assert ("Bundle.entry[0].resource.identifier", "is") in found
+    assert ("Bundle.entry[0].resource.gender", "is") in found
+    assert ("Bundle.entry[1].resource", "a") in found  # Binary has no identifier
+    assert ("Bundle.entry[2].resource.resourceType", "'Nope'") in found
+    assert ("Bundle.entry[3].resource.id", "is") in found
+    assert ("Bundle.entry[3].resource.subject", "is") in found
+    assert ("Bundle.entry[4].resource", "Patient/p") in found  # the same source id twice
+    assert ("Bundle.entry[5].resource", "request.method") in found
+    assert ("Bundle.entry[6].resource.subject.reference", "urn:uuid:nowhere") in found
+    assert ("Bundle.entry[7].resource", "the") in found
+
+
+@pytest.mark.parametrize(
+    ("change", "expression"),
+    [
+        (lambda c: c["code"]["coding"][0].pop("version"), "code.coding[0].version"),
+        (lambda c: c["code"]["coding"][0].update(code="not a code"), "code.coding[0].code"),
+        (lambda c: c["code"].update(coding=[{"system": "urn:other", "code": "x"}]), "code.coding"),
+    ],
+)
+def test_an_mii_diagnosis_needs_a_versioned_icd_10_gm_code(change: Any, expression: str) -> None:
+    condition = {
+        "resourceType": "Condition",
+        "meta": {"profile": [f"{mii_rules.DIAGNOSE_PROFILE}|2025.0.0"]},
+        "code": {"coding": [{"system": mii_rules.ICD10GM, "version": "2024", "code": "C50.4"}]},
+        "subject": {"reference": "Patient/p"},
+    }
+    assert mii_rules.problems(condition) == []
+    change(condition)
+    assert [path for path, _ in mii_rules.problems(condition)] == [expression]
+
+
+def test_an_mii_consent_denies_at_the_top_and_permits_policies_with_periods() -> None:
+    consent = next(e["resource"] for e in mii_bundle("pat-1")["entry"] if e["resource"]["resourceType"] == "Consent")
+    assert mii_rules.problems(consent) == []
+    consent["provision"]["type"] = "permit"
+    consent["provision"]["provision"][0]["code"][0]["coding"][0]["system"] = "urn:other"
+    del consent["provision"]["provision"][1]["period"]
+    consent["meta"]["profile"] = ["http://example.org/other-consent"]
+    assert sorted(path for path, _ in mii_rules.problems(consent)) == [
+        "meta.profile",
+        "provision.provision[0].code[0].coding",
+        "provision.provision[1].period",
+        "provision.type",
+    ]
+
+
+def test_medication_codes_are_atc_or_pzn_and_lab_results_loinc() -> None:
+    statement = {
+        "resourceType": "MedicationStatement",
+        "subject": {"reference": "Patient/p"},
+        "medicationCodeableConcept": {"coding": [{"system": "urn:other", "code": "x"}]},
+    }
+    assert [p for p, _ in mii_rules.problems(statement)] == ["medicationCodeableConcept.coding"]
+    lab = {
+        "resourceType": "Observation",
+        "meta": {"profile": [mii_rules.LABOR_PROFILE]},
+        "subject": {},
+        "code": {"coding": [{"system": mii_rules.LOINC, "code": "7187"}]},
+    }
+    assert sorted(p for p, _ in mii_rules.problems(lab)) == ["code.coding[0].code", "effective"]
+
+
+def test_ndjson_lines_become_entries_and_bad_lines_are_named() -> None:
+    bundle, lines, problems = bundle_from_ndjson(b'{"resourceType": "Patient", "id": "a"}\n\n[1]\n{"x": 1\n')
+    assert [e["resource"]["id"] for e in bundle["entry"]] == ["a"]
+    assert lines == [1]
+    assert [(p.line, p.message.split(" (")[0]) for p in problems] == [
+        (3, "is not a FHIR resource"),
+        (4, "is not valid JSON"),
+    ]
+    assert bundle_from_ndjson(b'{"resourceType": "Patient"}\n\xff\n')[2][0].line == 2
