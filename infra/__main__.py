@@ -23,6 +23,7 @@ SECRET_SOURCES = {
     "tc-secret": "trustcentreSecret",
     "tc-admin-token": "trustcentreAdminToken",
     "cn-admin-token": "connectorAdminToken",
+    "cn-reader-token": "connectorReaderToken",
     "cn-tc-token": "connectorTrustcentreToken",
     "gateway-secret": "gatewaySecret",
 }

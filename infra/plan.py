@@ -462,7 +462,9 @@ def _connector_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Map
         *_federation_files("node-certificate", "node-key", "federation-ca", "allow-list"),
         SecretFile("gateway-secret", f"{SECRETS_DIR}/gateway-secret"),
         SecretFile(
-            "cn-callers", f"{SECRETS_DIR}/cn-callers", CallersFile((("site-admin", "cn-admin-token", CONNECTOR_ROLES),))
+            "cn-callers",
+            f"{SECRETS_DIR}/cn-callers",
+            CallersFile((("site-admin", "cn-admin-token", CONNECTOR_ROLES), ("reader", "cn-reader-token", ("read",)))),
         ),
     )
     env = {

@@ -47,6 +47,7 @@ SECRET_KEYS: tuple[str, ...] = (
     "trustcentreSecret",
     "trustcentreAdminToken",
     "connectorAdminToken",
+    "connectorReaderToken",
     "connectorTrustcentreToken",
     "gatewaySecret",
 )

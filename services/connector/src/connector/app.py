@@ -1,8 +1,8 @@
 """The connector's ASGI app: ingest, read proxy and audit (docs/federation.md, "Public API").
 
 The process routes (`/fhir/Task...`) and the peer API (`/peer/...`) come from
-`connector.process_api.routes()` (see `exchange_routes`); their handlers find what they need on
-`request.app.state`: `settings`, `engine`, `hapi`, `trustcentre`, `authenticator`.
+`connector.process_api.routes()`; their handlers find what they need on `request.app.state`:
+`settings`, `engine`, `hapi`, `trustcentre`, `authenticator`.
 
 Every refusal is a 4xx with an OperationOutcome and an audit record; HAPI or the trust centre being
 unreachable is a 502; only a bug is a 500, and its body names a log reference, never a stack trace.
@@ -10,42 +10,37 @@ unreachable is a 502; only a bug is a 500, and its body names a log reference, n
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine, text
+from sqlalchemy import text
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from connector import audit
+from connector import audit, process_api
 from connector.auth import Role
 from connector.db import audit_log, connect
+from connector.handling import Done, handled
 from connector.hapi import HapiClient
 from connector.ingest import Ingester
 from connector.settings import Settings
 from connector.transform import bundle_from_ndjson
 from connector.trustcentre_client import TrustCentreClient
-from connector.upstream import UpstreamRefused, UpstreamUnavailable
+from connector.upstream import UpstreamUnavailable
 from connector.validation import InvalidInput, Problem, bundle_entries
-from servicekit.audit import AuditRecord
 from servicekit.auth import Caller
-from servicekit.fhir import FHIR_JSON, FhirError, operation_outcome, parse_json_resource
+from servicekit.fhir import FHIR_JSON, FhirError, parse_json_resource
 from servicekit.web import (
-    authenticate,
-    error_response,
     fhir_response,
     http_exception_handler,
-    internal_error_response,
     read_body,
 )
 
@@ -54,18 +49,6 @@ JSON_TYPES = (FHIR_JSON, "application/json")
 NDJSON_TYPES = ("application/fhir+ndjson", "application/ndjson", "application/x-ndjson")
 _TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-
-
-@dataclass(frozen=True)
-class Done:
-    """What an endpoint's work produced: the answer and the audit subjects (patients' MPI ids)."""
-
-    response: Response
-    subjects: Sequence[str] = ()
-
-
-Work = Callable[[Request, Caller], Awaitable[Done]]
-Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def create_app(
@@ -93,7 +76,7 @@ def create_app(
 
     routes: list[BaseRoute] = [
         Route("/health", health),
-        *exchange_routes(),
+        *process_api.routes(),
         Route("/fhir", handled(audit.INGEST, Role.INGEST, api.ingest_bundle, engine), methods=["POST"]),
         Route("/fhir/$import", handled(audit.IMPORT, Role.INGEST, api.import_ndjson, engine), methods=["POST"]),
         Route("/fhir/AuditEvent", audit_log.endpoint(engine, Role.AUDIT_READ)),
@@ -165,48 +148,6 @@ class Api:
             raise UpstreamUnavailable(f"HAPI answered GET {path} with JSON that is not a resource")
         public_base = str(request.base_url).rstrip("/") + "/fhir"
         return Done(fhir_response(_rebased(resource, self.hapi.base_url, public_base), answer.status_code))
-
-
-def exchange_routes() -> list[BaseRoute]:
-    """HOOK for the exchange modules: the routes of `connector.process_api.routes()`, once that module exists."""
-    try:
-        process_api = importlib.import_module("connector.process_api")
-    except ModuleNotFoundError:
-        return []
-    found: list[BaseRoute] = list(process_api.routes())
-    return found
-
-
-def handled(operation: str, role: Role, work: Work, engine: Engine) -> Endpoint:
-    """Serve `work` for callers holding `role`: authenticate, audit, and turn every failure into an answer."""
-
-    async def endpoint(request: Request) -> Response:
-        caller_name = "anonymous"
-        outcome, detail = "success", f"{request.method} {request.url.path}"
-        subjects: tuple[str, ...] = ()
-        try:
-            caller = authenticate(request)
-            caller_name = caller.name
-            caller.require(role)
-            done = await work(request, caller)
-            response, subjects = done.response, tuple(done.subjects)
-        except FhirError as error:
-            outcome, detail, response = "refused", str(error), error_response(error)
-        except InvalidInput as invalid:
-            outcome, detail, response = "refused", str(invalid), fhir_response(invalid.outcome(), 422)
-        except UpstreamRefused as refused:
-            outcome, detail, response = "refused", str(refused), fhir_response(refused.outcome, 422)
-        except UpstreamUnavailable as unavailable:
-            outcome, detail = "failed", str(unavailable)
-            response = fhir_response(operation_outcome("transient", str(unavailable)), 502)
-        except Exception as unexpected:  # noqa: BLE001 -- any failure becomes a 500 naming a log reference
-            response, reference = internal_error_response(LOG, operation, unexpected)
-            outcome, detail = "failed", f"reference {reference}"
-        entry = AuditRecord(caller_name, operation, subjects, outcome, detail=detail)
-        await run_in_threadpool(audit.record_alone, engine, entry)
-        return response
-
-    return endpoint
 
 
 def _require_content_type(request: Request, accepted: Sequence[str]) -> None:

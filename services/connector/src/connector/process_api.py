@@ -19,8 +19,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from connector import processes
-from connector.app import Done, handled
 from connector.auth import Role
+from connector.handling import Done, handled
 from connector.hapi import HapiClient
 from connector.ingest import Ingester
 from connector.peers import TIMEOUT, PeerClient

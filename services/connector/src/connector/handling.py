@@ -1,0 +1,71 @@
+"""Every public endpoint's frame: authenticate, check the role, do the work, audit, answer every failure.
+
+Refusals are 4xx with an OperationOutcome; HAPI or the trust centre being unreachable is a 502; only a
+bug is a 500, and its body names a log reference, never a stack trace. Each call leaves one audit record.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from connector import audit
+from connector.auth import Role
+from connector.upstream import UpstreamRefused, UpstreamUnavailable
+from connector.validation import InvalidInput
+from servicekit.audit import AuditRecord
+from servicekit.auth import Caller
+from servicekit.fhir import FhirError, operation_outcome
+from servicekit.web import authenticate, error_response, fhir_response, internal_error_response
+
+LOG = logging.getLogger("connector")
+
+
+@dataclass(frozen=True)
+class Done:
+    """What an endpoint's work produced: the answer and the audit subjects (patients' MPI ids)."""
+
+    response: Response
+    subjects: Sequence[str] = ()
+
+
+Work = Callable[[Request, Caller], Awaitable[Done]]
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def handled(operation: str, role: Role, work: Work, engine: Engine) -> Endpoint:
+    """Serve `work` for callers holding `role`: authenticate, audit, and turn every failure into an answer."""
+
+    async def endpoint(request: Request) -> Response:
+        caller_name = "anonymous"
+        outcome, detail = "success", f"{request.method} {request.url.path}"
+        subjects: tuple[str, ...] = ()
+        try:
+            caller = authenticate(request)
+            caller_name = caller.name
+            caller.require(role)
+            done = await work(request, caller)
+            response, subjects = done.response, tuple(done.subjects)
+        except FhirError as error:
+            outcome, detail, response = "refused", str(error), error_response(error)
+        except InvalidInput as invalid:
+            outcome, detail, response = "refused", str(invalid), fhir_response(invalid.outcome(), 422)
+        except UpstreamRefused as refused:
+            outcome, detail, response = "refused", str(refused), fhir_response(refused.outcome, 422)
+        except UpstreamUnavailable as unavailable:
+            outcome, detail = "failed", str(unavailable)
+            response = fhir_response(operation_outcome("transient", str(unavailable)), 502)
+        except Exception as unexpected:  # noqa: BLE001 -- any failure becomes a 500 naming a log reference
+            response, reference = internal_error_response(LOG, operation, unexpected)
+            outcome, detail = "failed", f"reference {reference}"
+        entry = AuditRecord(caller_name, operation, subjects, outcome, detail=detail)
+        await run_in_threadpool(audit.record_alone, engine, entry)
+        return response
+
+    return endpoint
