@@ -317,7 +317,12 @@ class ScenarioRun:
         problems = [problem for response in responses for problem in _unmet(step.expect, response, len(responses))]
         subject = self._subject(step)
         before = self._snapshots.get(subject.index, {})
-        problems += self._invariants(subject, step.expect.invariants, responses, before, log)
+        try:
+            problems += self._invariants(subject, step.expect.invariants, responses, before, log)
+        except CannotRunError as exc:
+            if not problems:
+                raise
+            problems.append(f"invariants not checked: {exc}")  # the step failed already; say why it is incomplete
         if problems:
             return Outcome.FAILED, "; ".join(problems)
         return Outcome.PASSED, ""
@@ -518,6 +523,7 @@ class ScenarioRun:
                 continue
             if seen.setdefault(original, pseudonym) != pseudonym:
                 problems.append(f"one person has two pseudonyms in {domain}: {seen[original]} and {pseudonym}")
+                continue
             earlier, where = self.runner.pseudonyms.setdefault((domain, original), (pseudonym, here))
             if earlier != pseudonym:
                 problems.append(f"{domain}: a person's pseudonym was {earlier} at {where}, now {pseudonym}")

@@ -1,0 +1,116 @@
+"""The targets file of a local stack: endpoints, tokens, capabilities from components, certificates for trust tests."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from conformance.local_targets import write_local_targets
+from conformance.targets import Targets, load_targets
+from infra import pki, pki_store
+from infra.errors import HubnodeError
+
+PROJECT_DIR = Path(__file__).resolve().parents[3]
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+SITES = {"dic": "dic", "practice": "practice", "research": "research"}
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A project folder as `hubnode up --stack federation` leaves it (without containers)."""
+    shutil.copy(PROJECT_DIR / "Pulumi.yaml", tmp_path)
+    shutil.copy(PROJECT_DIR / "Pulumi.federation.yaml", tmp_path)
+    state = tmp_path / ".hubnode" / "federation"
+    nodes = []
+    for number, site in enumerate(SITES):
+        endpoints = {"gateway": f"https://127.0.0.1:{8443 + number}", "peer": f"https://127.0.0.1:{9443 + number}"}
+        nodes.append({"site": site, "role": SITES[site], "endpoints": endpoints})
+        secrets = state / "secrets" / site
+        secrets.mkdir(parents=True)
+        for secret in ("cn-admin-token", "cn-reader-token", "tc-admin-token", "gateway-secret"):
+            (secrets / secret).write_text(f"{site}-{secret}\n")
+    (state / "endpoints.json").write_text(json.dumps({"stack": "federation", "nodes": nodes}))
+    pki_store.ensure(state / "pki", "hubnode-local", {site: [f"{site}.hubnode.test"] for site in SITES}, NOW)
+    return tmp_path
+
+
+def written(project: Path) -> Targets:
+    return load_targets(write_local_targets(project, "federation", NOW))
+
+
+def test_each_node_answers_at_its_gateway_with_the_capabilities_of_its_components(project: Path) -> None:
+    targets = written(project)
+    dic, practice = targets.nodes["dic"], targets.nodes["practice"]
+    assert dic.public_url == "https://127.0.0.1:8443"
+    assert dic.fhir_url == "https://127.0.0.1:8443/fhir"
+    assert dic.trustcentre_url == "https://127.0.0.1:8443/ttp-fhir/fhir"
+    assert dic.peer_url == "https://127.0.0.1:9443"
+    assert dic.capabilities == {"ingest", "read", "processes", "audit", "trustcentre", "mtls"}
+    assert practice.capabilities == {"ingest", "read", "processes", "audit", "mtls"}
+    assert practice.trustcentre_url is None
+    assert targets.trustcentre() is dic
+    assert dic.ca_file == project / ".hubnode/federation/conformance/../pki/ca.crt"
+    assert targets.versions["hubnode"]
+
+
+def test_tokens_map_the_stacks_secrets_to_the_credentials_scenarios_name(project: Path) -> None:
+    targets = written(project)
+    dic, research = targets.nodes["dic"], targets.nodes["research"]
+    assert dic.token("suite") == "dic-cn-admin-token"
+    assert dic.token("read-only") == "dic-cn-reader-token"
+    assert dic.token("trustcentre") == "dic-tc-admin-token"
+    assert sorted(research.tokens) == ["read-only", "suite"]  # no trust centre there, so no trust-centre token
+
+
+def test_a_token_file_the_stack_has_not_made_is_left_out(project: Path) -> None:
+    (project / ".hubnode/federation/secrets/practice/cn-reader-token").unlink()
+    assert sorted(written(project).nodes["practice"].tokens) == ["suite"]
+
+
+def test_client_certificates_each_provoke_their_refusal(project: Path) -> None:
+    pki_folder = project / ".hubnode/federation/pki"
+    ca = pki.load_certificate((pki_folder / "ca.crt").read_bytes())
+    allowed = {pki.thumbprint(pki.load_certificate((pki_folder / f"{site}.crt").read_bytes())) for site in SITES}
+    certificates = written(project).nodes["dic"].client_certificates
+
+    def load(kind: str) -> pki.Issued:
+        pair = certificates[kind]
+        return pki.Issued(pki.load_certificate(pair.cert.read_bytes()), pki.load_key(pair.key.read_bytes()))
+
+    assert all(pki.key_matches(load(kind)) for kind in certificates)
+    assert pki.needs_reissue(load("other-ca").certificate, ca, [], NOW) == "not signed by the federation CA"
+    assert pki.expiry_reason(load("expired").certificate, NOW) == "expired"
+    assert pki.needs_reissue(load("expired").certificate, ca, [], NOW) == "expired"
+    not_allowed = load("not-allowed").certificate
+    assert pki.needs_reissue(not_allowed, ca, pki.node_names(()), NOW) is None
+    assert pki.thumbprint(not_allowed) not in allowed
+    assert certificates["valid"].cert == pki_folder.parent / "conformance/../pki/practice.crt"
+    assert certificates["wrong-role"].cert == pki_folder.parent / "conformance/../pki/research.crt"
+    assert (certificates["not-allowed"].key.stat().st_mode & 0o777) == 0o600
+
+
+def test_valid_is_another_node_for_every_site(project: Path) -> None:
+    nodes = written(project).nodes
+    assert nodes["practice"].client_certificates["valid"].cert.name == "dic.crt"
+    assert nodes["research"].client_certificates["valid"].cert.name == "dic.crt"
+
+
+def test_a_stack_that_was_never_brought_up_says_how_to_bring_it_up(project: Path) -> None:
+    (project / ".hubnode/federation/endpoints.json").unlink()
+    with pytest.raises(HubnodeError) as raised:
+        write_local_targets(project, "federation", NOW)
+    assert "was not brought up here" in raised.value.message
+    assert raised.value.fix == "run: hubnode up --stack federation"
+
+
+def test_endpoints_of_a_site_the_stack_file_no_longer_has_are_refused(project: Path) -> None:
+    endpoints = project / ".hubnode/federation/endpoints.json"
+    recorded = json.loads(endpoints.read_text())
+    recorded["nodes"].append({"site": "gone", "role": "practice", "endpoints": {"gateway": "https://127.0.0.1:1"}})
+    endpoints.write_text(json.dumps(recorded))
+    with pytest.raises(HubnodeError, match="sites the stack file no longer has: gone"):
+        write_local_targets(project, "federation", NOW)

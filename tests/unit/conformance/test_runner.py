@@ -1,0 +1,575 @@
+"""The runner against a stand-in federation (httpx.MockTransport): what it sends, how it judges what comes back."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conformance.results import Outcome, StepResult
+from conformance.runner import Runner, RunOptions
+from conformance.scenario import Scenario, load_scenario
+from conformance.targets import NodeTarget, Targets
+from fixtures.synthetic import synthetic_person
+from servicekit.kvnr import KVNR_SYSTEM
+
+ANNA = synthetic_person(2101, site="dic", gender="female", birth_year=1968)
+HEADER = """\
+name: journey
+title: A test journey
+journey: 2
+actors:
+  hospital: {site: dic}
+  gp: {site: practice}
+  reader: {site: practice, credential: read-only}
+patients:
+  anna: {seed: 2101, site: dic, gender: female, birth_year: 1968, conditions: [C50.4]}
+steps:
+"""
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def fhir(status: int, body: object) -> httpx.Response:
+    return httpx.Response(status, json=body, headers={"content-type": "application/fhir+json"})
+
+
+def bundle(*resources: dict[str, Any], total: int | None = None) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [{"resource": r} for r in resources],
+    }
+    if total is not None:
+        found["total"] = total
+    return found
+
+
+def consented(value: bool) -> dict[str, Any]:
+    return {"resourceType": "Parameters", "parameter": [{"name": "consented", "valueBoolean": value}]}
+
+
+def audit_event(event_id: int, process: str, peer: str, outcome: str = "0") -> dict[str, Any]:
+    return {
+        "resourceType": "AuditEvent",
+        "id": str(event_id),
+        "subtype": [{"system": "urn:hubnode:connector", "code": process}],
+        "outcome": outcome,
+        "agent": [{"who": {"display": f"peer:{peer}"}, "requestor": True}],
+    }
+
+
+class Federation:
+    """Two stand-in nodes: routes by (method, host + path), each node's audit log as a list of AuditEvents."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.routes: dict[tuple[str, str], Handler] = {}
+        self.audit: dict[str, list[dict[str, Any]]] = {"dic.test": [], "practice.test": []}
+
+    def route(self, method: str, where: str, answer: httpx.Response | Handler) -> None:
+        self.routes[method, where] = answer if callable(answer) else (lambda _request: answer)
+
+    def record(self, host: str, process: str, peer: str, outcome: str = "0") -> None:
+        events = self.audit[host]
+        events.append(audit_event(len(events) + 1, process, peer, outcome))
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.url.path == "/fhir/AuditEvent":
+            return fhir(200, bundle(*self.audit[request.url.host]))
+        handler = self.routes.get((request.method, request.url.host + request.url.path))
+        if handler is None:
+            return fhir(404, {"resourceType": "OperationOutcome", "issue": [{"diagnostics": "no such route"}]})
+        return handler(request)
+
+    def sent(self, method: str, where: str) -> list[httpx.Request]:
+        return [r for r in self.requests if r.method == method and r.url.host + r.url.path == where]
+
+
+def node(tmp_path: Path, site: str, capabilities: set[str], tokens: tuple[str, ...] = ("suite",)) -> NodeTarget:
+    files = {}
+    for name in tokens:
+        files[name] = tmp_path / f"{site}-{name}.token"
+        files[name].write_text(f"{site}-{name}-secret\n")
+    return NodeTarget(
+        site=site,
+        role=site,
+        public_url=f"https://{site}.test",
+        fhir_url=f"https://{site}.test/fhir",
+        trustcentre_url=f"https://{site}.test/ttp-fhir/fhir" if "trustcentre" in capabilities else None,
+        peer_url=None,
+        ca_file=None,
+        tokens=files,
+        client_certificates={},
+        capabilities=frozenset(capabilities),
+    )
+
+
+NODE_CAPABILITIES = {"ingest", "read", "processes", "audit"}
+
+
+@pytest.fixture
+def targets(tmp_path: Path) -> Targets:
+    dic = node(tmp_path, "dic", {*NODE_CAPABILITIES, "trustcentre"}, ("suite", "trustcentre"))
+    practice = node(tmp_path, "practice", NODE_CAPABILITIES, ("suite", "read-only"))
+    return Targets("test federation", {"dic": dic, "practice": practice}, {"hubnode": "0.1.0"})
+
+
+def scenario(tmp_path: Path, steps: str) -> Scenario:
+    path = tmp_path / "journey.yaml"
+    path.write_text(HEADER + textwrap.indent(textwrap.dedent(steps), "  "))
+    return load_scenario(path)
+
+
+def run(targets: Targets, federation: Federation, journey: Scenario) -> list[StepResult]:
+    options = RunOptions(run_id="run1", poll_interval_s=0.01)
+    [result] = Runner(targets, transport=httpx.MockTransport(federation), options=options).run([journey]).scenarios
+    return list(result.steps)
+
+
+def test_an_ingest_posts_the_bundle_with_the_actors_token_and_passes_when_expectations_hold(
+    tmp_path: Path, targets: Targets
+) -> None:
+    federation = Federation()
+    response = {"resourceType": "Bundle", "type": "transaction-response", "entry": [{"response": {"status": "201"}}]}
+    federation.route("POST", "dic.test/fhir", fhir(200, response))
+    journey = scenario(
+        tmp_path,
+        """\
+        - ingest: {at: hospital, patient: anna, record: true}
+          expect:
+            status: 200
+            content_type: application/fhir+json
+            resource_type: Bundle
+            fhir: [{path: type, equals: transaction-response}]
+        """,
+    )
+    [step] = run(targets, federation, journey)
+    assert step.outcome is Outcome.PASSED, step.message
+    assert step.exchanges == ()
+    [sent] = federation.sent("POST", "dic.test/fhir")
+    assert sent.headers["authorization"] == "Bearer dic-suite-secret"
+    assert sent.headers["content-type"] == "application/fhir+json"
+    body = json.loads(sent.content)
+    assert body["type"] == "transaction"
+    assert ANNA.kvnr in sent.content.decode()
+
+
+def test_an_unmet_expectation_fails_and_keeps_the_exchange_with_the_nodes_diagnostics(
+    tmp_path: Path, targets: Targets
+) -> None:
+    federation = Federation()
+    refusal = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "diagnostics": "Bundle.entry[1]"}]}
+    federation.route("POST", "dic.test/fhir", fhir(422, refusal))
+    journey = scenario(
+        tmp_path,
+        """\
+        - ingest: {at: hospital, patient: anna, record: true}
+          expect: {status: 200, resource_type: Bundle}
+        """,
+    )
+    [step] = run(targets, federation, journey)
+    assert step.outcome is Outcome.FAILED
+    assert "status 422, expected 200" in step.message
+    assert "resource type OperationOutcome, expected Bundle" in step.message
+    assert "the node said: Bundle.entry[1]" in step.message
+    [exchange] = step.exchanges
+    assert (exchange.method, exchange.url, exchange.status) == ("POST", "https://dic.test/fhir", 422)
+    assert '"resourceType": "Bundle"' in exchange.request
+    assert "Bundle.entry[1]" in exchange.response
+    assert "dic-suite-secret" not in exchange.request + exchange.response
+
+
+def test_a_step_whose_node_lacks_a_capability_is_not_applicable_and_sends_nothing(
+    tmp_path: Path, targets: Targets
+) -> None:
+    federation = Federation()
+    journey = scenario(
+        tmp_path,
+        """\
+        - applies_to: [portal]
+          read: {at: gp, service: portal, query: "QuestionnaireResponse?patient.identifier={{ patients.anna.kvnr }}"}
+          expect: {status: 200}
+        - read: {at: hospital, service: trustcentre, query: "AuditEvent"}
+          expect: {status: 200}
+        """,
+    )
+    portal, trustcentre = run(targets, federation, journey)
+    assert portal.outcome is Outcome.NOT_APPLICABLE
+    assert portal.message == "node practice lacks the capability 'portal'"
+    assert trustcentre.outcome is Outcome.FAILED  # applicable: the trust centre's route is missing, so 404
+    assert [r.url.path for r in federation.requests] == ["/ttp-fhir/fhir/AuditEvent"]
+
+
+def test_a_credential_the_targets_file_does_not_give_makes_a_step_not_applicable(tmp_path: Path) -> None:
+    practice = node(tmp_path, "practice", NODE_CAPABILITIES, ("suite",))
+    targets = Targets("one node", {"practice": practice})
+    journey = scenario(
+        tmp_path,
+        """\
+        - ingest: {at: reader, patient: anna, record: true}
+          expect: {status: 403}
+        """,
+    )
+    [step] = run(targets, Federation(), journey)
+    assert step.outcome is Outcome.NOT_APPLICABLE
+    assert "no credential 'read-only'" in step.message
+
+
+def test_a_failed_set_up_marks_the_patients_later_steps_as_errors_while_other_steps_still_run(
+    tmp_path: Path, targets: Targets
+) -> None:
+    federation = Federation()
+    federation.route("POST", "dic.test/fhir", fhir(500, {"resourceType": "OperationOutcome", "issue": []}))
+    federation.route("GET", "practice.test/fhir/Patient", fhir(200, bundle(total=0)))
+    journey = scenario(
+        tmp_path,
+        """\
+        - ingest: {at: hospital, patient: anna, record: true}
+          expect: {status: 200}
+        - read: {at: gp, query: "Condition?patient.identifier={{ patients.anna.kvnr }}"}
+          expect: {status: 200}
+        - read: {at: gp, query: "Patient?gender=female"}
+          expect: {status: 200, count: 0}
+        """,
+    )
+    ingest, about_anna, unrelated = run(targets, federation, journey)
+    assert ingest.outcome is Outcome.FAILED
+    assert about_anna.outcome is Outcome.ERROR
+    assert about_anna.message.startswith("depends on step 1 (ingest record of anna), which failed")
+    assert unrelated.outcome is Outcome.PASSED
+    assert not federation.sent("GET", "practice.test/fhir/Condition")
+
+
+def test_a_node_that_cannot_be_reached_is_an_error_and_the_run_goes_on(tmp_path: Path, targets: Targets) -> None:
+    federation = Federation()
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    federation.route("GET", "dic.test/fhir/Patient", refuse)
+    federation.route("GET", "practice.test/fhir/Patient", fhir(200, bundle(total=2)))
+    journey = scenario(
+        tmp_path,
+        """\
+        - read: {at: hospital, query: "Patient?gender=female"}
+          expect: {status: 200}
+        - read: {at: gp, query: "Patient?gender=female"}
+          expect: {status: 200, count: {min: 3}}
+        """,
+    )
+    unreachable, counted = run(targets, federation, journey)
+    assert unreachable.outcome is Outcome.ERROR
+    assert "ConnectError: connection refused" in unreachable.message
+    assert unreachable.exchanges[0].status is None
+    assert counted.outcome is Outcome.FAILED
+    assert counted.message == "count 2, expected at least 3"
+
+
+def test_a_process_starts_the_task_the_public_api_describes(tmp_path: Path, targets: Targets) -> None:
+    federation = Federation()
+    federation.route("POST", "dic.test/fhir/Task", fhir(201, {"resourceType": "Task", "status": "completed"}))
+    journey = scenario(
+        tmp_path,
+        """\
+        - process: {at: hospital, name: careSummary, target: gp, patients: [anna], idempotency_key: j2-anna}
+          expect: {status: 201, fhir: [{path: status, equals: completed}]}
+        """,
+    )
+    [step] = run(targets, federation, journey)
+    assert step.outcome is Outcome.PASSED, step.message
+    task = json.loads(federation.sent("POST", "dic.test/fhir/Task")[0].content)
+    assert task["instantiatesCanonical"] == "https://hubnode.org/fhir/process/careSummary|1.0"
+    assert (task["status"], task["intent"]) == ("requested", "order")
+    assert task["identifier"] == [{"system": "https://hubnode.org/fhir/sid/idempotency-key", "value": "run1-j2-anna"}]
+    inputs = {item["type"]["coding"][0]["code"]: item for item in task["input"]}
+    assert inputs["target"]["valueString"] == "practice"
+    assert inputs["patient"]["valueIdentifier"] == {"system": KVNR_SYSTEM, "value": ANNA.kvnr}
+
+
+def test_a_failed_task_says_why_in_the_message(tmp_path: Path, targets: Targets) -> None:
+    federation = Federation()
+    task = {"resourceType": "Task", "status": "failed", "statusReason": {"text": "peer 'practice' unreachable"}}
+    federation.route("POST", "dic.test/fhir/Task", fhir(201, task))
+    journey = scenario(
+        tmp_path,
+        """\
+        - process: {at: hospital, name: ping, target: gp, payload_bytes: 10}
+          expect: {status: 201, fhir: [{path: status, equals: completed}]}
+        """,
+    )
+    [step] = run(targets, federation, journey)
+    assert step.outcome is Outcome.FAILED
+    assert "the Task failed: peer 'practice' unreachable" in step.message
+
+
+def careSummary_at_the_nodes(federation: Federation, *, received: bool, task_status: str = "completed") -> None:  # noqa: N802
+    """The hospital's connector: audits its side, and the practice's side if the exchange reached it."""
+
+    def start(_request: httpx.Request) -> httpx.Response:
+        federation.record("dic.test", "careSummary", "practice", "0" if task_status == "completed" else "8")
+        if received:
+            federation.record("practice.test", "careSummary", "dic")
+        return fhir(201, {"resourceType": "Task", "status": task_status})
+
+    federation.route("POST", "dic.test/fhir/Task", start)
+
+
+AUDITED = """\
+- process: {at: hospital, name: careSummary, target: gp, patients: [anna]}
+  expect: {status: 201, invariants: [cross-node-audited]}
+"""
+
+
+def test_cross_node_audited_holds_when_both_ends_hold_a_new_record(tmp_path: Path, targets: Targets) -> None:
+    federation = Federation()
+    federation.record("practice.test", "careSummary", "dic")  # an older exchange must not count
+    careSummary_at_the_nodes(federation, received=True)
+    [step] = run(targets, federation, scenario(tmp_path, AUDITED))
+    assert step.outcome is Outcome.PASSED, step.message
+    assert step.requirements == ("HUB-INV-04",)
+
+
+def test_cross_node_audited_is_violated_when_the_receiver_recorded_nothing_new(
+    tmp_path: Path, targets: Targets
+) -> None:
+    federation = Federation()
+    federation.record("practice.test", "careSummary", "dic")  # from before the step
+    careSummary_at_the_nodes(federation, received=False)
+    [step] = run(targets, federation, scenario(tmp_path, AUDITED))
+    assert step.outcome is Outcome.FAILED
+    assert step.message == "cross-node-audited: practice holds no new AuditEvent of careSummary from dic"
+    assert any("/fhir/AuditEvent?date=ge" in exchange.url for exchange in step.exchanges)
+
+
+@pytest.mark.parametrize(
+    ("process", "peer", "outcome"),
+    [("ping", "dic", "0"), ("careSummary", "research", "0"), ("careSummary", "dic", "4")],
+    ids=["other process", "other peer", "refused"],
+)
+def test_cross_node_audited_counts_only_a_record_of_this_exchange(
+    tmp_path: Path, targets: Targets, process: str, peer: str, outcome: str
+) -> None:
+    federation = Federation()
+
+    def start(_request: httpx.Request) -> httpx.Response:
+        federation.record("dic.test", "careSummary", "practice")
+        federation.record("practice.test", process, peer, outcome)
+        return fhir(201, {"resourceType": "Task", "status": "completed"})
+
+    federation.route("POST", "dic.test/fhir/Task", start)
+    [step] = run(targets, federation, scenario(tmp_path, AUDITED))
+    assert step.outcome is Outcome.FAILED
+    assert step.message == "cross-node-audited: practice holds no new AuditEvent of careSummary from dic"
+
+
+def test_cross_node_audited_needs_the_audit_capability_at_both_ends(tmp_path: Path, targets: Targets) -> None:
+    practice = node(tmp_path, "practice", {"ingest", "read", "processes"}, ("suite",))
+    reduced = Targets("no audit at the practice", {**targets.nodes, "practice": practice})
+    [step] = run(reduced, Federation(), scenario(tmp_path, AUDITED))
+    assert step.outcome is Outcome.NOT_APPLICABLE
+    assert step.message == "node practice lacks the capability 'audit'"
+
+
+CONSENT_ENFORCED = """\
+- process: {at: hospital, name: careSummary, target: gp, patients: [anna]}
+  expect: {status: 201, invariants: [consent-enforced]}
+"""
+
+
+def test_consent_enforced_is_violated_when_a_patient_without_consent_was_sent(tmp_path: Path, targets: Targets) -> None:
+    federation = Federation()
+    federation.route("POST", "dic.test/ttp-fhir/fhir/gics/$isConsented", fhir(200, consented(value=False)))
+    careSummary_at_the_nodes(federation, received=True)
+    [step] = run(targets, federation, scenario(tmp_path, CONSENT_ENFORCED))
+    assert step.outcome is Outcome.FAILED
+    assert "consent-enforced: the Task is 'completed' although anna gave no consent .5" in step.message
+    assert "consent-enforced: practice received a careSummary from dic although anna gave no consent" in step.message
+    [asked] = federation.sent("POST", "dic.test/ttp-fhir/fhir/gics/$isConsented")
+    parameters = {p["name"]: p for p in json.loads(asked.content)["parameter"]}
+    assert parameters["personIdentifier"]["valueIdentifier"] == {"system": KVNR_SYSTEM, "value": ANNA.kvnr}
+    assert parameters["policy"]["valueCoding"]["code"] == "2.16.840.1.113883.3.1937.777.24.5.3.5"
+    assert asked.headers["authorization"] == "Bearer dic-trustcentre-secret"
+
+
+def test_consent_enforced_holds_when_the_process_without_consent_failed_and_nothing_arrived(
+    tmp_path: Path, targets: Targets
+) -> None:
+    federation = Federation()
+    federation.route("POST", "dic.test/ttp-fhir/fhir/gics/$isConsented", fhir(200, consented(value=False)))
+    careSummary_at_the_nodes(federation, received=False, task_status="failed")
+    [step] = run(targets, federation, scenario(tmp_path, CONSENT_ENFORCED))
+    assert step.outcome is Outcome.PASSED, step.message
+
+
+def test_an_invariant_that_cannot_be_checked_is_an_error_not_a_pass(tmp_path: Path, targets: Targets) -> None:
+    federation = Federation()
+    federation.route("POST", "dic.test/ttp-fhir/fhir/gics/$isConsented", fhir(503, {}))
+    careSummary_at_the_nodes(federation, received=False, task_status="failed")
+    [step] = run(targets, federation, scenario(tmp_path, CONSENT_ENFORCED))
+    assert step.outcome is Outcome.ERROR
+    assert "$isConsented answered 503" in step.message
+
+
+def test_identifying_data_on_a_research_read_is_reported_where_it_is(tmp_path: Path, targets: Targets) -> None:
+    federation = Federation()
+    leaked = {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": ANNA.birth_date}
+    federation.route("GET", "practice.test/fhir/Patient", fhir(200, bundle(leaked, total=1)))
+    journey = scenario(
+        tmp_path,
+        """\
+        - read: {at: gp, query: "Patient?gender=female"}
+          expect: {status: 200, count: 1, invariants: [no-identifying-data]}
+        """,
+    )
+    [step] = run(targets, federation, journey)
+    assert step.outcome is Outcome.FAILED
+    assert f"no-identifying-data: $.entry[0].resource.birthDate: '{ANNA.birth_date}' contains" in step.message
+
+
+def pseudonymised(pseudonym: str, domain: str = "research-demo") -> dict[str, Any]:
+    system = f"https://hubnode.org/fhir/sid/pseudonym/{domain}"
+    return {"resourceType": "Patient", "id": pseudonym, "identifier": [{"system": system, "value": pseudonym}]}
+
+
+def trust_centre_resolving(federation: Federation, originals: dict[str, str]) -> None:
+    def resolve(request: httpx.Request) -> httpx.Response:
+        asked = [p["valueString"] for p in json.loads(request.content)["parameter"] if p["name"] == "pseudonym"]
+        parts = [
+            {
+                "name": "original",
+                "part": [
+                    {"name": "original", "valueIdentifier": {"value": originals[p]}},
+                    {"name": "pseudonym", "valueIdentifier": {"value": p}},
+                ],
+            }
+            for p in asked
+            if p in originals
+        ]
+        return fhir(200, {"resourceType": "Parameters", "parameter": parts})
+
+    federation.route("POST", "dic.test/ttp-fhir/fhir/gpas/$dePseudonymize", resolve)
+
+
+PSEUDONYM_READ = """\
+- read: {at: gp, query: "Patient?gender=female"}
+  expect: {status: 200, invariants: [one-pseudonym-per-domain]}
+"""
+
+
+def test_two_pseudonyms_of_one_person_in_a_domain_are_a_violation(tmp_path: Path, targets: Targets) -> None:
+    federation = Federation()
+    federation.route("GET", "practice.test/fhir/Patient", fhir(200, bundle(pseudonymised("RD1"), pseudonymised("RD2"))))
+    trust_centre_resolving(federation, {"RD1": "mpi-7", "RD2": "mpi-7"})
+    [step] = run(targets, federation, scenario(tmp_path, PSEUDONYM_READ))
+    assert step.outcome is Outcome.FAILED
+    assert step.message == "one-pseudonym-per-domain: one person has two pseudonyms in research-demo: RD1 and RD2"
+
+
+def test_a_pseudonym_that_changes_between_steps_is_a_violation(tmp_path: Path, targets: Targets) -> None:
+    federation = Federation()
+    answers = iter([bundle(pseudonymised("RD1")), bundle(pseudonymised("RD9"))])
+    federation.route("GET", "practice.test/fhir/Patient", lambda _request: fhir(200, next(answers)))
+    trust_centre_resolving(federation, {"RD1": "mpi-7", "RD9": "mpi-7"})
+    first, second = run(targets, federation, scenario(tmp_path, PSEUDONYM_READ + PSEUDONYM_READ))
+    assert first.outcome is Outcome.PASSED, first.message
+    assert second.outcome is Outcome.FAILED
+    assert "a person's pseudonym was RD1 at journey step 1, now RD9" in second.message
+
+
+def test_a_patient_without_a_pseudonym_or_with_an_unknown_one_is_a_violation(tmp_path: Path, targets: Targets) -> None:
+    federation = Federation()
+    plain = {"resourceType": "Patient", "id": "p1", "identifier": [{"system": KVNR_SYSTEM, "value": ANNA.kvnr}]}
+    federation.route("GET", "practice.test/fhir/Patient", fhir(200, bundle(plain, pseudonymised("RD5"))))
+    trust_centre_resolving(federation, {})
+    [step] = run(targets, federation, scenario(tmp_path, PSEUDONYM_READ))
+    assert step.outcome is Outcome.FAILED
+    assert "Patient/p1 carries no pseudonym" in step.message
+    assert "RD5 is not a pseudonym the trust centre knows in research-demo" in step.message
+
+
+def test_a_consent_check_asks_once_per_policy_and_each_answer_must_meet_the_expectation(
+    tmp_path: Path, targets: Targets
+) -> None:
+    federation = Federation()
+    answers = iter([consented(value=True), consented(value=False)])
+    federation.route("POST", "dic.test/ttp-fhir/fhir/gics/$isConsented", lambda _request: fhir(200, next(answers)))
+    journey = scenario(
+        tmp_path,
+        """\
+        - consent: {at: hospital, patient: anna, action: check, policies: ["5", "8"]}
+          expect: {status: 200, fhir: [{path: "parameter[name=consented].valueBoolean", equals: true}]}
+        """,
+    )
+    [step] = run(targets, federation, journey)
+    assert step.outcome is Outcome.FAILED
+    assert len(federation.requests) == 2
+    assert step.message.startswith("POST https://dic.test/ttp-fhir/fhir/gics/$isConsented: parameter[name=consented]")
+    assert "got [False]" in step.message
+
+
+def test_a_grant_sends_an_mii_consent_to_add_consent(tmp_path: Path, targets: Targets) -> None:
+    federation = Federation()
+    federation.route("POST", "dic.test/ttp-fhir/fhir/gics/$addConsent", fhir(200, {"resourceType": "Parameters"}))
+    journey = scenario(
+        tmp_path,
+        """\
+        - consent: {at: gp, patient: anna, action: grant, policies: ["5", "8"]}
+          expect: {status: 200, resource_type: Parameters}
+        """,
+    )
+    [step] = run(targets, federation, journey)
+    assert step.outcome is Outcome.PASSED, step.message
+    body = json.loads(federation.requests[0].content)
+    resource = next(p["resource"] for p in body["parameter"] if p["name"] == "resource")
+    assert resource["patient"]["identifier"] == {"system": KVNR_SYSTEM, "value": ANNA.kvnr}
+    codes = [p["code"][0]["coding"][0]["code"] for p in resource["provision"]["provision"]]
+    assert codes == ["2.16.840.1.113883.3.1937.777.24.5.3.5", "2.16.840.1.113883.3.1937.777.24.5.3.8"]
+
+
+def test_a_wait_polls_the_task_until_the_expectation_holds(tmp_path: Path, targets: Targets) -> None:
+    federation = Federation()
+    federation.route(
+        "POST", "dic.test/fhir/Task", fhir(201, {"resourceType": "Task", "id": "t1", "status": "requested"})
+    )
+    states = iter(["in-progress", "in-progress", "completed"])
+    federation.route(
+        "GET", "dic.test/fhir/Task/t1", lambda _r: fhir(200, {"resourceType": "Task", "status": next(states)})
+    )
+    journey = scenario(
+        tmp_path,
+        """\
+        - process: {at: hospital, name: ping, target: gp}
+          expect: {status: 201}
+        - wait: {seconds: 5}
+          expect: {fhir: [{path: status, equals: completed}]}
+        """,
+    )
+    started, waited = run(targets, federation, journey)
+    assert started.outcome is Outcome.PASSED
+    assert waited.outcome is Outcome.PASSED, waited.message
+    assert len(federation.sent("GET", "dic.test/fhir/Task/t1")) == 3
+
+
+def test_a_wait_that_runs_out_of_time_fails_with_the_last_answer(tmp_path: Path, targets: Targets) -> None:
+    federation = Federation()
+    federation.route(
+        "POST", "dic.test/fhir/Task", fhir(201, {"resourceType": "Task", "id": "t1", "status": "requested"})
+    )
+    federation.route("GET", "dic.test/fhir/Task/t1", fhir(200, {"resourceType": "Task", "status": "in-progress"}))
+    journey = scenario(
+        tmp_path,
+        """\
+        - process: {at: hospital, name: ping, target: gp}
+        - wait: {seconds: 0.05}
+          expect: {fhir: [{path: status, equals: completed}]}
+        """,
+    )
+    _, waited = run(targets, federation, journey)
+    assert waited.outcome is Outcome.FAILED
+    assert "got ['in-progress']" in waited.message
