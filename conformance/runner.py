@@ -247,6 +247,9 @@ class ScenarioRun:
 
     def _blocked(self, step: Step) -> tuple[Outcome, str] | None:
         """Not applicable or errored before anything is sent: a missing capability, or a step it depends on."""
+        missing = self._missing(step)
+        if missing:
+            return Outcome.NOT_APPLICABLE, missing
         if isinstance(step.action, Wait) and step.expect != Expect() and step.index > 1:
             polled = self.results[step.index - 1]
             if polled.outcome in {Outcome.NOT_APPLICABLE, Outcome.ERROR}:
@@ -256,8 +259,7 @@ class ScenarioRun:
                 setup = self._broken[patient]
                 outcome = Outcome.NOT_APPLICABLE if setup.outcome is Outcome.NOT_APPLICABLE else Outcome.ERROR
                 return outcome, f"depends on step {setup.index} ({setup.title}), which {_said(setup.outcome)}"
-        missing = self._missing(step)
-        return (Outcome.NOT_APPLICABLE, missing) if missing else None
+        return None
 
     def _missing(self, step: Step) -> str | None:
         """Why the targets cannot run `step`: a node, capability or credential it needs is not there."""

@@ -1,0 +1,131 @@
+"""`hubnode check`: replay the scenarios against a local stack or a targets file, write every report.
+
+One line per step as it ends (a CI log shows where time went and what failed), then a summary table,
+the certificate's verdict and where the HTML report is. Exit 0 only when no step failed or errored;
+a malformed scenario or targets file is refused before anything is sent, each problem with its line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from conformance._yaml import FileProblemsError
+from conformance.local_targets import state_folder, write_local_targets
+from conformance.reports import certificate, write_reports
+from conformance.requirements import load_requirements
+from conformance.results import Outcome, RunResult, StepResult
+from conformance.runner import Runner, RunOptions
+from conformance.scenario import SCENARIOS_DIR, Scenario, Step, load_scenarios
+from conformance.targets import Targets, load_targets
+from infra.errors import HubnodeError
+
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+DEFAULT_STACK = "federation"
+_MARKS = {Outcome.PASSED: "✓", Outcome.FAILED: "✗", Outcome.ERROR: "!", Outcome.NOT_APPLICABLE: "-"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `hubnode check`; returns the exit status."""
+    args = parser().parse_args(argv)
+    try:
+        scenarios = select_scenarios(load_scenarios(args.scenarios_dir), args.scenario)
+        targets = resolve_targets(args.stack, args.targets, args.project_dir)
+    except (FileProblemsError, HubnodeError) as error:
+        print(f"hubnode check: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    report_dir = args.report_dir or _default_report_dir(args)
+    print(f"checking {targets.name}: {len(scenarios)} scenarios, {sum(len(s.steps) for s in scenarios)} steps")
+    runner = Runner(targets, on_step=StepPrinter(sys.stdout), options=RunOptions(timeout_s=args.timeout))
+    run = runner.run(scenarios)
+    requirements = load_requirements()
+    files = write_reports(run, requirements, report_dir)
+    print(summary(run))
+    print(f"certificate: {certificate(run, requirements)['result']} ({files.certificate})")
+    print(f"report: {files.html}")
+    failed = any(step.outcome in {Outcome.FAILED, Outcome.ERROR} for s in run.scenarios for step in s.steps)
+    return EXIT_FAILED if failed else 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The options of `hubnode check`."""
+    options = argparse.ArgumentParser(prog="hubnode check", description=__doc__.splitlines()[0] if __doc__ else None)
+    where = options.add_mutually_exclusive_group()
+    where.add_argument("--stack", help=f"a stack brought up here by `hubnode up` (default: {DEFAULT_STACK})")
+    where.add_argument("--targets", type=Path, help="a targets file (YAML or JSON) naming the nodes to check")
+    options.add_argument(
+        "--scenario", action="append", default=[], metavar="NAME", help="run only this scenario (repeatable)"
+    )
+    options.add_argument("--report-dir", type=Path, help="where reports go (default: beside the targets file)")
+    options.add_argument("--scenarios-dir", type=Path, default=SCENARIOS_DIR, help="folder of scenario files")
+    options.add_argument("--project-dir", type=Path, help="folder with Pulumi.yaml (default: the nearest above here)")
+    options.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for one answer (default: 120)")
+    return options
+
+
+def resolve_targets(stack: str | None, targets_file: Path | None, project_dir: Path | None = None) -> Targets:
+    """The targets of a file, or of a local stack (its targets file written afresh); raises on problems."""
+    if targets_file is not None:
+        return load_targets(targets_file)
+    return load_targets(write_local_targets(find_project_dir(project_dir), stack or DEFAULT_STACK))
+
+
+def select_scenarios(scenarios: Sequence[Scenario], names: Sequence[str]) -> list[Scenario]:
+    """The scenarios named (all if none are), in the order they were loaded; an unknown name is an error."""
+    known = {scenario.name for scenario in scenarios}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise HubnodeError(
+            f"no scenario {', '.join(map(repr, unknown))}", fix=f"choose among: {', '.join(sorted(known))}"
+        )
+    return [scenario for scenario in scenarios if not names or scenario.name in names]
+
+
+def find_project_dir(given: Path | None) -> Path:
+    """The folder holding Pulumi.yaml: given, or the nearest at or above the current folder."""
+    if given is not None:
+        return given.resolve()
+    here = Path.cwd().resolve()
+    found = next((folder for folder in (here, *here.parents) if (folder / "Pulumi.yaml").is_file()), None)
+    if found is None:
+        raise HubnodeError(f"no Pulumi.yaml in {here} or above", fix="run inside the project, or pass --project-dir")
+    return found
+
+
+class StepPrinter:
+    """Prints one line per finished step, and a heading when a scenario begins."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._scenario: str | None = None
+
+    def __call__(self, scenario: Scenario, step: Step, result: StepResult) -> None:
+        """Print `result` of `step`, with the reason when it did not pass."""
+        if scenario.name != self._scenario:
+            self._scenario = scenario.name
+            print(f"==> {scenario.name}: {scenario.title}", file=self._stream, flush=True)
+        line = f"  {_MARKS[result.outcome]} {step.index:02d} {step.title} ({result.duration_s:.1f} s)"
+        if result.outcome is not Outcome.PASSED:
+            line += f"\n      {result.outcome.value}: {result.message}"
+        print(line, file=self._stream, flush=True)
+
+
+def summary(run: RunResult) -> str:
+    """A table of scenarios and how their steps came out."""
+    columns = (Outcome.PASSED, Outcome.FAILED, Outcome.ERROR, Outcome.NOT_APPLICABLE)
+    width = max([len("scenario"), *(len(s.name) for s in run.scenarios)])
+    rows = [f"{'scenario':<{width}}  " + "  ".join(f"{c.value:>14}" for c in columns) + "  outcome"]
+    for scenario in run.scenarios:
+        counts = "  ".join(f"{scenario.count(c):>14}" for c in columns)
+        rows.append(f"{scenario.name:<{width}}  {counts}  {scenario.outcome.value}")
+    return "\n".join(rows)
+
+
+def _default_report_dir(args: argparse.Namespace) -> Path:
+    if args.targets is not None:
+        return Path(args.targets).resolve().parent / "report"
+    return state_folder(find_project_dir(args.project_dir), args.stack or DEFAULT_STACK) / "conformance" / "report"

@@ -1,0 +1,148 @@
+"""`hubnode check`: refuses malformed input with its line, runs, prints, writes reports, exits by what failed."""
+
+from __future__ import annotations
+
+import json
+import socket
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conformance.check import main
+from conformance.results import Outcome, RunResult, ScenarioResult, StepResult
+
+SCENARIO = """\
+name: {name}
+title: A small journey
+journey: 2
+actors:
+  hospital: {{site: dic}}
+  gp: {{site: practice}}
+steps:
+  - read: {{at: hospital, query: "Patient?gender=female"}}
+    verifies: [HUB-FHIR-11]
+    expect: {{status: 200}}
+  - title: the practice has a portal
+    applies_to: [portal]
+    read: {{at: gp, service: portal, query: "Consent"}}
+    expect: {{status: 200}}
+"""
+
+
+def scenarios(tmp_path: Path, *names: str) -> Path:
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    for name in names:
+        (folder / f"{name}.yaml").write_text(SCENARIO.format(name=name))
+    return folder
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def targets_file(tmp_path: Path, capabilities: str) -> Path:
+    (tmp_path / "suite.token").write_text("secret\n")
+    url = f"http://127.0.0.1:{closed_port()}"
+    path = tmp_path / "targets.yaml"
+    path.write_text(
+        textwrap.dedent(f"""\
+        name: a test node
+        nodes:
+          dic: {{role: dic, public_url: "{url}", tokens: {{suite: suite.token}}, capabilities: [{capabilities}]}}
+          practice: {{role: practice, public_url: "{url}", tokens: {{suite: suite.token}}, capabilities: [read]}}
+        """)
+    )
+    return path
+
+
+def test_a_run_where_nothing_applies_passes_writes_every_report_and_says_where(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--targets", str(targets_file(tmp_path, "")), "--scenarios-dir", str(scenarios(tmp_path, "journey"))]
+    assert main([*argv, "--report-dir", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "  - 01 read fhir Patient?gender=female (0.0 s)\n      not-applicable: node dic lacks the capability 'read'"
+        in out
+    )
+    assert "  - 02 the practice has a portal" in out
+    assert f"report: {tmp_path / 'out' / 'report.html'}" in out
+    assert "certificate: incomplete" in out
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        "junit.xml",
+        "results.json",
+        "report.html",
+        "certificate.json",
+        "TestReport-journey.json",
+    }
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["requirements"] == {"HUB-FHIR-11": "not-applicable"}
+
+
+def test_a_step_that_cannot_reach_its_node_makes_the_run_fail(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--targets", str(targets_file(tmp_path, "read")), "--scenarios-dir", str(scenarios(tmp_path, "journey"))]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "  ! 01 read fhir Patient?gender=female" in out
+    assert "error: GET http://127.0.0.1:" in out
+    assert "journey" in out.split("scenario", 1)[1]  # the summary table names the scenario
+    assert (tmp_path / "report" / "junit.xml").is_file()  # reports go beside the targets file by default
+
+
+def test_only_the_scenarios_asked_for_run_and_an_unknown_one_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = scenarios(tmp_path, "first", "second")
+    argv = ["--targets", str(targets_file(tmp_path, "")), "--scenarios-dir", str(folder)]
+    assert main([*argv, "--scenario", "second"]) == 0
+    out = capsys.readouterr().out
+    assert "==> second" in out
+    assert "==> first" not in out
+    assert main([*argv, "--scenario", "third"]) == 2
+    assert "no scenario 'third'" in capsys.readouterr().err
+
+
+def test_a_malformed_scenario_is_refused_with_its_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = scenarios(tmp_path, "journey")
+    broken = folder / "journey.yaml"
+    broken.write_text(broken.read_text().replace("expect: {status: 200}\n  - title", "expect: {typo: 200}\n  - title"))
+    assert main(["--targets", str(targets_file(tmp_path, "")), "--scenarios-dir", str(folder)]) == 2
+    assert f"{broken}:10: step 1 expect: unknown key `typo`" in capsys.readouterr().err
+
+
+def test_a_malformed_targets_file_is_refused_with_its_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = targets_file(tmp_path, "teleport")
+    assert main(["--targets", str(path), "--scenarios-dir", str(scenarios(tmp_path, "journey"))]) == 2
+    assert f"{path}:3: node dic: unknown capability 'teleport'" in capsys.readouterr().err
+
+
+def test_a_stack_that_was_never_brought_up_is_refused_with_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "Pulumi.yaml").write_text("name: hubnode\n")
+    argv = ["--stack", "nowhere", "--project-dir", str(tmp_path), "--scenarios-dir", str(scenarios(tmp_path, "j"))]
+    assert main(argv) == 2
+    assert "fix: run: hubnode up --stack nowhere" in capsys.readouterr().err
+
+
+def test_the_summary_counts_each_outcome_per_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from conformance.check import summary  # noqa: PLC0415 - the table alone
+
+    steps = (
+        StepResult(1, "a", "read", Outcome.PASSED, (), 0.1),
+        StepResult(2, "b", "read", Outcome.FAILED, (), 0.1, "count 0"),
+        StepResult(3, "c", "read", Outcome.NOT_APPLICABLE, (), 0.0, "no portal"),
+    )
+    table = summary(RunResult("t", "now", (ScenarioResult("journey", "J", 2, "now", steps),)))
+    header, row = table.splitlines()
+    assert header.split() == ["scenario", "passed", "failed", "error", "not-applicable", "outcome"]
+    assert row.split() == ["journey", "1", "1", "0", "1", "failed"]
