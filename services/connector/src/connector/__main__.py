@@ -22,7 +22,13 @@ def main() -> int:
         print(f"connector: configuration error: {error}", file=sys.stderr)
         return 2
     app = create_app(settings)
-    uvicorn.run(app, host=os.environ.get("CN_HOST", "0.0.0.0"), port=int(os.environ.get("CN_PORT", "8082")))  # noqa: S104
+    uvicorn.run(
+        app,
+        host=os.environ.get("CN_HOST", "0.0.0.0"),  # noqa: S104 -- inside its container, behind the gateway
+        port=int(os.environ.get("CN_PORT", "8082")),
+        # Only the gateway reaches it; its X-Forwarded-Proto makes the URLs in answers https ones.
+        forwarded_allow_ips="*",
+    )
     return 0
 
 

@@ -115,7 +115,7 @@ class Api:
         entries = bundle_entries(parse_json_resource(body, "Bundle"), self.settings.max_entries)
         result = await self.ingester.ingest(entries, self.settings.site)
         LOG.info("%s ingested %d entries", caller.name, len(entries))
-        return Done(fhir_response(result.response), result.mpi_ids)
+        return Done(fhir_response(self._public(request, result.response)), result.mpi_ids)
 
     async def import_ndjson(self, request: Request, caller: Caller) -> Done:
         """`POST /fhir/$import`: one resource per line; problems name the line."""
@@ -126,7 +126,7 @@ class Api:
         entries = bundle_entries(bundle, self.settings.max_entries)
         result = await self.ingester.ingest(entries, self.settings.site, lambda index: f"line {lines[index]}")
         LOG.info("%s imported %d lines", caller.name, len(entries))
-        return Done(fhir_response(result.response), result.mpi_ids)
+        return Done(fhir_response(self._public(request, result.response)), result.mpi_ids)
 
     async def read(self, request: Request, _caller: Caller) -> Done:
         """`GET /fhir/<Type>[/<id>][?search]` (and result pages, `GET /fhir?_getpages=...`) from HAPI."""
@@ -146,8 +146,11 @@ class Api:
             raise UpstreamUnavailable(f"HAPI answered {answer.status_code} to GET {path} without JSON") from None
         if not isinstance(resource, dict):
             raise UpstreamUnavailable(f"HAPI answered GET {path} with JSON that is not a resource")
-        public_base = str(request.base_url).rstrip("/") + "/fhir"
-        return Done(fhir_response(_rebased(resource, self.hapi.base_url, public_base), answer.status_code))
+        return Done(fhir_response(self._public(request, resource), answer.status_code))
+
+    def _public(self, request: Request, resource: dict[str, Any]) -> dict[str, Any]:
+        """HAPI's answer with its internal URLs replaced by the connector's, which callers can follow."""
+        return _rebased(resource, self.hapi.base_url, str(request.base_url).rstrip("/") + "/fhir")
 
 
 def _require_content_type(request: Request, accepted: Sequence[str]) -> None:

@@ -7,17 +7,21 @@ are `connector.upstream`'s two kinds: refused (4xx, with HAPI's OperationOutcome
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
 
+from connector.transform import relative_references
 from connector.upstream import UpstreamUnavailable, checked, send
 from servicekit.fhir import FHIR_JSON
 
 SERVICE = "HAPI"
 #: Pages followed at most in one search: a runaway `next` chain must not loop forever.
 MAX_PAGES = 1000
+#: How far `journey` follows references out of the patient compartment (Encounter -> PractitionerRole ->
+#: Practitioner, Organization).
+MAX_REFERENCE_DEPTH = 3
 
 
 class HapiClient:
@@ -37,7 +41,7 @@ class HapiClient:
         await self._client.aclose()
 
     async def transaction(self, bundle: Mapping[str, Any]) -> dict[str, Any]:
-        """POST a transaction Bundle; the transaction-response Bundle."""
+        """POST a transaction (or batch) Bundle; the response Bundle."""
         response = await self._send("POST", "", json=bundle, headers={"Content-Type": FHIR_JSON})
         return checked(response, SERVICE)
 
@@ -48,6 +52,38 @@ class HapiClient:
     async def everything(self, patient_id: str) -> list[dict[str, Any]]:
         """`Patient/<id>/$everything`, all pages followed."""
         return await self._all_pages(f"Patient/{patient_id}/$everything", {})
+
+    async def journey(self, patient_id: str) -> list[dict[str, Any]]:
+        """`$everything` plus whatever its resources reference, so the set stands alone at another node.
+
+        HAPI's `$everything` leaves out resources outside the patient compartment that the journey
+        names (an Encounter's PractitionerRole, a Procedure's Location); a receiver could not store
+        references to them. They are read in batches, following references up to MAX_REFERENCE_DEPTH.
+        """
+        resources = await self.everything(patient_id)
+        have = {f"{r.get('resourceType')}/{r.get('id')}" for r in resources}
+        for _ in range(MAX_REFERENCE_DEPTH):
+            missing = sorted({ref for r in resources for ref in relative_references(r)} - have)
+            if not missing:
+                break
+            fetched = await self.read_all(missing)
+            have.update(missing)
+            resources.extend(fetched)
+        return resources
+
+    async def read_all(self, references: Sequence[str]) -> list[dict[str, Any]]:
+        """The resources `Type/id` in one batch; those HAPI does not have are left out."""
+        batch = {
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [{"request": {"method": "GET", "url": reference}} for reference in references],
+        }
+        answer = await self.transaction(batch)
+        return [
+            e["resource"]
+            for e in answer.get("entry", [])
+            if isinstance(e.get("resource"), dict) and e["resource"].get("resourceType") != "OperationOutcome"
+        ]
 
     async def count(self, resource_type: str, params: Mapping[str, str]) -> int:
         """How many resources match a search (`_summary=count`)."""

@@ -297,7 +297,7 @@ async def _consented(node: Node, patient: LocalPatient, policy: str) -> bool:
 
 async def _everything(node: Node, patient: LocalPatient) -> list[dict[str, Any]]:
     try:
-        return await node.hapi.everything(patient.id)
+        return await node.hapi.journey(patient.id)
     except EXCHANGE_ERRORS as exc:
         raise ProcessError(str(exc)) from None
 

@@ -27,6 +27,11 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+#: Rounds of removing elements made incomplete by scrubbing, before a resource is given up.
+MAX_PRUNING_ROUNDS = 20
 PSEUDONYM_SYSTEM_BASE = "https://hubnode.org/fhir/sid/pseudonym/"
 ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://hubnode.org/fhir/pseudonymised")
 KEPT_TYPES = frozenset(
@@ -112,12 +117,26 @@ def pseudonymise(
     )
     if patient is None:
         raise ValueError(f"the resources hold no Patient/{patient_id}")
-    patient_id_new = _new_id(domain, pseudonym, "Patient", 0, preferred=pseudonym)
-    new_ids = {f"Patient/{patient_id}": f"Patient/{patient_id_new}"}
     kept = sorted(
         (r for r in resources if r.get("resourceType") in KEPT_TYPES),
         key=lambda r: (str(r["resourceType"]), str(r.get("id", ""))),
     )
+    while True:  # each round drops one resource that scrubbing left invalid, so it ends
+        extract, invalid = _extract(patient, patient_id, kept, pseudonym, domain)
+        if invalid is None:
+            return extract
+        kept.remove(invalid)
+
+
+def _extract(
+    patient: Mapping[str, Any], patient_id: str, kept: Sequence[Mapping[str, Any]], pseudonym: str, domain: str
+) -> tuple[list[dict[str, Any]], Mapping[str, Any] | None]:
+    """The extract of `kept`, or else the first of them that scrubbing leaves invalid.
+
+    A resource becomes invalid when, say, its only required reference pointed at a dropped resource.
+    """
+    patient_id_new = _new_id(domain, pseudonym, "Patient", 0, preferred=pseudonym)
+    new_ids = {f"Patient/{patient_id}": f"Patient/{patient_id_new}"}
     ordinals: dict[str, int] = {}
     renamed: list[tuple[str, Mapping[str, Any]]] = []
     for resource in kept:
@@ -129,8 +148,12 @@ def pseudonymise(
         renamed.append((new_id, resource))
     resolve = _resolver(new_ids)
     extract = [_patient(patient_id_new, patient, pseudonym, domain)]
-    extract.extend(_clinical(resource, new_id, resolve) for new_id, resource in renamed)
-    return extract
+    for new_id, resource in renamed:
+        clinical = _still_valid(_clinical(resource, new_id, resolve))
+        if clinical is None:
+            return extract, resource
+        extract.append(clinical)
+    return extract, None
 
 
 def _new_id(domain: str, pseudonym: str, kind: str, ordinal: int, preferred: str | None = None) -> str:
@@ -194,6 +217,45 @@ def _scrub(value: Any, resolve: Resolve) -> Any:  # noqa: ANN401 -- any JSON val
     if set(kept) <= {"url"}:  # empty, or an extension whose value was removed
         return None
     return kept
+
+
+def _still_valid(resource: dict[str, Any]) -> dict[str, Any] | None:
+    """`resource` without the elements that lost a required part to scrubbing; None if the resource itself did.
+
+    Removing a reference can leave its element incomplete (an `Encounter.location` without `location`):
+    such an element goes entirely, as the rules above would have it anyway.
+    """
+    model = get_fhir_model_class(str(resource["resourceType"]))
+    for _ in range(MAX_PRUNING_ROUNDS):
+        try:
+            model.model_validate(resource)
+        except ValidationError as invalid:
+            places = {tuple(error["loc"][:-1]) for error in invalid.errors()}
+            if () in places or not all(_remove_at(resource, place) for place in sorted(places, reverse=True)):
+                return None
+        else:
+            return resource
+    return None
+
+
+def _remove_at(resource: dict[str, Any], place: tuple[int | str, ...]) -> bool:
+    """Remove the element at `place` (keys and list indices), and a list it leaves empty; False if not there."""
+    chain: list[Any] = [resource]
+    for step in place[:-1]:
+        try:
+            chain.append(chain[-1][step])
+        except (KeyError, IndexError, TypeError):
+            return False
+    parent, last = chain[-1], place[-1]
+    if isinstance(parent, list) and isinstance(last, int) and last < len(parent):
+        del parent[last]
+        if not parent:  # a list is never the resource itself, so it has a key in the element above
+            del chain[-2][place[-2]]
+        return True
+    if isinstance(parent, dict) and last in parent:
+        del parent[last]
+        return True
+    return False
 
 
 def _removed(key: str) -> bool:

@@ -143,6 +143,23 @@ def _reference(reference: str, system: str, placeholders: Mapping[str, str]) -> 
     return reference
 
 
+def relative_references(value: Any) -> set[str]:  # noqa: ANN401 -- any JSON value
+    """Every `Type/id` a resource references (versions dropped); absolute and `urn:` references are not."""
+    found: set[str] = set()
+    if isinstance(value, list):
+        for item in value:
+            found |= relative_references(item)
+    elif isinstance(value, dict):
+        reference = value.get("reference")
+        if isinstance(reference, str):
+            relative = _RELATIVE_REFERENCE.fullmatch(reference)
+            if relative:
+                found.add(f"{relative.group(1)}/{relative.group(2)}")
+        for item in value.values():
+            found |= relative_references(item)
+    return found
+
+
 @dataclass(frozen=True)
 class NdjsonProblem:
     """A line of an NDJSON body that is not one FHIR resource."""
