@@ -110,7 +110,8 @@ class StepItem(pytest.Item):
         assert isinstance(self.parent, ScenarioFile)  # noqa: S101 -- made by ScenarioFile.collect
         result = self.parent.scenario_run(self.scenario).result(self.step.index)
         if result.outcome is Outcome.NOT_APPLICABLE:
-            pytest.skip(f"not applicable: {result.message}")
+            # at the step's line in the scenario, not here (what pytest's own skip marks do)
+            raise pytest.skip.Exception(f"not applicable: {result.message}", _use_item_location=True)
         if result.outcome is not Outcome.PASSED:
             raise StepNotPassedError(result)
 

@@ -16,6 +16,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -91,9 +92,36 @@ class Response:
 
 @dataclass
 class StepLog:
-    """The HTTP exchanges of one step (kept in the report when the step fails)."""
+    """The HTTP exchanges of one step: its action's, and those of the checks the runner made for it.
 
-    exchanges: list[Exchange] = field(default_factory=list)
+    The checks' exchanges (audit logs, trust-centre look-ups) are long and beside the point unless a
+    check found a problem or broke, so only then are they kept in the report.
+    """
+
+    action: list[Exchange] = field(default_factory=list)
+    checks: list[Exchange] = field(default_factory=list)
+    checking: bool = False
+    checks_matter: bool = False
+
+    def add(self, exchange: Exchange) -> None:
+        """Note an exchange of the action, or of a check while one runs."""
+        (self.checks if self.checking else self.action).append(exchange)
+
+    @contextmanager
+    def check(self) -> Iterator[None]:
+        """Exchanges made inside belong to the runner's own checks; a check that breaks makes them matter."""
+        self.checking = True
+        try:
+            yield
+        except CannotRunError:
+            self.checks_matter = True
+            raise
+        finally:
+            self.checking = False
+
+    def kept(self) -> tuple[Exchange, ...]:
+        """What the report shows of a step that did not pass."""
+        return (*self.action, *(self.checks if self.checks_matter else ()))
 
 
 class Http:
@@ -114,14 +142,14 @@ class Http:
         try:
             answer = self._client(call.node).request(call.method, call.url, headers=headers, content=content)
         except httpx.HTTPError as exc:
-            log.exchanges.append(Exchange(call.method, call.url, None, _shown(call.body), f"{type(exc).__name__}"))
+            log.add(Exchange(call.method, call.url, None, _shown(call.body), f"{type(exc).__name__}"))
             raise CannotRunError(f"{call.method} {call.url}: {type(exc).__name__}: {exc}") from None
         content_type = answer.headers.get("content-type", "").split(";")[0].strip()
         try:
             body = answer.json()
         except ValueError:
             body = None
-        log.exchanges.append(
+        log.add(
             Exchange(
                 call.method,
                 call.url,
@@ -240,7 +268,7 @@ class ScenarioRun:
             outcome, message = self._blocked(step) or self._judge(step, log)
         except CannotRunError as exc:
             outcome, message = Outcome.ERROR, str(exc)
-        kept = tuple(log.exchanges) if outcome in {Outcome.FAILED, Outcome.ERROR} else ()
+        kept = log.kept() if outcome in {Outcome.FAILED, Outcome.ERROR} else ()
         return StepResult(
             step.index, step.title, step.kind, outcome, step.requirements(), time.monotonic() - began, message, kept
         )
@@ -314,13 +342,17 @@ class ScenarioRun:
         if isinstance(step.action, Wait):
             responses = self._wait(step, log)
         else:
-            self._snapshots[step.index] = self._audit_snapshot(step, log)
+            with log.check():
+                self._snapshots[step.index] = self._audit_snapshot(step, log)
             responses = self._act(step, log)
         problems = [problem for response in responses for problem in _unmet(step.expect, response, len(responses))]
         subject = self._subject(step)
         before = self._snapshots.get(subject.index, {})
         try:
-            problems += self._invariants(subject, step.expect.invariants, responses, before, log)
+            with log.check():
+                violations = self._invariants(subject, step.expect.invariants, responses, before, log)
+            log.checks_matter = bool(violations)
+            problems += violations
         except CannotRunError as exc:
             if not problems:
                 raise

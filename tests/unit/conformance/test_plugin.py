@@ -61,7 +61,9 @@ def test_each_step_is_reported_and_not_applicable_is_a_skip_with_its_reason(
 ) -> None:
     result = pytester.runpytest(*options(pytester, federation), "--hubnode-scenario", "first", "-rs", str(federation))
     result.assert_outcomes(passed=1, skipped=1, failed=1)
-    result.stdout.fnmatch_lines(["*SKIPPED*not applicable: node practice lacks the capability 'portal'*"])
+    result.stdout.fnmatch_lines(
+        ["SKIPPED [1] scenarios/first.yaml:9: not applicable: node practice lacks the capability 'portal'"]
+    )
     result.stdout.fnmatch_lines(["*error: GET http://127.0.0.1:*/fhir/Patient?gender=female: ConnectError*"])
     result.stdout.fnmatch_lines(["*GET http://127.0.0.1:*/fhir/Patient?gender=female -> None*"])
 

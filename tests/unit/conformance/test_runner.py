@@ -368,6 +368,17 @@ def test_cross_node_audited_counts_only_a_record_of_this_exchange(
     assert step.message == "cross-node-audited: practice holds no new AuditEvent of careSummary from dic"
 
 
+def test_a_step_failing_its_expectations_shows_its_own_exchange_not_the_audit_the_runner_read(
+    tmp_path: Path, targets: Targets
+) -> None:
+    federation = Federation()
+    careSummary_at_the_nodes(federation, received=True)
+    journey = scenario(tmp_path, AUDITED.replace("status: 201", "status: 201, fhir: [{path: status, equals: failed}]"))
+    [step] = run(targets, federation, journey)
+    assert step.outcome is Outcome.FAILED
+    assert [exchange.url for exchange in step.exchanges] == ["https://dic.test/fhir/Task"]
+
+
 def test_cross_node_audited_needs_the_audit_capability_at_both_ends(tmp_path: Path, targets: Targets) -> None:
     practice = node(tmp_path, "practice", {"ingest", "read", "processes"}, ("suite",))
     reduced = Targets("no audit at the practice", {**targets.nodes, "practice": practice})
