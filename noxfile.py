@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -11,9 +9,6 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 nox.options.sessions = ["lint", "tests"]
 
-#: A real MII core-data-set bundle, where the shared test data sits beside the clone.
-_MII_PATIENT_BUNDLE = Path("../shared/testdata/mii-kds/Bundle-mii-exa-test-data-bundle-pat-1.json")
-_SMOKE_BUNDLE = ["--bundle", str(_MII_PATIENT_BUNDLE)] if _MII_PATIENT_BUNDLE.is_file() else []
 PYTEST_ENV = {"TESTCONTAINERS_RYUK_DISABLED": "true"}
 
 
@@ -58,12 +53,11 @@ def images(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The main job: bring up the dev node and show it works (it keeps running; `hubnode down`)."""
+    """The main job: bring up the local federation and replay every scenario (it keeps running; `hubnode down`)."""
     _install(session)
     session.run("hubnode", "bootstrap")
-    session.run("hubnode", "up", "--stack", "dev")
-    session.run("hubnode", "smoke", "--stack", "dev", *_SMOKE_BUNDLE)
-    session.run("hubnode", "status", "--stack", "dev")
+    session.run("hubnode", "up", "--stack", "federation")
+    session.run("hubnode", "check", "--stack", "federation")
 
 
 @nox.session

@@ -30,8 +30,12 @@ _MARKS = {Outcome.PASSED: "✓", Outcome.FAILED: "✗", Outcome.ERROR: "!", Outc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `hubnode check`; returns the exit status."""
-    args = parser().parse_args(argv)
+    """Entry point of `python -m conformance.check`; returns the exit status."""
+    return run(parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Replay the chosen scenarios as `args` (see `add_options`) say; returns the exit status."""
     try:
         scenarios = select_scenarios(load_scenarios(args.scenarios_dir), args.scenario)
         targets = resolve_targets(args.stack, args.targets, args.project_dir)
@@ -52,8 +56,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    """The options of `hubnode check`."""
+    """The command line of `hubnode check` on its own."""
     options = argparse.ArgumentParser(prog="hubnode check", description=__doc__.splitlines()[0] if __doc__ else None)
+    add_options(options)
+    options.add_argument("--project-dir", type=Path, help="folder with Pulumi.yaml (default: the nearest above here)")
+    return options
+
+
+def add_options(options: argparse.ArgumentParser) -> None:
+    """The options of `hubnode check`, for its own parser and for the `hubnode` command's."""
     where = options.add_mutually_exclusive_group()
     where.add_argument("--stack", help=f"a stack brought up here by `hubnode up` (default: {DEFAULT_STACK})")
     where.add_argument("--targets", type=Path, help="a targets file (YAML or JSON) naming the nodes to check")
@@ -62,9 +73,7 @@ def parser() -> argparse.ArgumentParser:
     )
     options.add_argument("--report-dir", type=Path, help="where reports go (default: beside the targets file)")
     options.add_argument("--scenarios-dir", type=Path, default=SCENARIOS_DIR, help="folder of scenario files")
-    options.add_argument("--project-dir", type=Path, help="folder with Pulumi.yaml (default: the nearest above here)")
     options.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for one answer (default: 120)")
-    return options
 
 
 def resolve_targets(stack: str | None, targets_file: Path | None, project_dir: Path | None = None) -> Targets:

@@ -16,6 +16,7 @@ from typing import Any
 
 import docker
 
+from conformance import check
 from infra.bootstrap import docker_client, ensure_base_image, ensure_build_tools, ensure_docker_engine
 from infra.errors import HubnodeError
 from infra.federation_files import FederationFiles, prepare_federation_files
@@ -77,7 +78,14 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--bundle", type=Path, help="FHIR transaction bundle (default: a small example)")
         if name == "down":
             sub.add_argument("--volumes", action="store_true", help="also delete the stack's data volumes and secrets")
+    check.add_options(
+        command("check", _check, "replay the scenarios against a stack's nodes or a targets file; write the reports")
+    )
     return parser
+
+
+def _check(args: argparse.Namespace, _progress: Progress) -> int:
+    return check.run(args)
 
 
 def project_dir(args: argparse.Namespace) -> Path:

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from connector import mii_rules
+from connector.ingest import with_identifiers_of
 from connector.transform import SourceKey, bundle_from_ndjson, to_transaction
+from connector.trustcentre_client import MPI_SYSTEM
 from connector.validation import validate
 from tests.unit.connector.conftest import MII_BUNDLES, mii_bundle
 
@@ -194,3 +196,34 @@ def test_ndjson_lines_become_entries_and_bad_lines_are_named() -> None:
         (4, "is not valid JSON"),
     ]
     assert bundle_from_ndjson(b'{"resourceType": "Patient"}\n\xff\n')[2][0].line == 2
+
+
+def test_a_linked_patient_is_keyed_by_its_mpi_id_and_keeps_its_source_identifier() -> None:
+    patient = {"resourceType": "Patient", "id": "p1", "identifier": [{"system": MPI_SYSTEM, "value": "M1"}]}
+    condition = {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"}}
+    bundle = to_transaction([{"resource": patient}, {"resource": condition}], "https://src.example/practice")
+    stored_patient, stored_condition = bundle["entry"]
+    assert stored_patient["request"]["url"] == "Patient?identifier=urn:hubnode:mpi|M1"
+    assert {"system": "https://src.example/practice", "value": "Patient/p1"} in stored_patient["resource"]["identifier"]
+    assert stored_condition["resource"]["subject"]["reference"] == stored_patient["fullUrl"]
+
+
+def test_a_second_source_keeps_the_identifiers_the_node_already_has_for_the_person() -> None:
+    stored = [
+        {
+            "identifier": [
+                {"system": "https://src.example/dic", "value": "Patient/a"},
+                {"system": MPI_SYSTEM, "value": "M1"},
+            ]
+        }
+    ]
+    arriving = {
+        "resourceType": "Patient",
+        "identifier": [{"system": MPI_SYSTEM, "value": "M1"}, {"system": "k", "value": "1"}],
+    }
+    merged = with_identifiers_of(arriving, stored)
+    assert merged["identifier"] == [
+        {"system": MPI_SYSTEM, "value": "M1"},
+        {"system": "k", "value": "1"},
+        {"system": "https://src.example/dic", "value": "Patient/a"},
+    ]

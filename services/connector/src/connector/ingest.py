@@ -53,10 +53,27 @@ class Ingester:
             except UpstreamRefused as refused:
                 problem = Problem(locate(index), f"the trust centre refused to link it: {diagnostics(refused.outcome)}")
                 raise InvalidInput([problem]) from refused
-            linked[index] = {**entry, "resource": with_mpi(entry["resource"], mpi)}
+            stored = await self.hapi.search("Patient", {"identifier": f"{MPI_SYSTEM}|{mpi}"})
+            linked[index] = {**entry, "resource": with_identifiers_of(with_mpi(entry["resource"], mpi), stored)}
             mpi_ids.append(mpi)
         response = await self.hapi.transaction(to_transaction(linked, system))
         return IngestResult(response, tuple(mpi_ids))
+
+
+def with_identifiers_of(patient: dict[str, Any], stored: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """`patient` keeping the identifiers the node's record of the same person already has.
+
+    The Patient is replaced by whichever source sent it last; its other sources' identifiers must stay,
+    or their later references (`Patient?identifier=<their source>|...`) would find nobody.
+    """
+    identifiers = list(patient.get("identifier", []))
+    keys = {(i.get("system"), i.get("value")) for i in identifiers}
+    for earlier in stored:
+        for identifier in earlier.get("identifier", []):
+            if (identifier.get("system"), identifier.get("value")) not in keys:
+                identifiers.append(identifier)
+                keys.add((identifier.get("system"), identifier.get("value")))
+    return {**patient, "identifier": identifiers}
 
 
 def with_mpi(patient: Mapping[str, Any], mpi: str) -> dict[str, Any]:

@@ -21,6 +21,8 @@ from urllib.parse import quote
 
 from fhir.resources.R4B import get_fhir_model_class
 
+from connector.trustcentre_client import MPI_SYSTEM
+
 #: Namespace of the entries' uuid5 full URLs (fixed: replays must give identical transactions).
 NAMESPACE = uuid.UUID("6f1d3f0a-3c55-5b8e-9a57-2f4f7d1c0b61")
 _RELATIVE_REFERENCE = re.compile(r"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?")
@@ -73,12 +75,28 @@ def identifier_cardinality(resource_type: str) -> str:
 
 
 def source_key(entry: Mapping[str, Any], system: str) -> SourceKey:
-    """The key of a validated entry: its source identifier, or (types with one identifier) the one it has."""
+    """The key of a validated entry: a linked Patient's MPI id, else its source identifier.
+
+    Types with room for one identifier only are keyed by the one they have.
+
+    A person has one Patient per node whoever sent them (their own site, a careSummary from another):
+    the trust centre gives every record of the person the same MPI id, so that id is the Patient's key.
+    """
     resource = entry["resource"]
     kind = resource["resourceType"]
     own = resource.get("identifier")
     if identifier_cardinality(kind) == "one" and isinstance(own, dict):
         return SourceKey(kind, str(own["system"]), str(own["value"]))
+    if kind == "Patient":
+        mpi = next((i.get("value") for i in own or [] if isinstance(i, dict) and i.get("system") == MPI_SYSTEM), None)
+        if isinstance(mpi, str):
+            return SourceKey(kind, MPI_SYSTEM, mpi)
+    return origin_key(entry, system)
+
+
+def origin_key(entry: Mapping[str, Any], system: str) -> SourceKey:
+    """The identifier the source's own id becomes: `<system>|<Type>/<source id>`."""
+    kind = entry["resource"]["resourceType"]
     return SourceKey(kind, system, f"{kind}/{source_id(entry)}")
 
 
@@ -96,7 +114,7 @@ def to_transaction(entries: Sequence[Mapping[str, Any]], system: str) -> dict[st
         "entry": [
             {
                 "fullUrl": key.full_url,
-                "resource": _prepared(entry["resource"], key, system, placeholders),
+                "resource": _prepared(entry, key, system, placeholders),
                 "request": {"method": "PUT", "url": key.conditional_url},
             }
             for entry, key in zip(entries, keys, strict=True)
@@ -104,19 +122,19 @@ def to_transaction(entries: Sequence[Mapping[str, Any]], system: str) -> dict[st
     }
 
 
-def _prepared(
-    resource: Mapping[str, Any], key: SourceKey, system: str, placeholders: Mapping[str, str]
-) -> dict[str, Any]:
-    prepared: dict[str, Any] = _rewritten(copy.deepcopy(dict(resource)), system, placeholders)
+def _prepared(entry: Mapping[str, Any], key: SourceKey, system: str, placeholders: Mapping[str, str]) -> dict[str, Any]:
+    prepared: dict[str, Any] = _rewritten(copy.deepcopy(dict(entry["resource"])), system, placeholders)
     prepared.pop("id", None)
     meta = prepared.get("meta")
     if isinstance(meta, dict):
         meta.pop("versionId", None)
         meta.pop("lastUpdated", None)
-    own = {"system": key.system, "value": key.value}
     if identifier_cardinality(key.resource_type) == "one":
-        prepared["identifier"] = prepared.get("identifier") or own
-    elif own not in [{"system": i.get("system"), "value": i.get("value")} for i in prepared.get("identifier", [])]:
+        prepared["identifier"] = prepared.get("identifier") or {"system": key.system, "value": key.value}
+        return prepared
+    origin = origin_key(entry, system)
+    own = {"system": origin.system, "value": origin.value}  # references from the same source find it by this
+    if own not in [{"system": i.get("system"), "value": i.get("value")} for i in prepared.get("identifier", [])]:
         prepared["identifier"] = [*prepared.get("identifier", []), own]
     return prepared
 

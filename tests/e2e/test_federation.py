@@ -1,0 +1,163 @@
+"""Issue 4 end to end: ingest at the dic, the four processes between real nodes, retries, and what must
+never cross (no consent, identifying data to research)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from connector.tasks import Process, parameter
+from fixtures.strategies import patient_profiles
+from fixtures.synthetic import PatientProfile, patient_record
+from tests.conftest import MII_KDS_DIR
+from tests.e2e.conftest import STACK, Federation, patient_input, target_input, task_output
+
+MII_PATIENT_1 = MII_KDS_DIR / "Bundle-mii-exa-test-data-bundle-pat-1.json"
+KVNR = "http://fhir.de/sid/gkv/kvid-10"
+KVNR_OF_PATIENT_1 = "A123456780"
+SOURCE = "https://hubnode.org/fhir/sid/source/dic"
+ICD10GM = "http://fhir.de/CodeSystem/bfarm/icd-10-gm"
+
+
+def count(federation: Federation, site: str, query: str) -> int:
+    return len(federation.search(site, query))
+
+
+def test_ingest_is_idempotent_and_invalid_bundles_change_nothing(federation: Federation) -> None:
+    bundle = json.loads(MII_PATIENT_1.read_text())
+    first = federation.ingest("dic", bundle)
+    assert first.status_code == 200, first.text
+    stored = count(federation, "dic", "Condition")
+    replay = federation.ingest("dic", bundle)
+    assert replay.status_code == 200, replay.text
+    assert {entry["response"]["status"][:3] for entry in replay.json()["entry"]} == {"200"}
+    assert count(federation, "dic", "Condition") == stored
+    assert count(federation, "dic", f"Patient?identifier={KVNR}|{KVNR_OF_PATIENT_1}") == 1
+
+    broken = json.loads(MII_PATIENT_1.read_text())
+    condition = next(e["resource"] for e in broken["entry"] if e["resource"]["resourceType"] == "Condition")
+    condition["clinicalStatus"] = "active"  # a CodeableConcept in FHIR, not a string
+    broken["entry"][0]["resource"]["id"] = "someone-new"
+    refused = federation.ingest("dic", broken)
+    assert refused.status_code == 422
+    assert refused.json()["resourceType"] == "OperationOutcome"
+    assert count(federation, "dic", f"Patient?identifier={SOURCE}|Patient/someone-new") == 0
+
+
+def test_care_summary_reaches_the_practice_once_with_consent(federation: Federation) -> None:
+    record = patient_record(PatientProfile(seed=4101, conditions=("C50.4",), procedures=("5-870.a2",)))
+    assert federation.ingest("dic", record.bundle()).status_code == 200
+    federation.grant(record.person.identifier(), "2", "3", "5")
+    inputs = [target_input("practice"), patient_input(KVNR, record.person.kvnr)]
+
+    task = federation.start("dic", Process.CARE_SUMMARY, inputs, key="e2e-care-4101")
+    assert task["status"] == "completed", task.get("statusReason")
+    assert task_output(task, "resources-sent")[0] >= len(record.resources) - 1  # all but the Consent, or more
+    at_practice = f"Condition?patient.identifier={KVNR}|{record.person.kvnr}"
+    assert count(federation, "practice", at_practice) == 1
+
+    again = federation.start("dic", Process.CARE_SUMMARY, inputs, key="e2e-care-4101")
+    assert again["id"] == task["id"], "the same idempotency key gives the same Task"
+    fresh = federation.start("dic", Process.CARE_SUMMARY, inputs, key="e2e-care-4101-b")
+    assert fresh["status"] == "completed"
+    assert count(federation, "practice", at_practice) == 1, "a second send updates, never duplicates"
+
+
+def test_without_treatment_consent_nothing_crosses(federation: Federation) -> None:
+    record = patient_record(PatientProfile(seed=4102, conditions=("C61",), consent=()))
+    assert federation.ingest("dic", record.bundle()).status_code == 200
+    task = federation.start(
+        "dic",
+        Process.CARE_SUMMARY,
+        [target_input("practice"), patient_input(KVNR, record.person.kvnr)],
+        key="e2e-care-4102",
+    )
+    assert task["status"] == "failed"
+    assert "consent" in task["statusReason"]["text"]
+    assert count(federation, "practice", f"Patient?identifier={KVNR}|{record.person.kvnr}") == 0
+
+
+def test_feasibility_counts_per_node_obfuscates_small_counts_and_adds_up(federation: Federation) -> None:
+    for seed in range(4200, 4206):  # six at the dic: an exact count
+        record = patient_record(PatientProfile(seed=seed, conditions=("E11.9",)))
+        assert federation.ingest("dic", record.bundle()).status_code == 200
+    record = patient_record(PatientProfile(seed=4206, site="practice", conditions=("E11.9",)))
+    assert federation.ingest("practice", record.bundle()).status_code == 200  # one at the practice: "<5"
+
+    criteria = [parameter("condition-code", "valueCoding", {"system": ICD10GM, "code": "E11"})]
+    task = federation.start("research", Process.FEASIBILITY, criteria, key="e2e-feasibility")
+    assert task["status"] == "completed", task.get("statusReason")
+    per_node = sorted(task_output(task, "node-count"))
+    assert per_node == ["dic:6", "practice:<5"]
+    assert task_output(task, "count") == [6]
+    assert task_output(task, "obfuscated") == [True]
+
+
+def test_a_peer_that_is_down_fails_the_task_and_a_retry_completes_it_once(federation: Federation) -> None:
+    record = patient_record(PatientProfile(seed=4301, conditions=("I10",)))
+    assert federation.ingest("dic", record.bundle()).status_code == 200
+    federation.grant(record.person.identifier(), "2", "3", "5")
+    gateway = f"hubnode-{STACK}-practice-gateway"
+    subprocess.run(["docker", "stop", gateway], check=True, capture_output=True)
+    try:
+        inputs = [target_input("practice"), patient_input(KVNR, record.person.kvnr)]
+        task = federation.start("dic", Process.CARE_SUMMARY, inputs, key="e2e-retry-4301")
+        assert task["status"] == "failed"
+        assert "practice" in task["statusReason"]["text"]
+    finally:
+        subprocess.run(["docker", "start", gateway], check=True, capture_output=True)
+    _wait_healthy(gateway)
+    with federation.client("dic") as client:
+        retried = client.post(f"/fhir/Task/{task['id']}/$retry")
+        assert retried.status_code in (200, 201), retried.text
+        assert retried.json()["status"] == "completed", retried.json().get("statusReason")
+        assert client.post(f"/fhir/Task/{task['id']}/$retry").json()["status"] == "completed"
+    assert count(federation, "practice", f"Condition?patient.identifier={KVNR}|{record.person.kvnr}") == 1
+
+
+def _wait_healthy(container: str) -> None:
+    for _ in range(60):
+        state = subprocess.run(
+            ["docker", "inspect", "-f", "{{.State.Health.Status}}", container],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        if state == "healthy":
+            return
+        subprocess.run(["sleep", "1"], check=True)
+    pytest.fail(f"{container} did not become healthy again")
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(profile=patient_profiles(sites=("dic",)))
+def test_nothing_identifying_ever_reaches_the_research_node(federation: Federation, profile: PatientProfile) -> None:
+    record = patient_record(profile)
+    assert federation.ingest("dic", record.bundle()).status_code == 200
+    federation.grant(record.person.identifier(), "2", "3", "8")
+    task = federation.start(
+        "dic",
+        Process.DATA_SEND,
+        [
+            target_input("research"),
+            patient_input(KVNR, record.person.kvnr),
+            parameter("project", "valueString", "demo-study"),
+        ],
+        key=f"e2e-datasend-{profile.seed}",
+    )
+    assert task["status"] == "completed", task.get("statusReason")
+    everything = json.dumps([federation.search("research", kind) for kind in _RESEARCH_TYPES])
+    for value in record.person.identifying_values():
+        assert value not in everything, f"{value!r} of {record.person.patient_id} reached the research node"
+    assert KVNR not in everything
+    assert "https://hubnode.org/fhir/sid/source" not in everything
+    pseudonymised = federation.search(
+        "research", "Patient", {"identifier": "https://hubnode.org/fhir/sid/pseudonym/research-demo|"}
+    )
+    assert all(set(p) <= {"resourceType", "id", "meta", "identifier", "gender", "birthDate"} for p in pseudonymised)
+
+
+_RESEARCH_TYPES = ("Patient", "Encounter", "Condition", "Procedure", "Observation", "MedicationStatement")
