@@ -24,6 +24,12 @@ REFUSAL = {
     "resourceType": "OperationOutcome",
     "issue": [{"severity": "error", "code": "security", "diagnostics": "no valid client certificate"}],
 }
+NOT_FOUND = {
+    "resourceType": "OperationOutcome",
+    "issue": [
+        {"severity": "error", "code": "not-found", "diagnostics": "this gateway serves /fhir, /ttp-fhir and /health"}
+    ],
+}
 #: Names, paths and sizes go into the configuration as they are: nothing that could end a directive.
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9._:/-]+$")
 
@@ -87,6 +93,11 @@ class GatewayConfig:
     def refusal_outcome(self) -> str:
         """The OperationOutcome a node without a connector answers refused peers with."""
         return json.dumps(REFUSAL, separators=(",", ":"))
+
+    @property
+    def not_found_outcome(self) -> str:
+        """The OperationOutcome for a path the gateway routes nowhere (callers expect FHIR, not nginx's HTML)."""
+        return json.dumps(NOT_FOUND, separators=(",", ":"))
 
 
 def render(config: GatewayConfig) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
@@ -115,8 +116,10 @@ class Federation:
     def search(self, site: str, query: str, params: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
         """Every resource a search at `site` finds (all pages)."""
         found: list[dict[str, Any]] = []
+        path, _, search = query.partition("?")
+        arguments = [*parse_qsl(search), ("_count", "500"), *(params or {}).items()]
         with self.client(site) as client:
-            bundle = client.get(f"/fhir/{query}", params={"_count": "500", **(params or {})}).json()
+            bundle = client.get(f"/fhir/{path}", params=arguments).json()
             while True:
                 found += [e["resource"] for e in bundle.get("entry", [])]
                 following = next((link["url"] for link in bundle.get("link", []) if link["relation"] == "next"), None)

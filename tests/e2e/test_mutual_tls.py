@@ -68,8 +68,8 @@ def refusals(federation: Federation) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(
     ("presented", "status", "reason"),
     [
-        (no_certificate, 401, "no client certificate"),
-        (another_ca, 401, "not verified"),
+        (no_certificate, 401, "NONE"),
+        (another_ca, 401, "unable to verify"),
         (expired, 401, "expired"),
         (not_on_the_allow_list, 403, "not on the allow list"),
         (wrong_role, 403, "may not"),
@@ -114,5 +114,5 @@ def test_an_identity_header_sent_to_the_public_door_is_not_trusted(federation: F
                 "X-Hubnode-Client-Cert": practice.replace("\n", "%0A"),
             },
         )
-    assert answer.status_code in (401, 403, 404), answer.text
+    assert answer.status_code == 404, answer.text
     assert answer.json()["resourceType"] == "OperationOutcome"

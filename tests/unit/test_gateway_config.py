@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from infra import pki
-from infra.gateway_config import GatewayConfig, Upstream, render
+from infra.gateway_config import NOT_FOUND, GatewayConfig, Upstream, render
 
 IDENTITY_HEADERS = ("X-Hubnode-Client-Verify", "X-Hubnode-Client-Cert", "X-Hubnode-Client-Subject")
 CONFIG = GatewayConfig(
@@ -68,7 +68,7 @@ def test_the_public_door_routes_the_contracts_paths_and_removes_identity_headers
     assert "http://connector:8082;" in routes["~ ^/fhir(/|$)"]
     assert "http://connector:8082;" in routes["= /health"]
     assert "http://trustcentre:8081;" in routes["/ttp-fhir/"]
-    assert "return 404;" in routes["/"]
+    assert "return 404 '" + json.dumps(NOT_FOUND, separators=(",", ":")) + "';" in routes["/"]
     for match, body in routes.items():
         if "proxy_pass" in body:
             assert "rewrite ^ $uri break;" in body, match
