@@ -90,7 +90,7 @@ class Federation:
         """Start a process at `site` through its public door; the finished Task."""
         with self.client(site) as client:
             answer = client.post("/fhir/Task", json=request_task(process, inputs, idempotency_key=key))
-        assert answer.status_code == 201, answer.text
+        assert answer.status_code in (200, 201), answer.text  # 200: the stored answer to a replayed key
         task: dict[str, Any] = answer.json()
         return task
 

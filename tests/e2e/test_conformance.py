@@ -1,0 +1,36 @@
+"""Issue 5 end to end: `hubnode check` replays every scenario against a fresh federation and certifies it.
+
+It runs first in this tier (file order), before other tests add patients that would change counts.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+from conformance import check
+from tests.e2e.conftest import STACK, Federation
+
+
+def test_every_scenario_passes_on_the_local_federation_with_every_report(federation: Federation) -> None:
+    report_dir = federation.state / "conformance" / "report"
+    status = check.main(["--stack", STACK, "--project-dir", str(federation.project), "--report-dir", str(report_dir)])
+    results = json.loads((report_dir / "results.json").read_text())
+    failed = [
+        f"{scenario['name']} step {step.get('index')}: {step.get('message')}"
+        for scenario in results["scenarios"]
+        for step in scenario["steps"]
+        if step["outcome"] in ("failed", "error")
+    ]
+    assert status == 0, "\n".join(failed)
+    assert len(results["scenarios"]) >= 8
+    suites = ET.parse(report_dir / "junit.xml").getroot()  # noqa: S314 -- the report just written here
+    assert int(suites.get("failures", "0")) == 0
+    assert int(suites.get("tests", "0")) > 0
+    assert "<table" in (report_dir / "report.html").read_text()
+    for scenario in results["scenarios"]:
+        test_report = json.loads((report_dir / f"TestReport-{scenario['name']}.json").read_text())
+        assert test_report["resourceType"] == "TestReport"
+        assert test_report["result"] in ("pass", "pending")
+    certificate = json.loads((report_dir / "certificate.json").read_text())
+    assert certificate["requirements"]["failed"] == []
