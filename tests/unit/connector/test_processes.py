@@ -151,7 +151,7 @@ def test_a_data_send_carries_only_the_pseudonymised_extract(fed: Federation) -> 
     assert task["status"] == "completed", task
     stored = fed["research"].fhir
     text = json.dumps(stored.resources)
-    for identifying in ("Familyp3", "Givenp3", "1970-04-01", CLINIC, "Notesp3", "urn:hubnode:mpi"):
+    for identifying in ("Familyp3", "Givenp3", "1970-04-01", CLINIC, "Notesp3", "urn:hubnode:mpi", "/sid/source/"):
         assert identifying not in text
     [patient] = stored.of_type("Patient")
     assert patient["birthDate"] == "1970"

@@ -26,6 +26,10 @@ class IngestResult:
     mpi_ids: tuple[str, ...]
 
 
+#: Identifier system of what research extracts from a site are stored under at the receiving node.
+EXTRACT_SYSTEM_BASE = "https://hubnode.org/fhir/sid/research-extract/"
+
+
 @dataclass(frozen=True)
 class Ingester:
     """Ingests entries sent by one source (`site`) into the node's HAPI."""
@@ -35,12 +39,24 @@ class Ingester:
     source_system_base: str
 
     async def ingest(
-        self, entries: Sequence[Mapping[str, Any]], site: str, locate: Locate = bundle_location
+        self,
+        entries: Sequence[Mapping[str, Any]],
+        site: str,
+        locate: Locate = bundle_location,
+        *,
+        pseudonymised: bool = False,
     ) -> IngestResult:
-        """Store `entries` as sent by `site`; InvalidInput (nothing written) if any entry is unfit."""
+        """Store `entries` as sent by `site`; InvalidInput (nothing written) if any entry is unfit.
+
+        A `pseudonymised` research extract is not linked at the trust centre (it names nobody) and is
+        keyed under EXTRACT_SYSTEM_BASE, so no source system's identifier reaches a research node.
+        """
         problems = validate(entries, locate)
         if problems:
             raise InvalidInput(problems)
+        if pseudonymised:
+            system = f"{EXTRACT_SYSTEM_BASE}{site}"
+            return IngestResult(await self.hapi.transaction(to_transaction(entries, system)), ())
         system = source_system(self.source_system_base, site)
         linked = list(entries)
         mpi_ids: list[str] = []

@@ -21,13 +21,11 @@ from starlette.routing import Route
 from connector import processes
 from connector.auth import Role
 from connector.handling import Done, handled
-from connector.hapi import HapiClient
 from connector.ingest import Ingester
 from connector.peers import TIMEOUT, PeerClient
 from connector.processes import Ingest, Node
 from connector.settings import Settings
-from connector.transform import source_system, to_transaction
-from connector.validation import InvalidInput, bundle_entries, validate
+from connector.validation import bundle_entries
 from servicekit.auth import Caller
 from servicekit.fhir import FhirError, parse_json_resource
 from servicekit.web import error_response, fhir_response, internal_error_response, read_body
@@ -62,27 +60,18 @@ def node_for(state: State, peers: PeerClient | None = None) -> Node:
         hapi=state.hapi,
         trustcentre=state.trustcentre,
         peers=peers,
-        ingest=ingest_for(settings, state.hapi, Ingester(state.hapi, state.trustcentre, settings.source_system)),
+        ingest=ingest_for(settings, Ingester(state.hapi, state.trustcentre, settings.source_system)),
         gateway_secret=settings.gateway_secret or "",
         projects=settings.projects,
     )
 
 
-def ingest_for(settings: Settings, hapi: HapiClient, ingester: Ingester) -> Ingest:
-    """Ingest as the processes need it: linked at the trust centre (careSummary) or not (pseudonymised dataSend).
-
-    TODO(core): `Ingester.ingest` has no `link_patients` switch yet; the unlinked path below repeats its
-    validate -> transform -> transaction steps without `$requestMPI` until it has one.
-    """
+def ingest_for(settings: Settings, ingester: Ingester) -> Ingest:
+    """Ingest as the processes need it: linked at the trust centre (careSummary) or not (pseudonymised dataSend)."""
 
     async def ingest(bundle: dict[str, Any], source: str, *, link_patients: bool) -> dict[str, Any]:
         entries = bundle_entries(bundle, settings.max_entries)
-        if link_patients:
-            return (await ingester.ingest(entries, source)).response
-        problems = validate(entries)
-        if problems:
-            raise InvalidInput(problems)
-        return await hapi.transaction(to_transaction(entries, source_system(settings.source_system, source)))
+        return (await ingester.ingest(entries, source, pseudonymised=not link_patients)).response
 
     return ingest
 
