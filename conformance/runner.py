@@ -5,7 +5,9 @@ makes it not applicable (never passed). A step that fails leaves the run going; 
 patient whose set-up (ingest or consent) did not pass is reported as depending on it rather than
 failing for a reason that is not its own. Invariants that need the federation's state are checked here
 for real: audit records at both ends of an exchange, the consent the trust centre holds, pseudonyms
-resolved at the trust centre and remembered across the run. `docs/scenarios.md` says what each step does.
+resolved at the trust centre and remembered across the run. A trust step knocks at a node's peer door
+with a client certificate: a refusal must be an OperationOutcome the node audited as refused, an
+acceptance a Task it audited as answered. `docs/scenarios.md` says what each step does.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import jinja2
 from conformance.invariants import identifying_leaks
 from conformance.results import Exchange, Outcome, RunResult, ScenarioResult, StepResult, excerpt
 from conformance.scenario import (
+    NO_CERTIFICATE,
     Consent,
     Expect,
     Ingest,
@@ -34,16 +37,18 @@ from conformance.scenario import (
     Scenario,
     Step,
     TemplateProblemError,
+    Trust,
     Wait,
     ingest_bundle,
     render_text,
 )
 from conformance.scenario import Process as ProcessStep
-from conformance.targets import NodeTarget, Targets
+from conformance.targets import ClientCertificate, NodeTarget, Targets
 from connector.pseudonymise import PSEUDONYM_SYSTEM_BASE
 from connector.tasks import Process, parameter, request_task
 from fixtures.consents import POLICY_OID, POLICY_SYSTEM, broad_consent
 from fixtures.corpora import CorpusError, corpus_file, load_bundle
+from infra.pki import load_certificate, site_of
 from servicekit.kvnr import KVNR_SYSTEM
 
 #: The credential (token name in the targets file) the suite uses for its own checks at a node (audit).
@@ -67,13 +72,17 @@ class CannotRunError(Exception):
 
 @dataclass(frozen=True)
 class Call:
-    """One HTTP request the runner makes, kept so a `wait` step can make it again."""
+    """One HTTP request the runner makes, kept so a `wait` step can make it again.
+
+    Public doors take a bearer `token`; a peer door takes a client `certificate` (or none) instead.
+    """
 
     node: NodeTarget
     method: str
     url: str
-    token: str
+    token: str | None
     body: Mapping[str, Any] | None = None
+    certificate: ClientCertificate | None = None
 
 
 @dataclass(frozen=True)
@@ -125,22 +134,25 @@ class StepLog:
 
 
 class Http:
-    """One httpx client per node (TLS checked against the node's CA file), every exchange logged."""
+    """One httpx client per node and client certificate (TLS checked against the node's CA), every exchange logged."""
 
     def __init__(self, transport: httpx.BaseTransport | None, timeout_s: float) -> None:
         self._transport = transport
         self._timeout = timeout_s
-        self._clients: dict[str, httpx.Client] = {}
+        self._clients: dict[tuple[str, ClientCertificate | None], httpx.Client] = {}
 
     def send(self, call: Call, log: StepLog) -> Response:
         """Make `call`; a transport failure is `CannotRunError` naming the request."""
-        headers = {"Authorization": f"Bearer {call.token}", "Accept": FHIR_JSON}
+        headers = {"Accept": FHIR_JSON}
+        if call.token is not None:
+            headers["Authorization"] = f"Bearer {call.token}"
         content = None
         if call.body is not None:
             headers["Content-Type"] = FHIR_JSON
             content = json.dumps(call.body, ensure_ascii=False).encode()
         try:
-            answer = self._client(call.node).request(call.method, call.url, headers=headers, content=content)
+            client = self._client(call.node, call.certificate)
+            answer = client.request(call.method, call.url, headers=headers, content=content)
         except httpx.HTTPError as exc:
             log.add(Exchange(call.method, call.url, None, _shown(call.body), f"{type(exc).__name__}"))
             raise CannotRunError(f"{call.method} {call.url}: {type(exc).__name__}: {exc}") from None
@@ -166,13 +178,19 @@ class Http:
             client.close()
         self._clients.clear()
 
-    def _client(self, node: NodeTarget) -> httpx.Client:
-        if node.site not in self._clients:
+    def _client(self, node: NodeTarget, certificate: ClientCertificate | None) -> httpx.Client:
+        key = (node.site, certificate)
+        if key not in self._clients:
             verify: ssl.SSLContext | bool = True
-            if self._transport is None and node.ca_file is not None:
-                verify = ssl.create_default_context(cafile=str(node.ca_file))
-            self._clients[node.site] = httpx.Client(transport=self._transport, verify=verify, timeout=self._timeout)
-        return self._clients[node.site]
+            if self._transport is None and (node.ca_file is not None or certificate is not None):
+                verify = ssl.create_default_context(cafile=str(node.ca_file) if node.ca_file else None)
+                if certificate is not None:
+                    try:
+                        verify.load_cert_chain(certificate.cert, certificate.key)
+                    except OSError as exc:
+                        raise CannotRunError(f"cannot present {certificate.cert}: {exc}") from None
+            self._clients[key] = httpx.Client(transport=self._transport, verify=verify, timeout=self._timeout)
+        return self._clients[key]
 
 
 @dataclass(frozen=True)
@@ -290,7 +308,7 @@ class ScenarioRun:
         return None
 
     def _missing(self, step: Step) -> str | None:
-        """Why the targets cannot run `step`: a node, capability or credential it needs is not there."""
+        """Why the targets cannot run `step`: a node, capability, credential or certificate it needs is not there."""
         needs = list(self._needs(step))
         for site, capability, credential in needs:
             node = self._node(site) if site else self.runner.targets.trustcentre()
@@ -298,12 +316,16 @@ class ScenarioRun:
                 return f"site {site!r} is not among the targets" if site else "no target offers a trust centre"
             if capability not in node.capabilities:
                 return f"node {node.site} lacks the capability {capability!r}"
-            if credential not in node.tokens:
+            if credential is not None and credential not in node.tokens:
                 return f"node {node.site} has no credential {credential!r} in the targets file"
+        if isinstance(step.action, Trust) and step.action.certificate != NO_CERTIFICATE and step.actor is not None:
+            node = self._required_node(self.scenario.actors[step.actor].site)
+            if step.action.certificate not in node.client_certificates:
+                return f"node {node.site} has no client certificate {step.action.certificate!r} in the targets file"
         return None
 
-    def _needs(self, step: Step) -> Iterator[tuple[str | None, str, str]]:
-        """(site, or None for the federation's trust centre; capability; credential) the step needs."""
+    def _needs(self, step: Step) -> Iterator[tuple[str | None, str, str | None]]:
+        """(site, or None for the federation's trust centre; capability; credential, if one) the step needs."""
         subject = self._subject(step)
         if subject.actor is None:
             return
@@ -321,7 +343,7 @@ class ScenarioRun:
         if "one-pseudonym-per-domain" in step.expect.invariants:
             yield None, "trustcentre", TRUSTCENTRE_CREDENTIAL
 
-    def _action_needs(self, step: Step) -> Iterator[tuple[str | None, str, str]]:
+    def _action_needs(self, step: Step) -> Iterator[tuple[str | None, str, str | None]]:
         action = step.action
         assert step.actor is not None  # noqa: S101 -- only wait steps have no actor
         actor = self.scenario.actors[step.actor]
@@ -336,6 +358,9 @@ class ScenarioRun:
         elif isinstance(action, Read):
             credential = TRUSTCENTRE_CREDENTIAL if action.service == "trustcentre" else actor.credential
             yield actor.site, READ_CAPABILITIES[action.service], credential
+        elif isinstance(action, Trust):  # a certificate instead of a credential; the audit shows the refusal
+            yield actor.site, "mtls", None
+            yield actor.site, "audit", SUITE_CREDENTIAL
 
     def _judge(self, step: Step, log: StepLog) -> tuple[Outcome, str]:
         """Act, then hold the responses against the expectations and the invariants."""
@@ -351,6 +376,8 @@ class ScenarioRun:
         try:
             with log.check():
                 violations = self._invariants(subject, step.expect.invariants, responses, before, log)
+                if isinstance(subject.action, Trust):
+                    violations += self._door_problems(subject, responses, before, log)
             log.checks_matter = bool(violations)
             problems += violations
         except CannotRunError as exc:
@@ -405,7 +432,7 @@ class ScenarioRun:
         if isinstance(action, Consent):
             return self._consent_calls(action)
         node = self._required_node(actor.site)
-        token = node.token(actor.credential)
+        token = None if isinstance(action, Trust) else node.token(actor.credential)
         if isinstance(action, Ingest):
             try:
                 bundle = ingest_bundle(self.scenario, step)
@@ -414,6 +441,8 @@ class ScenarioRun:
             return [Call(node, "POST", node.fhir_url, token, bundle)]
         if isinstance(action, ProcessStep):
             return [Call(node, "POST", f"{node.fhir_url}/Task", token, self._task(action))]
+        if isinstance(action, Trust):
+            return [self._peer_call(step, action, node)]
         assert isinstance(action, Read)  # noqa: S101 -- the remaining kinds
         try:
             query = render_text(action.query, self.scenario.template_context(step)).lstrip("/")
@@ -456,6 +485,27 @@ class ScenarioRun:
             inputs.append(parameter("payload-bytes", "valueInteger", action.payload_bytes))
         key = f"{self.runner.run_id}-{action.idempotency_key}" if action.idempotency_key else None
         return request_task(Process(action.process), inputs, idempotency_key=key)
+
+    def _peer_call(self, step: Step, action: Trust, node: NodeTarget) -> Call:
+        """The peer Task of docs/federation.md's "Peer API", with the certificate it is presented with."""
+        if node.peer_url is None:
+            raise CannotRunError(f"node {node.site} has no `peer_url` in the targets file")
+        certificate = None if action.certificate == NO_CERTIFICATE else node.client_certificates[action.certificate]
+        key = f"{self.runner.run_id}-{self.scenario.name}-{step.index}"
+        task = request_task(Process(action.process), [], requester=self._requester(action, node), idempotency_key=key)
+        return Call(node, "POST", f"{node.peer_url}/fhir/Task", None, task, certificate)
+
+    def _requester(self, action: Trust, node: NodeTarget) -> str | None:
+        """The site a trust step's Task names: the `requester` actor's, else the certificate's (none without one)."""
+        if action.requester is not None:
+            return self.scenario.actors[action.requester].site
+        if action.certificate == NO_CERTIFICATE:
+            return None
+        path = node.client_certificates[action.certificate].cert
+        try:
+            return site_of(load_certificate(path.read_bytes())) or None
+        except (OSError, ValueError) as exc:
+            raise CannotRunError(f"cannot read the {action.certificate} certificate {path}: {exc}") from None
 
     # --- invariants --------------------------------------------------------------------------------
 
@@ -529,6 +579,32 @@ class ScenarioRun:
             problems.append(f"{target} received a {action.process} from {sender} although {names} gave no consent")
         return problems
 
+    def _door_problems(
+        self, step: Step, responses: Sequence[Response], before: Mapping[str, frozenset[str]], log: StepLog
+    ) -> list[str]:
+        """A refusal is an OperationOutcome the node audited as refused; an acceptance a Task audited as answered."""
+        assert isinstance(step.action, Trust) and step.actor is not None  # noqa: PT018, S101 -- trust steps only
+        node = self._required_node(self.scenario.actors[step.actor].site)
+        [response] = responses
+        body = response.body
+        events = self._new_events(node.site, before, log)
+        if response.status >= 400:
+            problems = []
+            if not (isinstance(body, dict) and body.get("resourceType") == "OperationOutcome" and body.get("issue")):
+                problems.append(f"the refusal is {_resource_type(body)}, not an OperationOutcome with an issue")
+            if not any(event.get("outcome") != "0" for event in events):
+                problems.append(f"{node.site} holds no new AuditEvent of a refusal")
+            return problems
+        if not isinstance(body, dict) or body.get("resourceType") != "Task":
+            return [f"the answer to an accepted peer Task is {_resource_type(body)}, not a Task"]
+        status = str(body.get("status"))
+        if status not in _AUDIT_OUTCOME:
+            return [f"the answered Task is {status!r}, neither completed nor failed"]
+        requester = self._requester(step.action, node) or "nobody"  # no certificate: no record can name the caller
+        if not any(_names_exchange(e, step.action.process, [requester], _AUDIT_OUTCOME[status]) for e in events):
+            return [f"{node.site} holds no new AuditEvent of {step.action.process} answered for {requester}"]
+        return []
+
     def _pseudonym_problems(self, step: Step, body: object, log: StepLog) -> list[str]:
         """Each Patient: one pseudonym per domain, known to the trust centre, the same one all run long."""
         problems = []
@@ -566,16 +642,23 @@ class ScenarioRun:
     # --- helpers that ask the targets ---------------------------------------------------------------
 
     def _audit_snapshot(self, step: Step, log: StepLog) -> dict[str, frozenset[str]]:
-        """Ids of the AuditEvents every auditable node already holds, before a step whose invariants read audit."""
+        """Ids of the AuditEvents auditable nodes already hold, before a step whose checks read audit.
+
+        A trust step reads only its own node's; invariants about an exchange read every node's.
+        """
         following = self.scenario.steps[step.index] if step.index < len(self.scenario.steps) else None
         wait_after = following is not None and isinstance(following.action, Wait)
         named = {*step.expect.invariants, *(following.expect.invariants if following and wait_after else ())}
-        if not {"cross-node-audited", "consent-enforced"} & named:
+        if isinstance(step.action, Trust) and step.actor is not None:
+            sites = {self.scenario.actors[step.actor].site}
+        elif {"cross-node-audited", "consent-enforced"} & named:
+            sites = set(self.runner.targets.nodes)
+        else:
             return {}
         return {
             site: frozenset(str(event.get("id")) for event in self._audit_events(site, log))
             for site, node in self.runner.targets.nodes.items()
-            if "audit" in node.capabilities and SUITE_CREDENTIAL in node.tokens
+            if site in sites and "audit" in node.capabilities and SUITE_CREDENTIAL in node.tokens
         }
 
     def _new_events(self, site: str, before: Mapping[str, frozenset[str]], log: StepLog) -> list[dict[str, Any]]:

@@ -2,9 +2,9 @@
 
 A scenario (`scenarios/<name>.yaml`) names its actors (a node site and the credential used there), its
 patients (synthetic profiles or corpus files) and its steps (`ingest`, `consent`, `process`, `read`,
-`wait`), each with what must come back. Everything that can be checked without a federation is checked
-when the file is loaded: references between actors, patients and templates, requirement ids, paths,
-templates that render valid JSON. A malformed file fails with every problem, each with file and line.
+`trust`, `wait`), each with what must come back. Everything that can be checked without a federation
+is checked when the file is loaded: references between actors, patients and templates, requirement ids,
+paths, templates that render valid JSON. A malformed file fails with every problem, each with file and line.
 `docs/scenarios.md` is the reference for authors.
 """
 
@@ -23,7 +23,7 @@ from conformance._yaml import Fields, FileProblemsError, Node, Problem, Problems
 from conformance.invariants import INVARIANTS
 from conformance.paths import CHECK_KINDS, PathCheck, PathSyntaxError, SimplePath
 from conformance.requirements import load_requirements
-from conformance.targets import CAPABILITIES
+from conformance.targets import CAPABILITIES, CLIENT_CERTIFICATE_KINDS
 from fixtures.corpora import CorpusError, corpus_file, load_bundle
 from fixtures.synthetic import PatientProfile, Person, patient_record, synthetic_person
 
@@ -32,7 +32,10 @@ PROCESSES = ("ping", "careSummary", "feasibility", "dataSend")
 CONSENT_ACTIONS = ("grant", "withdraw", "check")
 READ_SERVICES = ("fhir", "trustcentre", "audit", "portal")
 CRITERIA = ("condition-code", "gender", "birth-year-min", "birth-year-max")
-STEP_KINDS = ("ingest", "consent", "process", "read", "wait")
+STEP_KINDS = ("ingest", "consent", "process", "read", "trust", "wait")
+#: What a trust step presents at a peer door: nothing, or one of the targets' client certificates.
+NO_CERTIFICATE = "none"
+CERTIFICATES = (NO_CERTIFICATE, *CLIENT_CERTIFICATE_KINDS)
 _PROFILE_KEYS = ("seed", "site", "gender", "birth_year", "conditions", "procedures", "observations", "medications")
 
 
@@ -120,13 +123,26 @@ class Read:
 
 
 @dataclass(frozen=True)
+class Trust:
+    """Call a node's peer door presenting a client certificate (or none) with a peer Task for `process`.
+
+    The Task names as requester the site the certificate claims, or the `requester` actor's site when
+    given (to show that a Task naming someone else is refused).
+    """
+
+    certificate: str
+    process: str
+    requester: str | None = None
+
+
+@dataclass(frozen=True)
 class Wait:
     """Pause, for processes that finish after their Task is answered."""
 
     seconds: float
 
 
-Action = Ingest | Consent | Process | Read | Wait
+Action = Ingest | Consent | Process | Read | Trust | Wait
 
 
 @dataclass(frozen=True)
@@ -167,9 +183,11 @@ class Scenario:
         return tuple(sorted({*self.verifies, *(rid for step in self.steps for rid in step.requirements())}))
 
     def sites(self) -> frozenset[str]:
-        """The sites the steps act at or send to: a journey must span at least two."""
+        """The sites the steps act at, send to or claim to come from: a journey must span at least two."""
         names = {step.actor for step in self.steps} | {
-            step.action.target for step in self.steps if isinstance(step.action, Process)
+            step.action.target if isinstance(step.action, Process) else step.action.requester
+            for step in self.steps
+            if isinstance(step.action, Process | Trust)
         }
         return frozenset(self.actors[name].site for name in names if name is not None and name in self.actors)
 
@@ -402,6 +420,9 @@ class _Parser:
                 )
         expect_node = fields.node("expect")
         expect = self._expect(expect_node, where) if expect_node is not None else Expect()
+        if kind == "trust" and not expect.status:
+            wanted = "the refusal or acceptance it must get"
+            self.problems.add(node.line, f"{where}: a trust step needs `expect: {{status: ...}}`, {wanted}")
         fields.finish()
         return Step(index, node.line, kind, title, actor, action, expect, verifies, tuple(c for c, _ in applies_to))
 
@@ -438,6 +459,10 @@ class _Parser:
         if kind == "read":
             service = fields.text("service", choices=READ_SERVICES) or "fhir"
             return Read(service, fields.text("query", required=True) or "")
+        if kind == "trust":
+            certificate = fields.text("certificate", required=True, choices=CERTIFICATES) or NO_CERTIFICATE
+            process = fields.text("process", required=True, choices=PROCESSES) or "ping"
+            return Trust(certificate, process, self._actor_ref(fields, "requester"))
         return Wait(fields.number("seconds", required=True) or 0)
 
     def _ingest(self, fields: Fields, where: str) -> Ingest:
@@ -544,4 +569,8 @@ def _summary(action: Action) -> str:
         return action.process + (f" to {action.target}" if action.target else "")
     if isinstance(action, Read):
         return f"{action.service} {action.query}"
+    if isinstance(action, Trust):
+        shown = "no certificate" if action.certificate == NO_CERTIFICATE else f"the {action.certificate} certificate"
+        claimed = f", claiming to be {action.requester}" if action.requester else ""
+        return f"{action.process} at the peer door with {shown}{claimed}"
     return f"{action.seconds:g}s"

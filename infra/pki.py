@@ -116,8 +116,17 @@ def issue_node(
 
 def federation_of(certificate: x509.Certificate) -> str:
     """The federation (subject organisation) a CA or node certificate belongs to; "" if it names none."""
-    organisations = certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
-    return str(organisations[0].value) if len(organisations) == 1 else ""
+    return _subject(certificate, NameOID.ORGANIZATION_NAME)
+
+
+def site_of(certificate: x509.Certificate) -> str:
+    """The site (subject common name) a node certificate claims; "" if it names none."""
+    return _subject(certificate, NameOID.COMMON_NAME)
+
+
+def _subject(certificate: x509.Certificate, oid: x509.ObjectIdentifier) -> str:
+    values = certificate.subject.get_attributes_for_oid(oid)
+    return str(values[0].value) if len(values) == 1 else ""
 
 
 def _builder(

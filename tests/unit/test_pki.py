@@ -47,6 +47,7 @@ def test_a_node_certificate_is_what_the_contract_says(ca: pki.Issued, node: pki.
     assert isinstance(node.key.curve, ec.SECP256R1)
     # nginx's $ssl_client_s_dn (RFC 2253) is what the trust centre and connector match on
     assert certificate.subject.rfc4514_string() == "CN=dic,O=digihub"
+    assert (pki.site_of(certificate), pki.federation_of(certificate)) == ("dic", "digihub")
     assert pki.subject_alternative_names(certificate) == {"dic.hubnode.test", "localhost", "127.0.0.1"}
     names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert names.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import textwrap
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,9 @@ import pytest
 from conformance.results import Outcome, StepResult
 from conformance.runner import Runner, RunOptions
 from conformance.scenario import Scenario, load_scenario
-from conformance.targets import NodeTarget, Targets
+from conformance.targets import ClientCertificate, NodeTarget, Targets
 from fixtures.synthetic import synthetic_person
+from infra import pki
 from servicekit.kvnr import KVNR_SYSTEM
 
 ANNA = synthetic_person(2101, site="dic", gender="female", birth_year=1968)
@@ -584,3 +587,129 @@ def test_a_wait_that_runs_out_of_time_fails_with_the_last_answer(tmp_path: Path,
     _, waited = run(targets, federation, journey)
     assert waited.outcome is Outcome.FAILED
     assert "got ['in-progress']" in waited.message
+
+
+def certificate_of(tmp_path: Path, site: str) -> ClientCertificate:
+    """A node certificate for `site` from a throwaway CA, as PEM files (the mock transport never presents it)."""
+    now = datetime.now(UTC)
+    issued = pki.issue_node(pki.issue_ca("test", now), site, (), now)
+    cert, key = tmp_path / f"{site}.crt", tmp_path / f"{site}.key"
+    cert.write_bytes(pki.certificate_pem(issued.certificate))
+    key.write_bytes(pki.key_pem(issued.key))
+    return ClientCertificate(cert, key)
+
+
+@pytest.fixture
+def doors(tmp_path: Path, targets: Targets) -> Targets:
+    """The federation with a peer door at the hospital, its `valid` certificate being the practice's."""
+    hospital = replace(
+        targets.nodes["dic"],
+        peer_url="https://peer.dic.test",
+        client_certificates={"valid": certificate_of(tmp_path, "practice")},
+        capabilities=targets.nodes["dic"].capabilities | {"mtls"},
+    )
+    return replace(targets, nodes={**targets.nodes, "dic": hospital})
+
+
+REFUSED = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "diagnostics": "not on the allow list"}]}
+
+
+def peer_door(federation: Federation, status: int, answer: object, audited: tuple[str, str, str] | None) -> None:
+    """The hospital's peer door answers `status` with `answer`, auditing (process, peer, outcome) if given."""
+
+    def knock(_request: httpx.Request) -> httpx.Response:
+        if audited is not None:
+            federation.record("dic.test", *audited)
+        return fhir(status, answer)
+
+    federation.route("POST", "peer.dic.test/fhir/Task", knock)
+
+
+def trust_step(certificate: str, process: str = "ping", status: int = 403, requester: str = "") -> str:
+    claimed = f", requester: {requester}" if requester else ""
+    return f"""\
+- trust: {{at: hospital, certificate: {certificate}, process: {process}{claimed}}}
+  expect: {{status: {status}}}
+"""
+
+
+def test_a_trust_step_posts_a_peer_task_claiming_the_certificates_site_and_passes_an_audited_refusal(
+    tmp_path: Path, doors: Targets
+) -> None:
+    federation = Federation()
+    federation.record("dic.test", "peer-task", "unknown", "4")  # an older refusal must not count
+    peer_door(federation, 403, REFUSED, ("peer-task", "unknown", "4"))
+    [step] = run(doors, federation, scenario(tmp_path, trust_step("valid", "careSummary")))
+    assert step.outcome is Outcome.PASSED, step.message
+    [sent] = federation.sent("POST", "peer.dic.test/fhir/Task")
+    assert "authorization" not in sent.headers
+    task = json.loads(sent.content)
+    assert task["instantiatesCanonical"] == "https://hubnode.org/fhir/process/careSummary|1.0"
+    assert task["requester"]["identifier"]["value"] == "practice"
+    assert task["identifier"][0]["value"] == "run1-journey-1"
+
+
+def test_a_trust_step_can_claim_another_requester_and_without_a_certificate_claims_none(
+    tmp_path: Path, doors: Targets
+) -> None:
+    federation = Federation()
+    peer_door(federation, 403, REFUSED, ("peer-task", "unknown", "4"))
+    run(doors, federation, scenario(tmp_path, trust_step("valid", requester="hospital") + trust_step("none")))
+    claimed, anonymous = (json.loads(r.content) for r in federation.sent("POST", "peer.dic.test/fhir/Task"))
+    assert claimed["requester"]["identifier"]["value"] == "dic"
+    assert "requester" not in anonymous
+
+
+@pytest.mark.parametrize(
+    ("answer", "audited", "message"),
+    [
+        (REFUSED, None, "dic holds no new AuditEvent of a refusal"),
+        (REFUSED, ("ping", "practice", "0"), "dic holds no new AuditEvent of a refusal"),
+        ({"error": "forbidden"}, ("peer-task", "unknown", "4"), "the refusal is without resourceType, not an Operat"),
+    ],
+    ids=["not audited", "audited as served", "no OperationOutcome"],
+)
+def test_a_refusal_that_is_not_audited_or_no_operation_outcome_fails(
+    tmp_path: Path, doors: Targets, answer: object, audited: tuple[str, str, str] | None, message: str
+) -> None:
+    federation = Federation()
+    peer_door(federation, 403, answer, audited)
+    [step] = run(doors, federation, scenario(tmp_path, trust_step("valid")))
+    assert step.outcome is Outcome.FAILED
+    assert message in step.message
+
+
+@pytest.mark.parametrize(
+    ("audited", "passed"),
+    [(("ping", "practice", "0"), True), (("ping", "research", "0"), False), (None, False)],
+    ids=["audited", "audited for another peer", "not audited"],
+)
+def test_an_accepted_peer_task_must_be_audited_as_answered_for_the_certificates_site(
+    tmp_path: Path, doors: Targets, audited: tuple[str, str, str] | None, *, passed: bool
+) -> None:
+    federation = Federation()
+    peer_door(federation, 200, {"resourceType": "Task", "status": "completed"}, audited)
+    [step] = run(doors, federation, scenario(tmp_path, trust_step("valid", status=200)))
+    assert (step.outcome is Outcome.PASSED) is passed, step.message
+    if not passed:
+        assert step.message == "dic holds no new AuditEvent of ping answered for practice"
+
+
+def test_a_refusal_where_an_acceptance_is_expected_fails_with_the_nodes_reason(tmp_path: Path, doors: Targets) -> None:
+    federation = Federation()
+    peer_door(federation, 403, REFUSED, ("peer-task", "unknown", "4"))
+    [step] = run(doors, federation, scenario(tmp_path, trust_step("valid", status=200)))
+    assert step.outcome is Outcome.FAILED
+    assert step.message == "status 403, expected 200; the node said: not on the allow list"
+
+
+def test_a_trust_step_without_the_door_or_the_certificate_is_not_applicable_and_sends_nothing(
+    tmp_path: Path, targets: Targets, doors: Targets
+) -> None:
+    federation = Federation()
+    [no_door] = run(targets, federation, scenario(tmp_path, trust_step("valid")))
+    [no_certificate] = run(doors, federation, scenario(tmp_path, trust_step("expired")))
+    assert no_door.outcome is no_certificate.outcome is Outcome.NOT_APPLICABLE
+    assert no_door.message == "node dic lacks the capability 'mtls'"
+    assert no_certificate.message == "node dic has no client certificate 'expired' in the targets file"
+    assert federation.requests == []

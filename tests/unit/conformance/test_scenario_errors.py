@@ -12,6 +12,7 @@ from conformance.scenario import (
     Consent,
     Process,
     TemplateProblemError,
+    Trust,
     load_scenario,
     render_json,
     template_environment,
@@ -126,7 +127,9 @@ def test_a_key_given_twice_is_a_problem(tmp_path: Path) -> None:
 def test_a_step_with_two_kinds_is_refused(tmp_path: Path) -> None:
     text = GOOD.format(name="journey").replace("  - consent:", "  - wait: {seconds: 1}\n    consent:", 1)
     path = write(tmp_path, text)
-    assert any(":10: step 1 needs exactly one of ingest, consent, process, read, wait" in p for p in problems_of(path))
+    assert any(
+        ":10: step 1 needs exactly one of ingest, consent, process, read, trust, wait" in p for p in problems_of(path)
+    )
 
 
 def test_a_template_using_an_undefined_name_fails_at_load_with_the_step_and_template_line(tmp_path: Path) -> None:
@@ -161,3 +164,55 @@ def test_template_syntax_errors_carry_the_template_line(tmp_path: Path) -> None:
 def test_templates_are_not_html_escaped(tmp_path: Path) -> None:
     (tmp_path / "t.json.j2").write_text('{"text": "{{ value }}"}')
     assert render_json(template_environment(tmp_path), "t.json.j2", {"value": "<b>&"}) == {"text": "<b>&"}
+
+
+TRUST = """\
+name: journey
+title: The peer doors
+journey: 2
+actors:
+  hospital: {site: dic}
+  registry: {site: research}
+steps:
+  - trust: {at: hospital, certificate: valid, process: careSummary, requester: registry}
+    verifies: [HUB-TRUST-06]
+    expect: {status: 403}
+"""
+
+
+def test_a_trust_step_parses_with_its_certificate_process_and_claimed_requester(tmp_path: Path) -> None:
+    scenario = load_scenario(write(tmp_path, TRUST))
+    [step] = scenario.steps
+    assert (step.kind, step.actor) == ("trust", "hospital")
+    assert step.action == Trust("valid", "careSummary", "registry")
+    assert step.title == "trust careSummary at the peer door with the valid certificate, claiming to be registry"
+    assert step.requirements() == ("HUB-TRUST-06",)
+    assert scenario.sites() == {"dic", "research"}
+
+
+KINDS = "none, valid, other-ca, expired, not-allowed, wrong-role"
+
+
+@pytest.mark.parametrize(
+    ("written", "wrong", "message"),
+    [
+        ("certificate: valid", "certificate: forged", f"`certificate` must be one of {KINDS}; got 'forged'"),
+        ("process: careSummary", "process: teleport", "`process` must be one of ping, careSummary, feasibility"),
+        ("requester: registry", "requester: lab", "`requester` names unknown actor 'lab'"),
+        ("expect: {status: 403}", "expect: {resource_type: OperationOutcome}", "a trust step needs `expect: {status"),
+    ],
+    ids=["certificate kind", "process", "requester", "expected status"],
+)
+def test_a_malformed_trust_step_is_named_with_its_line(tmp_path: Path, written: str, wrong: str, message: str) -> None:
+    path = write(tmp_path, TRUST.replace(written, wrong))
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:8: step 1")
+    assert message in problem
+
+
+def test_a_trust_step_without_certificate_or_process_names_both(tmp_path: Path) -> None:
+    path = write(tmp_path, TRUST.replace("certificate: valid, process: careSummary, ", ""))
+    assert problems_of(path) == [
+        f"{path}:8: step 1 (trust) needs `certificate`",
+        f"{path}:8: step 1 (trust) needs `process`",
+    ]

@@ -6,7 +6,7 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 
 from conformance.requirements import load_requirements
-from conformance.scenario import SCENARIOS_DIR, Ingest, Read, Scenario, ingest_bundle, load_scenarios
+from conformance.scenario import SCENARIOS_DIR, Ingest, Read, Scenario, Trust, ingest_bundle, load_scenarios
 
 SCENARIOS = load_scenarios()
 INGEST_STEPS = [
@@ -21,8 +21,15 @@ def test_every_scenario_file_parses() -> None:
     assert len(SCENARIOS) == len(list(SCENARIOS_DIR.glob("*.yaml")))
 
 
-def test_the_scenarios_are_the_eight_journeys_of_the_design() -> None:
-    assert sorted(scenario.journey for scenario in SCENARIOS) == list(range(1, 9))
+def test_the_scenarios_cover_the_eight_journeys_of_the_design() -> None:
+    assert {scenario.journey for scenario in SCENARIOS} == set(range(1, 9))
+
+
+def test_every_trust_requirement_is_verified_by_a_trust_step() -> None:
+    trust = {rid for rid in load_requirements() if rid.startswith("HUB-TRUST-")}
+    verified = {rid for s in SCENARIOS for step in s.steps if isinstance(step.action, Trust) for rid in step.verifies}
+    assert trust
+    assert verified == trust
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
