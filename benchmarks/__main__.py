@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,8 @@ from typing import Any
 import docker
 import httpx
 
-from benchmarks import trustcentre
+from benchmarks import federation, trustcentre
+from benchmarks.federation import free_port, percentile
 from infra.bootstrap import docker_client
 from infra.imagebuild import build_images
 from infra.local import LocalLauncher
@@ -38,7 +38,7 @@ MII_KDS_DIR = PROJECT_DIR.parent / "shared" / "testdata" / "mii-kds"
 RESULTS_DIR = PROJECT_DIR / ".hubnode" / "bench"
 FHIR_JSON = "application/fhir+json"
 READY_BUDGET_S = 300.0
-BENCHMARKS = ("ready", "ingest", "pseudonyms", "consent")
+BENCHMARKS = ("ready", "ingest", "pseudonyms", "consent", *federation.BENCHMARKS)
 
 
 def main() -> int:
@@ -62,6 +62,9 @@ def main() -> int:
         results["pseudonyms"] = trustcentre.bench_pseudonyms(client)
     if "consent" in chosen:
         results["consent"] = trustcentre.bench_consent()
+    federated = [name for name in chosen if name in federation.BENCHMARKS]
+    if federated:  # one bench federation, brought up once for all of them
+        results.update(federation.run(federated))
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{results['started'].replace(':', '-')}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
@@ -75,15 +78,8 @@ def _host() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "python": sys.version.split()[0], "docker": docker_client().version()["Version"]}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _plan(stack: str, database: str, port: int | None = None) -> NodePlan:
-    config = {"hubnode:site": "bench", "hubnode:database": database, "hubnode:ports": {"fhir": port or _free_port()}}
+    config = {"hubnode:site": "bench", "hubnode:database": database, "hubnode:ports": {"fhir": port or free_port()}}
     [plan] = plan_stack(parse_stack(stack, config))
     return plan
 
@@ -113,7 +109,7 @@ def _time_hubnode_up() -> float:
     with tempfile.TemporaryDirectory(prefix="hubnode-bench-") as folder:
         project = Path(folder)
         (project / "Pulumi.yaml").write_text("name: hubnode\nruntime: python\n")
-        port = _free_port()
+        port = free_port()
         (project / "Pulumi.bench.yaml").write_text(
             f"config:\n  hubnode:site: bench\n  hubnode:ports:\n    fhir: {port}\n"
         )
@@ -129,7 +125,7 @@ def _time_hubnode_up() -> float:
 def _time_bare_run(client: docker.DockerClient) -> float:
     """The same image, started with nothing but `docker run`, polled until metadata answers."""
     image = _plan("bench-bare", "embedded").services[0].image.reference
-    port = _free_port()
+    port = free_port()
     started = time.perf_counter()
     container = client.containers.run(image, detach=True, ports={f"{HAPI_PORT}/tcp": ("127.0.0.1", port)})
     try:
@@ -188,13 +184,9 @@ def _ingest(base: str, bundles: list[Path]) -> dict[str, Any]:
         "total_s": sum(seconds),
         "resources_per_s": resources / sum(seconds),
         "p50_bundle_s": statistics.median(seconds),
-        "p95_bundle_s": _percentile(seconds, 95),
+        "p95_bundle_s": percentile(seconds, 95),
         "per_bundle_s": dict(zip((p.name for p in bundles), seconds, strict=True)),
     }
-
-
-def _percentile(values: list[float], percent: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[percent - 1]
 
 
 def _print_table(results: dict[str, Any]) -> None:
@@ -225,6 +217,7 @@ def _print_table(results: dict[str, Any]) -> None:
             ]
         rows.append(("ingest: postgres / embedded throughput", fmt(ingest["postgres_over_embedded_throughput"]), ""))
     rows += trustcentre.table_rows(results)
+    rows += federation.table_rows(results)
     width = max(len(r[0]) for r in rows)
     print(f"\n{'benchmark':<{width}}  {'value':>10}  note")
     for name, value, note in rows:
