@@ -8,9 +8,11 @@ the federation's state (audit records, pseudonyms across nodes) belong to the ru
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from connector.pseudonymise import PSEUDONYM_SYSTEM_BASE
 from fixtures.synthetic import Person
 
 
@@ -69,6 +71,25 @@ def identifying_leaks(data: object, persons: list[Person]) -> list[str]:
             if hits:
                 leaks.append(f"{location}: {value!r} contains {', '.join(sorted(set(hits)))} of {person.patient_id}")
     return leaks
+
+
+def names_exchange(event: Mapping[str, Any], process: str, peers: Sequence[str], outcome: str) -> bool:
+    """Whether an AuditEvent records `process` with one of `peers` (any peer if none given) and `outcome`."""
+    codes = {subtype.get("code") for subtype in event.get("subtype", []) if isinstance(subtype, dict)}
+    agents = {agent.get("who", {}).get("display") for agent in event.get("agent", []) if isinstance(agent, dict)}
+    wanted = {f"peer:{peer}" for peer in peers}
+    peer_named = bool(agents & wanted) if wanted else any(str(a).startswith("peer:") for a in agents)
+    return process in codes and peer_named and event.get("outcome") == outcome
+
+
+def pseudonyms_of(patient: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Domain -> the pseudonyms a Patient carries as identifiers in it."""
+    found: dict[str, list[str]] = {}
+    for identifier in patient.get("identifier", []):
+        system, value = identifier.get("system", ""), identifier.get("value")
+        if isinstance(system, str) and system.startswith(PSEUDONYM_SYSTEM_BASE) and isinstance(value, str):
+            found.setdefault(system.removeprefix(PSEUDONYM_SYSTEM_BASE), []).append(value)
+    return found
 
 
 def _walk(data: object, location: str) -> Iterator[tuple[str, str, object]]:

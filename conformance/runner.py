@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import jinja2
 
-from conformance.invariants import identifying_leaks
+from conformance.invariants import identifying_leaks, names_exchange, pseudonyms_of
 from conformance.results import Exchange, Outcome, RunResult, ScenarioResult, StepResult, excerpt
 from conformance.scenario import (
     NO_CERTIFICATE,
@@ -44,7 +44,6 @@ from conformance.scenario import (
 )
 from conformance.scenario import Process as ProcessStep
 from conformance.targets import ClientCertificate, NodeTarget, Targets
-from connector.pseudonymise import PSEUDONYM_SYSTEM_BASE
 from connector.tasks import Process, parameter, request_task
 from fixtures.consents import POLICY_OID, POLICY_SYSTEM, broad_consent
 from fixtures.corpora import CorpusError, corpus_file, load_bundle
@@ -546,14 +545,14 @@ class ScenarioRun:
         peers = self._peers(step.action, task)
         problems = []
         sent = self._new_events(sender, before, log)
-        if not any(_names_exchange(event, process, peers, _AUDIT_OUTCOME[status]) for event in sent):
+        if not any(names_exchange(event, process, peers, _AUDIT_OUTCOME[status]) for event in sent):
             problems.append(f"{sender} holds no new AuditEvent of {process} with {', '.join(peers) or 'a peer'}")
         if status == "completed":
             for peer in peers:
                 if peer not in self.runner.targets.nodes:
                     raise CannotRunError(f"cannot read the audit of {peer}: not among the targets")
                 received = self._new_events(peer, before, log)
-                if not any(_names_exchange(event, process, [sender], "0") for event in received):
+                if not any(names_exchange(event, process, [sender], "0") for event in received):
                     problems.append(f"{peer} holds no new AuditEvent of {process} from {sender}")
         return problems
 
@@ -575,7 +574,7 @@ class ScenarioRun:
             problems.append(f"the Task is {task.get('status')!r} although {names} gave no consent .{policy}")
         sender, target = self.scenario.actors[step.actor].site, self.scenario.actors[action.target].site
         received = self._new_events(target, before, log)
-        if any(_names_exchange(event, action.process, [sender], "0") for event in received):
+        if any(names_exchange(event, action.process, [sender], "0") for event in received):
             problems.append(f"{target} received a {action.process} from {sender} although {names} gave no consent")
         return problems
 
@@ -601,7 +600,7 @@ class ScenarioRun:
         if status not in _AUDIT_OUTCOME:
             return [f"the answered Task is {status!r}, neither completed nor failed"]
         requester = self._requester(step.action, node) or "nobody"  # no certificate: no record can name the caller
-        if not any(_names_exchange(e, step.action.process, [requester], _AUDIT_OUTCOME[status]) for e in events):
+        if not any(names_exchange(e, step.action.process, [requester], _AUDIT_OUTCOME[status]) for e in events):
             return [f"{node.site} holds no new AuditEvent of {step.action.process} answered for {requester}"]
         return []
 
@@ -610,7 +609,7 @@ class ScenarioRun:
         problems = []
         by_domain: dict[str, list[str]] = {}
         for patient in _patients_in(body):
-            found = _pseudonyms_of(patient)
+            found = pseudonyms_of(patient)
             if not found:
                 problems.append(f"Patient/{patient.get('id')} carries no pseudonym")
             for domain, values in found.items():
@@ -809,25 +808,6 @@ def _task_of(step: Step, responses: Sequence[Response]) -> Mapping[str, Any]:
     if not isinstance(body, dict) or body.get("resourceType") != "Task":
         raise CannotRunError(f"no Task came back to check the exchange on (got {_resource_type(body)})")
     return body
-
-
-def _names_exchange(event: Mapping[str, Any], process: str, peers: Sequence[str], outcome: str) -> bool:
-    """Whether an AuditEvent records `process` with one of `peers` (any peer if none given) and `outcome`."""
-    codes = {subtype.get("code") for subtype in event.get("subtype", []) if isinstance(subtype, dict)}
-    agents = {agent.get("who", {}).get("display") for agent in event.get("agent", []) if isinstance(agent, dict)}
-    wanted = {f"peer:{peer}" for peer in peers}
-    peer_named = bool(agents & wanted) if wanted else any(str(a).startswith("peer:") for a in agents)
-    return process in codes and peer_named and event.get("outcome") == outcome
-
-
-def _pseudonyms_of(patient: Mapping[str, Any]) -> dict[str, list[str]]:
-    """Domain -> the pseudonyms a Patient carries as identifiers in it."""
-    found: dict[str, list[str]] = {}
-    for identifier in patient.get("identifier", []):
-        system, value = identifier.get("system", ""), identifier.get("value")
-        if isinstance(system, str) and system.startswith(PSEUDONYM_SYSTEM_BASE) and isinstance(value, str):
-            found.setdefault(system.removeprefix(PSEUDONYM_SYSTEM_BASE), []).append(value)
-    return found
 
 
 def _patients_in(body: object) -> list[dict[str, Any]]:
