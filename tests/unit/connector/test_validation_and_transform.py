@@ -227,3 +227,34 @@ def test_a_second_source_keeps_the_identifiers_the_node_already_has_for_the_pers
         {"system": "k", "value": "1"},
         {"system": "https://src.example/dic", "value": "Patient/a"},
     ]
+
+
+BASE = "https://hubnode.org/fhir/sid/source"
+
+
+def stored_as(entry: dict[str, Any], hapi_id: str) -> dict[str, Any]:
+    """What a node's HAPI holds after the transaction `entry`, and sends on in a careSummary."""
+    return {"resource": {**entry["resource"], "id": hapi_id}}
+
+
+def test_a_journey_sent_back_to_where_it_came_from_updates_the_originals_instead_of_storing_twins() -> None:
+    encounter = {"resourceType": "Encounter", "id": "e1", "status": "finished", "class": {"code": "IMP"}}
+    [at_dic] = to_transaction([{"resource": encounter}], f"{BASE}/dic", BASE)["entry"]
+    [at_practice] = to_transaction([stored_as(at_dic, "123")], f"{BASE}/dic", BASE)["entry"]
+    [back_at_dic] = to_transaction([stored_as(at_practice, "456")], f"{BASE}/practice", BASE)["entry"]
+    assert at_dic["request"]["url"] == at_practice["request"]["url"] == back_at_dic["request"]["url"]
+    assert at_dic["request"]["url"] == f"Encounter?identifier={BASE}/dic|Encounter/e1"
+    # references the practice makes to its own copy (Encounter/456) still find the original at the dic
+    assert {"system": f"{BASE}/practice", "value": "Encounter/456"} in back_at_dic["resource"]["identifier"]
+
+
+def test_an_origin_is_honoured_only_under_the_origin_base_and_for_the_resource_type() -> None:
+    foreign = {"system": "https://elsewhere.example/sid", "value": "Encounter/x"}
+    other_type = {"system": f"{BASE}/dic", "value": "Condition/c"}
+    encounter = {"resourceType": "Encounter", "id": "e", "status": "finished", "class": {"code": "IMP"}}
+    entry = {"resource": {**encounter, "identifier": [foreign, other_type]}}
+    [result] = to_transaction([entry], f"{BASE}/practice", BASE)["entry"]
+    assert result["request"]["url"] == f"Encounter?identifier={BASE}/practice|Encounter/e"
+    carried = {"resource": {**encounter, "identifier": [{"system": f"{BASE}/dic", "value": "Encounter/e0"}]}}
+    [extract] = to_transaction([carried], "https://hubnode.org/fhir/sid/research-extract/dic")["entry"]
+    assert extract["request"]["url"].startswith("Encounter?identifier=https://hubnode.org/fhir/sid/research-extract/")

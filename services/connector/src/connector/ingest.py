@@ -72,7 +72,7 @@ class Ingester:
             stored = await self.hapi.search("Patient", {"identifier": f"{MPI_SYSTEM}|{mpi}"})
             linked[index] = {**entry, "resource": with_identifiers_of(with_mpi(entry["resource"], mpi), stored)}
             mpi_ids.append(mpi)
-        response = await self.hapi.transaction(to_transaction(linked, system))
+        response = await self.hapi.transaction(to_transaction(linked, system, self.source_system_base))
         return IngestResult(response, tuple(mpi_ids))
 
 

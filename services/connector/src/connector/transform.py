@@ -5,7 +5,10 @@ written as a conditional update on it, so a replay finds and updates what the fi
 instead of creating it again. Entries get `urn:uuid:` full URLs derived (uuid5) from that key, and
 references between entries are rewritten to them; a `Type/id` reference to a resource outside the
 bundle becomes a conditional reference on that resource's source identifier (sent earlier by the
-same source). Also here: NDJSON lines -> a Bundle.
+same source). A resource that already carries an origin identifier (one a connector of the
+federation gave it, under the origin base) keeps that key wherever it travels, so a journey sent back
+to the node it came from updates the originals instead of storing twins. Also here: NDJSON lines ->
+a Bundle.
 """
 
 from __future__ import annotations
@@ -74,10 +77,12 @@ def identifier_cardinality(resource_type: str) -> str:
     return "many" if "list" in str(field.annotation).lower() else "one"
 
 
-def source_key(entry: Mapping[str, Any], system: str) -> SourceKey:
-    """The key of a validated entry: a linked Patient's MPI id, else its source identifier.
+def source_key(entry: Mapping[str, Any], system: str, origin_base: str | None = None) -> SourceKey:
+    """The key of a validated entry: a linked Patient's MPI id, else its first origin, else its source identifier.
 
-    Types with room for one identifier only are keyed by the one they have.
+    Types with room for one identifier only are keyed by the one they have. `origin_base` is the
+    federation's source system base: identifiers under it name where a resource was first ingested
+    (None: no origin a sender claims is honoured, as for research extracts).
 
     A person has one Patient per node whoever sent them (their own site, a careSummary from another):
     the trust centre gives every record of the person the same MPI id, so that id is the Patient's key.
@@ -91,7 +96,19 @@ def source_key(entry: Mapping[str, Any], system: str) -> SourceKey:
         mpi = next((i.get("value") for i in own or [] if isinstance(i, dict) and i.get("system") == MPI_SYSTEM), None)
         if isinstance(mpi, str):
             return SourceKey(kind, MPI_SYSTEM, mpi)
-    return origin_key(entry, system)
+    carried = first_origin(resource, origin_base) if origin_base else None
+    return carried or origin_key(entry, system)
+
+
+def first_origin(resource: Mapping[str, Any], origin_base: str) -> SourceKey | None:
+    """The first `<origin_base>/<site>|<Type>/<id>` identifier of `resource`: the key its first node gave it."""
+    kind = resource["resourceType"]
+    for identifier in resource.get("identifier") or []:
+        pair = (identifier.get("system"), identifier.get("value")) if isinstance(identifier, dict) else None
+        match pair:
+            case (str(system), str(value)) if system.startswith(f"{origin_base}/") and value.startswith(f"{kind}/"):
+                return SourceKey(kind, system, value)
+    return None
 
 
 def origin_key(entry: Mapping[str, Any], system: str) -> SourceKey:
@@ -100,9 +117,9 @@ def origin_key(entry: Mapping[str, Any], system: str) -> SourceKey:
     return SourceKey(kind, system, f"{kind}/{source_id(entry)}")
 
 
-def to_transaction(entries: Sequence[Mapping[str, Any]], system: str) -> dict[str, Any]:
+def to_transaction(entries: Sequence[Mapping[str, Any]], system: str, origin_base: str | None = None) -> dict[str, Any]:
     """The HAPI transaction for validated `entries` sent by the source of identifier `system`."""
-    keys = [source_key(entry, system) for entry in entries]
+    keys = [source_key(entry, system, origin_base) for entry in entries]
     placeholders: dict[str, str] = {}
     for entry, key in zip(entries, keys, strict=True):
         placeholders[f"{key.resource_type}/{source_id(entry)}"] = key.full_url
