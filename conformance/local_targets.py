@@ -22,7 +22,7 @@ import yaml
 from conformance.runner import SUITE_CREDENTIAL, TRUSTCENTRE_CREDENTIAL
 from infra import pki
 from infra.errors import HubnodeError
-from infra.pki_store import _store as store_issued
+from infra.pki_store import store_issued
 from infra.stackfile import load_stack
 
 TARGETS_FILE = "targets.yaml"

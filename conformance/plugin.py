@@ -16,7 +16,7 @@ import pytest
 
 from conformance._yaml import FileProblemsError
 from conformance.check import resolve_targets
-from conformance.reports import _failure_text as failure_text
+from conformance.reports import failure_text
 from conformance.results import Outcome, StepResult
 from conformance.runner import Runner, ScenarioRun
 from conformance.scenario import SCENARIOS_DIR, Scenario, Step, load_scenario

@@ -89,7 +89,7 @@ def junit_xml(run: RunResult) -> str:
                 ET.SubElement(case, "skipped", message=f"not applicable: {step.message}")
             elif step.outcome in {Outcome.FAILED, Outcome.ERROR}:
                 tag = "failure" if step.outcome is Outcome.FAILED else "error"
-                ET.SubElement(case, tag, message=step.message).text = _failure_text(step)
+                ET.SubElement(case, tag, message=step.message).text = failure_text(step)
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
@@ -192,7 +192,8 @@ def _junit_counts(element: ET.Element, steps: list[StepResult]) -> None:
     element.set("time", f"{sum(step.duration_s for step in steps):.3f}")
 
 
-def _failure_text(step: StepResult) -> str:
+def failure_text(step: StepResult) -> str:
+    """A failed step as text: its message, then every HTTP exchange it made (JUnit and the pytest plugin)."""
     parts = [step.message]
     for exchange in step.exchanges:
         parts.append(f"{exchange.method} {exchange.url} -> {exchange.status}")

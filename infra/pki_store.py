@@ -93,7 +93,7 @@ def ensure(folder: Path, federation: str, nodes: Mapping[str, Sequence[str]], no
     reason = "new" if ca is None else _ca_reason(ca, federation, now)
     if ca is None or reason is not None:
         ca = pki.issue_ca(federation, now)
-        _store(folder, CA, ca)
+        store_issued(folder, CA, ca)
         actions.append(Action(CA, "issued", reason or ""))
         renew_all: str | None = "new CA"
     else:
@@ -111,7 +111,7 @@ def ensure(folder: Path, federation: str, nodes: Mapping[str, Sequence[str]], no
             reason = renew_all or pki.needs_reissue(node.certificate, ca.certificate, wanted, now)
         if node is None or reason is not None:
             node = pki.issue_node(ca, site, hosts, now)
-            _store(folder, site, node)
+            store_issued(folder, site, node)
             actions.append(Action(site, "issued", reason or ""))
         else:
             actions.append(Action(site, "reused"))
@@ -139,7 +139,7 @@ def _load(folder: Path, item: str) -> pki.Issued | None:
         return None
 
 
-def _store(folder: Path, item: str, issued: pki.Issued) -> None:
+def store_issued(folder: Path, item: str, issued: pki.Issued) -> None:
     """Write key first, then certificate, each atomically with its final mode."""
     _write(key_file(folder, item), pki.key_pem(issued.key), KEY_MODE)
     _write(certificate_file(folder, item), pki.certificate_pem(issued.certificate), CERTIFICATE_MODE)

@@ -66,6 +66,26 @@ def test_care_summary_reaches_the_practice_once_with_consent(federation: Federat
     assert count(federation, "practice", at_practice) == 1, "a second send updates, never duplicates"
 
 
+def test_a_journey_sent_back_to_its_origin_updates_the_originals_and_the_source_can_still_replay(
+    federation: Federation,
+) -> None:
+    record = patient_record(PatientProfile(seed=4103, conditions=("G35",), procedures=("3-820",)))
+    assert federation.ingest("dic", record.bundle()).status_code == 200
+    federation.grant(record.person.identifier(), "2", "3", "5")
+    at_dic = f"Condition?patient.identifier={KVNR}|{record.person.kvnr}"
+    before = count(federation, "dic", at_dic)
+    there = [target_input("practice"), patient_input(KVNR, record.person.kvnr)]
+    back = [target_input("dic"), patient_input(KVNR, record.person.kvnr)]
+
+    assert federation.start("dic", Process.CARE_SUMMARY, there, key="e2e-round-4103")["status"] == "completed"
+    returned = federation.start("practice", Process.CARE_SUMMARY, back, key="e2e-round-4103-back")
+    assert returned["status"] == "completed", returned.get("statusReason")
+    assert count(federation, "dic", at_dic) == before, "the dic's own journey came back as twins"
+    replay = federation.ingest("dic", record.bundle())
+    assert replay.status_code == 200, replay.text  # one match per source identifier, not HAPI-2207
+    assert count(federation, "dic", at_dic) == before
+
+
 def test_without_treatment_consent_nothing_crosses(federation: Federation) -> None:
     record = patient_record(PatientProfile(seed=4102, conditions=("C61",), consent=()))
     assert federation.ingest("dic", record.bundle()).status_code == 200

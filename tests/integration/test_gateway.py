@@ -27,14 +27,14 @@ import pytest
 from docker.models.containers import Container
 
 from infra import pki, pki_store
-from infra.gateway_config import Upstream, render
+from infra.gateway_config import GatewayConfig, Upstream, render
 from infra.imagebuild import ImageToBuild, build_image, build_images, images_to_build
 from infra.local import STACK_LABEL
 from infra.plan import ImageBuild, plan_stack
 from infra.progress import Progress
 from infra.spec import DEFAULT_BASE_IMAGE, parse_stack
 from tests.integration.conftest import free_port
-from tests.unit.test_gateway_config import CONFIG
+from tests.unit.test_gateway_config import CONFIG, TTP
 
 STACK = "itest-gateway"
 FEDERATION = "itest"
@@ -99,10 +99,50 @@ def mounted(folder: Path, name: str, content: bytes) -> str:
 
 
 @pytest.fixture(scope="module")
-def gateway(client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    folder = tmp_path_factory.mktemp("gateway")
+def gateway_image(client: docker.DockerClient) -> str:
     reference = f"hubnode/gateway:{version('hubnode')}"
     build_image(client, ImageToBuild(reference, ImageBuild("gateway", DEFAULT_BASE_IMAGE)), Progress())
+    return reference
+
+
+@pytest.mark.parametrize("config", [CONFIG, TTP], ids=["with-connector", "trust-centre-only"])
+def test_the_images_nginx_accepts_every_rendered_configuration(
+    client: docker.DockerClient, gateway_image: str, tmp_path: Path, config: GatewayConfig
+) -> None:
+    now = datetime.now(UTC)
+    ca = pki.issue_ca("digihub", now)
+    node = pki.issue_node(ca, "dic", ["dic.hubnode.test"], now)
+    files = {
+        "ca_file": ("ca.crt", pki.certificate_pem(ca.certificate)),
+        "certificate_file": ("node.crt", pki.certificate_pem(node.certificate)),
+        "key_file": ("node.key", pki.key_pem(node.key)),
+        "secret_include": ("gateway-secret.conf", b'map "" $hubnode_gateway_secret {\n    default "s3cret";\n}\n'),
+    }
+    paths = {}
+    for field, (name, content) in files.items():
+        mounted(tmp_path, name, content)
+        paths[field] = f"/check/{name}"
+    mounted(tmp_path, "nginx.conf", render(replace(config, **paths, state_dir="/tmp")).encode())
+    tmp_path.chmod(0o755)
+    try:
+        client.containers.run(
+            gateway_image,
+            ["-t", "-e", "stderr", "-c", "/check/nginx.conf"],
+            entrypoint=["nginx"],
+            volumes={str(tmp_path): {"bind": "/check", "mode": "ro"}},
+            labels={STACK_LABEL: STACK},
+            remove=True,
+        )
+    except docker.errors.ContainerError as refused:
+        pytest.fail(f"nginx -t refused the rendered configuration:\n{refused.stderr!r}")
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    client: docker.DockerClient, gateway_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    folder = tmp_path_factory.mktemp("gateway")
+    reference = gateway_image
     # the trust centre's image brings Debian's python3, which runs the echo upstream
     echo_plan = plan_stack(parse_stack(STACK, {"hubnode:site": "echo", "hubnode:components": ["trustcentre"]}))
     build_images(client, echo_plan, Progress())

@@ -2,16 +2,11 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from dataclasses import replace
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from infra import pki
 from infra.gateway_config import NOT_FOUND, GatewayConfig, Upstream, render
 
 IDENTITY_HEADERS = ("X-Hubnode-Client-Verify", "X-Hubnode-Client-Cert", "X-Hubnode-Client-Subject")
@@ -130,32 +125,3 @@ def test_a_node_without_a_trust_centre_has_no_ttp_routes() -> None:
 def test_values_that_could_break_out_of_a_directive_are_refused(change: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="gateway"):
         replace(CONFIG, **change)
-
-
-@pytest.mark.skipif(
-    shutil.which("nginx") is None, reason="nginx is not installed on this host (the docker tier runs it)"
-)
-@pytest.mark.parametrize("config", [CONFIG, TTP], ids=["with-connector", "trust-centre-only"])
-def test_nginx_accepts_the_configuration(tmp_path: Path, config: GatewayConfig) -> None:
-    now = datetime.now(UTC)
-    ca = pki.issue_ca("digihub", now)
-    node = pki.issue_node(ca, "dic", ["dic.hubnode.test"], now)
-    files = {
-        "ca_file": ("ca.crt", pki.certificate_pem(ca.certificate)),
-        "certificate_file": ("node.crt", pki.certificate_pem(node.certificate)),
-        "key_file": ("node.key", pki.key_pem(node.key)),
-        "secret_include": ("gateway-secret.conf", b'map "" $hubnode_gateway_secret {\n    default "s3cret";\n}\n'),
-    }
-    paths: dict[str, Any] = {}
-    for field, (name, content) in files.items():
-        (tmp_path / name).write_bytes(content)
-        paths[field] = str(tmp_path / name)
-    configured = replace(config, **paths, state_dir=str(tmp_path))
-    (tmp_path / "nginx.conf").write_text(render(configured))
-    result = subprocess.run(
-        ["nginx", "-t", "-e", "stderr", "-c", str(tmp_path / "nginx.conf")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
