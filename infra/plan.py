@@ -289,6 +289,16 @@ def _image(node: NodeSpec, name: str, recipe: str) -> ImageRef:
     return ImageRef(f"hubnode/{recipe}:{_image_tag()}", ImageBuild(recipe, node.images.base_image))
 
 
+def _http_health(port: int, *, start_period_s: int, budget_s: int) -> HealthCheck:
+    """The health check of our HTTP services: `/health` on `port` answers 200 from inside the container."""
+    return HealthCheck(
+        test=("CMD", "curl", "-fsS", "-o", "/dev/null", f"http://{LOOPBACK}:{port}/health"),
+        interval_s=10,
+        start_period_s=start_period_s,
+        budget_s=budget_s,
+    )
+
+
 def _service_labels(labels: Mapping[str, str], component: str) -> dict[str, str]:
     return {**labels, f"{LABEL_PREFIX}.component": component}
 
@@ -349,12 +359,7 @@ def _fhir_service(prefix: str, node: NodeSpec, labels: Mapping[str, str]) -> Ser
         ports=_published(node, "fhir", HAPI_PORT),
         volumes=(VolumeMount(f"{prefix}-fhir-data", "/var/lib/hapi"),),
         secrets=secrets,
-        health=HealthCheck(
-            test=("CMD", "curl", "-fsS", "-o", "/dev/null", f"http://{LOOPBACK}:{HAPI_PORT}/health"),
-            interval_s=10,
-            start_period_s=120,
-            budget_s=300,
-        ),
+        health=_http_health(HAPI_PORT, start_period_s=120, budget_s=300),
         user=SERVICE_USER,
         network_aliases=("fhir",),
         labels=_service_labels(labels, "fhir"),
@@ -395,12 +400,7 @@ def _trustcentre_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: M
         ports=_published(node, "trustcentre", TRUSTCENTRE_PORT),
         volumes=(VolumeMount(f"{prefix}-trustcentre-data", "/var/lib/trustcentre"),),
         secrets=secrets,
-        health=HealthCheck(
-            test=("CMD", "curl", "-fsS", "-o", "/dev/null", f"http://{LOOPBACK}:{TRUSTCENTRE_PORT}/health"),
-            interval_s=10,
-            start_period_s=20,
-            budget_s=120,
-        ),
+        health=_http_health(TRUSTCENTRE_PORT, start_period_s=20, budget_s=120),
         user=SERVICE_USER,
         network_aliases=("trustcentre",),
         labels=_service_labels(labels, "trustcentre"),
@@ -496,12 +496,7 @@ def _connector_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Map
         ports=(),
         volumes=(VolumeMount(f"{prefix}-connector-data", "/var/lib/connector"),),
         secrets=secrets,
-        health=HealthCheck(
-            test=("CMD", "curl", "-fsS", "-o", "/dev/null", f"http://{LOOPBACK}:{CONNECTOR_PORT}/health"),
-            interval_s=10,
-            start_period_s=20,
-            budget_s=120,
-        ),
+        health=_http_health(CONNECTOR_PORT, start_period_s=20, budget_s=120),
         user=SERVICE_USER,
         network_aliases=("connector",),
         labels=_service_labels(labels, "connector"),
@@ -543,12 +538,7 @@ def _gateway_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mappi
         ),
         volumes=(),
         secrets=secrets,
-        health=HealthCheck(
-            test=("CMD", "curl", "-fsS", "-o", "/dev/null", f"http://{LOOPBACK}:{GATEWAY_HEALTH_PORT}/health"),
-            interval_s=10,
-            start_period_s=10,
-            budget_s=60,
-        ),
+        health=_http_health(GATEWAY_HEALTH_PORT, start_period_s=10, budget_s=60),
         user=SERVICE_USER,
         network_aliases=("gateway",),
         labels=_service_labels(labels, "gateway"),
