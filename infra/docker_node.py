@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import pulumi
 import pulumi_docker as docker
 
-from infra.imagebuild import recipe_dir
+from infra.imagebuild import recipe_for
 from infra.plan import NodePlan, ServicePlan
 
 
@@ -66,12 +66,12 @@ def _image(service: ServicePlan, opts: pulumi.ResourceOptions) -> pulumi.Input[s
     if build is None:
         pulled = docker.RemoteImage(service.image.reference, name=service.image.reference, keep_locally=True, opts=opts)
         return pulled.name
-    context = recipe_dir(build.recipe)
+    recipe = recipe_for(build)
     built = docker.Image(
         service.image.reference,
         image_name=service.image.reference,
         build=docker.DockerBuildArgs(
-            context=str(context), dockerfile=str(context / "Dockerfile"), args={"BASE_IMAGE": build.base_image}
+            context=str(recipe.context), dockerfile=str(recipe.dockerfile), args=dict(recipe.args)
         ),
         skip_push=True,
         opts=opts,

@@ -41,6 +41,9 @@ SHARED_SERVICE_PACKAGES = ("servicekit",)
 IMAGE_PYTHON = ("3.13", "cp313")
 WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "any")
 HASH_LABEL = "org.hubnode.recipe-hash"
+#: Our Python services, each built from the shared Dockerfile with its own wheelhouse: recipe -> port served.
+PYTHON_SERVICE_PORTS = {"trustcentre": 8081, "connector": 8082}
+PYTHON_SERVICE_DOCKERFILE = RECIPES_DIR / "python-service.Dockerfile"
 _LOG_TAIL_LINES = 20
 
 
@@ -67,17 +70,41 @@ def recipe_dir(recipe: str) -> Path:
     return RECIPES_DIR / recipe
 
 
-def context_hash(context: Path, build_args: Mapping[str, str], base_image_id: str) -> str:
-    """Hash of everything that decides an image: context files (names, modes, bytes), args, base."""
+@dataclass(frozen=True)
+class Recipe:
+    """How one image is built: its context folder, its Dockerfile (in the context or shared) and arguments."""
+
+    context: Path
+    dockerfile: Path
+    args: Mapping[str, str]
+
+    def files(self) -> dict[str, Path]:
+        """What the build sees, by name in the context: the context's files and the Dockerfile."""
+        found = {str(p.relative_to(self.context)): p for p in self.context.rglob("*") if p.is_file()}
+        return {**found, "Dockerfile": self.dockerfile}
+
+
+def recipe_for(build: ImageBuild) -> Recipe:
+    """The recipe of a local build; our Python services share one Dockerfile, told apart by arguments."""
+    context = recipe_dir(build.recipe)
+    args = {"BASE_IMAGE": build.base_image}
+    port = PYTHON_SERVICE_PORTS.get(build.recipe)
+    if port is None:
+        return Recipe(context, context / "Dockerfile", args)
+    return Recipe(context, PYTHON_SERVICE_DOCKERFILE, {**args, "SERVICE": build.recipe, "PORT": str(port)})
+
+
+def context_hash(recipe: Recipe, base_image_id: str) -> str:
+    """Hash of everything that decides an image: the files it sees (names, modes, bytes), args, base."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in context.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(context)).encode())
+    for name, path in sorted(recipe.files().items()):
+        digest.update(name.encode())
         digest.update(oct(path.stat().st_mode & 0o777).encode())
         with path.open("rb") as stream:
             for chunk in iter(lambda: stream.read(1 << 20), b""):
                 digest.update(chunk)
-    for key in sorted(build_args):
-        digest.update(f"{key}={build_args[key]}".encode())
+    for key in sorted(recipe.args):
+        digest.update(f"{key}={recipe.args[key]}".encode())
     digest.update(base_image_id.encode())
     return digest.hexdigest()
 
@@ -93,26 +120,25 @@ def build_images(client: docker.DockerClient, plans: Iterable[NodePlan], progres
 
 def build_image(client: docker.DockerClient, image: ImageToBuild, progress: Progress) -> None:
     """Build one image unless an image with the same reference and hash exists."""
-    context = recipe_dir(image.build.recipe)
-    if not (context / "Dockerfile").is_file():
+    recipe = recipe_for(image.build)
+    if not recipe.dockerfile.is_file():
         raise HubnodeError(
-            f"image {image.reference}: no recipe at {context}/Dockerfile",
+            f"image {image.reference}: no recipe at {recipe.dockerfile}",
             fix=f"add the recipe, or choose one of: {', '.join(sorted(p.name for p in RECIPES_DIR.iterdir()))}",
         )
     base_id = _base_image_id(client, image.build.base_image)
-    build_args = {"BASE_IMAGE": image.build.base_image}
-    wanted = context_hash(context, build_args, base_id)
+    wanted = context_hash(recipe, base_id)
     previous = _existing(client, image.reference)
     if previous is not None and (previous.labels or {}).get(HASH_LABEL) == wanted:
         progress.note(f"{image.reference} is up to date")
         return
-    progress.note(f"building {image.reference} from {context.relative_to(PROJECT_DIR)}")
+    progress.note(f"building {image.reference} from {recipe.context.relative_to(PROJECT_DIR)}")
     log: list[str] = []
     stream = client.api.build(
-        fileobj=_context_tar(context),
+        fileobj=_context_tar(recipe),
         custom_context=True,
         tag=image.reference,
-        buildargs=build_args,
+        buildargs=dict(recipe.args),
         labels={HASH_LABEL: wanted},
         rm=True,
         forcerm=True,
@@ -165,11 +191,11 @@ def _existing(client: docker.DockerClient, reference: str) -> Image | None:
         return None
 
 
-def _context_tar(context: Path) -> io.BytesIO:
+def _context_tar(recipe: Recipe) -> io.BytesIO:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for path in sorted(context.rglob("*")):
-            archive.add(path, arcname=str(path.relative_to(context)), recursive=False)
+        for name, path in sorted(recipe.files().items()):
+            archive.add(path, arcname=name, recursive=False)
     buffer.seek(0)
     return buffer
 
@@ -215,6 +241,8 @@ def stage_service_wheelhouse(service: str, progress: Progress) -> None:
     progress.note(f"building the {service} wheelhouse (wheels for the image's Python)")
     shutil.rmtree(wheelhouse, ignore_errors=True)
     wheelhouse.mkdir(parents=True)
+    for project in projects:  # setuptools' build/ keeps modules deleted from src/: never package them
+        shutil.rmtree(project / "build", ignore_errors=True)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
     _run_tool(
         [*pip, "wheel", "--no-deps", "--wheel-dir", str(wheelhouse), *map(str, projects)],
@@ -273,6 +301,5 @@ def _sources_hash(projects: Iterable[Path], patterns: list[str]) -> str:
 #: Artefacts a recipe needs staged into its context before it is built.
 _PREPARE: Mapping[str, Callable[[Progress], None]] = {
     "hapi": stage_hapi_jar,
-    "trustcentre": partial(stage_service_wheelhouse, "trustcentre"),
-    "connector": partial(stage_service_wheelhouse, "connector"),
+    **{service: partial(stage_service_wheelhouse, service) for service in PYTHON_SERVICE_PORTS},
 }

@@ -14,7 +14,7 @@ import pulumi_docker
 import pytest
 
 from infra.docker_node import HubNode
-from infra.imagebuild import recipe_dir
+from infra.imagebuild import recipe_for
 from infra.plan import NodePlan, ServicePlan, plan_stack
 from infra.spec import SpecError, parse_stack
 
@@ -126,13 +126,13 @@ def check_node_matches_plan(mocks: RecordingMocks, plan: NodePlan) -> pulumi.Out
         for service in plan.services:
             if service.image.build is not None:
                 image = mocks.of_type(IMAGE)[service.image.reference]
-                context = recipe_dir(service.image.build.recipe)
+                recipe = recipe_for(service.image.build)
                 assert image["imageName"] == service.image.reference
                 assert image["skipPush"] is True
                 assert image["build"] == {
-                    "context": str(context),
-                    "dockerfile": str(context / "Dockerfile"),
-                    "args": {"BASE_IMAGE": service.image.build.base_image},
+                    "context": str(recipe.context),
+                    "dockerfile": str(recipe.dockerfile),
+                    "args": {**recipe.args, "BASE_IMAGE": service.image.build.base_image},
                 }
             else:
                 assert mocks.of_type(REMOTE_IMAGE)[service.image.reference]["name"] == service.image.reference

@@ -2,34 +2,48 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from infra.imagebuild import context_hash, images_to_build
-from infra.plan import plan_stack
+from infra.imagebuild import PYTHON_SERVICE_DOCKERFILE, Recipe, context_hash, images_to_build, recipe_dir, recipe_for
+from infra.plan import ImageBuild, plan_stack
 from infra.spec import parse_stack
 
 
-def recipe(tmp_path: Path) -> Path:
+def recipe(tmp_path: Path, base: str = "b") -> Recipe:
     (tmp_path / "Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n")
     (tmp_path / "entrypoint.sh").write_text("#!/bin/sh\n")
-    return tmp_path
+    return Recipe(tmp_path, tmp_path / "Dockerfile", {"BASE_IMAGE": base})
 
 
 def test_the_context_hash_is_stable_for_the_same_inputs(tmp_path: Path) -> None:
-    context = recipe(tmp_path)
-    assert context_hash(context, {"BASE_IMAGE": "b"}, "sha256:1") == context_hash(
-        context, {"BASE_IMAGE": "b"}, "sha256:1"
-    )
+    assert context_hash(recipe(tmp_path), "sha256:1") == context_hash(recipe(tmp_path), "sha256:1")
 
 
-def test_the_context_hash_changes_with_content_mode_arguments_and_base(tmp_path: Path) -> None:
+def test_the_context_hash_changes_with_content_mode_arguments_base_and_dockerfile(tmp_path: Path) -> None:
+    before = context_hash(recipe(tmp_path), "sha256:1")
+    assert context_hash(recipe(tmp_path, "c"), "sha256:1") != before
+    assert context_hash(recipe(tmp_path), "sha256:2") != before
     context = recipe(tmp_path)
-    before = context_hash(context, {"BASE_IMAGE": "b"}, "sha256:1")
-    assert context_hash(context, {"BASE_IMAGE": "c"}, "sha256:1") != before
-    assert context_hash(context, {"BASE_IMAGE": "b"}, "sha256:2") != before
-    (context / "entrypoint.sh").chmod(0o755)
-    after_mode = context_hash(context, {"BASE_IMAGE": "b"}, "sha256:1")
+    (tmp_path / "entrypoint.sh").chmod(0o755)
+    after_mode = context_hash(context, "sha256:1")
     assert after_mode != before
-    (context / "entrypoint.sh").write_text("#!/bin/sh\nexit 0\n")
-    assert context_hash(context, {"BASE_IMAGE": "b"}, "sha256:1") != after_mode
+    (tmp_path / "entrypoint.sh").write_text("#!/bin/sh\nexit 0\n")
+    after_content = context_hash(context, "sha256:1")
+    assert after_content != after_mode
+    shared = tmp_path.parent / f"{tmp_path.name}.Dockerfile"
+    shared.write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nUSER nobody\n")
+    assert context_hash(Recipe(tmp_path, shared, context.args), "sha256:1") != after_content
+
+
+def test_the_python_services_share_one_dockerfile_told_apart_by_service_and_port() -> None:
+    connector, trustcentre = (recipe_for(ImageBuild(name, "base:1")) for name in ("connector", "trustcentre"))
+    assert connector.dockerfile == trustcentre.dockerfile == PYTHON_SERVICE_DOCKERFILE
+    assert PYTHON_SERVICE_DOCKERFILE.is_file()
+    assert connector.context == recipe_dir("connector") != trustcentre.context
+    assert connector.args == {"BASE_IMAGE": "base:1", "SERVICE": "connector", "PORT": "8082"}
+    assert trustcentre.args["SERVICE"] == "trustcentre"
+    assert "Dockerfile" in connector.files()
+    hapi = recipe_for(ImageBuild("hapi", "base:1"))
+    assert hapi.dockerfile == recipe_dir("hapi") / "Dockerfile"
+    assert hapi.args == {"BASE_IMAGE": "base:1"}
 
 
 def test_each_image_is_built_once_however_many_services_use_it() -> None:

@@ -17,7 +17,7 @@ from connector.auth import Role
 from servicekit.auth import Authenticator, authenticator_from_entries
 from servicekit.config import ConfigError, read_file, read_json, with_password
 
-DEFAULT_DATABASE_URL = "sqlite:////data/connector.db"
+DEFAULT_DATABASE_URL = "sqlite:////var/lib/connector/connector.db"
 DEFAULT_SOURCE_SYSTEM = "https://hubnode.org/fhir/sid/source"
 _SITE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
