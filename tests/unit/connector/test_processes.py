@@ -6,6 +6,7 @@ import base64
 import json
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -135,19 +136,21 @@ def test_feasibility_filters_on_birth_years(fed: Federation) -> None:
     assert outputs(task, "obfuscated") == [False]
 
 
+def data_send(fed: Federation, sender: str, target: str, patient: str) -> dict[str, Any]:
+    """The Task of a dataSend of `patient` for the project `study`, started at `sender`."""
+    inputs = (
+        value("target", "valueString", target),
+        value("project", "valueString", "study"),
+        value("patient", "valueIdentifier", {"system": CLINIC, "value": patient}),
+    )
+    task: dict[str, Any] = fed[sender].start("dataSend", *inputs).json()
+    return task
+
+
 def test_a_data_send_carries_only_the_pseudonymised_extract(fed: Federation) -> None:
     fed["dic"].fhir.add_patient("p3", codes=("C61",))
     fed.consent("p3", "8")
-    task = (
-        fed["dic"]
-        .start(
-            "dataSend",
-            value("target", "valueString", "research"),
-            value("project", "valueString", "study"),
-            value("patient", "valueIdentifier", {"system": CLINIC, "value": "p3"}),
-        )
-        .json()
-    )
+    task = data_send(fed, "dic", "research", "p3")
     assert task["status"] == "completed", task
     stored = fed["research"].fhir
     text = json.dumps(stored.resources)
@@ -162,16 +165,7 @@ def test_a_data_send_carries_only_the_pseudonymised_extract(fed: Federation) -> 
 def test_a_data_send_without_research_consent_fails(fed: Federation) -> None:
     fed["dic"].fhir.add_patient("p4", codes=("C61",))
     fed.consent("p4", "5")
-    task = (
-        fed["dic"]
-        .start(
-            "dataSend",
-            value("target", "valueString", "research"),
-            value("project", "valueString", "study"),
-            value("patient", "valueIdentifier", {"system": CLINIC, "value": "p4"}),
-        )
-        .json()
-    )
+    task = data_send(fed, "dic", "research", "p4")
     assert task["statusReason"]["text"] == f"no research consent for patient {CLINIC}|p4"
     assert fed["research"].fhir.resources == {}
 
@@ -295,14 +289,5 @@ def test_starting_a_process_needs_the_process_role(fed: Federation) -> None:
 def test_a_start_at_a_role_that_does_not_answer_fails_with_the_reason(fed: Federation) -> None:
     task = fed["research"].start("ping", value("target", "valueString", "nowhere")).json()
     assert task["statusReason"]["text"] == "target 'nowhere' is not on the allow list"
-    data = (
-        fed["practice"]
-        .start(
-            "dataSend",
-            value("target", "valueString", "dic"),
-            value("project", "valueString", "study"),
-            value("patient", "valueIdentifier", {"system": CLINIC, "value": "x"}),
-        )
-        .json()
-    )
+    data = data_send(fed, "practice", "dic", "x")
     assert data["statusReason"]["text"] == "a practice node may not start dataSend at 'dic' (dic)"
