@@ -45,8 +45,8 @@ AUDIT_OUTCOME = {"completed": "0", "failed": "8"}
 PROFILES = patient_profiles(consent=False).map(lambda profile: replace(profile, seed=SEEDS + profile.seed))
 #: No shrinking: it would replay journeys against a federation the first run already changed, for minutes.
 JOURNEYS = settings(
-    max_examples=3,
-    stateful_step_count=8,
+    max_examples=5,
+    stateful_step_count=10,
     deadline=None,
     phases=(Phase.explicit, Phase.reuse, Phase.generate),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
