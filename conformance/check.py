@@ -138,3 +138,7 @@ def _default_report_dir(args: argparse.Namespace) -> Path:
     if args.targets is not None:
         return Path(args.targets).resolve().parent / "report"
     return state_folder(find_project_dir(args.project_dir), args.stack or DEFAULT_STACK) / "conformance" / "report"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -45,6 +46,18 @@ def test_ingest_is_idempotent_and_invalid_bundles_change_nothing(federation: Fed
     assert refused.status_code == 422
     assert refused.json()["resourceType"] == "OperationOutcome"
     assert count(federation, "dic", f"Patient?identifier={SOURCE}|Patient/someone-new") == 0
+
+
+@pytest.mark.parametrize(
+    "path", sorted(MII_KDS_DIR.glob("*.json")), ids=lambda p: p.stem.removeprefix("Bundle-mii-exa-test-data-bundle-")
+)
+def test_every_mii_kds_bundle_is_ingested_and_a_replay_only_updates(federation: Federation, path: Path) -> None:
+    bundle = json.loads(path.read_text())
+    first = federation.ingest("dic", bundle)
+    assert first.status_code == 200, first.text
+    replay = federation.ingest("dic", bundle)
+    assert replay.status_code == 200, replay.text
+    assert {entry["response"]["status"][:3] for entry in replay.json()["entry"]} == {"200"}
 
 
 def test_care_summary_reaches_the_practice_once_with_consent(federation: Federation) -> None:

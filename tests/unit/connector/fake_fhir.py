@@ -2,7 +2,8 @@
 
 It honours what the connector relies on (conditional PUT by identifier, `urn:uuid:` and conditional
 references resolved within a transaction, all-or-nothing, referential integrity), so idempotency and
-atomicity are really checked, not assumed.
+atomicity are really checked, not assumed. Like HAPI on R4, it cannot search AdverseEvent by identifier
+(its CapabilityStatement says so, and such a conditional URL is refused), so those are PUT at an id.
 """
 
 from __future__ import annotations
@@ -13,6 +14,18 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
+
+#: Types with an identifier but no `identifier` search parameter in R4, as HAPI's CapabilityStatement lists them.
+UNSEARCHABLE = frozenset({"AdverseEvent"})
+#: The other types of the MII KDS test bundles and our synthetic records: R4 searches each by identifier.
+SEARCHABLE = (
+    *("BodyStructure", "CarePlan", "Claim", "ClaimResponse", "ClinicalImpression", "Composition", "Condition"),
+    *("Consent", "Device", "DeviceMetric", "DiagnosticReport", "DocumentReference", "Encounter"),
+    *("FamilyMemberHistory", "ImagingStudy", "List", "Location", "Medication", "MedicationAdministration"),
+    *("MedicationRequest", "MedicationStatement", "Observation", "Organization", "Patient", "Practitioner"),
+    *("PractitionerRole", "Procedure", "QuestionnaireResponse", "RequestGroup", "ResearchStudy"),
+    *("RiskAssessment", "ServiceRequest", "Specimen", "Substance", "Task"),
+)
 
 
 def _outcome(status: int, text: str) -> httpx.Response:
@@ -46,6 +59,8 @@ class FakeFhir:
             bundle = json.loads(request.content)
             self.transactions.append(bundle)
             return self._transaction(bundle)
+        if request.method == "GET" and path == "metadata":
+            return httpx.Response(200, json=_capability_statement())
         if request.method == "GET":
             parts = path.split("/")
             if len(parts) == 2:
@@ -89,8 +104,15 @@ class FakeFhir:
         targets: list[tuple[str, bool]] = []
         for entry in bundle.get("entry", []):
             request = entry["request"]
-            if request["method"] != "PUT" or "?" not in request["url"]:
-                return _outcome(400, f"this fake takes conditional PUTs only, not {request}")
+            if request["method"] != "PUT":
+                return _outcome(400, f"this fake takes PUTs only, not {request}")
+            if "?" not in request["url"]:  # a PUT at a client-assigned id: create or update it
+                target = request["url"]
+                placeholders[entry["fullUrl"]] = target
+                targets.append((target, target not in store))
+                continue
+            if request["url"].split("?", 1)[0] in UNSEARCHABLE:
+                return _outcome(400, f"HAPI-0488: Failed to parse match URL[{request['url']}]")
             matches = self._resolve(store, request["url"])
             if len(matches) > 1:
                 return _outcome(412, f"{request['url']} matches {len(matches)} resources")
@@ -118,6 +140,14 @@ class FakeFhir:
         return httpx.Response(
             200, json={"resourceType": "Bundle", "type": "transaction-response", "entry": response_entries}
         )
+
+
+def _capability_statement() -> dict[str, Any]:
+    resources = [
+        {"type": kind, "searchParam": [{"name": "identifier", "type": "token"}, {"name": "_id", "type": "token"}]}
+        for kind in SEARCHABLE
+    ] + [{"type": kind, "searchParam": [{"name": "_id", "type": "token"}]} for kind in sorted(UNSEARCHABLE)]
+    return {"resourceType": "CapabilityStatement", "rest": [{"mode": "server", "resource": resources}]}
 
 
 def _identifiers(resource: dict[str, Any]) -> list[dict[str, Any]]:

@@ -48,6 +48,21 @@ def test_replaying_a_bundle_creates_nothing_new_and_links_the_same_person(client
     assert fhir.transactions[0] == fhir.transactions[1]
 
 
+def test_a_type_hapi_cannot_search_by_identifier_is_stored_at_an_id_of_its_key_and_replays_too(
+    client: TestClient, fhir: FakeFhir
+) -> None:
+    bundle = mii_bundle("onkologie-1")  # two AdverseEvents: R4 has no identifier search for them
+    first = post(client, bundle)
+    assert first.status_code == 200, first.text
+    events = fhir.of_type("AdverseEvent")
+    assert len(events) == 2
+    assert all(event["id"].startswith("hn-") for event in events)
+    stored = len(fhir.resources)
+    assert post(client, bundle).status_code == 200
+    assert len(fhir.resources) == stored
+    assert sorted(e["id"] for e in fhir.of_type("AdverseEvent")) == sorted(e["id"] for e in events)
+
+
 def test_a_resource_may_refer_to_one_stored_by_an_earlier_bundle(client: TestClient, fhir: FakeFhir) -> None:
     post(client, mii_bundle("pat-11"))
     observation = {

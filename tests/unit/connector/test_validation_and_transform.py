@@ -258,3 +258,25 @@ def test_an_origin_is_honoured_only_under_the_origin_base_and_for_the_resource_t
     carried = {"resource": {**encounter, "identifier": [{"system": f"{BASE}/dic", "value": "Encounter/e0"}]}}
     [extract] = to_transaction([carried], "https://hubnode.org/fhir/sid/research-extract/dic")["entry"]
     assert extract["request"]["url"].startswith("Encounter?identifier=https://hubnode.org/fhir/sid/research-extract/")
+
+
+def test_a_type_the_store_cannot_search_by_identifier_is_put_at_an_id_derived_from_its_key() -> None:
+    event = {"resourceType": "AdverseEvent", "id": "a1", "actuality": "actual", "subject": {"reference": "Patient/p"}}
+    note = {"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"}}
+    note["focus"] = [{"reference": "AdverseEvent/a1"}, {"reference": "AdverseEvent/elsewhere"}]
+    searchable = {"Observation", "Patient"}
+    transaction = to_transaction([{"resource": event}, {"resource": note}], SYSTEM, searchable=searchable)
+    stored_event, stored_note = transaction["entry"]
+    key = SourceKey("AdverseEvent", SYSTEM, "AdverseEvent/a1", searchable=False)
+    assert stored_event["request"]["url"] == f"AdverseEvent/{key.stable_id}"
+    assert key.stable_id.startswith("hn-")
+    assert stored_event["resource"]["identifier"] == {"system": SYSTEM, "value": "AdverseEvent/a1"}
+    assert stored_event["resource"]["subject"]["reference"] == f"Patient?identifier={SYSTEM}|Patient/p"
+    assert stored_note["request"]["url"].startswith("Observation?identifier=")
+    elsewhere = SourceKey("AdverseEvent", SYSTEM, "AdverseEvent/elsewhere", searchable=False)
+    assert [f["reference"] for f in stored_note["resource"]["focus"]] == [
+        stored_event["fullUrl"],
+        f"AdverseEvent/{elsewhere.stable_id}",
+    ]
+    again = to_transaction([{"resource": event}, {"resource": note}], SYSTEM, searchable=searchable)
+    assert again == transaction

@@ -35,6 +35,7 @@ class HapiClient:
         self._client = httpx.AsyncClient(
             base_url=self.base_url + "/", transport=transport, timeout=timeout, headers={"Accept": FHIR_JSON}
         )
+        self._by_identifier: frozenset[str] | None = None
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -44,6 +45,18 @@ class HapiClient:
         """POST a transaction (or batch) Bundle; the response Bundle."""
         response = await self._send("POST", "", json=bundle, headers={"Content-Type": FHIR_JSON})
         return checked(response, SERVICE)
+
+    async def searchable_by_identifier(self) -> frozenset[str]:
+        """The resource types HAPI can search by `identifier`, as its CapabilityStatement says (asked once)."""
+        if self._by_identifier is None:
+            statement = checked(await self._send("GET", "metadata"), SERVICE)
+            self._by_identifier = frozenset(
+                str(resource.get("type"))
+                for rest in statement.get("rest", [])
+                for resource in rest.get("resource", [])
+                if any(parameter.get("name") == "identifier" for parameter in resource.get("searchParam", []))
+            )
+        return self._by_identifier
 
     async def search(self, resource_type: str, params: Mapping[str, str]) -> list[dict[str, Any]]:
         """Every resource matching a search, all pages followed (included resources too)."""

@@ -54,9 +54,11 @@ class Ingester:
         problems = validate(entries, locate)
         if problems:
             raise InvalidInput(problems)
+        searchable = await self.hapi.searchable_by_identifier()
         if pseudonymised:
             system = f"{EXTRACT_SYSTEM_BASE}{site}"
-            return IngestResult(await self.hapi.transaction(to_transaction(entries, system)), ())
+            transaction = to_transaction(entries, system, searchable=searchable)
+            return IngestResult(await self.hapi.transaction(transaction), ())
         system = source_system(self.source_system_base, site)
         linked = list(entries)
         mpi_ids: list[str] = []
@@ -72,7 +74,7 @@ class Ingester:
             stored = await self.hapi.search("Patient", {"identifier": f"{MPI_SYSTEM}|{mpi}"})
             linked[index] = {**entry, "resource": with_identifiers_of(with_mpi(entry["resource"], mpi), stored)}
             mpi_ids.append(mpi)
-        response = await self.hapi.transaction(to_transaction(linked, system, self.source_system_base))
+        response = await self.hapi.transaction(to_transaction(linked, system, self.source_system_base, searchable))
         return IngestResult(response, tuple(mpi_ids))
 
 

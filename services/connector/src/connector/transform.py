@@ -17,8 +17,8 @@ import copy
 import json
 import re
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -34,16 +34,32 @@ _TOKEN_SPECIALS = str.maketrans({"\\": "\\\\", ",": "\\,", "$": "\\$", "|": "\\|
 
 @dataclass(frozen=True)
 class SourceKey:
-    """How one resource is found again: its type and the identifier it is written under."""
+    """How one resource is found again: its type and the identifier it is written under.
+
+    A type the store cannot search by `identifier` (R4 defines no such search for AdverseEvent, for
+    one) is not `searchable`: it is written at an id derived from the key instead, which finds it
+    again just as surely.
+    """
 
     resource_type: str
     system: str
     value: str
+    searchable: bool = True
 
     @property
     def full_url(self) -> str:
         """The entry's `urn:uuid:` placeholder, the same on every replay."""
         return f"urn:uuid:{uuid.uuid5(NAMESPACE, f'{self.system}|{self.value}')}"
+
+    @property
+    def stable_id(self) -> str:
+        """The id the key gives a resource that cannot be searched for (letters first: never all digits)."""
+        return f"hn-{uuid.uuid5(NAMESPACE, f'{self.system}|{self.value}').hex}"
+
+    @property
+    def request_url(self) -> str:
+        """Where the entry is PUT and how others refer to it: the conditional URL, else `<Type>/<stable id>`."""
+        return self.conditional_url if self.searchable else f"{self.resource_type}/{self.stable_id}"
 
     @property
     def conditional_url(self) -> str:
@@ -117,9 +133,18 @@ def origin_key(entry: Mapping[str, Any], system: str) -> SourceKey:
     return SourceKey(kind, system, f"{kind}/{source_id(entry)}")
 
 
-def to_transaction(entries: Sequence[Mapping[str, Any]], system: str, origin_base: str | None = None) -> dict[str, Any]:
-    """The HAPI transaction for validated `entries` sent by the source of identifier `system`."""
-    keys = [source_key(entry, system, origin_base) for entry in entries]
+def to_transaction(
+    entries: Sequence[Mapping[str, Any]],
+    system: str,
+    origin_base: str | None = None,
+    searchable: Collection[str] | None = None,
+) -> dict[str, Any]:
+    """The HAPI transaction for validated `entries` sent by the source of identifier `system`.
+
+    `searchable`: the types the store can search by identifier (None: every type).
+    """
+    keying = Keying(system, searchable)
+    keys = [keying.key(source_key(entry, system, origin_base)) for entry in entries]
     placeholders: dict[str, str] = {}
     for entry, key in zip(entries, keys, strict=True):
         placeholders[f"{key.resource_type}/{source_id(entry)}"] = key.full_url
@@ -131,16 +156,33 @@ def to_transaction(entries: Sequence[Mapping[str, Any]], system: str, origin_bas
         "entry": [
             {
                 "fullUrl": key.full_url,
-                "resource": _prepared(entry, key, system, placeholders),
-                "request": {"method": "PUT", "url": key.conditional_url},
+                "resource": _prepared(entry, key, keying, placeholders),
+                "request": {"method": "PUT", "url": key.request_url},
             }
             for entry, key in zip(entries, keys, strict=True)
         ],
     }
 
 
-def _prepared(entry: Mapping[str, Any], key: SourceKey, system: str, placeholders: Mapping[str, str]) -> dict[str, Any]:
-    prepared: dict[str, Any] = _rewritten(copy.deepcopy(dict(entry["resource"])), system, placeholders)
+@dataclass(frozen=True)
+class Keying:
+    """The sender's identifier system and the types the store can search by identifier (None: all)."""
+
+    system: str
+    searchable: Collection[str] | None
+
+    def key(self, key: SourceKey) -> SourceKey:
+        """`key`, marked unsearchable where the store has no identifier search for its type."""
+        if self.searchable is None or key.resource_type in self.searchable:
+            return key
+        return replace(key, searchable=False)
+
+
+def _prepared(
+    entry: Mapping[str, Any], key: SourceKey, keying: Keying, placeholders: Mapping[str, str]
+) -> dict[str, Any]:
+    system = keying.system
+    prepared: dict[str, Any] = _rewritten(copy.deepcopy(dict(entry["resource"])), keying, placeholders)
     prepared.pop("id", None)
     meta = prepared.get("meta")
     if isinstance(meta, dict):
@@ -156,25 +198,25 @@ def _prepared(entry: Mapping[str, Any], key: SourceKey, system: str, placeholder
     return prepared
 
 
-def _rewritten(value: Any, system: str, placeholders: Mapping[str, str]) -> Any:  # noqa: ANN401 -- any JSON value
+def _rewritten(value: Any, keying: Keying, placeholders: Mapping[str, str]) -> Any:  # noqa: ANN401 -- any JSON
     if isinstance(value, list):
-        return [_rewritten(item, system, placeholders) for item in value]
+        return [_rewritten(item, keying, placeholders) for item in value]
     if not isinstance(value, dict):
         return value
-    rewritten = {k: _rewritten(v, system, placeholders) for k, v in value.items()}
+    rewritten = {k: _rewritten(v, keying, placeholders) for k, v in value.items()}
     if isinstance(value.get("reference"), str):
-        rewritten["reference"] = _reference(value["reference"], system, placeholders)
+        rewritten["reference"] = _reference(value["reference"], keying, placeholders)
     return rewritten
 
 
-def _reference(reference: str, system: str, placeholders: Mapping[str, str]) -> str:
+def _reference(reference: str, keying: Keying, placeholders: Mapping[str, str]) -> str:
     unversioned = reference.split("/_history/", 1)[0]
     if unversioned in placeholders:
         return placeholders[unversioned]
     relative = _RELATIVE_REFERENCE.fullmatch(reference)
     if relative:
         kind, target = relative.group(1), relative.group(2)
-        return SourceKey(kind, system, f"{kind}/{target}").conditional_url
+        return keying.key(SourceKey(kind, keying.system, f"{kind}/{target}")).request_url
     return reference
 
 
