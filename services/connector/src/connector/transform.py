@@ -47,14 +47,19 @@ class SourceKey:
     searchable: bool = True
 
     @property
+    def name(self) -> uuid.UUID:
+        """The key as a uuid5: the same on every replay."""
+        return uuid.uuid5(NAMESPACE, f"{self.system}|{self.value}")
+
+    @property
     def full_url(self) -> str:
         """The entry's `urn:uuid:` placeholder, the same on every replay."""
-        return f"urn:uuid:{uuid.uuid5(NAMESPACE, f'{self.system}|{self.value}')}"
+        return f"urn:uuid:{self.name}"
 
     @property
     def stable_id(self) -> str:
         """The id the key gives a resource that cannot be searched for (letters first: never all digits)."""
-        return f"hn-{uuid.uuid5(NAMESPACE, f'{self.system}|{self.value}').hex}"
+        return f"hn-{self.name.hex}"
 
     @property
     def request_url(self) -> str:
@@ -181,7 +186,6 @@ class Keying:
 def _prepared(
     entry: Mapping[str, Any], key: SourceKey, keying: Keying, placeholders: Mapping[str, str]
 ) -> dict[str, Any]:
-    system = keying.system
     prepared: dict[str, Any] = _rewritten(copy.deepcopy(dict(entry["resource"])), keying, placeholders)
     prepared.pop("id", None)
     meta = prepared.get("meta")
@@ -191,7 +195,7 @@ def _prepared(
     if identifier_cardinality(key.resource_type) == "one":
         prepared["identifier"] = prepared.get("identifier") or {"system": key.system, "value": key.value}
         return prepared
-    origin = origin_key(entry, system)
+    origin = origin_key(entry, keying.system)
     own = {"system": origin.system, "value": origin.value}  # references from the same source find it by this
     if own not in [{"system": i.get("system"), "value": i.get("value")} for i in prepared.get("identifier", [])]:
         prepared["identifier"] = [*prepared.get("identifier", []), own]
