@@ -35,6 +35,7 @@ from fixtures.consents import broad_consent
 from fixtures.corpora import CorpusBundle, mii_kds_bundles
 from fixtures.synthetic import ICD10GM_SYSTEM, MEASUREMENTS, PatientProfile, PatientRecord, patient_record
 from servicekit.kvnr import KVNR_SYSTEM
+from servicekit.timing import parse_server_timing
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 BENCHMARKS = ("connector-ingest", "care-summary", "feasibility", "suite")
@@ -197,8 +198,9 @@ def bench_connector_ingest(federation: BenchFederation) -> dict[str, Any]:
         "fresh_rounds": FRESH_ROUNDS,
         "replay_rounds": REPLAY_ROUNDS,
     }
-    for kind, by_path in replay.seconds.items():
-        connector_figures, hapi_figures = _latency(by_path["connector"]), _latency(by_path["hapi"])
+    for kind in replay.sent:
+        connector_figures = _latency(replay.seconds(kind, "connector"))
+        hapi_figures = _latency(replay.seconds(kind, "hapi"))
         throughput = connector_figures["per_s"] / hapi_figures["per_s"]
         p95 = connector_figures["p95_s"] / hapi_figures["p95_s"]
         results[kind] = {
@@ -206,40 +208,67 @@ def bench_connector_ingest(federation: BenchFederation) -> dict[str, Any]:
             "hapi": hapi_figures,
             "throughput_ratio": throughput,
             "p95_ratio": p95,
+            "connector_phases_ms": replay.phases_ms(kind, "connector"),
             "met": throughput >= TARGETS["connector_throughput_ratio_min"]
             and p95 <= TARGETS["connector_p95_ratio_max"],
         }
     return results
 
 
-#: One way of sending a bundle to a node: seconds taken (serialising included), HTTP status, answer excerpt.
-Sender = Callable[[Mapping[str, Any]], tuple[float, int, str]]
+@dataclass(frozen=True)
+class Sent:
+    """One bundle sent: seconds taken (serialising included), HTTP status, answer excerpt, server phases (ms)."""
+
+    seconds: float
+    status: int
+    excerpt: str
+    phases: Mapping[str, float]
+
+
+#: One way of sending a bundle to a node.
+Sender = Callable[[Mapping[str, Any]], Sent]
 
 
 def _sender(client: httpx.Client) -> Sender:
     """POST a bundle to `/fhir` of `client`: the connector's ingest, or HAPI's own transaction endpoint."""
 
-    def send(bundle: Mapping[str, Any]) -> tuple[float, int, str]:
+    def send(bundle: Mapping[str, Any]) -> Sent:
         started = time.perf_counter()
         response = client.post("/fhir", content=json.dumps(bundle).encode())
-        return time.perf_counter() - started, response.status_code, response.text[:300]
+        elapsed = time.perf_counter() - started
+        phases = parse_server_timing(response.headers.get("server-timing", ""))
+        return Sent(elapsed, response.status_code, response.text[:300], phases)
 
     return send
 
 
 @dataclass(frozen=True)
 class Replay:
-    """Seconds per bundle by round kind and path; a bundle some path refused is left out of every path."""
+    """Bundles sent by round kind and path; a bundle some path refused is left out of every path."""
 
-    seconds: dict[str, dict[str, list[float]]]
+    sent: dict[str, dict[str, list[Sent]]]
     refused: dict[str, str]
+
+    def seconds(self, kind: str, path: str) -> list[float]:
+        """Seconds per bundle of one round kind and path."""
+        return [sent.seconds for sent in self.sent[kind][path]]
+
+    def phases_ms(self, kind: str, path: str) -> dict[str, float]:
+        """Mean milliseconds per bundle of each phase the server reported, and `unaccounted` for the rest."""
+        sent = self.sent[kind][path]
+        names = list(dict.fromkeys(name for one in sent for name in one.phases))
+        if not names:
+            return {}
+        means = {name: statistics.mean(one.phases.get(name, 0.0) for one in sent) for name in names}
+        means["unaccounted"] = statistics.mean(one.seconds * 1000 - sum(one.phases.values()) for one in sent)
+        return means
 
 
 def _replay(
     name: str, corpora: Sequence[CorpusBundle], senders: Mapping[str, Sender], rounds: Sequence[tuple[str, str | None]]
 ) -> Replay:
     """Each round (kind, re-key tag or None) sends every bundle by every path, the order alternating per bundle."""
-    seconds: dict[str, dict[str, list[float]]] = {kind: {path: [] for path in senders} for kind, _ in rounds}
+    sent: dict[str, dict[str, list[Sent]]] = {kind: {path: [] for path in senders} for kind, _ in rounds}
     refused: dict[str, str] = {}
     paths = list(senders)
     for index, (kind, tag) in enumerate(rounds, start=1):
@@ -250,14 +279,14 @@ def _replay(
             bundle = rekeyed(corpus.bundle, tag) if tag else corpus.bundle
             order = paths if (index + position) % 2 else paths[::-1]
             answers = {path: senders[path](bundle) for path in order}
-            failed = [f"{path} {status}: {text}" for path, (_, status, text) in answers.items() if status != 200]
+            failed = [f"{path} {one.status}: {one.excerpt}" for path, one in answers.items() if one.status != 200]
             if failed:
                 refused[corpus.name] = "; ".join(failed)
                 _progress(f"{corpus.name} refused, left out: {refused[corpus.name][:200]}")
                 continue
-            for path, (taken, _, _) in answers.items():
-                seconds[kind][path].append(taken)
-    return Replay(seconds, refused)
+            for path, one in answers.items():
+                sent[kind][path].append(one)
+    return Replay(sent, refused)
 
 
 def rekeyed(bundle: Mapping[str, Any], tag: str) -> dict[str, Any]:
@@ -442,10 +471,10 @@ def _suite_ingest_path(federation: BenchFederation) -> dict[str, Any]:
     token = node.token(SUITE_CREDENTIAL)
     suite_http = Http(None, TIMEOUT_S)
 
-    def through_suite(bundle: Mapping[str, Any]) -> tuple[float, int, str]:
+    def through_suite(bundle: Mapping[str, Any]) -> Sent:
         started = time.perf_counter()
         answer = suite_http.send(Call(node, "POST", node.fhir_url, token, bundle), StepLog())
-        return time.perf_counter() - started, answer.status, json.dumps(answer.body)[:300]
+        return Sent(time.perf_counter() - started, answer.status, json.dumps(answer.body)[:300], {})
 
     try:
         with federation.client("dic") as client:
@@ -453,7 +482,7 @@ def _suite_ingest_path(federation: BenchFederation) -> dict[str, Any]:
             replay = _replay("suite ingest path", corpora, senders, [("replay", None)] * SUITE_REPLAY_ROUNDS)
     finally:
         suite_http.close()
-    suite, direct = replay.seconds["replay"]["suite"], replay.seconds["replay"]["connector"]
+    suite, direct = replay.seconds("replay", "suite"), replay.seconds("replay", "connector")
     return {
         "bundles": len(corpora) - len(replay.refused),
         "refused": replay.refused,
@@ -504,6 +533,15 @@ def table_rows(results: Mapping[str, Any]) -> list[tuple[str, str, str]]:
                     _verdict(figures["p95_ratio"] <= TARGETS["connector_p95_ratio_max"], "<= 1.25"),
                 )
             )
+            phases = figures["connector_phases_ms"]
+            if phases:
+                rows.append(
+                    (
+                        f"connector-ingest {kind}: connector ms per bundle",
+                        ", ".join(f"{name} {ms:.0f}" for name, ms in phases.items()),
+                        f"HAPI direct {1000 / figures['hapi']['per_s']:.0f} ms per bundle",
+                    )
+                )
     if "care-summary" in results:
         care = results["care-summary"]
         rows += [

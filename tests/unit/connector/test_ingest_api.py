@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 
 from connector.transform import SourceKey
 from connector.trustcentre_client import MPI_SYSTEM
+from servicekit.timing import parse_server_timing
 from tests.unit.connector.conftest import headers, mii_bundle
 from tests.unit.connector.fake_fhir import FakeFhir
 
@@ -35,6 +36,14 @@ def test_a_real_mii_bundle_is_stored_with_the_patients_mpi_id(client: TestClient
     assert {"system": SOURCE, "value": "Patient/mii-exa-test-data-patient-1"} in patient["identifier"]
     consent = fhir.of_type("Consent")[0]
     assert consent["patient"]["reference"] == f"Patient/{patient['id']}"
+
+
+def test_an_ingest_says_where_its_time_went(client: TestClient) -> None:
+    response = post(client, mii_bundle("pat-1"))
+    assert response.status_code == 200, response.text
+    phases = parse_server_timing(response.headers["Server-Timing"])
+    assert list(phases) == ["validate", "link", "transform", "store"]
+    assert all(milliseconds >= 0 for milliseconds in phases.values())
 
 
 def test_replaying_a_bundle_creates_nothing_new_and_links_the_same_person(client: TestClient, fhir: FakeFhir) -> None:

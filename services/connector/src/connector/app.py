@@ -2,7 +2,7 @@
 
 The process routes (`/fhir/Task...`) and the peer API (`/peer/...`) come from
 `connector.process_api.routes()`; their handlers find what they need on `request.app.state`:
-`settings`, `engine`, `hapi`, `trustcentre`, `authenticator`.
+`settings`, `engine`, `hapi`, `trustcentre`, `ingester`, `authenticator`.
 
 Every refusal is a 4xx with an OperationOutcome and an audit record; HAPI or the trust centre being
 unreachable is a 502; only a bug is a 500, and its body names a log reference, never a stack trace.
@@ -30,7 +30,7 @@ from connector.auth import Role
 from connector.db import audit_log, connect
 from connector.handling import Done, handled
 from connector.hapi import HapiClient
-from connector.ingest import Ingester
+from connector.ingest import Ingester, IngestResult
 from connector.settings import Settings
 from connector.transform import bundle_from_ndjson
 from connector.trustcentre_client import TrustCentreClient
@@ -67,7 +67,8 @@ def create_app(
         certificate=settings.client_certificate,
         transport=trustcentre_transport,
     )
-    api = Api(settings, hapi, Ingester(hapi, trustcentre, settings.source_system))
+    ingester = Ingester(hapi, trustcentre, settings.source_system)
+    api = Api(settings, hapi, ingester)
 
     async def health(_request: Request) -> Response:
         with engine.connect() as connection:
@@ -97,6 +98,7 @@ def create_app(
     app.state.authenticator = settings.authenticator
     app.state.hapi = hapi
     app.state.trustcentre = trustcentre
+    app.state.ingester = ingester
     return app
 
 
@@ -115,7 +117,7 @@ class Api:
         entries = bundle_entries(parse_json_resource(body, "Bundle"), self.settings.max_entries)
         result = await self.ingester.ingest(entries, self.settings.site)
         LOG.info("%s ingested %d entries", caller.name, len(entries))
-        return Done(fhir_response(self._public(request, result.response)), result.mpi_ids)
+        return self._ingested(request, result)
 
     async def import_ndjson(self, request: Request, caller: Caller) -> Done:
         """`POST /fhir/$import`: one resource per line; problems name the line."""
@@ -126,7 +128,7 @@ class Api:
         entries = bundle_entries(bundle, self.settings.max_entries)
         result = await self.ingester.ingest(entries, self.settings.site, lambda index: f"line {lines[index]}")
         LOG.info("%s imported %d lines", caller.name, len(entries))
-        return Done(fhir_response(self._public(request, result.response)), result.mpi_ids)
+        return self._ingested(request, result)
 
     async def read(self, request: Request, _caller: Caller) -> Done:
         """`GET /fhir/<Type>[/<id>][?search]` (and result pages, `GET /fhir?_getpages=...`) from HAPI."""
@@ -147,6 +149,12 @@ class Api:
         if not isinstance(resource, dict):
             raise UpstreamUnavailable(f"HAPI answered GET {path} with JSON that is not a resource")
         return Done(fhir_response(self._public(request, resource), answer.status_code))
+
+    def _ingested(self, request: Request, result: IngestResult) -> Done:
+        """HAPI's transaction-response, and a `Server-Timing` header saying where the time went."""
+        response = fhir_response(self._public(request, result.response))
+        response.headers["Server-Timing"] = result.timing.header()
+        return Done(response, result.mpi_ids)
 
     def _public(self, request: Request, resource: dict[str, Any]) -> dict[str, Any]:
         """HAPI's answer with its internal URLs replaced by the connector's, which callers can follow."""

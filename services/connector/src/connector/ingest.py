@@ -8,22 +8,24 @@ identifiers give the same MPI id), so a failure after it leaves nothing that a r
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from connector.hapi import HapiClient
 from connector.transform import source_id, source_system, to_transaction
 from connector.trustcentre_client import MPI_SYSTEM, TrustCentreClient
 from connector.upstream import UpstreamRefused, diagnostics
-from connector.validation import InvalidInput, Locate, Problem, bundle_location, validate
+from connector.validation import InvalidInput, KnownFit, Locate, Problem, bundle_location, validate
+from servicekit.timing import ServerTiming
 
 
 @dataclass(frozen=True)
 class IngestResult:
-    """HAPI's transaction-response and the MPI ids of the patients ingested (for the audit)."""
+    """HAPI's transaction-response, the MPI ids of the patients ingested (for the audit), where time went."""
 
     response: dict[str, Any]
     mpi_ids: tuple[str, ...]
+    timing: ServerTiming
 
 
 #: Identifier system of what research extracts from a site are stored under at the receiving node.
@@ -32,11 +34,12 @@ EXTRACT_SYSTEM_BASE = "https://hubnode.org/fhir/sid/research-extract/"
 
 @dataclass(frozen=True)
 class Ingester:
-    """Ingests entries sent by one source (`site`) into the node's HAPI."""
+    """Ingests entries sent by one source (`site`) into the node's HAPI; remembers resources found fit."""
 
     hapi: HapiClient
     trustcentre: TrustCentreClient
     source_system_base: str
+    known_fit: KnownFit = field(default_factory=KnownFit)
 
     async def ingest(
         self,
@@ -51,15 +54,32 @@ class Ingester:
         A `pseudonymised` research extract is not linked at the trust centre (it names nobody) and is
         keyed under EXTRACT_SYSTEM_BASE, so no source system's identifier reaches a research node.
         """
-        problems = validate(entries, locate)
+        timing = ServerTiming()
+        with timing.phase("validate"):
+            problems = validate(entries, locate, self.known_fit)
         if problems:
             raise InvalidInput(problems)
         searchable = await self.hapi.searchable_by_identifier()
         if pseudonymised:
             system = f"{EXTRACT_SYSTEM_BASE}{site}"
-            transaction = to_transaction(entries, system, searchable=searchable)
-            return IngestResult(await self.hapi.transaction(transaction), ())
+            with timing.phase("transform"):
+                transaction = to_transaction(entries, system, searchable=searchable)
+            with timing.phase("store"):
+                response = await self.hapi.transaction(transaction)
+            return IngestResult(response, (), timing)
         system = source_system(self.source_system_base, site)
+        with timing.phase("link"):
+            linked, mpi_ids = await self._linked(entries, system, locate)
+        with timing.phase("transform"):
+            transaction = to_transaction(linked, system, self.source_system_base, searchable)
+        with timing.phase("store"):
+            response = await self.hapi.transaction(transaction)
+        return IngestResult(response, mpi_ids, timing)
+
+    async def _linked(
+        self, entries: Sequence[Mapping[str, Any]], system: str, locate: Locate
+    ) -> tuple[list[Mapping[str, Any]], tuple[str, ...]]:
+        """`entries` with every Patient linked at the trust centre (MPI id, the node's record's identifiers)."""
         linked = list(entries)
         mpi_ids: list[str] = []
         for index, entry in enumerate(entries):
@@ -74,8 +94,7 @@ class Ingester:
             stored = await self.hapi.search("Patient", {"identifier": f"{MPI_SYSTEM}|{mpi}"})
             linked[index] = {**entry, "resource": with_identifiers_of(with_mpi(entry["resource"], mpi), stored)}
             mpi_ids.append(mpi)
-        response = await self.hapi.transaction(to_transaction(linked, system, self.source_system_base, searchable))
-        return IngestResult(response, tuple(mpi_ids))
+        return linked, tuple(mpi_ids)
 
 
 def with_identifiers_of(patient: dict[str, Any], stored: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

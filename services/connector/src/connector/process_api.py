@@ -60,7 +60,7 @@ def node_for(state: State, peers: PeerClient | None = None) -> Node:
         hapi=state.hapi,
         trustcentre=state.trustcentre,
         peers=peers,
-        ingest=ingest_for(settings, Ingester(state.hapi, state.trustcentre, settings.source_system)),
+        ingest=ingest_for(settings, state.ingester),
         gateway_secret=settings.gateway_secret or "",
         projects=settings.projects,
     )

@@ -14,6 +14,7 @@ a Bundle.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 import uuid
@@ -90,6 +91,7 @@ def source_id(entry: Mapping[str, Any]) -> str | None:
     return None
 
 
+@functools.cache
 def identifier_cardinality(resource_type: str) -> str:
     """`many`, `one` or `none`: how many identifiers a resource of this type can carry (FHIR R4)."""
     field = get_fhir_model_class(resource_type).model_fields.get("identifier")

@@ -7,6 +7,9 @@ a bundle with any problem writes nothing.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -77,13 +80,50 @@ def bundle_location(index: int) -> str:
     return f"Bundle.entry[{index}].resource"
 
 
-def validate(entries: Sequence[Any], locate: Locate = bundle_location) -> list[Problem]:
-    """Every problem of every entry (empty: fit to be stored)."""
+class KnownFit:
+    """Digests of resources whose structure and MII rules were checked and found fit (LRU, bounded).
+
+    Sources re-send whole records (a nightly export, a replay after a failure); checking a resource
+    against its model costs more than HAPI takes to store it unchanged, and the answer depends on
+    the resource alone. Only that check is skipped: everything that depends on the entry or the
+    bundle around it (method, id, references, duplicates) is checked every time.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        """Remember up to `capacity` resources (16 bytes each, plus the dictionary's own)."""
+        self.capacity = capacity
+        self._digests: OrderedDict[bytes, None] = OrderedDict()
+
+    def __contains__(self, digest: object) -> bool:
+        """Whether a resource of this digest was found fit before (it is now the most recently used)."""
+        if isinstance(digest, bytes) and digest in self._digests:
+            self._digests.move_to_end(digest)
+            return True
+        return False
+
+    def add(self, digest: bytes) -> None:
+        """Remember a resource's digest as fit, forgetting the least recently used beyond capacity."""
+        self._digests[digest] = None
+        self._digests.move_to_end(digest)
+        while len(self._digests) > self.capacity:
+            self._digests.popitem(last=False)
+
+
+def resource_digest(resource: object) -> bytes:
+    """The resource's content, canonically serialised, hashed (key order does not matter, values do)."""
+    canonical = json.dumps(resource, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.blake2b(canonical.encode(), digest_size=16).digest()
+
+
+def validate(
+    entries: Sequence[Any], locate: Locate = bundle_location, known_fit: KnownFit | None = None
+) -> list[Problem]:
+    """Every problem of every entry (empty: fit to be stored); resources in `known_fit` skip the model check."""
     problems: list[Problem] = []
     full_urls = {e["fullUrl"] for e in entries if isinstance(e, dict) and isinstance(e.get("fullUrl"), str)}
     seen: dict[tuple[str, str], int] = {}
     for index, entry in enumerate(entries):
-        found = _entry_problems(entry, full_urls)
+        found = _entry_problems(entry, full_urls, known_fit)
         key = _key(entry)
         if key is not None and key in seen:
             found.append(("", f"{key[0]}/{key[1]} appears twice (also {locate(seen[key])})"))
@@ -102,7 +142,7 @@ def _key(entry: Any) -> tuple[str, str] | None:  # noqa: ANN401 -- decoded JSON
     return None if identity is None else (resource["resourceType"], identity)
 
 
-def _entry_problems(entry: Any, full_urls: set[str]) -> list[tuple[str, str]]:  # noqa: ANN401 -- decoded JSON
+def _entry_problems(entry: Any, full_urls: set[str], known_fit: KnownFit | None) -> list[tuple[str, str]]:  # noqa: ANN401
     if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
         return [("", "the entry must carry a resource")]
     resource = entry["resource"]
@@ -116,8 +156,7 @@ def _entry_problems(entry: Any, full_urls: set[str]) -> list[tuple[str, str]]:  
         model = None
     if model is None:
         return [("resourceType", f"{kind!r} is not a FHIR R4 resource type")]
-    structure = _structure(model, resource)
-    problems = list(structure)
+    problems = _content_problems(model, resource, known_fit)
     if identifier_cardinality(kind) == "none":
         problems.append(("", f"a {kind} has no identifier to be stored under; the connector keys every resource so"))
     if source_id(entry) is None:
@@ -125,10 +164,26 @@ def _entry_problems(entry: Any, full_urls: set[str]) -> list[tuple[str, str]]:  
     own = resource.get("identifier")
     if identifier_cardinality(kind) == "one" and isinstance(own, dict) and not (own.get("system") and own.get("value")):
         problems.append(("identifier", "needs a system and a value: it keys the stored resource"))
-    if not structure:  # the MII rules read elements whose structure they can then rely on
-        problems.extend(mii_rules.problems(resource))
     problems.extend(_dangling(resource, full_urls))
     return problems
+
+
+def _content_problems(model: Any, resource: dict[str, Any], known_fit: KnownFit | None) -> list[tuple[str, str]]:  # noqa: ANN401
+    """The resource's structure and MII rules, unless `known_fit` holds it (a fit one joins it)."""
+    if known_fit is None:
+        return _model_problems(model, resource)
+    digest = resource_digest(resource)
+    if digest in known_fit:
+        return []
+    problems = _model_problems(model, resource)
+    if not problems:
+        known_fit.add(digest)
+    return problems
+
+
+def _model_problems(model: Any, resource: dict[str, Any]) -> list[tuple[str, str]]:  # noqa: ANN401 -- a model class
+    """The structure, then (once it is sound) the MII rules, which read elements they can then rely on."""
+    return _structure(model, resource) or mii_rules.problems(resource)
 
 
 def _structure(model: Any, resource: dict[str, Any]) -> list[tuple[str, str]]:  # noqa: ANN401 -- a model class
