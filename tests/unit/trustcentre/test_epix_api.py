@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from servicekit.kvnr import KVNR_SYSTEM, make_kvnr
 from tests.unit.trustcentre.conftest import headers
+from trustcentre.db import person_demographics
 
 EPIX = "/ttp-fhir/fhir/epix"
 MRN = "https://ukl.example/mrn"
@@ -70,6 +73,20 @@ def test_similar_demographics_become_a_possible_match_never_a_merge(client: Test
     assert match["score"] >= 0.92
     unrelated = request_mpi(client, ident(MRN, "2"), *person("Schmidt", "Bernd", "1955-11-30", "male"))
     assert unrelated["matches"] == []
+
+
+def test_a_replay_stores_what_a_source_says_of_a_person_once(client: TestClient) -> None:
+    for _ in range(3):
+        request_mpi(client, ident(MRN, "1"), *person("Müller", "Anna", "1970-03-04"))
+    request_mpi(
+        client, ident(MRN, "1"), {"name": "family", "valueString": "Müller"}, {"name": "given", "valueString": "Anna"}
+    )
+    request_mpi(client, ident(MRN, "1"), *person("Müller-Lang", "Anna", "1970-03-04"))
+    with client.app.state.engine.connect() as connection:
+        said = connection.execute(select(person_demographics.c.family, person_demographics.c.birth_date)).all()
+    assert sorted(said, key=str) == sorted(
+        [("Müller", date(1970, 3, 4)), ("Müller", None), ("Müller-Lang", date(1970, 3, 4))], key=str
+    )
 
 
 def test_a_reviewer_links_a_possible_match_and_the_identifiers_follow(client: TestClient) -> None:

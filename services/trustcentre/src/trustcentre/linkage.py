@@ -93,7 +93,7 @@ def _new_person(connection: Connection) -> str:
 def _compare_and_store(
     connection: Connection, mpi: str, demographics: Demographics, source: str, *, compare: bool
 ) -> list[tuple[int, str, float]]:
-    """Store what this source says of the person; a new person is compared with everyone known.
+    """Store what this source says of the person (once); a new person is compared with everyone known.
 
     A full scan: fine for a hub's thousands of persons; blocking (by birth year, say) is the next
     step when a node holds millions.
@@ -108,16 +108,24 @@ def _compare_and_store(
             if classify(score) != "none":
                 best[row["mpi"]] = max(score, best.get(row["mpi"], 0.0))
         matches = [_record_match(connection, mpi, other_mpi, score) for other_mpi, score in sorted(best.items())]
-    connection.execute(
-        person_demographics.insert().values(
-            mpi=mpi,
-            family=demographics.family,
-            given=demographics.given,
-            birth_date=demographics.birth_date,
-            sex=demographics.sex,
-            source=source,
+    statement = {
+        "mpi": mpi,
+        "family": demographics.family,
+        "given": demographics.given,
+        "birth_date": demographics.birth_date,
+        "sex": demographics.sex,
+        "source": source,
+    }
+    said_before = connection.execute(
+        select(person_demographics.c.id).where(
+            *(
+                person_demographics.c[column].is_(None) if value is None else person_demographics.c[column] == value
+                for column, value in statement.items()
+            )
         )
-    )
+    ).first()
+    if said_before is None:  # a replay says nothing new: one row per thing said, however often it is said
+        connection.execute(person_demographics.insert().values(**statement))
     return matches
 
 
