@@ -38,13 +38,17 @@ class HubNode(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         labels = [docker.NetworkLabelArgs(label=k, value=v) for k, v in plan.labels.items()]
         network = docker.Network(plan.network, name=plan.network, labels=labels, opts=child)
-        for volume in plan.volumes:
-            docker.Volume(
+        # Containers name their volumes by these resources' outputs, so each volume exists (with the
+        # stack's labels) before a container mounts it; docker would otherwise make an unlabelled one.
+        volumes = {
+            volume: docker.Volume(
                 volume,
                 name=volume,
                 labels=[docker.VolumeLabelArgs(label=k, value=v) for k, v in plan.labels.items()],
                 opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
             )
+            for volume in plan.volumes
+        }
         networks = {plan.network: network, **(shared_networks or {})}
         containers: dict[str, docker.Container] = {}
         for service in plan.services:
@@ -52,6 +56,7 @@ class HubNode(pulumi.ComponentResource):
                 service,
                 _image(service, child),
                 _attachments(service, networks, plan.network),
+                volumes,
                 secrets,
                 pulumi.ResourceOptions(parent=self, depends_on=[containers[d] for d in service.depends_on]),
             )
@@ -96,6 +101,7 @@ def _container(
     service: ServicePlan,
     image: pulumi.Input[str],
     attachments: list[docker.ContainerNetworksAdvancedArgs],
+    volumes: Mapping[str, docker.Volume],
     secrets: Mapping[str, pulumi.Input[str]],
     opts: pulumi.ResourceOptions,
 ) -> docker.Container:
@@ -109,7 +115,10 @@ def _container(
             docker.ContainerPortArgs(internal=p.container_port, external=p.host_port, ip=p.host_ip)
             for p in service.ports
         ],
-        volumes=[docker.ContainerVolumeArgs(volume_name=v.volume, container_path=v.path) for v in service.volumes],
+        volumes=[
+            docker.ContainerVolumeArgs(volume_name=volumes[v.volume].name, container_path=v.path)
+            for v in service.volumes
+        ],
         uploads=[
             *(docker.ContainerUploadArgs(file=s.path, content=secrets[s.name]) for s in service.secrets),
             *(docker.ContainerUploadArgs(file=f.path, content=f.content) for f in service.files),

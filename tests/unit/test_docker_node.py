@@ -152,6 +152,20 @@ def test_a_postgres_node_declares_exactly_its_plan(mocks: RecordingMocks) -> pul
 
 
 @pulumi.runtime.test
+def test_each_volume_is_declared_before_a_container_mounts_it(mocks: RecordingMocks) -> pulumi.Output[Any]:
+    plan = node_plan(database="postgres")
+    node = HubNode(plan.site, plan, {"db-password": "pw"})
+
+    def check(_: object) -> None:
+        order = list(mocks.resources)
+        for service in plan.services:
+            for volume in service.volumes:
+                assert order.index(volume.volume) < order.index(service.container_name)
+
+    return pulumi.Output.all(*(c.urn for c in node.containers.values())).apply(check)
+
+
+@pulumi.runtime.test
 def test_registry_images_are_pulled_not_built(mocks: RecordingMocks) -> pulumi.Output[Any]:
     plan = node_plan(
         database="postgres", images={"source": "registry", "registry": "r.example/hubnode", "db": "postgres:17"}
