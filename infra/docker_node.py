@@ -7,6 +7,7 @@ container resource against its plan entry, so what the local launcher proves hol
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import pulumi
 import pulumi_docker as docker
@@ -55,8 +56,7 @@ class HubNode(pulumi.ComponentResource):
             containers[service.component] = _container(
                 service,
                 _image(service, child),
-                _attachments(service, networks, plan.network),
-                volumes,
+                Wiring(_attachments(service, networks, plan.network), _mounts(service, volumes)),
                 secrets,
                 pulumi.ResourceOptions(parent=self, depends_on=[containers[d] for d in service.depends_on]),
             )
@@ -84,6 +84,20 @@ def _image(service: ServicePlan, opts: pulumi.ResourceOptions) -> pulumi.Input[s
     return built.image_name
 
 
+class Wiring(NamedTuple):
+    """What a container is attached to: its networks and its mounted volumes."""
+
+    networks: list[docker.ContainerNetworksAdvancedArgs]
+    volumes: list[docker.ContainerVolumeArgs]
+
+
+def _mounts(service: ServicePlan, volumes: Mapping[str, docker.Volume]) -> list[docker.ContainerVolumeArgs]:
+    """The service's volumes, each named through its resource (so it is declared first)."""
+    return [
+        docker.ContainerVolumeArgs(volume_name=volumes[v.volume].name, container_path=v.path) for v in service.volumes
+    ]
+
+
 def _attachments(
     service: ServicePlan, networks: Mapping[str, docker.Network], node_network: str
 ) -> list[docker.ContainerNetworksAdvancedArgs]:
@@ -100,8 +114,7 @@ def _attachments(
 def _container(
     service: ServicePlan,
     image: pulumi.Input[str],
-    attachments: list[docker.ContainerNetworksAdvancedArgs],
-    volumes: Mapping[str, docker.Volume],
+    wiring: Wiring,
     secrets: Mapping[str, pulumi.Input[str]],
     opts: pulumi.ResourceOptions,
 ) -> docker.Container:
@@ -115,15 +128,12 @@ def _container(
             docker.ContainerPortArgs(internal=p.container_port, external=p.host_port, ip=p.host_ip)
             for p in service.ports
         ],
-        volumes=[
-            docker.ContainerVolumeArgs(volume_name=volumes[v.volume].name, container_path=v.path)
-            for v in service.volumes
-        ],
+        volumes=wiring.volumes,
         uploads=[
             *(docker.ContainerUploadArgs(file=s.path, content=secrets[s.name]) for s in service.secrets),
             *(docker.ContainerUploadArgs(file=f.path, content=f.content) for f in service.files),
         ],
-        networks_advanced=attachments,
+        networks_advanced=wiring.networks,
         labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in service.labels.items()],
         healthcheck=docker.ContainerHealthcheckArgs(
             tests=list(health.test),
