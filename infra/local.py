@@ -40,6 +40,9 @@ HEALTH_POLL_S = 0.25
 WAITING_NOTE_EVERY_S = 15.0
 LOG_TAIL_LINES = 25
 STOP_TIMEOUT_S = 30
+#: How long a published endpoint may take to answer once its container is healthy: HAPI builds its
+#: CapabilityStatement on the first `/metadata`, which takes seconds while other JVMs start beside it.
+ENDPOINT_BUDGET_S = 90.0
 _NANOSECONDS = 1_000_000_000
 
 
@@ -234,12 +237,18 @@ class LocalLauncher:
         return self._federation_files(plan.site, secret.name)
 
     def _check_endpoints(self, plan: NodePlan) -> None:
+        """Every published endpoint answers from this host (each within ENDPOINT_BUDGET_S)."""
         for name, url in plan.probes.items():
-            if not _answers(url, self._verify):
-                raise HubnodeError(
-                    f"{plan.site}: {name} is healthy inside its container but {url} does not answer",
-                    fix="check that nothing on this host intercepts 127.0.0.1 traffic (proxy settings: NO_PROXY)",
-                )
+            deadline = time.monotonic() + ENDPOINT_BUDGET_S
+            while not _answers(url, self._verify, timeout=max(1.0, min(15.0, deadline - time.monotonic()))):
+                if time.monotonic() >= deadline:
+                    raise HubnodeError(
+                        f"{plan.site}: {name} is healthy inside its container but {url} does not answer"
+                        f" within {ENDPOINT_BUDGET_S:.0f} s",
+                        fix="check that nothing on this host intercepts 127.0.0.1 traffic (proxy settings: NO_PROXY)",
+                    )
+                self._progress.note(f"{plan.site}: waiting for {url} to answer")
+                time.sleep(1.0)
 
     def _wait_healthy(self, plan: NodePlan, service: ServicePlan, container: Container) -> None:
         """Wait until the plan's own health check passes, the container dies or the budget ends.
