@@ -68,8 +68,7 @@ class Ingester:
                 response = await self.hapi.transaction(transaction)
             return IngestResult(response, (), timing)
         system = source_system(self.source_system_base, site)
-        with timing.phase("link"):
-            linked, mpi_ids = await self._linked(entries, system, locate)
+        linked, mpi_ids = await self._linked(entries, system, locate, timing)
         with timing.phase("transform"):
             transaction = to_transaction(linked, system, self.source_system_base, searchable)
         with timing.phase("store"):
@@ -77,9 +76,9 @@ class Ingester:
         return IngestResult(response, mpi_ids, timing)
 
     async def _linked(
-        self, entries: Sequence[Mapping[str, Any]], system: str, locate: Locate
+        self, entries: Sequence[Mapping[str, Any]], system: str, locate: Locate, timing: ServerTiming
     ) -> tuple[list[Mapping[str, Any]], tuple[str, ...]]:
-        """`entries` with every Patient linked at the trust centre (MPI id, the node's record's identifiers)."""
+        """`entries`, each Patient linked at the trust centre (`link`), merged with the node's record (`lookup`)."""
         linked = list(entries)
         mpi_ids: list[str] = []
         for index, entry in enumerate(entries):
@@ -87,11 +86,13 @@ class Ingester:
                 continue
             source_identifier = (system, f"Patient/{source_id(entry)}")
             try:
-                mpi = await self.trustcentre.request_mpi(entry["resource"], source_identifier)
+                with timing.phase("link"):
+                    mpi = await self.trustcentre.request_mpi(entry["resource"], source_identifier)
             except UpstreamRefused as refused:
                 problem = Problem(locate(index), f"the trust centre refused to link it: {diagnostics(refused.outcome)}")
                 raise InvalidInput([problem]) from refused
-            stored = await self.hapi.search("Patient", {"identifier": f"{MPI_SYSTEM}|{mpi}"})
+            with timing.phase("lookup"):
+                stored = await self.hapi.search("Patient", {"identifier": f"{MPI_SYSTEM}|{mpi}"})
             linked[index] = {**entry, "resource": with_identifiers_of(with_mpi(entry["resource"], mpi), stored)}
             mpi_ids.append(mpi)
         return linked, tuple(mpi_ids)
