@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 
 from connector import mii_rules
 from connector.ingest import with_identifiers_of
-from connector.transform import SourceKey, bundle_from_ndjson, to_transaction
+from connector.transform import NAMESPACE, SourceKey, bundle_from_ndjson, person_key, to_transaction
 from connector.trustcentre_client import MPI_SYSTEM
 from connector.validation import validate
 from tests.unit.connector.conftest import MII_BUNDLES, mii_bundle
@@ -198,12 +199,15 @@ def test_ndjson_lines_become_entries_and_bad_lines_are_named() -> None:
     assert bundle_from_ndjson(b'{"resourceType": "Patient"}\n\xff\n')[2][0].line == 2
 
 
-def test_a_linked_patient_is_keyed_by_its_mpi_id_and_keeps_its_source_identifier() -> None:
+def test_a_linked_patient_is_written_at_an_id_of_its_mpi_id_and_keeps_its_source_identifier() -> None:
     patient = {"resourceType": "Patient", "id": "p1", "identifier": [{"system": MPI_SYSTEM, "value": "M1"}]}
     condition = {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"}}
     bundle = to_transaction([{"resource": patient}, {"resource": condition}], "https://src.example/practice")
     stored_patient, stored_condition = bundle["entry"]
-    assert stored_patient["request"]["url"] == "Patient?identifier=urn:hubnode:mpi|M1"
+    assert stored_patient["request"]["url"] == person_key("M1").request_url
+    assert person_key("M1").request_url == f"Patient/hn-{uuid.uuid5(NAMESPACE, f'{MPI_SYSTEM}|M1').hex}"
+    other_source = to_transaction([{"resource": {**patient, "id": "x9"}}], "https://src.example/dic")
+    assert other_source["entry"][0]["request"]["url"] == stored_patient["request"]["url"], "one Patient per person"
     assert {"system": "https://src.example/practice", "value": "Patient/p1"} in stored_patient["resource"]["identifier"]
     assert stored_condition["resource"]["subject"]["reference"] == stored_patient["fullUrl"]
 
@@ -267,13 +271,13 @@ def test_a_type_the_store_cannot_search_by_identifier_is_put_at_an_id_derived_fr
     searchable = {"Observation", "Patient"}
     transaction = to_transaction([{"resource": event}, {"resource": note}], SYSTEM, searchable=searchable)
     stored_event, stored_note = transaction["entry"]
-    key = SourceKey("AdverseEvent", SYSTEM, "AdverseEvent/a1", searchable=False)
+    key = SourceKey("AdverseEvent", SYSTEM, "AdverseEvent/a1", by_id=True)
     assert stored_event["request"]["url"] == f"AdverseEvent/{key.stable_id}"
     assert key.stable_id.startswith("hn-")
     assert stored_event["resource"]["identifier"] == {"system": SYSTEM, "value": "AdverseEvent/a1"}
     assert stored_event["resource"]["subject"]["reference"] == f"Patient?identifier={SYSTEM}|Patient/p"
     assert stored_note["request"]["url"].startswith("Observation?identifier=")
-    elsewhere = SourceKey("AdverseEvent", SYSTEM, "AdverseEvent/elsewhere", searchable=False)
+    elsewhere = SourceKey("AdverseEvent", SYSTEM, "AdverseEvent/elsewhere", by_id=True)
     assert [f["reference"] for f in stored_note["resource"]["focus"]] == [
         stored_event["fullUrl"],
         f"AdverseEvent/{elsewhere.stable_id}",

@@ -62,6 +62,21 @@ class HapiClient:
         """Every resource matching a search, all pages followed (included resources too)."""
         return await self._all_pages(resource_type, params)
 
+    async def read(self, reference: str) -> dict[str, Any] | None:
+        """The resource at `Type/id`; None if HAPI has none there (never written, or deleted)."""
+        response = await self._send("GET", reference)
+        if response.status_code in (404, 410):
+            return None
+        return checked(response, SERVICE)
+
+    async def lookup(self, resource_type: str, params: Mapping[str, str]) -> list[dict[str, Any]]:
+        """The few resources a search by identifier finds, searched synchronously and never stored.
+
+        `Cache-Control: no-store` spares HAPI storing a search (and the connector waiting on its
+        background loading) that nobody will page through: the lookups on every ingest.
+        """
+        return await self._all_pages(resource_type, params, {"Cache-Control": "no-store"})
+
     async def everything(self, patient_id: str) -> list[dict[str, Any]]:
         """`Patient/<id>/$everything`, all pages followed."""
         return await self._all_pages(f"Patient/{patient_id}/$everything", {})
@@ -113,16 +128,18 @@ class HapiClient:
             raise UpstreamUnavailable(f"HAPI answered {response.status_code} to GET {path}")
         return response
 
-    async def _all_pages(self, path: str, params: Mapping[str, str]) -> list[dict[str, Any]]:
+    async def _all_pages(
+        self, path: str, params: Mapping[str, str], headers: Mapping[str, str] | None = None
+    ) -> list[dict[str, Any]]:
         resources: list[dict[str, Any]] = []
-        bundle = checked(await self._send("GET", path, params=params), SERVICE)
+        bundle = checked(await self._send("GET", path, params=params, headers=headers), SERVICE)
         for _ in range(MAX_PAGES):
             entries = bundle.get("entry", [])
             resources.extend(e["resource"] for e in entries if isinstance(e.get("resource"), dict))
             following = next((link["url"] for link in bundle.get("link", []) if link.get("relation") == "next"), None)
             if not isinstance(following, str):
                 return resources
-            bundle = checked(await self._send("GET", following), SERVICE)
+            bundle = checked(await self._send("GET", following, headers=headers), SERVICE)
         raise UpstreamUnavailable(f"HAPI's search {path} did not end after {MAX_PAGES} pages")
 
     async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:  # noqa: ANN401 -- httpx options

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connector.hapi import HapiClient
-from connector.transform import source_id, source_system, to_transaction
+from connector.transform import person_key, source_id, source_system, to_transaction
 from connector.trustcentre_client import MPI_SYSTEM, TrustCentreClient
 from connector.upstream import UpstreamRefused, diagnostics
 from connector.validation import InvalidInput, KnownFit, Locate, Problem, bundle_location, validate
@@ -92,8 +92,9 @@ class Ingester:
                 problem = Problem(locate(index), f"the trust centre refused to link it: {diagnostics(refused.outcome)}")
                 raise InvalidInput([problem]) from refused
             with timing.phase("lookup"):
-                stored = await self.hapi.search("Patient", {"identifier": f"{MPI_SYSTEM}|{mpi}"})
-            linked[index] = {**entry, "resource": with_identifiers_of(with_mpi(entry["resource"], mpi), stored)}
+                stored = await self.hapi.read(person_key(mpi).request_url)
+            earlier = [stored] if stored is not None else []
+            linked[index] = {**entry, "resource": with_identifiers_of(with_mpi(entry["resource"], mpi), earlier)}
             mpi_ids.append(mpi)
         return linked, tuple(mpi_ids)
 

@@ -267,7 +267,7 @@ async def _consented_patients(node: Node, request: ProcessTask) -> list[LocalPat
     for system, value in request.inputs.identifiers("patient"):
         asked_as = f"{system}|{value}"
         try:
-            matches = await node.hapi.search("Patient", {"identifier": asked_as})
+            matches = await node.hapi.lookup("Patient", {"identifier": asked_as})
             patients = [m for m in matches if m.get("resourceType") == "Patient"]
             if len(patients) != 1:
                 raise ProcessError(f"{len(patients)} patients with identifier {asked_as} at {node.site!r}; need one")

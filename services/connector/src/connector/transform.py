@@ -37,15 +37,16 @@ _TOKEN_SPECIALS = str.maketrans({"\\": "\\\\", ",": "\\,", "$": "\\$", "|": "\\|
 class SourceKey:
     """How one resource is found again: its type and the identifier it is written under.
 
-    A type the store cannot search by `identifier` (R4 defines no such search for AdverseEvent, for
-    one) is not `searchable`: it is written at an id derived from the key instead, which finds it
-    again just as surely.
+    Most are written by a conditional update on that identifier. Two kinds are written `by_id`, at
+    an id derived from the key, which finds them again just as surely: types the store cannot search
+    by `identifier` (R4 defines no such search for AdverseEvent, for one), and a person's Patient,
+    keyed by the MPI id, which every ingest reads back (a read by id costs HAPI a fraction of a search).
     """
 
     resource_type: str
     system: str
     value: str
-    searchable: bool = True
+    by_id: bool = False
 
     @property
     def name(self) -> uuid.UUID:
@@ -59,13 +60,13 @@ class SourceKey:
 
     @property
     def stable_id(self) -> str:
-        """The id the key gives a resource that cannot be searched for (letters first: never all digits)."""
+        """The id the key gives a resource written `by_id` (letters first: never all digits)."""
         return f"hn-{self.name.hex}"
 
     @property
     def request_url(self) -> str:
-        """Where the entry is PUT and how others refer to it: the conditional URL, else `<Type>/<stable id>`."""
-        return self.conditional_url if self.searchable else f"{self.resource_type}/{self.stable_id}"
+        """Where the entry is PUT and how others refer to it: `<Type>/<stable id>`, else the conditional URL."""
+        return f"{self.resource_type}/{self.stable_id}" if self.by_id else self.conditional_url
 
     @property
     def conditional_url(self) -> str:
@@ -118,9 +119,14 @@ def source_key(entry: Mapping[str, Any], system: str, origin_base: str | None = 
     if kind == "Patient":
         mpi = next((i.get("value") for i in own or [] if isinstance(i, dict) and i.get("system") == MPI_SYSTEM), None)
         if isinstance(mpi, str):
-            return SourceKey(kind, MPI_SYSTEM, mpi)
+            return person_key(mpi)
     carried = first_origin(resource, origin_base) if origin_base else None
     return carried or origin_key(entry, system)
+
+
+def person_key(mpi: str) -> SourceKey:
+    """The key of a person's one Patient at a node: their MPI id, written at an id derived from it."""
+    return SourceKey("Patient", MPI_SYSTEM, mpi, by_id=True)
 
 
 def first_origin(resource: Mapping[str, Any], origin_base: str) -> SourceKey | None:
@@ -179,10 +185,10 @@ class Keying:
     searchable: Collection[str] | None
 
     def key(self, key: SourceKey) -> SourceKey:
-        """`key`, marked unsearchable where the store has no identifier search for its type."""
+        """`key`, written by id where the store has no identifier search for its type."""
         if self.searchable is None or key.resource_type in self.searchable:
             return key
-        return replace(key, searchable=False)
+        return replace(key, by_id=True)
 
 
 def _prepared(
