@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 
 from connector.transform import SourceKey
 from connector.trustcentre_client import MPI_SYSTEM
+from servicekit.kvnr import KVNR_SYSTEM, make_kvnr
 from servicekit.timing import parse_server_timing
 from tests.unit.connector.conftest import headers, mii_bundle
 from tests.unit.connector.fake_fhir import FakeFhir
@@ -42,8 +43,35 @@ def test_an_ingest_says_where_its_time_went(client: TestClient) -> None:
     response = post(client, mii_bundle("pat-1"))
     assert response.status_code == 200, response.text
     phases = parse_server_timing(response.headers["Server-Timing"])
-    assert list(phases) == ["validate", "link", "lookup", "transform", "store"]
+    assert list(phases) == ["validate", "link", "prepare", "store"]
     assert all(milliseconds >= 0 for milliseconds in phases.values())
+
+
+def test_a_record_of_the_same_person_keeps_identifiers_whose_assigner_refers_to_a_stored_resource(
+    client: TestClient, fhir: FakeFhir
+) -> None:
+    kvnr = {"system": KVNR_SYSTEM, "value": make_kvnr("K", "31415926")}
+    mrn = {"system": "https://clinic.example/mrn", "value": "m1", "assigner": {"reference": "Organization/o1"}}
+    clinic = {
+        "resourceType": "Organization",
+        "id": "o1",
+        "identifier": [{"system": "https://clinic.example", "value": "c"}],
+    }
+    first = {"resourceType": "Patient", "id": "p1", "identifier": [kvnr, mrn], "gender": "male"}
+    second = {"resourceType": "Patient", "id": "p2", "identifier": [kvnr], "gender": "female"}
+    for patient, others in ((first, [clinic]), (second, [])):
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [{"resource": r} for r in (patient, *others)],
+        }
+        response = post(client, bundle)
+        assert response.status_code == 200, response.text
+    [stored] = fhir.of_type("Patient")
+    [organisation] = fhir.of_type("Organization")
+    [kept] = [i for i in stored["identifier"] if i["system"] == mrn["system"]]
+    assert kept["assigner"]["reference"] == f"Organization/{organisation['id']}"
+    assert stored["gender"] == "female", "the record sent last is the one stored"
 
 
 def test_replaying_a_bundle_creates_nothing_new_and_links_the_same_person(client: TestClient, fhir: FakeFhir) -> None:

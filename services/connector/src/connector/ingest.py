@@ -7,6 +7,7 @@ identifiers give the same MPI id), so a failure after it leaves nothing that a r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,42 +69,46 @@ class Ingester:
                 response = await self.hapi.transaction(transaction)
             return IngestResult(response, (), timing)
         system = source_system(self.source_system_base, site)
-        linked, mpi_ids = await self._linked(entries, system, locate, timing)
-        with timing.phase("transform"):
-            transaction = to_transaction(linked, system, self.source_system_base, searchable)
+        with timing.phase("link"):
+            mpis = await self._link(entries, system, locate)
+        linked = [
+            {**entry, "resource": with_mpi(entry["resource"], mpis[index])} if index in mpis else entry
+            for index, entry in enumerate(entries)
+        ]
+        with timing.phase("prepare"):  # the persons' records are read while the transaction is made
+            transaction, records = await asyncio.gather(
+                asyncio.to_thread(to_transaction, linked, system, self.source_system_base, searchable),
+                asyncio.gather(*(self.hapi.read(person_key(mpi).request_url) for mpi in mpis.values())),
+            )
+        for index, record in zip(mpis, records, strict=True):
+            if record is not None:
+                entry = transaction["entry"][index]
+                entry["resource"] = with_identifiers_of(entry["resource"], [record])
         with timing.phase("store"):
             response = await self.hapi.transaction(transaction)
-        return IngestResult(response, mpi_ids, timing)
+        return IngestResult(response, tuple(mpis.values()), timing)
 
-    async def _linked(
-        self, entries: Sequence[Mapping[str, Any]], system: str, locate: Locate, timing: ServerTiming
-    ) -> tuple[list[Mapping[str, Any]], tuple[str, ...]]:
-        """`entries`, each Patient linked at the trust centre (`link`), merged with the node's record (`lookup`)."""
-        linked = list(entries)
-        mpi_ids: list[str] = []
+    async def _link(self, entries: Sequence[Mapping[str, Any]], system: str, locate: Locate) -> dict[int, str]:
+        """Entry index -> MPI id of each Patient, linked at the trust centre by the source's identifier for it."""
+        mpis: dict[int, str] = {}
         for index, entry in enumerate(entries):
             if entry["resource"]["resourceType"] != "Patient":
                 continue
             source_identifier = (system, f"Patient/{source_id(entry)}")
             try:
-                with timing.phase("link"):
-                    mpi = await self.trustcentre.request_mpi(entry["resource"], source_identifier)
+                mpis[index] = await self.trustcentre.request_mpi(entry["resource"], source_identifier)
             except UpstreamRefused as refused:
                 problem = Problem(locate(index), f"the trust centre refused to link it: {diagnostics(refused.outcome)}")
                 raise InvalidInput([problem]) from refused
-            with timing.phase("lookup"):
-                stored = await self.hapi.read(person_key(mpi).request_url)
-            earlier = [stored] if stored is not None else []
-            linked[index] = {**entry, "resource": with_identifiers_of(with_mpi(entry["resource"], mpi), earlier)}
-            mpi_ids.append(mpi)
-        return linked, tuple(mpi_ids)
+        return mpis
 
 
 def with_identifiers_of(patient: dict[str, Any], stored: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """`patient` keeping the identifiers the node's record of the same person already has.
+    """`patient` (as prepared for HAPI) keeping the identifiers the node's record of the person already has.
 
     The Patient is replaced by whichever source sent it last; its other sources' identifiers must stay,
-    or their later references (`Patient?identifier=<their source>|...`) would find nobody.
+    or their later references (`Patient?identifier=<their source>|...`) would find nobody. They are
+    added after the transform, as HAPI stored them: an `assigner` reference among them is HAPI's own.
     """
     identifiers = list(patient.get("identifier", []))
     keys = {(i.get("system"), i.get("value")) for i in identifiers}
