@@ -63,7 +63,7 @@ class Ingester:
         searchable = await self.hapi.searchable_by_identifier()
         if pseudonymised:
             system = f"{EXTRACT_SYSTEM_BASE}{site}"
-            with timing.phase("transform"):
+            with timing.phase("prepare"):
                 transaction = to_transaction(entries, system, searchable=searchable)
             with timing.phase("store"):
                 response = await self.hapi.transaction(transaction)
