@@ -185,8 +185,9 @@ def bench_connector_ingest(federation: BenchFederation) -> dict[str, Any]:
     """The MII KDS bundles through gateway + connector vs a transaction POST straight to the same HAPI.
 
     After an untimed warm-up, fresh rounds write resources neither path has stored yet (round 1:
-    the bundles as published; later rounds: every id re-keyed). Replay rounds send the published bundles again, which the
-    connector turns into conditional updates that change nothing and HAPI into no-op PUTs.
+    the bundles as published; later rounds: every id re-keyed). Replay rounds send the published
+    bundles again, which the connector turns into conditional updates that change nothing and HAPI
+    into no-op PUTs.
     """
     corpora = mii_kds_bundles()
     rounds: list[tuple[str, str | None]] = [("warm-up", f"w{number}") for number in range(WARM_UP_ROUNDS)]
