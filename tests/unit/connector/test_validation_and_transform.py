@@ -213,14 +213,12 @@ def test_a_linked_patient_is_written_at_an_id_of_its_mpi_id_and_keeps_its_source
 
 
 def test_a_second_source_keeps_the_identifiers_the_node_already_has_for_the_person() -> None:
-    stored = [
-        {
-            "identifier": [
-                {"system": "https://src.example/dic", "value": "Patient/a"},
-                {"system": MPI_SYSTEM, "value": "M1"},
-            ]
-        }
-    ]
+    stored = {
+        "identifier": [
+            {"system": "https://src.example/dic", "value": "Patient/a"},
+            {"system": MPI_SYSTEM, "value": "M1"},
+        ]
+    }
     arriving = {
         "resourceType": "Patient",
         "identifier": [{"system": MPI_SYSTEM, "value": "M1"}, {"system": "k", "value": "1"}],

@@ -73,7 +73,7 @@ class HapiClient:
         """The few resources a search by identifier finds, searched synchronously and never stored.
 
         `Cache-Control: no-store` spares HAPI storing a search (and the connector waiting on its
-        background loading) that nobody will page through: the lookups on every ingest.
+        background loading) that nobody will page through: finding the patient a process names.
         """
         return await self._all_pages(resource_type, params, {"Cache-Control": "no-store"})
 

@@ -83,7 +83,7 @@ class Ingester:
         for index, record in zip(mpis, records, strict=True):
             if record is not None:
                 entry = transaction["entry"][index]
-                entry["resource"] = with_identifiers_of(entry["resource"], [record])
+                entry["resource"] = with_identifiers_of(entry["resource"], record)
         with timing.phase("store"):
             response = await self.hapi.transaction(transaction)
         return IngestResult(response, tuple(mpis.values()), timing)
@@ -103,7 +103,7 @@ class Ingester:
         return mpis
 
 
-def with_identifiers_of(patient: dict[str, Any], stored: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def with_identifiers_of(patient: dict[str, Any], stored: Mapping[str, Any]) -> dict[str, Any]:
     """`patient` (as prepared for HAPI) keeping the identifiers the node's record of the person already has.
 
     The Patient is replaced by whichever source sent it last; its other sources' identifiers must stay,
@@ -112,11 +112,10 @@ def with_identifiers_of(patient: dict[str, Any], stored: Sequence[Mapping[str, A
     """
     identifiers = list(patient.get("identifier", []))
     keys = {(i.get("system"), i.get("value")) for i in identifiers}
-    for earlier in stored:
-        for identifier in earlier.get("identifier", []):
-            if (identifier.get("system"), identifier.get("value")) not in keys:
-                identifiers.append(identifier)
-                keys.add((identifier.get("system"), identifier.get("value")))
+    for identifier in stored.get("identifier", []):
+        if (identifier.get("system"), identifier.get("value")) not in keys:
+            identifiers.append(identifier)
+            keys.add((identifier.get("system"), identifier.get("value")))
     return {**patient, "identifier": identifiers}
 
 
