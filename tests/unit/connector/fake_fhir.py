@@ -1,15 +1,18 @@
 """A small in-memory FHIR server standing in for HAPI: transactions with conditional updates, reads, searches.
 
 It honours what the connector relies on (conditional PUT by identifier, `urn:uuid:` and conditional
-references resolved within a transaction, all-or-nothing, referential integrity), so idempotency and
-atomicity are really checked, not assumed. Like HAPI on R4, it cannot search AdverseEvent by identifier
-(its CapabilityStatement says so, and such a conditional URL is refused), so those are PUT at an id.
+references resolved within a transaction, all-or-nothing, referential integrity, `ifMatch` on an
+existing resource), so idempotency and atomicity are really checked, not assumed. Like HAPI on R4,
+it cannot search AdverseEvent by identifier (its CapabilityStatement says so, and such a conditional
+URL is refused), so those are PUT at an id. `meanwhile` lets a test have another writer change the
+store just before the next transaction (given) is applied.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -43,6 +46,7 @@ class FakeFhir:
         self.resources: dict[str, dict[str, Any]] = {}  # "Type/id" -> resource
         self.transactions: list[dict[str, Any]] = []
         self.down = False
+        self.meanwhile: list[Callable[[FakeFhir, dict[str, Any]], None]] = []
         self._next_id = 0
 
     def transport(self) -> httpx.MockTransport:
@@ -58,6 +62,8 @@ class FakeFhir:
         if request.method == "POST" and path == "":
             bundle = json.loads(request.content)
             self.transactions.append(bundle)
+            if self.meanwhile:
+                self.meanwhile.pop(0)(self, bundle)
             return self._transaction(bundle)
         if request.method == "GET" and path == "metadata":
             return httpx.Response(200, json=_capability_statement())
@@ -108,6 +114,8 @@ class FakeFhir:
                 return _outcome(400, f"this fake takes PUTs only, not {request}")
             if "?" not in request["url"]:  # a PUT at a client-assigned id: create or update it
                 target = request["url"]
+                if _stale(request, store.get(target)):
+                    return _outcome(409, f"HAPI-0989: Trying to update {target} but this is not the current version")
                 placeholders[entry["fullUrl"]] = target
                 targets.append((target, target not in store))
                 continue
@@ -140,6 +148,13 @@ class FakeFhir:
         return httpx.Response(
             200, json={"resourceType": "Bundle", "type": "transaction-response", "entry": response_entries}
         )
+
+
+def _stale(request: dict[str, Any], current: dict[str, Any] | None) -> bool:
+    """Whether a PUT's `ifMatch` names another version than the stored one (as HAPI, it is moot for a new one)."""
+    if "ifMatch" not in request or current is None:
+        return False
+    return bool(request["ifMatch"] != f'W/"{current["meta"]["versionId"]}"')
 
 
 def _capability_statement() -> dict[str, Any]:

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+from connector.ingest import PERSON_WRITE_ATTEMPTS
 from connector.transform import SourceKey
 from connector.trustcentre_client import MPI_SYSTEM
 from servicekit.kvnr import KVNR_SYSTEM, make_kvnr
@@ -74,6 +75,69 @@ def test_a_record_of_the_same_person_keeps_identifiers_whose_assigner_refers_to_
     assert stored["gender"] == "female", "the record sent last is the one stored"
 
 
+def person_bundle(patient_id: str, gender: str) -> dict[str, Any]:
+    """One Patient, whom the trust centre links by KVNR to the same person whatever the source's id."""
+    kvnr = {"system": KVNR_SYSTEM, "value": make_kvnr("K", "27182818")}
+    patient = {"resourceType": "Patient", "id": patient_id, "identifier": [kvnr], "gender": gender}
+    return {"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": patient}]}
+
+
+def another_source_adds_an_identifier(fhir: FakeFhir, _transaction: dict[str, Any]) -> None:
+    """What a concurrent ingest of the same person from another source does to the node's record."""
+    [record] = fhir.of_type("Patient")
+    version = str(int(record["meta"]["versionId"]) + 1)
+    record["identifier"].append({"system": "https://other.example/mrn", "value": f"m{version}"})
+    record["meta"]["versionId"] = version
+
+
+def test_an_ingest_that_loses_the_race_for_a_persons_record_reads_it_again_and_drops_nothing(
+    client: TestClient, fhir: FakeFhir
+) -> None:
+    assert post(client, person_bundle("p1", "male")).status_code == 200
+    fhir.meanwhile.append(another_source_adds_an_identifier)
+    response = post(client, person_bundle("p2", "female"))
+    assert response.status_code == 200, response.text
+    [stored] = fhir.of_type("Patient")
+    values = {(i["system"], i["value"]) for i in stored["identifier"]}
+    assert {(SOURCE, "Patient/p1"), (SOURCE, "Patient/p2"), ("https://other.example/mrn", "m2")} <= values
+    assert stored["gender"] == "female"
+    refused, written = fhir.transactions[-2:]
+    assert refused["entry"][0]["request"]["ifMatch"] == 'W/"1"'
+    assert written["entry"][0]["request"]["ifMatch"] == 'W/"2"'
+
+
+def test_an_ingest_that_keeps_losing_the_race_answers_409_and_writes_nothing(
+    client: TestClient, fhir: FakeFhir
+) -> None:
+    assert post(client, person_bundle("p1", "male")).status_code == 200
+    fhir.meanwhile.extend([another_source_adds_an_identifier] * PERSON_WRITE_ATTEMPTS)
+    response = post(client, person_bundle("p2", "female"))
+    assert response.status_code == 409, response.text
+    assert response.json()["resourceType"] == "OperationOutcome"
+    [stored] = fhir.of_type("Patient")
+    assert stored["gender"] == "male"
+    assert (SOURCE, "Patient/p2") not in {(i["system"], i["value"]) for i in stored["identifier"]}
+
+
+def test_the_first_record_of_a_person_is_written_only_if_nobody_wrote_one_meanwhile(
+    client: TestClient, fhir: FakeFhir
+) -> None:
+    other = {"system": "https://other.example/mrn", "value": "o1"}
+
+    def another_source_creates_it(store: FakeFhir, transaction: dict[str, Any]) -> None:
+        target = transaction["entry"][0]["request"]["url"]
+        kind, rid = target.split("/")
+        store.resources[target] = {"resourceType": kind, "id": rid, "identifier": [other], "meta": {"versionId": "1"}}
+
+    fhir.meanwhile.append(another_source_creates_it)
+    response = post(client, person_bundle("p1", "male"))
+    assert response.status_code == 200, response.text
+    [stored] = fhir.of_type("Patient")
+    assert other in stored["identifier"]
+    assert {"system": SOURCE, "value": "Patient/p1"} in stored["identifier"]
+    assert [t["entry"][0]["request"]["ifMatch"] for t in fhir.transactions] == ['W/"0"', 'W/"1"']
+
+
 def test_replaying_a_bundle_creates_nothing_new_and_links_the_same_person(client: TestClient, fhir: FakeFhir) -> None:
     bundle = mii_bundle("pat-2")
     first = post(client, bundle)
@@ -82,7 +146,16 @@ def test_replaying_a_bundle_creates_nothing_new_and_links_the_same_person(client
     assert first.status_code == second.status_code == 200
     assert set(fhir.resources) == set(stored)
     assert {e["response"]["status"] for e in second.json()["entry"]} == {"200 OK"}
-    assert fhir.transactions[0] == fhir.transactions[1]
+    first_sent, replay_sent = (without_version_guards(t) for t in fhir.transactions)
+    assert first_sent == replay_sent, "a replay sends the same transaction, only guarded by the version stored"
+
+
+def without_version_guards(transaction: dict[str, Any]) -> dict[str, Any]:
+    """`transaction` without its `ifMatch`es, which name the version of the person's record read just before."""
+    entries = [
+        {**e, "request": {k: v for k, v in e["request"].items() if k != "ifMatch"}} for e in transaction["entry"]
+    ]
+    return {**transaction, "entry": entries}
 
 
 def test_a_type_hapi_cannot_search_by_identifier_is_stored_at_an_id_of_its_key_and_replays_too(

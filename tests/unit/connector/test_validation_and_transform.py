@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from connector import mii_rules
-from connector.ingest import with_identifiers_of
+from connector.ingest import with_identifiers_of, with_person_records
 from connector.transform import NAMESPACE, SourceKey, bundle_from_ndjson, person_key, to_transaction
 from connector.trustcentre_client import MPI_SYSTEM
 from connector.validation import validate
@@ -229,6 +229,22 @@ def test_a_second_source_keeps_the_identifiers_the_node_already_has_for_the_pers
         {"system": "k", "value": "1"},
         {"system": "https://src.example/dic", "value": "Patient/a"},
     ]
+
+
+def test_a_persons_patient_is_written_only_over_the_version_of_the_record_it_was_merged_with() -> None:
+    patient = {"resourceType": "Patient", "id": "p1", "identifier": [{"system": MPI_SYSTEM, "value": "M1"}]}
+    condition = {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"}}
+    transaction = to_transaction([{"resource": patient}, {"resource": condition}], "https://src.example/dic")
+    before = copy.deepcopy(transaction)
+    stored = {"meta": {"versionId": "7"}, "identifier": [{"system": "k", "value": "1"}]}
+    over_stored = with_person_records(transaction, {0: stored})
+    first_record = with_person_records(transaction, {0: None})
+    assert over_stored["entry"][0]["request"]["ifMatch"] == 'W/"7"'
+    assert {"system": "k", "value": "1"} in over_stored["entry"][0]["resource"]["identifier"]
+    assert first_record["entry"][0]["request"]["ifMatch"] == 'W/"0"', "no record yet: only if none was made meanwhile"
+    assert first_record["entry"][0]["resource"] == transaction["entry"][0]["resource"]
+    assert over_stored["entry"][1] == first_record["entry"][1] == transaction["entry"][1], "only the person's entry"
+    assert transaction == before, "the transaction is kept as made, for another try"
 
 
 BASE = "https://hubnode.org/fhir/sid/source"

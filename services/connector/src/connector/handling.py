@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
@@ -57,7 +58,8 @@ def handled(operation: str, role: Role, work: Work, engine: Engine) -> Endpoint:
         except InvalidInput as invalid:
             outcome, detail, response = "refused", str(invalid), fhir_response(invalid.outcome(), 422)
         except UpstreamRefused as refused:
-            outcome, detail, response = "refused", str(refused), fhir_response(refused.outcome, 422)
+            status = HTTPStatus.CONFLICT if refused.status == HTTPStatus.CONFLICT else HTTPStatus.UNPROCESSABLE_ENTITY
+            outcome, detail, response = "refused", str(refused), fhir_response(refused.outcome, status)
         except UpstreamUnavailable as unavailable:
             outcome, detail = "failed", str(unavailable)
             response = fhir_response(operation_outcome("transient", str(unavailable)), 502)

@@ -3,6 +3,9 @@
 All-or-nothing: nothing is written unless every entry is valid, and then everything is written in
 one HAPI transaction (atomic). Linkage at the trust centre comes first and is idempotent (the same
 identifiers give the same MPI id), so a failure after it leaves nothing that a retry would duplicate.
+A person's Patient is merged with the node's record of them and written only over the version read
+(`ifMatch`): two sources ingesting the same person at once cannot drop each other's identifiers;
+the one HAPI refuses reads the record again and tries once more.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from connector.hapi import HapiClient
@@ -28,6 +32,9 @@ class IngestResult:
     mpi_ids: tuple[str, ...]
     timing: ServerTiming
 
+
+#: Writes of one bundle tried at most while other ingests keep changing its persons' records (HAPI's 409).
+PERSON_WRITE_ATTEMPTS = 3
 
 #: Identifier system of what research extracts from a site are stored under at the receiving node.
 EXTRACT_SYSTEM_BASE = "https://hubnode.org/fhir/sid/research-extract/"
@@ -78,15 +85,25 @@ class Ingester:
         with timing.phase("prepare"):  # the persons' records are read while the transaction is made
             transaction, records = await asyncio.gather(
                 asyncio.to_thread(to_transaction, linked, system, self.source_system_base, searchable),
-                asyncio.gather(*(self.hapi.read(person_key(mpi).request_url) for mpi in mpis.values())),
+                self._records(mpis),
             )
-        for index, record in zip(mpis, records, strict=True):
-            if record is not None:
-                entry = transaction["entry"][index]
-                entry["resource"] = with_identifiers_of(entry["resource"], record)
-        with timing.phase("store"):
-            response = await self.hapi.transaction(transaction)
-        return IngestResult(response, tuple(mpis.values()), timing)
+        attempt = 1
+        while True:
+            try:
+                with timing.phase("store"):
+                    response = await self.hapi.transaction(with_person_records(transaction, records))
+                return IngestResult(response, tuple(mpis.values()), timing)
+            except UpstreamRefused as refused:
+                if refused.status != HTTPStatus.CONFLICT or attempt == PERSON_WRITE_ATTEMPTS:
+                    raise
+            attempt += 1
+            with timing.phase("prepare"):
+                records = await self._records(mpis)
+
+    async def _records(self, mpis: Mapping[int, str]) -> dict[int, dict[str, Any] | None]:
+        """Entry index -> the node's record of that entry's person (None: it has none yet)."""
+        records = await asyncio.gather(*(self.hapi.read(person_key(mpi).request_url) for mpi in mpis.values()))
+        return dict(zip(mpis, records, strict=True))
 
     async def _link(self, entries: Sequence[Mapping[str, Any]], system: str, locate: Locate) -> dict[int, str]:
         """Entry index -> MPI id of each Patient, linked at the trust centre by the source's identifier for it."""
@@ -101,6 +118,25 @@ class Ingester:
                 problem = Problem(locate(index), f"the trust centre refused to link it: {diagnostics(refused.outcome)}")
                 raise InvalidInput([problem]) from refused
         return mpis
+
+
+def with_person_records(
+    transaction: Mapping[str, Any], records: Mapping[int, Mapping[str, Any] | None]
+) -> dict[str, Any]:
+    """`transaction` with each person's Patient merged with the node's record of them, guarded by its version.
+
+    The `ifMatch` makes HAPI refuse the whole transaction (409) if another ingest changed the record
+    since it was read, instead of silently dropping the identifiers that ingest added; the caller then
+    reads again. `W/"0"` stands for "no record yet": HAPI creates the Patient if it still has none,
+    and refuses if someone created it meanwhile.
+    """
+    entries = list(transaction["entry"])
+    for index, record in records.items():
+        entry = entries[index]
+        resource = entry["resource"] if record is None else with_identifiers_of(entry["resource"], record)
+        version = "0" if record is None else str(record.get("meta", {}).get("versionId", "0"))
+        entries[index] = {**entry, "resource": resource, "request": {**entry["request"], "ifMatch": f'W/"{version}"'}}
+    return {**transaction, "entry": entries}
 
 
 def with_identifiers_of(patient: dict[str, Any], stored: Mapping[str, Any]) -> dict[str, Any]:
