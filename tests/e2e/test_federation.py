@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from connector.tasks import Process, parameter
 from fixtures.strategies import patient_profiles
 from fixtures.synthetic import PatientProfile, patient_record
+from servicekit.kvnr import make_kvnr
 from tests.conftest import MII_KDS_DIR
 from tests.e2e.conftest import STACK, Federation, patient_input, target_input, task_output
 
@@ -21,6 +23,8 @@ KVNR = "http://fhir.de/sid/gkv/kvid-10"
 KVNR_OF_PATIENT_1 = "A123456780"
 SOURCE = "https://hubnode.org/fhir/sid/source/dic"
 ICD10GM = "http://fhir.de/CodeSystem/bfarm/icd-10-gm"
+#: Records of one person sent at the same moment: enough that their writes of the Patient collide.
+CONCURRENT_RECORDS = 4
 
 
 def count(federation: Federation, site: str, query: str) -> int:
@@ -58,6 +62,35 @@ def test_every_mii_kds_bundle_is_ingested_and_a_replay_only_updates(federation: 
     replay = federation.ingest("dic", bundle)
     assert replay.status_code == 200, replay.text
     assert {entry["response"]["status"][:3] for entry in replay.json()["entry"]} == {"200"}
+
+
+def test_records_of_one_person_ingested_at_once_all_keep_their_source_identifiers(federation: Federation) -> None:
+    kvnr = make_kvnr("C", "16180339")
+    bundles = [
+        {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {
+                    "resource": {
+                        "resourceType": "Patient",
+                        "id": f"concurrent-{number}",
+                        "identifier": [{"system": KVNR, "value": kvnr}],
+                        "name": [{"family": "Gleichzeitig", "given": ["Clara"]}],
+                        "birthDate": "1961-08-13",
+                        "gender": "female",
+                    }
+                }
+            ],
+        }
+        for number in range(CONCURRENT_RECORDS)
+    ]
+    with ThreadPoolExecutor(CONCURRENT_RECORDS) as pool:
+        answers = list(pool.map(lambda bundle: federation.ingest("dic", bundle), bundles))
+    assert [answer.status_code for answer in answers] == [200] * CONCURRENT_RECORDS, [a.text for a in answers]
+    [patient] = federation.search("dic", f"Patient?identifier={KVNR}|{kvnr}")
+    sources = {i["value"] for i in patient["identifier"] if i["system"] == SOURCE}
+    assert sources == {f"Patient/concurrent-{number}" for number in range(CONCURRENT_RECORDS)}
 
 
 def test_care_summary_reaches_the_practice_once_with_consent(federation: Federation) -> None:

@@ -47,6 +47,7 @@ class FakeFhir:
         self.transactions: list[dict[str, Any]] = []
         self.down = False
         self.meanwhile: list[Callable[[FakeFhir, dict[str, Any]], None]] = []
+        self.deleted: set[str] = set()  # "Type/id" HAPI would answer 410 for
         self._next_id = 0
 
     def transport(self) -> httpx.MockTransport:
@@ -70,8 +71,7 @@ class FakeFhir:
         if request.method == "GET":
             parts = path.split("/")
             if len(parts) == 2:
-                found = self.resources.get(path)
-                return httpx.Response(200, json=found) if found else _outcome(404, f"{path} is not known")
+                return self._read(path)
             params = [(k, v) for k, v in parse_qsl(urlsplit(str(request.url)).query) if k != "_summary"]
             matches = self._search(parts[0], params)
             if request.url.params.get("_summary") == "count":
@@ -83,6 +83,12 @@ class FakeFhir:
                 200, json={"resourceType": "Bundle", "type": "searchset", "total": len(matches), "entry": entries}
             )
         return _outcome(405, f"{request.method} {path} is not supported here")
+
+    def _read(self, path: str) -> httpx.Response:
+        if path in self.deleted:
+            return _outcome(410, f"{path} was deleted")
+        found = self.resources.get(path)
+        return httpx.Response(200, json=found) if found else _outcome(404, f"{path} is not known")
 
     def _search(self, kind: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
         found = self.of_type(kind)
@@ -114,7 +120,7 @@ class FakeFhir:
                 return _outcome(400, f"this fake takes PUTs only, not {request}")
             if "?" not in request["url"]:  # a PUT at a client-assigned id: create or update it
                 target = request["url"]
-                if _stale(request, store.get(target)):
+                if _stale(request, store.get(target), deleted=target in self.deleted):
                     return _outcome(409, f"HAPI-0989: Trying to update {target} but this is not the current version")
                 placeholders[entry["fullUrl"]] = target
                 targets.append((target, target not in store))
@@ -145,15 +151,19 @@ class FakeFhir:
             status = "201 Created" if created else "200 OK"
             response_entries.append({"response": {"status": status, "location": f"{target}/_history/{version}"}})
         self.resources = store
+        self.deleted -= set(store)
         return httpx.Response(
             200, json={"resourceType": "Bundle", "type": "transaction-response", "entry": response_entries}
         )
 
 
-def _stale(request: dict[str, Any], current: dict[str, Any] | None) -> bool:
-    """Whether a PUT's `ifMatch` names another version than the stored one (as HAPI, it is moot for a new one)."""
+def _stale(request: dict[str, Any], current: dict[str, Any] | None, *, deleted: bool) -> bool:
+    """Whether a PUT's `ifMatch` names another version than the stored one.
+
+    As at HAPI, it is moot for a resource never written, and never matches one deleted.
+    """
     if "ifMatch" not in request or current is None:
-        return False
+        return "ifMatch" in request and deleted
     return bool(request["ifMatch"] != f'W/"{current["meta"]["versionId"]}"')
 
 

@@ -138,6 +138,21 @@ def test_the_first_record_of_a_person_is_written_only_if_nobody_wrote_one_meanwh
     assert [t["entry"][0]["request"]["ifMatch"] for t in fhir.transactions] == ['W/"0"', 'W/"1"']
 
 
+def test_a_person_whose_record_the_node_deleted_gets_a_new_one_from_the_next_ingest(
+    client: TestClient, fhir: FakeFhir
+) -> None:
+    assert post(client, person_bundle("p1", "male")).status_code == 200
+    [record] = fhir.of_type("Patient")
+    target = f"Patient/{record['id']}"
+    del fhir.resources[target]
+    fhir.deleted.add(target)
+    response = post(client, person_bundle("p1", "female"))
+    assert response.status_code == 200, response.text
+    [stored] = fhir.of_type("Patient")
+    assert stored["gender"] == "female"
+    assert "ifMatch" not in fhir.transactions[-1]["entry"][0]["request"]
+
+
 def test_replaying_a_bundle_creates_nothing_new_and_links_the_same_person(client: TestClient, fhir: FakeFhir) -> None:
     bundle = mii_bundle("pat-2")
     first = post(client, bundle)

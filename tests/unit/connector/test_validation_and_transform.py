@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from connector import mii_rules
+from connector.hapi import Read
 from connector.ingest import with_identifiers_of, with_person_records
 from connector.transform import NAMESPACE, SourceKey, bundle_from_ndjson, person_key, to_transaction
 from connector.trustcentre_client import MPI_SYSTEM
@@ -237,8 +238,10 @@ def test_a_persons_patient_is_written_only_over_the_version_of_the_record_it_was
     transaction = to_transaction([{"resource": patient}, {"resource": condition}], "https://src.example/dic")
     before = copy.deepcopy(transaction)
     stored = {"meta": {"versionId": "7"}, "identifier": [{"system": "k", "value": "1"}]}
-    over_stored = with_person_records(transaction, {0: stored})
-    first_record = with_person_records(transaction, {0: None})
+    over_stored = with_person_records(transaction, {0: Read(stored)})
+    first_record = with_person_records(transaction, {0: Read(None)})
+    after_deletion = with_person_records(transaction, {0: Read(None, deleted=True)})
+    assert "ifMatch" not in after_deletion["entry"][0]["request"], "HAPI keeps no version of a deleted one to match"
     assert over_stored["entry"][0]["request"]["ifMatch"] == 'W/"7"'
     assert {"system": "k", "value": "1"} in over_stored["entry"][0]["resource"]["identifier"]
     assert first_record["entry"][0]["request"]["ifMatch"] == 'W/"0"', "no record yet: only if none was made meanwhile"

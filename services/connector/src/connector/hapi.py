@@ -8,6 +8,8 @@ are `connector.upstream`'s two kinds: refused (4xx, with HAPI's OperationOutcome
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 import httpx
@@ -22,6 +24,14 @@ MAX_PAGES = 1000
 #: How far `journey` follows references out of the patient compartment (Encounter -> PractitionerRole ->
 #: Practitioner, Organization).
 MAX_REFERENCE_DEPTH = 3
+
+
+@dataclass(frozen=True)
+class Read:
+    """A read by id: the resource (None: HAPI has none there), and whether HAPI deleted one there."""
+
+    resource: dict[str, Any] | None
+    deleted: bool = False
 
 
 class HapiClient:
@@ -62,12 +72,12 @@ class HapiClient:
         """Every resource matching a search, all pages followed (included resources too)."""
         return await self._all_pages(resource_type, params)
 
-    async def read(self, reference: str) -> dict[str, Any] | None:
-        """The resource at `Type/id`; None if HAPI has none there (never written, or deleted)."""
+    async def read(self, reference: str) -> Read:
+        """What HAPI holds at `Type/id`: the resource, nothing (404), or nothing since a deletion (410)."""
         response = await self._send("GET", reference)
-        if response.status_code in (404, 410):
-            return None
-        return checked(response, SERVICE)
+        if response.status_code in (HTTPStatus.NOT_FOUND, HTTPStatus.GONE):
+            return Read(None, deleted=response.status_code == HTTPStatus.GONE)
+        return Read(checked(response, SERVICE))
 
     async def lookup(self, resource_type: str, params: Mapping[str, str]) -> list[dict[str, Any]]:
         """The few resources a search by identifier finds, searched synchronously and never stored.

@@ -11,12 +11,13 @@ the one HAPI refuses reads the record again and tries once more.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from connector.hapi import HapiClient
+from connector.hapi import HapiClient, Read
 from connector.transform import person_key, source_id, source_system, to_transaction
 from connector.trustcentre_client import MPI_SYSTEM, TrustCentreClient
 from connector.upstream import UpstreamRefused, diagnostics
@@ -33,8 +34,11 @@ class IngestResult:
     timing: ServerTiming
 
 
-#: Writes of one bundle tried at most while other ingests keep changing its persons' records (HAPI's 409).
-PERSON_WRITE_ATTEMPTS = 3
+#: Writes of one bundle tried at most while other ingests keep changing its persons' records (HAPI's 409):
+#: with four records of one person arriving at once, three tries left one of them refused now and then.
+PERSON_WRITE_ATTEMPTS = 5
+#: Seconds the n-th retry waits at most (times n, at random), so colliding writers do not collide again.
+RETRY_JITTER_S = 0.05
 
 #: Identifier system of what research extracts from a site are stored under at the receiving node.
 EXTRACT_SYSTEM_BASE = "https://hubnode.org/fhir/sid/research-extract/"
@@ -96,12 +100,13 @@ class Ingester:
             except UpstreamRefused as refused:
                 if refused.status != HTTPStatus.CONFLICT or attempt == PERSON_WRITE_ATTEMPTS:
                     raise
+            await asyncio.sleep(random.uniform(0, RETRY_JITTER_S * attempt))  # noqa: S311 -- jitter, not a secret
             attempt += 1
             with timing.phase("prepare"):
                 records = await self._records(mpis)
 
-    async def _records(self, mpis: Mapping[int, str]) -> dict[int, dict[str, Any] | None]:
-        """Entry index -> the node's record of that entry's person (None: it has none yet)."""
+    async def _records(self, mpis: Mapping[int, str]) -> dict[int, Read]:
+        """Entry index -> the node's record of that entry's person."""
         records = await asyncio.gather(*(self.hapi.read(person_key(mpi).request_url) for mpi in mpis.values()))
         return dict(zip(mpis, records, strict=True))
 
@@ -120,22 +125,25 @@ class Ingester:
         return mpis
 
 
-def with_person_records(
-    transaction: Mapping[str, Any], records: Mapping[int, Mapping[str, Any] | None]
-) -> dict[str, Any]:
+def with_person_records(transaction: Mapping[str, Any], records: Mapping[int, Read]) -> dict[str, Any]:
     """`transaction` with each person's Patient merged with the node's record of them, guarded by its version.
 
     The `ifMatch` makes HAPI refuse the whole transaction (409) if another ingest changed the record
     since it was read, instead of silently dropping the identifiers that ingest added; the caller then
     reads again. `W/"0"` stands for "no record yet": HAPI creates the Patient if it still has none,
-    and refuses if someone created it meanwhile.
+    and refuses if someone created it meanwhile. After a deletion HAPI has no version a read could
+    name, so the Patient is written unguarded, as the source sent it.
     """
     entries = list(transaction["entry"])
     for index, record in records.items():
-        entry = entries[index]
-        resource = entry["resource"] if record is None else with_identifiers_of(entry["resource"], record)
-        version = "0" if record is None else str(record.get("meta", {}).get("versionId", "0"))
-        entries[index] = {**entry, "resource": resource, "request": {**entry["request"], "ifMatch": f'W/"{version}"'}}
+        entry, stored = entries[index], record.resource
+        resource = entry["resource"] if stored is None else with_identifiers_of(entry["resource"], stored)
+        request = dict(entry["request"])
+        if stored is not None:
+            request["ifMatch"] = f'W/"{stored.get("meta", {}).get("versionId", "0")}"'
+        elif not record.deleted:
+            request["ifMatch"] = 'W/"0"'
+        entries[index] = {**entry, "resource": resource, "request": request}
     return {**transaction, "entry": entries}
 
 
