@@ -48,6 +48,7 @@ class FakeFhir:
         self.down = False
         self.meanwhile: list[Callable[[FakeFhir, dict[str, Any]], None]] = []
         self.deleted: set[str] = set()  # "Type/id" HAPI would answer 410 for
+        self.reads: list[str] = []  # "Type/id" of every read by id
         self._next_id = 0
 
     def transport(self) -> httpx.MockTransport:
@@ -85,6 +86,7 @@ class FakeFhir:
         return _outcome(405, f"{request.method} {path} is not supported here")
 
     def _read(self, path: str) -> httpx.Response:
+        self.reads.append(path)
         if path in self.deleted:
             return _outcome(410, f"{path} was deleted")
         found = self.resources.get(path)

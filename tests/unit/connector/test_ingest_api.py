@@ -106,6 +106,16 @@ def test_an_ingest_that_loses_the_race_for_a_persons_record_reads_it_again_and_d
     assert written["entry"][0]["request"]["ifMatch"] == 'W/"2"'
 
 
+def test_a_persons_record_as_the_connector_last_wrote_it_is_not_read_again(client: TestClient, fhir: FakeFhir) -> None:
+    assert post(client, person_bundle("p1", "male")).status_code == 200
+    [first_read] = fhir.reads
+    assert post(client, person_bundle("p2", "female")).status_code == 200
+    assert fhir.reads == [first_read], "the second ingest used what the first one wrote"
+    assert fhir.transactions[-1]["entry"][0]["request"]["ifMatch"] == 'W/"1"'
+    [stored] = fhir.of_type("Patient")
+    assert {(SOURCE, "Patient/p1"), (SOURCE, "Patient/p2")} <= {(i["system"], i["value"]) for i in stored["identifier"]}
+
+
 def test_an_ingest_that_keeps_losing_the_race_answers_409_and_writes_nothing(
     client: TestClient, fhir: FakeFhir
 ) -> None:

@@ -3,9 +3,9 @@
 All-or-nothing: nothing is written unless every entry is valid, and then everything is written in
 one HAPI transaction (atomic). Linkage at the trust centre comes first and is idempotent (the same
 identifiers give the same MPI id), so a failure after it leaves nothing that a retry would duplicate.
-A person's Patient is merged with the node's record of them and written only over the version read
-(`ifMatch`): two sources ingesting the same person at once cannot drop each other's identifiers;
-the one HAPI refuses reads the record again and tries once more.
+A person's Patient is merged with the node's record of them (as this connector last wrote it, else
+read) and written only over that version (`ifMatch`): two sources ingesting the same person at once
+cannot drop each other's identifiers; the one HAPI refuses reads the record and tries again.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from http import HTTPStatus
 from typing import Any
 
 from connector.hapi import HapiClient, Read
+from connector.known_persons import KnownPersons
 from connector.transform import person_key, source_id, source_system, to_transaction
 from connector.trustcentre_client import MPI_SYSTEM, TrustCentreClient
 from connector.upstream import UpstreamRefused, diagnostics
@@ -46,12 +47,13 @@ EXTRACT_SYSTEM_BASE = "https://hubnode.org/fhir/sid/research-extract/"
 
 @dataclass(frozen=True)
 class Ingester:
-    """Ingests entries sent by one source (`site`) into the node's HAPI; remembers resources found fit."""
+    """Ingests entries sent by one source (`site`) into the node's HAPI; remembers fit resources, persons' records."""
 
     hapi: HapiClient
     trustcentre: TrustCentreClient
     source_system_base: str
     known_fit: KnownFit = field(default_factory=KnownFit)
+    known_persons: KnownPersons = field(default_factory=KnownPersons)
 
     async def ingest(
         self,
@@ -86,24 +88,44 @@ class Ingester:
             {**entry, "resource": with_mpi(entry["resource"], mpis[index])} if index in mpis else entry
             for index, entry in enumerate(entries)
         ]
-        with timing.phase("prepare"):  # the persons' records are read while the transaction is made
-            transaction, records = await asyncio.gather(
+        records = {index: known for index, mpi in mpis.items() if (known := self.known_persons.recall(mpi))}
+        unknown = {index: mpi for index, mpi in mpis.items() if index not in records}
+        with timing.phase("prepare"):  # records not remembered are read while the transaction is made
+            transaction, read = await asyncio.gather(
                 asyncio.to_thread(to_transaction, linked, system, self.source_system_base, searchable),
-                self._records(mpis),
+                self._records(unknown),
             )
+        records.update(read)
         attempt = 1
         while True:
+            guarded = with_person_records(transaction, records)
             try:
                 with timing.phase("store"):
-                    response = await self.hapi.transaction(with_person_records(transaction, records))
-                return IngestResult(response, tuple(mpis.values()), timing)
+                    response = await self.hapi.transaction(guarded)
             except UpstreamRefused as refused:
-                if refused.status != HTTPStatus.CONFLICT or attempt == PERSON_WRITE_ATTEMPTS:
+                if refused.status != HTTPStatus.CONFLICT:
                     raise
+                for mpi in mpis.values():
+                    self.known_persons.forget(mpi)
+                if attempt == PERSON_WRITE_ATTEMPTS:
+                    raise
+            else:
+                self._remember(mpis, guarded, response)
+                return IngestResult(response, tuple(mpis.values()), timing)
             await asyncio.sleep(random.uniform(0, RETRY_JITTER_S * attempt))  # noqa: S311 -- jitter, not a secret
             attempt += 1
             with timing.phase("prepare"):
                 records = await self._records(mpis)
+
+    def _remember(self, mpis: Mapping[int, str], written: Mapping[str, Any], response: Mapping[str, Any]) -> None:
+        """Remember each person's Patient as written, at the version HAPI's answer names for it."""
+        answers = response.get("entry", [])
+        for index, mpi in mpis.items():
+            answer = answers[index].get("response") if index < len(answers) else None
+            if isinstance(answer, dict):
+                self.known_persons.remember(mpi, written["entry"][index]["resource"], answer)
+            else:
+                self.known_persons.forget(mpi)
 
     async def _records(self, mpis: Mapping[int, str]) -> dict[int, Read]:
         """Entry index -> the node's record of that entry's person."""

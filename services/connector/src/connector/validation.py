@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ import pydantic
 from fhir.resources.R4B import get_fhir_model_class
 
 from connector import mii_rules
+from connector.lru import Lru
 from connector.transform import identifier_cardinality, source_id
 from servicekit.fhir import FhirError
 
@@ -91,22 +91,15 @@ class KnownFit:
 
     def __init__(self, capacity: int = 100_000) -> None:
         """Remember up to `capacity` resources (16 bytes each, plus the dictionary's own)."""
-        self.capacity = capacity
-        self._digests: OrderedDict[bytes, None] = OrderedDict()
+        self._digests: Lru[bytes, bytes] = Lru(capacity)
 
     def __contains__(self, digest: object) -> bool:
         """Whether a resource of this digest was found fit before (it is now the most recently used)."""
-        if isinstance(digest, bytes) and digest in self._digests:
-            self._digests.move_to_end(digest)
-            return True
-        return False
+        return isinstance(digest, bytes) and self._digests.get(digest) is not None
 
     def add(self, digest: bytes) -> None:
         """Remember a resource's digest as fit, forgetting the least recently used beyond capacity."""
-        self._digests[digest] = None
-        self._digests.move_to_end(digest)
-        while len(self._digests) > self.capacity:
-            self._digests.popitem(last=False)
+        self._digests.put(digest, digest)
 
 
 def resource_digest(resource: object) -> bytes:
