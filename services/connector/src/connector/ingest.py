@@ -121,7 +121,8 @@ class Ingester:
         """Remember each person's Patient as written, at the version HAPI's answer names for it."""
         answers = response.get("entry", [])
         for index, mpi in mpis.items():
-            answer = answers[index].get("response") if index < len(answers) else None
+            entry = answers[index] if index < len(answers) else None
+            answer = entry.get("response") if isinstance(entry, dict) else None
             if isinstance(answer, dict):
                 self.known_persons.remember(mpi, written["entry"][index]["resource"], answer)
             else:
