@@ -14,7 +14,7 @@ class Lru(Generic[K, V]):
 
     def __init__(self, capacity: int) -> None:
         """Hold at most `capacity` entries."""
-        self.capacity = capacity
+        self._capacity = capacity
         self._entries: OrderedDict[K, V] = OrderedDict()
 
     def get(self, key: K) -> V | None:
@@ -28,17 +28,9 @@ class Lru(Generic[K, V]):
         """Keep `value` under `key`, forgetting the least recently used entries beyond capacity."""
         self._entries[key] = value
         self._entries.move_to_end(key)
-        while len(self._entries) > self.capacity:
+        while len(self._entries) > self._capacity:
             self._entries.popitem(last=False)
 
     def forget(self, key: K) -> None:
         """Drop `key`'s entry, if any."""
         self._entries.pop(key, None)
-
-    def __contains__(self, key: object) -> bool:
-        """Whether `key` has an entry (without making it more recently used)."""
-        return key in self._entries
-
-    def __len__(self) -> int:
-        """How many entries are held."""
-        return len(self._entries)
