@@ -28,6 +28,22 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session
+def package(session: nox.Session) -> None:
+    """The root package alone in a clean venv: the CLI and the suite work without the services."""
+    session.install(".")
+    session.run("hubnode", "--help", silent=True)
+    session.run("hubnode", "check", "--help", silent=True)
+    session.run("python", "-m", "conformance.check", "--help", silent=True)
+    session.run("python", "-c", "import conformance.plugin, infra.cli, infra.local, fixtures.synthetic")
+    session.run(
+        "python",
+        "-c",
+        "import importlib.util, sys; leaked = [m for m in ('connector', 'trustcentre', 'servicekit')"
+        " if importlib.util.find_spec(m)]; sys.exit(f'services installed with the root package: {leaked}' if leaked else 0)",
+    )
+
+
+@nox.session
 def unit(session: nox.Session) -> None:
     """The fast tier: no Docker, seconds."""
     _install(session)

@@ -28,8 +28,9 @@ from typing import Any
 import httpx
 import yaml
 
+from conformance.actions import SUITE_CREDENTIAL
 from conformance.check import resolve_targets
-from conformance.runner import SUITE_CREDENTIAL, Call, Http, StepLog
+from conformance.http import Call, Http, StepLog
 from connector.tasks import Process, parameter, request_task
 from fixtures.consents import broad_consent
 from fixtures.corpora import CorpusBundle, mii_kds_bundles

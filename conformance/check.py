@@ -1,8 +1,9 @@
-"""`hubnode check`: replay the scenarios against a local stack or a targets file, write every report.
+"""`hubnode check`: replay the scenarios against the nodes of a targets file, write every report.
 
 One line per step as it ends (a CI log shows where time went and what failed), then a summary table,
 the certificate's verdict and where the HTML report is. Exit 0 only when no step failed or errored;
-a malformed scenario or targets file is refused before anything is sent, each problem with its line.
+a malformed scenario or targets file, or a target that cannot be reached as the file says (TLS, tokens),
+is refused before anything is sent, each problem named once.
 """
 
 from __future__ import annotations
@@ -14,19 +15,22 @@ from pathlib import Path
 from typing import TextIO
 
 from conformance._yaml import FileProblemsError
-from conformance.local_targets import state_folder, write_local_targets
+from conformance.preflight import preflight
 from conformance.reports import certificate, write_reports
 from conformance.requirements import load_requirements
 from conformance.results import Outcome, RunResult, StepResult
 from conformance.runner import Runner, RunOptions
 from conformance.scenario import SCENARIOS_DIR, Scenario, Step, load_scenarios
-from conformance.targets import Targets, load_targets
-from infra.errors import HubnodeError
+from conformance.targets import Targets, load_targets, local_targets_file
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
 DEFAULT_STACK = "federation"
 _MARKS = {Outcome.PASSED: "✓", Outcome.FAILED: "✗", Outcome.ERROR: "!", Outcome.NOT_APPLICABLE: "-"}
+
+
+class CheckError(Exception):
+    """The check cannot start: the message says what is missing and what to do."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,12 +41,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Replay the chosen scenarios as `args` (see `add_options`) say; returns the exit status."""
     try:
-        scenarios = select_scenarios(load_scenarios(args.scenarios_dir), args.scenario)
-        targets = resolve_targets(args.stack, args.targets, args.project_dir)
-    except (FileProblemsError, HubnodeError) as error:
+        scenarios = select_scenarios(load_scenarios(args.scenarios_dir), args.scenario, args.requirement)
+        targets_file = targets_path(args.stack, args.targets, args.project_dir)
+        targets = load_targets(targets_file)
+    except (FileProblemsError, CheckError) as error:
         print(f"hubnode check: {error}", file=sys.stderr)
         return EXIT_INVALID
-    report_dir = args.report_dir or _default_report_dir(args)
+    unreachable = preflight(targets, timeout_s=min(args.timeout, 30.0))
+    if unreachable:
+        print(f"hubnode check: {len(unreachable)} target problem(s) in {targets_file}:", file=sys.stderr)
+        for problem in unreachable:
+            print(f"  - {problem}", file=sys.stderr)
+        return EXIT_INVALID
+    report_dir = args.report_dir or targets_file.resolve().parent / "report"
     print(f"checking {targets.name}: {len(scenarios)} scenarios, {sum(len(s.steps) for s in scenarios)} steps")
     runner = Runner(targets, on_step=StepPrinter(sys.stdout), options=RunOptions(timeout_s=args.timeout))
     run = runner.run(scenarios)
@@ -56,53 +67,73 @@ def run(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    """The command line of `hubnode check` on its own."""
+    """The command line of `python -m conformance.check`."""
     options = argparse.ArgumentParser(prog="hubnode check", description=__doc__.splitlines()[0] if __doc__ else None)
     add_options(options)
-    options.add_argument("--project-dir", type=Path, help="folder with Pulumi.yaml (default: the nearest above here)")
+    options.add_argument(
+        "--project-dir", type=Path, help="folder holding .hubnode/ of a local stack (default: the nearest above here)"
+    )
     return options
 
 
 def add_options(options: argparse.ArgumentParser) -> None:
     """The options of `hubnode check`, for its own parser and for the `hubnode` command's."""
     where = options.add_mutually_exclusive_group()
-    where.add_argument("--stack", help=f"a stack brought up here by `hubnode up` (default: {DEFAULT_STACK})")
+    where.add_argument(
+        "--stack", help=f"a stack brought up here by `hubnode up` (its targets file; default: {DEFAULT_STACK})"
+    )
     where.add_argument("--targets", type=Path, help="a targets file (YAML or JSON) naming the nodes to check")
     options.add_argument(
         "--scenario", action="append", default=[], metavar="NAME", help="run only this scenario (repeatable)"
+    )
+    options.add_argument(
+        "--requirement",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="run only the scenarios with a step that verifies this requirement (repeatable)",
     )
     options.add_argument("--report-dir", type=Path, help="where reports go (default: beside the targets file)")
     options.add_argument("--scenarios-dir", type=Path, default=SCENARIOS_DIR, help="folder of scenario files")
     options.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for one answer (default: 120)")
 
 
-def resolve_targets(stack: str | None, targets_file: Path | None, project_dir: Path | None = None) -> Targets:
-    """The targets of a file, or of a local stack (its targets file written afresh); raises on problems."""
+def targets_path(stack: str | None, targets_file: Path | None, project_dir: Path | None = None) -> Path:
+    """The targets file given, or the one `hubnode up` wrote for a local stack."""
     if targets_file is not None:
-        return load_targets(targets_file)
-    return load_targets(write_local_targets(find_project_dir(project_dir), stack or DEFAULT_STACK))
+        return targets_file
+    name = stack or DEFAULT_STACK
+    here = (project_dir or Path.cwd()).resolve()
+    folders = (here,) if project_dir is not None else (here, *here.parents)
+    for folder in folders:
+        if (path := local_targets_file(folder, name)).is_file():
+            return path
+    raise CheckError(
+        f"no targets file of stack {name} in {here}{'' if project_dir else ' or above'} "
+        f"({local_targets_file(here, name).relative_to(here)}): bring the stack up first "
+        f"(`hubnode up --stack {name}`), or name a targets file with --targets"
+    )
 
 
-def select_scenarios(scenarios: Sequence[Scenario], names: Sequence[str]) -> list[Scenario]:
-    """The scenarios named (all if none are), in the order they were loaded; an unknown name is an error."""
+def resolve_targets(stack: str | None, targets_file: Path | None, project_dir: Path | None = None) -> Targets:
+    """The targets of a file, or of a local stack; raises on problems."""
+    return load_targets(targets_path(stack, targets_file, project_dir))
+
+
+def select_scenarios(
+    scenarios: Sequence[Scenario], names: Sequence[str], requirements: Sequence[str] = ()
+) -> list[Scenario]:
+    """The scenarios named (all if none are) and bearing on the requirements given; an unknown name is an error."""
     known = {scenario.name for scenario in scenarios}
     unknown = [name for name in names if name not in known]
     if unknown:
-        raise HubnodeError(
-            f"no scenario {', '.join(map(repr, unknown))}", fix=f"choose among: {', '.join(sorted(known))}"
-        )
-    return [scenario for scenario in scenarios if not names or scenario.name in names]
-
-
-def find_project_dir(given: Path | None) -> Path:
-    """The folder holding Pulumi.yaml: given, or the nearest at or above the current folder."""
-    if given is not None:
-        return given.resolve()
-    here = Path.cwd().resolve()
-    found = next((folder for folder in (here, *here.parents) if (folder / "Pulumi.yaml").is_file()), None)
-    if found is None:
-        raise HubnodeError(f"no Pulumi.yaml in {here} or above", fix="run inside the project, or pass --project-dir")
-    return found
+        raise CheckError(f"no scenario {', '.join(map(repr, unknown))}; choose among: {', '.join(sorted(known))}")
+    chosen = [scenario for scenario in scenarios if not names or scenario.name in names]
+    if requirements:
+        chosen = [s for s in chosen if set(requirements) & {r for step in s.steps for r in step.requirements()}]
+        if not chosen:
+            raise CheckError(f"no scenario has a step that verifies {', '.join(requirements)}")
+    return chosen
 
 
 class StepPrinter:
@@ -132,12 +163,6 @@ def summary(run: RunResult) -> str:
         counts = "  ".join(f"{scenario.count(c):>14}" for c in columns)
         rows.append(f"{scenario.name:<{width}}  {counts}  {scenario.outcome.value}")
     return "\n".join(rows)
-
-
-def _default_report_dir(args: argparse.Namespace) -> Path:
-    if args.targets is not None:
-        return Path(args.targets).resolve().parent / "report"
-    return state_folder(find_project_dir(args.project_dir), args.stack or DEFAULT_STACK) / "conformance" / "report"
 
 
 if __name__ == "__main__":

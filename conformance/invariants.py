@@ -1,58 +1,92 @@
-"""The invariants every journey checks, by name, and the pure part of checking them.
+"""The invariants scenario steps check, by name, and the part of checking them that needs no I/O.
 
 Scenario steps name invariants (`expect: {invariants: [no-identifying-data]}`); each name stands for a
 requirement id, so a step that checks an invariant verifies that requirement. The checks that need only
-the data in hand (does this extract leak who the patient is?) live here without I/O; those that need
-the federation's state (audit records, pseudonyms across nodes) belong to the runner.
+the data in hand (does this extract leak who the patient is? is this valid FHIR?) live here; those that
+need the federation's state (audit records, pseudonyms at the trust centre) are in `conformance.checks`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
-from connector.pseudonymise import PSEUDONYM_SYSTEM_BASE
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from conformance.contract import PSEUDONYM_SYSTEM_BASE
 from fixtures.synthetic import Person
+
+
+class InvariantName(StrEnum):
+    """The invariants a step may name."""
+
+    NO_IDENTIFYING_DATA = "no-identifying-data"
+    ONE_PSEUDONYM_PER_DOMAIN = "one-pseudonym-per-domain"
+    CONSENT_ENFORCED = "consent-enforced"
+    CROSS_NODE_AUDITED = "cross-node-audited"
+    VALID_FHIR = "valid-fhir"
+    TRANSACTION_RESPONSE = "transaction-response"
+    IDEMPOTENT_REPLAY = "idempotent-replay"
 
 
 @dataclass(frozen=True)
 class Invariant:
     """An invariant's name in scenario files, the requirement it verifies, and what it means."""
 
-    name: str
+    name: InvariantName
     requirement: str
     meaning: str
 
 
-INVARIANTS = {
+INVARIANTS: Mapping[str, Invariant] = {
     invariant.name: invariant
     for invariant in (
         Invariant(
-            "no-identifying-data",
+            InvariantName.NO_IDENTIFYING_DATA,
             "HUB-INV-01",
             "the response holds none of the patients' names, birth dates, addresses, KVNR or source identifiers",
         ),
         Invariant(
-            "one-pseudonym-per-domain",
+            InvariantName.ONE_PSEUDONYM_PER_DOMAIN,
             "HUB-INV-02",
             "each patient has exactly one pseudonym in the domain, the same one as on every earlier step and node",
         ),
         Invariant(
-            "consent-enforced",
+            InvariantName.CONSENT_ENFORCED,
             "HUB-INV-03",
             "nothing about a patient without the process's consent arrived at the target node",
         ),
         Invariant(
-            "cross-node-audited",
+            InvariantName.CROSS_NODE_AUDITED,
             "HUB-INV-04",
             "both ends of the step's exchange hold an AuditEvent naming the process, the peer and the outcome",
+        ),
+        Invariant(
+            InvariantName.VALID_FHIR,
+            "HUB-FHIR-01",
+            "every resource of the response (and of a Bundle's entries) parses as a FHIR resource",
+        ),
+        Invariant(
+            InvariantName.TRANSACTION_RESPONSE,
+            "HUB-FHIR-02",
+            "a transaction or batch is answered with a transaction-response or batch-response Bundle, one entry per"
+            " request entry",
+        ),
+        Invariant(
+            InvariantName.IDEMPOTENT_REPLAY,
+            "HUB-TRN-06",
+            "a process started again with an earlier step's idempotency key answers that step's Task and does no"
+            " new exchange with the target",
         ),
     )
 }
 
 #: Keys whose values identify a person however they are spelled.
 _IDENTIFYING_KEYS = ("name", "address", "telecom", "photo", "contact")
+_RESPONSE_TYPES = {"transaction": "transaction-response", "batch": "batch-response"}
 
 
 def identifying_leaks(data: object, persons: list[Person]) -> list[str]:
@@ -73,6 +107,51 @@ def identifying_leaks(data: object, persons: list[Person]) -> list[str]:
     return leaks
 
 
+def invalid_resources(data: object) -> list[str]:
+    """Why the resources of a response (a Bundle's entries too) are not FHIR; empty if all parse.
+
+    Checked with fhir.resources (R4B structures), which the suite uses as its own reading of the spec.
+    """
+    if not isinstance(data, dict):
+        return [f"the response is {type(data).__name__}, not a FHIR resource"]
+    problems = []
+    resources = [("$", data)]
+    if data.get("resourceType") == "Bundle":
+        entries = data.get("entry", [])
+        resources += [
+            (f"$.entry[{index}].resource", entry["resource"])
+            for index, entry in enumerate(entries if isinstance(entries, list) else [])
+            if isinstance(entry, dict) and isinstance(entry.get("resource"), dict)
+        ]
+    for location, resource in resources:
+        kind = resource.get("resourceType")
+        try:
+            get_fhir_model_class(str(kind)).model_validate(resource)
+        except KeyError:
+            problems.append(f"{location}: {kind!r} is not a FHIR resource type")
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            problems.append(f"{location} ({kind}): {where}: {first['msg']} ({exc.error_count()} problems)")
+    return problems
+
+
+def transaction_response_problems(request: object, response: object) -> list[str]:
+    """Why `response` is not the answer FHIR gives to the transaction or batch `request`."""
+    if not isinstance(request, dict) or request.get("type") not in _RESPONSE_TYPES:
+        return ["the request was not a transaction or batch Bundle"]
+    wanted = _RESPONSE_TYPES[str(request["type"])]
+    if not isinstance(response, dict) or response.get("resourceType") != "Bundle":
+        return [f"the answer is not a Bundle but {_kind(response)}"]
+    problems = []
+    if response.get("type") != wanted:
+        problems.append(f"the answer's Bundle.type is {response.get('type')!r}, expected {wanted!r}")
+    sent, answered = len(request.get("entry", [])), len(response.get("entry", []))
+    if sent != answered:
+        problems.append(f"{sent} entries were sent, the answer has {answered}")
+    return problems
+
+
 def names_exchange(event: Mapping[str, Any], process: str, peers: Sequence[str], outcome: str) -> bool:
     """Whether an AuditEvent records `process` with one of `peers` (any peer if none given) and `outcome`."""
     codes = {subtype.get("code") for subtype in event.get("subtype", []) if isinstance(subtype, dict)}
@@ -90,6 +169,12 @@ def pseudonyms_of(patient: Mapping[str, Any]) -> dict[str, list[str]]:
         if isinstance(system, str) and system.startswith(PSEUDONYM_SYSTEM_BASE) and isinstance(value, str):
             found.setdefault(system.removeprefix(PSEUDONYM_SYSTEM_BASE), []).append(value)
     return found
+
+
+def _kind(data: object) -> str:
+    if isinstance(data, dict):
+        return str(data.get("resourceType", "JSON without resourceType"))
+    return "no JSON" if data is None else type(data).__name__
 
 
 def _walk(data: object, location: str) -> Iterator[tuple[str, str, object]]:

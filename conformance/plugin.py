@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from conformance._yaml import FileProblemsError
-from conformance.check import resolve_targets
+from conformance.check import CheckError, resolve_targets
+from conformance.preflight import preflight
 from conformance.reports import failure_text
 from conformance.results import Outcome, StepResult
 from conformance.runner import Runner, ScenarioRun
 from conformance.scenario import SCENARIOS_DIR, Scenario, Step, load_scenario
-from infra.errors import HubnodeError
 
 RUNNER = pytest.StashKey[Runner]()
 
@@ -37,7 +37,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     """The plugin's options."""
     group = parser.getgroup("hubnode", "hubnode conformance scenarios")
     group.addoption("--hubnode-targets", type=Path, help="targets file naming the nodes to check")
-    group.addoption("--hubnode-stack", help="a stack brought up here by `hubnode up` (its targets file is written)")
+    group.addoption("--hubnode-stack", help="a stack brought up here by `hubnode up` (the targets file it wrote)")
     group.addoption(
         "--hubnode-scenario", action="append", default=[], metavar="NAME", help="run only this scenario (repeatable)"
     )
@@ -51,8 +51,11 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     try:
         targets = resolve_targets(stack, targets_file)
-    except (FileProblemsError, HubnodeError) as error:
+    except (FileProblemsError, CheckError) as error:
         raise pytest.UsageError(f"hubnode conformance: {error}") from None
+    unreachable = preflight(targets)
+    if unreachable:
+        raise pytest.UsageError("hubnode conformance: " + "; ".join(unreachable))
     config.stash[RUNNER] = Runner(targets)
 
 

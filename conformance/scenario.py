@@ -11,15 +11,17 @@ paths, templates that render valid JSON. A malformed file fails with every probl
 from __future__ import annotations
 
 import json
+import re
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
 import jinja2
 
 from conformance._yaml import Fields, FileProblemsError, Node, Problem, Problems, load_document
+from conformance.contract import Process
 from conformance.invariants import INVARIANTS
 from conformance.paths import CHECK_KINDS, PathCheck, PathSyntaxError, SimplePath
 from conformance.requirements import load_requirements
@@ -28,14 +30,32 @@ from fixtures.corpora import CorpusError, corpus_file, load_bundle
 from fixtures.synthetic import PatientProfile, Person, patient_record, synthetic_person
 
 SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"
-PROCESSES = ("ping", "careSummary", "feasibility", "dataSend")
+PROCESSES = tuple(process.value for process in Process)
 CONSENT_ACTIONS = ("grant", "withdraw", "check")
 READ_SERVICES = ("fhir", "trustcentre", "audit", "portal")
 CRITERIA = ("condition-code", "gender", "birth-year-min", "birth-year-max")
-STEP_KINDS = ("ingest", "consent", "process", "read", "trust", "wait")
+STEP_KINDS = (
+    "ingest",
+    "consent",
+    "process",
+    "retry",
+    "read",
+    "fhir",
+    "trustcentre",
+    "trust",
+    "control",
+    "audit",
+    "wait",
+)
+INGEST_FORMATS = ("bundle", "ndjson")
+FHIR_METHODS = ("GET", "POST", "PUT")
+CONTROL_ACTIONS = ("stop", "start")
 #: What a trust step presents at a peer door: nothing, or one of the targets' client certificates.
 NO_CERTIFICATE = "none"
 CERTIFICATES = (NO_CERTIFICATE, *CLIENT_CERTIFICATE_KINDS)
+#: The credential an actor names to send no bearer token at all.
+NO_CREDENTIAL = "none"
+_STEP_ID = re.compile(r"[a-z][a-z0-9-]{0,63}")
 _PROFILE_KEYS = ("seed", "site", "gender", "birth_year", "conditions", "procedures", "observations", "medications")
 
 
@@ -78,17 +98,25 @@ class Expect:
     count: tuple[int, int | None] | None = None
     checks: tuple[PathCheck, ...] = ()
     invariants: tuple[str, ...] = ()
+    #: Response header (lower case) -> text its value must contain.
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Ingest:
-    """Send a bundle to a node: rendered from a template, a patient's whole record, or a corpus file."""
+    """Send a bundle to a node: rendered from a template, a patient's whole record, or a corpus file.
+
+    As `ndjson`, the bundle's resources go one per line to `$import`; `corrupt_line` replaces that line
+    with text that is not JSON, to show the node names it and stores nothing.
+    """
 
     patient: str | None
     template: str | None = None
     record: bool = False
     corpus: str | None = None
     variables: Mapping[str, Any] = field(default_factory=dict)
+    format: str = "bundle"
+    corrupt_line: int | None = None
 
 
 @dataclass(frozen=True)
@@ -102,7 +130,7 @@ class Consent:
 
 
 @dataclass(frozen=True)
-class Process:
+class StartProcess:
     """Start a process (a FHIR Task) at a node and expect its end state."""
 
     process: str
@@ -115,6 +143,13 @@ class Process:
 
 
 @dataclass(frozen=True)
+class Retry:
+    """`$retry` the process Task an earlier step (by its `id`) started."""
+
+    of: str
+
+
+@dataclass(frozen=True)
 class Read:
     """A FHIR search at a node's FHIR API, its trust centre, or its audit; `query` may use template expressions."""
 
@@ -123,16 +158,64 @@ class Read:
 
 
 @dataclass(frozen=True)
+class FhirRequest:
+    """A plain FHIR REST interaction at a node's FHIR base: what any FHIR R4 server answers.
+
+    `path` is relative to the base (`metadata`, `Patient?gender=female`, empty for a transaction); the
+    body comes from a template or a patient's record.
+    """
+
+    method: str
+    path: str
+    template: str | None = None
+    record: str | None = None
+    variables: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrustCentreCall:
+    """A trust-centre operation (`gpas/$pseudonymize`, ...) with a templated Parameters body.
+
+    Without `certificate` it goes to the node's public door with the actor's credential; with one, to the
+    node's peer door presenting that client certificate, as another node of the federation would.
+    """
+
+    operation: str
+    template: str
+    certificate: str | None = None
+    variables: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Trust:
     """Call a node's peer door presenting a client certificate (or none) with a peer Task for `process`.
 
     The Task names as requester the site the certificate claims, or the `requester` actor's site when
-    given (to show that a Task naming someone else is refused).
+    given (to show that a Task naming someone else is refused). `bundle` (a template) is carried as the
+    Task's bundle input, as a careSummary or dataSend from that peer would carry it.
     """
 
     certificate: str
     process: str
     requester: str | None = None
+    bundle: str | None = None
+    project: str | None = None
+    patient: str | None = None
+
+
+@dataclass(frozen=True)
+class Control:
+    """Stop or start a node's peer door with the command the targets file gives for it (a peer that is down)."""
+
+    action: str
+
+
+@dataclass(frozen=True)
+class AuditCheck:
+    """No node of the targets recorded a successful exchange of `processes` since step `since` (by its `id`)."""
+
+    since: str
+    processes: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -142,7 +225,9 @@ class Wait:
     seconds: float
 
 
-Action = Ingest | Consent | Process | Read | Trust | Wait
+Action = (
+    Ingest | Consent | StartProcess | Retry | Read | FhirRequest | TrustCentreCall | Trust | Control | AuditCheck | Wait
+)
 
 
 @dataclass(frozen=True)
@@ -158,6 +243,10 @@ class Step:
     expect: Expect
     verifies: tuple[str, ...] = ()
     applies_to: tuple[str, ...] = ()
+    #: The step's name for later steps (`retry: {of: ...}`, `audit: {since: ...}`).
+    id: str | None = None
+    #: Extra request headers (e.g. identity headers a caller must not be able to forge).
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     def requirements(self) -> tuple[str, ...]:
         """The step's own requirement ids plus those of the invariants it checks."""
@@ -185,9 +274,9 @@ class Scenario:
     def sites(self) -> frozenset[str]:
         """The sites the steps act at, send to or claim to come from: a journey must span at least two."""
         names = {step.actor for step in self.steps} | {
-            step.action.target if isinstance(step.action, Process) else step.action.requester
+            step.action.target if isinstance(step.action, StartProcess) else step.action.requester
             for step in self.steps
-            if isinstance(step.action, Process | Trust)
+            if isinstance(step.action, StartProcess | Trust)
         }
         return frozenset(self.actors[name].site for name in names if name is not None and name in self.actors)
 
@@ -196,15 +285,20 @@ class Scenario:
         return {name: person for name, source in self.patients.items() if (person := source.person()) is not None}
 
     def template_context(self, step: Step) -> dict[str, Any]:
-        """What templates and queries of `step` may use: `patients`, `patient`, `site`, `vars`."""
+        """What templates and queries of `step` may use: `patients`, `patient`, `site`, `sites`, `vars`."""
         persons = self.persons()
         patient = getattr(step.action, "patient", None)
         return {
             "patients": persons,
             "patient": persons.get(patient) if isinstance(patient, str) else None,
             "site": self.actors[step.actor].site if step.actor is not None and step.actor in self.actors else None,
+            "sites": {name: actor.site for name, actor in self.actors.items()},
             "vars": dict(getattr(step.action, "variables", {})),
         }
+
+    def step_by_id(self, step_id: str) -> Step:
+        """The step named `step_id` (the parser made sure it exists)."""
+        return next(step for step in self.steps if step.id == step_id)
 
 
 def load_scenarios(folder: Path = SCENARIOS_DIR) -> list[Scenario]:
@@ -238,14 +332,25 @@ def _check_rendering(scenario: Scenario, problems: Problems) -> None:
     environment = template_environment(scenario.file.parent / "templates")
     for step in scenario.steps:
         try:
-            if isinstance(step.action, Ingest) and step.action.template is not None:
-                ingest_bundle(scenario, step, environment)
-            elif isinstance(step.action, Read):
+            if isinstance(step.action, Read):
                 render_text(step.action.query, scenario.template_context(step))
+            elif template_of(step.action) is not None:
+                step_body(scenario, step, environment)
         except TemplateProblemError as exc:
             problems.add(step.line, f"step {step.index}: {exc}")
         except jinja2.TemplateError as exc:
             problems.add(step.line, f"step {step.index}: query: {exc}")
+
+
+def template_of(action: Action) -> str | None:
+    """The template a step's body is rendered from, if it has one."""
+    match action:
+        case Ingest() | FhirRequest() | TrustCentreCall():
+            return action.template
+        case Trust():
+            return action.bundle
+        case _:
+            return None
 
 
 def template_environment(folder: Path) -> jinja2.Environment:
@@ -286,22 +391,30 @@ def render_text(text: str, context: Mapping[str, Any]) -> str:
     return environment.from_string(text).render(context)
 
 
-def ingest_bundle(scenario: Scenario, step: Step, environment: jinja2.Environment | None = None) -> dict[str, Any]:
-    """The JSON an ingest step sends, built from its template, the patient's record or a corpus file."""
+def step_body(scenario: Scenario, step: Step, environment: jinja2.Environment | None = None) -> dict[str, Any]:
+    """The JSON a step sends: rendered from its template, a patient's record or a corpus file."""
     action = step.action
-    if not isinstance(action, Ingest):
-        raise TypeError(f"step {step.index} of {scenario.name} is a {step.kind} step, not an ingest step")
-    if action.template is not None:
+    template = template_of(action)
+    if template is not None:
         folder = scenario.file.parent / "templates"
-        return render_json(
-            environment or template_environment(folder), action.template, scenario.template_context(step)
-        )
+        return render_json(environment or template_environment(folder), template, scenario.template_context(step))
+    if isinstance(action, FhirRequest) and action.record is not None:
+        return _record(scenario, action.record)
+    if not isinstance(action, Ingest):
+        raise TypeError(f"step {step.index} of {scenario.name} is a {step.kind} step without a body")
     source = scenario.patients[action.patient] if action.patient else None
     corpus = action.corpus or (source.corpus if source else None)
     if corpus is not None:
         return load_bundle(corpus_file(corpus)).bundle
-    if source is None or source.profile is None:
+    if action.patient is None:
         raise ValueError(f"step {step.index} of {scenario.name} has nothing to ingest")
+    return _record(scenario, action.patient)
+
+
+def _record(scenario: Scenario, patient: str) -> dict[str, Any]:
+    source = scenario.patients[patient]
+    if source.profile is None:
+        raise ValueError(f"patient {patient} of {scenario.name} has no synthetic profile to make a record from")
     return patient_record(source.profile).bundle()
 
 
@@ -320,6 +433,8 @@ class _Parser:
         self.requirement_ids = requirement_ids
         self.actors: dict[str, Actor] = {}
         self.patients: dict[str, PatientSource] = {}
+        #: Step ids named by later steps (retry, audit), with the line that names them.
+        self.references: list[tuple[str, int, int]] = []
 
     def scenario(self, root: Node) -> Scenario:
         fields = Fields(root, self.problems, "the scenario")
@@ -327,9 +442,11 @@ class _Parser:
         if name != self.path.stem:
             self.problems.add(fields.line, f"name {name!r} must match the file name {self.path.stem!r}")
         title = fields.text("title", required=True) or ""
-        journey = fields.integer("journey", required=True, minimum=1) or 0
+        journey = fields.integer("journey", required=True, minimum=0) or 0
         if journey > 8:
-            self.problems.add(fields.line, f"journey must be one of DESIGN.md's journeys 1 to 8, got {journey}")
+            self.problems.add(
+                fields.line, f"journey must be one of DESIGN.md's journeys 1 to 8 (0: none), got {journey}"
+            )
         verifies = self._requirement_ids(fields, "the scenario")
         for actor_name, node in fields.mapping("actors", required=True):
             self.actors[actor_name] = self._actor(actor_name, node)
@@ -339,7 +456,22 @@ class _Parser:
         fields.finish()
         if fields.has("steps") and not steps:
             self.problems.add(fields.line, "a scenario needs at least one step")
+        self._check_references(steps)
         return Scenario(name, title, journey, self.path, verifies, self.actors, self.patients, steps)
+
+    def _check_references(self, steps: tuple[Step, ...]) -> None:
+        """Step ids are unique, and a step names only an earlier one."""
+        seen: dict[str, int] = {}
+        for step in steps:
+            if step.id is None:
+                continue
+            if step.id in seen:
+                self.problems.add(step.line, f"step {step.index}: id {step.id!r} is also step {seen[step.id]}'s")
+            seen.setdefault(step.id, step.index)
+        for step_id, index, line in self.references:
+            if seen.get(step_id, index) >= index:
+                known = ", ".join(s for s, i in seen.items() if i < index) or "none"
+                self.problems.add(line, f"step {index}: no earlier step has the id {step_id!r}; earlier ids: {known}")
 
     def _requirement_ids(self, fields: Fields, where: str) -> tuple[str, ...]:
         ids = fields.strings("verifies")
@@ -407,8 +539,8 @@ class _Parser:
         kind = kinds[0] if kinds else "wait"
         body = fields.node(kind) or Node({}, node.line)
         action_fields = Fields(body, self.problems, f"{where} ({kind})")
-        actor = None if kind == "wait" else self._actor_ref(action_fields, "at", required=True)
-        action = self._action(kind, action_fields, where)
+        actor = None if kind in ("wait", "audit") else self._actor_ref(action_fields, "at", required=True)
+        action = self._action(kind, action_fields, index)
         action_fields.finish()
         title = fields.text("title") or f"{kind} {_summary(action)}"
         verifies = self._requirement_ids(fields, where)
@@ -418,13 +550,29 @@ class _Parser:
                 self.problems.add(
                     line, f"{where}: applies_to {capability!r} is not a capability: {', '.join(CAPABILITIES)}"
                 )
+        step_id = fields.text("id")
+        if step_id is not None and not _STEP_ID.fullmatch(step_id):
+            self.problems.add(fields.line, f"{where}: id {step_id!r}: lowercase letters, digits and '-'")
+        headers = {key: str(value.value) for key, value in fields.mapping("headers")}
         expect_node = fields.node("expect")
         expect = self._expect(expect_node, where) if expect_node is not None else Expect()
         if kind == "trust" and not expect.status:
             wanted = "the refusal or acceptance it must get"
             self.problems.add(node.line, f"{where}: a trust step needs `expect: {{status: ...}}`, {wanted}")
         fields.finish()
-        return Step(index, node.line, kind, title, actor, action, expect, verifies, tuple(c for c, _ in applies_to))
+        return Step(
+            index,
+            node.line,
+            kind,
+            title,
+            actor,
+            action,
+            expect,
+            verifies,
+            tuple(c for c, _ in applies_to),
+            step_id,
+            headers,
+        )
 
     def _actor_ref(self, fields: Fields, key: str, *, required: bool = False) -> str | None:
         name = fields.text(key, required=required)
@@ -442,52 +590,94 @@ class _Parser:
                 line, f"{fields.where}: unknown patient {name!r}; patients: {', '.join(self.patients) or 'none'}"
             )
 
-    def _action(self, kind: str, fields: Fields, where: str) -> Action:
-        if kind == "ingest":
-            return self._ingest(fields, where)
-        if kind == "consent":
-            patient = fields.text("patient", required=True) or ""
-            self._patient_ref(fields, patient or None, fields.line)
-            action = fields.text("action", required=True, choices=CONSENT_ACTIONS) or "check"
-            policies = tuple(
-                code.removeprefix("2.16.840.1.113883.3.1937.777.24.5.3.")
-                for code, _ in fields.strings("policies", required=True)
-            )
-            return Consent(patient, action, policies, fields.text("domain") or "MII")
-        if kind == "process":
-            return self._process(fields)
-        if kind == "read":
-            service = fields.text("service", choices=READ_SERVICES) or "fhir"
-            return Read(service, fields.text("query", required=True) or "")
-        if kind == "trust":
-            certificate = fields.text("certificate", required=True, choices=CERTIFICATES) or NO_CERTIFICATE
-            process = fields.text("process", required=True, choices=PROCESSES) or "ping"
-            return Trust(certificate, process, self._actor_ref(fields, "requester"))
-        return Wait(fields.number("seconds", required=True) or 0)
+    def _step_ref(self, fields: Fields, key: str, index: int) -> str:
+        name = fields.text(key, required=True) or ""
+        found = fields.node(key)
+        self.references.append((name, index, found.line if found else fields.line))
+        return name
 
-    def _ingest(self, fields: Fields, where: str) -> Ingest:
+    def _template_ref(self, fields: Fields, key: str, *, required: bool = False) -> str | None:
+        template = fields.text(key, required=required)
+        if template is not None and not (self.path.parent / "templates" / template).is_file():
+            self.problems.add(
+                fields.line, f"{fields.where}: no template {template!r} in {self.path.parent / 'templates'}"
+            )
+        return template
+
+    def _variables(self, fields: Fields) -> Mapping[str, Any]:
+        found = fields.node("vars")
+        variables = found.plain() if found is not None else {}
+        if not isinstance(variables, dict):
+            self.problems.add(fields.line, f"{fields.where}: `vars` must be a mapping")
+            return {}
+        return variables
+
+    def _action(self, kind: str, fields: Fields, index: int) -> Action:  # noqa: C901, PLR0911, PLR0912 -- one case per kind
+        match kind:
+            case "ingest":
+                return self._ingest(fields)
+            case "consent":
+                return self._consent(fields)
+            case "process":
+                return self._process(fields)
+            case "retry":
+                return Retry(self._step_ref(fields, "of", index))
+            case "read":
+                service = fields.text("service", choices=READ_SERVICES) or "fhir"
+                return Read(service, fields.text("query", required=True) or "")
+            case "fhir":
+                return self._fhir(fields)
+            case "trustcentre":
+                certificate = fields.text("certificate", choices=CLIENT_CERTIFICATE_KINDS)
+                operation = fields.text("operation", required=True) or ""
+                if operation and not re.fullmatch(r"(gpas|gics|epix)/\$[A-Za-z-]+", operation):
+                    self.problems.add(fields.line, f"{fields.where}: operation {operation!r}: <gpas|gics|epix>/$<name>")
+                template = self._template_ref(fields, "template", required=True) or ""
+                return TrustCentreCall(operation, template, certificate, self._variables(fields))
+            case "trust":
+                return self._trust(fields)
+            case "control":
+                return Control(fields.text("action", required=True, choices=CONTROL_ACTIONS) or "stop")
+            case "audit":
+                since = self._step_ref(fields, "since", index)
+                processes = tuple(p for p, _ in fields.strings("processes", required=True))
+                for process, line in fields.strings("processes"):
+                    if process not in PROCESSES:
+                        self.problems.add(line, f"{fields.where}: unknown process {process!r}; known: {PROCESSES}")
+                return AuditCheck(since, processes)
+            case _:
+                return Wait(fields.number("seconds", required=True) or 0)
+
+    def _ingest(self, fields: Fields) -> Ingest:
         patient = fields.text("patient")
         self._patient_ref(fields, patient, fields.line)
-        template, corpus = fields.text("template"), fields.text("corpus")
+        template, corpus = self._template_ref(fields, "template"), fields.text("corpus")
         record = fields.flag("record", default=False)
-        variables_node = fields.node("vars")
-        variables = variables_node.plain() if variables_node is not None else {}
-        if not isinstance(variables, dict):
-            self.problems.add(fields.line, f"{where}: `vars` must be a mapping")
-            variables = {}
         if [template is not None, record, corpus is not None].count(True) != 1:
             self.problems.add(
-                fields.line, f"{where}: an ingest step needs exactly one of `template`, `record: true`, `corpus`"
+                fields.line, f"{fields.where}: an ingest step needs exactly one of `template`, `record: true`, `corpus`"
             )
         if corpus is not None:
             self._corpus(corpus, fields)
         if record and patient is None:
-            self.problems.add(fields.line, f"{where}: `record: true` needs `patient`")
-        if template is not None and not (self.path.parent / "templates" / template).is_file():
-            self.problems.add(fields.line, f"{where}: no template {template!r} in {self.path.parent / 'templates'}")
-        return Ingest(patient, template, record, corpus, variables)
+            self.problems.add(fields.line, f"{fields.where}: `record: true` needs `patient`")
+        ingest_format = fields.text("format", choices=INGEST_FORMATS) or "bundle"
+        corrupt_line = fields.integer("corrupt_line", minimum=1)
+        if corrupt_line is not None and ingest_format != "ndjson":
+            self.problems.add(fields.line, f"{fields.where}: `corrupt_line` needs `format: ndjson`")
+        return Ingest(patient, template, record, corpus, self._variables(fields), ingest_format, corrupt_line)
 
-    def _process(self, fields: Fields) -> Process:
+    def _consent(self, fields: Fields) -> Consent:
+        patient = fields.text("patient", required=True) or ""
+        self._patient_ref(fields, patient or None, fields.line)
+        action = fields.text("action", required=True, choices=CONSENT_ACTIONS) or "check"
+        policies = tuple(
+            code.removeprefix("2.16.840.1.113883.3.1937.777.24.5.3.")
+            for code, _ in fields.strings("policies", required=True)
+        )
+        return Consent(patient, action, policies, fields.text("domain") or "MII")
+
+    def _process(self, fields: Fields) -> StartProcess:
         process = fields.text("name", required=True, choices=PROCESSES) or "ping"
         target = self._actor_ref(fields, "target", required=process in {"ping", "careSummary", "dataSend"})
         patients = fields.strings("patients", required=process in {"careSummary", "dataSend"})
@@ -503,7 +693,30 @@ class _Parser:
             self.problems.add(fields.line, f"{fields.where}: feasibility criteria need `condition-code`")
         payload = fields.integer("payload_bytes", minimum=0)
         idempotency_key = fields.text("idempotency_key")
-        return Process(process, target, tuple(p for p, _ in patients), project, criteria, payload, idempotency_key)
+        return StartProcess(process, target, tuple(p for p, _ in patients), project, criteria, payload, idempotency_key)
+
+    def _fhir(self, fields: Fields) -> FhirRequest:
+        method = fields.text("method", choices=FHIR_METHODS) or "GET"
+        path = fields.text("path") or ""
+        template, record = self._template_ref(fields, "template"), fields.text("record")
+        self._patient_ref(fields, record, fields.line)
+        if method == "GET" and (template or record):
+            self.problems.add(fields.line, f"{fields.where}: a GET sends no body (`template`, `record`)")
+        if method != "GET" and (template is None) == (record is None):
+            self.problems.add(fields.line, f"{fields.where}: a {method} needs exactly one of `template`, `record`")
+        return FhirRequest(method, path, template, record, self._variables(fields))
+
+    def _trust(self, fields: Fields) -> Trust:
+        certificate = fields.text("certificate", required=True, choices=CERTIFICATES) or NO_CERTIFICATE
+        process = fields.text("process", required=True, choices=PROCESSES) or "ping"
+        requester = self._actor_ref(fields, "requester")
+        bundle = self._template_ref(fields, "bundle")
+        patient = fields.text("patient")
+        self._patient_ref(fields, patient, fields.line)
+        project = fields.text("project")
+        if bundle is not None and process not in ("careSummary", "dataSend"):
+            self.problems.add(fields.line, f"{fields.where}: only careSummary and dataSend carry a `bundle`")
+        return Trust(certificate, process, requester, bundle, project, patient)
 
     def _expect(self, node: Node, where: str) -> Expect:
         fields = Fields(node, self.problems, f"{where} expect")
@@ -524,6 +737,7 @@ class _Parser:
             count=count,
             checks=checks,
             invariants=tuple(name for name, _ in invariants),
+            headers={key.lower(): str(value.value) for key, value in fields.mapping("headers")},
         )
         fields.finish()
         return expect
@@ -560,17 +774,37 @@ class _Parser:
         return PathCheck(path, kinds[0], value.plain())
 
 
-def _summary(action: Action) -> str:
-    if isinstance(action, Ingest):
-        return action.template or action.corpus or f"record of {action.patient}"
-    if isinstance(action, Consent):
-        return f"{action.action} {','.join(action.policies)} for {action.patient}"
-    if isinstance(action, Process):
-        return action.process + (f" to {action.target}" if action.target else "")
-    if isinstance(action, Read):
-        return f"{action.service} {action.query}"
-    if isinstance(action, Trust):
-        shown = "no certificate" if action.certificate == NO_CERTIFICATE else f"the {action.certificate} certificate"
-        claimed = f", claiming to be {action.requester}" if action.requester else ""
-        return f"{action.process} at the peer door with {shown}{claimed}"
-    return f"{action.seconds:g}s"
+def _summary(action: Action) -> str:  # noqa: C901, PLR0911 -- one line per kind of step
+    match action:
+        case Ingest():
+            what = action.template or action.corpus or f"record of {action.patient}"
+            return what + (" as NDJSON" if action.format == "ndjson" else "")
+        case Consent():
+            return f"{action.action} {','.join(action.policies)} for {action.patient}"
+        case StartProcess():
+            return action.process + (f" to {action.target}" if action.target else "")
+        case Retry():
+            return f"the process of step {action.of}"
+        case Read():
+            return f"{action.service} {action.query}"
+        case FhirRequest():
+            return f"{action.method} {action.path or '(base)'}"
+        case TrustCentreCall():
+            door = (
+                f"the peer door with the {action.certificate} certificate" if action.certificate else "the public door"
+            )
+            return f"{action.operation} at {door}"
+        case Trust():
+            shown = (
+                "no certificate" if action.certificate == NO_CERTIFICATE else f"the {action.certificate} certificate"
+            )
+            claimed = f", claiming to be {action.requester}" if action.requester else ""
+            return f"{action.process} at the peer door with {shown}{claimed}"
+        case Control():
+            return f"{action.action} the peer door"
+        case AuditCheck():
+            return f"no {', '.join(action.processes)} since step {action.since}"
+        case Wait():
+            return f"{action.seconds:g}s"
+        case _ as unreachable:
+            assert_never(unreachable)

@@ -1,8 +1,9 @@
 """Targets: which nodes the suite talks to, where they answer, with which credentials, and what they can do.
 
-Written automatically for a local stack (from `.hubnode/<stack>/endpoints.json`) or by hand for another
-DigiHUB's node. YAML or JSON (JSON is YAML). A target that lacks a capability a step needs gets that
-step reported as not applicable, never as passed; so capabilities are declared, not guessed.
+Written by `hubnode up` for a local stack (`.hubnode/<stack>/conformance/targets.yaml`, see
+`local_targets_file`) or by hand for another DigiHUB's node. YAML or JSON (JSON is YAML). A target that
+lacks a capability a step needs gets that step reported as not applicable, never as passed; so
+capabilities are declared, not guessed.
 """
 
 from __future__ import annotations
@@ -14,10 +15,19 @@ from pathlib import Path
 from conformance._yaml import Fields, Node, Problems, load_document
 
 #: What a node may offer; steps need some of these (see `docs/scenarios.md`).
-CAPABILITIES = ("ingest", "read", "processes", "trustcentre", "audit", "portal", "mtls")
+CAPABILITIES = ("fhir", "ingest", "read", "processes", "trustcentre", "audit", "portal", "mtls", "control")
 ROLES = ("dic", "practice", "research", "ttp")
 #: Client certificates a trust test may present at a peer listener, by what they are meant to provoke.
-CLIENT_CERTIFICATE_KINDS = ("valid", "other-ca", "expired", "not-allowed", "wrong-role")
+CLIENT_CERTIFICATE_KINDS = ("valid", "own", "other-ca", "expired", "revoked", "not-allowed", "wrong-role")
+#: What a target's `controls` may do to its peer door (a peer that is down, and back).
+CONTROL_ACTIONS = ("stop", "start")
+#: Where `hubnode up` writes the targets file of a local stack, relative to the project folder.
+LOCAL_TARGETS = ".hubnode/{stack}/conformance/targets.yaml"
+
+
+def local_targets_file(project_dir: Path, stack: str) -> Path:
+    """The targets file `hubnode up` wrote for a local stack (whether or not it exists yet)."""
+    return project_dir / LOCAL_TARGETS.format(stack=stack)
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,8 @@ class NodeTarget:
     tokens: Mapping[str, Path]
     client_certificates: Mapping[str, ClientCertificate]
     capabilities: frozenset[str]
+    #: Action (`stop`, `start`) -> the command (argument list) that does it to the node's peer door.
+    controls: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def token(self, credential: str) -> str:
         """The bearer token of `credential`, read when needed so secrets stay in their files."""
@@ -104,6 +116,7 @@ def _node(site: str, node: Node, folder: Path, problems: Problems) -> NodeTarget
             certificates[kind] = ClientCertificate(
                 _file(folder, cert, where, problems), _file(folder, key, where, problems)
             )
+    controls = _controls(site, fields, problems)
     ca = fields.node("ca_file")
     target = NodeTarget(
         site=site,
@@ -116,13 +129,32 @@ def _node(site: str, node: Node, folder: Path, problems: Problems) -> NodeTarget
         tokens=tokens,
         client_certificates=certificates,
         capabilities=capabilities,
+        controls=controls,
     )
     fields.finish()
     if "trustcentre" in capabilities and target.trustcentre_url is None:
         problems.add(node.line, f"node {site}: capability trustcentre needs `trustcentre_url`")
     if "mtls" in capabilities and (target.peer_url is None or not certificates):
         problems.add(node.line, f"node {site}: capability mtls needs `peer_url` and `client_certificates`")
+    if "control" in capabilities and set(controls) != set(CONTROL_ACTIONS):
+        problems.add(
+            node.line, f"node {site}: capability control needs `controls` with {' and '.join(CONTROL_ACTIONS)}"
+        )
     return target
+
+
+def _controls(site: str, fields: Fields, problems: Problems) -> dict[str, tuple[str, ...]]:
+    """Action -> command (a list of strings run without a shell) that does it to the node's peer door."""
+    controls: dict[str, tuple[str, ...]] = {}
+    for action, entry in fields.mapping("controls"):
+        command = entry.plain()
+        if action not in CONTROL_ACTIONS:
+            problems.add(entry.line, f"node {site}: unknown control {action!r}; known: {', '.join(CONTROL_ACTIONS)}")
+        elif not isinstance(command, list) or not command or not all(isinstance(part, str) for part in command):
+            problems.add(entry.line, f"node {site}: control {action} must be a command as a list of strings")
+        else:
+            controls[action] = tuple(command)
+    return controls
 
 
 def _file(folder: Path, node: Node, where: str, problems: Problems) -> Path:

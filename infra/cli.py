@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from infra.progress import Progress
 from infra.smoke import example_bundle, read_bundle, smoke, smoke_trustcentre
 from infra.spec import StackSpec
 from infra.stackfile import load_stack
+from infra.state import StackState
+from infra.targets_file import write_targets
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
@@ -85,6 +88,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check(args: argparse.Namespace, _progress: Progress) -> int:
+    """The suite on a targets file: given, or the one `hubnode up` wrote for the stack."""
+    if args.targets is None:
+        stack = args.stack or check.DEFAULT_STACK
+        args.targets = StackState(project_dir(args), stack).targets_file
+        if not args.targets.is_file():
+            raise HubnodeError(
+                f"stack {stack} has no targets file {args.targets}", fix=f"run: hubnode up --stack {stack}"
+            )
     return check.run(args)
 
 
@@ -102,9 +113,14 @@ def project_dir(args: argparse.Namespace) -> Path:
     )
 
 
+def _state(args: argparse.Namespace) -> StackState:
+    """The stack's local state (endpoints, generated secrets, PKI, targets file)."""
+    return StackState(project_dir(args), str(args.stack))
+
+
 def state_dir(args: argparse.Namespace) -> Path:
-    """Where a stack's local state (endpoints, generated secrets) lives: `.hubnode/<stack>/`."""
-    return project_dir(args) / ".hubnode" / str(args.stack)
+    """Where a stack's local state lives: `.hubnode/<stack>/`."""
+    return _state(args).folder
 
 
 def _load(args: argparse.Namespace, progress: Progress) -> tuple[StackSpec, tuple[NodePlan, ...]]:
@@ -124,7 +140,7 @@ def _launcher(
     args: argparse.Namespace, progress: Progress, client: docker.DockerClient, files: FederationFiles | None = None
 ) -> LocalLauncher:
     """A launcher that checks the gateways' certificates against the stack's federation CA, if it has one."""
-    ca = state_dir(args) / "pki" / "ca.crt"
+    ca = _state(args).pki_dir / "ca.crt"
     return LocalLauncher(client, progress, state_dir(args), files, ca if ca.is_file() else None)
 
 
@@ -167,7 +183,9 @@ def _up(args: argparse.Namespace, progress: Progress) -> int:
     with progress.step("start nodes and wait until healthy"):
         _launcher(args, progress, client, files).up(plans)
     endpoints_file = _write_endpoints(args, plans)
+    targets_file = write_targets(_state(args), spec, plans, datetime.now(UTC))
     print(f"stack {args.stack} is up; endpoints written to {endpoints_file}")
+    print(f"conformance targets: {targets_file} (hubnode check --stack {args.stack})")
     for plan in plans:
         for name, url in plan.endpoints.items():
             print(f"  {plan.site:<16} {name:<12} {url}")
@@ -176,9 +194,8 @@ def _up(args: argparse.Namespace, progress: Progress) -> int:
 
 
 def _write_endpoints(args: argparse.Namespace, plans: tuple[NodePlan, ...]) -> Path:
-    folder = state_dir(args)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "endpoints.json"
+    path = _state(args).endpoints_file
+    path.parent.mkdir(parents=True, exist_ok=True)
     nodes = [{"site": p.site, "role": p.role, "endpoints": dict(p.endpoints)} for p in plans]
     path.write_text(json.dumps({"stack": args.stack, "nodes": nodes}, indent=2) + "\n")
     return path

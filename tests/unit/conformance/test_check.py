@@ -45,9 +45,9 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def targets_file(tmp_path: Path, capabilities: str) -> Path:
-    (tmp_path / "suite.token").write_text("secret\n")
-    url = f"http://127.0.0.1:{closed_port()}"
+def targets_file(tmp_path: Path, capabilities: str, url: str | None = None, token: str = "secret") -> Path:
+    (tmp_path / "suite.token").write_text(f"{token}\n")
+    url = url or f"http://127.0.0.1:{closed_port()}"
     path = tmp_path / "targets.yaml"
     path.write_text(
         textwrap.dedent(f"""\
@@ -61,9 +61,10 @@ def targets_file(tmp_path: Path, capabilities: str) -> Path:
 
 
 def test_a_run_where_nothing_applies_passes_writes_every_report_and_says_where(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], node_url: str
 ) -> None:
-    argv = ["--targets", str(targets_file(tmp_path, "")), "--scenarios-dir", str(scenarios(tmp_path, "journey"))]
+    targets = targets_file(tmp_path, "", node_url)
+    argv = ["--targets", str(targets), "--scenarios-dir", str(scenarios(tmp_path, "journey"))]
     assert main([*argv, "--report-dir", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert (
@@ -84,23 +85,49 @@ def test_a_run_where_nothing_applies_passes_writes_every_report_and_says_where(
     assert results["requirements"] == {"HUB-FHIR-11": "not-applicable"}
 
 
-def test_a_step_that_cannot_reach_its_node_makes_the_run_fail(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_a_step_whose_expectation_does_not_hold_makes_the_run_fail(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], node_url: str
 ) -> None:
-    argv = ["--targets", str(targets_file(tmp_path, "read")), "--scenarios-dir", str(scenarios(tmp_path, "journey"))]
+    folder = scenarios(tmp_path, "journey")
+    (folder / "journey.yaml").write_text((folder / "journey.yaml").read_text().replace("{status: 200}", "{status: 201}", 1))
+    argv = ["--targets", str(targets_file(tmp_path, "read", node_url)), "--scenarios-dir", str(folder)]
     assert main(argv) == 1
     out = capsys.readouterr().out
-    assert "  ! 01 read fhir Patient?gender=female" in out
-    assert "error: GET http://127.0.0.1:" in out
+    assert "  ✗ 01 read fhir Patient?gender=female" in out
+    assert "failed: status 200, expected 201" in out
     assert "journey" in out.split("scenario", 1)[1]  # the summary table names the scenario
     assert (tmp_path / "report" / "junit.xml").is_file()  # reports go beside the targets file by default
 
 
-def test_only_the_scenarios_asked_for_run_and_an_unknown_one_is_refused(
+def test_a_target_that_cannot_be_reached_is_named_once_before_anything_runs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    argv = ["--targets", str(targets_file(tmp_path, "read")), "--scenarios-dir", str(scenarios(tmp_path, "journey"))]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "2 target problem(s)" in captured.err
+    assert "node dic: http://127.0.0.1:" in captured.err
+    assert "cannot connect" in captured.err
+    assert "check the URL and that the node is up" in captured.err
+    assert "==> journey" not in captured.out
+    assert "Traceback" not in captured.err
+
+
+def test_a_token_the_target_refuses_is_named_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], node_url: str
+) -> None:
+    argv = ["--targets", str(targets_file(tmp_path, "read", node_url, "wrong")), "--scenarios-dir", str(scenarios(tmp_path, "journey"))]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "node dic: token 'suite':" in err
+    assert "refuses it (401): the token is wrong or expired" in err
+
+
+def test_only_the_scenarios_asked_for_run_and_an_unknown_one_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], node_url: str
+) -> None:
     folder = scenarios(tmp_path, "first", "second")
-    argv = ["--targets", str(targets_file(tmp_path, "")), "--scenarios-dir", str(folder)]
+    argv = ["--targets", str(targets_file(tmp_path, "", node_url)), "--scenarios-dir", str(folder)]
     assert main([*argv, "--scenario", "second"]) == 0
     out = capsys.readouterr().out
     assert "==> second" in out
@@ -128,10 +155,20 @@ def test_a_malformed_targets_file_is_refused_with_its_line(tmp_path: Path, capsy
 def test_a_stack_that_was_never_brought_up_is_refused_with_the_fix(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "Pulumi.yaml").write_text("name: hubnode\n")
     argv = ["--stack", "nowhere", "--project-dir", str(tmp_path), "--scenarios-dir", str(scenarios(tmp_path, "j"))]
     assert main(argv) == 2
-    assert "fix: run: hubnode up --stack nowhere" in capsys.readouterr().err
+    assert "bring the stack up first (`hubnode up --stack nowhere`)" in capsys.readouterr().err
+
+
+def test_only_the_scenarios_bearing_on_a_requirement_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], node_url: str
+) -> None:
+    folder = scenarios(tmp_path, "first")
+    argv = ["--targets", str(targets_file(tmp_path, "", node_url)), "--scenarios-dir", str(folder)]
+    assert main([*argv, "--requirement", "HUB-FHIR-11"]) == 0
+    assert "==> first" in capsys.readouterr().out
+    assert main([*argv, "--requirement", "HUB-PROC-01"]) == 2
+    assert "no scenario has a step that verifies HUB-PROC-01" in capsys.readouterr().err
 
 
 def test_the_summary_counts_each_outcome_per_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -24,25 +24,22 @@ steps:
     read: {{at: gp, service: portal, query: "Consent"}}
     expect: {{status: 200}}
   - read: {{at: hospital, query: "Patient?gender=female"}}
-    expect: {{status: 200}}
+    expect: {{status: 201}}
 """
 
 
 @pytest.fixture
-def federation(pytester: pytest.Pytester) -> Path:
-    """A scenarios folder with two scenarios and a targets file whose node answers on a closed port."""
+def federation(pytester: pytest.Pytester, node_url: str) -> Path:
+    """A scenarios folder with two scenarios and a targets file whose nodes answer every search 200."""
     folder = pytester.mkdir("scenarios")
     for name in ("first", "second"):
         (folder / f"{name}.yaml").write_text(SCENARIO.format(name=name))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     (pytester.path / "suite.token").write_text("secret\n")
     targets = pytester.path / "targets.yaml"
-    url = f"http://127.0.0.1:{port}"
+    url = node_url
     targets.write_text(
         textwrap.dedent(f"""\
-        name: a node that is down
+        name: a node that answers
         nodes:
           dic: {{role: dic, public_url: "{url}", tokens: {{suite: suite.token}}, capabilities: [read]}}
           practice: {{role: practice, public_url: "{url}", tokens: {{suite: suite.token}}}}
@@ -64,8 +61,19 @@ def test_each_step_is_reported_and_not_applicable_is_a_skip_with_its_reason(
     result.stdout.fnmatch_lines(
         ["SKIPPED [1] scenarios/first.yaml:9: not applicable: node practice lacks the capability 'portal'"]
     )
-    result.stdout.fnmatch_lines(["*error: GET http://127.0.0.1:*/fhir/Patient?gender=female: ConnectError*"])
-    result.stdout.fnmatch_lines(["*GET http://127.0.0.1:*/fhir/Patient?gender=female -> None*"])
+    result.stdout.fnmatch_lines(["*failed: status 200, expected 201*"])
+    result.stdout.fnmatch_lines(["*GET http://127.0.0.1:*/fhir/Patient?gender=female -> 200*"])
+
+
+def test_a_target_that_is_down_stops_the_session_naming_it(pytester: pytest.Pytester, federation: Path) -> None:
+    targets = pytester.path / "targets.yaml"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    targets.write_text(targets.read_text().replace(str(targets.read_text().split('public_url: "')[1].split('"')[0]), closed))
+    result = pytester.runpytest(*options(pytester, federation), str(federation))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*node dic: http://127.0.0.1:*: cannot connect*"])
 
 
 def test_without_targets_the_plugin_collects_nothing(pytester: pytest.Pytester, federation: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from conformance._yaml import FileProblemsError
 from conformance.scenario import (
     Consent,
-    Process,
+    StartProcess,
     TemplateProblemError,
     Trust,
     load_scenario,
@@ -59,7 +59,7 @@ def test_a_well_formed_scenario_parses_into_frozen_steps(tmp_path: Path) -> None
     assert [step.kind for step in scenario.steps] == ["consent", "ingest", "process"]
     assert scenario.actors["gp"].credential == "clinician"
     assert scenario.steps[0].action == Consent("anna", "grant", ("5", "8"))
-    assert isinstance(scenario.steps[2].action, Process)
+    assert isinstance(scenario.steps[2].action, StartProcess)
     assert scenario.steps[2].requirements() == ("HUB-PROC-02", "HUB-INV-03")
     assert scenario.steps[1].expect.count == (1, None)
     assert scenario.sites() == {"dic", "practice"}
@@ -128,7 +128,7 @@ def test_a_step_with_two_kinds_is_refused(tmp_path: Path) -> None:
     text = GOOD.format(name="journey").replace("  - consent:", "  - wait: {seconds: 1}\n    consent:", 1)
     path = write(tmp_path, text)
     assert any(
-        ":10: step 1 needs exactly one of ingest, consent, process, read, trust, wait" in p for p in problems_of(path)
+        ":10: step 1 needs exactly one of ingest, consent, process, retry, read, fhir, trustcentre, trust, control, audit, wait" in p for p in problems_of(path)
     )
 
 
@@ -190,7 +190,7 @@ def test_a_trust_step_parses_with_its_certificate_process_and_claimed_requester(
     assert scenario.sites() == {"dic", "research"}
 
 
-KINDS = "none, valid, other-ca, expired, not-allowed, wrong-role"
+KINDS = "none, valid, own, other-ca, expired, revoked, not-allowed, wrong-role"
 
 
 @pytest.mark.parametrize(

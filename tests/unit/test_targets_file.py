@@ -1,20 +1,22 @@
-"""The targets file of a local stack: endpoints, tokens, capabilities from components, certificates for trust tests."""
+"""The targets file `hubnode up` writes: endpoints, tokens, capabilities from components, certificates, controls."""
 
 from __future__ import annotations
 
-import json
 import shutil
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from conformance.local_targets import write_local_targets
 from conformance.targets import Targets, load_targets
 from infra import pki, pki_store
-from infra.errors import HubnodeError
+from infra.plan import plan_stack
+from infra.stackfile import load_stack
+from infra.state import StackState
+from infra.targets_file import write_targets
 
-PROJECT_DIR = Path(__file__).resolve().parents[3]
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 SITES = {"dic": "dic", "practice": "practice", "research": "research"}
 
@@ -24,22 +26,19 @@ def project(tmp_path: Path) -> Path:
     """A project folder as `hubnode up --stack federation` leaves it (without containers)."""
     shutil.copy(PROJECT_DIR / "Pulumi.yaml", tmp_path)
     shutil.copy(PROJECT_DIR / "Pulumi.federation.yaml", tmp_path)
-    state = tmp_path / ".hubnode" / "federation"
-    nodes = []
-    for number, site in enumerate(SITES):
-        endpoints = {"gateway": f"https://127.0.0.1:{8443 + number}", "peer": f"https://127.0.0.1:{9443 + number}"}
-        nodes.append({"site": site, "role": SITES[site], "endpoints": endpoints})
-        secrets = state / "secrets" / site
+    state = StackState(tmp_path, "federation")
+    for site in SITES:
+        secrets = state.secrets_dir(site)
         secrets.mkdir(parents=True)
         for secret in ("cn-admin-token", "cn-reader-token", "tc-admin-token", "gateway-secret"):
             (secrets / secret).write_text(f"{site}-{secret}\n")
-    (state / "endpoints.json").write_text(json.dumps({"stack": "federation", "nodes": nodes}))
-    pki_store.ensure(state / "pki", "hubnode-local", {site: [f"{site}.hubnode.test"] for site in SITES}, NOW)
+    pki_store.ensure(state.pki_dir, "hubnode-local", {site: [f"{site}.hubnode.test"] for site in SITES}, NOW)
     return tmp_path
 
 
 def written(project: Path) -> Targets:
-    return load_targets(write_local_targets(project, "federation", NOW))
+    spec = load_stack(project, "federation")
+    return load_targets(write_targets(StackState(project, "federation"), spec, plan_stack(spec), NOW))
 
 
 def test_each_node_answers_at_its_gateway_with_the_capabilities_of_its_components(project: Path) -> None:
@@ -49,8 +48,8 @@ def test_each_node_answers_at_its_gateway_with_the_capabilities_of_its_component
     assert dic.fhir_url == "https://127.0.0.1:8443/fhir"
     assert dic.trustcentre_url == "https://127.0.0.1:8443/ttp-fhir/fhir"
     assert dic.peer_url == "https://127.0.0.1:9443"
-    assert dic.capabilities == {"ingest", "read", "processes", "audit", "trustcentre", "mtls"}
-    assert practice.capabilities == {"ingest", "read", "processes", "audit", "mtls"}
+    assert dic.capabilities == {"fhir", "ingest", "read", "processes", "audit", "trustcentre", "mtls", "control"}
+    assert practice.capabilities == {"fhir", "ingest", "read", "processes", "audit", "mtls", "control"}
     assert practice.trustcentre_url is None
     assert targets.trustcentre() is dic
     assert dic.ca_file == project / ".hubnode/federation/conformance/../pki/ca.crt"
@@ -90,6 +89,7 @@ def test_client_certificates_each_provoke_their_refusal(project: Path) -> None:
     assert pki.thumbprint(not_allowed) not in allowed
     assert certificates["valid"].cert == pki_folder.parent / "conformance/../pki/practice.crt"
     assert certificates["wrong-role"].cert == pki_folder.parent / "conformance/../pki/research.crt"
+    assert certificates["own"].cert == pki_folder.parent / "conformance/../pki/dic.crt"
     assert (certificates["not-allowed"].key.stat().st_mode & 0o777) == 0o600
 
 
@@ -99,18 +99,7 @@ def test_valid_is_another_node_for_every_site(project: Path) -> None:
     assert nodes["research"].client_certificates["valid"].cert.name == "dic.crt"
 
 
-def test_a_stack_that_was_never_brought_up_says_how_to_bring_it_up(project: Path) -> None:
-    (project / ".hubnode/federation/endpoints.json").unlink()
-    with pytest.raises(HubnodeError) as raised:
-        write_local_targets(project, "federation", NOW)
-    assert "was not brought up here" in raised.value.message
-    assert raised.value.fix == "run: hubnode up --stack federation"
-
-
-def test_endpoints_of_a_site_the_stack_file_no_longer_has_are_refused(project: Path) -> None:
-    endpoints = project / ".hubnode/federation/endpoints.json"
-    recorded = json.loads(endpoints.read_text())
-    recorded["nodes"].append({"site": "gone", "role": "practice", "endpoints": {"gateway": "https://127.0.0.1:1"}})
-    endpoints.write_text(json.dumps(recorded))
-    with pytest.raises(HubnodeError, match="sites the stack file no longer has: gone"):
-        write_local_targets(project, "federation", NOW)
+def test_the_controls_stop_and_start_the_nodes_gateway_container(project: Path) -> None:
+    controls = written(project).nodes["practice"].controls
+    assert controls["stop"] == (sys.executable, "-m", "infra.door", "stop", "hubnode-federation-practice-gateway")
+    assert controls["start"] == (sys.executable, "-m", "infra.door", "start", "hubnode-federation-practice-gateway")

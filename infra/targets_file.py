@@ -1,0 +1,155 @@
+"""The conformance targets file of a stack `hubnode up` brought up here: what the suite needs, nothing more.
+
+Written from the plans (endpoints), the spec (components become capabilities), the secrets folder (tokens)
+and the PKI (the CA, and client certificates each meant to provoke one refusal at a peer door, made with
+the project's PKI code). Paths in the file are relative to it, so the folder can be copied as a whole.
+The suite reads only this file: it never looks at the stack, the plans or the PKI itself.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from infra import pki
+from infra.pki_store import store_issued
+from infra.plan import NodePlan
+from infra.spec import StackSpec
+from infra.state import StackState
+
+#: Token secret (infra/plan.py) -> the credential name scenarios use for it.
+CONNECTOR_TOKENS = {"cn-admin-token": "suite", "cn-reader-token": "read-only"}
+TRUSTCENTRE_TOKENS = {"tc-admin-token": "trustcentre"}
+#: What a node can do for the suite, by the component that does it.
+COMPONENT_CAPABILITIES: Mapping[str, tuple[str, ...]] = {
+    "connector": ("fhir", "ingest", "read", "processes", "audit"),
+    "trustcentre": ("trustcentre",),
+    "portal": ("portal",),
+}
+#: Roles that may start no process carrying patient data: their certificate shows a wrong-role refusal.
+_NARROW_ROLES = ("research", "ttp")
+_BROAD_ROLES = ("dic", "practice")
+
+
+def write_targets(state: StackState, spec: StackSpec, plans: Sequence[NodePlan], now: datetime) -> Path:
+    """Write the stack's targets file (and its client certificates); return its path."""
+    folder = state.conformance_dir
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    components = {node.site: node.components for node in spec.nodes}
+    certificates = _client_certificates(state, plans, now)
+    targets = {
+        "name": f"local stack {spec.stack}",
+        "versions": {"hubnode": metadata.version("hubnode")},
+        "nodes": {
+            plan.site: _node(state, plan, components[plan.site], certificates.get(plan.site, {})) for plan in plans
+        },
+    }
+    header = "# Written by `hubnode up` (infra/targets_file.py); rewritten on every bring-up.\n"
+    state.targets_file.write_text(header + yaml.safe_dump(targets, sort_keys=False), encoding="utf-8")
+    return state.targets_file
+
+
+def _node(
+    state: StackState, plan: NodePlan, components: Sequence[str], certificates: Mapping[str, Mapping[str, str]]
+) -> dict[str, Any]:
+    folder, endpoints = state.conformance_dir, plan.endpoints
+    gateway = endpoints.get("gateway")
+    entry: dict[str, Any] = {"role": plan.role}
+    if gateway is not None:
+        entry["public_url"] = gateway
+    else:  # a lone node without a gateway: its services answer on their own ports
+        entry["public_url"] = str(endpoints.get("fhir", endpoints.get("trustcentre", ""))).removesuffix("/fhir")
+        if "fhir" in endpoints:
+            entry["fhir_url"] = endpoints["fhir"]
+    if "trustcentre" in components:
+        entry["trustcentre_url"] = f"{gateway}/ttp-fhir/fhir" if gateway else endpoints.get("trustcentre")
+    if "peer" in endpoints:
+        entry["peer_url"] = endpoints["peer"]
+    ca = state.pki_dir / "ca.crt"
+    if ca.is_file():
+        entry["ca_file"] = _relative(ca, folder)
+    secrets = state.secrets_dir(plan.site)
+    names = {
+        **(CONNECTOR_TOKENS if "connector" in components else {}),
+        **(TRUSTCENTRE_TOKENS if "trustcentre" in components else {}),
+    }
+    entry["tokens"] = {
+        name: _relative(secrets / secret, folder) for secret, name in names.items() if (secrets / secret).is_file()
+    }
+    capabilities = [c for component in components for c in COMPONENT_CAPABILITIES.get(component, ())]
+    if gateway is None and "fhir" in components:
+        capabilities += ["fhir", "read"]
+    if "peer" in endpoints and certificates:
+        capabilities.append("mtls")
+        entry["client_certificates"] = dict(certificates)
+    gateway_container = next((s.container_name for s in plan.services if s.component == "gateway"), None)
+    if gateway_container is not None:
+        capabilities.append("control")
+        entry["controls"] = _controls(gateway_container)
+    entry["capabilities"] = list(dict.fromkeys(capabilities))
+    return entry
+
+
+def _controls(container: str) -> dict[str, list[str]]:
+    """Stopping the node's gateway takes its peer door down; starting it brings it back as it was."""
+    docker = [sys.executable, "-m", "infra.door"]
+    return {"stop": [*docker, "stop", container], "start": [*docker, "start", container]}
+
+
+def _client_certificates(
+    state: StackState, plans: Sequence[NodePlan], now: datetime
+) -> dict[str, dict[str, dict[str, str]]]:
+    """Site -> kind -> {cert, key}: made once per bring-up for the federation, chosen per node for the rest."""
+    pki_folder = state.pki_dir
+    ca_files = pki_folder / "ca.crt", pki_folder / "ca.key"
+    if not all(path.is_file() for path in ca_files):
+        return {}
+    ca = pki.Issued(pki.load_certificate(ca_files[0].read_bytes()), pki.load_key(ca_files[1].read_bytes()))
+    folder = state.conformance_dir
+    made = folder / "client-certificates"
+    made.mkdir(exist_ok=True, mode=0o700)
+    other_ca = pki.issue_ca("not-this-federation", now)
+    shared = {
+        "other-ca": pki.issue_node(other_ca, "intruder", (), now),
+        "expired": pki.issue_node(ca, "expired", (), now - timedelta(days=2), validity=timedelta(days=1)),
+        "not-allowed": pki.issue_node(ca, "not-allowed", (), now),
+    }
+    files: dict[str, dict[str, str]] = {}
+    for kind, issued in shared.items():
+        store_issued(made, kind, issued)
+        files[kind] = _pair(made, kind, folder)
+    roles = {plan.site: plan.role for plan in plans if "peer" in plan.endpoints}
+    return {
+        site: {**{kind: dict(pair) for kind, pair in files.items()}, **_chosen(site, roles, pki_folder, folder)}
+        for site in roles
+    }
+
+
+def _chosen(site: str, roles: Mapping[str, str], pki_folder: Path, folder: Path) -> dict[str, dict[str, str]]:
+    """`valid`: another allowed node that may start processes here; `wrong-role`: one whose role may not; `own`."""
+    others = [other for other in roles if other != site] or [site]
+    chosen = {
+        "valid": next((o for o in others if roles[o] in _BROAD_ROLES), others[0]),
+        "wrong-role": next((o for o in [*others, site] if roles[o] in _NARROW_ROLES), None),
+        "own": site,
+    }
+    return {
+        kind: _pair(pki_folder, other, folder)
+        for kind, other in chosen.items()
+        if other is not None and (pki_folder / f"{other}.crt").is_file()
+    }
+
+
+def _pair(where: Path, item: str, folder: Path) -> dict[str, str]:
+    return {"cert": _relative(where / f"{item}.crt", folder), "key": _relative(where / f"{item}.key", folder)}
+
+
+def _relative(path: Path, folder: Path) -> str:
+    return os.path.relpath(path, folder)

@@ -1,0 +1,37 @@
+"""A node that is up, for the tests of `hubnode check` and the pytest plugin: the preflight must pass."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+
+class Node(BaseHTTPRequestHandler):
+    """A node that is up: any GET gets an empty searchset, unless the bearer token is `wrong` (401)."""
+
+    def do_GET(self) -> None:  # noqa: N802 -- http.server's name
+        refused = self.headers.get("Authorization") == "Bearer wrong"
+        body = {"resourceType": "OperationOutcome"} if refused else {"resourceType": "Bundle", "type": "searchset"}
+        data = json.dumps(body).encode()
+        self.send_response(401 if refused else 200)
+        self.send_header("Content-Type", "application/fhir+json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *_args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def node_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Node)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
