@@ -31,15 +31,17 @@ def lint(session: nox.Session) -> None:
 def package(session: nox.Session) -> None:
     """The root package alone in a clean venv: the CLI and the suite work without the services."""
     session.install(".")
+    session.chdir(session.create_tmp())  # import what was installed, not the sources of this folder
     session.run("hubnode", "--help", silent=True)
     session.run("hubnode", "check", "--help", silent=True)
     session.run("python", "-m", "conformance.check", "--help", silent=True)
     session.run("python", "-c", "import conformance.plugin, infra.cli, infra.local, fixtures.synthetic")
+    services = "('connector', 'trustcentre', 'servicekit')"
     session.run(
         "python",
         "-c",
-        "import importlib.util, sys; leaked = [m for m in ('connector', 'trustcentre', 'servicekit')"
-        " if importlib.util.find_spec(m)]; sys.exit(f'services installed with the root package: {leaked}' if leaked else 0)",
+        f"import importlib.util, sys; leaked = [m for m in {services} if importlib.util.find_spec(m)];"
+        " sys.exit(f'the root package brought the services along: {leaked}' if leaked else 0)",
     )
 
 

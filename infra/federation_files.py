@@ -22,8 +22,6 @@ from infra.spec import StackSpec
 
 #: Where a site's federation file of a given name lies on this host.
 FederationFiles = Callable[[str, str], Path]
-#: Readable by the unprivileged user in the container; the folder around it is owner-only.
-MOUNTED_MODE = 0o444
 
 
 def allowed_nodes(spec: StackSpec, pki: pki_store.FederationPki) -> tuple[AllowedNode, ...]:
@@ -48,26 +46,34 @@ def allowed_nodes(spec: StackSpec, pki: pki_store.FederationPki) -> tuple[Allowe
 
 
 def prepare_federation_files(spec: StackSpec, state_dir: Path, progress: Progress | None) -> FederationFiles:
-    """Issue or reuse the PKI, write the allow list and each node's copies; say what was done."""
+    """Issue or reuse the PKI and its revocation list, write the allow list and each node's copies; say what was done.
+
+    A local stack also keeps a revoked certificate, so the conformance suite can show that nodes refuse it.
+    """
     assert spec.federation is not None  # noqa: S101 -- callers only pass federation stacks
     hosts = {node.site: (node.host,) for node in spec.nodes if "gateway" in node.components}
-    pki = pki_store.ensure(state_dir / "pki", spec.federation.name, hosts, datetime.now(UTC))
+    probe = spec.environment == "local"
+    pki = pki_store.ensure(state_dir / "pki", spec.federation.name, hosts, datetime.now(UTC), revoked_probe=probe)
     if progress is not None:
         for action in pki.actions:
             progress.note(f"certificate {action}")
     allow_list = state_dir / "federation" / "allow-list.json"
     allow_list.parent.mkdir(parents=True, exist_ok=True)
     allow_list.write_text(allow_list_json(allowed_nodes(spec, pki)))
-    sources = {"federation-ca": lambda _site: pki.ca_file, "allow-list": lambda _site: allow_list}
+    sources = {
+        "federation-ca": lambda _site: pki.ca_file,
+        "allow-list": lambda _site: allow_list,
+        "revocation-list": lambda _site: pki.crl_file,
+    }
     sources |= {"node-certificate": pki.certificate_file, "node-key": pki.key_file}
 
     def path(site: str, name: str) -> Path:
-        """A copy in the site's secrets folder that the container's user can read."""
+        """A copy in the site's (owner-only) secrets folder; each container gets its own copy of it to read."""
         copy = state_dir / "secrets" / site / name
         copy.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         copy.unlink(missing_ok=True)
         shutil.copyfile(sources[name](site), copy)
-        copy.chmod(MOUNTED_MODE)
+        copy.chmod(0o600)
         return copy
 
     return path

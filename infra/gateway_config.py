@@ -73,6 +73,8 @@ class GatewayConfig:
     public_port: int
     peer_port: int
     health_port: int
+    #: The federation's revocation list: a revoked certificate is refused at the handshake.
+    crl_file: str | None = None
     resolver: str = DOCKER_DNS
     state_dir: str = STATE_DIR
     #: Largest request body: ingest bundles and `$import` files are big, anything beyond is refused (413).

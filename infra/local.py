@@ -61,8 +61,8 @@ def secret_file(state_dir: Path, site: str, secret: SecretFile | str) -> Path:
     Random, or derived from other secrets by the plan's rule (the trust centre's callers file
     holds the hash of the admin token, which stays beside it for the site's tools and tests);
     derived files are made anew each time, so they follow the plan. Kept so a restarted database
-    still accepts the password it was initialised with. The folder is owner-only; the file is
-    world-readable only so the container's unprivileged user can read its bind mount.
+    still accepts the password it was initialised with. Folder and file are owner-only; containers
+    get their own copies (`mounted_copy`).
     """
     name = secret if isinstance(secret, str) else secret.name
     derived = None if isinstance(secret, str) else secret.derived
@@ -80,7 +80,7 @@ def secret_file(state_dir: Path, site: str, secret: SecretFile | str) -> Path:
     else:
         content = secrets.token_urlsafe(32)
     path.write_text(content)
-    path.chmod(0o444)
+    path.chmod(0o600)
     return path
 
 
@@ -221,10 +221,34 @@ class LocalLauncher:
 
     def _file_mounts(self, plan: NodePlan, service: ServicePlan) -> dict[str, str]:
         """Secret and config files of a service: host copy -> path in the container."""
-        mounts = {str(self._secret_file(plan, secret)): secret.path for secret in service.secrets}
+        mounts = {
+            str(self._mounted_copy(plan, service, secret.name, self._secret_file(plan, secret))): secret.path
+            for secret in service.secrets
+        }
         for file in service.files:
             mounts[str(config_file(self._state_dir, plan.site, service.component, file))] = file.path
         return mounts
+
+    def _mounted_copy(self, plan: NodePlan, service: ServicePlan, name: str, source: Path) -> Path:
+        """A copy of a secret file for one container, readable by the container's user alone (0400, its uid).
+
+        Each container gets its own copy because two containers of a node may run as different users
+        (PostgreSQL and HAPI both read the database password). Changing the owner needs root; without it,
+        the copy stays readable by every user (as the note says), which is all a non-root Docker user can do.
+        """
+        folder = self._state_dir / "mounts" / plan.site / service.component
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = folder / name
+        path.unlink(missing_ok=True)
+        path.write_bytes(source.read_bytes())
+        try:
+            os.chown(path, service.uid, service.uid)
+        except PermissionError:
+            path.chmod(0o444)
+            self._progress.note(f"{plan.site}/{service.component}: not root, so {name} is readable by every user")
+        else:
+            path.chmod(0o400)
+        return path
 
     def _secret_file(self, plan: NodePlan, secret: SecretFile) -> Path:
         if secret.name not in FEDERATION_FILES:

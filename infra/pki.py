@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,6 +22,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_VALIDITY = timedelta(days=3650)
 NODE_VALIDITY = timedelta(days=365)
+#: How long a revocation list is valid: a node running this long without `hubnode up` refuses every peer.
+CRL_VALIDITY = timedelta(days=365)
 #: A certificate this close to its end is reissued, so a node never runs into an expiry between runs.
 RENEW_BEFORE = timedelta(days=30)
 #: Certificates start this long before "now": a peer whose clock is a little behind still accepts them.
@@ -78,7 +80,8 @@ def issue_node(
     """A node certificate (EC P-256) for TLS server and client use, subject `CN=<site>,O=<CA's federation>`.
 
     The subject's attributes are in the order that makes nginx's `$ssl_client_s_dn` (RFC 2253,
-    last attribute first) read `CN=<site>,O=<federation>`, as `infra.plan.certificate_subject` says.
+    last attribute first) read `CN=<site>,O=<federation>`; nodes know each other by the allow list's
+    thumbprint, the subject only helps a person reading the gateway's log.
     """
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name(
@@ -203,6 +206,30 @@ def _signed_by(certificate: x509.Certificate, ca: x509.Certificate) -> bool:
     except (ValueError, TypeError, InvalidSignature):
         return False
     return True
+
+
+def issue_crl(
+    ca: Issued, revoked: Mapping[int, datetime], now: datetime, *, validity: timedelta = CRL_VALIDITY
+) -> x509.CertificateRevocationList:
+    """The federation's revocation list: the serials of `revoked` (serial -> when), signed by the CA."""
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.certificate.subject)
+        .last_update(now - CLOCK_SKEW)
+        .next_update(now + validity)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
+        .add_extension(x509.CRLNumber(int(now.timestamp())), critical=False)
+    )
+    for serial, when in sorted(revoked.items()):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
+        )
+    return builder.sign(ca.key, hashes.SHA256())
+
+
+def crl_pem(crl: x509.CertificateRevocationList) -> bytes:
+    """A revocation list as PEM, as nginx (`ssl_crl`) and the services read it."""
+    return crl.public_bytes(serialization.Encoding.PEM)
 
 
 def certificate_pem(certificate: x509.Certificate) -> bytes:

@@ -14,12 +14,16 @@ from importlib.metadata import version
 
 from infra.gateway_config import GatewayConfig, Upstream
 from infra.gateway_config import render as render_gateway_config
-from infra.spec import Federation, NodeSpec, StackSpec
+from infra.spec import NodeSpec, StackSpec
 
 LOOPBACK = "127.0.0.1"
-#: Every image of ours runs as this unprivileged user (created in each Dockerfile).
+#: Every image of ours runs as this unprivileged user (created in each Dockerfile with this uid).
 SERVICE_USER = "hubnode"
+SERVICE_UID = 10001
 DB_USER = "postgres"
+#: Our PostgreSQL image pins its user's uid; the official image's is 999.
+DB_UID = 10002
+OFFICIAL_DB_UID = 999
 SECRETS_DIR = "/run/secrets"
 LABEL_PREFIX = "org.hubnode"
 HAPI_PORT = 8080
@@ -37,17 +41,17 @@ HUBNODE_FILES_DIR = "/run/hubnode"
 GATEWAY_CONFIG_PATH = "/etc/hubnode/nginx.conf"
 #: The nginx variable holding the gateway secret (its name, not the secret).
 GATEWAY_SECRET_VARIABLE = "hubnode_gateway_secret"  # noqa: S105
-#: The header through which the gateway names a verified peer certificate's subject.
-CLIENT_SUBJECT_HEADER = "X-Hubnode-Client-Subject"
 #: What a local caller with the site's connector admin token may do.
 CONNECTOR_ROLES = ("ingest", "read", "process", "audit-read")
-#: What a connector may ask of the federation's trust centre.
-CONNECTOR_TRUSTCENTRE_ROLES = ("pseudonymize", "consent-read", "linkage")
+#: What a connector may ask of the federation's trust centre: link its own records, check one consent,
+#: pseudonymise for the projects it sends research data for (its domains say which).
+CONNECTOR_TRUSTCENTRE_ROLES = ("linkage", "consent-check", "pseudonymize")
 #: Every role of the trust centre (`trustcentre.auth.Role`); the site's admin token holds them all.
 TRUSTCENTRE_ROLES = (
     "pseudonymize",
     "depseudonymize",
     "manage-domains",
+    "consent-check",
     "consent-read",
     "consent-write",
     "linkage",
@@ -94,30 +98,48 @@ class VolumeMount:
 
 
 @dataclass(frozen=True)
-class CallersFile:
-    """A callers file made from other secrets: each token's hash (never the token) and certificate subjects.
+class Grant:
+    """What one caller may do: its roles, and for a node the site it speaks for, its identifiers, its domains."""
 
-    `tokens` are (caller name, secret holding the token, roles); `subjects` (caller name, subject, roles).
+    name: str
+    roles: tuple[str, ...]
+    site: str | None = None
+    identifier_systems: tuple[str, ...] = ()
+    domains: tuple[str, ...] | None = None
+
+    def entry(self) -> dict[str, object]:
+        """The grant as a callers-file entry (servicekit.auth), without its credential."""
+        entry: dict[str, object] = {"name": self.name, "roles": list(self.roles)}
+        if self.site is not None:
+            entry |= {"site": self.site, "identifier_systems": list(self.identifier_systems)}
+        if self.domains is not None:
+            entry["domains"] = list(self.domains)
+        return entry
+
+
+@dataclass(frozen=True)
+class CallersFile:
+    """A callers file made from other secrets: each token's hash (never the token), and the nodes by certificate.
+
+    `tokens` are (grant, secret holding the token); `nodes` are grants of other nodes of the federation,
+    known by the certificate of their `site` on the allow list.
     """
 
-    tokens: tuple[tuple[str, str, tuple[str, ...]], ...]
-    subjects: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    tokens: tuple[tuple[Grant, str], ...]
+    nodes: tuple[Grant, ...] = ()
 
     @property
     def sources(self) -> tuple[str, ...]:
         """The secrets this file is made from."""
-        return tuple(secret for _, secret, _ in self.tokens)
+        return tuple(secret for _, secret in self.tokens)
 
     def render(self, secrets: Mapping[str, str]) -> str:
         """The file's content, given the content of each source secret."""
-        callers: list[dict[str, object]] = [
-            {"name": name, "token_sha256": hashlib.sha256(secrets[secret].encode()).hexdigest(), "roles": list(roles)}
-            for name, secret, roles in self.tokens
+        callers = [
+            {**grant.entry(), "token_sha256": hashlib.sha256(secrets[secret].encode()).hexdigest()}
+            for grant, secret in self.tokens
         ]
-        callers += [
-            {"name": name, "certificate_subject": subject, "roles": list(roles)}
-            for name, subject, roles in self.subjects
-        ]
+        callers += [{**grant.entry(), "certificate": True} for grant in self.nodes]
         return json.dumps({"callers": callers}, indent=2) + "\n"
 
 
@@ -151,7 +173,7 @@ class SecretFile:
 
 
 #: Files of the federation's PKI and allow list, supplied by `infra.federation_files` rather than generated.
-FEDERATION_FILES = ("node-certificate", "node-key", "federation-ca", "allow-list")
+FEDERATION_FILES = ("node-certificate", "node-key", "federation-ca", "allow-list", "revocation-list")
 
 
 @dataclass(frozen=True)
@@ -203,6 +225,8 @@ class ServicePlan:
     probe_url: str | None = None
     #: Networks joined besides the node's own (the federation's peers network).
     networks: tuple[NetworkAttachment, ...] = ()
+    #: The numeric id of `user`: secret files are made readable by it alone.
+    uid: int = SERVICE_UID
 
 
 @dataclass(frozen=True)
@@ -231,11 +255,6 @@ def plan_stack(spec: StackSpec) -> tuple[NodePlan, ...]:
 def peers_network(stack: str) -> str:
     """The network where a local federation's gateways meet."""
     return f"hubnode-{stack}-peers"
-
-
-def certificate_subject(site: str, federation: Federation) -> str:
-    """A node certificate's subject as the gateway passes it on (RFC 4514, as nginx's `$ssl_client_s_dn`)."""
-    return f"CN={site},O={federation.name}"
 
 
 def plan_node(spec: StackSpec, node: NodeSpec) -> NodePlan:
@@ -331,6 +350,7 @@ def _db_service(prefix: str, node: NodeSpec, labels: Mapping[str, str], componen
             budget_s=90,
         ),
         user=DB_USER,
+        uid=OFFICIAL_DB_UID if "db" in node.images.overrides else DB_UID,
         network_aliases=(component,),
         labels=_service_labels(labels, component),
     )
@@ -379,10 +399,18 @@ def _trustcentre_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: M
         "TC_SECRET_FILE": secrets[0].path,
         "TC_CALLERS_FILE": secrets[1].path,
         "TC_DOMAINS_FILE": "/etc/trustcentre/domains.json",
+        "TC_PROJECTS_FILE": "/etc/trustcentre/projects.json",
         "TC_DATABASE_URL": "sqlite:////var/lib/trustcentre/trustcentre.db",
     }
-    if "gateway" in node.components:
-        env["TC_CERTIFICATE_HEADER"] = CLIENT_SUBJECT_HEADER
+    if "gateway" in node.components:  # other nodes call through the peer door, known by the allow list
+        files = _federation_files("allow-list", "federation-ca", "revocation-list")
+        secrets = (*secrets, *files, SecretFile("gateway-secret", f"{SECRETS_DIR}/gateway-secret"))
+        env |= {
+            "TC_ALLOW_LIST_FILE": files[0].path,
+            "TC_CA_FILE": files[1].path,
+            "TC_CRL_FILE": files[2].path,
+            "TC_GATEWAY_SECRET_FILE": f"{SECRETS_DIR}/gateway-secret",
+        }
     depends_on: tuple[str, ...] = ()
     if node.database == "postgres":
         password = _db_password("tcdb")
@@ -392,6 +420,7 @@ def _trustcentre_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: M
         secrets = (*secrets, password)
         depends_on = ("tcdb",)
     domains = [{"name": d.name, **d.settings} for d in node.domains]
+    projects = {p.name: {"domain": p.domain} for p in (spec.federation.projects if spec.federation else ())}
     return ServicePlan(
         component="trustcentre",
         container_name=f"{prefix}-trustcentre",
@@ -406,7 +435,10 @@ def _trustcentre_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: M
         labels=_service_labels(labels, "trustcentre"),
         depends_on=depends_on,
         probe_url=_probe(node, "trustcentre", "/health"),
-        files=(ConfigFile(env["TC_DOMAINS_FILE"], json.dumps({"domains": domains}, indent=2, sort_keys=True) + "\n"),),
+        files=(
+            ConfigFile(env["TC_DOMAINS_FILE"], json.dumps({"domains": domains}, indent=2, sort_keys=True) + "\n"),
+            ConfigFile(env["TC_PROJECTS_FILE"], json.dumps(projects, indent=2, sort_keys=True) + "\n"),
+        ),
     )
 
 
@@ -420,17 +452,27 @@ def _probe(node: NodeSpec, name: str, path: str) -> str | None:
 
 
 def _trustcentre_callers(spec: StackSpec, node: NodeSpec) -> CallersFile:
-    """The site admin, this node's connector by token, other nodes' connectors by certificate."""
-    tokens: list[tuple[str, str, tuple[str, ...]]] = [("site-admin", "tc-admin-token", TRUSTCENTRE_ROLES)]
+    """The site admin (everything), this node's connector by token, other nodes' connectors by certificate.
+
+    A connector speaks for its own site only: it links by its own identifier systems and pseudonymises
+    in the domains of the projects it sends for. A research node needs nothing here: it receives
+    pseudonymised extracts and starts only feasibility counts.
+    """
+    tokens: list[tuple[Grant, str]] = [(Grant("site-admin", TRUSTCENTRE_ROLES), "tc-admin-token")]
     if "connector" in node.components:
-        tokens.append(("connector", "cn-tc-token", CONNECTOR_TRUSTCENTRE_ROLES))
-    federation = spec.federation
-    subjects = tuple(
-        (f"{other.site}-connector", certificate_subject(other.site, federation), CONNECTOR_TRUSTCENTRE_ROLES)
+        tokens.append((_connector_grant(spec, node, "connector"), "cn-tc-token"))
+    nodes = tuple(
+        _connector_grant(spec, other, f"{other.site}-connector")
         for other in spec.nodes
-        if federation and other is not node and "connector" in other.components and other.role != "research"
+        if spec.federation and other is not node and "connector" in other.components and other.role != "research"
     )
-    return CallersFile(tuple(tokens), subjects)
+    return CallersFile(tuple(tokens), nodes)
+
+
+def _connector_grant(spec: StackSpec, node: NodeSpec, name: str) -> Grant:
+    projects = spec.federation.projects if spec.federation else ()
+    domains = tuple(sorted({p.domain for p in projects if spec.sends_for(node, p)}))
+    return Grant(name, CONNECTOR_TRUSTCENTRE_ROLES, node.site, node.own_identifier_systems, domains)
 
 
 def _federation_files(*names: str) -> tuple[SecretFile, ...]:
@@ -439,8 +481,14 @@ def _federation_files(*names: str) -> tuple[SecretFile, ...]:
         "node-key": f"{SECRETS_DIR}/node.key",
         "federation-ca": f"{HUBNODE_FILES_DIR}/ca.crt",
         "allow-list": f"{HUBNODE_FILES_DIR}/allow-list.json",
+        "revocation-list": f"{HUBNODE_FILES_DIR}/federation.crl",
     }
     return tuple(SecretFile(name, paths[name]) for name in names)
+
+
+def public_url(node: NodeSpec) -> str:
+    """Where clients reach the node's public door: as the stack says, else its gateway port on this host."""
+    return node.public_url or f"https://{LOOPBACK}:{node.ports['gateway']}"
 
 
 def _trustcentre_url(spec: StackSpec, node: NodeSpec) -> str:
@@ -459,12 +507,17 @@ def _connector_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Map
     federation = spec.federation
     assert federation is not None  # noqa: S101 -- the spec refuses a connector outside a federation
     secrets = (
-        *_federation_files("node-certificate", "node-key", "federation-ca", "allow-list"),
+        *_federation_files("node-certificate", "node-key", "federation-ca", "allow-list", "revocation-list"),
         SecretFile("gateway-secret", f"{SECRETS_DIR}/gateway-secret"),
         SecretFile(
             "cn-callers",
             f"{SECRETS_DIR}/cn-callers",
-            CallersFile((("site-admin", "cn-admin-token", CONNECTOR_ROLES), ("reader", "cn-reader-token", ("read",)))),
+            CallersFile(
+                (
+                    (Grant("site-admin", CONNECTOR_ROLES), "cn-admin-token"),
+                    (Grant("reader", ("read",)), "cn-reader-token"),
+                )
+            ),
         ),
     )
     env = {
@@ -480,14 +533,16 @@ def _connector_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Map
         "CN_CLIENT_CERT_FILE": f"{SECRETS_DIR}/node.crt",
         "CN_CLIENT_KEY_FILE": f"{SECRETS_DIR}/node.key",
         "CN_CA_FILE": f"{HUBNODE_FILES_DIR}/ca.crt",
+        "CN_CRL_FILE": f"{HUBNODE_FILES_DIR}/federation.crl",
         "CN_PROJECTS_FILE": "/etc/connector/projects.json",
+        "CN_PUBLIC_URL": public_url(node),
     }
     depends_on: tuple[str, ...] = ("fhir",)
     if "trustcentre" in node.components:
         secrets = (*secrets, SecretFile("cn-tc-token", f"{SECRETS_DIR}/cn-tc-token"))
         env["CN_TRUSTCENTRE_TOKEN_FILE"] = f"{SECRETS_DIR}/cn-tc-token"
         depends_on = ("fhir", "trustcentre")
-    projects = {p.name: {"domain": p.domain} for p in federation.projects}
+    projects = {p.name: {"domain": p.domain, "send": spec.sends_for(node, p)} for p in federation.projects}
     return ServicePlan(
         component="connector",
         container_name=f"{prefix}-connector",
@@ -513,13 +568,14 @@ def _gateway_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mappi
         f"{SECRETS_DIR}/gateway-secret.conf",
         NginxSecretInclude("gateway-secret", GATEWAY_SECRET_VARIABLE),
     )
-    secrets = (*_federation_files("node-certificate", "node-key", "federation-ca"), include)
+    secrets = (*_federation_files("node-certificate", "node-key", "federation-ca", "revocation-list"), include)
     config = GatewayConfig(
         connector=Upstream("connector", CONNECTOR_PORT) if "connector" in node.components else None,
         trustcentre=Upstream("trustcentre", TRUSTCENTRE_PORT) if "trustcentre" in node.components else None,
         certificate_file=secrets[0].path,
         key_file=secrets[1].path,
         ca_file=secrets[2].path,
+        crl_file=secrets[3].path,
         secret_include=include.path,
         secret_variable=GATEWAY_SECRET_VARIABLE,
         public_port=GATEWAY_PUBLIC_PORT,

@@ -17,10 +17,14 @@ from infra.errors import HubnodeError
 Role = Literal["dic", "practice", "ttp", "research"]
 Database = Literal["embedded", "postgres"]
 ImageSourceKind = Literal["local", "registry"]
+Environment = Literal["local", "site"]
 
 ROLES: tuple[str, ...] = get_args(Role)
 DATABASES: tuple[str, ...] = get_args(Database)
 IMAGE_SOURCES: tuple[str, ...] = get_args(ImageSourceKind)
+ENVIRONMENTS: tuple[str, ...] = get_args(Environment)
+#: Pseudonym domains the trust centre keeps for itself (the ids each node knows a person by).
+RESERVED_DOMAIN_PREFIX = "persons."
 #: Components this version can run; later issues add portal and idp.
 COMPONENTS: tuple[str, ...] = ("fhir", "trustcentre", "connector", "gateway")
 #: What a node of each role runs when its entry in `hubnode:nodes` names no components.
@@ -51,15 +55,27 @@ SECRET_KEYS: tuple[str, ...] = (
     "connectorTrustcentreToken",
     "gatewaySecret",
 )
-NODE_KEYS: tuple[str, ...] = ("site", "role", "components", "database", "ports", "images")
+NODE_KEYS: tuple[str, ...] = (
+    "site",
+    "role",
+    "components",
+    "database",
+    "ports",
+    "images",
+    "identifierSystems",
+    "publicUrl",
+)
 FEDERATION_KEYS: tuple[str, ...] = ("federation", "nodes", "peers", "projects")
-KEYS: tuple[str, ...] = (*NODE_KEYS, "domains", *FEDERATION_KEYS, *SECRET_KEYS)
+KEYS: tuple[str, ...] = (*NODE_KEYS, "domains", "environment", *FEDERATION_KEYS, *SECRET_KEYS)
+#: Sources of the identifiers a node's connector asserts as its own: its source records, its MRNs.
+SOURCE_SYSTEM_BASE = "https://hubnode.org/fhir/sid/source"
 
 _SITE_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
 _STACK_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _IMAGE_REF_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$")
 _DOMAIN_PATTERN = re.compile(r"^(?=.{1,200}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 _THUMBPRINT_PATTERN = re.compile(r"^[0-9a-f]{128}$")
+_PUBLIC_URL_PATTERN = re.compile(r"^https://[A-Za-z0-9.-]+(:\d{1,5})?/?$")
 
 
 @dataclass(frozen=True)
@@ -121,6 +137,15 @@ class NodeSpec:
     images: ImageSource
     domains: tuple[PseudonymDomain, ...] = ()
     host: str = ""
+    #: Identifier systems of the site's own patient records (MRNs) besides its source system.
+    identifier_systems: tuple[str, ...] = ()
+    #: The public door's base URL as clients know it (Bundle links point there); None: the gateway port here.
+    public_url: str | None = None
+
+    @property
+    def own_identifier_systems(self) -> tuple[str, ...]:
+        """What the node's connector may assert as its own at the trust centre: its source system and MRNs."""
+        return (f"{SOURCE_SYSTEM_BASE}/{self.site}", *self.identifier_systems)
 
 
 @dataclass(frozen=True)
@@ -135,10 +160,11 @@ class PeerSpec:
 
 @dataclass(frozen=True)
 class Project:
-    """A research project: data sent for it is pseudonymised in its own domain."""
+    """A research project: data sent for it is pseudonymised in its own domain, by the nodes named `senders`."""
 
     name: str
     domain: str
+    senders: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -158,6 +184,12 @@ class StackSpec:
     stack: str
     nodes: tuple[NodeSpec, ...]
     federation: Federation | None = None
+    #: `local` (a developer's or CI's stack: test-only settings allowed) or `site` (a real node).
+    environment: Environment = "site"
+
+    def sends_for(self, node: NodeSpec, project: Project) -> bool:
+        """Whether `node` sends research data for `project`: named a sender, or a dic when the project names none."""
+        return node.site in project.senders if project.senders else node.role == "dic"
 
     @property
     def trust_centre(self) -> NodeSpec | None:
@@ -182,6 +214,7 @@ def parse_stack(stack: str, config: Mapping[str, Any], source: str = "stack conf
         if key not in KEYS
     ]
     domains = _parse_domains(ours.get("domains", []), problems)
+    environment = _choice(_key("environment"), ours.get("environment", "site"), ENVIRONMENTS, problems)
     if "nodes" in ours:
         problems += [
             Problem(_key(key), ours[key], "in a federation stack, set this per node under hubnode:nodes")
@@ -195,7 +228,12 @@ def parse_stack(stack: str, config: Mapping[str, Any], source: str = "stack conf
     if problems:
         raise SpecError(problems, source)
     located = tuple(_placed(node, federation) for node in cast("tuple[NodeSpec, ...]", nodes))
-    spec = StackSpec(stack=stack, nodes=_with_domains(located, domains), federation=federation)
+    spec = StackSpec(
+        stack=stack,
+        nodes=_with_domains(located, domains),
+        federation=federation,
+        environment=cast("Environment", environment),
+    )
     _check_federation(spec, problems)
     if problems:
         raise SpecError(problems, source)
@@ -251,6 +289,12 @@ def _parse_node(
     ports = _parse_ports(values.get("ports", {}), components, at, problems)
     needed = (*components, "db") if database == "postgres" else components
     images = _parse_images(values.get("images", {}), needed, at, problems)
+    systems = _parse_uris(values.get("identifierSystems", []), at("identifierSystems"), problems)
+    public_url = values.get("publicUrl")
+    if public_url is not None and not (isinstance(public_url, str) and _PUBLIC_URL_PATTERN.match(public_url)):
+        problems.append(
+            Problem(at("publicUrl"), public_url, "the public door's https:// base, e.g. https://hub.ukl.example")
+        )
     if len(problems) > before or images is None:
         return None
     return NodeSpec(
@@ -260,7 +304,19 @@ def _parse_node(
         database=cast("Database", database),
         ports=ports,
         images=images,
+        identifier_systems=systems,
+        public_url=public_url.rstrip("/") if isinstance(public_url, str) else None,
     )
+
+
+def _parse_uris(value: object, key: str, problems: list[Problem]) -> tuple[str, ...]:
+    """A list of identifier system URIs (`https://...`, `http://...`, `urn:...`)."""
+    if not isinstance(value, list) or not all(
+        isinstance(uri, str) and uri.startswith(("https://", "http://", "urn:")) and len(uri) <= 255 for uri in value
+    ):
+        problems.append(Problem(key, value, "a list of identifier system URIs, e.g. [https://ukl.example/sid/mrn]"))
+        return ()
+    return tuple(value)
 
 
 def _placed(node: NodeSpec, federation: Federation | None) -> NodeSpec:
@@ -331,22 +387,26 @@ def _parse_peers(value: object, problems: list[Problem]) -> tuple[PeerSpec, ...]
 def _parse_projects(
     value: object, domains: tuple[PseudonymDomain, ...], problems: list[Problem]
 ) -> tuple[Project, ...]:
+    """Research projects; `senders` are the sites that send data for one (default: every dic node)."""
     if not isinstance(value, list):
-        problems.append(Problem(_key("projects"), value, "a list of {name, domain}"))
+        problems.append(Problem(_key("projects"), value, "a list of {name, domain, senders}"))
         return ()
     known = {d.name for d in domains}
     projects: list[Project] = []
     for index, entry in enumerate(value):
+        senders = entry.get("senders", []) if isinstance(entry, Mapping) else []
         if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str) or not entry["name"]:
-            problems.append(Problem(_key(f"projects[{index}]"), entry, "a mapping {name, domain}"))
+            problems.append(Problem(_key(f"projects[{index}]"), entry, "a mapping {name, domain, senders}"))
         elif entry.get("domain") not in known:
             problems.append(
                 Problem(
                     _key(f"projects[{index}].domain"), entry.get("domain"), f"one of hubnode:domains: {sorted(known)}"
                 )
             )
+        elif not isinstance(senders, list) or not all(isinstance(site, str) for site in senders):
+            problems.append(Problem(_key(f"projects[{index}].senders"), senders, "a list of sites"))
         else:
-            projects.append(Project(entry["name"], entry["domain"]))
+            projects.append(Project(entry["name"], entry["domain"], tuple(senders)))
     return tuple(projects)
 
 
@@ -379,6 +439,13 @@ def _check_federation(spec: StackSpec, problems: list[Problem]) -> None:
         problems.append(
             Problem(_key("nodes[].ports"), clashes, "every node needs its own host ports; set them under ports")
         )
+    sites = {n.site for n in spec.nodes}
+    for index, project in enumerate(spec.federation.projects if spec.federation else ()):
+        unknown = sorted(set(project.senders) - sites)
+        if unknown:
+            problems.append(
+                Problem(_key(f"projects[{index}].senders"), unknown, f"sites of this stack: {sorted(sites)}")
+            )
     peer_sites = [p.site for p in spec.federation.peers] if spec.federation else []
     shared = sorted({n.site for n in spec.nodes} & set(peer_sites))
     if shared:
@@ -451,6 +518,10 @@ def _parse_domains(value: object, problems: list[Problem]) -> tuple[PseudonymDom
         if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str) or not entry["name"]:
             problems.append(Problem(key, entry, "a mapping with a name, e.g. {name: research, prefix: R}"))
             continue
+        if entry["name"].startswith(RESERVED_DOMAIN_PREFIX):
+            problems.append(
+                Problem(f"{key}.name", entry["name"], f"names starting {RESERVED_DOMAIN_PREFIX!r} are reserved")
+            )
         settings = {k: v for k, v in entry.items() if k != "name"}
         for name, setting in settings.items():
             expected = DOMAIN_SETTINGS.get(name)

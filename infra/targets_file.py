@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from infra import pki
-from infra.pki_store import store_issued
+from infra.pki_store import REVOKED_PROBE, ca_key_file, store_issued
 from infra.plan import NodePlan
 from infra.spec import StackSpec
 from infra.state import StackState
@@ -108,7 +108,7 @@ def _client_certificates(
 ) -> dict[str, dict[str, dict[str, str]]]:
     """Site -> kind -> {cert, key}: made once per bring-up for the federation, chosen per node for the rest."""
     pki_folder = state.pki_dir
-    ca_files = pki_folder / "ca.crt", pki_folder / "ca.key"
+    ca_files = pki_folder / "ca.crt", ca_key_file(pki_folder)
     if not all(path.is_file() for path in ca_files):
         return {}
     ca = pki.Issued(pki.load_certificate(ca_files[0].read_bytes()), pki.load_key(ca_files[1].read_bytes()))
@@ -125,6 +125,8 @@ def _client_certificates(
     for kind, issued in shared.items():
         store_issued(made, kind, issued)
         files[kind] = _pair(made, kind, folder)
+    if (pki_folder / f"{REVOKED_PROBE}.crt").is_file():  # kept revoked by the PKI of a local stack
+        files["revoked"] = _pair(pki_folder, REVOKED_PROBE, folder)
     roles = {plan.site: plan.role for plan in plans if "peer" in plan.endpoints}
     return {
         site: {**{kind: dict(pair) for kind, pair in files.items()}, **_chosen(site, roles, pki_folder, folder)}

@@ -15,13 +15,13 @@ from infra import pki
 from infra.federation_files import prepare_federation_files
 from infra.plan import (
     CallersFile,
+    Grant,
     NginxSecretInclude,
     NodePlan,
     ServicePlan,
-    certificate_subject,
     plan_stack,
 )
-from infra.spec import Federation, SpecError, StackSpec, parse_stack
+from infra.spec import SpecError, StackSpec, parse_stack
 from infra.stackfile import load_stack
 from tests.conftest import PROJECT_DIR
 
@@ -130,22 +130,69 @@ def test_gateways_answer_to_their_host_name_on_the_shared_peers_network() -> Non
         )
 
 
-def test_the_trust_centre_knows_other_nodes_connectors_by_certificate_but_not_the_research_node() -> None:
-    trustcentre = service(plans_by_site()["dic"], "trustcentre")
+def callers_of(plan: NodePlan) -> CallersFile:
+    trustcentre = service(plan, "trustcentre")
     [callers] = [s for s in trustcentre.secrets if s.name == "tc-callers"]
     assert isinstance(callers.derived, CallersFile)
-    assert [name for name, _, _ in callers.derived.subjects] == ["practice-connector"]
-    assert callers.derived.subjects[0][1] == "CN=practice,O=hubnode-local"
-    assert trustcentre.env["TC_CERTIFICATE_HEADER"] == "X-Hubnode-Client-Subject"
+    return callers.derived
+
+
+def test_the_trust_centre_knows_other_nodes_connectors_by_certificate_but_not_the_research_node() -> None:
+    callers = callers_of(plans_by_site()["dic"])
+    assert [grant.name for grant in callers.nodes] == ["practice-connector"]
+    assert callers.nodes[0].site == "practice"
+    env = service(plans_by_site()["dic"], "trustcentre").env
+    assert env["TC_ALLOW_LIST_FILE"] == "/run/hubnode/allow-list.json"
+    assert env["TC_CRL_FILE"] == "/run/hubnode/federation.crl"
+    assert env["TC_GATEWAY_SECRET_FILE"] == "/run/secrets/gateway-secret"
+
+
+def test_a_connector_may_link_only_its_own_identifier_systems_and_use_only_its_projects_domains() -> None:
+    callers = callers_of(plans_by_site()["dic"])
+    [(dic_connector, token)] = [(grant, secret) for grant, secret in callers.tokens if grant.name == "connector"]
+    [practice] = callers.nodes
+    assert token == "cn-tc-token"
+    assert dic_connector.site == "dic"
+    assert dic_connector.identifier_systems[:2] == (
+        "https://hubnode.org/fhir/sid/source/dic",
+        "https://hubnode.org/fhir/sid/mrn/dic",
+    )
+    assert dic_connector.domains == ("breast-cancer-outcomes", "colorectal-outcomes", "research-demo")
+    assert practice.identifier_systems == (
+        "https://hubnode.org/fhir/sid/source/practice",
+        "https://hubnode.org/fhir/sid/mrn/practice",
+    )
+    assert practice.domains == (), "a practice sends no research data, so it pseudonymises in no project's domain"
+    assert set(practice.roles) == {"linkage", "consent-check", "pseudonymize"}
+
+
+def test_a_project_naming_its_senders_opens_its_domain_to_them_alone() -> None:
+    spec = federation(
+        node_entry("dic", "dic", 8443, 9443),
+        node_entry("gp", "practice", 8444, 9444),
+        domains=[{"name": "cohort"}],
+        projects=[{"name": "cohort", "domain": "cohort", "senders": ["gp"]}],
+    )
+    callers = callers_of(plan_stack(spec)[0])
+    assert callers.nodes[0].domains == ("cohort",)
+    assert next(grant for grant, _ in callers.tokens if grant.name == "connector").domains == ()
 
 
 def test_a_callers_file_holds_token_hashes_never_tokens() -> None:
-    callers = CallersFile((("admin", "admin-token", ("read",)),), (("peer", "CN=peer,O=fed", ("linkage",)),))
-    rendered = callers.render({"admin-token": "s3cret"})
+    admin = Grant("admin", ("read",))
+    peer = Grant("peer", ("linkage",), "gp", ("https://gp.example/pid",), ())
+    rendered = CallersFile(((admin, "admin-token"),), (peer,)).render({"admin-token": "s3cret"})
     assert "s3cret" not in rendered
     assert json.loads(rendered)["callers"] == [
-        {"name": "admin", "token_sha256": hashlib.sha256(b"s3cret").hexdigest(), "roles": ["read"]},
-        {"name": "peer", "certificate_subject": "CN=peer,O=fed", "roles": ["linkage"]},
+        {"name": "admin", "roles": ["read"], "token_sha256": hashlib.sha256(b"s3cret").hexdigest()},
+        {
+            "name": "peer",
+            "roles": ["linkage"],
+            "site": "gp",
+            "identifier_systems": ["https://gp.example/pid"],
+            "domains": [],
+            "certificate": True,
+        },
     ]
 
 
@@ -157,10 +204,10 @@ def test_the_gateway_secret_reaches_nginx_as_a_variable_definition() -> None:
     )
 
 
-def test_the_subject_the_trust_centre_expects_is_the_one_nginx_reports_for_an_issued_certificate() -> None:
+def test_nginx_reports_a_node_certificate_as_its_site_and_federation() -> None:
     now = datetime.now(UTC)
     node = pki.issue_node(pki.issue_ca("hubnode-local", now), "practice", ["practice.hubnode.test"], now)
-    assert node.certificate.subject.rfc4514_string() == certificate_subject("practice", Federation("hubnode-local"))
+    assert node.certificate.subject.rfc4514_string() == "CN=practice,O=hubnode-local"
 
 
 def test_federation_files_carry_every_nodes_thumbprint_and_are_reused_on_the_next_run(tmp_path: Path) -> None:
@@ -174,5 +221,10 @@ def test_federation_files_carry_every_nodes_thumbprint_and_are_reused_on_the_nex
     again = prepare_federation_files(FEDERATION, tmp_path, progress=None)
     assert again("practice", "node-certificate").read_bytes() == files("practice", "node-certificate").read_bytes()
     key_copy = files("dic", "node-key")
-    assert stat.S_IMODE(key_copy.stat().st_mode) == 0o444
+    assert stat.S_IMODE(key_copy.stat().st_mode) == 0o600
     assert stat.S_IMODE(key_copy.parent.stat().st_mode) == 0o700
+    crl = pki.x509.load_pem_x509_crl(files("dic", "revocation-list").read_bytes())
+    assert crl.is_signature_valid(pki.load_certificate(files("dic", "federation-ca").read_bytes()).public_key())
+    probe = pki.load_certificate((tmp_path / "pki" / "revoked-probe.crt").read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(probe.serial_number) is not None, "a local stack keeps one"
+    assert not (tmp_path / "pki" / "ca.key").exists(), "the CA key lies apart from what nodes are given"

@@ -5,10 +5,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from infra import pki, pki_store
 from infra.errors import HubnodeError
-from infra.pki_store import ensure
+from infra.pki_store import ca_key_file, ensure
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 NODES = {"dic": ["dic.hubnode.test"], "practice": ["practice.hubnode.test"]}
@@ -32,14 +33,17 @@ def test_a_first_run_issues_everything_with_owner_only_keys(tmp_path: Path) -> N
     assert done(result) == {"ca": "issued new", "dic": "issued new", "practice": "issued new"}
     assert sorted(p.name for p in folder.iterdir()) == [
         "ca.crt",
-        "ca.key",
         "dic.crt",
         "dic.key",
+        "federation.crl",
         "practice.crt",
         "practice.key",
+        "revoked.json",
     ]
     assert mode(folder) == 0o700
-    assert {p.name: mode(p) for p in folder.glob("*.key")} == {"ca.key": 0o600, "dic.key": 0o600, "practice.key": 0o600}
+    assert {p.name: mode(p) for p in folder.glob("*.key")} == {"dic.key": 0o600, "practice.key": 0o600}
+    assert ca_key_file(folder) == tmp_path / "ca" / "ca.key", "the CA key lies apart from what nodes are given"
+    assert (mode(ca_key_file(folder)), mode(ca_key_file(folder).parent)) == (0o600, 0o700)
     assert mode(result.certificate_file("dic")) == 0o644
     assert result.ca_file == folder / "ca.crt"
     assert result.key_file("practice") == folder / "practice.key"
@@ -122,10 +126,10 @@ def test_a_ca_near_its_end_or_of_another_federation_is_replaced(tmp_path: Path) 
 def test_a_ca_replaced_behind_its_back_reissues_the_nodes_it_did_not_sign(tmp_path: Path) -> None:
     folder = tmp_path / "pki"
     ensure(folder, "digihub", NODES, NOW)
-    other = tmp_path / "other"
+    other = tmp_path / "other" / "pki"
     ensure(other, "digihub", {}, NOW)
-    for name in ("ca.crt", "ca.key"):
-        (folder / name).write_bytes((other / name).read_bytes())
+    (folder / "ca.crt").write_bytes((other / "ca.crt").read_bytes())
+    ca_key_file(folder).write_bytes(ca_key_file(other).read_bytes())
     result = ensure(folder, "digihub", NODES, NOW)
     assert done(result) == {
         "ca": "reused",
@@ -142,8 +146,56 @@ def test_unreadable_or_mismatched_files_are_issued_anew(tmp_path: Path, broken: 
     assert done(ensure(folder, "digihub", NODES, NOW))["dic"] == "issued new"
     (folder / "dic.key").write_bytes((folder / "practice.key").read_bytes())
     assert done(ensure(folder, "digihub", NODES, NOW))["dic"] == "issued key does not match the certificate"
-    (folder / "ca.key").write_bytes((folder / "practice.key").read_bytes())
+    ca_key_file(folder).write_bytes((folder / "practice.key").read_bytes())
     assert done(ensure(folder, "digihub", NODES, NOW))["ca"] == "issued key does not match the certificate"
+
+
+def revoked_serials(folder: Path) -> set[int]:
+    crl = x509.load_pem_x509_crl((folder / "federation.crl").read_bytes())
+    assert crl.is_signature_valid(pki.load_certificate((folder / "ca.crt").read_bytes()).public_key())
+    return {entry.serial_number for entry in crl}
+
+
+def test_a_certificate_replaced_while_still_valid_is_revoked_and_the_revocation_list_is_signed(tmp_path: Path) -> None:
+    folder = tmp_path / "pki"
+    first = ensure(folder, "digihub", NODES, NOW)
+    assert revoked_serials(folder) == set()
+    renamed = ensure(folder, "digihub", {**NODES, "dic": ["dic.example.org"]}, NOW + timedelta(days=1))
+    old = first.nodes["dic"].certificate.serial_number
+    assert revoked_serials(folder) == {old}
+    assert renamed.nodes["dic"].certificate.serial_number != old
+    later = ensure(folder, "digihub", NODES, NOW + timedelta(days=400))  # both expired: nothing more to revoke
+    assert revoked_serials(folder) == {old}
+    assert later.crl_file == folder / "federation.crl"
+
+
+def test_a_new_ca_starts_a_new_revocation_list(tmp_path: Path) -> None:
+    folder = tmp_path / "pki"
+    ensure(folder, "digihub", NODES, NOW)
+    ensure(folder, "digihub", {**NODES, "dic": ["dic.example.org"]}, NOW)
+    ensure(folder, "mihubx", NODES, NOW)
+    assert revoked_serials(folder) == set()
+
+
+def test_a_local_stack_keeps_a_revoked_certificate_to_show_it_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "pki"
+    ensure(folder, "digihub", NODES, NOW, revoked_probe=True)
+    probe = pki.load_certificate((folder / "revoked-probe.crt").read_bytes())
+    probe.verify_directly_issued_by(pki.load_certificate((folder / "ca.crt").read_bytes()))
+    assert revoked_serials(folder) == {probe.serial_number}
+    before = (folder / "federation.crl").read_bytes()
+    ensure(folder, "digihub", NODES, NOW + timedelta(days=1), revoked_probe=True)
+    assert (folder / "federation.crl").read_bytes() == before, "an unchanged list is not signed again"
+
+
+def test_a_ca_key_kept_in_the_pki_folder_by_an_older_version_is_moved_apart(tmp_path: Path) -> None:
+    folder = tmp_path / "pki"
+    first = ensure(folder, "digihub", NODES, NOW)
+    ca_key_file(folder).replace(folder / "ca.key")
+    again = ensure(folder, "digihub", NODES, NOW)
+    assert done(again)["ca"] == "reused"
+    assert not (folder / "ca.key").exists()
+    assert again.ca.certificate == first.ca.certificate
 
 
 def test_a_site_may_not_take_the_cas_file_names(tmp_path: Path) -> None:

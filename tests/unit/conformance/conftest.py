@@ -13,7 +13,7 @@ import pytest
 class Node(BaseHTTPRequestHandler):
     """A node that is up: any GET gets an empty searchset, unless the bearer token is `wrong` (401)."""
 
-    def do_GET(self) -> None:  # noqa: N802 -- http.server's name
+    def do_GET(self) -> None:
         refused = self.headers.get("Authorization") == "Bearer wrong"
         body = {"resourceType": "OperationOutcome"} if refused else {"resourceType": "Bundle", "type": "searchset"}
         data = json.dumps(body).encode()

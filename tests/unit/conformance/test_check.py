@@ -45,7 +45,7 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def targets_file(tmp_path: Path, capabilities: str, url: str | None = None, token: str = "secret") -> Path:
+def targets_file(tmp_path: Path, capabilities: str, url: str | None = None, token: str = "secret") -> Path:  # noqa: S107
     (tmp_path / "suite.token").write_text(f"{token}\n")
     url = url or f"http://127.0.0.1:{closed_port()}"
     path = tmp_path / "targets.yaml"
@@ -89,7 +89,9 @@ def test_a_step_whose_expectation_does_not_hold_makes_the_run_fail(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], node_url: str
 ) -> None:
     folder = scenarios(tmp_path, "journey")
-    (folder / "journey.yaml").write_text((folder / "journey.yaml").read_text().replace("{status: 200}", "{status: 201}", 1))
+    (folder / "journey.yaml").write_text(
+        (folder / "journey.yaml").read_text().replace("{status: 200}", "{status: 201}", 1)
+    )
     argv = ["--targets", str(targets_file(tmp_path, "read", node_url)), "--scenarios-dir", str(folder)]
     assert main(argv) == 1
     out = capsys.readouterr().out
@@ -116,7 +118,12 @@ def test_a_target_that_cannot_be_reached_is_named_once_before_anything_runs(
 def test_a_token_the_target_refuses_is_named_before_anything_runs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], node_url: str
 ) -> None:
-    argv = ["--targets", str(targets_file(tmp_path, "read", node_url, "wrong")), "--scenarios-dir", str(scenarios(tmp_path, "journey"))]
+    argv = [
+        "--targets",
+        str(targets_file(tmp_path, "read", node_url, "wrong")),
+        "--scenarios-dir",
+        str(scenarios(tmp_path, "journey")),
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "node dic: token 'suite':" in err

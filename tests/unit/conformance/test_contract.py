@@ -12,9 +12,10 @@ import re
 import pytest
 
 from conformance import contract
-from connector import identity, pseudonymise, tasks
+from connector import pseudonymise, tasks
 from connector.processes import CONSENT_POLICIES, POLICY_OID
 from fixtures import kvnr as suite_kvnr
+from servicekit import identity
 from servicekit import kvnr as service_kvnr
 from tests.conftest import PROJECT_DIR
 

@@ -70,7 +70,9 @@ def test_a_target_that_is_down_stops_the_session_naming_it(pytester: pytest.Pyte
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
-    targets.write_text(targets.read_text().replace(str(targets.read_text().split('public_url: "')[1].split('"')[0]), closed))
+    targets.write_text(
+        targets.read_text().replace(str(targets.read_text().split('public_url: "')[1].split('"')[0]), closed)
+    )
     result = pytester.runpytest(*options(pytester, federation), str(federation))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*node dic: http://127.0.0.1:*: cannot connect*"])

@@ -128,7 +128,9 @@ def test_a_step_with_two_kinds_is_refused(tmp_path: Path) -> None:
     text = GOOD.format(name="journey").replace("  - consent:", "  - wait: {seconds: 1}\n    consent:", 1)
     path = write(tmp_path, text)
     assert any(
-        ":10: step 1 needs exactly one of ingest, consent, process, retry, read, fhir, trustcentre, trust, control, audit, wait" in p for p in problems_of(path)
+        ":10: step 1 needs exactly one of ingest, consent, process, retry, read, fhir, trustcentre, trust, control,"
+        " audit, wait" in p
+        for p in problems_of(path)
     )
 
 

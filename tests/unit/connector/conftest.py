@@ -11,10 +11,10 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from connector.allowlist import NodeRole
 from connector.app import create_app
 from connector.auth import Role
 from connector.settings import Settings
+from servicekit.allowlist import NodeRole
 from servicekit.auth import Authenticator, Caller, token_hash
 from tests.conftest import MII_KDS_DIR
 from tests.unit.connector.fake_fhir import FakeFhir

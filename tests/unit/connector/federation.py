@@ -20,14 +20,15 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from connector.allowlist import NodeRole, parse_allow_list
 from connector.app import create_app
 from connector.auth import Role
 from connector.peers import PeerClient
 from connector.process_api import node_for
+from connector.settings import Project
 from fixtures.consents import broad_consent
 from infra.allow_list import AllowedNode, allow_list
 from infra.pki import Issued, issue_ca, issue_node, thumbprint
+from servicekit.allowlist import NodeRole, parse_allow_list
 from servicekit.auth import Authenticator, Caller, token_hash
 from tests.unit.connector.conftest import connector_settings
 from tests.unit.connector.fake_fhir import FakeFhir
@@ -111,6 +112,21 @@ class Node:
     @property
     def host(self) -> str:
         return f"{self.site}.hubnode.test"
+
+    def ingest_patient(
+        self, pid: str, gender: str = "female", birth: str = "1970-04-01", codes: tuple[str, ...] = ()
+    ) -> str:
+        """A patient (identifier `CLINIC|pid`) and one Condition per code, sent by the node's source: so linked."""
+        scratch = ProcessFhir()
+        scratch.add_patient(pid, gender, birth, codes)
+        entries = [
+            {"resource": resource, "request": {"method": "PUT", "url": key}}
+            for key, resource in sorted(scratch.resources.items(), key=lambda item: item[0] != f"Patient/{pid}")
+        ]
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+        answer = self.client.post("/fhir", json=bundle, headers=bearer("source"))
+        assert answer.status_code == 200, answer.text
+        return pid
 
     def start(self, process: str, *inputs: dict[str, Any], key: str | None = None) -> httpx.Response:
         task: dict[str, Any] = {
@@ -216,7 +232,8 @@ def federation(tmp_path: Path, trustcentre: httpx.ASGITransport, sites: dict[str
             authenticator=Authenticator(callers, {}),
             allow_list=parse_allow_list(bundle),
             gateway_secret=f"secret-of-{site}",
-            projects={"study": {"domain": "study"}},
+            trustcentre_token=f"token-of-{site}-connector",
+            projects={"study": Project("study", send=role is NodeRole.DIC)},
         )
         fhir = ProcessFhir()
         app = create_app(settings, hapi_transport=fhir.transport(), trustcentre_transport=trustcentre)

@@ -6,9 +6,10 @@ import copy
 
 import pytest
 
-from connector.allowlist import AllowListError, NodeRole, parse_allow_list, permitted
+from connector.allowlist import answering, permitted
 from connector.tasks import Process
 from infra.allow_list import AllowedNode, allow_list
+from servicekit.allowlist import AllowListError, NodeRole, parse_allow_list
 
 NODES = [
     AllowedNode("dic", "dic", "dic.hubnode.test", 9443, "a" * 128),
@@ -28,7 +29,7 @@ def test_the_allow_list_infra_writes_is_read_into_peers_found_by_thumbprint_and_
     )
     assert peers.by_site("research") == peers.by_thumbprint("b" * 128)
     assert peers.by_site("nowhere") is None
-    assert [p.site for p in peers.answering(Process.FEASIBILITY, NodeRole.RESEARCH, "research")] == ["dic"]
+    assert [p.site for p in answering(peers, Process.FEASIBILITY, NodeRole.RESEARCH, "research")] == ["dic"]
 
 
 def test_the_role_table_says_who_may_start_what_where() -> None:

@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from connector.ingest import PERSON_WRITE_ATTEMPTS
-from connector.transform import SourceKey
-from connector.trustcentre_client import MPI_SYSTEM
+from connector.transform import PERSON_SYSTEM, SourceKey
 from servicekit.kvnr import KVNR_SYSTEM, make_kvnr
 from servicekit.timing import parse_server_timing
 from tests.unit.connector.conftest import headers, mii_bundle
@@ -25,7 +24,7 @@ def post(client: TestClient, bundle: Any, who: str = "source") -> Any:
     return client.post("/fhir", content=json.dumps(bundle), headers=headers(who))
 
 
-def test_a_real_mii_bundle_is_stored_with_the_patients_mpi_id(client: TestClient, fhir: FakeFhir) -> None:
+def test_a_real_mii_bundle_is_stored_with_the_nodes_id_of_the_person(client: TestClient, fhir: FakeFhir) -> None:
     bundle = mii_bundle("pat-1")
     response = post(client, bundle)
     assert response.status_code == 200, response.text
@@ -34,7 +33,7 @@ def test_a_real_mii_bundle_is_stored_with_the_patients_mpi_id(client: TestClient
     assert len(answer["entry"]) == len(bundle["entry"])
     [patient] = fhir.of_type("Patient")
     systems = [i["system"] for i in patient["identifier"]]
-    assert MPI_SYSTEM in systems
+    assert PERSON_SYSTEM in systems
     assert {"system": SOURCE, "value": "Patient/mii-exa-test-data-patient-1"} in patient["identifier"]
     consent = fhir.of_type("Consent")[0]
     assert consent["patient"]["reference"] == f"Patient/{patient['id']}"
@@ -344,11 +343,11 @@ def test_reads_go_to_hapi_with_the_read_role_and_are_audited(client: TestClient,
     assert client.get("/fhir/AuditEvent", headers=headers("reader")).status_code == 403
 
 
-def test_an_ingest_is_audited_with_the_patients_mpi_id(client: TestClient, fhir: FakeFhir) -> None:
+def test_an_ingest_is_audited_with_the_nodes_id_of_the_person(client: TestClient, fhir: FakeFhir) -> None:
     post(client, mii_bundle("pat-11"))
     [patient] = fhir.of_type("Patient")
-    mpi = next(i["value"] for i in patient["identifier"] if i["system"] == MPI_SYSTEM)
-    events = client.get(f"/fhir/AuditEvent?entity={mpi}", headers=headers("auditor")).json()
+    person = next(i["value"] for i in patient["identifier"] if i["system"] == PERSON_SYSTEM)
+    events = client.get(f"/fhir/AuditEvent?entity={person}", headers=headers("auditor")).json()
     assert [e["resource"]["subtype"][0]["code"] for e in events["entry"]] == ["ingest"]
 
 

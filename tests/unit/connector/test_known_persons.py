@@ -50,8 +50,8 @@ def test_a_write_without_a_version_forgets_the_person_and_so_does_forget() -> No
 
 def test_the_least_recently_used_person_is_forgotten_beyond_capacity() -> None:
     persons = KnownPersons(capacity=2)
-    for mpi in ("M1", "M2"):
-        persons.remember(mpi, {"identifier": [MRN]}, {"etag": "1"})
+    for person in ("M1", "M2"):
+        persons.remember(person, {"identifier": [MRN]}, {"etag": "1"})
     assert persons.recall("M1") is not None
     persons.remember("M3", {"identifier": [MRN]}, {"etag": "1"})
     assert persons.recall("M2") is None

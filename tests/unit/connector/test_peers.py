@@ -8,9 +8,9 @@ import anyio
 import httpx
 import pytest
 
-from connector.allowlist import NodeRole, Peer
 from connector.peers import PeerClient, PeerError
 from connector.tasks import Process, completed, request_task
+from servicekit.allowlist import NodeRole, Peer
 
 PEER = Peer(
     "practice", NodeRole.PRACTICE, "a" * 128, "https://practice.hubnode.test:9443/fhir", "practice.hubnode.test"

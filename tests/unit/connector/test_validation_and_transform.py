@@ -13,8 +13,15 @@ import pytest
 from connector import mii_rules
 from connector.hapi import Read
 from connector.ingest import with_identifiers_of, with_person_records
-from connector.transform import NAMESPACE, SourceKey, bundle_from_ndjson, person_key, to_transaction
-from connector.trustcentre_client import MPI_SYSTEM
+from connector.transform import (
+    NAMESPACE,
+    PERSON_SYSTEM,
+    Origins,
+    SourceKey,
+    bundle_from_ndjson,
+    person_key,
+    to_transaction,
+)
 from connector.validation import validate
 from tests.unit.connector.conftest import MII_BUNDLES, mii_bundle
 
@@ -200,13 +207,13 @@ def test_ndjson_lines_become_entries_and_bad_lines_are_named() -> None:
     assert bundle_from_ndjson(b'{"resourceType": "Patient"}\n\xff\n')[2][0].line == 2
 
 
-def test_a_linked_patient_is_written_at_an_id_of_its_mpi_id_and_keeps_its_source_identifier() -> None:
-    patient = {"resourceType": "Patient", "id": "p1", "identifier": [{"system": MPI_SYSTEM, "value": "M1"}]}
+def test_a_linked_patient_is_written_at_an_id_of_its_person_id_and_keeps_its_source_identifier() -> None:
+    patient = {"resourceType": "Patient", "id": "p1", "identifier": [{"system": PERSON_SYSTEM, "value": "M1"}]}
     condition = {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"}}
     bundle = to_transaction([{"resource": patient}, {"resource": condition}], "https://src.example/practice")
     stored_patient, stored_condition = bundle["entry"]
     assert stored_patient["request"]["url"] == person_key("M1").request_url
-    assert person_key("M1").request_url == f"Patient/hn-{uuid.uuid5(NAMESPACE, f'{MPI_SYSTEM}|M1').hex}"
+    assert person_key("M1").request_url == f"Patient/hn-{uuid.uuid5(NAMESPACE, f'{PERSON_SYSTEM}|M1').hex}"
     other_source = to_transaction([{"resource": {**patient, "id": "x9"}}], "https://src.example/dic")
     assert other_source["entry"][0]["request"]["url"] == stored_patient["request"]["url"], "one Patient per person"
     assert {"system": "https://src.example/practice", "value": "Patient/p1"} in stored_patient["resource"]["identifier"]
@@ -217,23 +224,23 @@ def test_a_second_source_keeps_the_identifiers_the_node_already_has_for_the_pers
     stored = {
         "identifier": [
             {"system": "https://src.example/dic", "value": "Patient/a"},
-            {"system": MPI_SYSTEM, "value": "M1"},
+            {"system": PERSON_SYSTEM, "value": "M1"},
         ]
     }
     arriving = {
         "resourceType": "Patient",
-        "identifier": [{"system": MPI_SYSTEM, "value": "M1"}, {"system": "k", "value": "1"}],
+        "identifier": [{"system": PERSON_SYSTEM, "value": "M1"}, {"system": "k", "value": "1"}],
     }
     merged = with_identifiers_of(arriving, stored)
     assert merged["identifier"] == [
-        {"system": MPI_SYSTEM, "value": "M1"},
+        {"system": PERSON_SYSTEM, "value": "M1"},
         {"system": "k", "value": "1"},
         {"system": "https://src.example/dic", "value": "Patient/a"},
     ]
 
 
 def test_a_persons_patient_is_written_only_over_the_version_of_the_record_it_was_merged_with() -> None:
-    patient = {"resourceType": "Patient", "id": "p1", "identifier": [{"system": MPI_SYSTEM, "value": "M1"}]}
+    patient = {"resourceType": "Patient", "id": "p1", "identifier": [{"system": PERSON_SYSTEM, "value": "M1"}]}
     condition = {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"}}
     transaction = to_transaction([{"resource": patient}, {"resource": condition}], "https://src.example/dic")
     before = copy.deepcopy(transaction)
@@ -258,15 +265,37 @@ def stored_as(entry: dict[str, Any], hapi_id: str) -> dict[str, Any]:
     return {"resource": {**entry["resource"], "id": hapi_id}}
 
 
+def honouring(*systems: str, sent: frozenset[tuple[str, str]] = frozenset()) -> Origins:
+    """Origins a receiver honours: those of the sender's own systems, and records it sent the sender before."""
+    return Origins(BASE, lambda system, value: system in systems or (system, value) in sent)
+
+
 def test_a_journey_sent_back_to_where_it_came_from_updates_the_originals_instead_of_storing_twins() -> None:
     encounter = {"resourceType": "Encounter", "id": "e1", "status": "finished", "class": {"code": "IMP"}}
-    [at_dic] = to_transaction([{"resource": encounter}], f"{BASE}/dic", BASE)["entry"]
-    [at_practice] = to_transaction([stored_as(at_dic, "123")], f"{BASE}/dic", BASE)["entry"]
-    [back_at_dic] = to_transaction([stored_as(at_practice, "456")], f"{BASE}/practice", BASE)["entry"]
+    [at_dic] = to_transaction([{"resource": encounter}], f"{BASE}/dic", honouring(f"{BASE}/dic"))["entry"]
+    [at_practice] = to_transaction([stored_as(at_dic, "123")], f"{BASE}/dic", honouring(f"{BASE}/dic"))["entry"]
+    sent = frozenset({(f"{BASE}/dic", "Encounter/e1")})  # the dic sent it to the practice, so it may come back
+    back = honouring(f"{BASE}/practice", sent=sent)
+    [back_at_dic] = to_transaction([stored_as(at_practice, "456")], f"{BASE}/practice", back)["entry"]
     assert at_dic["request"]["url"] == at_practice["request"]["url"] == back_at_dic["request"]["url"]
     assert at_dic["request"]["url"] == f"Encounter?identifier={BASE}/dic|Encounter/e1"
     # references the practice makes to its own copy (Encounter/456) still find the original at the dic
     assert {"system": f"{BASE}/practice", "value": "Encounter/456"} in back_at_dic["resource"]["identifier"]
+
+
+def test_a_peer_naming_a_record_of_this_node_it_was_never_sent_gets_its_own_copy_without_that_name() -> None:
+    condition = {"resourceType": "Condition", "id": "c9", "subject": {"reference": "Patient/p"}}
+    tampered = {**condition, "identifier": [{"system": f"{BASE}/dic", "value": "Condition/c1"}]}
+    [stored] = to_transaction([{"resource": tampered}], f"{BASE}/practice", honouring(f"{BASE}/practice"))["entry"]
+    assert stored["request"]["url"] == f"Condition?identifier={BASE}/practice|Condition/c9"
+    assert stored["resource"]["identifier"] == [{"system": f"{BASE}/practice", "value": "Condition/c9"}]
+
+
+def test_a_third_nodes_record_is_keyed_under_the_peer_that_sent_it() -> None:
+    condition = {"resourceType": "Condition", "id": "c9", "subject": {"reference": "Patient/p"}}
+    relayed = {**condition, "identifier": [{"system": f"{BASE}/research", "value": "Condition/r1"}]}
+    [stored] = to_transaction([{"resource": relayed}], f"{BASE}/practice", honouring(f"{BASE}/practice"))["entry"]
+    assert stored["request"]["url"] == f"Condition?identifier={BASE}/practice|Condition/c9"
 
 
 def test_an_origin_is_honoured_only_under_the_origin_base_and_for_the_resource_type() -> None:
@@ -274,7 +303,7 @@ def test_an_origin_is_honoured_only_under_the_origin_base_and_for_the_resource_t
     other_type = {"system": f"{BASE}/dic", "value": "Condition/c"}
     encounter = {"resourceType": "Encounter", "id": "e", "status": "finished", "class": {"code": "IMP"}}
     entry = {"resource": {**encounter, "identifier": [foreign, other_type]}}
-    [result] = to_transaction([entry], f"{BASE}/practice", BASE)["entry"]
+    [result] = to_transaction([entry], f"{BASE}/practice", honouring(f"{BASE}/dic", f"{BASE}/practice"))["entry"]
     assert result["request"]["url"] == f"Encounter?identifier={BASE}/practice|Encounter/e"
     carried = {"resource": {**encounter, "identifier": [{"system": f"{BASE}/dic", "value": "Encounter/e0"}]}}
     [extract] = to_transaction([carried], "https://hubnode.org/fhir/sid/research-extract/dic")["entry"]

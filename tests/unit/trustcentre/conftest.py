@@ -13,13 +13,31 @@ from trustcentre.app import create_app
 from trustcentre.auth import Role
 from trustcentre.settings import Settings
 
-TOKENS = {
-    "admin": frozenset(Role),
-    "connector": frozenset({Role.PSEUDONYMIZE, Role.CONSENT_READ, Role.LINKAGE}),
-    "nobody": frozenset(),
-}
 SECRET = b"k" * 32
 DOMAINS = {"study": {"prefix": "S", "length": 10}, "clinic": {}}
+PROJECTS = {"study": "study"}
+SOURCE = "https://hubnode.org/fhir/sid/source"
+#: Patient numbers of the sites the tests use (the process tests' clinic, the linkage tests' hospital).
+SITE_SYSTEMS = {"dic": ("https://clinic.example/pid", "https://ukl.example/mrn"), "practice": ()}
+CONNECTOR_ROLES = frozenset({Role.LINKAGE, Role.CONSENT_CHECK, Role.PSEUDONYMIZE})
+
+
+def connector(site: str, domains: frozenset[str] = frozenset({"study"})) -> Caller:
+    """A node's connector as the trust centre knows it: speaking for `site`, its own systems, its domains."""
+    systems = frozenset({f"{SOURCE}/{site}", *SITE_SYSTEMS.get(site, ())})
+    return Caller(f"{site}-connector", CONNECTOR_ROLES, site, systems, domains)
+
+
+CALLERS = {
+    "admin": Caller("admin", frozenset(Role)),
+    # a site's own tool that pseudonymises (not a node: not scoped to a site's persons)
+    "pseudonymizer": Caller("pseudonymizer", frozenset({Role.PSEUDONYMIZE}), domains=frozenset({"study", "clinic"})),
+    "connector": connector("dic"),
+    "dic-connector": connector("dic"),
+    "practice-connector": connector("practice", frozenset()),  # a practice sends no research data
+    "gp-connector": connector("gp"),  # another node sending for the study
+    "nobody": Caller("nobody", frozenset()),
+}
 
 
 def headers(who: str) -> dict[str, str]:
@@ -27,12 +45,13 @@ def headers(who: str) -> dict[str, str]:
 
 
 def settings(database_url: str) -> Settings:
-    callers = {token_hash(f"token-of-{name}"): Caller(name, roles) for name, roles in TOKENS.items()}
+    callers = {token_hash(f"token-of-{name}"): caller for name, caller in CALLERS.items()}
     return Settings(
         database_url=database_url,
         secret=SECRET,
         authenticator=Authenticator(callers, {}),
         domains=DOMAINS,
+        projects=PROJECTS,
         max_batch=1000,
         max_body_bytes=512 * 1024,
     )

@@ -127,12 +127,66 @@ def test_identifiers_of_two_persons_are_not_moved_but_flagged(client: TestClient
 
 def test_review_needs_its_role(client: TestClient) -> None:
     assert call(client, "$possibleMatches", who="connector").status_code == 403
-    assert (
-        call(
-            client, "$requestMPI", ident(MRN, "1"), {"name": "source", "valueString": "x"}, who="connector"
-        ).status_code
-        == 200
+    assert call(client, "$requestMPI", ident(MRN, "1"), who="connector").status_code == 200
+
+
+def node_link(client: TestClient, who: str, *parts: dict[str, Any]) -> dict[str, Any]:
+    """`$requestMPI` as a node's connector: its answer's parameters by name."""
+    response = call(client, "$requestMPI", *parts, who=who)
+    assert response.status_code == 200, response.text
+    found: dict[str, Any] = {}
+    for parameter in response.json()["parameter"]:
+        found.setdefault(parameter["name"], []).append(parameter.get("valueIdentifier", parameter.get("part")))
+    return found
+
+
+def test_a_node_speaks_for_its_own_site_only(client: TestClient) -> None:
+    response = call(
+        client, "$requestMPI", ident(MRN, "1"), {"name": "source", "valueString": "practice"}, who="dic-connector"
     )
+    assert response.status_code == 403
+    assert "speaks for 'dic', not 'practice'" in response.json()["issue"][0]["diagnostics"]
+
+
+def test_a_node_gets_its_own_id_of_a_person_never_the_mpi_and_each_node_another(client: TestClient) -> None:
+    kvnr = make_kvnr("B", "22334455")
+    at_dic = node_link(client, "dic-connector", ident(MRN, "b-1"), ident(KVNR_SYSTEM, kvnr))
+    at_gp = node_link(client, "gp-connector", ident(KVNR_SYSTEM, kvnr))
+    mpi = request_mpi(client, ident(KVNR_SYSTEM, kvnr))["mpi"]
+    assert "mpi" not in at_dic
+    [dic_id], [gp_id] = at_dic["person"], at_gp["person"]
+    assert dic_id["system"] == gp_id["system"] == "urn:hubnode:person"
+    assert len({dic_id["value"], gp_id["value"], mpi}) == 3
+    assert node_link(client, "dic-connector", ident(MRN, "b-1"))["person"] == [dic_id], "stable on every replay"
+
+
+def test_a_node_cannot_attach_another_sites_patient_number_to_a_person(client: TestClient) -> None:
+    # The attack of the security review (H1): a practice links a victim's KVNR to a number of the dic's system,
+    # so that the dic's next patient with that number would be merged into the victim.
+    victim = make_kvnr("V", "12121212")
+    request_mpi(client, ident(MRN, "victim-1"), ident(KVNR_SYSTEM, victim), source="dic")
+    answer = node_link(client, "practice-connector", ident(KVNR_SYSTEM, victim), ident(MRN, "AUDIT-4242"))
+    assert answer["ignoredIdentifier"] == [{"system": MRN, "value": "AUDIT-4242"}]
+    stranger = node_link(client, "dic-connector", ident(MRN, "AUDIT-4242"))
+    assert stranger["created"] is not None
+    victims_person = node_link(client, "dic-connector", ident(MRN, "victim-1"))["person"]
+    assert stranger["person"] != victims_person, "the dic's patient AUDIT-4242 is a person of their own"
+
+
+def test_a_foreign_identifier_naming_another_person_becomes_a_possible_match_for_review(client: TestClient) -> None:
+    first, second = make_kvnr("C", "10000001"), make_kvnr("C", "10000002")
+    request_mpi(client, ident(MRN, "c-1"), ident(KVNR_SYSTEM, first), source="dic")
+    request_mpi(client, ident(KVNR_SYSTEM, second), source="gp")
+    answer = node_link(client, "practice-connector", ident(KVNR_SYSTEM, second), ident(MRN, "c-1"))
+    assert len(answer["possibleMatch"]) == 1
+    assert [p["name"] for p in answer["possibleMatch"][0]] == ["id", "score"], "no MPI in a node's answer"
+    assert len(call(client, "$possibleMatches").json()["parameter"]) == 1
+
+
+def test_a_node_asserting_nothing_of_its_own_is_refused(client: TestClient) -> None:
+    response = call(client, "$requestMPI", ident(MRN, "only-theirs"), who="practice-connector")
+    assert response.status_code == 403
+    assert "may assert none of these identifiers" in response.json()["issue"][0]["diagnostics"]
 
 
 @pytest.mark.parametrize(

@@ -163,9 +163,9 @@ def test_requests_without_credentials_are_refused_with_401(client: TestClient) -
 
 
 def test_de_pseudonymisation_needs_its_own_role(client: TestClient) -> None:
-    created = pairs(call(client, "$pseudonymizeAllowCreate", request("study", "r"), who="connector"))
-    response = call(client, "$dePseudonymize", request("study", created["r"], name="pseudonym"), who="connector")
-    assert outcome(response, 403) == "caller 'connector' lacks the role 'depseudonymize' for this operation"
+    created = pairs(call(client, "$pseudonymizeAllowCreate", request("study", "r"), who="pseudonymizer"))
+    response = call(client, "$dePseudonymize", request("study", created["r"], name="pseudonym"), who="pseudonymizer")
+    assert outcome(response, 403) == "caller 'pseudonymizer' lacks the role 'depseudonymize' for this operation"
     assert outcome(call(client, "$pseudonymize", request("study", "r"), who="nobody"), 403).startswith(
         "caller 'nobody'"
     )
@@ -228,10 +228,12 @@ def test_every_operation_is_audited_with_caller_subject_and_purpose(client: Test
         client.post(
             f"{GPAS}/$pseudonymizeAllowCreate",
             content=json.dumps(request("study", "audited")),
-            headers={**headers("connector"), "X-Hubnode-Purpose": "project-7"},
+            headers={**headers("pseudonymizer"), "X-Hubnode-Purpose": "research/study"},
         )
     )
-    call(client, "$dePseudonymize", request("study", created["audited"], name="pseudonym"), who="connector")  # refused
+    call(
+        client, "$dePseudonymize", request("study", created["audited"], name="pseudonym"), who="pseudonymizer"
+    )  # refused
     events = client.get(
         "/ttp-fhir/fhir/AuditEvent", params={"entity-name": created["audited"]}, headers=headers("admin")
     )
@@ -239,14 +241,17 @@ def test_every_operation_is_audited_with_caller_subject_and_purpose(client: Test
     [event] = [e["resource"] for e in events.json()["entry"]]
     assert event["resourceType"] == "AuditEvent"
     assert event["subtype"][0]["code"] == "$pseudonymizeAllowCreate"
-    assert event["agent"][0]["who"]["display"] == "connector"
+    assert event["agent"][0]["who"]["display"] == "pseudonymizer"
     assert event["outcome"] == "0"
-    assert event["purposeOfEvent"][0]["coding"][0]["code"] == "project-7"
+    assert event["purposeOfEvent"][0]["coding"] == [
+        {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HRESCH"},
+        {"system": "urn:hubnode:project", "code": "study"},
+    ]
     assert {e["what"]["identifier"]["value"] for e in event["entity"]} == {"audited", created["audited"]}
     refused = client.get("/ttp-fhir/fhir/AuditEvent", params={"date": "ge2000-01-01"}, headers=headers("admin")).json()
     assert [e["resource"]["outcome"] for e in refused["entry"]] == ["0", "4"]
-    assert outcome(client.get("/ttp-fhir/fhir/AuditEvent", headers=headers("connector")), 403).startswith(
-        "caller 'connector'"
+    assert outcome(client.get("/ttp-fhir/fhir/AuditEvent", headers=headers("pseudonymizer")), 403).startswith(
+        "caller 'pseudonymizer'"
     )
 
 
@@ -285,3 +290,55 @@ def test_concurrent_allow_create_of_one_original_yields_one_pseudonym(database_u
         results = set(pool.map(create, range(32)))
     assert len(results) == 1
     assert stored_pairs(database_url) == 1
+
+
+def person_id(client: TestClient, who: str, kvnr: str) -> str:
+    """The id the node of `who` knows the person with this KVNR by."""
+    body = {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "identifier", "valueIdentifier": {"system": KVNR, "value": kvnr}}],
+    }
+    response = client.post("/ttp-fhir/fhir/epix/$requestMPI", content=json.dumps(body), headers=headers(who))
+    assert response.status_code == 200, response.text
+    [person] = [p["valueIdentifier"]["value"] for p in response.json()["parameter"] if p["name"] == "person"]
+    return str(person)
+
+
+KVNR = "http://fhir.de/sid/gkv/kvid-10"
+SOMEONE = "A123456780"
+
+
+def test_a_node_pseudonymises_the_persons_it_was_given_and_every_node_gets_the_same_pseudonym(
+    client: TestClient,
+) -> None:
+    at_dic, at_gp = person_id(client, "dic-connector", SOMEONE), person_id(client, "gp-connector", SOMEONE)
+    from_dic = pairs(call(client, "$pseudonymizeAllowCreate", request("study", at_dic), who="dic-connector"))
+    from_gp = pairs(call(client, "$pseudonymizeAllowCreate", request("study", at_gp), who="gp-connector"))
+    assert from_dic[at_dic] == from_gp[at_gp], "one person, one pseudonym in the domain, whichever node sends"
+
+
+def test_a_node_cannot_pseudonymise_an_original_it_was_not_given(client: TestClient) -> None:
+    at_gp = person_id(client, "gp-connector", SOMEONE)
+    response = call(client, "$pseudonymizeAllowCreate", request("study", at_gp, "MPI-GUESSED"), who="dic-connector")
+    assert errors(response) == [(at_gp, "unknown-original"), ("MPI-GUESSED", "unknown-original")]
+
+
+def test_a_practice_cannot_reach_a_research_projects_domain(client: TestClient) -> None:
+    # The re-identification chain of the security review (H3): KVNR -> linkage -> pseudonym in a project domain.
+    at_practice = person_id(client, "practice-connector", SOMEONE)
+    response = call(client, "$pseudonymize", request("study", at_practice), who="practice-connector")
+    assert outcome(response, 403) == "caller 'practice-connector' may not use domain 'study'; its domains: none"
+    assert outcome(call(client, "$dePseudonymize", request("study", "x"), who="dic-connector"), 403).startswith(
+        "caller 'dic-connector' lacks the role 'depseudonymize'"
+    )
+
+
+def test_a_purpose_must_be_one_the_node_knows_and_fit_what_is_done(client: TestClient) -> None:
+    body = json.dumps(request("study", "r"))
+    for claim, status in (("research/study", 200), ("research/other-study", 400), ("treatment", 400), ("x" * 300, 400)):
+        answer = client.post(
+            f"{GPAS}/$pseudonymizeAllowCreate",
+            content=body,
+            headers={**headers("pseudonymizer"), "X-Hubnode-Purpose": claim},
+        )
+        assert answer.status_code == status, (claim, answer.text)

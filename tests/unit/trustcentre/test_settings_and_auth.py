@@ -9,7 +9,6 @@ import pytest
 
 from servicekit.auth import token_hash
 from servicekit.config import ConfigError
-from servicekit.fhir import FhirError
 from trustcentre.__main__ import main
 from trustcentre.auth import Role
 from trustcentre.settings import Settings, authenticator_from_config
@@ -70,7 +69,11 @@ def test_a_short_secret_is_refused(tmp_path: Path) -> None:
         ),
         (
             {"callers": [{"name": "a", "roles": []}]},
-            "TC_CALLERS_FILE: callers[0]: needs token_sha256 or certificate_subject",
+            "TC_CALLERS_FILE: callers[0]: needs token_sha256, or certificate: true with a site",
+        ),
+        (
+            {"callers": [{"name": "a", "roles": [], "certificate_subject": "CN=a"}]},
+            "TC_CALLERS_FILE: callers[0]: unknown keys ['certificate_subject']",
         ),
     ],
 )
@@ -86,16 +89,3 @@ def test_the_service_exits_2_naming_the_variable(
     monkeypatch.delenv("TC_SECRET_FILE", raising=False)
     assert main() == 2
     assert "trustcentre: configuration error: TC_SECRET_FILE is not set" in capsys.readouterr().err
-
-
-def test_a_certificate_subject_authenticates_only_through_the_configured_header() -> None:
-    config = {
-        "callers": [{"name": "dic-connector", "certificate_subject": "CN=dic.hub.example", "roles": ["pseudonymize"]}]
-    }
-    authenticator = authenticator_from_config(config, "x-client-subject")
-    assert authenticator.authenticate({"x-client-subject": "CN=dic.hub.example"}).name == "dic-connector"
-    with pytest.raises(FhirError, match="client certificate subject 'CN=evil' is not a known caller"):
-        authenticator.authenticate({"x-client-subject": "CN=evil"})
-    without_header = authenticator_from_config(config, None)
-    with pytest.raises(FhirError, match="authenticate with 'Authorization: Bearer"):
-        without_header.authenticate({"x-client-subject": "CN=dic.hub.example"})

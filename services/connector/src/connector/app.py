@@ -27,10 +27,13 @@ from starlette.routing import BaseRoute, Route
 
 from connector import audit, process_api
 from connector.auth import Role
+from connector.capability import capability_statement
 from connector.db import audit_log, connect
 from connector.handling import Done, handled
 from connector.hapi import HapiClient
 from connector.ingest import Ingester, IngestResult
+from connector.read_audit import patients_read
+from connector.sent_records import sent_to
 from connector.settings import Settings
 from connector.transform import bundle_from_ndjson
 from connector.trustcentre_client import TrustCentreClient
@@ -38,6 +41,7 @@ from connector.upstream import UpstreamUnavailable
 from connector.validation import InvalidInput, Problem, bundle_entries
 from servicekit.auth import Caller
 from servicekit.fhir import FHIR_JSON, FhirError, parse_json_resource
+from servicekit.purpose import OPERATIONS, PURPOSE_HEADER, TREATMENT, claimed
 from servicekit.web import (
     fhir_response,
     http_exception_handler,
@@ -67,7 +71,9 @@ def create_app(
         certificate=settings.client_certificate,
         transport=trustcentre_transport,
     )
-    ingester = Ingester(hapi, trustcentre, settings.source_system)
+    ingester = Ingester(
+        hapi, trustcentre, settings.source_system, settings.site, lambda peer, keys: sent_to(engine, peer, keys)
+    )
     api = Api(settings, hapi, ingester)
 
     async def health(_request: Request) -> Response:
@@ -81,6 +87,7 @@ def create_app(
         Route("/fhir", handled(audit.INGEST, Role.INGEST, api.ingest_bundle, engine), methods=["POST"]),
         Route("/fhir/$import", handled(audit.IMPORT, Role.INGEST, api.import_ndjson, engine), methods=["POST"]),
         Route("/fhir/AuditEvent", audit_log.endpoint(engine, Role.AUDIT_READ)),
+        Route("/fhir/metadata", api.capability_statement),
         Route("/fhir", handled(audit.READ, Role.READ, api.read, engine)),
         Route("/fhir/{type}", handled(audit.READ, Role.READ, api.read, engine)),
         Route("/fhir/{type}/{id}", handled(audit.READ, Role.READ, api.read, engine)),
@@ -117,7 +124,7 @@ class Api:
         entries = bundle_entries(parse_json_resource(body, "Bundle"), self.settings.max_entries)
         result = await self.ingester.ingest(entries, self.settings.site)
         LOG.info("%s ingested %d entries", caller.name, len(entries))
-        return self._ingested(request, result)
+        return self._ingested(request, result, self._purpose(request, OPERATIONS))
 
     async def import_ndjson(self, request: Request, caller: Caller) -> Done:
         """`POST /fhir/$import`: one resource per line; problems name the line."""
@@ -128,13 +135,18 @@ class Api:
         entries = bundle_entries(bundle, self.settings.max_entries)
         result = await self.ingester.ingest(entries, self.settings.site, lambda index: f"line {lines[index]}")
         LOG.info("%s imported %d lines", caller.name, len(entries))
-        return self._ingested(request, result)
+        return self._ingested(request, result, self._purpose(request, OPERATIONS))
 
     async def read(self, request: Request, _caller: Caller) -> Done:
-        """`GET /fhir/<Type>[/<id>][?search]` (and result pages, `GET /fhir?_getpages=...`) from HAPI."""
+        """`GET /fhir/<Type>[/<id>][?search]` (and result pages, `GET /fhir?_getpages=...`) from HAPI.
+
+        Repeated search parameters pass as they came (`birthdate=ge..&birthdate=le..` is a range). The
+        audit names the patients the answer holds or refers to, and the search that found them.
+        """
         kind, resource_id = request.path_params.get("type"), request.path_params.get("id")
-        params = dict(request.query_params)
-        if kind is None and "_getpages" not in params:
+        purpose = self._purpose(request, TREATMENT)
+        params = request.query_params.multi_items()
+        if kind is None and "_getpages" not in request.query_params:
             raise FhirError(405, "not-supported", "GET /fhir serves result pages (_getpages) only; name a type")
         if kind is not None and not _TYPE.fullmatch(kind):
             raise FhirError(400, "invalid", f"{kind!r} is not a resource type", ("type",))
@@ -148,17 +160,30 @@ class Api:
             raise UpstreamUnavailable(f"HAPI answered {answer.status_code} to GET {path} without JSON") from None
         if not isinstance(resource, dict):
             raise UpstreamUnavailable(f"HAPI answered GET {path} with JSON that is not a resource")
-        return Done(fhir_response(self._public(request, resource), answer.status_code))
+        subjects = patients_read(resource)
+        return Done(fhir_response(self._public(request, resource), answer.status_code), subjects, purpose=purpose)
 
-    def _ingested(self, request: Request, result: IngestResult) -> Done:
+    async def capability_statement(self, _request: Request) -> Response:
+        """`GET /fhir/metadata`: what this FHIR endpoint does, for any client (no caller needed)."""
+        return fhir_response(capability_statement(self.settings.site))
+
+    def _ingested(self, request: Request, result: IngestResult, purpose: str) -> Done:
         """HAPI's transaction-response, and a `Server-Timing` header saying where the time went."""
         response = fhir_response(self._public(request, result.response))
         response.headers["Server-Timing"] = result.timing.header()
-        return Done(response, result.mpi_ids)
+        return Done(response, result.person_ids, purpose=purpose)
+
+    def _purpose(self, request: Request, derived: str) -> str:
+        """What the request serves: derived from it, or a caller's consistent claim (`X-Hubnode-Purpose`)."""
+        return claimed(request.headers.get(PURPOSE_HEADER), self.settings.projects, derived)
 
     def _public(self, request: Request, resource: dict[str, Any]) -> dict[str, Any]:
-        """HAPI's answer with its internal URLs replaced by the connector's, which callers can follow."""
-        return _rebased(resource, self.hapi.base_url, str(request.base_url).rstrip("/") + "/fhir")
+        """HAPI's answer with its internal URLs replaced by the node's public ones, which callers can follow.
+
+        The node's configured public base, never the request's `Host` (a forged one would be reflected).
+        """
+        public = self.settings.public_url or str(request.base_url).rstrip("/")
+        return _rebased(resource, self.hapi.base_url, f"{public}/fhir")
 
 
 def _require_content_type(request: Request, accepted: Sequence[str]) -> None:

@@ -8,7 +8,7 @@ Task itself is stored as JSON, so a new process needs no migration.
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, Connection, DateTime, Engine, Index, MetaData, String, Table, func
+from sqlalchemy import JSON, Column, Connection, Date, DateTime, Engine, Index, Integer, MetaData, String, Table, func
 
 from servicekit import db as servicekit_db
 from servicekit.audit import AuditLog
@@ -50,12 +50,39 @@ received_tasks = Table(
 )
 
 
+#: Records of this node sent to a peer (by origin key): what the peer may send back as an update of them.
+sent_records = Table(
+    "sent_records",
+    metadata,
+    Column("peer", String(64), primary_key=True),
+    Column("system", String(255), primary_key=True),
+    Column("value", String(255), primary_key=True),
+    Column("sent", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+#: Feasibility questions answered per requester and day: the budget that bounds counting by differences.
+feasibility_budget = Table(
+    "feasibility_budget",
+    metadata,
+    Column("requester", String(255), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("answered", Integer, nullable=False),
+)
+
+
 def _v1_create_tables(connection: Connection) -> None:
     metadata.create_all(connection)
 
 
+def _v2_federation_authorisation(connection: Connection) -> None:
+    """Tables of the sent-records ledger and the feasibility budget; reads audit their query."""
+    sent_records.create(connection, checkfirst=True)
+    feasibility_budget.create(connection, checkfirst=True)
+    audit_log.add_query_column(connection)
+
+
 #: Ordered schema steps; append, never edit a released one.
-MIGRATIONS: tuple[Migration, ...] = (_v1_create_tables,)
+MIGRATIONS: tuple[Migration, ...] = (_v1_create_tables, _v2_federation_authorisation)
 
 
 def connect(url: str) -> Engine:

@@ -2,21 +2,29 @@
 
 The criteria travel as Task inputs (docs/federation.md); each answering node counts distinct patients in
 its own HAPI and reports counts of 1-4 only as `<5`, since a count that small can single a patient out.
-The asking node adds up the exact counts and says whether any node's count was obfuscated.
+Larger counts leave rounded down to a multiple of the granularity (5: `5-9`, `10-14`, ...): otherwise two
+questions that differ by a little (born before 1956, or not) give exact counts whose difference is a
+count of 1-4 after all. A requester also gets only so many questions a day (the budget), so it cannot
+walk a boundary question by question. The asking node adds up the lower bounds it was told.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import Engine, select, update
+
+from connector.db import feasibility_budget
 from connector.tasks import Values, output, parameter
+from servicekit.db import insert_ignoring_conflicts
 from servicekit.fhir import FhirError
 
 ICD10GM_SYSTEM = "http://fhir.de/CodeSystem/bfarm/icd-10-gm"
 GENDERS = ("male", "female", "other", "unknown")
-SMALLEST_EXACT = 5
+SMALLEST_SHOWN = 5
 
 
 @dataclass(frozen=True)
@@ -100,42 +108,76 @@ def count_patients(resources: Iterable[Mapping[str, Any]], criteria: Criteria) -
 
 @dataclass(frozen=True)
 class NodeCount:
-    """One node's answer: an exact count (0 or at least 5) or None when it was 1-4."""
+    """One node's answer: a count rounded down to the granularity (0, or at least 5), or None when it was 1-4."""
 
     site: str
     count: int | None
+    granularity: int = SMALLEST_SHOWN
 
     @property
     def label(self) -> str:
-        """`<site>:<n>` or `<site>:<5`."""
-        return f"{self.site}:{'<5' if self.count is None else self.count}"
+        """`<site>:0`, `<site>:<5`, or the band the count lies in, `<site>:5-9`."""
+        if self.count is None:
+            return f"{self.site}:<{SMALLEST_SHOWN}"
+        if self.count == 0 or self.granularity == 1:
+            return f"{self.site}:{self.count}"
+        return f"{self.site}:{self.count}-{self.count + self.granularity - 1}"
 
 
-def obfuscate(site: str, count: int) -> NodeCount:
-    """A node's count as it may leave the node: 1-4 become `<5`, 0 stays 0."""
-    return NodeCount(site, None if 0 < count < SMALLEST_EXACT else count)
+@dataclass(frozen=True)
+class FeasibilityPolicy:
+    """How this node lets counts leave: rounded down to `granularity`, at most `daily_budget` questions a requester."""
+
+    granularity: int = SMALLEST_SHOWN
+    daily_budget: int = 200
+
+    def obfuscate(self, site: str, count: int) -> NodeCount:
+        """A count as it may leave the node: 1-4 become `<5`, 0 stays 0, the rest rounds down to the granularity."""
+        if 0 < count < SMALLEST_SHOWN:
+            return NodeCount(site, None, self.granularity)
+        return NodeCount(site, count - count % self.granularity, self.granularity)
+
+
+def spend_budget(engine: Engine, requester: str, policy: FeasibilityPolicy) -> bool:
+    """Count one question of `requester` today; False (and nothing counted) once its budget is used up."""
+    today = datetime.now(UTC).date()
+    key = (feasibility_budget.c.requester == requester) & (feasibility_budget.c.day == today)
+    with engine.begin() as connection:
+        insert_ignoring_conflicts(
+            connection, feasibility_budget, [{"requester": requester, "day": today, "answered": 0}]
+        )
+        answered = connection.execute(select(feasibility_budget.c.answered).where(key)).scalar_one()
+        if answered >= policy.daily_budget:
+            return False
+        connection.execute(update(feasibility_budget).where(key).values(answered=feasibility_budget.c.answered + 1))
+    return True
 
 
 def answer_outputs(node: NodeCount) -> list[dict[str, Any]]:
-    """The answering node's Task outputs."""
-    found = [output("node-count", "valueString", node.label), output("obfuscated", "valueBoolean", node.count is None)]
+    """The answering node's Task outputs: the rounded count (not when under 5), its band, the granularity."""
+    found = [
+        output("node-count", "valueString", node.label),
+        output("obfuscated", "valueBoolean", node.count is None),
+        output("granularity", "valueInteger", node.granularity),
+    ]
     if node.count is not None:
         found.insert(0, output("count", "valueInteger", node.count))
     return found
 
 
-def from_answer(site: str, outputs: Values) -> NodeCount:
-    """A peer's answer read back; an exact count under 5 from a careless peer is obfuscated here too."""
+def from_answer(site: str, outputs: Values, policy: FeasibilityPolicy) -> NodeCount:
+    """A peer's answer read back; a careless peer's small or unrounded count is obfuscated here too."""
     if outputs.boolean("obfuscated"):
-        return NodeCount(site, None)
+        return NodeCount(site, None, policy.granularity)
     count = outputs.integer("count", required=True)
     if count is None or count < 0:
         raise FhirError(502, "invalid", f"peer {site!r} answered feasibility with count {count!r}")
-    return obfuscate(site, count)
+    granularity = outputs.integer("granularity") or policy.granularity
+    return FeasibilityPolicy(max(granularity, policy.granularity), policy.daily_budget).obfuscate(site, count)
 
 
 def aggregate_outputs(nodes: Sequence[NodeCount]) -> list[dict[str, Any]]:
-    """The asking node's outputs: the exact sum, each node's count, whether any count was obfuscated."""
+    """The asking node's outputs: the sum of what the nodes said (rounded), each node's count, any obfuscated."""
     total = sum(node.count for node in nodes if node.count is not None)
     return [
         output("count", "valueInteger", total),

@@ -30,10 +30,15 @@ LOG = logging.getLogger("connector")
 
 @dataclass(frozen=True)
 class Done:
-    """What an endpoint's work produced: the answer and the audit subjects (patients' MPI ids)."""
+    """What an endpoint's work produced: the answer, and for the audit whom it was about, what was asked, why.
+
+    `subjects` are this node's person ids of the patients, and `Patient/<id>` of those only referenced.
+    """
 
     response: Response
     subjects: Sequence[str] = ()
+    query: str = ""
+    purpose: str | None = None
 
 
 Work = Callable[[Request, Caller], Awaitable[Done]]
@@ -47,12 +52,14 @@ def handled(operation: str, role: Role, work: Work, engine: Engine) -> Endpoint:
         caller_name = "anonymous"
         outcome, detail = "success", f"{request.method} {request.url.path}"
         subjects: tuple[str, ...] = ()
+        query, purpose = request.url.query, None
         try:
             caller = authenticate(request)
             caller_name = caller.name
             caller.require(role)
             done = await work(request, caller)
-            response, subjects = done.response, tuple(done.subjects)
+            response, subjects, purpose = done.response, tuple(done.subjects), done.purpose
+            query = done.query or query
         except FhirError as error:
             outcome, detail, response = "refused", str(error), error_response(error)
         except InvalidInput as invalid:
@@ -66,7 +73,7 @@ def handled(operation: str, role: Role, work: Work, engine: Engine) -> Endpoint:
         except Exception as unexpected:  # noqa: BLE001 -- any failure becomes a 500 naming a log reference
             response, reference = internal_error_response(LOG, operation, unexpected)
             outcome, detail = "failed", f"reference {reference}"
-        entry = AuditRecord(caller_name, operation, subjects, outcome, detail=detail)
+        entry = AuditRecord(caller_name, operation, subjects, outcome, purpose, detail, query)
         await run_in_threadpool(audit.record_alone, engine, entry)
         return response
 

@@ -131,9 +131,12 @@ class HapiClient:
             raise UpstreamUnavailable(f"HAPI's count of {resource_type} carried no total")
         return total
 
-    async def get(self, path: str, params: Mapping[str, str] | None = None) -> httpx.Response:
-        """A raw GET below the base (for the read proxy): HAPI's answer, unless it failed (5xx)."""
-        response = await self._send("GET", path, params=params)
+    async def get(self, path: str, params: Sequence[tuple[str, str]] = ()) -> httpx.Response:
+        """A raw GET below the base (for the read proxy): HAPI's answer, unless it failed (5xx).
+
+        `params` as pairs, so a parameter given twice (a date range) reaches HAPI twice.
+        """
+        response = await self._send("GET", path, params=list(params))
         if response.status_code >= 500:
             raise UpstreamUnavailable(f"HAPI answered {response.status_code} to GET {path}")
         return response

@@ -2,25 +2,36 @@
 
 All-or-nothing: nothing is written unless every entry is valid, and then everything is written in
 one HAPI transaction (atomic). Linkage at the trust centre comes first and is idempotent (the same
-identifiers give the same MPI id), so a failure after it leaves nothing that a retry would duplicate.
+identifiers give the same person id), so a failure after it leaves nothing that a retry would duplicate.
 A person's Patient is merged with the node's record of them (as this connector last wrote it, else
 read) and written only over that version (`ifMatch`): two sources ingesting the same person at once
 cannot drop each other's identifiers; the one HAPI refuses reads the record and tries again.
+
+What a peer sends is keyed under the peer, except records of this node it sent that peer before
+(`connector.sent_records`): a peer cannot overwrite what another node, or this one, holds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
 from connector.hapi import HapiClient, Read
 from connector.known_persons import KnownPersons
-from connector.transform import person_key, source_id, source_system, to_transaction
-from connector.trustcentre_client import MPI_SYSTEM, TrustCentreClient
+from connector.transform import (
+    PERSON_SYSTEM,
+    Origins,
+    first_origin,
+    person_key,
+    source_id,
+    source_system,
+    to_transaction,
+)
+from connector.trustcentre_client import TrustCentreClient
 from connector.upstream import UpstreamRefused, diagnostics
 from connector.validation import InvalidInput, KnownFit, Locate, Problem, bundle_location, validate
 from servicekit.timing import ServerTiming
@@ -28,10 +39,10 @@ from servicekit.timing import ServerTiming
 
 @dataclass(frozen=True)
 class IngestResult:
-    """HAPI's transaction-response, the MPI ids of the patients ingested (for the audit), where time went."""
+    """HAPI's transaction-response, the ids of the persons ingested (for the audit), where time went."""
 
     response: dict[str, Any]
-    mpi_ids: tuple[str, ...]
+    person_ids: tuple[str, ...]
     timing: ServerTiming
 
 
@@ -44,26 +55,34 @@ RETRY_JITTER_S = 0.05
 #: Identifier system of what research extracts from a site are stored under at the receiving node.
 EXTRACT_SYSTEM_BASE = "https://hubnode.org/fhir/sid/research-extract/"
 
+#: Which of a peer's origin keys (system, value) under this node's own origin were sent to that peer.
+SentTo = Callable[[str, Sequence[tuple[str, str]]], frozenset[tuple[str, str]]]
+
 
 @dataclass(frozen=True)
 class Ingester:
-    """Ingests entries sent by one source (`site`) into the node's HAPI; remembers fit resources, persons' records."""
+    """Ingests entries sent by a source into the node's HAPI; remembers fit resources, persons' records.
+
+    `site` is this node; `sent_to` answers which of this node's records went to a peer before.
+    """
 
     hapi: HapiClient
     trustcentre: TrustCentreClient
     source_system_base: str
+    site: str
+    sent_to: SentTo
     known_fit: KnownFit = field(default_factory=KnownFit)
     known_persons: KnownPersons = field(default_factory=KnownPersons)
 
     async def ingest(
         self,
         entries: Sequence[Mapping[str, Any]],
-        site: str,
+        sender: str,
         locate: Locate = bundle_location,
         *,
         pseudonymised: bool = False,
     ) -> IngestResult:
-        """Store `entries` as sent by `site`; InvalidInput (nothing written) if any entry is unfit.
+        """Store `entries` as sent by `sender` (this node's site, or a peer's); InvalidInput if any is unfit.
 
         A `pseudonymised` research extract is not linked at the trust centre (it names nobody) and is
         keyed under EXTRACT_SYSTEM_BASE, so no source system's identifier reaches a research node.
@@ -75,24 +94,25 @@ class Ingester:
             raise InvalidInput(problems)
         searchable = await self.hapi.searchable_by_identifier()
         if pseudonymised:
-            system = f"{EXTRACT_SYSTEM_BASE}{site}"
+            system = f"{EXTRACT_SYSTEM_BASE}{sender}"
             with timing.phase("prepare"):
                 transaction = to_transaction(entries, system, searchable=searchable)
             with timing.phase("store"):
                 response = await self.hapi.transaction(transaction)
             return IngestResult(response, (), timing)
-        system = source_system(self.source_system_base, site)
+        system = source_system(self.source_system_base, sender)
         with timing.phase("link"):
-            mpis = await self._link(entries, system, locate)
+            persons = await self._link(entries, sender, locate)
         linked = [
-            {**entry, "resource": with_mpi(entry["resource"], mpis[index])} if index in mpis else entry
+            {**entry, "resource": with_person(entry["resource"], persons[index])} if index in persons else entry
             for index, entry in enumerate(entries)
         ]
-        records = {index: known for index, mpi in mpis.items() if (known := self.known_persons.recall(mpi))}
-        unknown = {index: mpi for index, mpi in mpis.items() if index not in records}
+        origins = await asyncio.to_thread(self._origins, entries, sender)
+        records = {index: known for index, person in persons.items() if (known := self.known_persons.recall(person))}
+        unknown = {index: person for index, person in persons.items() if index not in records}
         with timing.phase("prepare"):  # records not remembered are read while the transaction is made
             transaction, read = await asyncio.gather(
-                asyncio.to_thread(to_transaction, linked, system, self.source_system_base, searchable),
+                asyncio.to_thread(to_transaction, linked, system, origins, searchable),
                 self._records(unknown),
             )
         records.update(read)
@@ -105,47 +125,63 @@ class Ingester:
             except UpstreamRefused as refused:
                 if refused.status != HTTPStatus.CONFLICT:
                     raise
-                for mpi in mpis.values():
-                    self.known_persons.forget(mpi)
+                for person in persons.values():
+                    self.known_persons.forget(person)
                 if attempt == PERSON_WRITE_ATTEMPTS:
                     raise
             else:
-                self._remember(mpis, guarded, response)
-                return IngestResult(response, tuple(mpis.values()), timing)
+                self._remember(persons, guarded, response)
+                return IngestResult(response, tuple(persons.values()), timing)
             await asyncio.sleep(random.uniform(0, RETRY_JITTER_S * attempt))  # noqa: S311 -- jitter, not a secret
             attempt += 1
             with timing.phase("prepare"):
-                records = await self._records(mpis)
+                records = await self._records(persons)
 
-    def _remember(self, mpis: Mapping[int, str], written: Mapping[str, Any], response: Mapping[str, Any]) -> None:
+    def _origins(self, entries: Sequence[Mapping[str, Any]], sender: str) -> Origins:
+        """The origins honoured for `sender`: any from this node's own sources; from a peer, its own and round trips."""
+        base = self.source_system_base
+        if sender == self.site:
+            return Origins(base, lambda _system, _value: True)
+        own, theirs = source_system(base, self.site), source_system(base, sender)
+        carried = [first_origin(entry["resource"], base) for entry in entries]
+        returning = self.sent_to(sender, [(key.system, key.value) for key in carried if key and key.system == own])
+        return Origins(base, lambda system, value: system == theirs or (system, value) in returning)
+
+    def _remember(self, persons: Mapping[int, str], written: Mapping[str, Any], response: Mapping[str, Any]) -> None:
         """Remember each person's Patient as written, at the version HAPI's answer names for it."""
         answers = response.get("entry", [])
-        for index, mpi in mpis.items():
+        for index, person in persons.items():
             entry = answers[index] if index < len(answers) else None
             answer = entry.get("response") if isinstance(entry, dict) else None
             if isinstance(answer, dict):
-                self.known_persons.remember(mpi, written["entry"][index]["resource"], answer)
+                self.known_persons.remember(person, written["entry"][index]["resource"], answer)
             else:
-                self.known_persons.forget(mpi)
+                self.known_persons.forget(person)
 
-    async def _records(self, mpis: Mapping[int, str]) -> dict[int, Read]:
+    async def _records(self, persons: Mapping[int, str]) -> dict[int, Read]:
         """Entry index -> the node's record of that entry's person."""
-        records = await asyncio.gather(*(self.hapi.read(person_key(mpi).request_url) for mpi in mpis.values()))
-        return dict(zip(mpis, records, strict=True))
+        records = await asyncio.gather(*(self.hapi.read(person_key(person).request_url) for person in persons.values()))
+        return dict(zip(persons, records, strict=True))
 
-    async def _link(self, entries: Sequence[Mapping[str, Any]], system: str, locate: Locate) -> dict[int, str]:
-        """Entry index -> MPI id of each Patient, linked at the trust centre by the source's identifier for it."""
-        mpis: dict[int, str] = {}
+    async def _link(self, entries: Sequence[Mapping[str, Any]], sender: str, locate: Locate) -> dict[int, str]:
+        """Entry index -> this node's id of each Patient's person, linked at the trust centre.
+
+        Each record is linked by an identifier in this node's own source system, which it may assert:
+        the source's id for the record, and for a peer's record also the peer's name (`<peer>/Patient/<id>`).
+        """
+        own = source_system(self.source_system_base, self.site)
+        prefix = "" if sender == self.site else f"{sender}/"
+        persons: dict[int, str] = {}
         for index, entry in enumerate(entries):
             if entry["resource"]["resourceType"] != "Patient":
                 continue
-            source_identifier = (system, f"Patient/{source_id(entry)}")
+            key = (own, f"{prefix}Patient/{source_id(entry)}")
             try:
-                mpis[index] = await self.trustcentre.request_mpi(entry["resource"], source_identifier)
+                persons[index] = await self.trustcentre.person_id(entry["resource"], key)
             except UpstreamRefused as refused:
                 problem = Problem(locate(index), f"the trust centre refused to link it: {diagnostics(refused.outcome)}")
                 raise InvalidInput([problem]) from refused
-        return mpis
+        return persons
 
 
 def with_person_records(transaction: Mapping[str, Any], records: Mapping[int, Read]) -> dict[str, Any]:
@@ -186,7 +222,7 @@ def with_identifiers_of(patient: dict[str, Any], stored: Mapping[str, Any]) -> d
     return {**patient, "identifier": identifiers}
 
 
-def with_mpi(patient: Mapping[str, Any], mpi: str) -> dict[str, Any]:
-    """`patient` with its MPI id as the one identifier of the MPI system."""
-    identifiers = [i for i in patient.get("identifier", []) if i.get("system") != MPI_SYSTEM]
-    return {**patient, "identifier": [*identifiers, {"system": MPI_SYSTEM, "value": mpi}]}
+def with_person(patient: Mapping[str, Any], person: str) -> dict[str, Any]:
+    """`patient` with this node's id of the person as its one identifier of the person system."""
+    identifiers = [i for i in patient.get("identifier", []) if i.get("system") != PERSON_SYSTEM]
+    return {**patient, "identifier": [*identifiers, {"system": PERSON_SYSTEM, "value": person}]}

@@ -13,7 +13,7 @@ CAPACITY = 10_000
 
 
 class KnownPersons:
-    """The node's record of each person (by MPI id) as this connector last wrote it, least recently used forgotten.
+    """The node's record of each person (by person id) as this connector last wrote it, least recently used forgotten.
 
     Every ingest of a person merges their Patient with the node's record of them; remembering the
     record spares reading it first. It is only ever a guess: the write names the remembered version
@@ -26,23 +26,23 @@ class KnownPersons:
         """Remember up to `capacity` persons."""
         self._records: Lru[str, Read] = Lru(capacity)
 
-    def recall(self, mpi: str) -> Read | None:
-        """The record of `mpi` as last written here, None if it is not remembered."""
-        return self._records.get(mpi)
+    def recall(self, person: str) -> Read | None:
+        """The record of `person` as last written here, None if it is not remembered."""
+        return self._records.get(person)
 
-    def remember(self, mpi: str, written: Mapping[str, Any], response: Mapping[str, Any]) -> None:
+    def remember(self, person: str, written: Mapping[str, Any], response: Mapping[str, Any]) -> None:
         """Remember the Patient `written` in a transaction at the version its entry's `response` names."""
         identifiers = written.get("identifier", [])
         version = written_version(response)
         if version is None or _holds_reference(identifiers):
-            self._records.forget(mpi)
+            self._records.forget(person)
             return
         record = {"resourceType": "Patient", "identifier": identifiers, "meta": {"versionId": version}}
-        self._records.put(mpi, Read(record))
+        self._records.put(person, Read(record))
 
-    def forget(self, mpi: str) -> None:
-        """Drop what is remembered of `mpi` (it changed elsewhere)."""
-        self._records.forget(mpi)
+    def forget(self, person: str) -> None:
+        """Drop what is remembered of `person` (it changed elsewhere)."""
+        self._records.forget(person)
 
 
 def written_version(response: Mapping[str, Any]) -> str | None:

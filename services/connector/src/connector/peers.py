@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 
-from connector.allowlist import Peer
 from connector.settings import ClientCertificate
 from connector.tasks import ProcessTask, parse_task
+from servicekit.allowlist import Peer
 from servicekit.fhir import FHIR_JSON, FhirError
 
 TIMEOUT = httpx.Timeout(120.0, connect=10.0)

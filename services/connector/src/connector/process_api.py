@@ -21,7 +21,7 @@ from starlette.routing import Route
 from connector import processes
 from connector.auth import Role
 from connector.handling import Done, handled
-from connector.ingest import Ingester
+from connector.ingest import Ingester, IngestResult
 from connector.peers import TIMEOUT, PeerClient
 from connector.processes import Ingest, Node
 from connector.settings import Settings
@@ -53,25 +53,25 @@ def node_for(state: State, peers: PeerClient | None = None) -> Node:
         plain = PeerClient(httpx.AsyncClient(timeout=TIMEOUT))
         peers = PeerClient.mutual_tls(certificate) if certificate is not None else plain
     return Node(
-        site=settings.site,
         role=settings.role,
-        allow_list=settings.allow_list,
+        federation=settings.federation,
         engine=state.engine,
         hapi=state.hapi,
         trustcentre=state.trustcentre,
         peers=peers,
         ingest=ingest_for(settings, state.ingester),
-        gateway_secret=settings.gateway_secret or "",
+        source_system_base=settings.source_system,
         projects=settings.projects,
+        feasibility=settings.feasibility,
     )
 
 
 def ingest_for(settings: Settings, ingester: Ingester) -> Ingest:
     """Ingest as the processes need it: linked at the trust centre (careSummary) or not (pseudonymised dataSend)."""
 
-    async def ingest(bundle: dict[str, Any], source: str, *, link_patients: bool) -> dict[str, Any]:
+    async def ingest(bundle: dict[str, Any], source: str, *, link_patients: bool) -> IngestResult:
         entries = bundle_entries(bundle, settings.max_entries)
-        return (await ingester.ingest(entries, source, pseudonymised=not link_patients)).response
+        return await ingester.ingest(entries, source, pseudonymised=not link_patients)
 
     return ingest
 

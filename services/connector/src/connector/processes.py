@@ -4,13 +4,21 @@ Starting side (`POST /fhir/Task` of the local API): resolve the peer(s) from the
 role table, check consent at the trust centre, gather the patient's data from the local HAPI, send
 the Task to the peer and finish the local Task as `completed` or `failed` with a reason. Receiving
 side (`POST /peer/fhir/Task`): identify the peer from its certificate, check the role table and the
-idempotency key, do the work and answer with the Task. Every exchange is audited at both ends.
+idempotency key, do the work and answer with the Task. Every exchange is audited at both ends, with the
+purpose the process serves (treatment, research for a project, running the node).
+
+A receiver trusts a peer no further than it must: a careSummary is stored only if the receiver's own look
+at the trust centre finds the patient's treatment consent, and only under the peer's name (except the
+records this node sent that peer, which come back as updates; `connector.sent_records`). What went wrong
+inside this node (HAPI's diagnostics, internal addresses) is logged here under a reference, and the peer
+is told only that reference.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -22,23 +30,26 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
 from connector import task_store
-from connector.allowlist import AllowList, NodeRole, Peer, permitted
+from connector.allowlist import answering, permitted
 from connector.audit import exchange_record, record_alone
 from connector.feasibility import (
+    FeasibilityPolicy,
     aggregate_outputs,
     answer_outputs,
     count_patients,
     criteria_from,
     from_answer,
-    obfuscate,
+    spend_budget,
 )
 from connector.hapi import HapiClient
-from connector.identity import CLIENT_VERIFY_HEADER, authorise, identify, through_gateway
+from connector.identity import authorise
+from connector.ingest import IngestResult
 from connector.peers import PeerClient, PeerError
 from connector.pseudonymise import PSEUDONYM_SYSTEM_BASE, pseudonymise
+from connector.sent_records import remember_sent
+from connector.settings import Project
 from connector.tasks import (
     IDEMPOTENCY_SYSTEM,
-    ORGANIZATION_SYSTEM,
     Process,
     ProcessTask,
     Status,
@@ -50,10 +61,16 @@ from connector.tasks import (
     parse_task,
     request_task,
 )
-from connector.trustcentre_client import MPI_SYSTEM, POLICY_SYSTEM, TrustCentreClient
+from connector.transform import PERSON_SYSTEM, first_origin
+from connector.trustcentre_client import POLICY_SYSTEM, TrustCentreClient, linkable_identifiers
 from connector.upstream import UpstreamRefused, UpstreamUnavailable
 from connector.validation import InvalidInput
+from servicekit.allowlist import ORGANIZATION_SYSTEM, NodeRole, Peer
 from servicekit.fhir import FhirError, parse_json_resource
+from servicekit.identity import CLIENT_VERIFY_HEADER, Federation, through_gateway
+from servicekit.purpose import OPERATIONS, RESEARCH, TREATMENT, research
+
+LOG = logging.getLogger("connector.processes")
 
 POLICY_OID = POLICY_SYSTEM.removeprefix("urn:oid:")
 #: docs/federation.md, "Processes and consent".
@@ -70,28 +87,41 @@ EXCHANGE_ERRORS = (PeerError, UpstreamRefused, UpstreamUnavailable, InvalidInput
 class Ingest(Protocol):
     """Write a transaction Bundle received from `source` (a site) into this node's HAPI."""
 
-    async def __call__(self, bundle: dict[str, Any], source: str, *, link_patients: bool) -> dict[str, Any]:
-        """The transaction-response Bundle; FhirError when the bundle is invalid."""
+    async def __call__(self, bundle: dict[str, Any], source: str, *, link_patients: bool) -> IngestResult:
+        """What was written and about whom; InvalidInput when the bundle is unfit."""
 
 
 @dataclass(frozen=True)
 class Node:
     """What the processes need to know and reach at this node."""
 
-    site: str
     role: NodeRole
-    allow_list: AllowList
+    federation: Federation
     engine: Engine
     hapi: HapiClient
     trustcentre: TrustCentreClient
     peers: PeerClient
     ingest: Ingest
-    gateway_secret: str = ""
-    projects: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    source_system_base: str
+    projects: Mapping[str, Project] = field(default_factory=dict)
+    feasibility: FeasibilityPolicy = field(default_factory=FeasibilityPolicy)
+
+    @property
+    def site(self) -> str:
+        """The site of the node these processes run at."""
+        return self.federation.site
 
 
 class ProcessError(Exception):
-    """The process cannot finish; the message becomes the Task's `statusReason.text`."""
+    """The process cannot finish; the message becomes the Task's `statusReason.text`.
+
+    `detail` is what only this node's operators should read (the audit record and the log have it);
+    a peer is told the message.
+    """
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail or message
 
 
 @dataclass(frozen=True)
@@ -161,6 +191,10 @@ def _check_inputs(node: Node, request: ProcessTask) -> None:
         if project not in node.projects:
             known = ", ".join(sorted(node.projects)) or "none"
             raise FhirError(400, "invalid", f"unknown project {project!r}; known: {known}", ("Task.input",))
+        if not node.projects[str(project)].send:
+            raise FhirError(
+                403, "forbidden", f"{node.site!r} sends no research data for project {project!r}", ("Task.input",)
+            )
     if request.process is Process.FEASIBILITY:
         criteria_from(inputs)
     size = inputs.integer("payload-bytes")
@@ -174,8 +208,8 @@ async def _run(node: Node, task: dict[str, Any], caller: str) -> dict[str, Any]:
         outcome = await STARTERS[request.process](node, request)
     except ProcessError as exc:
         finished = failed(task, str(exc))
-        outcome = Outcome([], _targets_named(node, request))
-        await _audit_all(node, request.process, outcome, "failed", f"started by {caller}: {exc}")
+        outcome = Outcome([], _targets_named(node, request), purpose=_purpose(request))
+        await _audit_all(node, request.process, outcome, "failed", f"started by {caller}: {exc.detail}")
     else:
         finished = completed(task, outcome.outputs)
         await _audit_all(node, request.process, outcome, "success", f"started by {caller}")
@@ -192,13 +226,29 @@ async def _audit_all(node: Node, process: Process, outcome: Outcome, result: str
 
 def _targets_named(node: Node, request: ProcessTask) -> list[str]:
     if request.process is Process.FEASIBILITY:
-        return [p.site for p in node.allow_list.answering(Process.FEASIBILITY, node.role, node.site)]
+        return [p.site for p in answering(node.federation.allow_list, Process.FEASIBILITY, node.role, node.site)]
     return [str(request.inputs.string("target"))]
+
+
+def _purpose(request: ProcessTask) -> str:
+    """What a process is for, by its kind (and project): never what a caller says it is for."""
+    match request.process:
+        case Process.CARE_SUMMARY:
+            return TREATMENT
+        case Process.DATA_SEND:
+            project = request.inputs.string("project", required=False)
+            return research(project) if project else RESEARCH
+        case Process.FEASIBILITY:
+            return RESEARCH
+        case Process.PING:
+            return OPERATIONS
 
 
 def _target(node: Node, request: ProcessTask) -> Peer:
     site = str(request.inputs.string("target"))
-    peer = node.allow_list.by_site(site)
+    if site == node.site:
+        raise ProcessError(f"{site!r} is this node: a process goes to another node")
+    peer = node.federation.allow_list.by_site(site)
     if peer is None:
         raise ProcessError(f"target {site!r} is not on the allow list")
     if not permitted(node.role, request.process, peer.role):
@@ -238,7 +288,7 @@ async def _start_ping(node: Node, request: ProcessTask) -> Outcome:
         output("round-trip-ms", "valueDecimal", round(seconds * 1000, 3)),
         output("bytes-per-second", "valueDecimal", round(2 * size / seconds, 1)),
     ]
-    return Outcome(outputs, [peer.site])
+    return Outcome(outputs, [peer.site], purpose=OPERATIONS)
 
 
 @dataclass(frozen=True)
@@ -254,10 +304,10 @@ class LocalPatient:
         return str(self.resource["id"])
 
     @property
-    def mpi(self) -> str | None:
-        """The MPI id the trust centre gave the patient at ingest."""
+    def person(self) -> str | None:
+        """The id the trust centre gave this node for the patient's person at ingest."""
         return next(
-            (i.get("value") for i in self.resource.get("identifier", []) if i.get("system") == MPI_SYSTEM), None
+            (i.get("value") for i in self.resource.get("identifier", []) if i.get("system") == PERSON_SYSTEM), None
         )
 
 
@@ -283,12 +333,12 @@ async def _consented_patients(node: Node, request: ProcessTask) -> list[LocalPat
 
 async def _consented(node: Node, patient: LocalPatient, policy: str) -> bool:
     """Consent under any of the patient's identifiers (all name the same person at the trust centre)."""
+    return await _consented_by(node, linkable_identifiers(patient.resource), policy)
+
+
+async def _consented_by(node: Node, identifiers: Sequence[tuple[str, str]], policy: str) -> bool:
+    """Whether the trust centre finds consent to `policy` today under any of `identifiers`."""
     today = datetime.now(UTC).date()
-    identifiers = [
-        (str(i["system"]), str(i["value"]))
-        for i in patient.resource.get("identifier", [])
-        if isinstance(i.get("system"), str) and isinstance(i.get("value"), str)
-    ]
     for identifier in identifiers:
         if await node.trustcentre.is_consented(identifier, policy, today):
             return True
@@ -303,10 +353,15 @@ async def _everything(node: Node, patient: LocalPatient) -> list[dict[str, Any]]
 
 
 def transaction_bundle(resources: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Resources as a transaction Bundle of `PUT <Type>/<id>` entries (`meta` reduced to its profiles)."""
+    """Resources as a transaction Bundle of `PUT <Type>/<id>` entries (`meta` reduced to its profiles).
+
+    This node's id of the person stays here: it means nothing elsewhere, and each node gets its own.
+    """
     entries = []
     for resource in resources:
         clean = {key: value for key, value in resource.items() if key != "meta"}
+        if isinstance(clean.get("identifier"), list):
+            clean["identifier"] = [i for i in clean["identifier"] if not _is_person_id(i)]
         profiles = resource.get("meta", {}).get("profile") if isinstance(resource.get("meta"), dict) else None
         if profiles:
             clean["meta"] = {"profile": profiles}
@@ -315,21 +370,31 @@ def transaction_bundle(resources: Sequence[Mapping[str, Any]]) -> dict[str, Any]
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
+def _is_person_id(identifier: Any) -> bool:  # noqa: ANN401 -- an element of stored JSON
+    return isinstance(identifier, dict) and identifier.get("system") == PERSON_SYSTEM
+
+
 async def _start_care_summary(node: Node, request: ProcessTask) -> Outcome:
     peer = _target(node, request)
     [patient] = await _consented_patients(node, request)
     resources = await _everything(node, patient)
     await _exchange(node, peer, request, [bundle_input(transaction_bundle(resources))])
-    subjects = [patient.mpi or patient.asked_as]
-    return Outcome([output("resources-sent", "valueInteger", len(resources))], [peer.site], subjects)
+    origins = [first_origin(resource, node.source_system_base) for resource in resources]
+    sent = [(key.system, key.value) for key in origins if key is not None]
+    await run_in_threadpool(remember_sent, node.engine, peer.site, sent)
+    subjects = [patient.person or patient.asked_as]
+    return Outcome([output("resources-sent", "valueInteger", len(resources))], [peer.site], subjects, TREATMENT)
 
 
 async def _start_data_send(node: Node, request: ProcessTask) -> Outcome:
     peer = _target(node, request)
     project = str(request.inputs.string("project"))
-    domain = node.projects[project]["domain"]
+    domain = node.projects[project].domain
     patients = await _consented_patients(node, request)
-    originals = [patient.mpi or patient.asked_as for patient in patients]
+    missing = [patient.asked_as for patient in patients if patient.person is None]
+    if missing:
+        raise ProcessError(f"{', '.join(missing)} at {node.site!r} was never linked at the trust centre")
+    originals = [str(patient.person) for patient in patients]
     try:
         pseudonyms = await node.trustcentre.pseudonymize(domain, originals)
     except EXCHANGE_ERRORS as exc:
@@ -340,11 +405,11 @@ async def _start_data_send(node: Node, request: ProcessTask) -> Outcome:
     inputs = [parameter("project", "valueString", project), bundle_input(transaction_bundle(extract))]
     await _exchange(node, peer, request, inputs)
     subjects = [pseudonyms[original] for original in originals]
-    return Outcome([output("resources-sent", "valueInteger", len(extract))], [peer.site], subjects, project)
+    return Outcome([output("resources-sent", "valueInteger", len(extract))], [peer.site], subjects, research(project))
 
 
 async def _start_feasibility(node: Node, request: ProcessTask) -> Outcome:
-    peers = node.allow_list.answering(Process.FEASIBILITY, node.role, node.site)
+    peers = answering(node.federation.allow_list, Process.FEASIBILITY, node.role, node.site)
     if not peers:
         raise ProcessError("no peer on the allow list answers feasibility")
     criteria = criteria_from(request.inputs)
@@ -355,8 +420,10 @@ async def _start_feasibility(node: Node, request: ProcessTask) -> Outcome:
     if problems:
         raise ProcessError("; ".join(problems))
     tasks = [answer for answer in answers if isinstance(answer, ProcessTask)]
-    counts = [from_answer(peer.site, answer.outputs) for peer, answer in zip(peers, tasks, strict=True)]
-    return Outcome(aggregate_outputs(counts), [peer.site for peer in peers])
+    counts = [
+        from_answer(peer.site, answer.outputs, node.feasibility) for peer, answer in zip(peers, tasks, strict=True)
+    ]
+    return Outcome(aggregate_outputs(counts), [peer.site for peer in peers], purpose=RESEARCH)
 
 
 STARTERS: Mapping[Process, Callable[[Node, ProcessTask], Awaitable[Outcome]]] = {
@@ -392,7 +459,7 @@ async def receive(node: Node, headers: Mapping[str, str], body: bytes) -> dict[s
 
 def _admitted(node: Node, headers: Mapping[str, str], body: bytes, seen: Received) -> tuple[Peer, ProcessTask, str]:
     """The identified peer, its Task and idempotency key; FhirError if it may not ask this (noted in `seen`)."""
-    peer = identify(headers, node.gateway_secret, node.allow_list)
+    peer = node.federation.identify(headers)
     seen.peer = peer.site
     request = parse_task(parse_json_resource(body, "Task"))
     seen.process = request.process.value
@@ -411,18 +478,28 @@ async def _answer(node: Node, peer: Peer, request: ProcessTask, key: str) -> dic
         await run_in_threadpool(record_alone, node.engine, entry)
         return stored
     task = {**request.resource, "id": uuid.uuid4().hex}
+    purpose = _received_purpose(node, request)
     try:
         outcome = await ANSWERERS[request.process](node, peer, request)
     except (ProcessError, FhirError) as exc:
         reason = exc.diagnostics if isinstance(exc, FhirError) else str(exc)
-        entry = exchange_record(request.process.value, peer.site, (), "failed", reason)
+        detail = exc.detail if isinstance(exc, ProcessError) else reason
+        entry = exchange_record(request.process.value, peer.site, (), "failed", detail, purpose)
         await run_in_threadpool(record_alone, node.engine, entry)
         return failed(task, reason)
     answer = completed(task, outcome.outputs)
     await run_in_threadpool(task_store.save_answer, node.engine, peer.site, key, answer)
-    entry = exchange_record(request.process.value, peer.site, outcome.subjects, "success", "", outcome.purpose)
+    entry = exchange_record(request.process.value, peer.site, outcome.subjects, "success", "", purpose)
     await run_in_threadpool(record_alone, node.engine, entry)
     return answer
+
+
+def _received_purpose(node: Node, request: ProcessTask) -> str:
+    """What a peer's request serves, derived here: a research project must be one this node knows."""
+    project = request.inputs.string("project", required=False)
+    if project is not None and project not in node.projects:
+        raise FhirError(400, "invalid", f"unknown project {project!r}", ("Task.input",))
+    return _purpose(request)
 
 
 async def _answer_ping(_node: Node, peer: Peer, request: ProcessTask) -> Outcome:
@@ -434,41 +511,68 @@ async def _answer_ping(_node: Node, peer: Peer, request: ProcessTask) -> Outcome
 
 async def _answer_feasibility(node: Node, peer: Peer, request: ProcessTask) -> Outcome:
     criteria = criteria_from(request.inputs)
+    if not await run_in_threadpool(spend_budget, node.engine, peer.site, node.feasibility):
+        raise ProcessError(
+            f"{peer.site!r} has used its {node.feasibility.daily_budget} feasibility questions for today"
+        )
     try:
         found = await node.hapi.search("Condition", criteria.search())
     except EXCHANGE_ERRORS as exc:
-        raise ProcessError(f"{node.site!r} could not count: {exc}") from None
-    return Outcome(answer_outputs(obfuscate(node.site, count_patients(found, criteria))), [peer.site])
+        raise _internal(node, "could not count", exc) from None
+    count = node.feasibility.obfuscate(node.site, count_patients(found, criteria))
+    return Outcome(answer_outputs(count), [peer.site])
 
 
-async def _ingest(node: Node, peer: Peer, request: ProcessTask, *, link_patients: bool) -> tuple[int, list[str]]:
-    """Store the carried bundle as sent by `peer`; (resources received, patients' MPI ids or pseudonyms)."""
-    bundle = request.inputs.bundle()
+def _internal(node: Node, what: str, error: Exception) -> ProcessError:
+    """A failure inside this node: logged here under a reference, the peer told only that reference."""
+    reference = uuid.uuid4().hex[:12]
+    LOG.warning("%s %s (reference %s): %s", node.site, what, reference, error)
+    return ProcessError(f"{node.site!r} {what}; its operators find why under reference {reference}", f"{what}: {error}")
+
+
+async def _ingest(node: Node, peer: Peer, bundle: dict[str, Any], *, link_patients: bool) -> tuple[int, list[str]]:
+    """Store `bundle` as sent by `peer`; (resources received, this node's ids of the persons, or pseudonyms)."""
     try:
-        await node.ingest(bundle, peer.site, link_patients=link_patients)
+        result = await node.ingest(bundle, peer.site, link_patients=link_patients)
+    except InvalidInput as invalid:  # the peer's own data at fault: it may know what
+        raise ProcessError(f"{node.site!r} refused the bundle: {invalid}") from None
     except EXCHANGE_ERRORS as exc:
-        raise ProcessError(f"{node.site!r} could not store the bundle: {exc}") from None
+        raise _internal(node, "could not store the bundle", exc) from None
     entries = [e for e in bundle.get("entry", []) if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
-    subjects = [
+    pseudonyms = [
         str(identifier.get("value"))
         for entry in entries
         if entry["resource"].get("resourceType") == "Patient"
         for identifier in entry["resource"].get("identifier", [])
-        if isinstance(identifier, dict)
-        and (identifier.get("system") == MPI_SYSTEM or str(identifier.get("system")).startswith(PSEUDONYM_SYSTEM_BASE))
+        if isinstance(identifier, dict) and str(identifier.get("system")).startswith(PSEUDONYM_SYSTEM_BASE)
     ]
-    return len(entries), subjects
+    return len(entries), [*result.person_ids, *pseudonyms]
 
 
 async def _answer_care_summary(node: Node, peer: Peer, request: ProcessTask) -> Outcome:
-    received, subjects = await _ingest(node, peer, request, link_patients=True)
+    bundle = request.inputs.bundle()
+    patients = [
+        e["resource"]
+        for e in bundle.get("entry", [])
+        if isinstance(e, dict)
+        and isinstance(e.get("resource"), dict)
+        and e["resource"].get("resourceType") == "Patient"
+    ]
+    if len(patients) != 1:
+        raise ProcessError(f"a careSummary carries its one patient; this one carries {len(patients)}")
+    try:
+        consented = await _consented_by(node, linkable_identifiers(patients[0]), CONSENT_POLICIES[Process.CARE_SUMMARY])
+    except EXCHANGE_ERRORS as exc:
+        raise _internal(node, "could not check consent", exc) from None
+    if not consented:
+        raise ProcessError(f"{node.site!r} finds no treatment consent for the patient; nothing was stored")
+    received, subjects = await _ingest(node, peer, bundle, link_patients=True)
     return Outcome([output("resources-received", "valueInteger", received)], [peer.site], subjects)
 
 
 async def _answer_data_send(node: Node, peer: Peer, request: ProcessTask) -> Outcome:
-    project = request.inputs.string("project")
-    received, subjects = await _ingest(node, peer, request, link_patients=False)
-    return Outcome([output("resources-received", "valueInteger", received)], [peer.site], subjects, project)
+    received, subjects = await _ingest(node, peer, request.inputs.bundle(), link_patients=False)
+    return Outcome([output("resources-received", "valueInteger", received)], [peer.site], subjects)
 
 
 ANSWERERS: Mapping[Process, Callable[[Node, Peer, ProcessTask], Awaitable[Outcome]]] = {
@@ -485,7 +589,7 @@ def _now() -> str:
 
 async def refuse_handshake(node: Node, headers: Mapping[str, str]) -> FhirError:
     """The answer to a request whose TLS client check failed at the gateway (`/peer/refused`), audited."""
-    if through_gateway(headers, node.gateway_secret):
+    if through_gateway(headers, node.federation.gateway_secret):
         reason = f"client certificate check failed at the gateway: {headers.get(CLIENT_VERIFY_HEADER) or 'NONE'}"
     else:
         reason = "a handshake refusal that did not come through this node's gateway"

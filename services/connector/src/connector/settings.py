@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from connector.allowlist import AllowList, AllowListError, NodeRole, parse_allow_list
 from connector.auth import Role
+from connector.feasibility import FeasibilityPolicy
+from servicekit.allowlist import AllowList, AllowListError, NodeRole, parse_allow_list
 from servicekit.auth import Authenticator, authenticator_from_entries
 from servicekit.config import ConfigError, read_file, read_json, with_password
+from servicekit.identity import Federation, revoked_serials
 
 DEFAULT_DATABASE_URL = "sqlite:////var/lib/connector/connector.db"
 DEFAULT_SOURCE_SYSTEM = "https://hubnode.org/fhir/sid/source"
@@ -32,6 +34,14 @@ class ClientCertificate:
 
 
 @dataclass(frozen=True)
+class Project:
+    """A research project of the federation: its pseudonym domain, and whether this node sends data for it."""
+
+    domain: str
+    send: bool = False
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the app needs, resolved."""
 
@@ -44,11 +54,20 @@ class Settings:
     trustcentre_token: str | None = None
     allow_list: AllowList = field(default_factory=lambda: AllowList(()))
     gateway_secret: str | None = None
+    revoked: frozenset[int] = frozenset()
     client_certificate: ClientCertificate | None = None
-    projects: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    projects: Mapping[str, Project] = field(default_factory=dict)
     source_system: str = DEFAULT_SOURCE_SYSTEM
+    #: The node's public base (its gateway's public door): Bundle links point here, never at a request's Host.
+    public_url: str | None = None
+    feasibility: FeasibilityPolicy = field(default_factory=FeasibilityPolicy)
     max_body_bytes: int = 32 * 1024 * 1024
     max_entries: int = 10_000
+
+    @property
+    def federation(self) -> Federation:
+        """The node as a member of the federation: how a peer calling through the gateway is identified."""
+        return Federation(self.site, self.gateway_secret or "", self.allow_list, self.revoked)
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> Settings:
@@ -66,9 +85,15 @@ class Settings:
             trustcentre_token=_optional_secret("CN_TRUSTCENTRE_TOKEN_FILE", environ),
             allow_list=_allow_list(environ),
             gateway_secret=_optional_secret("CN_GATEWAY_SECRET_FILE", environ),
+            revoked=_revoked(environ),
             client_certificate=_client_certificate(environ),
             projects=_projects(environ),
             source_system=_url("CN_SOURCE_SYSTEM", environ, DEFAULT_SOURCE_SYSTEM).rstrip("/"),
+            public_url=_url("CN_PUBLIC_URL", environ) if environ.get("CN_PUBLIC_URL") else None,
+            feasibility=FeasibilityPolicy(
+                _positive("CN_FEASIBILITY_GRANULARITY", environ, FeasibilityPolicy.granularity),
+                _positive("CN_FEASIBILITY_DAILY_BUDGET", environ, FeasibilityPolicy.daily_budget),
+            ),
         )
 
 
@@ -118,6 +143,21 @@ def _allow_list(environ: Mapping[str, str]) -> AllowList:
         raise ConfigError(f"CN_ALLOW_LIST_FILE={environ['CN_ALLOW_LIST_FILE']}: {exc}") from None
 
 
+def _revoked(environ: Mapping[str, str]) -> frozenset[int]:
+    if not environ.get("CN_CRL_FILE"):
+        return frozenset()
+    if not environ.get("CN_CA_FILE"):
+        raise ConfigError("CN_CRL_FILE: set CN_CA_FILE too, to check who signed the revocation list")
+    return revoked_serials(Path(environ["CN_CRL_FILE"]), Path(environ["CN_CA_FILE"]), "CN_CRL_FILE")
+
+
+def _positive(variable: str, environ: Mapping[str, str], default: int) -> int:
+    value = environ.get(variable, str(default))
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{variable}={value!r}: a whole number of at least 1")
+    return int(value)
+
+
 def _client_certificate(environ: Mapping[str, str]) -> ClientCertificate | None:
     variables = ("CN_CLIENT_CERT_FILE", "CN_CLIENT_KEY_FILE", "CN_CA_FILE")
     given = [v for v in variables if environ.get(v)]
@@ -133,13 +173,17 @@ def _client_certificate(environ: Mapping[str, str]) -> ClientCertificate | None:
     return ClientCertificate(*paths)
 
 
-def _projects(environ: Mapping[str, str]) -> dict[str, Mapping[str, str]]:
+def _projects(environ: Mapping[str, str]) -> dict[str, Project]:
     if not environ.get("CN_PROJECTS_FILE"):
         return {}
     config = read_json("CN_PROJECTS_FILE", environ)
     if not isinstance(config, dict):
-        raise ConfigError('CN_PROJECTS_FILE: expected {"<project>": {"domain": "<pseudonym domain>"}}')
+        raise ConfigError('CN_PROJECTS_FILE: expected {"<project>": {"domain": "<pseudonym domain>", "send": bool}}')
+    projects = {}
     for name, project in config.items():
         if not isinstance(project, dict) or not isinstance(project.get("domain"), str) or not project["domain"]:
             raise ConfigError(f"CN_PROJECTS_FILE: project {name!r} needs a string domain")
-    return config
+        if not isinstance(project.get("send", False), bool):
+            raise ConfigError(f"CN_PROJECTS_FILE: project {name!r}: send must be true or false")
+        projects[str(name)] = Project(project["domain"], project.get("send", False))
+    return projects

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from servicekit.allowlist import ORGANIZATION_SYSTEM
 from servicekit.fhir import FhirError
 
 PROCESS_BASE = "https://hubnode.org/fhir/process/"
@@ -22,7 +23,7 @@ PROCESS_VERSION = "1.0"
 INPUT_SYSTEM = "https://hubnode.org/fhir/CodeSystem/process-input"
 OUTPUT_SYSTEM = "https://hubnode.org/fhir/CodeSystem/process-output"
 IDEMPOTENCY_SYSTEM = "https://hubnode.org/fhir/sid/idempotency-key"
-ORGANIZATION_SYSTEM = "http://dsf.dev/sid/organization-identifier"
+
 BUNDLE_CONTENT_TYPE = "application/fhir+json"
 MAX_KEY_LENGTH = 255
 

@@ -6,9 +6,11 @@ instead of creating it again. Entries get `urn:uuid:` full URLs derived (uuid5) 
 references between entries are rewritten to them; a `Type/id` reference to a resource outside the
 bundle becomes a conditional reference on that resource's source identifier (sent earlier by the
 same source). A resource that already carries an origin identifier (one a connector of the
-federation gave it, under the origin base) keeps that key wherever it travels, so a journey sent back
-to the node it came from updates the originals instead of storing twins. Also here: NDJSON lines ->
-a Bundle.
+federation gave it, under the origin base) keeps that key where the receiver honours it (`Origins`):
+a journey sent back to the node it came from then updates the originals instead of storing twins.
+An origin the receiver does not honour (a peer naming a record that is not its own) is dropped, and the
+resource is keyed under its sender, so no peer can overwrite another node's records. Also here: NDJSON
+lines -> a Bundle.
 """
 
 from __future__ import annotations
@@ -18,15 +20,15 @@ import functools
 import json
 import re
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
 
 from fhir.resources.R4B import get_fhir_model_class
 
-from connector.trustcentre_client import MPI_SYSTEM
-
+#: Identifier system of the id this node knows a person by (given by the trust centre; never the MPI).
+PERSON_SYSTEM = "urn:hubnode:person"
 #: Namespace of the entries' uuid5 full URLs (fixed: replays must give identical transactions).
 NAMESPACE = uuid.UUID("6f1d3f0a-3c55-5b8e-9a57-2f4f7d1c0b61")
 _RELATIVE_REFERENCE = re.compile(r"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?")
@@ -40,7 +42,7 @@ class SourceKey:
     Most are written by a conditional update on that identifier. Two kinds are written `by_id`, at
     an id derived from the key, which finds them again just as surely: types the store cannot search
     by `identifier` (R4 defines no such search for AdverseEvent, for one), and a person's Patient,
-    keyed by the MPI id, which every ingest reads back (a read by id costs HAPI a fraction of a search).
+    keyed by the node's person id, which every ingest reads back (a read by id costs HAPI a fraction of a search).
     """
 
     resource_type: str
@@ -101,15 +103,26 @@ def identifier_cardinality(resource_type: str) -> str:
     return "many" if "list" in str(field.annotation).lower() else "one"
 
 
-def source_key(entry: Mapping[str, Any], system: str, origin_base: str | None = None) -> SourceKey:
-    """The key of a validated entry: a linked Patient's MPI id, else its first origin, else its source identifier.
+@dataclass(frozen=True)
+class Origins:
+    """Which origin identifiers a sender's resources may keep as their key.
 
-    Types with room for one identifier only are keyed by the one they have. `origin_base` is the
-    federation's source system base: identifiers under it name where a resource was first ingested
-    (None: no origin a sender claims is honoured, as for research extracts).
+    `base` is the federation's source system base: identifiers under it name where a resource was
+    first ingested. `honoured(system, value)` says whether a carried origin may key the resource here.
+    """
+
+    base: str
+    honoured: Callable[[str, str], bool]
+
+
+def source_key(entry: Mapping[str, Any], system: str, origins: Origins | None = None) -> SourceKey:
+    """The key of a validated entry: a linked Patient's person id, else its first honoured origin, else its source id.
+
+    Types with room for one identifier only are keyed by the one they have. Without `origins` no
+    origin a sender claims is honoured (as for research extracts).
 
     A person has one Patient per node whoever sent them (their own site, a careSummary from another):
-    the trust centre gives every record of the person the same MPI id, so that id is the Patient's key.
+    the trust centre gives every record of the person the same person id at this node, so that id is the key.
     """
     resource = entry["resource"]
     kind = resource["resourceType"]
@@ -117,16 +130,20 @@ def source_key(entry: Mapping[str, Any], system: str, origin_base: str | None = 
     if identifier_cardinality(kind) == "one" and isinstance(own, dict):
         return SourceKey(kind, str(own["system"]), str(own["value"]))
     if kind == "Patient":
-        mpi = next((i.get("value") for i in own or [] if isinstance(i, dict) and i.get("system") == MPI_SYSTEM), None)
-        if isinstance(mpi, str):
-            return person_key(mpi)
-    carried = first_origin(resource, origin_base) if origin_base else None
-    return carried or origin_key(entry, system)
+        person = next(
+            (i.get("value") for i in own or [] if isinstance(i, dict) and i.get("system") == PERSON_SYSTEM), None
+        )
+        if isinstance(person, str):
+            return person_key(person)
+    carried = first_origin(resource, origins.base) if origins else None
+    if carried is not None and origins is not None and origins.honoured(carried.system, carried.value):
+        return carried
+    return origin_key(entry, system)
 
 
-def person_key(mpi: str) -> SourceKey:
-    """The key of a person's one Patient at a node: their MPI id, written at an id derived from it."""
-    return SourceKey("Patient", MPI_SYSTEM, mpi, by_id=True)
+def person_key(person: str) -> SourceKey:
+    """The key of a person's one Patient at a node: the node's id of them, written at an id derived from it."""
+    return SourceKey("Patient", PERSON_SYSTEM, person, by_id=True)
 
 
 def first_origin(resource: Mapping[str, Any], origin_base: str) -> SourceKey | None:
@@ -149,15 +166,15 @@ def origin_key(entry: Mapping[str, Any], system: str) -> SourceKey:
 def to_transaction(
     entries: Sequence[Mapping[str, Any]],
     system: str,
-    origin_base: str | None = None,
+    origins: Origins | None = None,
     searchable: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """The HAPI transaction for validated `entries` sent by the source of identifier `system`.
 
     `searchable`: the types the store can search by identifier (None: every type).
     """
-    keying = Keying(system, searchable)
-    keys = [keying.key(source_key(entry, system, origin_base)) for entry in entries]
+    keying = Keying(system, searchable, origins)
+    keys = [keying.key(source_key(entry, system, origins)) for entry in entries]
     placeholders: dict[str, str] = {}
     for entry, key in zip(entries, keys, strict=True):
         placeholders[f"{key.resource_type}/{source_id(entry)}"] = key.full_url
@@ -179,10 +196,21 @@ def to_transaction(
 
 @dataclass(frozen=True)
 class Keying:
-    """The sender's identifier system and the types the store can search by identifier (None: all)."""
+    """The sender's identifier system, the types the store can search by identifier (None: all), origins honoured."""
 
     system: str
     searchable: Collection[str] | None
+    origins: Origins | None = None
+
+    def foreign(self, identifier: Any) -> bool:  # noqa: ANN401 -- an element of untrusted JSON
+        """Whether `identifier` is an origin of another node that this receiver does not honour."""
+        origins = self.origins
+        if origins is None or not isinstance(identifier, dict):
+            return False
+        system, value = identifier.get("system"), identifier.get("value")
+        if not isinstance(system, str) or not system.startswith(f"{origins.base}/") or system == self.system:
+            return False
+        return not (isinstance(value, str) and origins.honoured(system, value))
 
     def key(self, key: SourceKey) -> SourceKey:
         """`key`, written by id where the store has no identifier search for its type."""
@@ -205,8 +233,10 @@ def _prepared(
         return prepared
     origin = origin_key(entry, keying.system)
     own = {"system": origin.system, "value": origin.value}  # references from the same source find it by this
-    if own not in [{"system": i.get("system"), "value": i.get("value")} for i in prepared.get("identifier", [])]:
-        prepared["identifier"] = [*prepared.get("identifier", []), own]
+    kept = [i for i in prepared.get("identifier", []) if not keying.foreign(i)]
+    if own not in [{"system": i.get("system"), "value": i.get("value")} for i in kept]:
+        kept = [*kept, own]
+    prepared["identifier"] = kept
     return prepared
 
 

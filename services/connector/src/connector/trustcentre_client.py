@@ -16,12 +16,12 @@ from typing import Any
 import httpx
 
 from connector.settings import ClientCertificate
+from connector.transform import PERSON_SYSTEM
 from connector.upstream import UpstreamUnavailable, checked, send
 from servicekit.fhir import FHIR_JSON
 from servicekit.kvnr import KVNR_SYSTEM, is_valid_kvnr
 
 SERVICE = "trust centre"
-MPI_SYSTEM = "urn:hubnode:mpi"
 POLICY_SYSTEM = "urn:oid:2.16.840.1.113883.3.1937.777.24.5.3"
 CONSENT_DOMAIN = "MII"
 #: What the trust centre accepts as an identifier's system or value.
@@ -59,21 +59,23 @@ class TrustCentreClient:
         """Close the connection pool."""
         await self._client.aclose()
 
-    async def request_mpi(self, patient: Mapping[str, Any], source_identifier: tuple[str, str]) -> str:
-        """The MPI id of `patient` (E-PIX `$requestMPI`), linked by its identifiers and demographics.
+    async def person_id(self, patient: Mapping[str, Any], source_identifier: tuple[str, str]) -> str:
+        """The id this node knows `patient`'s person by (E-PIX `$requestMPI`), linked by identifiers and demographics.
 
         `source_identifier` (the connector's own key for the record) is always sent, so a patient
-        without usable identifiers is still linked, and a replay finds the same person.
+        without usable identifiers is still linked, and a replay finds the same person. The trust
+        centre links by the identifiers this node may assert (its own systems, a KVNR) and ignores
+        the rest; it answers with this node's id of the person, never the master person id.
         """
         parts = [_identifier_part("identifier", source_identifier)]
         parts += [_identifier_part("identifier", pair) for pair in linkable_identifiers(patient)]
         parts.append({"name": "source", "valueString": self.source})
         parts += _demographics(patient)
         answer = await self._operation("epix/$requestMPI", parts)
-        mpi = _first(answer, "mpi").get("valueIdentifier", {}).get("value")
-        if not isinstance(mpi, str):
-            raise UpstreamUnavailable("the trust centre's $requestMPI answer carried no mpi")
-        return mpi
+        person = _first(answer, "person").get("valueIdentifier", {})
+        if person.get("system") != PERSON_SYSTEM or not isinstance(person.get("value"), str):
+            raise UpstreamUnavailable(f"the trust centre's $requestMPI answer carried no {PERSON_SYSTEM} person id")
+        return str(person["value"])
 
     async def is_consented(self, identifier: tuple[str, str], policy_code: str, request_date: date) -> bool:
         """Whether the person has consented to `policy_code` on `request_date` (gICS `$isConsented`, MII)."""
@@ -122,7 +124,7 @@ class TrustCentreClient:
 def linkable_identifiers(patient: Mapping[str, Any]) -> list[tuple[str, str]]:
     """The patient's (system, value) identifiers the trust centre can link by.
 
-    Not an MPI id it gave, and not a KVNR whose check digit is wrong: the trust centre refuses to link
+    Not the person id it gave, and not a KVNR whose check digit is wrong: the trust centre refuses to link
     on a mistyped KVNR, and the record is still worth storing (linked by its other identifiers).
     """
     found = []
@@ -131,7 +133,7 @@ def linkable_identifiers(patient: Mapping[str, Any]) -> list[tuple[str, str]]:
         if (
             isinstance(system, str)
             and isinstance(value, str)
-            and system != MPI_SYSTEM
+            and system != PERSON_SYSTEM
             and 0 < len(system) <= MAX_VALUE_LENGTH
             and 0 < len(value.strip()) <= MAX_VALUE_LENGTH
             and (system != KVNR_SYSTEM or is_valid_kvnr(value))

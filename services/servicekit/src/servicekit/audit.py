@@ -7,6 +7,7 @@ patients which projects used their data. Each service declares the tables in its
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -26,7 +27,9 @@ from sqlalchemy import (
     Text,
     and_,
     insert,
+    inspect,
     select,
+    text,
     true,
 )
 from starlette.concurrency import run_in_threadpool
@@ -35,13 +38,15 @@ from starlette.responses import Response
 
 from servicekit.db import bulk_insert
 from servicekit.fhir import FhirError, parse_fhir_date
+from servicekit.purpose import codings
 from servicekit.web import authenticate, error_response, fhir_response
 
-PURPOSE_SYSTEM = "urn:hubnode:project"
 #: FHIR AuditEvent.outcome: 0 success, 4 minor failure (refused request), 8 serious failure.
 OUTCOME_CODES = {"success": "0", "refused": "4", "failed": "8"}
 #: Search parameters that name the subject of AuditEvents (the trust centre's and the connector's).
 SUBJECT_PARAMETERS = ("entity", "entity-name", "patient")
+#: AuditEvent.entity.type of the search a read ran (DICOM/HL7 audit entity type 2: system object).
+_QUERY_ENTITY = {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2", "display": "query"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,8 @@ class AuditRecord:
     outcome: str
     purpose: str | None = None
     detail: str = ""
+    #: The search a read ran (its query string), shown to the patient as what was asked.
+    query: str = ""
 
 
 class AuditLog:
@@ -73,6 +80,7 @@ class AuditLog:
             Column("outcome", String(16), nullable=False),
             Column("purpose", String(255), nullable=True),
             Column("detail", Text, nullable=False, default=""),
+            Column("query", Text, nullable=True),
             Index("ix_audit_recorded", "recorded"),
         )
         self.subjects = Table(
@@ -91,13 +99,19 @@ class AuditLog:
                 caller=entry.caller[:255],
                 operation=entry.operation[:64],
                 outcome=entry.outcome,
-                purpose=entry.purpose,
+                purpose=None if entry.purpose is None else entry.purpose[:255],
                 detail=entry.detail[:2000],
+                query=entry.query[:2000] or None,
             )
             .returning(self.events.c.id)
         ).scalar_one()
         subjects = sorted({s[:255] for s in entry.subjects})
         bulk_insert(connection, self.subjects, [{"event_id": event_id, "subject": s} for s in subjects])
+
+    def add_query_column(self, connection: Connection) -> None:
+        """Schema step for stores made before reads recorded their query (new stores have the column)."""
+        if "query" not in {column["name"] for column in inspect(connection).get_columns("audit_events")}:
+            connection.execute(text("ALTER TABLE audit_events ADD COLUMN query TEXT"))
 
     def record_alone(self, engine: Engine, entry: AuditRecord) -> None:
         """Write one record in a transaction of its own (for refused or failed operations)."""
@@ -151,7 +165,10 @@ class AuditLog:
         if row["outcome"] != "success" and row["detail"]:
             event["outcomeDesc"] = row["detail"]
         if row["purpose"]:
-            event["purposeOfEvent"] = [{"coding": [{"system": PURPOSE_SYSTEM, "code": row["purpose"]}]}]
+            event["purposeOfEvent"] = [{"coding": codings(row["purpose"])}]
+        if row["query"]:
+            query = base64.b64encode(row["query"].encode()).decode("ascii")
+            event["entity"].append({"type": _QUERY_ENTITY, "query": query, "description": row["query"][:500]})
         return event
 
     def endpoint(self, engine: Engine, role: str) -> Callable[[Request], Awaitable[Response]]:

@@ -20,8 +20,8 @@ from servicekit.fhir import FHIR_JSON, FhirError, operation_outcome
 
 
 def fhir_response(resource: dict[str, Any], status: int = 200) -> Response:
-    """A FHIR JSON response."""
-    return JSONResponse(resource, status_code=status, media_type=FHIR_JSON)
+    """A FHIR JSON response; never stored by a cache on the way, since most answers carry patient data."""
+    return JSONResponse(resource, status_code=status, media_type=FHIR_JSON, headers={"Cache-Control": "no-store"})
 
 
 def error_response(error: FhirError) -> Response:

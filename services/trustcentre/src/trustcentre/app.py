@@ -18,6 +18,7 @@ from trustcentre.db import audit_log, connect
 from trustcentre.epix_api import epix_endpoints
 from trustcentre.gics_api import gics_endpoints
 from trustcentre.gpas_api import gpas_endpoints
+from trustcentre.persons import PersonIds
 from trustcentre.pseudonyms import PseudonymStore
 from trustcentre.settings import Settings
 from trustcentre.web import Endpoint
@@ -30,7 +31,8 @@ def create_app(settings: Settings) -> Starlette:
     engine = connect(settings.database_url)
     store = PseudonymStore(engine, settings.secret)
     store.declare_domains(settings.domains)
-    services = {"gpas": gpas_endpoints(store), "gics": gics_endpoints(), "epix": epix_endpoints()}
+    persons = PersonIds(store)
+    services = {"gpas": gpas_endpoints(store, persons), "gics": gics_endpoints(), "epix": epix_endpoints(persons)}
 
     async def health(_request: Request) -> Response:
         with engine.connect() as connection:
@@ -61,6 +63,7 @@ def create_app(settings: Settings) -> Starlette:
     app.state.authenticator = settings.authenticator
     app.state.max_body_bytes = settings.max_body_bytes
     app.state.max_batch = settings.max_batch
+    app.state.projects = settings.projects
     return app
 
 

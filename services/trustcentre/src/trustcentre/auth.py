@@ -1,4 +1,9 @@
-"""The trust centre's roles: what a caller may do. Callers and tokens are the service kit's (`servicekit.auth`)."""
+"""The trust centre's roles: what a caller may do. Callers and tokens are the service kit's (`servicekit.auth`).
+
+A node's connector needs few of them: `linkage` (its own identifiers), `consent-check` (a yes or no
+for one policy), `pseudonymize` in the domains of the projects it sends for. Reading a person's
+consents, resolving pseudonyms and reviewing links are for the site's own staff.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ class Role(StrEnum):
     PSEUDONYMIZE = "pseudonymize"
     DEPSEUDONYMIZE = "depseudonymize"
     MANAGE_DOMAINS = "manage-domains"
+    CONSENT_CHECK = "consent-check"
     CONSENT_READ = "consent-read"
     CONSENT_WRITE = "consent-write"
     LINKAGE = "linkage"

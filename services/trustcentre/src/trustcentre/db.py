@@ -117,7 +117,7 @@ def _v1_create_tables(connection: Connection) -> None:
 
 
 #: Ordered schema steps; append, never edit a released one.
-MIGRATIONS: tuple[Migration, ...] = (_v1_create_tables,)
+MIGRATIONS: tuple[Migration, ...] = (_v1_create_tables, audit_log.add_query_column)
 
 
 def connect(url: str) -> Engine:

@@ -1,8 +1,10 @@
 """Identity linkage operations under `/ttp-fhir/fhir/epix/` (named after E-PIX's `$requestMPI`).
 
-`$requestMPI`: identifiers (and optionally demographics) from a source -> the person's MPI and any
-possible matches for review. `$possibleMatches` lists open ones; `$resolvePossibleMatch` links or
-separates them (a reviewer's decision, audited).
+`$requestMPI`: identifiers (and optionally demographics) from a source -> the person, and any possible
+matches for review. A node's caller speaks for its own site (never for the `source` a request names)
+and gets the id its node knows the person by (`person`, see `trustcentre.persons`), never the MPI;
+the site's administrator gets the MPI. `$possibleMatches` lists open matches; `$resolvePossibleMatch`
+links or separates them (a reviewer's decision, audited).
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from servicekit.auth import Caller
 from servicekit.fhir import FhirError
+from servicekit.purpose import OPERATIONS
 from trustcentre.auth import Role
 from trustcentre.db import audit_log
 from trustcentre.fhir import Parameters, parameters
-from trustcentre.linkage import Identifier, LinkResult, link, open_matches, resolve
+from trustcentre.linkage import Asserter, Identifier, LinkResult, link, open_matches, resolve
 from trustcentre.matching import SEXES, Demographics
+from trustcentre.persons import PERSON_SYSTEM, PersonIds
 from trustcentre.web import Context, Endpoint, check_batch, operation
 
 MPI_SYSTEM = "urn:hubnode:mpi"
@@ -38,44 +43,70 @@ def _demographics(params: Parameters) -> Demographics | None:
     return Demographics(family or "", given or "", params.date("birthDate"), sex)
 
 
-def _result(result: LinkResult) -> dict[str, Any]:
+def _asserter(caller: Caller, params: Parameters) -> Asserter:
+    """The source the identifiers come from: a node's caller's own site, never one the request names."""
+    named = params.string("source", required=caller.site is None)
+    if caller.site is None:
+        return Asserter(str(named), None)
+    if named is not None and named != caller.site:
+        raise FhirError(403, "forbidden", f"{caller.name!r} speaks for {caller.site!r}, not {named!r}", ("source",))
+    return Asserter(caller.site, caller.identifier_systems)
+
+
+def _result(result: LinkResult, person: dict[str, str]) -> dict[str, Any]:
+    """The answer: the person as the caller may know them, and matches waiting for review (MPIs only to admins)."""
+    scoped = person["system"] != MPI_SYSTEM
     return parameters(
-        {"name": "mpi", "valueIdentifier": {"system": MPI_SYSTEM, "value": result.mpi}},
+        {"name": "person" if scoped else "mpi", "valueIdentifier": person},
         {"name": "created", "valueBoolean": result.created},
         *(
             {
                 "name": "possibleMatch",
                 "part": [
                     {"name": "id", "valueString": str(match_id)},
-                    {"name": "candidate", "valueIdentifier": {"system": MPI_SYSTEM, "value": candidate}},
+                    *(
+                        []
+                        if scoped
+                        else [{"name": "candidate", "valueIdentifier": {"system": MPI_SYSTEM, "value": candidate}}]
+                    ),
                     {"name": "score", "valueDecimal": score},
                 ],
             }
             for match_id, candidate, score in result.possible_matches
         ),
+        *(
+            {"name": "ignoredIdentifier", "valueIdentifier": {"system": ignored.system, "value": ignored.value}}
+            for ignored in result.ignored
+        ),
     )
 
 
-def epix_endpoints() -> Mapping[str, Endpoint]:
+def epix_endpoints(persons: PersonIds) -> Mapping[str, Endpoint]:
     """Operation name -> endpoint."""
 
     def request_mpi(context: Context, params: Parameters) -> dict[str, Any]:
         identifiers = _identifiers(context, params)
-        source = params.string("source") or ""
+        asserter = _asserter(context.caller, params)
         demographics = _demographics(params)
         with context.engine.begin() as connection:
-            result = link(connection, identifiers, source, demographics)
-            subjects = [result.mpi, *(i.value for i in identifiers)]
-            audit_log.record(
-                connection,
-                context.success("$requestMPI", subjects, f"source {source}"),
+            result = link(connection, identifiers, asserter, demographics)
+            site = context.caller.site
+            person = (
+                {"system": PERSON_SYSTEM, "value": persons.of(connection, site, [result.mpi])[result.mpi]}
+                if site is not None
+                else {"system": MPI_SYSTEM, "value": result.mpi}
             )
-        return _result(result)
+            subjects = [result.mpi, *(i.value for i in identifiers)]
+            detail = f"source {asserter.source}" + (
+                f"; {len(result.ignored)} identifiers not its own" if result.ignored else ""
+            )
+            audit_log.record(connection, context.success("$requestMPI", subjects, OPERATIONS, detail))
+        return _result(result, person)
 
     def list_matches(context: Context, _params: Parameters) -> dict[str, Any]:
         with context.engine.begin() as connection:
             matches = open_matches(connection)
-            audit_log.record(connection, context.success("$possibleMatches", []))
+            audit_log.record(connection, context.success("$possibleMatches", [], OPERATIONS))
         return parameters(
             *(
                 {
@@ -101,7 +132,7 @@ def epix_endpoints() -> Mapping[str, Endpoint]:
             subjects = [match["mpi"], match["candidate_mpi"]]
             audit_log.record(
                 connection,
-                context.success("$resolvePossibleMatch", subjects, f"{resolution} match {raw_id}"),
+                context.success("$resolvePossibleMatch", subjects, OPERATIONS, f"{resolution} match {raw_id}"),
             )
         return parameters(
             {"name": "status", "valueCode": match["status"]},

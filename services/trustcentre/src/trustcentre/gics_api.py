@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from servicekit.fhir import FhirError
+from servicekit.purpose import OPERATIONS, RESEARCH, TREATMENT
 from trustcentre.auth import Role
 from trustcentre.consents import PersonIdentifier, add_consent, consents_of, parsed
 from trustcentre.db import audit_log
@@ -22,6 +23,9 @@ from trustcentre.web import Context, Endpoint, check_batch, operation
 
 DEFAULT_DOMAIN = "MII"
 ID_MATCHING_TYPES = ("AT_LEAST_ONE", "ALL")
+_POLICY_OID = POLICY_SYSTEM.removeprefix("urn:oid:")
+#: What asking about a policy is for: sharing with a treating node (.5), research use (.8), else running the node.
+_POLICY_PURPOSE = {f"{_POLICY_OID}.5": TREATMENT, f"{_POLICY_OID}.8": RESEARCH}
 
 
 def _persons(context: Context, params: Parameters) -> list[PersonIdentifier]:
@@ -41,11 +45,7 @@ def _policy_code(params: Parameters) -> str:
     if coding["system"] != POLICY_SYSTEM:
         raise FhirError(400, "invalid", f"policy system {coding['system']!r} is not {POLICY_SYSTEM}", ("policy",))
     code = str(coding["code"])
-    return (
-        code
-        if code.startswith(POLICY_SYSTEM.removeprefix("urn:oid:"))
-        else f"{POLICY_SYSTEM.removeprefix('urn:oid:')}.{code}"
-    )
+    return code if code.startswith(_POLICY_OID) else f"{_POLICY_OID}.{code}"
 
 
 def _subjects(persons: list[PersonIdentifier]) -> list[str]:
@@ -61,7 +61,7 @@ def _add(context: Context, params: Parameters) -> dict[str, Any]:
         consent_id, person = add_consent(connection, domain, resource)
         audit_log.record(
             connection,
-            context.success("$addConsent", [person.value], f"consent {consent_id}"),
+            context.success("$addConsent", [person.value], OPERATIONS, f"consent {consent_id}"),
         )
     return parameters({"name": "consentId", "valueString": consent_id}, {"name": "domain", "valueString": domain})
 
@@ -91,7 +91,9 @@ def _is_consented(context: Context, params: Parameters) -> dict[str, Any]:
         ]
         audit_log.record(
             connection,
-            context.success("$isConsented", _subjects(persons), f"policy {code} on {day}"),
+            context.success(
+                "$isConsented", _subjects(persons), _POLICY_PURPOSE.get(code, OPERATIONS), f"policy {code} on {day}"
+            ),
         )
     return parameters({"name": "consented", "valueBoolean": all(s is PolicyState.ACCEPTED for s in states)})
 
@@ -102,7 +104,7 @@ def _all_for_person(context: Context, params: Parameters) -> dict[str, Any]:
         found = consents_of(connection, _domain(params), persons)
         audit_log.record(
             connection,
-            context.success("$allConsentsForPerson", _subjects(persons)),
+            context.success("$allConsentsForPerson", _subjects(persons), OPERATIONS),
         )
 
     return {
@@ -122,7 +124,7 @@ def _current_states(context: Context, params: Parameters) -> dict[str, Any]:
         states = current_policy_states(parsed(consents_of(connection, _domain(params), persons)), day)
         audit_log.record(
             connection,
-            context.success("$currentPolicyStatesForPerson", _subjects(persons)),
+            context.success("$currentPolicyStatesForPerson", _subjects(persons), OPERATIONS),
         )
     return parameters(*(_state_part(code, state, unknown_is_decline) for code, state in sorted(states.items())))
 
@@ -144,7 +146,9 @@ def _withdraw(context: Context, params: Parameters) -> dict[str, Any]:
         consent_id, _ = add_consent(connection, domain, resource)
         audit_log.record(
             connection,
-            context.success("$withdrawConsent", [person.value], f"withdrawal {consent_id} from {withdrawn_on}"),
+            context.success(
+                "$withdrawConsent", [person.value], OPERATIONS, f"withdrawal {consent_id} from {withdrawn_on}"
+            ),
         )
     return parameters(
         {"name": "consentId", "valueString": consent_id},
@@ -157,7 +161,7 @@ def gics_endpoints() -> Mapping[str, Endpoint]:
     return {
         "$addConsent": operation("$addConsent", Role.CONSENT_WRITE, _add),
         "$withdrawConsent": operation("$withdrawConsent", Role.CONSENT_WRITE, _withdraw),
-        "$isConsented": operation("$isConsented", Role.CONSENT_READ, _is_consented),
+        "$isConsented": operation("$isConsented", Role.CONSENT_CHECK, _is_consented),
         "$allConsentsForPerson": operation("$allConsentsForPerson", Role.CONSENT_READ, _all_for_person),
         "$currentPolicyStatesForPerson": operation("$currentPolicyStatesForPerson", Role.CONSENT_READ, _current_states),
     }

@@ -4,6 +4,11 @@ In: `target` (domain), `original` 1..* or `pseudonym` 1..* as valueString. Out: 
 input, named `pseudonym` (or `original` for `$dePseudonymize`), with sub-parts `original`,
 `target` and `pseudonym` as Identifiers; an input that cannot be answered gets an `error` part
 with an `error-code` instead, and the others are still answered.
+
+A caller uses only the domains it is granted (a node: those of the projects it sends research data
+for), and a node's originals are the person ids it was given (`trustcentre.persons`): the pseudonym
+is made of the person behind one, so every node's extract of a person carries the same pseudonym,
+while an original the node was never given (an MPI, a guessed id) finds nobody.
 """
 
 from __future__ import annotations
@@ -11,10 +16,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy import Connection
+
 from servicekit.audit import AuditRecord
+from servicekit.fhir import FhirError
+from servicekit.purpose import OPERATIONS
 from trustcentre.auth import Role
 from trustcentre.db import audit_log
 from trustcentre.fhir import Parameters, identifier, parameters
+from trustcentre.persons import DOMAIN_PREFIX, PersonIds
 from trustcentre.pseudonyms import PseudonymStore
 from trustcentre.web import Context, Endpoint, check_batch, operation
 
@@ -46,23 +56,33 @@ def _error(given_as: str, value: str, domain: str, code: str, text: str) -> dict
 def _inputs(context: Context, params: Parameters, name: str) -> tuple[str, list[str]]:
     domain = params.string("target")
     assert domain is not None  # noqa: S101 -- required=True
+    context.caller.require_domain(domain)
     values = params.strings(name, minimum=1)
     check_batch(context, len(values), f"{name} values")
     return domain, values
 
 
 def _audit(context: Context, operation_name: str, subjects: list[str], domain: str) -> AuditRecord:
-    return context.success(operation_name, subjects, f"domain {domain}", purpose=context.purpose or domain)
+    return context.success(operation_name, subjects, context.domain_purpose(domain), f"domain {domain}")
 
 
-def gpas_endpoints(store: PseudonymStore) -> Mapping[str, Endpoint]:
+def gpas_endpoints(store: PseudonymStore, persons: PersonIds) -> Mapping[str, Endpoint]:  # noqa: C901 -- one closure per operation
     """Operation name -> endpoint, including the gPAS 1.10.x names as aliases."""
+
+    def persons_of(context: Context, connection: Connection, originals: list[str]) -> dict[str, str]:
+        """Original as given -> what is pseudonymised: itself, or for a node the person behind its id."""
+        site = context.caller.site
+        if site is None:
+            return {original: original for original in originals}
+        return persons.resolve(connection, site, originals)
 
     def pseudonymize(context: Context, params: Parameters, *, create: bool, name: str) -> dict[str, Any]:
         domain, originals = _inputs(context, params, "original")
         with context.engine.begin() as connection:
-            found = store.pseudonymize(connection, domain, originals, create=create)
-            audit_log.record(connection, _audit(context, name, [*found, *found.values()], domain))
+            behind = persons_of(context, connection, originals)
+            made = store.pseudonymize(connection, domain, list(dict.fromkeys(behind.values())), create=create)
+            found = {given: made[person] for given, person in behind.items() if person in made}
+            audit_log.record(connection, _audit(context, name, [*behind.values(), *found.values()], domain))
         return parameters(
             *(
                 _pair("pseudonym", o, domain, found[o])
@@ -102,6 +122,10 @@ def gpas_endpoints(store: PseudonymStore) -> Mapping[str, Endpoint]:
 
     def add_domain(context: Context, params: Parameters) -> dict[str, Any]:
         name = params.string("domain") or ""
+        if name.startswith(DOMAIN_PREFIX):
+            raise FhirError(
+                400, "invalid", f"domain names starting {DOMAIN_PREFIX!r} are the trust centre's own", ("domain",)
+            )
         settings: dict[str, Any] = {}
         for key in ("alphabet", "prefix"):
             if (value := params.string(key, required=False)) is not None:
@@ -111,7 +135,7 @@ def gpas_endpoints(store: PseudonymStore) -> Mapping[str, Endpoint]:
         settings["check_digit"] = params.boolean("checkDigit", default=True)
         with context.engine.begin() as connection:
             created = store.add_domain(connection, name, settings, params.string("description", required=False) or "")
-            audit_log.record(connection, _audit(context, "$addDomain", [], name))
+            audit_log.record(connection, context.success("$addDomain", [], OPERATIONS, f"domain {name}"))
         return parameters({"name": "created", "valueBoolean": created}, {"name": "domain", "valueString": name})
 
     allow_create = operation(

@@ -1,8 +1,12 @@
 """Identity linkage (E-PIX-like): identifiers from many sources -> one master person id (MPI).
 
-Only a shared identifier links automatically. Similar demographics never merge anything: they
-become a possible match that a person with the review role links or keeps apart. Identifiers that
-already belong to two different persons are not moved either; that conflict is recorded for review.
+Only a shared identifier links automatically, and only an identifier its source may assert: one of
+the source's own identifier systems, or a KVNR (the same number at every site). An identifier of
+another source's system is never linked nor stored, or any node could attach a victim's identity to a
+number another site will later use for someone else; if it already belongs to a person, the two
+become a possible match for review. Similar demographics never merge anything either: they become a
+possible match that a person with the review role links or keeps apart. Identifiers that already
+belong to two different persons are not moved; that conflict is recorded for review too.
 """
 
 from __future__ import annotations
@@ -34,12 +38,25 @@ class Identifier:
 
 
 @dataclass(frozen=True)
+class Asserter:
+    """Who asserts identifiers: the source (site) they come from and the systems it owns (None: any)."""
+
+    source: str
+    own_systems: frozenset[str] | None
+
+    def may_link(self, identifier: Identifier) -> bool:
+        """Whether this source may link a person by `identifier`."""
+        return self.own_systems is None or identifier.system == KVNR_SYSTEM or identifier.system in self.own_systems
+
+
+@dataclass(frozen=True)
 class LinkResult:
-    """The person the identifiers belong to, whether it is new, and what a reviewer should look at."""
+    """The person the identifiers belong to, whether it is new, what a reviewer should look at, what was ignored."""
 
     mpi: str
     created: bool
     possible_matches: tuple[tuple[int, str, float], ...]
+    ignored: tuple[Identifier, ...] = ()
 
 
 def check_identifiers(identifiers: Sequence[Identifier]) -> None:
@@ -50,25 +67,35 @@ def check_identifiers(identifiers: Sequence[Identifier]) -> None:
 
 
 def link(
-    connection: Connection, identifiers: Sequence[Identifier], source: str, demographics: Demographics | None
+    connection: Connection, identifiers: Sequence[Identifier], asserter: Asserter, demographics: Demographics | None
 ) -> LinkResult:
-    """Attach `identifiers` to their person (new if none is known) and report possible matches."""
+    """Attach the identifiers `asserter` may link to their person (new if none is known); report possible matches."""
     check_identifiers(identifiers)
-    owners = _owners(connection, identifiers)
+    linkable = [i for i in identifiers if asserter.may_link(i)]
+    foreign = tuple(i for i in identifiers if not asserter.may_link(i))
+    if not linkable:
+        raise FhirError(
+            403,
+            "forbidden",
+            f"source {asserter.source!r} may assert none of these identifiers: only its own systems or a KVNR",
+            ("identifier",),
+        )
+    owners = _owners(connection, linkable)
     distinct = sorted(set(owners.values()))
     created = not distinct
     mpi = distinct[0] if distinct else _new_person(connection)
-    unowned = [i for i in identifiers if i not in owners]
+    unowned = [i for i in linkable if i not in owners]
     if len(distinct) <= 1:
         insert_ignoring_conflicts(
             connection,
             person_identifiers,
-            [{"system": i.system, "value": i.value, "mpi": mpi, "source": source} for i in unowned],
+            [{"system": i.system, "value": i.value, "mpi": mpi, "source": asserter.source} for i in unowned],
         )
-    matches = [_record_match(connection, mpi, other, CONFLICT_SCORE) for other in distinct[1:]]
+    others = [*distinct[1:], *sorted(set(_owners(connection, foreign).values()) - {mpi, *distinct})]
+    matches = [_record_match(connection, mpi, other, CONFLICT_SCORE) for other in others]
     if demographics is not None:
-        matches += _compare_and_store(connection, mpi, demographics, source, compare=created)
-    return LinkResult(mpi, created, tuple(matches))
+        matches += _compare_and_store(connection, mpi, demographics, asserter.source, compare=created)
+    return LinkResult(mpi, created, tuple(matches), foreign)
 
 
 def _owners(connection: Connection, identifiers: Sequence[Identifier]) -> dict[Identifier, str]:

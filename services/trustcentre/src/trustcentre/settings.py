@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from servicekit.allowlist import AllowListError, parse_allow_list
 from servicekit.auth import Authenticator, authenticator_from_entries
 from servicekit.config import ConfigError, read_file, read_json, with_password
+from servicekit.identity import Federation, revoked_serials
 from trustcentre.auth import Role
 
 MIN_SECRET_BYTES = 32
@@ -27,6 +30,8 @@ class Settings:
     authenticator: Authenticator
     site: str = "hubnode"
     domains: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: Research project -> its pseudonym domain: what a purpose may name, and the purpose of each domain.
+    projects: Mapping[str, str] = field(default_factory=dict)
     max_batch: int = 10_000
     max_body_bytes: int = 8 * 1024 * 1024
 
@@ -41,21 +46,56 @@ class Settings:
             raise ConfigError(f"TC_SECRET_FILE: the pseudonym secret must be at least {MIN_SECRET_BYTES} bytes")
         callers = read_json("TC_CALLERS_FILE", environ)
         domains = read_json("TC_DOMAINS_FILE", environ) if "TC_DOMAINS_FILE" in environ else {"domains": []}
+        site = environ.get("TC_SITE", "hubnode")
         return cls(
             database_url=url,
             secret=secret,
-            authenticator=authenticator_from_config(callers, environ.get("TC_CERTIFICATE_HEADER") or None),
-            site=environ.get("TC_SITE", "hubnode"),
+            authenticator=authenticator_from_config(callers, _federation(site, environ)),
+            site=site,
             domains=domains_from_config(domains),
+            projects=projects_from_config(read_json("TC_PROJECTS_FILE", environ))
+            if "TC_PROJECTS_FILE" in environ
+            else {},
         )
 
 
-def authenticator_from_config(config: Any, certificate_header: str | None) -> Authenticator:  # noqa: ANN401
-    """Callers from `{"callers": [{"name", "roles", "token_sha256" | "certificate_subject"}]}`."""
+def authenticator_from_config(config: Any, federation: Federation | None) -> Authenticator:  # noqa: ANN401
+    """Callers from `{"callers": [{"name", "roles", "token_sha256" | "certificate": true, "site", ...}]}`."""
     entries = config.get("callers") if isinstance(config, dict) else None
     if not isinstance(entries, list):
         raise ConfigError('TC_CALLERS_FILE: expected {"callers": [...]}')
-    return authenticator_from_entries(entries, "TC_CALLERS_FILE", Role, certificate_header)
+    return authenticator_from_entries(entries, "TC_CALLERS_FILE", Role, federation)
+
+
+def _federation(site: str, environ: Mapping[str, str]) -> Federation | None:
+    """Nodes of the federation calling through the gateway's peer door (TC_ALLOW_LIST_FILE and its friends)."""
+    if not environ.get("TC_ALLOW_LIST_FILE"):
+        return None
+    try:
+        allow_list = parse_allow_list(read_json("TC_ALLOW_LIST_FILE", environ))
+    except AllowListError as exc:
+        raise ConfigError(f"TC_ALLOW_LIST_FILE={environ['TC_ALLOW_LIST_FILE']}: {exc}") from None
+    secret = read_file("TC_GATEWAY_SECRET_FILE", environ).strip()
+    if not secret:
+        raise ConfigError(f"TC_GATEWAY_SECRET_FILE={environ['TC_GATEWAY_SECRET_FILE']}: the file is empty")
+    revoked: frozenset[int] = frozenset()
+    if environ.get("TC_CRL_FILE"):
+        if not environ.get("TC_CA_FILE"):
+            raise ConfigError("TC_CRL_FILE: set TC_CA_FILE too, to check who signed the revocation list")
+        revoked = revoked_serials(Path(environ["TC_CRL_FILE"]), Path(environ["TC_CA_FILE"]), "TC_CRL_FILE")
+    return Federation(site, secret, allow_list, revoked)
+
+
+def projects_from_config(config: Any) -> dict[str, str]:  # noqa: ANN401
+    """Research projects: `{"<project>": {"domain": "<pseudonym domain>", ...}}` -> project -> domain."""
+    if not isinstance(config, dict):
+        raise ConfigError('TC_PROJECTS_FILE: expected {"<project>": {"domain": "<pseudonym domain>"}}')
+    projects = {}
+    for name, project in config.items():
+        if not isinstance(project, dict) or not isinstance(project.get("domain"), str) or not project["domain"]:
+            raise ConfigError(f"TC_PROJECTS_FILE: project {name!r} needs a string domain")
+        projects[str(name)] = project["domain"]
+    return projects
 
 
 def domains_from_config(config: Any) -> dict[str, Mapping[str, Any]]:  # noqa: ANN401

@@ -9,8 +9,8 @@ a 4xx with an OperationOutcome, an audit record, and nothing stored.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine
@@ -21,29 +21,39 @@ from starlette.responses import Response
 from servicekit.audit import AuditRecord
 from servicekit.auth import Caller
 from servicekit.fhir import FhirError
+from servicekit.purpose import OPERATIONS, PURPOSE_HEADER, claimed, research
 from servicekit.web import authenticate, error_response, fhir_response, internal_error_response, read_body
 from trustcentre.auth import Role
 from trustcentre.db import audit_log
 from trustcentre.fhir import Parameters
 
 LOG = logging.getLogger("trustcentre")
-PURPOSE_HEADER = "x-hubnode-purpose"
 
 
 @dataclass(frozen=True)
 class Context:
-    """What an operation knows about its request."""
+    """What an operation knows about its request: the caller, what it claims as purpose, the node's projects."""
 
     caller: Caller
     engine: Engine
-    purpose: str | None
+    #: The purpose a local caller named in `X-Hubnode-Purpose` (peers name none: theirs is derived).
+    claimed_purpose: str | None
     max_batch: int
+    #: Research project -> pseudonym domain.
+    projects: Mapping[str, str] = field(default_factory=dict)
 
-    def success(
-        self, operation: str, subjects: Sequence[str], detail: str = "", purpose: str | None = None
-    ) -> AuditRecord:
-        """The audit record of this caller's successful `operation` (purpose: the request's, unless given)."""
-        return AuditRecord(self.caller.name, operation, subjects, "success", purpose or self.purpose, detail)
+    def purpose(self, derived: str) -> str:
+        """The purpose to record: what the operation implies, or a local caller's consistent narrower claim."""
+        return claimed(self.claimed_purpose, self.projects, derived)
+
+    def domain_purpose(self, domain: str) -> str:
+        """What using a pseudonym domain is for: its project's research, else running the node."""
+        project = next((name for name, used in sorted(self.projects.items()) if used == domain), None)
+        return research(project) if project else OPERATIONS
+
+    def success(self, operation: str, subjects: Sequence[str], purpose: str, detail: str = "") -> AuditRecord:
+        """The audit record of this caller's successful `operation`, for `purpose` (see `Context.purpose`)."""
+        return AuditRecord(self.caller.name, operation, subjects, "success", self.purpose(purpose), detail)
 
 
 Operation = Callable[[Context, Parameters], dict[str, Any]]
@@ -61,7 +71,8 @@ def operation(name: str, role: Role, work: Operation) -> Endpoint:
             caller_name = caller.name
             caller.require(role)
             parameters = Parameters.from_body(await read_body(request, state.max_body_bytes))
-            context = Context(caller, state.engine, request.headers.get(PURPOSE_HEADER), state.max_batch)
+            purpose = None if caller.peer else request.headers.get(PURPOSE_HEADER)
+            context = Context(caller, state.engine, purpose, state.max_batch, state.projects)
             return fhir_response(await run_in_threadpool(work, context, parameters))
         except FhirError as error:
             await run_in_threadpool(
