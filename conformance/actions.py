@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple, assert_never
+from urllib.parse import quote
 
 import jinja2
 from cryptography import x509
@@ -117,7 +118,8 @@ def needs(scenario: Scenario, step: Step) -> Iterator[Need]:  # noqa: C901, PLR0
                 yield Need(site, "audit", SUITE_CREDENTIAL)
         return
     actor = scenario.actors[step.actor]
-    credential = None if actor.credential == NO_CREDENTIAL else actor.credential
+    optional = actor.credential == NO_CREDENTIAL or actor.credential.endswith("?")
+    credential = None if optional else actor.credential
     for capability in step.applies_to:
         yield Need(actor.site, capability, credential)
     match step.action:
@@ -160,8 +162,9 @@ def calls(scene: Scene, step: Step) -> list[Call]:  # noqa: C901, PLR0911 -- one
         return []
     actor = scene.scenario.actors[step.actor]
     node = scene.node(actor.site)
-    token = None if actor.credential == NO_CREDENTIAL else node.token(actor.credential)
-    headers = dict(step.headers)
+    uses_token = isinstance(step.action, Ingest | StartProcess | Retry | Read | FhirRequest)
+    token = _token(node, actor.credential) if uses_token else None
+    headers = _headers(scene, step, node)
     sender = Sender(node, token, headers)
     match step.action:
         case Ingest() as action:
@@ -184,11 +187,18 @@ def calls(scene: Scene, step: Step) -> list[Call]:  # noqa: C901, PLR0911 -- one
         case TrustCentreCall() as action:
             return [_trustcentre_call(scene, step, action, node, headers)]
         case Trust() as action:
-            return [_peer_call(scene, step, action, node)]
+            return [_peer_call(scene, step, action, sender)]
         case Control() | AuditCheck() | Wait():
             return []
         case _ as unreachable:
             assert_never(unreachable)
+
+
+def _token(node: NodeTarget, credential: str) -> str | None:
+    """The actor's bearer token: none for `none`, and for an optional `name?` only where the node has one."""
+    if credential == NO_CREDENTIAL or (credential.endswith("?") and credential[:-1] not in node.tokens):
+        return None
+    return node.token(credential.removesuffix("?"))
 
 
 def identifier_of(scenario: Scenario, patient: str) -> dict[str, str]:
@@ -318,8 +328,9 @@ def _trustcentre_call(
     return Call(node, "POST", url, None, body, certificate=certificate, headers=headers)
 
 
-def _peer_call(scene: Scene, step: Step, action: Trust, node: NodeTarget) -> Call:
+def _peer_call(scene: Scene, step: Step, action: Trust, sender: Sender) -> Call:
     """The peer Task of docs/federation.md's "Peer API", with the certificate it is presented with."""
+    node = sender.node
     if node.peer_url is None:
         raise CannotRunError(f"node {node.site} has no `peer_url` in the targets file")
     certificate = None if action.certificate == NO_CERTIFICATE else node.client_certificates[action.certificate]
@@ -330,4 +341,24 @@ def _peer_call(scene: Scene, step: Step, action: Trust, node: NodeTarget) -> Cal
     if action.bundle is not None:
         inputs.append(bundle_input(_body(scene, step)))
     task = process_task(Process(action.process), inputs, requester=requester(scene, action, node), idempotency_key=key)
-    return Call(node, "POST", f"{node.peer_url}/fhir/Task", None, task, certificate, headers=dict(step.headers))
+    return Call(node, "POST", f"{node.peer_url}/fhir/Task", None, task, certificate, headers=sender.headers)
+
+
+def _headers(scene: Scene, step: Step, node: NodeTarget) -> dict[str, str]:
+    """A step's extra headers, rendered: `{{ certificates.valid }}` is that client certificate, URL-encoded PEM.
+
+    A certificate is public; sending one in a header is what a caller forging the gateway's identity
+    headers would do.
+    """
+    if not step.headers:
+        return {}
+    context = {
+        **scene.scenario.template_context(step),
+        "certificates": {
+            kind: quote(pair.cert.read_text(encoding="ascii")) for kind, pair in node.client_certificates.items()
+        },
+    }
+    try:
+        return {name: render_text(value, context) for name, value in step.headers.items()}
+    except (jinja2.TemplateError, OSError) as exc:
+        raise CannotRunError(f"headers: {exc}") from None

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, assert_never
+from urllib.parse import urlsplit
 
 from conformance.actions import SUITE_CREDENTIAL, TRUSTCENTRE_CREDENTIAL, Need, Scene, identifier_of, requester
 from conformance.contract import CONSENT_DOMAIN, PROCESS_CONSENT, Process
@@ -20,16 +21,25 @@ from conformance.invariants import (
     identifying_leaks,
     invalid_resources,
     names_exchange,
+    patients_answered,
     pseudonyms_of,
+    records_read,
     transaction_response_problems,
 )
 from conformance.requests import de_pseudonymize, is_consented
-from conformance.scenario import AuditCheck, StartProcess, Step, Trust
+from conformance.scenario import AuditCheck, Read, StartProcess, Step, Trust
 
 #: AuditEvent.outcome of an exchange whose Task ended so.
 AUDIT_OUTCOME = {"completed": "0", "failed": "8"}
 #: The invariants whose checks read audit trails, so a snapshot is taken before their step.
-AUDITED = frozenset({InvariantName.CROSS_NODE_AUDITED, InvariantName.CONSENT_ENFORCED, InvariantName.IDEMPOTENT_REPLAY})
+AUDITED = frozenset(
+    {
+        InvariantName.CROSS_NODE_AUDITED,
+        InvariantName.CONSENT_ENFORCED,
+        InvariantName.IDEMPOTENT_REPLAY,
+        InvariantName.READ_AUDITED,
+    }
+)
 
 Snapshot = Mapping[str, frozenset[str]]
 
@@ -195,6 +205,8 @@ def invariant_problems(inspector: Inspector, names: Sequence[str], evidence: Evi
                 found = _consent_problems(inspector, evidence)
             case InvariantName.IDEMPOTENT_REPLAY:
                 found = _replay_problems(inspector, evidence)
+            case InvariantName.READ_AUDITED:
+                found = _read_audit_problems(inspector, evidence)
             case _ as unreachable:
                 assert_never(unreachable)
         problems += [f"{name}: {problem}" for problem in found]
@@ -313,6 +325,18 @@ def _replay_problems(inspector: Inspector, evidence: Evidence) -> list[str]:
         if any(names_exchange(event, action.process, [evidence.sender], "0") for event in received):
             problems.append(f"{target} recorded the {action.process} from {evidence.sender} again")
     return problems
+
+
+def _read_audit_problems(inspector: Inspector, evidence: Evidence) -> list[str]:
+    """The actor's node recorded the read: every Patient of the answer, and the search's query."""
+    if not isinstance(evidence.step.action, Read) or not evidence.responses:
+        raise CannotRunError("read-audited applies to a read step")
+    response = evidence.responses[-1]
+    patients, query = patients_answered(response.body), urlsplit(response.call.url).query
+    events = inspector.new_events(evidence.scene, evidence.sender, evidence.before, evidence.log)
+    if any(records_read(event, patients, query) for event in events):
+        return []
+    return [f"{evidence.sender} recorded no read naming {', '.join(sorted(patients)) or 'its answer'} and {query!r}"]
 
 
 def _pseudonym_problems(inspector: Inspector, evidence: Evidence, body: object) -> list[str]:

@@ -8,10 +8,13 @@ need the federation's state (audit records, pseudonyms at the trust centre) are 
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
@@ -30,6 +33,7 @@ class InvariantName(StrEnum):
     VALID_FHIR = "valid-fhir"
     TRANSACTION_RESPONSE = "transaction-response"
     IDEMPOTENT_REPLAY = "idempotent-replay"
+    READ_AUDITED = "read-audited"
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,11 @@ INVARIANTS: Mapping[str, Invariant] = {
             "HUB-FHIR-02",
             "a transaction or batch is answered with a transaction-response or batch-response Bundle, one entry per"
             " request entry",
+        ),
+        Invariant(
+            InvariantName.READ_AUDITED,
+            "HUB-SEC-06",
+            "the node recorded the read with every patient the answer holds and the search that found them",
         ),
         Invariant(
             InvariantName.IDEMPOTENT_REPLAY,
@@ -150,6 +159,37 @@ def transaction_response_problems(request: object, response: object) -> list[str
     if sent != answered:
         problems.append(f"{sent} entries were sent, the answer has {answered}")
     return problems
+
+
+def patients_answered(body: object) -> set[str]:
+    """`Patient/<id>` of every Patient a read's answer holds (itself, or a Bundle's entries)."""
+    if not isinstance(body, dict):
+        return set()
+    entries = body.get("entry", []) if body.get("resourceType") == "Bundle" else [{"resource": body}]
+    return {
+        f"Patient/{entry['resource'].get('id')}"
+        for entry in entries
+        if isinstance(entries, list)
+        if isinstance(entry, dict)
+        and isinstance(entry.get("resource"), dict)
+        and entry["resource"].get("resourceType") == "Patient"
+    }
+
+
+def records_read(event: Mapping[str, Any], patients: set[str], query: str) -> bool:
+    """Whether an AuditEvent records a read naming every one of `patients` and the search `query`."""
+    codes = {subtype.get("code") for subtype in event.get("subtype", []) if isinstance(subtype, dict)}
+    entities = [entity for entity in event.get("entity", []) if isinstance(entity, dict)]
+    named = {str(entity.get("what", {}).get("identifier", {}).get("value")) for entity in entities}
+    asked = [_decoded(entity.get("query")) for entity in entities if entity.get("query")]
+    return "read" in codes and patients <= named and any(parse_qsl(q) == parse_qsl(query) for q in asked)
+
+
+def _decoded(value: object) -> str:
+    try:
+        return base64.b64decode(str(value), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
 
 
 def names_exchange(event: Mapping[str, Any], process: str, peers: Sequence[str], outcome: str) -> bool:

@@ -16,8 +16,8 @@ from typing import Literal
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BRACKET = re.compile(r"\[([^\[\]]*)\]")
 
-CheckKind = Literal["equals", "contains", "exists", "count"]
-CHECK_KINDS: tuple[CheckKind, ...] = ("equals", "contains", "exists", "count")
+CheckKind = Literal["equals", "contains", "excludes", "exists", "count"]
+CHECK_KINDS: tuple[CheckKind, ...] = ("equals", "contains", "excludes", "exists", "count")
 
 
 class PathSyntaxError(ValueError):
@@ -61,7 +61,11 @@ class SimplePath:
 
 @dataclass(frozen=True)
 class PathCheck:
-    """An expectation on the values a path reaches: equals / contains a value, exists or not, how many."""
+    """An expectation on the values a path reaches: equals / contains a value, excludes a text, exists, how many.
+
+    `contains` means one value equals the expected one; `excludes` that no value has the text in it
+    (a link must not carry a forged host name, say).
+    """
 
     path: SimplePath
     kind: CheckKind
@@ -80,6 +84,9 @@ class PathCheck:
         elif self.kind == "equals":
             if not values or any(not _same(value, self.expected) for value in values):
                 return f"{self.path.text}: expected every value to equal {self.expected!r}, got {shown}"
+        elif self.kind == "excludes":
+            if any(str(self.expected) in str(value) for value in values):
+                return f"{self.path.text}: expected no value with {self.expected!r} in it, got {shown}"
         elif not any(_same(value, self.expected) for value in values):
             return f"{self.path.text}: expected a value {self.expected!r} among {shown}"
         return None

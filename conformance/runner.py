@@ -43,6 +43,7 @@ from conformance.scenario import (
     Expect,
     Ingest,
     Read,
+    Retry,
     Scenario,
     StartProcess,
     Step,
@@ -168,11 +169,13 @@ class ScenarioRun:
             polled = self.results[step.index - 1]
             if polled.outcome in {Outcome.NOT_APPLICABLE, Outcome.ERROR}:
                 return polled.outcome, f"polls step {polled.index}, which {_said(polled.outcome)}"
-        if isinstance(step.action, AuditCheck):
-            since = self.scenario.step_by_id(step.action.since)
-            if self.results[since.index].outcome in {Outcome.NOT_APPLICABLE, Outcome.ERROR}:
-                outcome = self.results[since.index].outcome
-                return outcome, f"looks back to step {since.index}, which {_said(outcome)}"
+        if isinstance(step.action, AuditCheck | Retry):
+            earlier = self.scenario.step_by_id(
+                step.action.since if isinstance(step.action, AuditCheck) else step.action.of
+            )
+            if self.results[earlier.index].outcome in {Outcome.NOT_APPLICABLE, Outcome.ERROR}:
+                outcome = self.results[earlier.index].outcome
+                return outcome, f"refers to step {earlier.index}, which {_said(outcome)}"
         for patient in _patients_named(step):
             if patient in self._broken:
                 setup = self._broken[patient]
@@ -222,7 +225,8 @@ class ScenarioRun:
                 return (Outcome.FAILED, "; ".join(problems)) if problems else (Outcome.PASSED, "")
             case _:
                 responses = self._act(step, log)
-        problems = [problem for response in responses for problem in _unmet(step.expect, response, len(responses))]
+        expect = self.scenario.expectations(step)
+        problems = [problem for response in responses for problem in _unmet(expect, response, len(responses))]
         subject = subject_of(self.scene, step)
         evidence = Evidence(self.scene, subject, responses, self._snapshots.get(subject.index, {}), log)
         try:
@@ -245,7 +249,7 @@ class ScenarioRun:
         made = calls(self.scene, step)
         responses = [self.runner.http.send(call, log) for call in made]
         self._calls[step.index] = made
-        if isinstance(step.action, StartProcess) and responses and isinstance(responses[0].body, dict):
+        if isinstance(step.action, StartProcess | Retry) and responses and isinstance(responses[0].body, dict):
             task_id = responses[0].body.get("id")
             if isinstance(task_id, str):
                 node = made[0].node
@@ -276,9 +280,10 @@ class ScenarioRun:
         made = self._calls.get(step.index - 1, [])
         if not made or any(call.method != "GET" and "$isConsented" not in call.url for call in made):
             raise CannotRunError("a wait with expectations polls the step before it: a read, process or consent check")
+        expect = self.scenario.expectations(step)
         while True:
             responses = [self.runner.http.send(call, log) for call in made]
-            met = not any(_unmet(step.expect, response, len(responses)) for response in responses)
+            met = not any(_unmet(expect, response, len(responses)) for response in responses)
             remaining = deadline - time.monotonic()
             if met or remaining <= 0:
                 return responses

@@ -296,6 +296,17 @@ class Scenario:
             "vars": dict(getattr(step.action, "variables", {})),
         }
 
+    def expectations(self, step: Step) -> Expect:
+        """The step's expectations with template expressions in expected values rendered (`{{ patients.x.kvnr }}`)."""
+        context = self.template_context(step)
+        checks = tuple(
+            replace(check, expected=render_text(check.expected, context))
+            if isinstance(check.expected, str) and "{{" in check.expected
+            else check
+            for check in step.expect.checks
+        )
+        return replace(step.expect, checks=checks)
+
     def step_by_id(self, step_id: str) -> Step:
         """The step named `step_id` (the parser made sure it exists)."""
         return next(step for step in self.steps if step.id == step_id)
@@ -332,6 +343,9 @@ def _check_rendering(scenario: Scenario, problems: Problems) -> None:
     environment = template_environment(scenario.file.parent / "templates")
     for step in scenario.steps:
         try:
+            scenario.expectations(step)
+            for value in step.headers.values():
+                render_text(value, {**scenario.template_context(step), "certificates": _ANY_CERTIFICATE})
             if isinstance(step.action, Read):
                 render_text(step.action.query, scenario.template_context(step))
             elif template_of(step.action) is not None:
@@ -340,6 +354,16 @@ def _check_rendering(scenario: Scenario, problems: Problems) -> None:
             problems.add(step.line, f"step {step.index}: {exc}")
         except jinja2.TemplateError as exc:
             problems.add(step.line, f"step {step.index}: query: {exc}")
+
+
+class _AnyCertificate(dict[str, str]):
+    """Stands in for the targets' client certificates when headers are rendered at load time."""
+
+    def __missing__(self, kind: str) -> str:
+        return f"<the {kind} certificate>"
+
+
+_ANY_CERTIFICATE = _AnyCertificate()
 
 
 def template_of(action: Action) -> str | None:
