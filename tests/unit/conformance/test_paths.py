@@ -79,3 +79,8 @@ def test_exists_and_count() -> None:
     assert check("output", "exists", expected=False) is not None
     assert check("output", "count", 4) is None
     assert "expected 2 values, got 4" in (check("output", "count", 2) or "")
+
+
+def test_excludes_fails_on_any_value_with_the_text_in_it() -> None:
+    assert check("output.valueString", "excludes", "research") is None
+    assert "expected no value with 'practice' in it" in (check("output.valueString", "excludes", "practice") or "")

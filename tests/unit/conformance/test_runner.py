@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import textwrap
 from collections.abc import Callable
@@ -713,3 +714,217 @@ def test_a_trust_step_without_the_door_or_the_certificate_is_not_applicable_and_
     assert no_door.message == "node dic lacks the capability 'mtls'"
     assert no_certificate.message == "node dic has no client certificate 'expired' in the targets file"
     assert federation.requests == []
+
+
+def test_a_retry_posts_retry_for_the_task_the_named_step_started(tmp_path: Path, targets: Targets) -> None:
+    federation = Federation()
+    failed = {"resourceType": "Task", "id": "t1", "status": "failed", "statusReason": {"text": "peer down"}}
+    federation.route("POST", "dic.test/fhir/Task", fhir(201, failed))
+    federation.route("POST", "dic.test/fhir/Task/t1/$retry", fhir(200, {**failed, "status": "completed"}))
+    journey = scenario(
+        tmp_path,
+        """\
+        - id: first-try
+          process: {at: hospital, name: ping, target: gp}
+          expect: {status: 201, fhir: [{path: status, equals: failed}]}
+        - retry: {at: hospital, of: first-try}
+          expect: {status: 200, fhir: [{path: status, equals: completed}]}
+        """,
+    )
+    first, retried = run(targets, federation, journey)
+    assert (first.outcome, retried.outcome) == (Outcome.PASSED, Outcome.PASSED), retried.message
+    assert federation.sent("POST", "dic.test/fhir/Task/t1/$retry")[0].headers["authorization"] == "Bearer dic-suite-secret"
+
+
+def test_a_retry_of_a_step_that_was_not_applicable_is_not_applicable(tmp_path: Path, targets: Targets) -> None:
+    journey = scenario(
+        tmp_path,
+        """\
+        - id: first-try
+          applies_to: [portal]
+          process: {at: hospital, name: ping, target: gp}
+        - retry: {at: hospital, of: first-try}
+        """,
+    )
+    _, retried = run(targets, Federation(), journey)
+    assert retried.outcome is Outcome.NOT_APPLICABLE
+    assert retried.message == "refers to step 1, which is not applicable here"
+
+
+def test_control_steps_run_the_targets_commands_and_need_the_control_capability(tmp_path: Path) -> None:
+    log = tmp_path / "door.log"
+    command = ("python3", "-c", f"import sys; open({str(log)!r}, 'a').write(sys.argv[1] + ' ')")
+    practice = replace(
+        node(tmp_path, "practice", {*NODE_CAPABILITIES, "control"}),
+        controls={"stop": (*command, "stop"), "start": (*command, "start")},
+    )
+    dic = node(tmp_path, "dic", NODE_CAPABILITIES)
+    journey = scenario(
+        tmp_path,
+        """\
+        - control: {at: gp, action: stop}
+        - control: {at: gp, action: start}
+        - control: {at: hospital, action: stop}
+        """,
+    )
+    stopped, started, elsewhere = run(Targets("t", {"dic": dic, "practice": practice}), Federation(), journey)
+    assert (stopped.outcome, started.outcome) == (Outcome.PASSED, Outcome.PASSED)
+    assert log.read_text() == "stop start "
+    assert elsewhere.outcome is Outcome.NOT_APPLICABLE
+    assert elsewhere.message == "node dic lacks the capability 'control'"
+
+
+def test_a_control_command_that_fails_is_an_error_naming_it(tmp_path: Path) -> None:
+    practice = replace(
+        node(tmp_path, "practice", {*NODE_CAPABILITIES, "control"}),
+        controls={"stop": ("python3", "-c", "raise SystemExit(3)"), "start": ("true",)},
+    )
+    journey = scenario(tmp_path, "- control: {at: gp, action: stop}\n")
+    [step] = run(Targets("t", {"practice": practice}), Federation(), journey)
+    assert step.outcome is Outcome.ERROR
+    assert "stop practice: python3 -c raise SystemExit(3) exited 3" in step.message
+
+
+def test_an_audit_check_finds_a_successful_exchange_recorded_since_the_step_it_names(
+    tmp_path: Path, targets: Targets
+) -> None:
+    federation = Federation()
+
+    def withdraw(_request: httpx.Request) -> httpx.Response:
+        federation.record("practice.test", "careSummary", "dic")  # something slipped through afterwards
+        return fhir(200, {"resourceType": "Parameters"})
+
+    federation.route("POST", "dic.test/ttp-fhir/fhir/gics/$withdrawConsent", withdraw)
+    journey = scenario(
+        tmp_path,
+        """\
+        - id: withdrawal
+          consent: {at: hospital, patient: anna, action: withdraw, policies: ["5"]}
+          expect: {status: 200}
+        - audit: {since: withdrawal, processes: [careSummary, dataSend]}
+        """,
+    )
+    _, audited = run(targets, federation, journey)
+    assert audited.outcome is Outcome.FAILED
+    assert audited.message == "practice recorded a successful careSummary with peer:dic (AuditEvent/1)"
+
+
+def test_an_audit_check_passes_when_nothing_was_sent_since(tmp_path: Path, targets: Targets) -> None:
+    federation = Federation()
+    federation.record("practice.test", "careSummary", "dic")  # before: not counted
+    federation.route("POST", "dic.test/ttp-fhir/fhir/gics/$withdrawConsent", fhir(200, {"resourceType": "Parameters"}))
+    journey = scenario(
+        tmp_path,
+        """\
+        - id: withdrawal
+          consent: {at: hospital, patient: anna, action: withdraw, policies: ["5"]}
+        - audit: {since: withdrawal, processes: [careSummary]}
+        """,
+    )
+    _, audited = run(targets, federation, journey)
+    assert audited.outcome is Outcome.PASSED, audited.message
+
+
+def test_headers_name_a_targets_client_certificate_as_a_forger_would_send_it(tmp_path: Path, targets: Targets) -> None:
+    now = datetime.now(UTC)
+    issued = pki.issue_node(pki.issue_ca("fed", now), "practice", (), now)
+    (tmp_path / "valid.crt").write_bytes(pki.certificate_pem(issued.certificate))
+    (tmp_path / "valid.key").write_bytes(pki.key_pem(issued.key))
+    dic = replace(
+        targets.nodes["dic"],
+        client_certificates={"valid": ClientCertificate(tmp_path / "valid.crt", tmp_path / "valid.key")},
+    )
+    federation = Federation()
+    federation.route("GET", "dic.test/fhir/Patient", fhir(401, {"resourceType": "OperationOutcome", "issue": [{}]}))
+    journey = scenario(
+        tmp_path,
+        """\
+        - read: {at: hospital, query: "Patient?_count=1"}
+          headers: {X-Hubnode-Client-Cert: "{{ certificates.valid }}", X-Hubnode-Client-Verify: SUCCESS}
+          expect: {status: 401}
+        """,
+    )
+    [step] = run(replace(targets, nodes={**targets.nodes, "dic": dic}), federation, journey)
+    assert step.outcome is Outcome.PASSED, step.message
+    [sent] = federation.sent("GET", "dic.test/fhir/Patient")
+    assert sent.headers["x-hubnode-client-cert"].startswith("-----BEGIN%20CERTIFICATE-----")
+    assert sent.headers["x-hubnode-client-verify"] == "SUCCESS"
+
+
+def test_a_replayed_key_must_answer_the_first_task_without_a_new_exchange(tmp_path: Path, targets: Targets) -> None:
+    federation = Federation()
+    answers = iter([fhir(201, {"resourceType": "Task", "id": "t1", "status": "completed"})])
+
+    def start(_request: httpx.Request) -> httpx.Response:
+        return next(answers, fhir(200, {"resourceType": "Task", "id": "t2", "status": "completed"}))
+
+    federation.route("POST", "dic.test/fhir/Task", start)
+    journey = scenario(
+        tmp_path,
+        """\
+        - process: {at: hospital, name: careSummary, target: gp, patients: [anna], idempotency_key: same}
+          expect: {status: 201}
+        - process: {at: hospital, name: careSummary, target: gp, patients: [anna], idempotency_key: same}
+          expect: {invariants: [idempotent-replay]}
+        """,
+    )
+    _, replay = run(targets, federation, journey)
+    assert replay.outcome is Outcome.FAILED
+    assert "the replay answered Task/t2, the first start Task/t1" in replay.message
+
+
+def test_a_read_must_be_audited_with_its_patients_and_query(tmp_path: Path, targets: Targets) -> None:
+    federation = Federation()
+    patient = {"resourceType": "Patient", "id": "p1"}
+
+    def read(request: httpx.Request) -> httpx.Response:
+        events = federation.audit["dic.test"]
+        query = base64.b64encode(request.url.query).decode()
+        events.append(
+            {
+                "resourceType": "AuditEvent",
+                "id": str(len(events) + 1),
+                "subtype": [{"code": "read"}],
+                "entity": [{"what": {"identifier": {"value": "Patient/p1"}}}, {"query": query}],
+            }
+        )
+        return fhir(200, bundle(patient))
+
+    federation.route("GET", "dic.test/fhir/Patient", read)
+    federation.route("GET", "practice.test/fhir/Patient", fhir(200, bundle(patient)))
+    journey = scenario(
+        tmp_path,
+        """\
+        - read: {at: hospital, query: "Patient?gender=female&_count=5"}
+          expect: {status: 200, invariants: [read-audited]}
+        - read: {at: gp, query: "Patient?gender=female"}
+          expect: {status: 200, invariants: [read-audited]}
+        """,
+    )
+    audited, silent = run(targets, federation, journey)
+    assert audited.outcome is Outcome.PASSED, audited.message
+    assert silent.outcome is Outcome.FAILED
+    assert "practice recorded no read naming Patient/p1 and 'gender=female'" in silent.message
+
+
+def test_an_optional_credential_is_sent_only_where_the_targets_file_has_it(tmp_path: Path) -> None:
+    open_server = replace(node(tmp_path, "dic", {"fhir"}, ()), tokens={})
+    federation = Federation()
+    statement = {"resourceType": "CapabilityStatement", "status": "active", "date": "2026", "kind": "instance",
+                 "fhirVersion": "4.0.1", "format": ["json"]}  # fmt: skip
+    federation.route("GET", "dic.test/fhir/metadata", fhir(200, statement))
+    path = tmp_path / "journey.yaml"
+    path.write_text(
+        textwrap.dedent("""\
+        name: journey
+        title: t
+        journey: 0
+        actors: {server: {site: dic, credential: "suite?"}}
+        steps:
+          - fhir: {at: server, method: GET, path: metadata}
+            expect: {status: 200, fhir: [{path: fhirVersion, equals: "{{ '4.0' }}.1"}], invariants: [valid-fhir]}
+        """)
+    )
+    [step] = run(Targets("open", {"dic": open_server}), federation, load_scenario(path))
+    assert step.outcome is Outcome.PASSED, step.message
+    assert "authorization" not in federation.sent("GET", "dic.test/fhir/metadata")[0].headers

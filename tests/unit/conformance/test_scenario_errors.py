@@ -218,3 +218,42 @@ def test_a_trust_step_without_certificate_or_process_names_both(tmp_path: Path) 
         f"{path}:8: step 1 (trust) needs `certificate`",
         f"{path}:8: step 1 (trust) needs `process`",
     ]
+
+
+STEPS = """\
+name: journey
+title: A small journey
+journey: 2
+actors:
+  hospital: {{site: dic}}
+patients:
+  anna: {{seed: 1, gender: female, conditions: [C50.4]}}
+steps:
+{steps}
+"""
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        ("  - retry: {at: hospital, of: later}\n  - id: later\n    process: {at: hospital, name: ping, target: hospital}",
+         "step 1: no earlier step has the id 'later'; earlier ids: none"),
+        ("  - id: twice\n    wait: {seconds: 0}\n  - id: twice\n    wait: {seconds: 0}", "step 2: id 'twice' is also step 1's"),
+        ("  - id: Not_An_Id\n    wait: {seconds: 0}", "id 'Not_An_Id': lowercase letters, digits and '-'"),
+        ("  - audit: {since: nowhere, processes: [careSummary]}", "no earlier step has the id 'nowhere'"),
+        ("  - audit: {since: x, processes: [teleport]}", "unknown process 'teleport'"),
+        ("  - control: {at: hospital, action: explode}", "`action` must be one of stop, start"),
+        ("  - trustcentre: {at: hospital, operation: gpas/pseudonymize, template: visit.json.j2}",
+         "operation 'gpas/pseudonymize': <gpas|gics|epix>/$<name>"),
+        ("  - fhir: {at: hospital, method: GET, path: metadata, record: anna}", "a GET sends no body"),
+        ("  - ingest: {at: hospital, patient: anna, record: true, corrupt_line: 2}", "`corrupt_line` needs `format: ndjson`"),
+        ("  - read: {at: hospital, query: Patient}\n    expect: {fhir: [{path: id, equals: '{{ patients.nobody.kvnr }}'}]}",
+         "'dict object' has no attribute 'nobody'"),
+        ("  - read: {at: hospital, query: Patient}\n    headers: {X: '{{ nothing }}'}", "'nothing' is undefined"),
+    ],
+    ids=["retry ahead", "id twice", "id form", "audit since", "audit process", "control action", "operation", "get body",
+         "corrupt line", "expected template", "header template"],
+)  # fmt: skip
+def test_the_new_step_kinds_name_their_mistakes_with_the_step(tmp_path: Path, steps: str, message: str) -> None:
+    path = write(tmp_path, STEPS.format(steps=steps))
+    assert any(message in problem for problem in problems_of(path)), problems_of(path)
