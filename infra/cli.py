@@ -23,10 +23,11 @@ from infra.errors import HubnodeError
 from infra.federation_files import FederationFiles, prepare_federation_files
 from infra.imagebuild import build_images, images_to_build
 from infra.local import LocalLauncher, secret_file
+from infra.mutants import MUTANTS
 from infra.plan import NodePlan, plan_stack
 from infra.progress import Progress
 from infra.smoke import example_bundle, read_bundle, smoke, smoke_trustcentre
-from infra.spec import StackSpec
+from infra.spec import StackSpec, with_mutant
 from infra.stackfile import load_stack
 from infra.state import StackState
 from infra.targets_file import write_targets
@@ -77,6 +78,14 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--stack", default="dev", help="stack name: reads Pulumi.<stack>.yaml (default: dev)")
         if name == "status":
             sub.add_argument("--json", action="store_true", help="print machine-readable JSON")
+        if name in ("images", "up"):
+            sub.add_argument(
+                "--mutant",
+                choices=sorted(MUTANTS),
+                metavar="NAME",
+                help="switch on a faulty variant that the conformance suite must fail (local stacks only;"
+                " see infra/mutants.py and ./dev mutants)",
+            )
         if name == "smoke":
             sub.add_argument("--bundle", type=Path, help="FHIR transaction bundle (default: a small example)")
         if name == "down":
@@ -126,6 +135,9 @@ def state_dir(args: argparse.Namespace) -> Path:
 def _load(args: argparse.Namespace, progress: Progress) -> tuple[StackSpec, tuple[NodePlan, ...]]:
     with progress.step(f"load stack {args.stack}"):
         spec = load_stack(project_dir(args), args.stack)
+        if getattr(args, "mutant", None):
+            spec = with_mutant(spec, args.mutant)
+            progress.note(f"mutant {spec.mutant} switched on: the nodes are faulty on purpose")
         plans = plan_stack(spec)
         for plan in plans:
             progress.note(f"{plan.site} ({plan.role}): {', '.join(s.component for s in plan.services)}")
@@ -166,7 +178,7 @@ def _build(plans: tuple[NodePlan, ...], progress: Progress) -> docker.DockerClie
     builds = images_to_build(plans)
     if builds:
         with progress.step("offline base image"):
-            for base in {image.build.base_image for image in builds}:
+            for base in {image.build.base_image for image in builds if image.build.base is None}:
                 ensure_base_image(client, progress, base)
         with progress.step("images"):
             build_images(client, plans, progress)

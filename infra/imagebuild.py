@@ -28,7 +28,7 @@ import docker.errors
 from docker.models.images import Image
 
 from infra.errors import HubnodeError
-from infra.plan import ImageBuild, NodePlan
+from infra.plan import ImageBuild, ImageRef, NodePlan
 from infra.progress import Progress
 
 RECIPES_DIR = Path(__file__).parent / "images"
@@ -56,12 +56,19 @@ class ImageToBuild:
 
 
 def images_to_build(plans: Iterable[NodePlan]) -> list[ImageToBuild]:
-    """The distinct local builds a set of node plans needs, in first-seen order."""
+    """The distinct local builds a set of node plans needs, each after the local build it starts FROM."""
     seen: dict[str, ImageToBuild] = {}
+
+    def add(image: ImageRef) -> None:
+        if image.build is None or image.reference in seen:
+            return
+        if image.build.base is not None:
+            add(image.build.base)
+        seen[image.reference] = ImageToBuild(image.reference, image.build)
+
     for plan in plans:
         for service in plan.services:
-            if service.image.build is not None:
-                seen.setdefault(service.image.reference, ImageToBuild(service.image.reference, service.image.build))
+            add(service.image)
     return list(seen.values())
 
 

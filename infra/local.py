@@ -2,12 +2,16 @@
 
 Translates each `ServicePlan` 1:1 into a container (image, env, ports on 127.0.0.1, volumes,
 secret files, network aliases, labels, health check, user), starts them in dependency order and
-waits for each to pass the plan's own health check. Everything it creates carries the stack label,
-so `down` finds and removes it all, even after a crash or Ctrl-C.
+waits for each to pass the plan's own health check. Each container carries the hash of what it was
+started with, so `up` again replaces only the containers whose plan, image or files changed.
+Everything it creates carries the stack label, so `down` finds and removes it all, even after a
+crash or Ctrl-C.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import secrets
 import socket
@@ -36,6 +40,8 @@ from infra.progress import Progress
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
 STACK_LABEL = f"{LABEL_PREFIX}.stack"
+#: The hash of what a container was started with: `up` keeps a running container whose hash is unchanged.
+CONFIG_LABEL = f"{LABEL_PREFIX}.config-hash"
 HEALTH_POLL_S = 0.25
 WAITING_NOTE_EVERY_S = 15.0
 LOG_TAIL_LINES = 25
@@ -85,11 +91,13 @@ def secret_file(state_dir: Path, site: str, secret: SecretFile | str) -> Path:
 
 
 def config_file(state_dir: Path, site: str, component: str, file: ConfigFile) -> Path:
-    """The host copy of a plan's config file, rewritten on every start so it follows the plan."""
+    """The host copy of a plan's config file, rewritten when the plan changed it."""
     path = state_dir / "files" / site / component / file.path.lstrip("/")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(file.content)
-    path.chmod(0o444)
+    if not path.is_file() or path.read_text() != file.content:
+        path.unlink(missing_ok=True)
+        path.write_text(file.content)
+        path.chmod(0o444)
     return path
 
 
@@ -115,20 +123,31 @@ class LocalLauncher:
         self._verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(trust)) if trust else True
 
     def up(self, plans: Iterable[NodePlan]) -> None:
-        """Start every node (nodes side by side); on any failure (or Ctrl-C) remove what was started."""
+        """Bring every node to its plan (nodes side by side); on any failure (or Ctrl-C) remove the stack.
+
+        A container whose configuration (image, settings, files) is what the plan says and that is
+        running is kept as it is, so running `up` again restarts only what changed; containers the
+        plans no longer name are removed.
+        """
         plans = tuple(plans)
         stacks = {plan.stack for plan in plans}
-        for stack in stacks:
-            leftovers = self.down(stack)
-            if leftovers.containers:
-                self._progress.note(f"removed {leftovers.containers} container(s) left from an earlier run")
+        existing = {
+            str(c.name): c for stack in stacks for c in self._client.containers.list(all=True, filters=_of(stack))
+        }
+        wanted = {service.container_name for plan in plans for service in plan.services}
+        left = [container for name, container in existing.items() if name not in wanted]
+        for container in left:
+            _remove(container)
+        if left:
+            self._progress.note(f"removed {len(left)} container(s) that the stack no longer names")
         for plan in plans:
-            _check_ports_free(plan)
+            _check_ports_free(plan, held_by_us={name for name in existing if name in wanted})
         try:
             for stack, network in sorted({(plan.stack, plan.peers_network) for plan in plans if plan.peers_network}):
-                self._client.networks.create(network, labels={STACK_LABEL: stack})
+                if not self._client.networks.list(names=[network]):
+                    self._client.networks.create(network, labels={STACK_LABEL: stack})
             with ThreadPoolExecutor(max_workers=len(plans) or 1) as pool:
-                for started in [pool.submit(self._start_node, plan) for plan in plans]:
+                for started in [pool.submit(self._start_node, plan, existing) for plan in plans]:
                     started.result()
             for plan in plans:
                 self._check_endpoints(plan)
@@ -139,14 +158,11 @@ class LocalLauncher:
 
     def down(self, stack: str, *, remove_volumes: bool = False) -> Removed:
         """Remove every container and network (and, if asked, volume) labelled with `stack`."""
-        selector: dict[str, str | list[str] | bool] = {"label": f"{STACK_LABEL}={stack}"}
+        selector = _of(stack)
         containers = self._client.containers.list(all=True, filters=selector)
-        # Newest first, so dependents stop before what they depend on; a graceful stop lets
-        # databases flush (H2 delays its writes) before the container goes.
+        # Newest first, so dependents stop before what they depend on.
         for container in sorted(containers, key=lambda c: str(c.attrs["Created"]), reverse=True):
-            if container.status == "running":
-                container.stop(timeout=STOP_TIMEOUT_S)
-            container.remove(force=True, v=False)
+            _remove(container)
         networks = self._client.networks.list(filters=selector)
         for network in networks:
             network.remove()
@@ -189,21 +205,43 @@ class LocalLauncher:
         health = "healthy" if _passes_health_check(container, service) else "unhealthy"
         return {"container": service.container_name, "state": container.status, "health": health}
 
-    def _start_node(self, plan: NodePlan) -> None:
+    def _start_node(self, plan: NodePlan, existing: Mapping[str, Container]) -> None:
         network = Network(docker_network_kw={"labels": dict(plan.labels)})
         network.name = plan.network
-        network.create()
+        if not self._client.networks.list(names=[plan.network]):
+            network.create()
         for volume in plan.volumes:
             self._client.volumes.create(volume, labels=dict(plan.labels))
         for service in plan.services:
-            self._progress.note(f"{plan.site}: starting {service.component} ({service.image.reference})")
-            container = self._start_service(plan, service, network)
-            for attachment in service.networks:
-                self._client.networks.get(attachment.network).connect(container, aliases=list(attachment.aliases))
+            mounts = self._file_mounts(plan, service)
+            digest = self._config_hash(service, mounts)
+            container = existing.get(service.container_name)
+            if container is not None and container.status == "running" and container.labels.get(CONFIG_LABEL) == digest:
+                self._progress.note(f"{plan.site}: {service.component} unchanged, kept running")
+            else:
+                if container is not None:
+                    self._progress.note(f"{plan.site}: replacing {service.component} (its configuration changed)")
+                    _remove(container)
+                self._progress.note(f"{plan.site}: starting {service.component} ({service.image.reference})")
+                container = self._start_service(plan, service, network, mounts, digest)
+                for attachment in service.networks:
+                    self._client.networks.get(attachment.network).connect(container, aliases=list(attachment.aliases))
             self._wait_healthy(plan, service, container)
 
-    def _start_service(self, plan: NodePlan, service: ServicePlan, network: Network) -> Container:
-        container = container_for(service, network, self._file_mounts(plan, service))
+    def _config_hash(self, service: ServicePlan, mounts: Mapping[str, str]) -> str:
+        """What decides a container: the plan of its service, the image it runs, the files it is given."""
+        digest = hashlib.sha256(repr(service).encode())
+        with contextlib.suppress(docker.errors.ImageNotFound):  # starting it then fails with the reason
+            digest.update(str(self._client.images.get(service.image.reference).id).encode())
+        for host_path, container_path in sorted(mounts.items(), key=lambda item: item[1]):
+            digest.update(container_path.encode())
+            digest.update(hashlib.sha256(Path(host_path).read_bytes()).digest())
+        return digest.hexdigest()
+
+    def _start_service(
+        self, plan: NodePlan, service: ServicePlan, network: Network, mounts: Mapping[str, str], digest: str
+    ) -> Container:
+        container = container_for(service, network, mounts, {CONFIG_LABEL: digest})
         try:
             container.start()
         except docker.errors.ImageNotFound as exc:
@@ -239,8 +277,11 @@ class LocalLauncher:
         folder = self._state_dir / "mounts" / plan.site / service.component
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = folder / name
+        content = source.read_bytes()
+        if path.is_file() and path.read_bytes() == content and path.stat().st_uid == service.uid:
+            return path  # a running container may be reading it
         path.unlink(missing_ok=True)
-        path.write_bytes(source.read_bytes())
+        path.write_bytes(content)
         try:
             os.chown(path, service.uid, service.uid)
         except PermissionError:
@@ -299,8 +340,10 @@ class LocalLauncher:
             time.sleep(HEALTH_POLL_S)
 
 
-def container_for(service: ServicePlan, network: Network, file_mounts: Mapping[str, str]) -> DockerContainer:
-    """The testcontainers container for a service plan: a 1:1 translation, nothing added."""
+def container_for(
+    service: ServicePlan, network: Network, file_mounts: Mapping[str, str], labels: Mapping[str, str] | None = None
+) -> DockerContainer:
+    """The testcontainers container for a service plan: a 1:1 translation, plus the launcher's own `labels`."""
     container = DockerContainer(service.image.reference)
     container.with_name(service.container_name)
     container.with_envs(**service.env)
@@ -315,7 +358,7 @@ def container_for(service: ServicePlan, network: Network, file_mounts: Mapping[s
     container.with_network_aliases(*service.network_aliases)
     health = service.health
     container.with_kwargs(
-        labels=dict(service.labels),
+        labels={**service.labels, **(labels or {})},
         user=service.user,
         healthcheck={
             "test": list(health.test),
@@ -346,8 +389,11 @@ def _service_failed(plan: NodePlan, service: ServicePlan, container: Container, 
     )
 
 
-def _check_ports_free(plan: NodePlan) -> None:
+def _check_ports_free(plan: NodePlan, held_by_us: set[str]) -> None:
+    """Every port the plan publishes is free, or held by one of the stack's own containers (`held_by_us`)."""
     for service in plan.services:
+        if service.container_name in held_by_us:
+            continue
         for port in service.ports:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
                 # SO_REUSEADDR: connections in TIME_WAIT (a node just taken down) do not count as in use.
@@ -360,6 +406,18 @@ def _check_ports_free(plan: NodePlan) -> None:
                         f"site {plan.site}) is already in use by another program",
                         fix=f"stop that program, or set another hubnode:ports.{service.component} in the stack file",
                     ) from None
+
+
+def _of(stack: str) -> dict[str, str | list[str] | bool]:
+    """The Docker filter for what belongs to a stack."""
+    return {"label": f"{STACK_LABEL}={stack}"}
+
+
+def _remove(container: Container) -> None:
+    """Stop gracefully (databases flush; H2 delays its writes), then remove; volumes stay."""
+    if container.status == "running":
+        container.stop(timeout=STOP_TIMEOUT_S)
+    container.remove(force=True, v=False)
 
 
 def _answers(url: str, verify: ssl.SSLContext | bool, timeout: float = 10.0) -> bool:

@@ -14,6 +14,7 @@ from importlib.metadata import version
 
 from infra.gateway_config import GatewayConfig, Upstream
 from infra.gateway_config import render as render_gateway_config
+from infra.mutants import MUTANTS, mutated
 from infra.spec import NodeSpec, StackSpec
 
 LOOPBACK = "127.0.0.1"
@@ -70,6 +71,8 @@ class ImageBuild:
 
     recipe: str
     base_image: str
+    #: The image `base_image` names when that is a local build too (built first).
+    base: ImageRef | None = None
 
 
 @dataclass(frozen=True)
@@ -248,8 +251,9 @@ class NodePlan:
 
 
 def plan_stack(spec: StackSpec) -> tuple[NodePlan, ...]:
-    """Plan every node of a stack."""
-    return tuple(plan_node(spec, node) for node in spec.nodes)
+    """Plan every node of a stack (with the stack's mutant switched on, if it names one)."""
+    plans = tuple(plan_node(spec, node) for node in spec.nodes)
+    return plans if spec.mutant is None else mutated(plans, MUTANTS[spec.mutant])
 
 
 def peers_network(stack: str) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast, get_args
 
 from infra.errors import HubnodeError
+from infra.mutants import MUTANTS
 
 Role = Literal["dic", "practice", "ttp", "research"]
 Database = Literal["embedded", "postgres"]
@@ -66,7 +67,7 @@ NODE_KEYS: tuple[str, ...] = (
     "publicUrl",
 )
 FEDERATION_KEYS: tuple[str, ...] = ("federation", "nodes", "peers", "projects")
-KEYS: tuple[str, ...] = (*NODE_KEYS, "domains", "environment", *FEDERATION_KEYS, *SECRET_KEYS)
+KEYS: tuple[str, ...] = (*NODE_KEYS, "domains", "environment", "mutant", *FEDERATION_KEYS, *SECRET_KEYS)
 #: Sources of the identifiers a node's connector asserts as its own: its source records, its MRNs.
 SOURCE_SYSTEM_BASE = "https://hubnode.org/fhir/sid/source"
 
@@ -186,6 +187,8 @@ class StackSpec:
     federation: Federation | None = None
     #: `local` (a developer's or CI's stack: test-only settings allowed) or `site` (a real node).
     environment: Environment = "site"
+    #: A faulty variant switched on to prove the conformance suite fails it (infra.mutants); local only.
+    mutant: str | None = None
 
     def sends_for(self, node: NodeSpec, project: Project) -> bool:
         """Whether `node` sends research data for `project`: named a sender, or a dic when the project names none."""
@@ -215,6 +218,7 @@ def parse_stack(stack: str, config: Mapping[str, Any], source: str = "stack conf
     ]
     domains = _parse_domains(ours.get("domains", []), problems)
     environment = _choice(_key("environment"), ours.get("environment", "site"), ENVIRONMENTS, problems)
+    mutant = _parse_mutant(ours.get("mutant"), environment, problems)
     if "nodes" in ours:
         problems += [
             Problem(_key(key), ours[key], "in a federation stack, set this per node under hubnode:nodes")
@@ -233,6 +237,7 @@ def parse_stack(stack: str, config: Mapping[str, Any], source: str = "stack conf
         nodes=_with_domains(located, domains),
         federation=federation,
         environment=cast("Environment", environment),
+        mutant=mutant,
     )
     _check_federation(spec, problems)
     if problems:
@@ -460,6 +465,25 @@ def _parse_site(value: object, at: Key, problems: list[Problem]) -> str:
         problems.append(Problem(at("site"), value, "2-32 lowercase letters, digits or '-', starting with a letter"))
         return ""
     return value
+
+
+def with_mutant(spec: StackSpec, mutant: str, source: str = "--mutant") -> StackSpec:
+    """`spec` with `mutant` switched on (as if the stack file named it); SpecError unless it may be."""
+    problems: list[Problem] = []
+    name = _parse_mutant(mutant, spec.environment, problems)
+    if problems:
+        raise SpecError(problems, source)
+    return replace(spec, mutant=name)
+
+
+def _parse_mutant(value: object, environment: str, problems: list[Problem]) -> str | None:
+    """A mutant's name, allowed only in a local stack: a site stack never runs a faulty variant."""
+    if value is None:
+        return None
+    if environment != "local":
+        problems.append(Problem(_key("mutant"), value, "only a stack with hubnode:environment: local runs mutants"))
+        return None
+    return _choice(_key("mutant"), value, tuple(MUTANTS), problems) or None
 
 
 def _choice(key: str, value: object, allowed: tuple[str, ...], problems: list[Problem]) -> str:

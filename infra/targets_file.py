@@ -119,7 +119,6 @@ def _client_certificates(
     shared = {
         "other-ca": pki.issue_node(other_ca, "intruder", (), now),
         "expired": pki.issue_node(ca, "expired", (), now - timedelta(days=2), validity=timedelta(days=1)),
-        "not-allowed": pki.issue_node(ca, "not-allowed", (), now),
     }
     files: dict[str, dict[str, str]] = {}
     for kind, issued in shared.items():
@@ -128,17 +127,22 @@ def _client_certificates(
     if (pki_folder / f"{REVOKED_PROBE}.crt").is_file():  # kept revoked by the PKI of a local stack
         files["revoked"] = _pair(pki_folder, REVOKED_PROBE, folder)
     roles = {plan.site: plan.role for plan in plans if "peer" in plan.endpoints}
-    return {
-        site: {**{kind: dict(pair) for kind, pair in files.items()}, **_chosen(site, roles, pki_folder, folder)}
-        for site in roles
-    }
+    per_site: dict[str, dict[str, dict[str, str]]] = {}
+    for site in roles:
+        chosen = _chosen(site, roles, pki_folder, folder)
+        # The same name as an allowed peer, from the federation CA, but a key of its own: an impersonation.
+        impostor = pki.issue_node(ca, _valid_peer(site, roles), (), now)
+        store_issued(made, f"not-allowed-{site}", impostor)
+        chosen["not-allowed"] = _pair(made, f"not-allowed-{site}", folder)
+        per_site[site] = {**{kind: dict(pair) for kind, pair in files.items()}, **chosen}
+    return per_site
 
 
 def _chosen(site: str, roles: Mapping[str, str], pki_folder: Path, folder: Path) -> dict[str, dict[str, str]]:
     """`valid`: another allowed node that may start processes here; `wrong-role`: one whose role may not; `own`."""
     others = [other for other in roles if other != site] or [site]
     chosen = {
-        "valid": next((o for o in others if roles[o] in _BROAD_ROLES), others[0]),
+        "valid": _valid_peer(site, roles),
         "wrong-role": next((o for o in [*others, site] if roles[o] in _NARROW_ROLES), None),
         "own": site,
     }
@@ -147,6 +151,12 @@ def _chosen(site: str, roles: Mapping[str, str], pki_folder: Path, folder: Path)
         for kind, other in chosen.items()
         if other is not None and (pki_folder / f"{other}.crt").is_file()
     }
+
+
+def _valid_peer(site: str, roles: Mapping[str, str]) -> str:
+    """Another node that may start processes at `site` (the site itself if it is alone)."""
+    others = [other for other in roles if other != site] or [site]
+    return next((o for o in others if roles[o] in _BROAD_ROLES), others[0])
 
 
 def _pair(where: Path, item: str, folder: Path) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import docker
@@ -77,3 +78,20 @@ def test_conditional_create_does_not_duplicate(launcher: LocalLauncher) -> None:
     assert (first.status_code, second.status_code) == (201, 200)
     found = httpx.get(f"{base}/Patient", params={"identifier": "urn:hubnode:test|42"}).json()
     assert found["total"] == 1
+
+
+def test_up_again_replaces_only_what_changed(launcher: LocalLauncher, client: docker.DockerClient) -> None:
+    plan = node_plan("itest-incremental", database="postgres")
+    launcher.up([plan])
+    first = {s.component: client.containers.get(s.container_name).id for s in plan.services}
+
+    launcher.up([plan])
+    assert {s.component: client.containers.get(s.container_name).id for s in plan.services} == first
+
+    db, fhir = plan.services
+    changed = dataclasses.replace(fhir, env={**fhir.env, "TZ": "Europe/Berlin"})
+    launcher.up([dataclasses.replace(plan, services=(db, changed))])
+    now = {s.component: client.containers.get(s.container_name).id for s in plan.services}
+    assert now["db"] == first["db"]
+    assert now["fhir"] != first["fhir"]
+    assert httpx.get(f"{plan.endpoints['fhir']}/metadata").status_code == 200

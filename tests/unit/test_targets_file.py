@@ -87,6 +87,7 @@ def test_client_certificates_each_provoke_their_refusal(project: Path) -> None:
     not_allowed = load("not-allowed").certificate
     assert pki.needs_reissue(not_allowed, ca, pki.node_names(()), NOW) is None
     assert pki.thumbprint(not_allowed) not in allowed
+    assert not_allowed.subject == load("valid").certificate.subject  # an impostor of an allowed peer
     assert certificates["valid"].cert == pki_folder.parent / "conformance/../pki/practice.crt"
     assert certificates["wrong-role"].cert == pki_folder.parent / "conformance/../pki/research.crt"
     assert certificates["own"].cert == pki_folder.parent / "conformance/../pki/dic.crt"

@@ -733,7 +733,8 @@ def test_a_retry_posts_retry_for_the_task_the_named_step_started(tmp_path: Path,
     )
     first, retried = run(targets, federation, journey)
     assert (first.outcome, retried.outcome) == (Outcome.PASSED, Outcome.PASSED), retried.message
-    assert federation.sent("POST", "dic.test/fhir/Task/t1/$retry")[0].headers["authorization"] == "Bearer dic-suite-secret"
+    [retry] = federation.sent("POST", "dic.test/fhir/Task/t1/$retry")
+    assert retry.headers["authorization"] == "Bearer dic-suite-secret"
 
 
 def test_a_retry_of_a_step_that_was_not_applicable_is_not_applicable(tmp_path: Path, targets: Targets) -> None:

@@ -233,27 +233,46 @@ steps:
 """
 
 
-@pytest.mark.parametrize(
-    ("steps", "message"),
-    [
-        ("  - retry: {at: hospital, of: later}\n  - id: later\n    process: {at: hospital, name: ping, target: hospital}",
-         "step 1: no earlier step has the id 'later'; earlier ids: none"),
-        ("  - id: twice\n    wait: {seconds: 0}\n  - id: twice\n    wait: {seconds: 0}", "step 2: id 'twice' is also step 1's"),
-        ("  - id: Not_An_Id\n    wait: {seconds: 0}", "id 'Not_An_Id': lowercase letters, digits and '-'"),
-        ("  - audit: {since: nowhere, processes: [careSummary]}", "no earlier step has the id 'nowhere'"),
-        ("  - audit: {since: x, processes: [teleport]}", "unknown process 'teleport'"),
-        ("  - control: {at: hospital, action: explode}", "`action` must be one of stop, start"),
-        ("  - trustcentre: {at: hospital, operation: gpas/pseudonymize, template: visit.json.j2}",
-         "operation 'gpas/pseudonymize': <gpas|gics|epix>/$<name>"),
-        ("  - fhir: {at: hospital, method: GET, path: metadata, record: anna}", "a GET sends no body"),
-        ("  - ingest: {at: hospital, patient: anna, record: true, corrupt_line: 2}", "`corrupt_line` needs `format: ndjson`"),
-        ("  - read: {at: hospital, query: Patient}\n    expect: {fhir: [{path: id, equals: '{{ patients.nobody.kvnr }}'}]}",
-         "'dict object' has no attribute 'nobody'"),
-        ("  - read: {at: hospital, query: Patient}\n    headers: {X: '{{ nothing }}'}", "'nothing' is undefined"),
-    ],
-    ids=["retry ahead", "id twice", "id form", "audit since", "audit process", "control action", "operation", "get body",
-         "corrupt line", "expected template", "header template"],
-)  # fmt: skip
+NEW_KIND_MISTAKES = {
+    "retry ahead": (
+        (
+            "  - retry: {at: hospital, of: later}\n"
+            "  - id: later\n    process: {at: hospital, name: ping, target: hospital}"
+        ),
+        "step 1: no earlier step has the id 'later'; earlier ids: none",
+    ),
+    "id twice": (
+        "  - id: twice\n    wait: {seconds: 0}\n  - id: twice\n    wait: {seconds: 0}",
+        "step 2: id 'twice' is also step 1's",
+    ),
+    "id form": ("  - id: Not_An_Id\n    wait: {seconds: 0}", "id 'Not_An_Id': lowercase letters, digits and '-'"),
+    "audit since": ("  - audit: {since: nowhere, processes: [careSummary]}", "no earlier step has the id 'nowhere'"),
+    "audit process": ("  - audit: {since: x, processes: [teleport]}", "unknown process 'teleport'"),
+    "control action": ("  - control: {at: hospital, action: explode}", "`action` must be one of stop, start"),
+    "operation": (
+        "  - trustcentre: {at: hospital, operation: gpas/pseudonymize, template: visit.json.j2}",
+        "operation 'gpas/pseudonymize': <gpas|gics|epix>/$<name>",
+    ),
+    "get body": ("  - fhir: {at: hospital, method: GET, path: metadata, record: anna}", "a GET sends no body"),
+    "corrupt line": (
+        "  - ingest: {at: hospital, patient: anna, record: true, corrupt_line: 2}",
+        "`corrupt_line` needs `format: ndjson`",
+    ),
+    "expected template": (
+        (
+            "  - read: {at: hospital, query: Patient}\n"
+            "    expect: {fhir: [{path: id, equals: '{{ patients.nobody.kvnr }}'}]}"
+        ),
+        "'dict object' has no attribute 'nobody'",
+    ),
+    "header template": (
+        "  - read: {at: hospital, query: Patient}\n    headers: {X: '{{ nothing }}'}",
+        "'nothing' is undefined",
+    ),
+}
+
+
+@pytest.mark.parametrize(("steps", "message"), NEW_KIND_MISTAKES.values(), ids=NEW_KIND_MISTAKES.keys())
 def test_the_new_step_kinds_name_their_mistakes_with_the_step(tmp_path: Path, steps: str, message: str) -> None:
     path = write(tmp_path, STEPS.format(steps=steps))
     assert any(message in problem for problem in problems_of(path)), problems_of(path)
