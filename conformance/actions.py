@@ -182,7 +182,7 @@ def calls(scene: Scene, step: Step) -> list[Call]:  # noqa: C901, PLR0911 -- one
             return [_read_call(scene, step, action, sender)]
         case FhirRequest() as action:
             body = _body(scene, step) if action.method != "GET" else None
-            url = f"{node.fhir_url}/{action.path}".rstrip("/")
+            url = f"{node.fhir_url}/{_rendered(scene, step, 'path', action.path)}".rstrip("/")
             return [Call(node, action.method, url, token, body, headers=headers)]
         case TrustCentreCall() as action:
             return [_trustcentre_call(scene, step, action, node, headers)]
@@ -303,14 +303,19 @@ def _task(scene: Scene, action: StartProcess) -> dict[str, Any]:
 
 def _read_call(scene: Scene, step: Step, action: Read, sender: Sender) -> Call:
     node, token, headers = sender
-    try:
-        query = render_text(action.query, scene.scenario.template_context(step)).lstrip("/")
-    except jinja2.TemplateError as exc:
-        raise CannotRunError(f"query: {exc}") from None
+    query = _rendered(scene, step, "query", action.query).lstrip("/")
     if action.service == "trustcentre":
         return Call(node, "GET", f"{node.trustcentre_url}/{query}", node.token(TRUSTCENTRE_CREDENTIAL), headers=headers)
     base = f"{node.public_url}/portal/fhir" if action.service == "portal" else node.fhir_url
     return Call(node, "GET", f"{base}/{query}", token, headers=headers)
+
+
+def _rendered(scene: Scene, step: Step, field: str, text: str) -> str:
+    """A step's text field with `{{ patients.<name>.kvnr }}` and the like filled in."""
+    try:
+        return render_text(text, scene.scenario.template_context(step))
+    except jinja2.TemplateError as exc:
+        raise CannotRunError(f"{field}: {exc}") from None
 
 
 def _trustcentre_call(

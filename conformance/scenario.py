@@ -346,9 +346,10 @@ def _check_rendering(scenario: Scenario, problems: Problems) -> None:
             scenario.expectations(step)
             for value in step.headers.values():
                 render_text(value, {**scenario.template_context(step), "certificates": _ANY_CERTIFICATE})
-            if isinstance(step.action, Read):
-                render_text(step.action.query, scenario.template_context(step))
-            elif template_of(step.action) is not None:
+            if isinstance(step.action, Read | FhirRequest):
+                text = step.action.query if isinstance(step.action, Read) else step.action.path
+                render_text(text, scenario.template_context(step))
+            if not isinstance(step.action, Read) and template_of(step.action) is not None:
                 step_body(scenario, step, environment)
         except TemplateProblemError as exc:
             problems.add(step.line, f"step {step.index}: {exc}")

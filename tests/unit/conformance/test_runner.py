@@ -929,3 +929,27 @@ def test_an_optional_credential_is_sent_only_where_the_targets_file_has_it(tmp_p
     [step] = run(Targets("open", {"dic": open_server}), federation, load_scenario(path))
     assert step.outcome is Outcome.PASSED, step.message
     assert "authorization" not in federation.sent("GET", "dic.test/fhir/metadata")[0].headers
+
+
+def test_a_fhir_step_s_path_is_a_template(tmp_path: Path) -> None:
+    server = node(tmp_path, "dic", {"fhir"})
+    federation = Federation()
+    federation.route("GET", "dic.test/fhir/Patient", fhir(200, {"resourceType": "Bundle", "type": "searchset"}))
+    path = tmp_path / "journey.yaml"
+    path.write_text(
+        textwrap.dedent("""\
+        name: journey
+        title: t
+        journey: 0
+        actors: {server: {site: dic}}
+        patients: {frieda: {seed: 9201, site: dic, gender: female, birth_year: 1966, conditions: [I10]}}
+        steps:
+          - fhir: {at: server, method: GET, path: "Patient?identifier=kvnr|{{ patients.frieda.kvnr }}"}
+            expect: {status: 200}
+        """)
+    )
+    scenario = load_scenario(path)
+    [step] = run(Targets("t", {"dic": server}), federation, scenario)
+    assert step.outcome is Outcome.PASSED, step.message
+    [sent] = federation.sent("GET", "dic.test/fhir/Patient")
+    assert sent.url.params["identifier"] == f"kvnr|{scenario.persons()['frieda'].kvnr}"
