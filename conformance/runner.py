@@ -105,7 +105,7 @@ class ScenarioRun:
 
     def __init__(self, runner: Runner, scenario: Scenario) -> None:
         self.runner = runner
-        self.scenario = scenario
+        self.scenario = scenario.for_run(runner.run_id)
         self.started = _now()
         self.results: dict[int, StepResult] = {}
         #: Step index -> the calls it made, for a following `wait` to make again.
@@ -118,7 +118,7 @@ class ScenarioRun:
         self._named_snapshots: dict[str, Snapshot] = {}
         self._tasks: dict[str, Mapping[str, Any]] = {}
         self._keyed_tasks: dict[str, Mapping[str, Any]] = {}
-        self.scene = Scene(scenario, runner.targets, runner.run_id, self._tasks, self._keyed_tasks)
+        self.scene = Scene(self.scenario, runner.targets, runner.run_id, self._tasks, self._keyed_tasks)
 
     def finish(self) -> ScenarioResult:
         """Run the steps not yet run and return the scenario's result."""

@@ -10,6 +10,7 @@ paths, templates that render valid JSON. A malformed file fails with every probl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import traceback
@@ -74,11 +75,23 @@ class Actor:
 
 @dataclass(frozen=True)
 class PatientSource:
-    """Where a scenario's patient comes from: a synthetic profile or a corpus bundle."""
+    """Where a scenario's patient comes from: a synthetic profile or a corpus bundle.
+
+    A `fresh` patient is drawn anew for every run (its seed mixed with the run's id), for steps that
+    must see a person the node has never held, however often the suite ran against it before.
+    """
 
     name: str
     profile: PatientProfile | None = None
     corpus: str | None = None
+    fresh: bool = False
+
+    def for_run(self, run_id: str) -> PatientSource:
+        """The patient as a run with `run_id` sees them: a fresh one gets a seed of its own."""
+        if not self.fresh or self.profile is None:
+            return self
+        mixed = int.from_bytes(hashlib.sha256(f"{self.profile.seed}/{run_id}".encode()).digest()[:6], "big")
+        return replace(self, profile=replace(self.profile, seed=mixed))
 
     def person(self) -> Person | None:
         """The synthetic person (for templates and leak checks); None for a corpus patient."""
@@ -266,6 +279,10 @@ class Scenario:
     actors: Mapping[str, Actor]
     patients: Mapping[str, PatientSource]
     steps: tuple[Step, ...]
+
+    def for_run(self, run_id: str) -> Scenario:
+        """The scenario as a run with `run_id` plays it: its fresh patients drawn for this run."""
+        return replace(self, patients={name: source.for_run(run_id) for name, source in self.patients.items()})
 
     def requirements(self) -> tuple[str, ...]:
         """Every requirement id the scenario verifies, declared or through its steps, sorted."""
@@ -528,6 +545,7 @@ class _Parser:
         birth_year = fields.integer("birth_year", minimum=1900)
         codes = {key: tuple(code for code, _ in fields.strings(key)) for key in _PROFILE_KEYS[4:]}
         consent = tuple(code for code, _ in fields.strings("consent")) if fields.has("consent") else None
+        fresh = fields.flag("fresh", default=False)
         fields.finish()
         if seed is None:
             return PatientSource(name)
@@ -547,7 +565,7 @@ class _Parser:
         except ValueError as exc:
             self.problems.add(fields.line, f"patient {name}: {exc}")
             return PatientSource(name)
-        return PatientSource(name, profile=profile)
+        return PatientSource(name, profile=profile, fresh=fresh)
 
     def _corpus(self, reference: str, fields: Fields) -> None:
         try:

@@ -953,3 +953,28 @@ def test_a_fhir_step_s_path_is_a_template(tmp_path: Path) -> None:
     assert step.outcome is Outcome.PASSED, step.message
     [sent] = federation.sent("GET", "dic.test/fhir/Patient")
     assert sent.url.params["identifier"] == f"kvnr|{scenario.persons()['frieda'].kvnr}"
+
+
+def test_a_fresh_patient_is_a_new_person_in_every_run_and_the_same_within_one(tmp_path: Path) -> None:
+    path = tmp_path / "journey.yaml"
+    path.write_text(
+        textwrap.dedent("""\
+        name: journey
+        title: t
+        journey: 0
+        actors: {server: {site: dic}}
+        patients:
+          kept: {seed: 1, conditions: [I10]}
+          fresh: {seed: 1, fresh: true, conditions: [I10]}
+        steps:
+          - wait: {seconds: 0}
+        """)
+    )
+    scenario = load_scenario(path)
+    first, second = scenario.for_run("run-1"), scenario.for_run("run-2")
+    assert first.persons()["kept"] == second.persons()["kept"] == scenario.persons()["kept"]
+    assert first.persons()["fresh"].kvnr != second.persons()["fresh"].kvnr
+    assert first.persons()["fresh"] == scenario.for_run("run-1").persons()["fresh"]
+    targets = Targets("t", {"dic": node(tmp_path, "dic", {"fhir"})})
+    run_of = Runner(targets, options=RunOptions(run_id="run-1")).start(scenario)
+    assert run_of.scene.scenario.persons()["fresh"] == first.persons()["fresh"]
