@@ -279,10 +279,13 @@ class Scenario:
     actors: Mapping[str, Actor]
     patients: Mapping[str, PatientSource]
     steps: tuple[Step, ...]
+    #: The id of the run playing the scenario (`for_run`); templates see it as `run`, for names no earlier run used.
+    run_id: str = "load"
 
     def for_run(self, run_id: str) -> Scenario:
-        """The scenario as a run with `run_id` plays it: its fresh patients drawn for this run."""
-        return replace(self, patients={name: source.for_run(run_id) for name, source in self.patients.items()})
+        """The scenario as a run with `run_id` plays it: its fresh patients drawn for this run, `run` set."""
+        patients = {name: source.for_run(run_id) for name, source in self.patients.items()}
+        return replace(self, patients=patients, run_id=run_id)
 
     def requirements(self) -> tuple[str, ...]:
         """Every requirement id the scenario verifies, declared or through its steps, sorted."""
@@ -302,7 +305,7 @@ class Scenario:
         return {name: person for name, source in self.patients.items() if (person := source.person()) is not None}
 
     def template_context(self, step: Step) -> dict[str, Any]:
-        """What templates and queries of `step` may use: `patients`, `patient`, `site`, `sites`, `vars`."""
+        """What templates and queries of `step` may use: `patients`, `patient`, `site`, `sites`, `vars`, `run`."""
         persons = self.persons()
         patient = getattr(step.action, "patient", None)
         return {
@@ -311,6 +314,7 @@ class Scenario:
             "site": self.actors[step.actor].site if step.actor is not None and step.actor in self.actors else None,
             "sites": {name: actor.site for name, actor in self.actors.items()},
             "vars": dict(getattr(step.action, "variables", {})),
+            "run": self.run_id,
         }
 
     def expectations(self, step: Step) -> Expect:
