@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -10,8 +12,9 @@ nox.options.error_on_missing_interpreters = True
 nox.options.sessions = ["lint", "tests"]
 
 PYTEST_ENV = {"TESTCONTAINERS_RYUK_DISABLED": "true"}
-#: CI runs with ../shared beside the clone: a test that compares with it fails there instead of skipping.
-CI_ENV = {**PYTEST_ENV, "HUBNODE_REQUIRE_SHARED": "1"}
+#: CI draws every example hypothesis would and runs with ../shared beside the clone: a test that compares
+#: with it fails there instead of skipping.
+CI_ENV = {**PYTEST_ENV, "HYPOTHESIS_PROFILE": "ci", "HUBNODE_REQUIRE_SHARED": "1"}
 
 
 def _install(session: nox.Session) -> None:
@@ -31,9 +34,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def unit(session: nox.Session) -> None:
-    """The fast tier: no Docker, seconds."""
+    """The fast tier: no Docker, under a minute (fewer hypothesis examples; `HYPOTHESIS_PROFILE=ci` for all)."""
     _install(session)
-    session.run("pytest", "-m", "not docker", *session.posargs, env=PYTEST_ENV)
+    profile = os.environ.get("HYPOTHESIS_PROFILE", "dev")
+    session.run("pytest", "-m", "not docker", *session.posargs, env={**PYTEST_ENV, "HYPOTHESIS_PROFILE": profile})
 
 
 @nox.session
