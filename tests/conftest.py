@@ -1,4 +1,6 @@
-"""Shared test set-up: the guard that keeps the fast tier away from Docker."""
+"""Shared test set-up: hypothesis profiles, where the test data lives, the guard that keeps the fast tier
+away from Docker.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +13,38 @@ import docker
 import pytest
 from hypothesis import HealthCheck, settings
 
+from fixtures.corpora import CORPORA
+
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
 # Shared 2-core machines are noisy: judge properties, not the speed of drawing examples.
-settings.register_profile("hubnode", deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("hubnode")
+# `ci` (./dev tests) draws hypothesis's usual 100 examples; `dev` (./dev unit, the default) fewer, to stay fast.
+NOISY_MACHINE = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
+settings.register_profile("ci", max_examples=100, **NOISY_MACHINE)
+settings.register_profile("dev", max_examples=20, **NOISY_MACHINE)
+HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "dev")
+settings.load_profile(HYPOTHESIS_PROFILE)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-MII_KDS_DIR = PROJECT_DIR.parent / "shared" / "testdata" / "mii-kds"
+MII_KDS_DIR = CORPORA["mii-kds"]
+#: The team's shared folder beside the clone; only tests that compare with it use it (`shared_dir`).
+SHARED_DIR = PROJECT_DIR.parent / "shared"
+
+
+def examples(ci: int) -> int:
+    """A test's own example count: all `ci` of them under the `ci` profile, no more than `dev` draws under `dev`."""
+    return min(ci, settings().max_examples) if HYPOTHESIS_PROFILE == "dev" else ci
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    """`../shared`; without it the test skips, saying so, except in `./dev tests` (CI), where that is a failure."""
+    if not SHARED_DIR.is_dir():
+        message = f"no {SHARED_DIR} beside the clone to compare with"
+        if os.environ.get("HUBNODE_REQUIRE_SHARED") == "1":
+            pytest.fail(f"{message}; CI runs with it (`./dev unit` skips this test without it)")
+        pytest.skip(f"{message} (`./dev tests` requires it)")
+    return SHARED_DIR
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,14 @@ def test_the_mii_kds_corpus_has_its_22_transaction_bundles() -> None:
     assert bundles[0].name.startswith("Bundle-mii-exa-test-data-bundle")
 
 
+def test_the_vendored_mii_kds_bundles_are_the_shared_test_data_byte_for_byte(shared_dir: Path) -> None:
+    shared = shared_dir / "testdata" / "mii-kds"
+    vendored = CORPORA["mii-kds"]
+    assert sorted(p.name for p in shared.glob("*.json")) == sorted(p.name for p in vendored.glob("*.json"))
+    changed = [p.name for p in sorted(shared.glob("*.json")) if p.read_bytes() != (vendored / p.name).read_bytes()]
+    assert not changed, f"{vendored} differs from {shared}; vendor the new files and update SOURCE.md"
+
+
 def test_a_corpus_reference_names_a_file_inside_a_known_corpus() -> None:
     path = corpus_file("mii-kds/Bundle-mii-exa-test-data-bundle-pat-1.json")
     assert path.parent == CORPORA["mii-kds"]

@@ -16,6 +16,7 @@ from fixtures.synthetic import (
     synthetic_person,
 )
 from servicekit.kvnr import KVNR_SYSTEM, is_valid_kvnr
+from tests.conftest import examples
 
 FULL = PatientProfile(
     seed=42,
@@ -44,13 +45,13 @@ def test_unknown_codes_are_refused_with_the_known_ones_listed() -> None:
         PatientProfile(seed=1, conditions=("X99.9",))
 
 
-@settings(max_examples=25)
+@settings(max_examples=examples(25))
 @given(bundles())
 def test_generated_bundles_are_valid_r4b(bundle: dict) -> None:
     Bundle.model_validate(bundle)
 
 
-@settings(max_examples=25)
+@settings(max_examples=examples(25))
 @given(patient_profiles())
 def test_generated_bundles_have_the_mii_shape(profile: PatientProfile) -> None:
     bundle = patient_record(profile).bundle()

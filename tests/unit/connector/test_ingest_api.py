@@ -14,6 +14,7 @@ from connector.ingest import PERSON_WRITE_ATTEMPTS
 from connector.transform import PERSON_SYSTEM, SourceKey
 from servicekit.kvnr import KVNR_SYSTEM, make_kvnr
 from servicekit.timing import parse_server_timing
+from tests.conftest import examples
 from tests.unit.connector.conftest import headers, mii_bundle
 from tests.unit.connector.fake_fhir import FakeFhir
 
@@ -384,7 +385,7 @@ def bundle_like(draw: st.DrawFn) -> Any:
 
 
 @settings(
-    suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=150
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], max_examples=examples(150)
 )  # no input may cause a 5xx, whatever is stored
 @given(body=bundle_like())
 def test_arbitrary_json_bodies_never_produce_a_server_error(client: TestClient, body: Any) -> None:

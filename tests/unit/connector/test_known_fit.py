@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from connector import validation
 from connector.validation import KnownFit, resource_digest, validate
+from tests.conftest import examples
 from tests.unit.connector.conftest import mii_bundle
 
 
@@ -88,7 +89,7 @@ JSON = st.recursive(
 GENDER = st.sampled_from(["male", "female", "other", "unknown", "x", 1, None])
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), suppress_health_check=[HealthCheck.too_slow])
 @given(
     gender=GENDER,
     birth_date=st.one_of(st.just("1970-01-01"), st.text(max_size=12), st.integers()),

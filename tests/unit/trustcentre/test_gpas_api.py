@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
+from tests.conftest import examples
 from tests.unit.trustcentre.conftest import SECRET, headers
 from tests.unit.trustcentre.conftest import settings as tc_settings
 from trustcentre.app import create_app
@@ -255,7 +256,7 @@ def test_every_operation_is_audited_with_caller_subject_and_purpose(client: Test
     )
 
 
-@settings(max_examples=25)
+@settings(max_examples=examples(25))
 @given(
     st.lists(
         st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=40).filter(

@@ -89,7 +89,7 @@ def test_every_consent_in_the_mii_test_data_parses() -> None:
         for entry in json.loads(bundle.read_text(encoding="utf-8")).get("entry", [])
         if entry["resource"]["resourceType"] == "Consent"
     ]
-    assert len(consents) == 10, f"expected the MII test data beside the clone at {MII_KDS_DIR}"
+    assert len(consents) == 10, f"expected the 10 consents of the MII test data in {MII_KDS_DIR}"
     parsed = [parse_mii_consent(resource) for resource in consents]
     assert all(consent.provisions for consent in parsed)
     assert f"{OID}.22" in {p.code for consent in parsed for p in consent.provisions}
