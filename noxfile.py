@@ -106,6 +106,14 @@ def demo(session: nox.Session) -> None:
 
 
 @nox.session
+def mutants(session: nox.Session) -> None:
+    """Prove the suite fails faulty nodes: each mutant on the local federation in turn (`--mutant NAME` for one)."""
+    _install(session)
+    session.run("hubnode", "bootstrap")
+    session.run("python", "-m", "infra.mutation", "--stack", "federation", *session.posargs)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks: JSON under .hubnode/bench/ and a printed table (`./dev bench`)."""
     _install(session)
