@@ -24,6 +24,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicNumbers
+from docker.models.containers import Container
 
 from infra.federation_files import prepare_federation_files
 from infra.idp_realm import PORTAL_CLIENT, PORTAL_SECRET, PORTAL_SERVICE_CLIENT, PORTAL_SERVICE_SECRET, user_secret
@@ -73,11 +74,15 @@ class Node:
             scope=scope,
         )
 
+    def container(self, component: str) -> Container:
+        """The running container of one of the node's services."""
+        return self.client.containers.get(
+            next(s for s in self.plan.services if s.component == component).container_name
+        )
+
     def inside(self, url: str) -> dict[str, Any]:
         """GET `url` from inside the node (its gateway's container), as the node's services would."""
-        gateway = self.client.containers.get(
-            next(s for s in self.plan.services if s.component == "gateway").container_name
-        )
+        gateway = self.container("gateway")
         code, output = gateway.exec_run(["curl", "-fsS", url])
         assert code == 0, output
         answer: dict[str, Any] = json.loads(output)
@@ -95,7 +100,7 @@ class Node:
 
     def idp_ready_after(self) -> float:
         """Seconds from the start of Keycloak's container to the end of its bootstrap (schema, realm import)."""
-        container = self.client.containers.get(f"hubnode-{self.plan.stack}-{self.plan.site}-idp")
+        container = self.container("idp")
         [done] = [line for line in container.logs(timestamps=True).splitlines() if b"Bootstrap completed" in line]
         return (_instant(done.split()[0].decode()) - _instant(container.attrs["State"]["StartedAt"])).total_seconds()
 
@@ -229,7 +234,7 @@ def test_the_generated_admin_password_logs_in_to_the_master_realm(node: Node) ->
 
 
 def test_secrets_stay_out_of_the_container_configuration_and_keycloak_runs_unprivileged(node: Node) -> None:
-    idp = node.client.containers.get(next(s for s in node.plan.services if s.component == "idp").container_name)
+    idp = node.container("idp")
     configured = json.dumps(idp.attrs["Config"])
     for name in ("idp-admin-password", PORTAL_SECRET, PORTAL_SERVICE_SECRET, user_secret("alice")):
         assert node.secret(name) not in configured, name
@@ -241,7 +246,7 @@ def test_secrets_stay_out_of_the_container_configuration_and_keycloak_runs_unpri
 def test_keycloak_keeps_its_realm_users_and_secrets_when_the_node_restarts(node: Node) -> None:
     node.launcher.down(node.plan.stack)
     start(node, "the same node on its existing database")
-    idp = node.client.containers.get(next(s for s in node.plan.services if s.component == "idp").container_name)
+    idp = node.container("idp")
     assert b"Realm 'hubnode' already exists. Import skipped" in idp.logs()
     claims = node.claims(node.password_grant("carol").json()["access_token"])
     assert claims["patient"] == "p-0003"  # set through the admin API before the restart
@@ -256,7 +261,7 @@ def test_on_a_postgres_node_keycloak_keeps_its_data_in_its_own_database(
         response = node.password_grant("alice")
         assert response.status_code == 200, response.text
         assert node.claims(response.json()["access_token"])["patient"] == "p-0001"
-        idp = node.client.containers.get(f"hubnode-{node.plan.stack}-itest-idp")
+        idp = node.container("idp")
         assert not idp.attrs["Mounts"] or all(m["Type"] == "bind" for m in idp.attrs["Mounts"])  # no volume of its own
     finally:
         node.launcher.down(node.plan.stack, remove_volumes=True)
