@@ -105,8 +105,9 @@ class ScenarioRun:
 
     def __init__(self, runner: Runner, scenario: Scenario) -> None:
         self.runner = runner
-        self.scenario = scenario.for_run(runner.run_id)
         self.started = _now()
+        began = datetime.fromisoformat(self.started).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.scenario = scenario.for_run(runner.run_id, began)
         self.results: dict[int, StepResult] = {}
         #: Step index -> the calls it made, for a following `wait` to make again.
         self._calls: dict[int, list[Call]] = {}

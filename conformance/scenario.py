@@ -281,11 +281,14 @@ class Scenario:
     steps: tuple[Step, ...]
     #: The id of the run playing the scenario (`for_run`); templates see it as `run`, for names no earlier run used.
     run_id: str = "load"
+    #: When this run of the scenario began (UTC, `2026-12-04T10:00:00Z`); templates see it as `started`, to
+    #: search only what this run wrote (`_lastUpdated=ge{{ started }}`).
+    started: str = "1970-01-01T00:00:00Z"
 
-    def for_run(self, run_id: str) -> Scenario:
-        """The scenario as a run with `run_id` plays it: its fresh patients drawn for this run, `run` set."""
+    def for_run(self, run_id: str, started: str) -> Scenario:
+        """The scenario as a run with `run_id` plays it from `started` on: its fresh patients drawn for this run."""
         patients = {name: source.for_run(run_id) for name, source in self.patients.items()}
-        return replace(self, patients=patients, run_id=run_id)
+        return replace(self, patients=patients, run_id=run_id, started=started)
 
     def requirements(self) -> tuple[str, ...]:
         """Every requirement id the scenario verifies, declared or through its steps, sorted."""
@@ -305,7 +308,7 @@ class Scenario:
         return {name: person for name, source in self.patients.items() if (person := source.person()) is not None}
 
     def template_context(self, step: Step) -> dict[str, Any]:
-        """What templates and queries of `step` may use: `patients`, `patient`, `site`, `sites`, `vars`, `run`."""
+        """What templates and queries of `step` see (docs/scenarios.md, "Templates")."""
         persons = self.persons()
         patient = getattr(step.action, "patient", None)
         return {
@@ -315,6 +318,7 @@ class Scenario:
             "sites": {name: actor.site for name, actor in self.actors.items()},
             "vars": dict(getattr(step.action, "variables", {})),
             "run": self.run_id,
+            "started": self.started,
         }
 
     def expectations(self, step: Step) -> Expect:

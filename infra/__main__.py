@@ -5,6 +5,8 @@ Thin on purpose: all decisions live in `infra.spec` and `infra.plan`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pulumi
@@ -12,6 +14,8 @@ import pulumi_docker as docker
 
 from infra.docker_node import HubNode
 from infra.federation_files import prepare_federation_files
+from infra.idp_realm import USER_SECRET_PREFIX
+from infra.local import secret_file
 from infra.plan import FEDERATION_FILES, LABEL_PREFIX, SecretFile, plan_stack
 from infra.pulumi_config import stack_config
 from infra.spec import NAMESPACE, parse_stack
@@ -26,18 +30,34 @@ SECRET_SOURCES = {
     "cn-reader-token": "connectorReaderToken",
     "cn-tc-token": "connectorTrustcentreToken",
     "gateway-secret": "gatewaySecret",
+    "kcdb-password": "dbPassword",
+    "idp-admin-password": "idpAdminPassword",
+    "idp-portal-secret": "idpPortalSecret",
+    "idp-portal-service-secret": "idpPortalServiceSecret",
 }
 
 
-def secret_contents(needed: set[SecretFile], config: pulumi.Config) -> dict[str, pulumi.Output[str]]:
-    """The content of every secret file the plans need, required from the stack's secrets."""
+def secret_contents(
+    needed: set[SecretFile], config: pulumi.Config, generated: Callable[[str], Path]
+) -> dict[str, pulumi.Output[str]]:
+    """The content of every secret file the plans need, required from the stack's secrets.
+
+    Demo users' passwords have no Pulumi secret: only local stacks declare demo users, and their
+    passwords are the files `generated` names, made as `hubnode up` makes them.
+    """
+
+    def source(name: str) -> pulumi.Output[str]:
+        if name.startswith(USER_SECRET_PREFIX):
+            return pulumi.Output.secret(generated(name).read_text())
+        return config.require_secret(SECRET_SOURCES[name])
+
     contents: dict[str, pulumi.Output[str]] = {}
     for secret in sorted(needed, key=lambda s: s.name):
         if secret.derived is not None:
-            sources = {name: config.require_secret(SECRET_SOURCES[name]) for name in secret.derived.sources}
+            sources = {name: source(name) for name in secret.derived.sources}
             contents[secret.name] = pulumi.Output.all(**sources).apply(secret.derived.render)
         elif secret.name not in FEDERATION_FILES:
-            contents[secret.name] = config.require_secret(SECRET_SOURCES[secret.name])
+            contents[secret.name] = source(secret.name)
     return contents
 
 
@@ -45,9 +65,8 @@ STACK_LABEL = f"{LABEL_PREFIX}.stack"
 
 spec = parse_stack(pulumi.get_stack(), stack_config(), source=f"Pulumi.{pulumi.get_stack()}.yaml")
 # The federation's PKI lives beside the stack (reissued when it nears expiry); keys enter Pulumi as secrets.
-federation_files = (
-    prepare_federation_files(spec, Path(".hubnode") / spec.stack, progress=None) if spec.federation else None
-)
+state_dir = Path(".hubnode") / spec.stack
+federation_files = prepare_federation_files(spec, state_dir, progress=None) if spec.federation else None
 plans = plan_stack(spec)
 shared = {
     name: docker.Network(name, name=name, labels=[docker.NetworkLabelArgs(label=STACK_LABEL, value=spec.stack)])
@@ -55,7 +74,7 @@ shared = {
 }
 for node_plan in plans:
     needed = {secret for service in node_plan.services for secret in service.secrets}
-    contents = secret_contents(needed, pulumi.Config(NAMESPACE))
+    contents = secret_contents(needed, pulumi.Config(NAMESPACE), partial(secret_file, state_dir, node_plan.site))
     if federation_files is not None:
         for secret in needed:
             if secret.name in FEDERATION_FILES:

@@ -59,7 +59,8 @@ class GatewayConfig:
     """What the gateway of one node needs to know: where its services and files are.
 
     `connector` answers `/fhir`, `/health` and refused peers; a node without one (a `ttp` node)
-    has its `/health` answered by the trust centre and refusals by the gateway itself.
+    has its `/health` answered by the trust centre and refusals by the gateway itself. `idp`, the
+    node's Keycloak, answers `/idp/` on the public door.
     `secret_include` is the file defining `$<secret_variable>` as the gateway secret.
     """
 
@@ -81,6 +82,7 @@ class GatewayConfig:
     max_body_size: str = "64m"
     #: Processes answer when they have run to the end, feasibility after asking every peer.
     upstream_timeout_s: int = 300
+    idp: Upstream | None = None
 
     def __post_init__(self) -> None:
         if self.connector is None and self.trustcentre is None:

@@ -1,7 +1,7 @@
 """Build the images a plan names from their recipes in `infra/images/`, only when something changed.
 
 A recipe is a directory holding a Dockerfile (which takes `ARG BASE_IMAGE`) and what it copies.
-Build artefacts (the HAPI jar) are staged into the recipe directory first, so the very same
+Build artefacts (the HAPI jar, Keycloak's distribution) are staged into the recipe directory first, so the very same
 directory is the build context here and for Pulumi's `docker.Image`. Each built image carries a
 label with the hash of its context, build arguments and base image; an image whose label matches
 is reused, which keeps re-runs and CI fast.
@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -44,6 +45,11 @@ HASH_LABEL = "org.hubnode.recipe-hash"
 #: Our Python services, each built from the shared Dockerfile with its own wheelhouse: recipe -> port served.
 PYTHON_SERVICE_PORTS = {"trustcentre": 8081, "connector": 8082}
 PYTHON_SERVICE_DOCKERFILE = RECIPES_DIR / "python-service.Dockerfile"
+#: Keycloak, from Maven Central (`org.keycloak:keycloak-quarkus-dist`), for the `idp` recipe.
+KEYCLOAK_VERSION = "26.7.3"
+#: `kc.sh build` bakes the database vendor into Keycloak, so each vendor is its own image from the `idp`
+#: recipe: recipe -> the vendor (`KC_DB`) it is built for.
+IDP_DATABASES = {"idp": "dev-file", "idp-postgres": "postgres"}
 _LOG_TAIL_LINES = 20
 
 
@@ -92,9 +98,15 @@ class Recipe:
 
 
 def recipe_for(build: ImageBuild) -> Recipe:
-    """The recipe of a local build; our Python services share one Dockerfile, told apart by arguments."""
-    context = recipe_dir(build.recipe)
+    """The recipe of a local build; our Python services share one Dockerfile, told apart by arguments.
+
+    The two Keycloak images share one recipe too, told apart by their database vendor.
+    """
     args = {"BASE_IMAGE": build.base_image}
+    if build.recipe in IDP_DATABASES:
+        context = recipe_dir("idp")
+        return Recipe(context, context / "Dockerfile", {**args, "KC_DB": IDP_DATABASES[build.recipe]})
+    context = recipe_dir(build.recipe)
     port = PYTHON_SERVICE_PORTS.get(build.recipe)
     if port is None:
         return Recipe(context, context / "Dockerfile", args)
@@ -213,11 +225,7 @@ def stage_hapi_jar(progress: Progress) -> None:
     stamp = HAPI_PROJECT / "target" / ".hubnode-source-hash"
     sources = _sources_hash([HAPI_PROJECT], ["pom.xml", "src/**/*"])
     if not jar.is_file() or not stamp.is_file() or stamp.read_text() != sources:
-        if shutil.which("mvn") is None:
-            raise HubnodeError(
-                "Maven (mvn) is needed to build the HAPI FHIR server and is not installed",
-                fix="apt-get install maven (Debian), then run again",
-            )
+        _require_maven("to build the HAPI FHIR server")
         progress.note("building the HAPI FHIR server with Maven (first time: several minutes)")
         command = ["mvn", "-B", "-q", "-f", str(HAPI_PROJECT / "pom.xml"), "package", "-DskipTests"]
         _run_tool(command, "Maven build of services/hapi")
@@ -230,6 +238,37 @@ def stage_hapi_jar(progress: Progress) -> None:
         os.link(jar, staged)  # the same bytes without a copy
     except OSError:
         shutil.copy2(jar, staged)
+
+
+def stage_keycloak(progress: Progress) -> None:
+    """Fetch Keycloak's distribution from Maven Central and stage it into the `idp` recipe.
+
+    Maven keeps the archive in its local repository (`~/.m2`), so only the first fetch on a host
+    downloads it; a recipe already holding this version is left as it is, and an older one removed.
+    The archive is copied into a folder beside the recipe and then moved in, so an interrupted
+    fetch never leaves a truncated archive behind that later runs would take for a good one.
+    """
+    context = recipe_dir("idp")
+    staged = context / f"keycloak-quarkus-dist-{KEYCLOAK_VERSION}.tar.gz"
+    for other in context.glob("keycloak-quarkus-dist-*.tar.gz"):
+        if other != staged:
+            other.unlink()
+    if staged.is_file():
+        return
+    _require_maven("to fetch Keycloak from Maven Central")
+    progress.note(f"fetching Keycloak {KEYCLOAK_VERSION} with Maven (first time: a 170 MB download)")
+    with tempfile.TemporaryDirectory(dir=context.parent, prefix=".idp-") as fetched:
+        artifact = f"org.keycloak:keycloak-quarkus-dist:{KEYCLOAK_VERSION}:tar.gz"
+        command = ["mvn", "-B", "-q", "dependency:copy", f"-Dartifact={artifact}", f"-DoutputDirectory={fetched}"]
+        _run_tool(command, f"fetching {artifact}")
+        (Path(fetched) / staged.name).replace(staged)
+
+
+def _require_maven(why: str) -> None:
+    if shutil.which("mvn") is None:
+        raise HubnodeError(
+            f"Maven (mvn) is needed {why} and is not installed", fix="apt-get install maven (Debian), then run again"
+        )
 
 
 def stage_service_wheelhouse(service: str, progress: Progress) -> None:
@@ -308,5 +347,6 @@ def _sources_hash(projects: Iterable[Path], patterns: list[str]) -> str:
 #: Artefacts a recipe needs staged into its context before it is built.
 _PREPARE: Mapping[str, Callable[[Progress], None]] = {
     "hapi": stage_hapi_jar,
+    **dict.fromkeys(IDP_DATABASES, stage_keycloak),
     **{service: partial(stage_service_wheelhouse, service) for service in PYTHON_SERVICE_PORTS},
 }

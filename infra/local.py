@@ -422,7 +422,9 @@ def _remove(container: Container) -> None:
 
 def _answers(url: str, verify: ssl.SSLContext | bool, timeout: float = 10.0) -> bool:
     try:
-        response = httpx.get(url, timeout=timeout, verify=verify, headers={"Accept": "application/fhir+json"})
+        # FHIR servers answer FHIR JSON; Keycloak's discovery document only `application/json` (406 otherwise).
+        accept = "application/fhir+json, application/json;q=0.9"
+        response = httpx.get(url, timeout=timeout, verify=verify, headers={"Accept": accept})
     except httpx.HTTPError:
         return False
     return response.status_code == 200

@@ -14,6 +14,7 @@ from importlib.metadata import version
 
 from infra.gateway_config import GatewayConfig, Upstream
 from infra.gateway_config import render as render_gateway_config
+from infra.idp_realm import REALM, Realm
 from infra.mutants import MUTANTS, mutated
 from infra.spec import NodeSpec, StackSpec
 
@@ -34,6 +35,15 @@ DB_NAME = "hapi"
 TRUSTCENTRE_DB_NAME = "trustcentre"
 TRUSTCENTRE_BASE = "/ttp-fhir/fhir"
 CONNECTOR_PORT = 8082
+#: Keycloak inside its container: HTTP under `IDP_PATH` (TLS ends at the gateway), health on the management port.
+IDP_PORT = 8180
+IDP_MANAGEMENT_PORT = 9000
+IDP_PATH = "/idp"
+IDP_DB_NAME = "keycloak"
+IDP_ADMIN = "admin"
+#: Keycloak imports realms from this folder of its installation (`start --import-realm`).
+IDP_REALM_FILE = "/opt/keycloak/data/import/hubnode-realm.json"
+IDP_DATA_DIR = "/opt/keycloak/data/h2"
 #: The gateway's doors inside its container: public TLS, mutual-TLS for peers, plain health.
 GATEWAY_PUBLIC_PORT = 8443
 GATEWAY_PEER_PORT = 9443
@@ -172,7 +182,7 @@ class SecretFile:
 
     name: str
     path: str
-    derived: CallersFile | NginxSecretInclude | None = None
+    derived: CallersFile | NginxSecretInclude | Realm | None = None
 
 
 #: Files of the federation's PKI and allow list, supplied by `infra.federation_files` rather than generated.
@@ -290,6 +300,10 @@ def plan_node(spec: StackSpec, node: NodeSpec) -> NodePlan:
         endpoints["gateway"] = f"https://{LOOPBACK}:{node.ports['gateway']}"
         endpoints["peer"] = f"https://{LOOPBACK}:{node.ports['peer']}"
         probes["gateway"] = f"{endpoints['gateway']}/health"
+    if "idp" in node.components:
+        services += _idp_services(prefix, spec, node, labels)
+        endpoints["idp"] = idp_issuer(node)
+        probes["idp"] = f"{endpoints['idp']}/.well-known/openid-configuration"
     return NodePlan(
         stack=stack,
         site=node.site,
@@ -312,10 +326,10 @@ def _image(node: NodeSpec, name: str, recipe: str) -> ImageRef:
     return ImageRef(f"hubnode/{recipe}:{_image_tag()}", ImageBuild(recipe, node.images.base_image))
 
 
-def _http_health(port: int, *, start_period_s: int, budget_s: int) -> HealthCheck:
-    """The health check of our HTTP services: `/health` on `port` answers 200 from inside the container."""
+def _http_health(port: int, *, start_period_s: int, budget_s: int, path: str = "/health") -> HealthCheck:
+    """The health check of our HTTP services: `path` on `port` answers 200 from inside the container."""
     return HealthCheck(
-        test=("CMD", "curl", "-fsS", "-o", "/dev/null", f"http://{LOOPBACK}:{port}/health"),
+        test=("CMD", "curl", "-fsS", "-o", "/dev/null", f"http://{LOOPBACK}:{port}{path}"),
         interval_s=10,
         start_period_s=start_period_s,
         budget_s=budget_s,
@@ -576,6 +590,7 @@ def _gateway_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mappi
     config = GatewayConfig(
         connector=Upstream("connector", CONNECTOR_PORT) if "connector" in node.components else None,
         trustcentre=Upstream("trustcentre", TRUSTCENTRE_PORT) if "trustcentre" in node.components else None,
+        idp=Upstream("idp", IDP_PORT) if "idp" in node.components else None,
         certificate_file=secrets[0].path,
         key_file=secrets[1].path,
         ca_file=secrets[2].path,
@@ -606,3 +621,65 @@ def _gateway_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mappi
         files=(ConfigFile(GATEWAY_CONFIG_PATH, render_gateway_config(config)),),
         networks=(NetworkAttachment(peers_network(spec.stack), (node.host,)),),
     )
+
+
+def idp_issuer(node: NodeSpec) -> str:
+    """The issuer of the node's tokens: its realm under the gateway, the one URL browsers and services agree on."""
+    return f"{public_url(node)}{IDP_PATH}/realms/{REALM}"
+
+
+def _idp_services(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mapping[str, str]) -> list[ServicePlan]:
+    """Keycloak (after its own PostgreSQL, `kcdb`, on a postgres node) behind the node's gateway.
+
+    Its front-end URLs (issuer, login pages) are always the public ones under the gateway's `/idp`;
+    requests from inside the node (`http://idp:8180/idp`) get back-channel URLs (token, keys) on the
+    address they used. Secrets are files: the image's entrypoint reads each `KC_*_FILE` into its
+    variable right before Keycloak starts.
+    """
+    realm = Realm(
+        site=node.site,
+        portal_url=f"{public_url(node)}/portal",
+        users=node.users,
+        password_grant=spec.environment == "local",
+    )
+    secrets: tuple[SecretFile, ...] = (
+        SecretFile("idp-admin-password", f"{SECRETS_DIR}/idp-admin-password"),
+        SecretFile("idp-realm", IDP_REALM_FILE, realm),
+    )
+    env = {
+        "KC_HTTP_ENABLED": "true",
+        "KC_HTTP_PORT": str(IDP_PORT),
+        "KC_HOSTNAME": f"{public_url(node)}{IDP_PATH}",
+        "KC_HOSTNAME_BACKCHANNEL_DYNAMIC": "true",
+        "KC_PROXY_HEADERS": "xforwarded",
+        "KC_BOOTSTRAP_ADMIN_USERNAME": IDP_ADMIN,
+        "KC_BOOTSTRAP_ADMIN_PASSWORD_FILE": secrets[0].path,
+    }
+    volumes: tuple[VolumeMount, ...] = (VolumeMount(f"{prefix}-idp-data", IDP_DATA_DIR),)
+    depends_on: tuple[str, ...] = ()
+    database: list[ServicePlan] = []
+    if node.database == "postgres":
+        database.append(_db_service(prefix, node, labels, "kcdb", IDP_DB_NAME))
+        password = _db_password("kcdb")
+        env["KC_DB_URL"] = f"jdbc:postgresql://kcdb:{POSTGRES_PORT}/{IDP_DB_NAME}"
+        env["KC_DB_USERNAME"] = IDP_DB_NAME
+        env["KC_DB_PASSWORD_FILE"] = password.path
+        secrets = (*secrets, password)
+        volumes = ()
+        depends_on = ("kcdb",)
+    idp = ServicePlan(
+        component="idp",
+        container_name=f"{prefix}-idp",
+        # Keycloak bakes its database vendor into its build: one image per vendor.
+        image=_image(node, "idp", "idp-postgres" if node.database == "postgres" else "idp"),
+        env=env,
+        ports=(),
+        volumes=volumes,
+        secrets=secrets,
+        health=_http_health(IDP_MANAGEMENT_PORT, start_period_s=120, budget_s=300, path=f"{IDP_PATH}/health/ready"),
+        user=SERVICE_USER,
+        network_aliases=("idp",),
+        labels=_service_labels(labels, "idp"),
+        depends_on=depends_on,
+    )
+    return [*database, idp]

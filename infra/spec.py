@@ -18,16 +18,20 @@ from infra.mutants import MUTANTS
 Role = Literal["dic", "practice", "ttp", "research"]
 Database = Literal["embedded", "postgres"]
 ImageSourceKind = Literal["local", "registry"]
+#: `local`: a developer's or CI's stack (demo users allowed); `site`: a real site's node.
 Environment = Literal["local", "site"]
+UserRole = Literal["patient", "clinician", "site-admin"]
 
 ROLES: tuple[str, ...] = get_args(Role)
 DATABASES: tuple[str, ...] = get_args(Database)
 IMAGE_SOURCES: tuple[str, ...] = get_args(ImageSourceKind)
 ENVIRONMENTS: tuple[str, ...] = get_args(Environment)
+#: The realm roles of the node's identity provider, which its demo users are given.
+USER_ROLES: tuple[str, ...] = get_args(UserRole)
 #: Pseudonym domains the trust centre keeps for itself (the ids each node knows a person by).
 RESERVED_DOMAIN_PREFIX = "persons."
-#: Components this version can run; later issues add portal and idp.
-COMPONENTS: tuple[str, ...] = ("fhir", "trustcentre", "connector", "gateway")
+#: Components this version can run; a later issue adds the portal.
+COMPONENTS: tuple[str, ...] = ("fhir", "trustcentre", "connector", "gateway", "idp")
 #: What a node of each role runs when its entry in `hubnode:nodes` names no components.
 ROLE_COMPONENTS: Mapping[str, tuple[str, ...]] = {
     "dic": ("fhir", "trustcentre", "connector", "gateway"),
@@ -36,7 +40,7 @@ ROLE_COMPONENTS: Mapping[str, tuple[str, ...]] = {
     "ttp": ("trustcentre", "gateway"),
 }
 #: Images a site may point at its own registry (`hubnode:images.<name>`).
-IMAGE_NAMES: tuple[str, ...] = ("fhir", "db", "trustcentre", "connector", "gateway")
+IMAGE_NAMES: tuple[str, ...] = ("fhir", "db", "trustcentre", "connector", "gateway", "idp")
 #: Host ports: `gateway` is the node's public TLS door, `peer` its mutual-TLS door for other nodes.
 PORT_NAMES: tuple[str, ...] = ("fhir", "trustcentre", "gateway", "peer")
 DEFAULT_PORTS: Mapping[str, int] = {"fhir": 8080, "trustcentre": 8081, "gateway": 8443, "peer": 9443}
@@ -55,6 +59,9 @@ SECRET_KEYS: tuple[str, ...] = (
     "connectorReaderToken",
     "connectorTrustcentreToken",
     "gatewaySecret",
+    "idpAdminPassword",
+    "idpPortalSecret",
+    "idpPortalServiceSecret",
 )
 NODE_KEYS: tuple[str, ...] = (
     "site",
@@ -65,11 +72,14 @@ NODE_KEYS: tuple[str, ...] = (
     "images",
     "identifierSystems",
     "publicUrl",
+    "users",
 )
 FEDERATION_KEYS: tuple[str, ...] = ("federation", "nodes", "peers", "projects")
 KEYS: tuple[str, ...] = (*NODE_KEYS, "domains", "environment", "mutant", *FEDERATION_KEYS, *SECRET_KEYS)
 #: Sources of the identifiers a node's connector asserts as its own: its source records, its MRNs.
 SOURCE_SYSTEM_BASE = "https://hubnode.org/fhir/sid/source"
+#: What a demo user entry may say; `password` is refused, since passwords are never literals in a stack file.
+USER_KEYS: tuple[str, ...] = ("username", "role", "patient", "fhirUser", "firstName", "lastName")
 
 _SITE_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
 _STACK_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -77,6 +87,10 @@ _IMAGE_REF_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$")
 _DOMAIN_PATTERN = re.compile(r"^(?=.{1,200}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 _THUMBPRINT_PATTERN = re.compile(r"^[0-9a-f]{128}$")
 _PUBLIC_URL_PATTERN = re.compile(r"^https://[A-Za-z0-9.-]+(:\d{1,5})?/?$")
+#: Keycloak keeps user names in lower case; the name also names the user's password file.
+_USERNAME_PATTERN = re.compile(r"^[a-z][a-z0-9._-]{2,63}$")
+_FHIR_ID_PATTERN = re.compile(r"^[A-Za-z0-9.-]{1,64}$")
+_FHIR_USER_PATTERN = re.compile(r"^(Patient|Practitioner|PractitionerRole|RelatedPerson|Person)/[A-Za-z0-9.-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -127,6 +141,21 @@ class PseudonymDomain:
 
 
 @dataclass(frozen=True)
+class DemoUser:
+    """A user a local stack puts into its node's identity provider; its password is generated, never declared.
+
+    `patient` is the FHIR Patient id for SMART's `patient` claim, `fhir_user` the `fhirUser` reference.
+    """
+
+    username: str
+    role: UserRole
+    patient: str = ""
+    fhir_user: str = ""
+    first_name: str = ""
+    last_name: str = ""
+
+
+@dataclass(frozen=True)
 class NodeSpec:
     """One hub node as its site declares it; `host` is its name inside the federation."""
 
@@ -142,6 +171,7 @@ class NodeSpec:
     identifier_systems: tuple[str, ...] = ()
     #: The public door's base URL as clients know it (Bundle links point there); None: the gateway port here.
     public_url: str | None = None
+    users: tuple[DemoUser, ...] = ()
 
     @property
     def own_identifier_systems(self) -> tuple[str, ...]:
@@ -222,7 +252,7 @@ def parse_stack(stack: str, config: Mapping[str, Any], source: str = "stack conf
     if "nodes" in ours:
         problems += [
             Problem(_key(key), ours[key], "in a federation stack, set this per node under hubnode:nodes")
-            for key in ("site", "role", "components", "ports")
+            for key in ("site", "role", "components", "ports", "users")
             if key in ours
         ]
         nodes = _parse_nodes(ours, problems)
@@ -240,6 +270,7 @@ def parse_stack(stack: str, config: Mapping[str, Any], source: str = "stack conf
         mutant=mutant,
     )
     _check_federation(spec, problems)
+    _check_identity(spec, problems, listed="nodes" in ours)
     if problems:
         raise SpecError(problems, source)
     return spec
@@ -255,6 +286,11 @@ def _key(name: str) -> str:
 def _item_key(key: str, index: int) -> Key:
     """Names keys inside the `index`th entry of the list `key`: `hubnode:nodes[1].ports`."""
     return lambda name: _key(f"{key}[{index}].{name}")
+
+
+def _item_key_of(at: Key, entry: str) -> Key:
+    """Names keys inside `entry` of what `at` names: `hubnode:nodes[1].users[0].role`."""
+    return lambda name: at(f"{entry}.{name}")
 
 
 def _parse_nodes(values: Mapping[str, Any], problems: list[Problem]) -> tuple[NodeSpec | None, ...]:
@@ -300,6 +336,7 @@ def _parse_node(
         problems.append(
             Problem(at("publicUrl"), public_url, "the public door's https:// base, e.g. https://hub.ukl.example")
         )
+    users = _parse_users(values.get("users", []), at, problems)
     if len(problems) > before or images is None:
         return None
     return NodeSpec(
@@ -311,6 +348,7 @@ def _parse_node(
         images=images,
         identifier_systems=systems,
         public_url=public_url.rstrip("/") if isinstance(public_url, str) else None,
+        users=users,
     )
 
 
@@ -455,6 +493,101 @@ def _check_federation(spec: StackSpec, problems: list[Problem]) -> None:
     shared = sorted({n.site for n in spec.nodes} & set(peer_sites))
     if shared:
         problems.append(Problem(_key("peers"), shared, "a peer cannot have the site name of one of this stack's nodes"))
+
+
+def _check_identity(spec: StackSpec, problems: list[Problem], *, listed: bool) -> None:
+    """The identity provider is reached through its node's gateway; demo users belong to local stacks.
+
+    `listed`: the stack declares its nodes under `hubnode:nodes` (their keys are named there).
+    """
+    for index, node in enumerate(spec.nodes):
+        at = _item_key("nodes", index) if listed else _key
+        if "idp" in node.components and "gateway" not in node.components:
+            problems.append(
+                Problem(at("components"), list(node.components), "an idp needs a gateway on its node (its public door)")
+            )
+        if not node.users:
+            continue
+        usernames = [user.username for user in node.users]
+        if spec.environment != "local":
+            problems.append(
+                Problem(
+                    at("users"),
+                    usernames,
+                    "demo users are for local stacks only (hubnode:environment: local); "
+                    "a site manages its users in its identity provider",
+                )
+            )
+        if "idp" not in node.components:
+            problems.append(Problem(at("users"), usernames, "demo users live in the node's idp: add idp to components"))
+
+
+def _parse_users(value: object, at: Key, problems: list[Problem]) -> tuple[DemoUser, ...]:
+    """Demo users: `{username, role, patient?, fhirUser?, firstName?, lastName?}`, each name once."""
+    if not isinstance(value, list):
+        problems.append(Problem(at("users"), value, "a list of users, e.g. [{username: alice, role: patient}]"))
+        return ()
+    users: list[DemoUser] = []
+    for index, entry in enumerate(value):
+        if not isinstance(entry, Mapping):
+            problems.append(Problem(at(f"users[{index}]"), entry, "a mapping, e.g. {username: alice, role: patient}"))
+            continue
+        user = _parse_user(entry, _item_key_of(at, f"users[{index}]"), problems)
+        if user is not None:
+            users.append(user)
+    names = [u.username for u in users]
+    if len(set(names)) != len(names):
+        problems.append(Problem(at("users"), names, "each username at most once"))
+    return tuple(users)
+
+
+def _parse_user(entry: Mapping[str, Any], at: Key, problems: list[Problem]) -> DemoUser | None:
+    before = len(problems)
+    for key, value in entry.items():
+        if key == "password":
+            problems.append(
+                Problem(
+                    at(key),
+                    "(hidden)",
+                    "never a literal in the stack file: hubnode up generates each demo user's password "
+                    "into .hubnode/<stack>/secrets/<site>/idp-user-<username>",
+                )
+            )
+        elif key not in USER_KEYS:
+            problems.append(Problem(at(key), value, f"unknown key; known keys: {', '.join(USER_KEYS)}"))
+    username = entry.get("username")
+    if not isinstance(username, str) or not _USERNAME_PATTERN.match(username):
+        problems.append(Problem(at("username"), username, "3-64 lowercase letters, digits, '.', '_' or '-'"))
+    role = _choice(at("role"), entry.get("role"), USER_ROLES, problems)
+    texts = {
+        key: _parse_text(entry.get(key, ""), at(key), pattern, allowed, problems)
+        for key, pattern, allowed in (
+            ("patient", _FHIR_ID_PATTERN, "a FHIR Patient id, e.g. p-0001"),
+            ("fhirUser", _FHIR_USER_PATTERN, "a FHIR reference, e.g. Patient/p-0001 or Practitioner/pr-0042"),
+            ("firstName", None, "a name"),
+            ("lastName", None, "a name"),
+        )
+    }
+    if len(problems) > before:
+        return None
+    return DemoUser(
+        username=cast("str", username),
+        role=cast("UserRole", role),
+        patient=texts["patient"],
+        fhir_user=texts["fhirUser"],
+        first_name=texts["firstName"],
+        last_name=texts["lastName"],
+    )
+
+
+def _parse_text(value: object, key: str, pattern: re.Pattern[str] | None, allowed: str, problems: list[Problem]) -> str:
+    """An optional text setting: empty, or a string (matching `pattern`, where there is one)."""
+    if value == "":
+        return ""
+    if not isinstance(value, str) or not value.strip() or (pattern is not None and not pattern.match(value)):
+        problems.append(Problem(key, value, allowed))
+        return ""
+    return value
 
 
 def _parse_site(value: object, at: Key, problems: list[Problem]) -> str:

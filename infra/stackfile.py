@@ -6,13 +6,14 @@ whose value is not allowed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from infra.errors import HubnodeError
-from infra.spec import SECRET_KEYS, Problem, SpecError, StackSpec, parse_stack
+from infra.spec import NAMESPACE, SECRET_KEYS, Problem, SpecError, StackSpec, parse_stack
 
 
 def stack_file(project_dir: Path, stack: str) -> Path:
@@ -35,12 +36,39 @@ def load_stack(project_dir: Path, stack: str) -> StackSpec:
         raise HubnodeError(f"cannot read {path}: {exc}", fix="check the file's permissions and encoding") from None
     config, lines = _parse(path, text)
     secret_values = {f"hubnode:{key}" for key in SECRET_KEYS}
-    plain = {k: v for k, v in config.items() if k not in secret_values}
+    plain = read_users_files({k: v for k, v in config.items() if k not in secret_values}, project_dir)
     try:
         return parse_stack(stack, plain, source=str(path))
     except SpecError as error:
         located = [_locate(problem, lines) for problem in error.problems]
         raise SpecError(located, str(path)) from None
+
+
+def read_users_files(config: Mapping[str, Any], folder: Path) -> dict[str, Any]:
+    """The config with demo users read in where `hubnode:users` (or a node's `users`) names a YAML file in `folder`."""
+    resolved = dict(config)
+    key = f"{NAMESPACE}:users"
+    if isinstance(resolved.get(key), str):
+        resolved[key] = _users_file(folder / resolved[key], key)
+    nodes = resolved.get(f"{NAMESPACE}:nodes")
+    if isinstance(nodes, list):
+        resolved[f"{NAMESPACE}:nodes"] = [
+            {**node, "users": _users_file(folder / node["users"], f"{NAMESPACE}:nodes[{index}].users")}
+            if isinstance(node, dict) and isinstance(node.get("users"), str)
+            else node
+            for index, node in enumerate(nodes)
+        ]
+    return resolved
+
+
+def _users_file(path: Path, key: str) -> Any:  # noqa: ANN401 -- any YAML; infra.spec checks its shape
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise HubnodeError(
+            f"{key} names {path}, which cannot be read: {exc}",
+            fix="write that file (a YAML list of {username, role}) beside the stack file, or list the users there",
+        ) from None
 
 
 def _parse(path: Path, text: str) -> tuple[dict[str, Any], dict[str, int]]:

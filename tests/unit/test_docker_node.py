@@ -7,6 +7,7 @@ import hashlib
 import json
 import runpy
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -88,7 +89,10 @@ def expected_container(service: ServicePlan, network: str, secret: str) -> dict[
         "name": service.container_name,
         "image": service.image.reference,
         "envs": [f"{k}={v}" for k, v in service.env.items()],
-        "networksAdvanced": [{"name": network, "aliases": list(service.network_aliases)}],
+        "networksAdvanced": [
+            {"name": network, "aliases": list(service.network_aliases)},
+            *({"name": a.network, "aliases": list(a.aliases)} for a in service.networks),
+        ],
         "volumes": [{"volumeName": v.volume, "containerPath": v.path} for v in service.volumes],
         "labels": [{"label": k, "value": v} for k, v in service.labels.items()],
         "healthcheck": {
@@ -99,7 +103,10 @@ def expected_container(service: ServicePlan, network: str, secret: str) -> dict[
             "startPeriod": f"{health.start_period_s}s",
         },
         "ports": [{"internal": p.container_port, "external": p.host_port, "ip": p.host_ip} for p in service.ports],
-        "uploads": [{"file": s.path, "content": secret} for s in service.secrets],
+        "uploads": [
+            *({"file": s.path, "content": secret} for s in service.secrets),
+            *({"file": f.path, "content": f.content} for f in service.files),
+        ],
         "user": service.user,
         "wait": True,
         "waitTimeout": health.budget_s,
@@ -108,7 +115,10 @@ def expected_container(service: ServicePlan, network: str, secret: str) -> dict[
 
 
 def check_node_matches_plan(mocks: RecordingMocks, plan: NodePlan) -> pulumi.Output[Any]:
-    node = HubNode(plan.site, plan, {"db-password": pulumi.Output.secret("s3cret")})
+    secrets = {secret.name: pulumi.Output.secret("s3cret") for s in plan.services for secret in s.secrets}
+    peers = plan.peers_network
+    shared = {peers: pulumi_docker.Network(peers, name=peers)} if peers else {}
+    node = HubNode(plan.site, plan, secrets, shared_networks=shared)
 
     def check(_: object) -> None:
         containers = mocks.of_type(CONTAINER)
@@ -149,6 +159,26 @@ def test_an_embedded_node_declares_exactly_its_plan(mocks: RecordingMocks) -> pu
 @pulumi.runtime.test
 def test_a_postgres_node_declares_exactly_its_plan(mocks: RecordingMocks) -> pulumi.Output[Any]:
     return check_node_matches_plan(mocks, node_plan(database="postgres", ports={"fhir": 18080}))
+
+
+IDP_NODE = {
+    "environment": "local",
+    "federation": {"name": "dev-fed"},
+    "components": ["trustcentre", "gateway", "idp"],
+    "users": [{"username": "alice", "role": "patient", "patient": "p-0001"}],
+}
+
+
+@pulumi.runtime.test
+def test_a_node_with_an_identity_provider_declares_exactly_its_plan(mocks: RecordingMocks) -> pulumi.Output[Any]:
+    return check_node_matches_plan(mocks, node_plan(**IDP_NODE))
+
+
+@pulumi.runtime.test
+def test_a_postgres_node_with_an_identity_provider_declares_exactly_its_plan(
+    mocks: RecordingMocks,
+) -> pulumi.Output[Any]:
+    return check_node_matches_plan(mocks, node_plan(**IDP_NODE, database="postgres"))
 
 
 @pulumi.runtime.test
@@ -274,3 +304,48 @@ def test_a_missing_trust_centre_secret_stops_the_program(
     monkeypatch.setenv("PULUMI_CONFIG", json.dumps({"hubnode:site": "ukl", "hubnode:components": '["trustcentre"]'}))
     with pytest.raises(pulumi.ConfigMissingError, match="hubnode:trustcentreAdminToken"):
         run_program()
+
+
+IDP_SECRETS = {
+    "hubnode:trustcentreSecret": "s" * 48,
+    "hubnode:trustcentreAdminToken": "the-admin-token",
+    "hubnode:gatewaySecret": "the-gateway-secret",
+    "hubnode:idpAdminPassword": "the-idp-admin-password",
+    "hubnode:idpPortalSecret": "the-portal-secret",
+    "hubnode:idpPortalServiceSecret": "the-portal-service-secret",
+}
+
+
+def run_idp_program(monkeypatch: pytest.MonkeyPatch, folder: Path, secrets: dict[str, str]) -> None:
+    """The program for a local node with an identity provider, run in `folder` (its state goes there)."""
+    monkeypatch.chdir(folder)
+    config = {f"hubnode:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in IDP_NODE.items()}
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps({"hubnode:site": "ukl", **config, **secrets}))
+    monkeypatch.setenv("PULUMI_CONFIG_SECRET_KEYS", json.dumps(sorted(secrets)))
+    run_program()
+
+
+def test_keycloak_gets_its_realm_from_pulumi_secrets_and_the_demo_users_generated_passwords(
+    mocks: RecordingMocks, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    run_idp_program(monkeypatch, tmp_path, IDP_SECRETS)
+
+    idp = mocks.of_type(CONTAINER)["hubnode-dev-ukl-idp"]
+    assert is_secret(idp["uploads"])
+    files = {upload["file"]: upload["content"] for upload in reveal(idp["uploads"])}
+    assert files["/run/secrets/idp-admin-password"] == "the-idp-admin-password"
+    realm = json.loads(files["/opt/keycloak/data/import/hubnode-realm.json"])
+    clients = {c["clientId"]: c["secret"] for c in realm["clients"]}
+    assert clients == {"portal": "the-portal-secret", "portal-service": "the-portal-service-secret"}
+    [alice] = [u for u in realm["users"] if u["username"] == "alice"]
+    generated = tmp_path / ".hubnode" / "dev" / "secrets" / "ukl" / "idp-user-alice"
+    assert alice["credentials"][0]["value"] == generated.read_text()
+    assert not [value for value in IDP_SECRETS.values() if value in json.dumps(idp["envs"])]
+
+
+def test_a_missing_client_secret_of_the_identity_provider_stops_the_program(
+    mocks: RecordingMocks, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secrets = {k: v for k, v in IDP_SECRETS.items() if k != "hubnode:idpPortalServiceSecret"}
+    with pytest.raises(pulumi.ConfigMissingError, match="hubnode:idpPortalServiceSecret"):
+        run_idp_program(monkeypatch, tmp_path, secrets)

@@ -125,3 +125,15 @@ def test_a_node_without_a_trust_centre_has_no_ttp_routes() -> None:
 def test_values_that_could_break_out_of_a_directive_are_refused(change: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="gateway"):
         replace(CONFIG, **change)
+
+
+def test_the_public_door_hands_idp_to_keycloak_with_the_host_the_client_used() -> None:
+    text = render(replace(CONFIG, idp=Upstream("idp", 8180)))
+    route = locations(server(text, 8443))["/idp/"]
+    assert "http://idp:8180;" in route
+    assert "rewrite ^ $uri break;" in route
+    assert headers(route)["X-Forwarded-Host"] == "$http_host"
+    assert headers(route)["X-Forwarded-Proto"] == "https"
+    assert [headers(route)[h] for h in IDENTITY_HEADERS] == ['""'] * 3
+    assert "/idp/" not in server(text, 9443)  # peers have no business with users' logins
+    assert "/idp/" not in render(CONFIG)

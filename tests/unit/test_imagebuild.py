@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import pytest
+
+from infra import imagebuild
 from infra.imagebuild import PYTHON_SERVICE_DOCKERFILE, Recipe, context_hash, images_to_build, recipe_dir, recipe_for
 from infra.plan import ImageBuild, plan_stack
+from infra.progress import Progress
 from infra.spec import parse_stack
 
 
@@ -58,3 +63,52 @@ def test_pulled_images_are_not_built() -> None:
         {"hubnode:site": "dev", "hubnode:database": "postgres", "hubnode:images": {"db": "postgres:17"}},
     )
     assert [b.build.recipe for b in images_to_build(plan_stack(spec))] == ["hapi"]
+
+
+def test_the_two_keycloak_images_share_one_recipe_told_apart_by_their_database_vendor() -> None:
+    embedded, postgres = (recipe_for(ImageBuild(name, "base:1")) for name in ("idp", "idp-postgres"))
+    assert embedded.context == postgres.context == recipe_dir("idp")
+    assert embedded.dockerfile == postgres.dockerfile == recipe_dir("idp") / "Dockerfile"
+    assert (embedded.args, postgres.args) == (
+        {"BASE_IMAGE": "base:1", "KC_DB": "dev-file"},
+        {"BASE_IMAGE": "base:1", "KC_DB": "postgres"},
+    )
+    dockerfile = embedded.dockerfile.read_text()
+    assert 'kc.sh build --db="${KC_DB}"' in dockerfile
+    assert 'CMD ["start", "--optimized", "--import-realm"]' in dockerfile
+
+
+def test_staged_keycloak_is_reused_without_maven_and_older_versions_are_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(imagebuild, "RECIPES_DIR", tmp_path)
+    (tmp_path / "idp").mkdir()
+    current = tmp_path / "idp" / f"keycloak-quarkus-dist-{imagebuild.KEYCLOAK_VERSION}.tar.gz"
+    older = tmp_path / "idp" / "keycloak-quarkus-dist-25.0.0.tar.gz"
+    current.write_bytes(b"staged")
+    older.write_bytes(b"old")
+    monkeypatch.setattr(imagebuild, "_run_tool", lambda *_: pytest.fail("Maven must not run"))
+    imagebuild.stage_keycloak(Progress(io.StringIO()))
+    assert sorted(p.name for p in (tmp_path / "idp").iterdir()) == [current.name]
+
+
+def test_keycloak_is_fetched_with_maven_into_the_recipe_when_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(imagebuild, "RECIPES_DIR", tmp_path)
+    (tmp_path / "idp").mkdir()
+    commands: list[list[str]] = []
+
+    def maven(command: list[str], _what: str) -> None:
+        commands.append(command)
+        output = Path(next(a for a in command if a.startswith("-DoutputDirectory=")).split("=", 1)[1])
+        (output / f"keycloak-quarkus-dist-{imagebuild.KEYCLOAK_VERSION}.tar.gz").write_bytes(b"fetched")
+
+    monkeypatch.setattr(imagebuild.shutil, "which", lambda _: "/usr/bin/mvn")
+    monkeypatch.setattr(imagebuild, "_run_tool", maven)
+    imagebuild.stage_keycloak(Progress(io.StringIO()))
+    [command] = commands
+    assert f"-Dartifact=org.keycloak:keycloak-quarkus-dist:{imagebuild.KEYCLOAK_VERSION}:tar.gz" in command
+    assert [p.name for p in (tmp_path / "idp").iterdir()] == [
+        f"keycloak-quarkus-dist-{imagebuild.KEYCLOAK_VERSION}.tar.gz"
+    ]

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infra.spec import DEFAULT_BASE_IMAGE, ImageSource, NodeSpec, SpecError, StackSpec, parse_stack
+from infra.spec import DEFAULT_BASE_IMAGE, DemoUser, ImageSource, NodeSpec, SpecError, StackSpec, parse_stack
 
 DEV = {"hubnode:site": "dev", "hubnode:components": ["fhir"], "hubnode:ports": {"fhir": 8080}}
 
@@ -46,7 +46,7 @@ def test_an_unknown_component_names_the_components_this_version_runs() -> None:
     [problem] = problems_of({**DEV, "hubnode:components": ["fhir", "blockchain"]})
     assert problem == (
         "hubnode:components = ['blockchain']: unknown component; "
-        "this version runs: fhir, trustcentre, connector, gateway"
+        "this version runs: fhir, trustcentre, connector, gateway, idp"
     )
 
 
@@ -103,7 +103,7 @@ def test_image_overrides_must_be_known_images_with_valid_references() -> None:
     assert problems == [
         (
             "hubnode:images.fhri = 'x:1': unknown key; "
-            "known keys: source, base, registry, fhir, db, trustcentre, connector, gateway"
+            "known keys: source, base, registry, fhir, db, trustcentre, connector, gateway, idp"
         ),
         "hubnode:images.db = 'Not An Image': an image reference, e.g. postgres:17",
     ]
@@ -134,3 +134,76 @@ def test_any_config_either_parses_or_fails_with_a_spec_error(config: dict[str, A
         return
     assert problems
     assert all(key.startswith("hubnode:") for key in problems)
+
+
+IDP_NODE = {
+    "hubnode:site": "dev",
+    "hubnode:federation": {"name": "dev-fed"},
+    "hubnode:components": ["trustcentre", "gateway", "idp"],
+}
+ALICE = {"username": "alice", "role": "patient", "patient": "p-0001", "fhirUser": "Patient/p-0001"}
+
+
+def test_a_stack_is_a_site_unless_it_says_it_is_local() -> None:
+    assert parse_stack("dev", DEV).environment == "site"
+    assert parse_stack("dev", {**DEV, "hubnode:environment": "local"}).environment == "local"
+    assert problems_of({**DEV, "hubnode:environment": "laptop"}) == [
+        "hubnode:environment = 'laptop': choose one of local, site"
+    ]
+
+
+def test_demo_users_of_a_local_stack_are_parsed_into_the_node() -> None:
+    spec = parse_stack("dev", {**IDP_NODE, "hubnode:environment": "local", "hubnode:users": [ALICE]})
+    assert spec.nodes[0].users == (DemoUser("alice", "patient", patient="p-0001", fhir_user="Patient/p-0001"),)
+
+
+def test_a_site_stack_refuses_demo_users_naming_the_key() -> None:
+    [problem] = problems_of({**IDP_NODE, "hubnode:users": [ALICE]})
+    assert problem.startswith("hubnode:users = ['alice']: demo users are for local stacks only")
+    assert "hubnode:environment: local" in problem
+
+
+def test_a_password_in_the_stack_file_is_refused_without_being_repeated() -> None:
+    user = {**ALICE, "password": "hunter2"}
+    [problem] = problems_of({**IDP_NODE, "hubnode:environment": "local", "hubnode:users": [user]})
+    assert problem.startswith("hubnode:users[0].password = '(hidden)': never a literal in the stack file")
+    assert "hunter2" not in problem
+
+
+def test_each_field_of_a_demo_user_is_checked() -> None:
+    users = [
+        {"username": "Al", "role": "doctor", "fhirUser": "Encounter/1", "patient": "p 1", "email": "a@b"},
+        "bob",
+        {"username": "carol", "role": "patient"},
+        {"username": "carol", "role": "clinician"},
+    ]
+    problems = problems_of({**IDP_NODE, "hubnode:environment": "local", "hubnode:users": users})
+    assert [p.split(" = ")[0] for p in problems] == [
+        "hubnode:users[0].email",
+        "hubnode:users[0].username",
+        "hubnode:users[0].role",
+        "hubnode:users[0].patient",
+        "hubnode:users[0].fhirUser",
+        "hubnode:users[1]",
+        "hubnode:users",
+    ]
+
+
+def test_an_idp_needs_a_gateway_on_its_node() -> None:
+    [problem] = problems_of({**DEV, "hubnode:components": ["fhir", "idp"], "hubnode:ports": {"fhir": 8080}})
+    assert problem == "hubnode:components = ['fhir', 'idp']: an idp needs a gateway on its node (its public door)"
+
+
+def test_demo_users_need_an_idp_on_their_node() -> None:
+    [problem] = problems_of({**DEV, "hubnode:environment": "local", "hubnode:users": [ALICE]})
+    assert problem == "hubnode:users = ['alice']: demo users live in the node's idp: add idp to components"
+
+
+def test_in_a_federation_demo_users_belong_to_a_node() -> None:
+    node = {"site": "dic", "role": "dic", "components": ["fhir", "connector", "trustcentre", "gateway", "idp"]}
+    spec = parse_stack("fed", {"hubnode:environment": "local", "hubnode:nodes": [{**node, "users": [ALICE]}]})
+    assert [u.username for u in spec.nodes[0].users] == ["alice"]
+    problems = problems_of({"hubnode:environment": "local", "hubnode:nodes": [node], "hubnode:users": [ALICE]})
+    [problem] = problems
+    assert problem.startswith("hubnode:users = [{'username': 'alice'")
+    assert problem.endswith(": in a federation stack, set this per node under hubnode:nodes")

@@ -971,10 +971,10 @@ def test_a_fresh_patient_is_a_new_person_in_every_run_and_the_same_within_one(tm
         """)
     )
     scenario = load_scenario(path)
-    first, second = scenario.for_run("run-1"), scenario.for_run("run-2")
+    first, second = scenario.for_run("run-1", "2026-01-01T00:00:00Z"), scenario.for_run("run-2", "2026-01-01T00:00:00Z")
     assert first.persons()["kept"] == second.persons()["kept"] == scenario.persons()["kept"]
     assert first.persons()["fresh"].kvnr != second.persons()["fresh"].kvnr
-    assert first.persons()["fresh"] == scenario.for_run("run-1").persons()["fresh"]
+    assert first.persons()["fresh"] == scenario.for_run("run-1", "2026-01-02T00:00:00Z").persons()["fresh"]
     targets = Targets("t", {"dic": node(tmp_path, "dic", {"fhir"})})
     run_of = Runner(targets, options=RunOptions(run_id="run-1")).start(scenario)
     assert run_of.scene.scenario.persons()["fresh"] == first.persons()["fresh"]
