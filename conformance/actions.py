@@ -144,7 +144,7 @@ def needs(scenario: Scenario, step: Step) -> Iterator[Need]:  # noqa: C901, PLR0
                 )
             else:
                 yield Need(actor.site, "trustcentre")
-                yield Need(actor.site, "mtls", certificate=certificate)
+                yield Need(actor.site, "mtls", certificate=None if certificate == NO_CERTIFICATE else certificate)
         case Trust(certificate=certificate):  # the node's audit shows the refusal or the answer
             yield Need(actor.site, "mtls", certificate=None if certificate == NO_CERTIFICATE else certificate)
             yield Need(actor.site, "audit", SUITE_CREDENTIAL)
@@ -328,7 +328,7 @@ def _trustcentre_call(
         return Call(node, "POST", f"{node.trustcentre_url}/{action.operation}", token, body, headers=headers)
     if node.peer_url is None:
         raise CannotRunError(f"node {node.site} has no `peer_url` in the targets file")
-    certificate = node.client_certificates[action.certificate]
+    certificate = None if action.certificate == NO_CERTIFICATE else node.client_certificates[action.certificate]
     url = f"{node.peer_url}/ttp-fhir/fhir/{action.operation}"
     return Call(node, "POST", url, None, body, certificate=certificate, headers=headers)
 

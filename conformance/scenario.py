@@ -260,6 +260,8 @@ class Step:
     id: str | None = None
     #: Extra request headers (e.g. identity headers a caller must not be able to forge).
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: The cell of the authorisation matrix the step tests, (caller, operation) (`conformance.matrix`).
+    cell: tuple[str, str] | None = None
 
     def requirements(self) -> tuple[str, ...]:
         """The step's own requirement ids plus those of the invariants it checks."""
@@ -605,6 +607,7 @@ class _Parser:
         if step_id is not None and not _STEP_ID.fullmatch(step_id):
             self.problems.add(fields.line, f"{where}: id {step_id!r}: lowercase letters, digits and '-'")
         headers = {key: str(value.value) for key, value in fields.mapping("headers")}
+        cell = self._cell(fields, where)
         expect_node = fields.node("expect")
         expect = self._expect(expect_node, where) if expect_node is not None else Expect()
         if kind == "trust" and not expect.status:
@@ -623,7 +626,21 @@ class _Parser:
             tuple(c for c, _ in applies_to),
             step_id,
             headers,
+            cell,
         )
+
+    def _cell(self, fields: Fields, where: str) -> tuple[str, str] | None:
+        """`cell: {caller: ..., operation: ...}`; a cell needs a status to expect, or it documents nothing."""
+        found = fields.node("cell")
+        if found is None:
+            return None
+        cell = Fields(found, self.problems, f"{where} (cell)")
+        caller, operation = cell.text("caller", required=True), cell.text("operation", required=True)
+        cell.finish()
+        expect = fields.node("expect")
+        if expect is None or not isinstance(expect.value, dict) or "status" not in expect.value:
+            self.problems.add(found.line, f"{where}: a matrix cell needs `expect: {{status: ...}}`")
+        return (caller, operation) if caller and operation else None
 
     def _actor_ref(self, fields: Fields, key: str, *, required: bool = False) -> str | None:
         name = fields.text(key, required=required)
@@ -679,7 +696,7 @@ class _Parser:
             case "fhir":
                 return self._fhir(fields)
             case "trustcentre":
-                certificate = fields.text("certificate", choices=CLIENT_CERTIFICATE_KINDS)
+                certificate = fields.text("certificate", choices=CERTIFICATES)
                 operation = fields.text("operation", required=True) or ""
                 if operation and not re.fullmatch(r"(gpas|gics|epix)/\$[A-Za-z-]+", operation):
                     self.problems.add(fields.line, f"{fields.where}: operation {operation!r}: <gpas|gics|epix>/$<name>")
