@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 
 from conformance import check
 from infra.bootstrap import docker_client, ensure_base_image, ensure_build_tools, ensure_docker_engine
@@ -78,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--stack", default="dev", help="stack name: reads Pulumi.<stack>.yaml (default: dev)")
         if name == "status":
             sub.add_argument("--json", action="store_true", help="print machine-readable JSON")
+        if name == "up":
+            sub.add_argument(
+                "--dry-run",
+                action="store_true",
+                help="print what would be kept, replaced, started or removed, and change nothing",
+            )
         if name in ("images", "up"):
             sub.add_argument(
                 "--mutant",
@@ -187,6 +194,8 @@ def _build(plans: tuple[NodePlan, ...], progress: Progress) -> docker.DockerClie
 
 def _up(args: argparse.Namespace, progress: Progress) -> int:
     spec, plans = _load(args, progress)
+    if args.dry_run:
+        return _dry_run(args, spec, plans, progress)
     client = _build(plans, progress)
     files = None
     if spec.federation is not None:
@@ -203,6 +212,29 @@ def _up(args: argparse.Namespace, progress: Progress) -> int:
             print(f"  {plan.site:<16} {name:<12} {url}")
     print(f"stop it with: hubnode down --stack {args.stack}")
     return 0
+
+
+def _dry_run(args: argparse.Namespace, spec: StackSpec, plans: tuple[NodePlan, ...], progress: Progress) -> int:
+    """`up --dry-run`: each container's fate; images not built yet count as a change for what runs them."""
+    client = ensure_docker_engine(progress)
+    missing = [image.reference for image in images_to_build(plans) if not _image_present(client, image.reference)]
+    if missing:
+        print(f"images to build first: {', '.join(missing)}")
+    files = prepare_federation_files(spec, state_dir(args), progress) if spec.federation is not None else None
+    changes = _launcher(args, progress, client, files).changes(plans)
+    for change in changes:
+        print(f"  {change.site:<16} {change.component:<12} {change.action:<8} {change.reason}")
+    touched = sum(change.action != "keep" for change in changes)
+    print(f"{touched} of {len(changes)} container(s) would change; nothing was changed")
+    return 0
+
+
+def _image_present(client: docker.DockerClient, reference: str) -> bool:
+    try:
+        client.images.get(reference)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
 
 
 def _write_endpoints(args: argparse.Namespace, plans: tuple[NodePlan, ...]) -> Path:

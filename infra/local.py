@@ -53,6 +53,16 @@ _NANOSECONDS = 1_000_000_000
 
 
 @dataclass(frozen=True)
+class Change:
+    """What `up` does to one container: `keep`, `replace`, `start` or `remove` it, and why."""
+
+    site: str
+    component: str
+    action: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Removed:
     """What `down` removed."""
 
@@ -131,9 +141,7 @@ class LocalLauncher:
         """
         plans = tuple(plans)
         stacks = {plan.stack for plan in plans}
-        existing = {
-            str(c.name): c for stack in stacks for c in self._client.containers.list(all=True, filters=_of(stack))
-        }
+        existing = self._containers(stacks)
         wanted = {service.container_name for plan in plans for service in plan.services}
         left = [container for name, container in existing.items() if name not in wanted]
         for container in left:
@@ -155,6 +163,24 @@ class LocalLauncher:
             for stack in stacks:
                 self.down(stack)
             raise
+
+    def changes(self, plans: Iterable[NodePlan]) -> list[Change]:
+        """What `up` would do to each container (`--dry-run`): keep, replace, start or remove it.
+
+        Starts and stops nothing; the host copies of files are brought up to date as `up` would, since
+        the decision compares them with what the running container was given.
+        """
+        plans = tuple(plans)
+        existing = self._containers({plan.stack for plan in plans})
+        found = []
+        for plan in plans:
+            for service in plan.services:
+                action, reason = self._change(plan, service, existing.pop(service.container_name, None))
+                found.append(Change(plan.site, service.component, action, reason))
+        for name, container in existing.items():
+            site = container.labels.get(f"{LABEL_PREFIX}.site", "?")
+            found.append(Change(site, name, "remove", "the stack no longer names it"))
+        return found
 
     def down(self, stack: str, *, remove_volumes: bool = False) -> Removed:
         """Remove every container and network (and, if asked, volume) labelled with `stack`."""
@@ -227,6 +253,19 @@ class LocalLauncher:
                 for attachment in service.networks:
                     self._client.networks.get(attachment.network).connect(container, aliases=list(attachment.aliases))
             self._wait_healthy(plan, service, container)
+
+    def _change(self, plan: NodePlan, service: ServicePlan, container: Container | None) -> tuple[str, str]:
+        if container is None:
+            return "start", "not running"
+        if container.status != "running":
+            return "replace", f"it is {container.status}"
+        if container.labels.get(CONFIG_LABEL) != self._config_hash(service, self._file_mounts(plan, service)):
+            return "replace", "its image, settings or files changed"
+        return "keep", "unchanged"
+
+    def _containers(self, stacks: Iterable[str]) -> dict[str, Container]:
+        """The containers of `stacks` by name, running or not."""
+        return {str(c.name): c for stack in stacks for c in self._client.containers.list(all=True, filters=_of(stack))}
 
     def _config_hash(self, service: ServicePlan, mounts: Mapping[str, str]) -> str:
         """What decides a container: the plan of its service, the image it runs, the files it is given."""
