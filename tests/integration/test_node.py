@@ -85,12 +85,15 @@ def test_up_again_replaces_only_what_changed(launcher: LocalLauncher, client: do
     launcher.up([plan])
     first = {s.component: client.containers.get(s.container_name).id for s in plan.services}
 
+    assert {(c.component, c.action) for c in launcher.changes([plan])} == {("db", "keep"), ("fhir", "keep")}
     launcher.up([plan])
     assert {s.component: client.containers.get(s.container_name).id for s in plan.services} == first
 
     db, fhir = plan.services
     changed = dataclasses.replace(fhir, env={**fhir.env, "TZ": "Europe/Berlin"})
-    launcher.up([dataclasses.replace(plan, services=(db, changed))])
+    changed_plan = dataclasses.replace(plan, services=(db, changed))
+    assert {(c.component, c.action) for c in launcher.changes([changed_plan])} == {("db", "keep"), ("fhir", "replace")}
+    launcher.up([changed_plan])
     now = {s.component: client.containers.get(s.container_name).id for s in plan.services}
     assert now["db"] == first["db"]
     assert now["fhir"] != first["fhir"]
