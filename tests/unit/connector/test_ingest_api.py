@@ -316,10 +316,11 @@ def test_what_is_not_a_transaction_or_batch_bundle_is_400(client: TestClient, bo
     assert issue.get("expression", [None]) == [expression]
 
 
-def test_hapi_unreachable_is_502_naming_it(client: TestClient, fhir: FakeFhir) -> None:
+def test_hapi_unreachable_is_503_naming_it_with_when_to_try_again(client: TestClient, fhir: FakeFhir) -> None:
     fhir.down = True
     response = post(client, mii_bundle("pat-11"))
-    assert response.status_code == 502
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "10"
     assert "HAPI at http://hapi.test/fhir unreachable" in response.json()["issue"][0]["diagnostics"]
 
 

@@ -5,7 +5,7 @@ The process routes (`/fhir/Task...`) and the peer API (`/peer/...`) come from
 `settings`, `engine`, `hapi`, `trustcentre`, `ingester`, `authenticator`.
 
 Every refusal is a 4xx with an OperationOutcome and an audit record; HAPI or the trust centre being
-unreachable is a 502; only a bug is a 500, and its body names a log reference, never a stack trace.
+unreachable is a 503 with `Retry-After`; only a bug is a 500, and its body names a log reference, never a stack trace.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Every public endpoint's frame: authenticate, check the role, do the work, audit, answer every failure.
 
-Refusals are 4xx with an OperationOutcome; HAPI or the trust centre being unreachable is a 502; only a
-bug is a 500, and its body names a log reference, never a stack trace. Each call leaves one audit record.
+Refusals are 4xx with an OperationOutcome; HAPI or the trust centre being unreachable (down, restarting)
+is a 503 with `Retry-After`; only a bug is a 500, and its body names a log reference, never a stack
+trace. Each call leaves one audit record.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from servicekit.fhir import FhirError, operation_outcome
 from servicekit.web import authenticate, error_response, fhir_response, internal_error_response
 
 LOG = logging.getLogger("connector")
+#: What a client is told to wait before trying again while HAPI or the trust centre is down or restarting.
+RETRY_AFTER_S = 10
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,8 @@ def handled(operation: str, role: Role, work: Work, engine: Engine) -> Endpoint:
             outcome, detail, response = "refused", str(refused), fhir_response(refused.outcome, status)
         except UpstreamUnavailable as unavailable:
             outcome, detail = "failed", str(unavailable)
-            response = fhir_response(operation_outcome("transient", str(unavailable)), 502)
+            response = fhir_response(operation_outcome("transient", str(unavailable)), HTTPStatus.SERVICE_UNAVAILABLE)
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
         except Exception as unexpected:  # noqa: BLE001 -- any failure becomes a 500 naming a log reference
             response, reference = internal_error_response(LOG, operation, unexpected)
             outcome, detail = "failed", f"reference {reference}"

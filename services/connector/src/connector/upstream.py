@@ -3,7 +3,7 @@
 `UpstreamRefused`: the service answered 4xx, so the request (ultimately the connector's caller's
 input) was at fault; it carries the service's OperationOutcome. `UpstreamUnavailable`: unreachable,
 5xx or nonsense, so nothing can be said about the input. The API answers the first with a 4xx and
-the second with 502; neither becomes a stack trace.
+the second with 503 and `Retry-After` (try again shortly); neither becomes a stack trace.
 """
 
 from __future__ import annotations
