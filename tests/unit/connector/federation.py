@@ -196,8 +196,10 @@ async def _no_wait(_seconds: float) -> None:
     return None
 
 
-def federation(tmp_path: Path, trustcentre: httpx.ASGITransport, sites: dict[str, NodeRole]) -> Federation:
-    """Nodes of `sites` with certificates of one CA, every node on every node's allow list."""
+def federation(
+    tmp_path: Path, trustcentre: httpx.ASGITransport, sites: dict[str, NodeRole], **changes: Any
+) -> Federation:
+    """Nodes of `sites` with certificates of one CA, every node on every node's allow list; `changes` to settings."""
     ca = issue_ca("hubnode", NOW - timedelta(days=1))
     issued = {site: issue_node(ca, site, [f"{site}.hubnode.test"], NOW - timedelta(days=1)) for site in sites}
     bundle = allow_list(
@@ -217,6 +219,7 @@ def federation(tmp_path: Path, trustcentre: httpx.ASGITransport, sites: dict[str
             allow_list=parse_allow_list(bundle),
             gateway_secret=f"secret-of-{site}",
             projects={"study": {"domain": "study"}},
+            **changes,
         )
         fhir = ProcessFhir()
         app = create_app(settings, hapi_transport=fhir.transport(), trustcentre_transport=trustcentre)

@@ -16,9 +16,13 @@ from connector.allowlist import AllowList, AllowListError, NodeRole, parse_allow
 from connector.auth import Role
 from servicekit.auth import Authenticator, authenticator_from_entries
 from servicekit.config import ConfigError, read_file, read_json, with_password
+from servicekit.limits import InputLimits, input_limits_from_environment
 
 DEFAULT_DATABASE_URL = "sqlite:////var/lib/connector/connector.db"
 DEFAULT_SOURCE_SYSTEM = "https://hubnode.org/fhir/sid/source"
+#: A careSummary or dataSend bundle travels to a peer base64-encoded in one string: 16 MiB carries a
+#: bundle of 12 MiB (the MII example bundles are 2-200 kB).
+DEFAULT_INPUT_LIMITS = InputLimits(json_max_string_bytes=16 * 1024 * 1024)
 _SITE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
@@ -49,6 +53,7 @@ class Settings:
     source_system: str = DEFAULT_SOURCE_SYSTEM
     max_body_bytes: int = 32 * 1024 * 1024
     max_entries: int = 10_000
+    input_limits: InputLimits = DEFAULT_INPUT_LIMITS
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> Settings:
@@ -69,6 +74,7 @@ class Settings:
             client_certificate=_client_certificate(environ),
             projects=_projects(environ),
             source_system=_url("CN_SOURCE_SYSTEM", environ, DEFAULT_SOURCE_SYSTEM).rstrip("/"),
+            input_limits=input_limits_from_environment("CN", environ, DEFAULT_INPUT_LIMITS),
         )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from servicekit.auth import Authenticator, authenticator_from_entries
 from servicekit.config import ConfigError, read_file, read_json, with_password
+from servicekit.limits import DEFAULT_INPUT_LIMITS, InputLimits, input_limits_from_environment
 from trustcentre.auth import Role
 
 MIN_SECRET_BYTES = 32
@@ -29,6 +30,7 @@ class Settings:
     domains: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     max_batch: int = 10_000
     max_body_bytes: int = 8 * 1024 * 1024
+    input_limits: InputLimits = DEFAULT_INPUT_LIMITS
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> Settings:
@@ -47,6 +49,7 @@ class Settings:
             authenticator=authenticator_from_config(callers, environ.get("TC_CERTIFICATE_HEADER") or None),
             site=environ.get("TC_SITE", "hubnode"),
             domains=domains_from_config(domains),
+            input_limits=input_limits_from_environment("TC", environ, DEFAULT_INPUT_LIMITS),
         )
 
 
