@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -88,3 +90,25 @@ def with_port(plan: NodePlan, port: int) -> NodePlan:
         replace(s, ports=tuple(PortBinding(p.container_port, port, p.host_ip) for p in s.ports)) for s in plan.services
     )
     return replace(plan, services=services, endpoints={"fhir": f"http://127.0.0.1:{port}/fhir"})
+
+
+def trickle(tls: ssl.SSLSocket, data: bytes, budget_s: float, head: bytes = b"") -> tuple[float, bytes]:
+    """Send `head` at once, then `data` a byte a second, then nothing, until the other side answers or hangs up.
+
+    The seconds that took from before `head` was sent, and the first bytes of the answer (empty: hung up
+    without one). Reading with a timeout, not `select`: TLS records that carry no data wake `select` too.
+    """
+    tls.settimeout(1.0)
+    started = time.monotonic()
+    tls.sendall(head)
+    remaining = iter(data)
+    while time.monotonic() - started < budget_s:
+        try:
+            return time.monotonic() - started, tls.recv(65536)
+        except TimeoutError:
+            byte = next(remaining, None)
+            if byte is not None:
+                tls.sendall(bytes([byte]))
+        except OSError:  # reset rather than closed
+            return time.monotonic() - started, b""
+    pytest.fail(f"still neither answered nor hung up after {budget_s} s")
