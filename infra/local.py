@@ -1,9 +1,9 @@
 """Launch node plans on this host with testcontainers: the developers' and CI's `pulumi up`.
 
 Translates each `ServicePlan` 1:1 into a container (image, env, ports on 127.0.0.1, volumes,
-secret files, network aliases, labels, health check, user), starts them in dependency order and
-waits for each to pass the plan's own health check. Each container carries the hash of what it was
-started with, so `up` again replaces only the containers whose plan, image or files changed.
+secret files, network aliases, labels, health check, user, confinement), starts them in dependency
+order and waits for each to pass the plan's own health check. Each container carries the hash of what
+it was started with, so `up` again replaces only the containers whose plan, image or files changed.
 Everything it creates carries the stack label, so `down` finds and removes it all, even after a
 crash or Ctrl-C.
 """
@@ -27,12 +27,21 @@ import docker
 import docker.errors
 import httpx
 from docker.models.containers import Container
+from docker.types import Mount
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 
 from infra.errors import HubnodeError
 from infra.federation_files import FederationFiles
-from infra.plan import FEDERATION_FILES, LABEL_PREFIX, ConfigFile, NodePlan, SecretFile, ServicePlan
+from infra.plan import (
+    DROPPED_CAPABILITIES,
+    FEDERATION_FILES,
+    LABEL_PREFIX,
+    ConfigFile,
+    NodePlan,
+    SecretFile,
+    ServicePlan,
+)
 from infra.progress import Progress
 
 # The reaper container would have to be pulled from a registry this host cannot reach; `down`
@@ -395,7 +404,7 @@ def container_for(
         container.with_volume_mapping(host_path, container_path, "ro")
     container.with_network(network)
     container.with_network_aliases(*service.network_aliases)
-    health = service.health
+    health, hardening = service.health, service.hardening
     container.with_kwargs(
         labels={**service.labels, **(labels or {})},
         user=service.user,
@@ -406,6 +415,16 @@ def container_for(
             "retries": health.retries,
             "start_period": health.start_period_s * _NANOSECONDS,
         },
+        cap_drop=list(DROPPED_CAPABILITIES),
+        cap_add=list(hardening.capabilities),
+        security_opt=list(hardening.security_options),
+        read_only=hardening.read_only_root,
+        # As mounts rather than docker-py's `tmpfs`, which testcontainers (4.15) sets itself.
+        mounts=[Mount(t.path, None, "tmpfs", tmpfs_size=t.size_bytes) for t in hardening.tmpfs],
+        mem_limit=f"{hardening.memory_mib}m",
+        # Swap as large as the memory limit means none: without it Docker allows as much swap again.
+        memswap_limit=f"{hardening.memory_mib}m",
+        pids_limit=hardening.pids,
     )
     return container
 
