@@ -294,6 +294,8 @@ class ServicePlan:
     networks: tuple[NetworkAttachment, ...] = ()
     #: The numeric id of `user`: secret files are made readable by it alone.
     uid: int = SERVICE_UID
+    #: A JVM that takes a minute or more to start: the launcher starts few of them at once.
+    slow_start: bool = False
 
     @property
     def file_folders(self) -> tuple[str, ...]:
@@ -466,6 +468,7 @@ def _fhir_service(prefix: str, node: NodeSpec, labels: Mapping[str, str]) -> Ser
         user=SERVICE_USER,
         network_aliases=("fhir",),
         labels=_service_labels(labels, "fhir"),
+        slow_start=True,
         # A JVM: Tomcat's up to 200 request threads beside its own; it writes its volume (H2) and, in /tmp,
         # Tomcat's work folder and the JVM's performance data.
         hardening=Hardening(memory_mib=3072, pids=1024, tmpfs=(Tmpfs("/tmp", 64),)),  # noqa: S108
@@ -755,6 +758,7 @@ def _idp_services(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mapping[
         user=SERVICE_USER,
         network_aliases=("idp",),
         labels=_service_labels(labels, "idp"),
+        slow_start=True,
         depends_on=depends_on,
         # Keycloak writes scratch files under data/tmp and the JVM under /tmp; its heap is 512 MiB (kc.sh's default).
         hardening=Hardening(
