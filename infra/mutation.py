@@ -4,7 +4,8 @@ On a running local federation: first the scenarios of every mutant's requirement
 nodes as they are (otherwise a "caught" mutant proves nothing); then each mutant in turn is switched
 on (`hubnode up --mutant NAME`, which replaces only the containers it changes) and the suite runs
 the scenarios of its requirement (`hubnode check --requirement ID`). A mutant is caught when that
-requirement is reported failed. The nodes are restored at the end. Writes
+requirement is reported failed. The nodes are restored at the end, their data is not: what a
+mutant sent (names in research extracts) stays. Writes
 `.hubnode/mutants/latest.json` (a list of `{mutant, requirement, caught, ...}`) and prints a table;
 exits 1 if any mutant survived or could not run.
 """
@@ -159,6 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     output.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n", encoding="utf-8")
     print(table(results))
     print(f"written to {output}; logs and reports in {stack.work_dir}")
+    print(
+        f"what the mutants sent stays on the nodes (names on the research node): throw the stack away with "
+        f"`hubnode down --stack {stack.name} --volumes` before trusting its data"
+    )
     return 0 if all(r.caught for r in results) else EXIT_SURVIVED
 
 

@@ -30,11 +30,13 @@ TIMEOUT = 300.0
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Everything here needs Docker and minutes: mark it so."""
+    """Everything here needs Docker and minutes: mark it so. Tests marked `leaves_leaks` go last, so
+    what their deliberately faulty nodes wrote cannot be mistaken for a leak by a later test."""
     for item in items:
         if "/e2e/" in str(item.path):
             item.add_marker(pytest.mark.docker)
             item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: item.get_closest_marker("leaves_leaks") is not None)
 
 
 def hubnode(project: Path, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
