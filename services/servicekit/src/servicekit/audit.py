@@ -158,12 +158,12 @@ class AuditLog:
         with engine.connect() as connection:
             rows = connection.execute(query).mappings().all()
             ids = [row["id"] for row in rows]
-            subjects: dict[int, list[str]] = {event_id: [] for event_id in ids}
+            named: dict[int, list[str]] = {event_id: [] for event_id in ids}
             for event_id, value in connection.execute(
                 select(subjects_table.c.event_id, subjects_table.c.subject).where(subjects_table.c.event_id.in_(ids))
             ):
-                subjects[event_id].append(value)
-        return list(reversed(rows)), subjects
+                named[event_id].append(value)
+        return list(reversed(rows)), named
 
     def as_audit_event(self, row: Any, subjects: Sequence[str]) -> dict[str, Any]:  # noqa: ANN401 -- a row mapping
         """One stored record as a FHIR R4 AuditEvent."""
