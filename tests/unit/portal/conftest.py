@@ -89,6 +89,17 @@ def portal_settings(tmp_path: Path, **changes: Any) -> Settings:
     return Settings(**{**values, **changes})
 
 
+class PortalFhir(FakeFhir):
+    """FakeFhir that also narrows a search to a patient (`subject=Patient/<id>`), as HAPI does."""
+
+    def _search(self, kind: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        found = super()._search(kind, params)
+        for name, value in params:
+            if name in ("subject", "patient"):
+                found = [r for r in found if r.get("subject", r.get("patient", {})).get("reference") == value]
+        return found
+
+
 @dataclass
 class Node:
     """The portal and what stands behind it, with the helpers tests use."""
@@ -151,9 +162,7 @@ class Node:
     def enrol(self, patient: str, mrn: str) -> None:
         """Staff issue a code for `mrn`; the signed-in patient redeems it."""
         self.sign_in("staff")
-        issued = self.portal.post(
-            "/portal/staff/enrolments", data={"csrf": self.csrf(), "kind": "local", "value": mrn}
-        )
+        issued = self.portal.post("/portal/staff/enrolments", data={"csrf": self.csrf(), "kind": "local", "value": mrn})
         assert issued.status_code == 200, issued.text
         code = re.search(r'id="enrolment-code">([A-Z0-9-]+)<', issued.text)
         assert code, issued.text
@@ -173,7 +182,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
     idp.add("paul", "patient")
     idp.add("clara", "clinician")
     idp.add("staff", "site-admin")
-    fhir = FakeFhir()
+    fhir = PortalFhir()
     trustcentre_app = create_trustcentre(trustcentre_settings(tmp_path))
     connector_app = create_connector(
         _connector_settings(tmp_path),
@@ -187,7 +196,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
     )
     portal_app = create_app(portal_settings(tmp_path), transports)
     with (
-        TestClient(portal_app, base_url="https://node.test", raise_server_exceptions=False) as portal,
+        TestClient(portal_app, base_url="https://node.test", raise_server_exceptions=True) as portal,
         TestClient(connector_app, raise_server_exceptions=False) as connector,
         TestClient(trustcentre_app, raise_server_exceptions=False) as trustcentre,
     ):
@@ -196,7 +205,9 @@ def node(tmp_path: Path) -> Iterator[Node]:
 
 def _connector_settings(tmp_path: Path) -> Any:
     settings = connector_settings(tmp_path)
-    portal_roles = frozenset({ConnectorRole.READ, ConnectorRole.INGEST, ConnectorRole.PROCESS, ConnectorRole.AUDIT_READ})
+    portal_roles = frozenset(
+        {ConnectorRole.READ, ConnectorRole.INGEST, ConnectorRole.PROCESS, ConnectorRole.AUDIT_READ}
+    )
     callers = dict(settings.authenticator.by_token_hash)
     callers[token_hash("token-of-portal")] = Caller("portal", portal_roles)
     return type(settings)(**{**settings.__dict__, "authenticator": Authenticator(callers, {})})

@@ -133,7 +133,9 @@ class StandInIdp:
         account: Account = issued["account"]
         id_claims = self._claims(account, 300) | {"aud": CLIENT_ID, "azp": CLIENT_ID, "nonce": issued["nonce"]}
         id_token = jwt.encode({"alg": "RS256", "kid": self.key.kid}, id_claims, self.key)
-        return JSONResponse({"access_token": self.token(account.username), "id_token": id_token, "token_type": "Bearer"})
+        return JSONResponse(
+            {"access_token": self.token(account.username), "id_token": id_token, "token_type": "Bearer"}
+        )
 
     async def _user(self, request: Request) -> Response:
         if request.headers.get("authorization") != "Bearer service-token":

@@ -8,6 +8,7 @@ the site that first recorded it, kept when a careSummary carries it to another n
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -72,11 +73,11 @@ class Records:
 
     async def record(self, patient: dict[str, Any]) -> list[Entry]:
         """Everything the node holds about the patient, by type and then date, each with its source."""
-        answer = await self._client.get("Patient", {"_id": str(patient["id"]), "_revinclude": "*", "_count": "500"})
+        found = await asyncio.gather(*(self.of_type(patient, kind) for kind in RECORD_TYPES))
         entries = [
             Entry(resource, source_of(resource), str(resource.get("meta", {}).get("lastUpdated", ""))[:19])
-            for resource in resources(answer)
-            if resource.get("resourceType") in RECORD_TYPES
+            for of_type in found
+            for resource in of_type
         ]
         order = {kind: index for index, kind in enumerate(RECORD_TYPES)}
         return sorted(entries, key=lambda e: (order[e.kind], when(e.resource)))

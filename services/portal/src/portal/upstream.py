@@ -34,9 +34,8 @@ class FhirClient:
     ) -> None:
         self.service = service
         headers = {"Authorization": f"Bearer {token}", "Accept": FHIR_JSON}
-        self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + "/", headers=headers, verify=verify, transport=transport, timeout=120
-        )
+        self._base = base_url.rstrip("/")
+        self._client = httpx.AsyncClient(headers=headers, verify=verify, transport=transport, timeout=120)
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -52,7 +51,8 @@ class FhirClient:
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:  # noqa: ANN401 -- httpx's options
         try:
-            response = await self._client.request(method, path, **kwargs)
+            url = f"{self._base}/{path}" if path else self._base
+            response = await self._client.request(method, url, **kwargs)
         except httpx.HTTPError as exc:
             raise UpstreamError(self.service, 503, f"not reachable ({type(exc).__name__})") from None
         try:

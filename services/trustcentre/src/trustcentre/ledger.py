@@ -56,11 +56,10 @@ def _ledger(  # noqa: PLR0913, PLR0917 -- who asks, about whom, when
         raise FhirError(400, "required", f"a node reads one person's ledger: patient={PERSON_SYSTEM}|<id>")
     with engine.begin() as connection:
         aliases = person_of_site(connection, site, person_id)
-        if aliases is None:
-            raise FhirError(403, "forbidden", f"{person_id!r} is not a person id of {site!r}", ("patient",))
-        record = AuditRecord(caller, "read-ledger", [aliases.mpi, person_id], "success", OPERATIONS)
-        rows, named = audit_log.rows(engine, aliases.values, since, until)
-        audit_log.record(connection, record)
+    if aliases is None:
+        raise FhirError(403, "forbidden", f"{person_id!r} is not a person id of {site!r}", ("patient",))
+    rows, named = audit_log.rows(engine, aliases.values, since, until)
+    audit_log.record_alone(engine, AuditRecord(caller, "read-ledger", [aliases.mpi, person_id], "success", OPERATIONS))
     shown = {person_id, *aliases.research.values()}
     entries = [
         audit_log.as_audit_event(row, [person_id, *(s for s in named[row["id"]] if s in shown and s != person_id)])
