@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from conformance.contract import NDJSON, Process
 from conformance.http import Call, CannotRunError
+from conformance.logins import LoginFailedError
 from conformance.requests import (
     bundle_input,
     criterion,
@@ -196,9 +197,12 @@ def calls(scene: Scene, step: Step) -> list[Call]:  # noqa: C901, PLR0911 -- one
 
 def _token(node: NodeTarget, credential: str) -> str | None:
     """The actor's bearer token: none for `none`, and for an optional `name?` only where the node has one."""
-    if credential == NO_CREDENTIAL or (credential.endswith("?") and credential[:-1] not in node.tokens):
+    if credential == NO_CREDENTIAL or (credential.endswith("?") and not node.has_credential(credential[:-1])):
         return None
-    return node.token(credential.removesuffix("?"))
+    try:
+        return node.token(credential.removesuffix("?"))
+    except LoginFailedError as exc:
+        raise CannotRunError(f"cannot sign in as {credential}: {exc}") from None
 
 
 def identifier_of(scenario: Scenario, patient: str) -> dict[str, str]:

@@ -60,7 +60,7 @@ class GatewayConfig:
 
     `connector` answers `/fhir`, `/health` and refused peers; a node without one (a `ttp` node)
     has its `/health` answered by the trust centre and refusals by the gateway itself. `idp`, the
-    node's Keycloak, answers `/idp/` on the public door.
+    node's Keycloak, answers `/idp/` on the public door, and `portal` `/portal/`.
     `secret_include` is the file defining `$<secret_variable>` as the gateway secret.
     """
 
@@ -83,6 +83,8 @@ class GatewayConfig:
     #: Processes answer when they have run to the end, feasibility after asking every peer.
     upstream_timeout_s: int = 300
     idp: Upstream | None = None
+    #: The node's portal, under `/portal/` of the public door.
+    portal: Upstream | None = None
 
     def __post_init__(self) -> None:
         if self.connector is None and self.trustcentre is None:

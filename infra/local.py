@@ -32,7 +32,7 @@ from testcontainers.core.network import Network
 
 from infra.errors import HubnodeError
 from infra.federation_files import FederationFiles
-from infra.plan import FEDERATION_FILES, LABEL_PREFIX, ConfigFile, NodePlan, SecretFile, ServicePlan
+from infra.plan import FEDERATION_FILES, LABEL_PREFIX, ConfigFile, NodePlan, SecretFile, ServicePlan, owner_of
 from infra.progress import Progress
 
 # The reaper container would have to be pulled from a registry this host cannot reach; `down`
@@ -80,7 +80,7 @@ def secret_file(state_dir: Path, site: str, secret: SecretFile | str) -> Path:
     still accepts the password it was initialised with. Folder and file are owner-only; containers
     get their own copies (`mounted_copy`).
     """
-    name = secret if isinstance(secret, str) else secret.name
+    site, name = owner_of(site, secret if isinstance(secret, str) else secret.name)
     derived = None if isinstance(secret, str) else secret.derived
     folder = state_dir / "secrets" / site
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)

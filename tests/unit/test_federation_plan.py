@@ -53,8 +53,8 @@ def plans_by_site() -> dict[str, NodePlan]:
 
 def test_the_example_federation_has_a_dic_a_practice_and_a_research_node_with_their_role_components() -> None:
     assert [(n.site, n.role, n.components) for n in FEDERATION.nodes] == [
-        ("dic", "dic", ("fhir", "trustcentre", "connector", "gateway")),
-        ("practice", "practice", ("fhir", "connector", "gateway")),
+        ("dic", "dic", ("fhir", "trustcentre", "connector", "gateway", "idp", "portal")),
+        ("practice", "practice", ("fhir", "connector", "gateway", "idp", "portal")),
         ("research", "research", ("fhir", "connector", "gateway")),
     ]
     assert [n.host for n in FEDERATION.nodes] == ["dic.hubnode.test", "practice.hubnode.test", "research.hubnode.test"]
@@ -126,7 +126,7 @@ def test_gateways_answer_to_their_host_name_on_the_shared_peers_network() -> Non
         assert attachment.network == plan.peers_network == "hubnode-federation-peers"
         assert attachment.aliases == (f"{plan.site}.hubnode.test",)
         assert gateway.depends_on == tuple(
-            c for c in ("connector", "trustcentre") if c in [s.component for s in plan.services]
+            c for c in ("connector", "trustcentre", "portal") if c in [s.component for s in plan.services]
         )
 
 
