@@ -646,7 +646,7 @@ def _gateway_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mappi
         peer_port=GATEWAY_PEER_PORT,
         health_port=GATEWAY_HEALTH_PORT,
     )
-    behind = tuple(c for c in ("connector", "trustcentre", "portal") if c in node.components)
+    behind = tuple(c for c in ("connector", "trustcentre") if c in node.components)
     return ServicePlan(
         component="gateway",
         container_name=f"{prefix}-gateway",

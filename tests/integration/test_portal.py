@@ -88,7 +88,7 @@ class Node:
                 "client_secret": self.secret(PORTAL_SECRET),
                 "username": username,
                 "password": self.secret(user_secret(username)),
-                "scope": "openid",
+                "scope": "openid fhirUser launch/patient",  # SMART: the patient claim comes with launch/patient
             },
             verify=self.tls,
             timeout=30,
@@ -173,7 +173,7 @@ def _consent(kvnr: str, *codes: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def enrolled(node: Node) -> str:
     """Petra's record at the node, her consent, and her login enrolled by the desk's code."""
-    kvnr, mrn = "T123456783", "77001"
+    kvnr, mrn = "T123456780", "77001"
     assert node.admin("POST", "/fhir", _patient_bundle(kvnr, mrn)).status_code == 200
     assert (
         node.admin("POST", "/ttp-fhir/fhir/gics/$addConsent", _consent(kvnr, "2", "3", "5", "6", "7", "8")).status_code

@@ -126,7 +126,7 @@ def test_gateways_answer_to_their_host_name_on_the_shared_peers_network() -> Non
         assert attachment.network == plan.peers_network == "hubnode-federation-peers"
         assert attachment.aliases == (f"{plan.site}.hubnode.test",)
         assert gateway.depends_on == tuple(
-            c for c in ("connector", "trustcentre", "portal") if c in [s.component for s in plan.services]
+            c for c in ("connector", "trustcentre") if c in [s.component for s in plan.services]
         )
 
 

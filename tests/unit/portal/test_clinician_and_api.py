@@ -114,7 +114,7 @@ def test_the_api_refuses_missing_expired_and_foreign_tokens(treated: Node, token
 
 
 def test_a_patients_token_for_another_patients_data_is_refused(treated: Node) -> None:
-    treated.ingest("B987654325", "4711")
+    treated.ingest("B987654320", "4711")
     treated.enrol("erika", "4711")
     token = treated.idp.token("erika")
     answer = treated.portal.get(

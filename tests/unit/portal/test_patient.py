@@ -141,7 +141,7 @@ def test_a_questionnaire_with_an_answer_out_of_range_is_refused(enrolled: Node) 
 
 
 def test_another_patients_id_in_the_url_is_refused(enrolled: Node) -> None:
-    assert enrolled.portal.get("/portal/patients/kvnr/B987654325").status_code == 403
+    assert enrolled.portal.get("/portal/patients/kvnr/B987654320").status_code == 403
 
 
 def test_a_patient_not_yet_enrolled_is_sent_to_link_their_account(node: Node) -> None:
