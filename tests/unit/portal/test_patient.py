@@ -149,3 +149,20 @@ def test_a_patient_not_yet_enrolled_is_sent_to_link_their_account(node: Node) ->
     answer = node.portal.get("/portal/me/consents")
     assert answer.status_code == 403
     assert "noch keiner Person zugeordnet" in answer.text
+
+
+def test_the_ledger_names_no_other_patient_read_in_the_same_request(enrolled: Node) -> None:
+    enrolled.ingest("B987654320", "4712")
+    answer = enrolled.connector.get("/fhir/Patient", headers={"Authorization": "Bearer token-of-portal"})
+    assert answer.json()["total"] == 2  # one read naming both patients
+    token = enrolled.idp.token("erika")
+    ledger = enrolled.portal.get("/portal/fhir/AuditEvent", headers={"Authorization": f"Bearer {token}"}).json()
+    named = {
+        entity["what"]["identifier"]["value"]
+        for entry in ledger["entry"]
+        for entity in entry["resource"].get("entity", [])
+        if "what" in entity
+    }
+    [person] = enrolled.idp.accounts["erika"].attributes["patient_id"]
+    assert named <= {person, *(n for n in named if n.startswith("Patient/"))}
+    assert len({n for n in named if n.startswith("Patient/")}) <= 1

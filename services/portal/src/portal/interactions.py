@@ -1,6 +1,6 @@
 """Cross-sector medication interaction warnings from a small, documented table, as FHIR `DetectedIssue`s.
 
-Pure. The table holds the pairs the journeys use (docs/portal.md lists them with their source); it is
+Pure. The table holds the pairs the journeys use (docs/portal.md lists them with the reason); it is
 a safety net for medication seen across sites, not a drug-interaction database. A pair is flagged
 when the patient's MedicationStatements at this node (their own and those a careSummary brought)
 hold both ATC codes, whichever site recorded each.

@@ -45,7 +45,8 @@ async def ledger(state: PortalState, subject: Subject) -> list[LedgerEntry]:
         }
         - {subject.person_id, "None"}
     )
-    local = await state.records.audit([subject.person_id, subject.reference, *pseudonyms])
+    names = [subject.person_id, subject.reference, *pseudonyms]
+    local = [_only(event, names) for event in await state.records.audit(names)]
     rows, subjects = await run_in_threadpool(audit_log.rows, state.engine, [subject.person_id], None, None)
     own = [audit_log.as_audit_event(row, subjects[row["id"]]) for row in rows]
     site = state.settings.site
@@ -55,6 +56,18 @@ async def ledger(state: PortalState, subject: Subject) -> list[LedgerEntry]:
         *(entry(event, f"portal {site}") for event in own),
     ]
     return sorted(entries, key=lambda e: e.when, reverse=True)
+
+
+def _only(event: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """The event naming only this patient: one extract or read may name others, whom this ledger must not show."""
+    kept = [
+        entity
+        for entity in event.get("entity", [])
+        if not isinstance(entity, dict)
+        or "what" not in entity
+        or entity.get("what", {}).get("identifier", {}).get("value") in names
+    ]
+    return {**event, "entity": kept}
 
 
 def entry(event: dict[str, Any], where: str) -> LedgerEntry:
