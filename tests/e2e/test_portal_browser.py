@@ -158,9 +158,19 @@ def test_refusals_are_clear_pages(federation: Federation, page: Page) -> None:
     page.goto(f"{portal(federation, 'practice')}/patients/kvnr/{record.person.kvnr}")
     expect(page.get_by_role("alert")).to_contain_text("Teil 5 der Einwilligung")
     shot(page, "clinician-refused-no-consent")
-    # the session is gone (expired on the server): the next page says so instead of showing anything
+    # the session is gone on the server (ended, or idle too long): the browser's cookie names nothing any more
+    page.context.clear_cookies()
     page.context.add_cookies(
-        [{"name": "hubnode_portal", "value": "expired-session-id", "url": f"{portal(federation, 'practice')}/"}]
+        [
+            {
+                "name": "hubnode_portal",
+                "value": "a-session-the-portal-no-longer-knows",
+                "domain": "127.0.0.1",
+                "path": "/portal",
+                "secure": True,
+                "httpOnly": True,
+            }
+        ]
     )
     page.goto(f"{portal(federation, 'practice')}/patients")
     expect(page.get_by_role("alert")).to_contain_text("Sitzung ist abgelaufen")
