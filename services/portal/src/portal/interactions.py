@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-ATC_SYSTEM = "http://fhir.de/CodeSystem/bfarm/atc"
 ACT_CODE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 #: The German text of a warning, beside `DetectedIssue.detail` in English.
 DETAIL_DE = "https://hubnode.org/fhir/StructureDefinition/detail-de"

@@ -64,7 +64,7 @@ class PortalState:
             keycloak=KeycloakAdmin(
                 settings.idp_url, settings.service_client_id, settings.service_client_secret, transport=transports.idp
             ),
-            records=Records(connector, settings.site),
+            records=Records(connector),
             trustcentre=TrustCentre(trustcentre),
         )
 

@@ -58,9 +58,8 @@ def source_of(resource: dict[str, Any]) -> str:
 class Records:
     """The node's records through its connector, with the portal's own token."""
 
-    def __init__(self, client: FhirClient, site: str) -> None:
+    def __init__(self, client: FhirClient) -> None:
         self._client = client
-        self.site = site
 
     async def aclose(self) -> None:
         """Close the connection pool."""
