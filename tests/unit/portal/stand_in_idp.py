@@ -12,6 +12,7 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 from urllib.parse import urlencode
 
@@ -30,6 +31,12 @@ CLIENT_ID, CLIENT_SECRET = "portal", "portal-secret"
 SERVICE_ID, SERVICE_SECRET = "portal-service", "service-secret"
 
 
+@cache
+def signing_key() -> RSAKey:
+    """One RS256 key for the test run: making a 2048-bit key costs more than most tests."""
+    return RSAKey.generate_key(2048, parameters={"kid": "test-key"})
+
+
 @dataclass
 class Account:
     subject: str
@@ -43,9 +50,8 @@ class StandInIdp:
     """The realm: its accounts, its key, the codes it handed out."""
 
     accounts: dict[str, Account] = field(default_factory=dict)
-    key: RSAKey = field(default_factory=lambda: RSAKey.generate_key(2048, parameters={"kid": "test-key"}))
+    key: RSAKey = field(default_factory=signing_key)
     codes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    ended_sessions: list[str] = field(default_factory=list)
 
     def add(self, username: str, *roles: str, patient: str = "") -> Account:
         account = Account(secrets.token_hex(8), username, roles)
