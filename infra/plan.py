@@ -772,7 +772,7 @@ def _portal_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mappin
         SecretFile(PORTAL_SERVICE_SECRET, f"{SECRETS_DIR}/{PORTAL_SERVICE_SECRET}"),
         SecretFile(PORTAL_CONNECTOR_TOKEN, f"{SECRETS_DIR}/{PORTAL_CONNECTOR_TOKEN}"),
         SecretFile(PORTAL_TRUSTCENTRE_TOKEN, f"{SECRETS_DIR}/{PORTAL_TRUSTCENTRE_TOKEN}"),
-        *_federation_files("federation-ca"),
+        *_federation_files("federation-ca", "node-certificate", "node-key"),
     )
     peers = [
         other.site
@@ -794,6 +794,8 @@ def _portal_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mappin
         "PT_TRUSTCENTRE_URL": _portal_trustcentre(spec, node),
         "PT_TRUSTCENTRE_TOKEN_FILE": secrets[3].path,
         "PT_CA_FILE": secrets[4].path,
+        "PT_NODE_CERT_FILE": secrets[5].path,
+        "PT_NODE_KEY_FILE": secrets[6].path,
         "PT_DB_URL": "sqlite:////var/lib/portal/portal.db",
         "PT_LOCAL_SYSTEM": node.identifier_systems[0]
         if node.identifier_systems

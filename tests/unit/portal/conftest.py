@@ -9,17 +9,20 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from starlette.testclient import TestClient
 
 from connector.app import create_app as create_connector
 from connector.auth import Role as ConnectorRole
 from fixtures.consents import broad_consent
+from infra.pki import issue_ca, issue_node
 from portal.app import create_app
 from portal.portal_state import Transports
 from portal.settings import Settings
@@ -68,8 +71,25 @@ def trustcentre_settings(tmp_path: Path) -> TrustCentreSettings:
     )
 
 
+def node_pki(tmp_path: Path) -> dict[str, Path]:
+    """The federation CA and this node's certificate and key as files, as `hubnode up` hands them over."""
+    now = datetime.now(UTC)
+    ca = issue_ca("test-federation", now)
+    node = issue_node(ca, SITE, [f"{SITE}.hubnode.test"], now)
+    files = {
+        "ca_file": tmp_path / "ca.crt",
+        "node_certificate": tmp_path / "node.crt",
+        "node_key": tmp_path / "node.key",
+    }
+    files["ca_file"].write_bytes(ca.certificate.public_bytes(Encoding.PEM))
+    files["node_certificate"].write_bytes(node.certificate.public_bytes(Encoding.PEM))
+    files["node_key"].write_bytes(node.key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    return files
+
+
 def portal_settings(tmp_path: Path, **changes: Any) -> Settings:
     values: dict[str, Any] = {
+        **node_pki(tmp_path),
         "site": SITE,
         "public_url": PORTAL_URL,
         "issuer": ISSUER,

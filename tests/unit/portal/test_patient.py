@@ -166,3 +166,29 @@ def test_the_ledger_names_no_other_patient_read_in_the_same_request(enrolled: No
     [person] = enrolled.idp.accounts["erika"].attributes["patient_id"]
     assert named <= {person, *(n for n in named if n.startswith("Patient/"))}
     assert len({n for n in named if n.startswith("Patient/")}) <= 1
+
+
+def signed_receipt(page: str) -> str:
+    found = re.search(r'<textarea id="signed-receipt" readonly rows="5">([^<]+)</textarea>', page)
+    assert found, page
+    return found.group(1).strip()
+
+
+def test_a_withdrawal_receipt_is_signed_by_the_node_and_checks_anywhere_in_the_federation(enrolled: Node) -> None:
+    answer = enrolled.portal.post("/portal/me/consents/8", data={"csrf": enrolled.csrf(), "action": "withdraw"})
+    receipt = signed_receipt(answer.text)
+    checked = enrolled.portal.post("/portal/receipts/verify", data={"csrf": enrolled.csrf(), "receipt": receipt})
+    assert checked.status_code == 200, checked.text
+    assert "signiert vom Hub-Knoten dic" in checked.text
+    assert "2.16.840.1.113883.3.1937.777.24.5.3.8" in checked.text
+
+
+def test_a_changed_receipt_does_not_check(enrolled: Node) -> None:
+    answer = enrolled.portal.post("/portal/me/consents/8", data={"csrf": enrolled.csrf(), "action": "withdraw"})
+    header, payload, signature = signed_receipt(answer.text).split(".")
+    forged = payload[:-4] + ("AAAA" if not payload.endswith("AAAA") else "BBBB")
+    checked = enrolled.portal.post(
+        "/portal/receipts/verify", data={"csrf": enrolled.csrf(), "receipt": f"{header}.{forged}.{signature}"}
+    )
+    assert checked.status_code == 400
+    assert "Nicht gültig" in checked.text

@@ -57,6 +57,7 @@ def create_app(settings: Settings, transports: Transports | None = None) -> Star
         route("/me/consents", patient_pages.consents),
         route("/me/consents/{code}", patient_pages.decide, ("POST",)),
         route("/me/ledger", patient_pages.ledger_page),
+        route("/receipts/verify", patient_pages.verify_receipt, ("GET", "POST")),
         route("/me/record", patient_pages.record),
         route("/me/questionnaires", patient_pages.questionnaires, ("GET", "POST")),
         route("/patients", clinician_pages.find),

@@ -59,6 +59,14 @@ TEXTS: Mapping[str, Mapping[str, str]] = {
         "receipt_node": "Hub-Knoten",
         "receipt_recorded": "gespeichert am",
         "now_blocked": "Damit ist ab sofort nicht mehr möglich",
+        "signed_receipt": "Signierte Quittung",
+        "signed_receipt_text": "Vom Hub-Knoten signiert; jeder Knoten des Verbunds kann sie prüfen.",
+        "verify_title": "Quittung prüfen",
+        "verify_intro": "Fügen Sie eine signierte Quittung ein. Geprüft wird, ob ein Knoten dieses Verbunds sie "
+        "signiert hat.",
+        "verify_submit": "Prüfen",
+        "verify_valid": "Gültig, signiert vom Hub-Knoten {node}",
+        "verify_invalid": "Nicht gültig:",
         "granted": "erteilt",
         "withdrawn": "widerrufen",
         "ledger_intro": "Jeder Zugriff auf Ihre Daten wird protokolliert: wer, wann, wozu. Forschungsprojekte "
@@ -181,6 +189,13 @@ TEXTS: Mapping[str, Mapping[str, str]] = {
         "receipt_node": "Hub node",
         "receipt_recorded": "recorded at",
         "now_blocked": "From now on this is no longer possible",
+        "signed_receipt": "Signed receipt",
+        "signed_receipt_text": "Signed by the hub node; any node of the federation can check it.",
+        "verify_title": "Check a receipt",
+        "verify_intro": "Paste a signed receipt. It is checked whether a node of this federation signed it.",
+        "verify_submit": "Check",
+        "verify_valid": "Valid, signed by hub node {node}",
+        "verify_invalid": "Not valid:",
         "granted": "given",
         "withdrawn": "withdrawn",
         "ledger_intro": "Every use of your data is recorded: who, when, why. Research projects only see your "

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from starlette.responses import Response
 
-from portal import consent_modules
+from portal import consent_modules, receipts
 from portal.identity import PATIENT
 from portal.ledger import ledger
 from portal.patients import own
@@ -75,13 +75,32 @@ async def decide(page: Page) -> Response:
     await page.audit(f"consent-{action}", [subject.person_id], detail=f"policy {chosen.oid}, consent {consent_id}")
     receipt = {
         "consent": consent_id,
-        "policy": chosen,
-        "action": action,
-        "since": since,
+        "policy": chosen.oid,
+        "decision": action,
+        "from": since,
         "recorded": datetime.now(UTC).isoformat(timespec="seconds"),
         "node": page.state.settings.site,
     }
-    return page.render("receipt.html", receipt=receipt, processes=consent_modules.PROCESSES)
+    signed = page.state.signer.sign(receipt) if page.state.signer else ""
+    return page.render(
+        "receipt.html", receipt=receipt, policy=chosen, signed=signed, processes=consent_modules.PROCESSES
+    )
+
+
+async def verify_receipt(page: Page) -> Response:
+    """Check a receipt someone shows: signed by a node of this federation, and what it says."""
+    if page.request.method == "GET":
+        return page.render("verify.html", checked=None)
+    form = await page.form()
+    if page.state.ca is None:
+        raise RefusalError(503, "reason_upstream", "no federation CA to check receipts against")
+    try:
+        receipt, node = receipts.verify(form.get("receipt", "")[:20000], page.state.ca)
+    except receipts.ReceiptInvalidError as exc:
+        await page.audit("verify-receipt", [], "refused", detail=str(exc)[:300])
+        return page.render("verify.html", 400, checked={"valid": False, "reason": str(exc)})
+    await page.audit("verify-receipt", [], detail=f"signed by {node}")
+    return page.render("verify.html", checked={"valid": True, "node": node, "receipt": receipt})
 
 
 async def ledger_page(page: Page) -> Response:

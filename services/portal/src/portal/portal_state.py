@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import httpx
+from cryptography import x509
 from sqlalchemy import Engine
 
 from portal.keycloak import KeycloakAdmin
 from portal.oidc import Oidc
+from portal.receipts import Signer
 from portal.records import Records
 from portal.sessions import SessionStore
 from portal.settings import Settings
@@ -40,6 +42,10 @@ class PortalState:
     keycloak: KeycloakAdmin
     records: Records
     trustcentre: TrustCentre
+    #: Signs consent receipts with the node's key (None: the node has no certificate, receipts go unsigned).
+    signer: Signer | None = None
+    #: The federation CA receipts are checked against.
+    ca: x509.Certificate | None = None
     base_path: str = BASE_PATH
 
     @classmethod
@@ -66,6 +72,10 @@ class PortalState:
             ),
             records=Records(connector),
             trustcentre=TrustCentre(trustcentre),
+            signer=Signer.from_files(settings.node_certificate, settings.node_key)
+            if settings.node_certificate and settings.node_key
+            else None,
+            ca=x509.load_pem_x509_certificate(settings.ca_file.read_bytes()) if settings.ca_file else None,
         )
 
     async def aclose(self) -> None:

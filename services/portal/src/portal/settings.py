@@ -47,6 +47,9 @@ class Settings:
     local_system: str = ""
     #: Sites a clinician may send a patient's journey to (careSummary).
     peers: tuple[str, ...] = ()
+    #: The node's certificate and key (PEM): consent receipts are signed with them.
+    node_certificate: Path | None = None
+    node_key: Path | None = None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> Settings:
@@ -77,7 +80,18 @@ class Settings:
             session_minutes=int(minutes),
             local_system=environ.get("PT_LOCAL_SYSTEM", f"https://hubnode.org/fhir/sid/mrn/{site}"),
             peers=tuple(p for p in environ.get("PT_PEERS", "").split(",") if p),
+            node_certificate=_path(environ, "PT_NODE_CERT_FILE"),
+            node_key=_path(environ, "PT_NODE_KEY_FILE"),
         )
+
+
+def _path(environ: Mapping[str, str], variable: str) -> Path | None:
+    value = environ.get(variable)
+    if not value:
+        return None
+    if not Path(value).is_file():
+        raise ConfigError(f"{variable}={value}: no such file")
+    return Path(value)
 
 
 def _required(environ: Mapping[str, str], variable: str) -> str:
