@@ -13,7 +13,7 @@ import pulumi
 import pulumi_docker as docker
 
 from infra.imagebuild import recipe_for
-from infra.plan import NodePlan, ServicePlan
+from infra.plan import DROPPED_CAPABILITIES, NodePlan, ServicePlan
 
 
 class HubNode(pulumi.ComponentResource):
@@ -92,10 +92,17 @@ class Wiring(NamedTuple):
 
 
 def _mounts(service: ServicePlan, volumes: Mapping[str, docker.Volume]) -> list[docker.ContainerVolumeArgs]:
-    """The service's volumes, each named through its resource (so it is declared first)."""
-    return [
+    """The service's volumes, each named through its resource (so it is declared first).
+
+    Files reach a container as uploads (`docker cp`), which Docker refuses into a read-only root
+    filesystem but not into a volume: so on a read-only root each folder of the service's files is an
+    anonymous volume, made and removed with the container (owned by root, so the service cannot write it).
+    """
+    named = [
         docker.ContainerVolumeArgs(volume_name=volumes[v.volume].name, container_path=v.path) for v in service.volumes
     ]
+    uploads = service.file_folders if service.hardening.read_only_root else ()
+    return named + [docker.ContainerVolumeArgs(container_path=folder) for folder in uploads]
 
 
 def _attachments(
@@ -118,7 +125,7 @@ def _container(
     secrets: Mapping[str, pulumi.Input[str]],
     opts: pulumi.ResourceOptions,
 ) -> docker.Container:
-    health = service.health
+    health, hardening = service.health, service.hardening
     return docker.Container(
         service.container_name,
         name=service.container_name,
@@ -143,6 +150,24 @@ def _container(
             start_period=f"{health.start_period_s}s",
         ),
         user=service.user,
+        capabilities=docker.ContainerCapabilitiesArgs(
+            drops=list(DROPPED_CAPABILITIES), adds=list(hardening.capabilities)
+        ),
+        security_opts=list(hardening.security_options),
+        read_only=hardening.read_only_root,
+        mounts=[
+            docker.ContainerMountArgs(
+                target=t.path,
+                type="tmpfs",
+                tmpfs_options=docker.ContainerMountTmpfsOptionsArgs(size_bytes=t.size_bytes),
+            )
+            for t in hardening.tmpfs
+        ],
+        # MiB, as the provider counts; swap as large as the memory limit means none.
+        memory=hardening.memory_mib,
+        memory_swap=hardening.memory_mib,
+        # `hardening.pids` has no counterpart: pulumi_docker 5.2 (the Terraform docker provider) cannot set a
+        # container's PID limit. `hubnode up` sets it; after `pulumi up`, `docker update --pids-limit` does.
         restart="unless-stopped",
         wait=True,
         wait_timeout=health.budget_s,

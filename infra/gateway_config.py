@@ -17,21 +17,25 @@ import jinja2
 
 #: Docker's DNS server on user-defined networks: how the gateway finds its node's containers by name.
 DOCKER_DNS = "127.0.0.11"
-#: Where the image (infra/images/gateway/Dockerfile) lets its user write the pid and buffer files.
-STATE_DIR = "/var/lib/gateway"
+#: Where nginx writes its pid file and temp folders: /tmp, a tmpfs under the plan (the root is read-only).
+STATE_DIR = "/tmp"  # noqa: S108 -- the container's own
+
+
+def _outcome(code: str, diagnostics: str) -> dict[str, object]:
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": code, "diagnostics": diagnostics}],
+    }
+
+
 #: What a node without a connector answers a refused peer (the connector answers it otherwise).
-REFUSAL = {
-    "resourceType": "OperationOutcome",
-    "issue": [{"severity": "error", "code": "security", "diagnostics": "no valid client certificate"}],
-}
-NOT_FOUND = {
-    "resourceType": "OperationOutcome",
-    "issue": [
-        {"severity": "error", "code": "not-found", "diagnostics": "this gateway serves /fhir, /ttp-fhir and /health"}
-    ],
-}
+REFUSAL = _outcome("security", "no valid client certificate")
+NOT_FOUND = _outcome("not-found", "this gateway serves /fhir, /ttp-fhir and /health")
 #: Names, paths and sizes go into the configuration as they are: nothing that could end a directive.
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9._:/-]+$")
+#: Header values go in double quotes: nothing that could end the quotes or name a variable.
+_QUOTED_VALUE = re.compile(r"^[A-Za-z0-9 ;:'/.*+-]+$")
+_QUOTED_FIELDS = frozenset({"content_security_policy"})
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("infra", "templates"),
@@ -83,7 +87,28 @@ class GatewayConfig:
     #: Processes answer when they have run to the end, feasibility after asking every peer.
     upstream_timeout_s: int = 300
     idp: Upstream | None = None
-    #: The node's portal, under `/portal/` of the public door.
+    #: Slow clients (security review L1). The TLS handshake and the whole request header must arrive within
+    #: `header_timeout_s`, so a client sending a byte a second is cut off; a body may pause no longer than
+    #: `body_timeout_s` between two reads, and the service behind bounds its total time (408).
+    header_timeout_s: int = 10
+    body_timeout_s: int = 10
+    #: How long a client reading an answer may keep the gateway waiting between two writes.
+    send_timeout_s: int = 30
+    #: How long an idle connection is kept open for the client's next request.
+    keepalive_timeout_s: int = 30
+    #: A request line or header field longer than `header_buffer_size` gets one of `large_header_buffers`
+    #: buffers of `large_header_buffer_size`; one longer still is refused (400, a request line 414).
+    header_buffer_size: str = "1k"
+    large_header_buffers: int = 4
+    large_header_buffer_size: str = "8k"
+    #: Requests one client address may have in progress at once, on all doors together; beyond: 429.
+    connections_per_client: int = 32
+    #: How long browsers keep to https for the node's host (Strict-Transport-Security, public door).
+    hsts_max_age_s: int = 31_536_000
+    #: The public door's Content-Security-Policy: the API answers JSON, which loads and frames nothing.
+    #: The identity provider and the portal send their own policies from their locations (see the template).
+    content_security_policy: str = "default-src 'none'; frame-ancestors 'none'"
+    #: The node's portal, under `/portal/` of the public door (it sets its own Content-Security-Policy).
     portal: Upstream | None = None
 
     def __post_init__(self) -> None:
@@ -91,9 +116,11 @@ class GatewayConfig:
             raise ValueError("a gateway needs a connector or a trust centre behind it")
         for field in fields(self):
             value = getattr(self, field.name)
+            quoted = field.name in _QUOTED_FIELDS
             for text in (value.host,) if isinstance(value, Upstream) else (value,) if isinstance(value, str) else ():
-                if not _SAFE_VALUE.match(text):
-                    raise ValueError(f"gateway {field.name} {text!r}: only letters, digits and ._:/- are allowed")
+                if not (_QUOTED_VALUE if quoted else _SAFE_VALUE).match(text):
+                    allowed = "letters, digits, spaces and ;:'/.*+-" if quoted else "letters, digits and ._:/-"
+                    raise ValueError(f"gateway {field.name} {text!r}: only {allowed} are allowed")
 
     @property
     def refusal_outcome(self) -> str:
@@ -104,6 +131,24 @@ class GatewayConfig:
     def not_found_outcome(self) -> str:
         """The OperationOutcome for a path the gateway routes nowhere (callers expect FHIR, not nginx's HTML)."""
         return json.dumps(NOT_FOUND, separators=(",", ":"))
+
+    @property
+    def refusals(self) -> dict[int, tuple[int, str]]:
+        """The gateway's refusals of a request past a limit: nginx's status -> (status answered, OperationOutcome).
+
+        494 is nginx's name for a header field too large; clients get a 400.
+        """
+        header = self.large_header_buffer_size
+        limits = {
+            413: (413, "too-costly", f"the request body is larger than the gateway allows ({self.max_body_size})"),
+            414: (414, "too-costly", f"the request line is longer than the gateway allows ({header})"),
+            494: (400, "too-costly", f"a request header is longer than the gateway allows ({header})"),
+            429: (429, "throttled", f"more than {self.connections_per_client} requests in progress from this address"),
+        }
+        return {
+            status: (answered, json.dumps(_outcome(code, diagnostics), separators=(",", ":")))
+            for status, (answered, code, diagnostics) in limits.items()
+        }
 
 
 def render(config: GatewayConfig) -> str:

@@ -1,9 +1,9 @@
 """Launch node plans on this host with testcontainers: the developers' and CI's `pulumi up`.
 
 Translates each `ServicePlan` 1:1 into a container (image, env, ports on 127.0.0.1, volumes,
-secret files, network aliases, labels, health check, user), starts them in dependency order and
-waits for each to pass the plan's own health check. Each container carries the hash of what it was
-started with, so `up` again replaces only the containers whose plan, image or files changed.
+secret files, network aliases, labels, health check, user, confinement), starts them in dependency
+order and waits for each to pass the plan's own health check. Each container carries the hash of what
+it was started with, so `up` again replaces only the containers whose plan, image or files changed.
 Everything it creates carries the stack label, so `down` finds and removes it all, even after a
 crash or Ctrl-C.
 """
@@ -16,6 +16,7 @@ import os
 import secrets
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -27,12 +28,22 @@ import docker
 import docker.errors
 import httpx
 from docker.models.containers import Container
+from docker.types import Mount
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 
 from infra.errors import HubnodeError
 from infra.federation_files import FederationFiles
-from infra.plan import FEDERATION_FILES, LABEL_PREFIX, ConfigFile, NodePlan, SecretFile, ServicePlan, owner_of
+from infra.plan import (
+    DROPPED_CAPABILITIES,
+    FEDERATION_FILES,
+    LABEL_PREFIX,
+    ConfigFile,
+    NodePlan,
+    SecretFile,
+    ServicePlan,
+    owner_of,
+)
 from infra.progress import Progress
 
 # The reaper container would have to be pulled from a registry this host cannot reach; `down`
@@ -44,6 +55,14 @@ STACK_LABEL = f"{LABEL_PREFIX}.stack"
 CONFIG_LABEL = f"{LABEL_PREFIX}.config-hash"
 HEALTH_POLL_S = 0.25
 WAITING_NOTE_EVERY_S = 15.0
+#: How often a starting service's log is looked at for progress.
+LOG_LOOK_EVERY_S = 5.0
+#: A service past its health budget whose log advanced this recently is still starting: wait on.
+PROGRESS_GRACE_S = 60.0
+#: However its log advances, a service gets at most this many times its health budget.
+BUDGET_STRETCH = 3
+#: JVMs (HAPI, Keycloak) that start at once, per two cores: more only slows each of them down.
+SLOW_STARTS_PER_TWO_CORES = 1
 LOG_TAIL_LINES = 25
 STOP_TIMEOUT_S = 30
 #: How long a published endpoint may take to answer once its container is healthy: HAPI builds its
@@ -131,6 +150,7 @@ class LocalLauncher:
         self._state_dir = state_dir
         self._federation_files = federation_files
         self._verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(trust)) if trust else True
+        self._slow_starts = threading.BoundedSemaphore(max(1, SLOW_STARTS_PER_TWO_CORES * (os.cpu_count() or 2) // 2))
 
     def up(self, plans: Iterable[NodePlan]) -> None:
         """Bring every node to its plan (nodes side by side); on any failure (or Ctrl-C) remove the stack.
@@ -244,15 +264,14 @@ class LocalLauncher:
             container = existing.get(service.container_name)
             if container is not None and container.status == "running" and container.labels.get(CONFIG_LABEL) == digest:
                 self._progress.note(f"{plan.site}: {service.component} unchanged, kept running")
-            else:
-                if container is not None:
-                    self._progress.note(f"{plan.site}: replacing {service.component} (its configuration changed)")
-                    _remove(container)
+                self._wait_healthy(plan, service, container)
+                continue
+            if container is not None:
+                self._progress.note(f"{plan.site}: replacing {service.component} (its configuration changed)")
+                _remove(container)
+            with self._slow_starts if service.slow_start else contextlib.nullcontext():
                 self._progress.note(f"{plan.site}: starting {service.component} ({service.image.reference})")
-                container = self._start_service(plan, service, network, mounts, digest)
-                for attachment in service.networks:
-                    self._client.networks.get(attachment.network).connect(container, aliases=list(attachment.aliases))
-            self._wait_healthy(plan, service, container)
+                self._wait_healthy(plan, service, self._start_service(plan, service, network, mounts, digest))
 
     def _change(self, plan: NodePlan, service: ServicePlan, container: Container | None) -> tuple[str, str]:
         if container is None:
@@ -294,6 +313,8 @@ class LocalLauncher:
                 fix="see the message above; `hubnode down` removes what is left",
             ) from exc
         wrapped: Container = container.get_wrapped_container()
+        for attachment in service.networks:
+            self._client.networks.get(attachment.network).connect(wrapped, aliases=list(attachment.aliases))
         return wrapped
 
     def _file_mounts(self, plan: NodePlan, service: ServicePlan) -> dict[str, str]:
@@ -355,12 +376,16 @@ class LocalLauncher:
                 time.sleep(1.0)
 
     def _wait_healthy(self, plan: NodePlan, service: ServicePlan, container: Container) -> None:
-        """Wait until the plan's own health check passes, the container dies or the budget ends.
+        """Wait until the plan's own health check passes, the container dies or it stops getting anywhere.
 
         Where the service has a probe URL on this host, that is polled first and the health check
         run once it answers: each `docker exec` costs CPU that a starting JVM on two cores misses.
+        Past its budget a service whose log still advances is still starting (a JVM on a busy machine),
+        so it gets up to `BUDGET_STRETCH` times the budget while its log moves.
         """
-        started = last_note = time.monotonic()
+        budget = service.health.budget_s
+        started = last_note = last_look = advanced = time.monotonic()
+        looked = int(time.time())
         while True:
             container.reload()
             if container.status in ("exited", "dead"):
@@ -371,11 +396,19 @@ class LocalLauncher:
                 self._progress.note(f"{plan.site}: {service.component} is healthy")
                 return
             now = time.monotonic()
-            if now - started > service.health.budget_s:
-                raise _service_failed(plan, service, container, f"not healthy within {service.health.budget_s} s")
+            if now - last_look > LOG_LOOK_EVERY_S:
+                if container.logs(since=looked, tail=1):
+                    advanced = now
+                looked, last_look = int(time.time()), now
             if now - last_note > WAITING_NOTE_EVERY_S:
-                self._progress.note(f"{plan.site}: waiting for {service.component} to pass its health check")
+                past = "" if now - started <= budget else f" (past its {budget} s budget, but its log advances)"
+                self._progress.note(f"{plan.site}: waiting for {service.component} to pass its health check{past}")
                 last_note = now
+            if now - started > budget and (
+                now - advanced > PROGRESS_GRACE_S or now - started > budget * BUDGET_STRETCH
+            ):
+                stalled = f"not healthy within {now - started:.0f} s; its log last advanced {now - advanced:.0f} s ago"
+                raise _service_failed(plan, service, container, stalled)
             time.sleep(HEALTH_POLL_S)
 
 
@@ -395,7 +428,7 @@ def container_for(
         container.with_volume_mapping(host_path, container_path, "ro")
     container.with_network(network)
     container.with_network_aliases(*service.network_aliases)
-    health = service.health
+    health, hardening = service.health, service.hardening
     container.with_kwargs(
         labels={**service.labels, **(labels or {})},
         user=service.user,
@@ -406,6 +439,16 @@ def container_for(
             "retries": health.retries,
             "start_period": health.start_period_s * _NANOSECONDS,
         },
+        cap_drop=list(DROPPED_CAPABILITIES),
+        cap_add=list(hardening.capabilities),
+        security_opt=list(hardening.security_options),
+        read_only=hardening.read_only_root,
+        # As mounts rather than docker-py's `tmpfs`, which testcontainers (4.15) sets itself.
+        mounts=[Mount(t.path, None, "tmpfs", tmpfs_size=t.size_bytes) for t in hardening.tmpfs],
+        mem_limit=f"{hardening.memory_mib}m",
+        # Swap as large as the memory limit means none: without it Docker allows as much swap again.
+        memswap_limit=f"{hardening.memory_mib}m",
+        pids_limit=hardening.pids,
     )
     return container
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -251,6 +252,58 @@ class NetworkAttachment:
     aliases: tuple[str, ...] = ()
 
 
+#: Linux capabilities every container drops before any is added back (`Hardening.capabilities`).
+DROPPED_CAPABILITIES = ("ALL",)
+
+
+@dataclass(frozen=True)
+class Tmpfs:
+    """A writable folder in memory on a read-only root: emptied at each start, never on disk, at most `size_mib`.
+
+    Its pages count against the container's memory limit. Docker mounts it noexec, nosuid and nodev,
+    owned by root with the mode the image gives the folder, so the image makes the folder writable for
+    its user as /tmp is (world-writable, sticky).
+    """
+
+    path: str
+    size_mib: int
+
+    @property
+    def size_bytes(self) -> int:
+        """Its size as Docker's mount options count it."""
+        return self.size_mib * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Hardening:
+    """How a container is confined (security review L2): what it may do, write and use.
+
+    Every capability is dropped (`DROPPED_CAPABILITIES`) and `capabilities` are added back: none of our
+    services needs one, since each runs as an unprivileged user, listens above port 1024 and writes
+    only what it owns. The root filesystem is read-only: a service writes to its volumes and to
+    `tmpfs`, nowhere else. `no_new_privileges` keeps a setuid binary from raising a process's rights.
+    """
+
+    memory_mib: int
+    pids: int
+    tmpfs: tuple[Tmpfs, ...] = ()
+    capabilities: tuple[str, ...] = ()
+    read_only_root: bool = True
+    no_new_privileges: bool = True
+
+    @property
+    def security_options(self) -> tuple[str, ...]:
+        """Docker's security options for this confinement."""
+        return ("no-new-privileges:true",) if self.no_new_privileges else ()
+
+
+#: Python services (trust centre, connector) write only their database volume and /tmp (Python's and
+#: SQLite's temporary files).
+PYTHON_TMP = Tmpfs("/tmp", 16)  # noqa: S108 -- a private tmpfs of the container
+#: HAPI's heap as a share of its memory limit: the rest is the JVM's own (metaspace, code cache, threads).
+HAPI_HEAP_PERCENT = 65
+
+
 @dataclass(frozen=True)
 class ServicePlan:
     """One container of a node, as plain data."""
@@ -266,6 +319,7 @@ class ServicePlan:
     user: str
     network_aliases: tuple[str, ...]
     labels: Mapping[str, str]
+    hardening: Hardening
     depends_on: tuple[str, ...] = ()
     files: tuple[ConfigFile, ...] = ()
     #: A URL on this host that answers 200 once the service is ready; cheaper to poll than the health check.
@@ -274,6 +328,14 @@ class ServicePlan:
     networks: tuple[NetworkAttachment, ...] = ()
     #: The numeric id of `user`: secret files are made readable by it alone.
     uid: int = SERVICE_UID
+    #: A JVM that takes a minute or more to start: the launcher starts few of them at once.
+    slow_start: bool = False
+
+    @property
+    def file_folders(self) -> tuple[str, ...]:
+        """The folders its secret and config files lie in."""
+        paths = [secret.path for secret in self.secrets] + [file.path for file in self.files]
+        return tuple(sorted({posixpath.dirname(path) for path in paths}))
 
 
 @dataclass(frozen=True)
@@ -404,17 +466,22 @@ def _db_service(prefix: str, node: NodeSpec, labels: Mapping[str, str], componen
         uid=OFFICIAL_DB_UID if "db" in node.images.overrides else DB_UID,
         network_aliases=(component,),
         labels=_service_labels(labels, component),
+        # PostgreSQL runs a process per connection (HAPI's pool of 10, the trust centre's up to 20) beside its
+        # own; it writes its data volume and, in /var/run/postgresql, its socket and the socket's lock file.
+        hardening=Hardening(memory_mib=1024, pids=256, tmpfs=(Tmpfs("/var/run/postgresql", 1),)),
     )
 
 
 def _fhir_service(prefix: str, node: NodeSpec, labels: Mapping[str, str]) -> ServicePlan:
-    env = {"SERVER_PORT": str(HAPI_PORT), "HAPI_DB": "h2"}
+    java = f"-XX:MaxRAMPercentage={HAPI_HEAP_PERCENT}"
+    env = {"SERVER_PORT": str(HAPI_PORT), "HAPI_DB": "h2", "JAVA_TOOL_OPTIONS": java}
     secrets: tuple[SecretFile, ...] = ()
     depends_on: tuple[str, ...] = ()
     if node.database == "postgres":
         secret = _db_password("db")
         env = {
             "SERVER_PORT": str(HAPI_PORT),
+            "JAVA_TOOL_OPTIONS": java,
             "HAPI_DB": "postgres",
             "HAPI_DB_URL": f"jdbc:postgresql://db:{POSTGRES_PORT}/{DB_NAME}",
             "HAPI_DB_USER": DB_NAME,
@@ -434,6 +501,10 @@ def _fhir_service(prefix: str, node: NodeSpec, labels: Mapping[str, str]) -> Ser
         user=SERVICE_USER,
         network_aliases=("fhir",),
         labels=_service_labels(labels, "fhir"),
+        slow_start=True,
+        # A JVM: Tomcat's up to 200 request threads beside its own; it writes its volume (H2) and, in /tmp,
+        # Tomcat's work folder and the JVM's performance data.
+        hardening=Hardening(memory_mib=3072, pids=1024, tmpfs=(Tmpfs("/tmp", 64),)),  # noqa: S108
         depends_on=depends_on,
         probe_url=_probe(node, "fhir", "/health"),
     )
@@ -484,6 +555,8 @@ def _trustcentre_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: M
         user=SERVICE_USER,
         network_aliases=("trustcentre",),
         labels=_service_labels(labels, "trustcentre"),
+        # Bodies are at most 8 MiB (TC_* limits); one process with a thread pool.
+        hardening=Hardening(memory_mib=512, pids=256, tmpfs=(PYTHON_TMP,)),
         depends_on=depends_on,
         probe_url=_probe(node, "trustcentre", "/health"),
         files=(
@@ -617,6 +690,8 @@ def _connector_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Map
         user=SERVICE_USER,
         network_aliases=("connector",),
         labels=_service_labels(labels, "connector"),
+        # A 32 MiB ingest body is validated and rewritten as Python objects: about 30 times its size at the peak.
+        hardening=Hardening(memory_mib=1536, pids=256, tmpfs=(PYTHON_TMP,)),
         depends_on=depends_on,
         files=(ConfigFile(env["CN_PROJECTS_FILE"], json.dumps(projects, indent=2, sort_keys=True) + "\n"),),
         networks=(NetworkAttachment(peers_network(spec.stack)),),
@@ -662,6 +737,9 @@ def _gateway_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mappi
         user=SERVICE_USER,
         network_aliases=("gateway",),
         labels=_service_labels(labels, "gateway"),
+        # nginx writes only its pid file and empty temp folders to its state folder: it streams request bodies
+        # to the services and holds answers in memory (GatewayConfig), so no request or answer touches a disk.
+        hardening=Hardening(memory_mib=512, pids=256, tmpfs=(Tmpfs(config.state_dir, 16),)),
         depends_on=behind,
         files=(ConfigFile(GATEWAY_CONFIG_PATH, render_gateway_config(config)),),
         networks=(NetworkAttachment(peers_network(spec.stack), (node.host,)),),
@@ -725,7 +803,14 @@ def _idp_services(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mapping[
         user=SERVICE_USER,
         network_aliases=("idp",),
         labels=_service_labels(labels, "idp"),
+        slow_start=True,
         depends_on=depends_on,
+        # Keycloak writes scratch files under data/tmp and the JVM under /tmp; its heap is 512 MiB (kc.sh's default).
+        hardening=Hardening(
+            memory_mib=1536,
+            pids=1024,
+            tmpfs=(Tmpfs("/tmp", 64), Tmpfs("/opt/keycloak/data/tmp", 64)),  # noqa: S108
+        ),
     )
     return [*database, idp]
 
@@ -815,6 +900,8 @@ def _portal_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mappin
         user=SERVICE_USER,
         network_aliases=("portal",),
         labels=_service_labels(labels, "portal"),
+        # Form bodies and questionnaire answers are small (the gateway lets at most 1 MiB through); one process.
+        hardening=Hardening(memory_mib=512, pids=256, tmpfs=(PYTHON_TMP,)),
         # Not on the idp: the portal reads the realm's discovery at the first sign-in, so it need not wait for
         # Keycloak's slow start.
         depends_on=("connector", *(("trustcentre",) if not remote else ())),

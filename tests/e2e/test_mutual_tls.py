@@ -12,6 +12,7 @@ import pytest
 
 from connector.tasks import Process, parameter, request_task
 from infra import pki
+from infra.pki_store import ca_key_file
 from tests.e2e.conftest import Federation
 
 Certificate = tuple[Path, Path] | None
@@ -28,7 +29,7 @@ def written(issued: pki.Issued, folder: Path, name: str) -> tuple[Path, Path]:
 def federation_ca(federation: Federation) -> pki.Issued:
     folder = federation.state / "pki"
     return pki.Issued(
-        pki.load_certificate((folder / "ca.crt").read_bytes()), pki.load_key((folder / "ca.key").read_bytes())
+        pki.load_certificate((folder / "ca.crt").read_bytes()), pki.load_key(ca_key_file(folder).read_bytes())
     )
 
 

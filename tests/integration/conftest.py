@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 from infra.bootstrap import ensure_base_image, ensure_docker_engine
 from infra.imagebuild import build_images
 from infra.local import STACK_LABEL, LocalLauncher
-from infra.plan import NodePlan, PortBinding, plan_stack
+from infra.plan import NodePlan, PortBinding, ServicePlan, plan_stack
 from infra.progress import Progress
 from infra.spec import parse_stack
 
@@ -88,3 +90,47 @@ def with_port(plan: NodePlan, port: int) -> NodePlan:
         replace(s, ports=tuple(PortBinding(p.container_port, port, p.host_ip) for p in s.ports)) for s in plan.services
     )
     return replace(plan, services=services, endpoints={"fhir": f"http://127.0.0.1:{port}/fhir"})
+
+
+def assert_confined_as_planned(client: docker.DockerClient, service: ServicePlan) -> None:
+    """The running container is confined as its plan says (security review L2), and the kernel agrees."""
+    container = client.containers.get(service.container_name)
+    host, confined = container.attrs["HostConfig"], service.hardening
+    where = service.container_name
+    assert host["CapDrop"] == ["ALL"], where
+    assert not host["CapAdd"], where
+    assert host["SecurityOpt"] == ["no-new-privileges:true"], where
+    assert host["ReadonlyRootfs"] is True, where
+    assert host["Memory"] == host["MemorySwap"] == confined.memory_mib * 1024 * 1024, where
+    assert host["PidsLimit"] == confined.pids, where
+    tmpfs = [(m["Target"], m["TmpfsOptions"]) for m in host["Mounts"] or () if m["Type"] == "tmpfs"]
+    assert tmpfs == [(t.path, {"SizeBytes": t.size_mib * 1024 * 1024}) for t in confined.tmpfs], where
+    code, output = container.exec_run(["cat", "/proc/1/status"])
+    assert code == 0, output
+    status = dict(line.split(":\t", 1) for line in output.decode().splitlines() if ":\t" in line)
+    assert (status["NoNewPrivs"], status["CapEff"], status["CapBnd"]) == ("1", "0" * 16, "0" * 16), where
+    code, output = container.exec_run(["touch", "/hubnode-write-probe"])
+    assert code != 0, f"{where}: the root filesystem took a write"
+    assert b"Read-only file system" in output, output
+
+
+def trickle(tls: ssl.SSLSocket, data: bytes, budget_s: float, head: bytes = b"") -> tuple[float, bytes]:
+    """Send `head` at once, then `data` a byte a second, then nothing, until the other side answers or hangs up.
+
+    The seconds that took from before `head` was sent, and the first bytes of the answer (empty: hung up
+    without one). Reading with a timeout, not `select`: TLS records that carry no data wake `select` too.
+    """
+    tls.settimeout(1.0)
+    started = time.monotonic()
+    tls.sendall(head)
+    remaining = iter(data)
+    while time.monotonic() - started < budget_s:
+        try:
+            return time.monotonic() - started, tls.recv(65536)
+        except TimeoutError:
+            byte = next(remaining, None)
+            if byte is not None:
+                tls.sendall(bytes([byte]))
+        except OSError:  # reset rather than closed
+            return time.monotonic() - started, b""
+    pytest.fail(f"still neither answered nor hung up after {budget_s} s")

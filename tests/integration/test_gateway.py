@@ -15,6 +15,7 @@ import ssl
 import time
 import urllib.parse
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
@@ -33,7 +34,7 @@ from infra.local import STACK_LABEL
 from infra.plan import ImageBuild, plan_stack
 from infra.progress import Progress
 from infra.spec import DEFAULT_BASE_IMAGE, parse_stack
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_port, trickle
 from tests.unit.test_gateway_config import CONFIG, TTP
 
 STACK = "itest-gateway"
@@ -41,6 +42,19 @@ FEDERATION = "itest"
 SECRET = secrets.token_urlsafe(24)
 ECHO_PORT = 8082
 IDENTITY = ("x-hubnode-client-verify", "x-hubnode-client-cert", "x-hubnode-client-subject")
+#: The gateway's limits, small so each can be shown to hold within seconds.
+LIMITS: dict[str, Any] = {
+    "max_body_size": "1m",
+    "header_timeout_s": 3,
+    "body_timeout_s": 3,
+    "keepalive_timeout_s": 3,
+    "connections_per_client": 4,
+}
+SECURITY_HEADERS = {
+    "strict-transport-security": "max-age=31536000",
+    "x-content-type-options": "nosniff",
+    "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
+}
 FORGED = {
     "X-Hubnode-Client-Verify": "SUCCESS",
     "x-hubnode-client-subject": "CN=dic,O=itest",
@@ -122,7 +136,7 @@ def test_the_images_nginx_accepts_every_rendered_configuration(
     for field, (name, content) in files.items():
         mounted(tmp_path, name, content)
         paths[field] = f"/check/{name}"
-    mounted(tmp_path, "nginx.conf", render(replace(config, **paths, state_dir="/tmp")).encode())
+    mounted(tmp_path, "nginx.conf", render(replace(config, **paths)).encode())
     tmp_path.chmod(0o755)
     try:
         client.containers.run(
@@ -157,7 +171,7 @@ def gateway(
     echo_name = f"hubnode-{STACK}-echo-{suffix}"
     # the image's ports and the contract's file paths, with the echo behind both routes
     echo = Upstream(echo_name, ECHO_PORT)
-    config = replace(CONFIG, connector=echo, trustcentre=echo, max_body_size="1m")
+    config = replace(CONFIG, connector=echo, trustcentre=echo, **LIMITS)
     volumes = {
         mounted(files, "nginx.conf", render(config).encode()): "/etc/hubnode/nginx.conf",
         mounted(files, "node.crt", store.certificate_file("dic").read_bytes()): config.certificate_file,
@@ -194,6 +208,11 @@ def gateway(
             volumes={host: {"bind": path, "mode": "ro"} for host, path in volumes.items()},
             labels=labels,
             detach=True,
+            # confined as the plan confines it: the state folder is its only writable place
+            read_only=True,
+            tmpfs={config.state_dir: "size=16m"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges:true"],
         )
         started.append(container)
         running = Gateway(
@@ -243,19 +262,32 @@ def test_the_public_door_routes_the_contract_paths_and_strips_forged_identity(ga
     assert fhir.headers["server"] == "nginx"  # no version
 
 
-def test_the_upstream_sees_the_normalised_path_never_the_raw_one(gateway: Gateway) -> None:
-    # nginx routes `/peer/fhir/../../fhir/Task` as /fhir/Task; passing the raw path would let the
-    # connector route it to its peer API
-    raw = b"GET /peer/fhir/../../fhir/Task HTTP/1.1\r\nHost: dic.hubnode.test\r\nConnection: close\r\n\r\n"
+@contextmanager
+def raw_tls(gateway: Gateway) -> Iterator[ssl.SSLSocket]:
+    """A TLS connection to the public door, to send bytes exactly as written."""
     host, port = urllib.parse.urlsplit(gateway.public).netloc.split(":")
     with (
         socket.create_connection((host, int(port)), timeout=10) as plain,
         gateway.context().wrap_socket(plain, server_hostname=host) as tls,
     ):
+        yield tls
+
+
+def read_all(tls: ssl.SSLSocket) -> bytes:
+    """Everything until the gateway closes the connection."""
+    answer = b""
+    while chunk := tls.recv(65536):
+        answer += chunk
+    return answer
+
+
+def test_the_upstream_sees_the_normalised_path_never_the_raw_one(gateway: Gateway) -> None:
+    # nginx routes `/peer/fhir/../../fhir/Task` as /fhir/Task; passing the raw path would let the
+    # connector route it to its peer API
+    raw = b"GET /peer/fhir/../../fhir/Task HTTP/1.1\r\nHost: dic.hubnode.test\r\nConnection: close\r\n\r\n"
+    with raw_tls(gateway) as tls:
         tls.sendall(raw)
-        answer = b""
-        while chunk := tls.recv(65536):
-            answer += chunk
+        answer = read_all(tls)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head
     assert json.loads(body)["path"] == "/fhir/Task"
@@ -318,9 +350,81 @@ def test_tls_1_2_clients_are_served(gateway: Gateway) -> None:
     assert echoed(response)["headers"]["x-hubnode-client-verify"] == "SUCCESS"
 
 
+def outcome_of(response: httpx.Response) -> str:
+    """The diagnostics of the gateway's OperationOutcome answer."""
+    assert response.headers["content-type"] == "application/fhir+json"
+    [issue] = response.json()["issue"]
+    diagnostics: str = issue["diagnostics"]
+    return diagnostics
+
+
 def test_oversized_bodies_are_refused_before_the_upstream(gateway: Gateway) -> None:
     response = httpx.post(f"{gateway.public}/fhir", content=b"x" * (1024 * 1024 + 1), verify=gateway.context())
     assert response.status_code == 413
+    assert outcome_of(response) == "the request body is larger than the gateway allows (1m)"
+
+
+def test_an_oversized_header_is_refused_with_an_operation_outcome(gateway: Gateway) -> None:
+    with httpx.Client(base_url=gateway.public, verify=gateway.context()) as http:
+        header = http.get("/fhir/Patient", headers={"X-Large": "x" * 9000})
+        line = http.get("/fhir/Patient", params={"name": "x" * 9000})
+        fits = http.get("/fhir/Patient", headers={"X-Large": "x" * 7000})
+    assert header.status_code == 400
+    assert outcome_of(header) == "a request header is longer than the gateway allows (8k)"
+    assert line.status_code == 414
+    assert outcome_of(line) == "the request line is longer than the gateway allows (8k)"
+    assert fits.status_code == 200
+
+
+def test_a_client_sending_its_header_a_byte_a_second_is_cut_off(gateway: Gateway) -> None:
+    with raw_tls(gateway) as tls:
+        took, answer = trickle(tls, b"GET /health HTTP/1.1\r\nHost: dic.hubnode.test\r\nX-Slow: " + b"x" * 60, 30)
+    assert answer == b"", "hung up without an answer"
+    assert took <= LIMITS["header_timeout_s"] + 2
+
+
+def test_a_client_pausing_in_its_body_is_cut_off(gateway: Gateway) -> None:
+    head = b"POST /fhir HTTP/1.1\r\nHost: dic.hubnode.test\r\nContent-Length: 100\r\n\r\n"
+    with raw_tls(gateway) as tls:
+        took, _ = trickle(tls, b"", 30, head=head + b"{" * 10)
+    assert LIMITS["body_timeout_s"] - 1 <= took <= LIMITS["body_timeout_s"] + 2
+
+
+def test_an_idle_connection_is_closed_after_the_keepalive_timeout(gateway: Gateway) -> None:
+    with raw_tls(gateway) as tls:
+        tls.sendall(b"GET /health HTTP/1.1\r\nHost: dic.hubnode.test\r\n\r\n")
+        assert tls.recv(65536).startswith(b"HTTP/1.1 200")
+        took, answer = trickle(tls, b"", 30)  # counted from the answer: no longer than nginx waited
+    assert answer == b""
+    assert took <= LIMITS["keepalive_timeout_s"] + 2
+
+
+def test_a_client_address_may_have_only_so_many_requests_in_progress(gateway: Gateway) -> None:
+    head = b"POST /fhir HTTP/1.1\r\nHost: dic.hubnode.test\r\nContent-Length: 10\r\n\r\n"
+    with ExitStack() as stack:
+        for _ in range(LIMITS["connections_per_client"]):
+            stack.enter_context(raw_tls(gateway)).sendall(head)  # in progress: the body is still to come
+        time.sleep(0.5)
+        refused = httpx.get(f"{gateway.public}/health", verify=gateway.context())
+    assert refused.status_code == 429
+    assert outcome_of(refused) == f"more than {LIMITS['connections_per_client']} requests in progress from this address"
+    time.sleep(0.5)
+    assert httpx.get(f"{gateway.public}/health", verify=gateway.context()).status_code == 200
+
+
+def test_every_answer_of_the_public_door_carries_the_security_headers(gateway: Gateway) -> None:
+    with httpx.Client(base_url=gateway.public, verify=gateway.context()) as http:
+        answers = [
+            http.get("/health"),
+            http.get("/fhir/Patient"),
+            http.get("/elsewhere"),
+            http.post("/fhir", content=b"x" * (1024 * 1024 + 1)),
+        ]
+    assert [a.status_code for a in answers] == [200, 200, 404, 413]
+    for answer in answers:
+        assert {name: answer.headers.get(name) for name in SECURITY_HEADERS} == SECURITY_HEADERS
+    peer = httpx.get(f"{gateway.peer}/fhir/metadata", verify=gateway.context("practice"))
+    assert "strict-transport-security" not in peer.headers
 
 
 def test_the_container_health_check_and_logs(gateway: Gateway) -> None:

@@ -12,14 +12,14 @@ import pytest
 from infra.local import LocalLauncher
 from infra.smoke import read_bundle, smoke
 from tests.conftest import MII_KDS_DIR
-from tests.integration.conftest import node_plan, stack_resources
+from tests.integration.conftest import assert_confined_as_planned, node_plan, stack_resources
 
 PATIENT_BUNDLE = MII_KDS_DIR / "Bundle-mii-exa-test-data-bundle-pat-1.json"
 pytestmark = pytest.mark.usefixtures("built")
 
 
 @pytest.mark.parametrize("database", ["embedded", "postgres"])
-def test_a_node_stores_an_mii_bundle_and_serves_the_patient_back(
+def test_a_confined_node_stores_an_mii_bundle_and_serves_the_patient_back(
     database: str, launcher: LocalLauncher, client: docker.DockerClient
 ) -> None:
     plan = node_plan(f"itest-{database}", database=database)
@@ -49,6 +49,7 @@ def test_a_node_stores_an_mii_bundle_and_serves_the_patient_back(
         assert all(row[1] != "root" for row in top), f"{service.component} runs a root process: {top}"
         bindings = container.attrs["HostConfig"]["PortBindings"] or {}
         assert all(b["HostIp"] == "127.0.0.1" for binds in bindings.values() for b in binds)
+        assert_confined_as_planned(client, service)
 
     removed = launcher.down(plan.stack)
     assert removed.containers == len(plan.services)

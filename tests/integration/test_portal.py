@@ -216,6 +216,7 @@ def test_withdrawing_research_use_is_shown_enforced_and_in_the_ledger(node: Node
         receipt = petra.post(f"{node.portal}/me/consents/8", data={"csrf": node.csrf(petra), "action": "withdraw"})
         assert receipt.status_code == 200, receipt.text
         assert "dataSend" in receipt.text
+        assert 'id="signed-receipt"' in receipt.text  # signed with the node's key from the federation files
         ledger = petra.get(f"{node.portal}/me/ledger")
         assert "$withdrawConsent" in ledger.text
         assert "view-ledger" in ledger.text or "consent-withdraw" in ledger.text

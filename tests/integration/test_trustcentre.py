@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from infra.local import LocalLauncher
-from tests.integration.conftest import node_plan
+from tests.integration.conftest import assert_confined_as_planned, node_plan
 
 pytestmark = pytest.mark.usefixtures("built")
 DOMAINS = [{"name": "research", "prefix": "R", "length": 10}]
@@ -52,6 +52,7 @@ def test_the_trust_centre_pseudonymizes_with_the_site_token_and_keeps_its_pseudo
     for service in plan.services:
         container = client.containers.get(service.container_name)
         assert all(row[1] != "root" for row in container.top(ps_args="-o pid,user")["Processes"])
+        assert_confined_as_planned(client, service)
 
     launcher.down(plan.stack)
     launcher.up([plan])

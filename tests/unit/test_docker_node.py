@@ -13,11 +13,13 @@ from typing import Any
 import pulumi
 import pulumi_docker
 import pytest
+import yaml
 
 from infra.docker_node import HubNode
 from infra.imagebuild import recipe_for
 from infra.plan import NodePlan, ServicePlan, plan_stack
 from infra.spec import SpecError, parse_stack
+from tests.conftest import PROJECT_DIR
 
 CONTAINER = "docker:index/container:Container"
 IMAGE = "docker:index/image:Image"
@@ -83,8 +85,11 @@ def node_plan(**config: object) -> NodePlan:
 
 
 def expected_container(service: ServicePlan, network: str, secret: str) -> dict[str, Any]:
-    """The container inputs a plan entry must produce, written out field by field."""
-    health = service.health
+    """The container inputs a plan entry must produce, written out field by field.
+
+    Every field of the plan's `Hardening` but `pids`, which pulumi_docker cannot set (infra/docker_node.py).
+    """
+    health, hardening = service.health, service.hardening
     expected: dict[str, Any] = {
         "name": service.container_name,
         "image": service.image.reference,
@@ -93,7 +98,11 @@ def expected_container(service: ServicePlan, network: str, secret: str) -> dict[
             {"name": network, "aliases": list(service.network_aliases)},
             *({"name": a.network, "aliases": list(a.aliases)} for a in service.networks),
         ],
-        "volumes": [{"volumeName": v.volume, "containerPath": v.path} for v in service.volumes],
+        "volumes": [
+            *({"volumeName": v.volume, "containerPath": v.path} for v in service.volumes),
+            # uploads cannot go to a read-only root: each folder of files is an anonymous volume
+            *({"containerPath": folder} for folder in service.file_folders),
+        ],
         "labels": [{"label": k, "value": v} for k, v in service.labels.items()],
         "healthcheck": {
             "tests": list(health.test),
@@ -108,6 +117,15 @@ def expected_container(service: ServicePlan, network: str, secret: str) -> dict[
             *({"file": f.path, "content": f.content} for f in service.files),
         ],
         "user": service.user,
+        "capabilities": {"drops": ["ALL"], "adds": list(hardening.capabilities)},
+        "securityOpts": ["no-new-privileges:true"],
+        "readOnly": True,
+        "mounts": [
+            {"target": t.path, "type": "tmpfs", "tmpfsOptions": {"sizeBytes": t.size_mib * 1024 * 1024}}
+            for t in hardening.tmpfs
+        ],
+        "memory": hardening.memory_mib,
+        "memorySwap": hardening.memory_mib,
         "wait": True,
         "waitTimeout": health.budget_s,
     }
@@ -191,6 +209,33 @@ def test_each_volume_is_declared_before_a_container_mounts_it(mocks: RecordingMo
         for service in plan.services:
             for volume in service.volumes:
                 assert order.index(volume.volume) < order.index(service.container_name)
+
+    return pulumi.Output.all(*(c.urn for c in node.containers.values())).apply(check)
+
+
+#: The container inputs that come from the plan's `Hardening` (and, on a read-only root, from its files).
+CONFINEMENT = ("capabilities", "securityOpts", "readOnly", "mounts", "memory", "memorySwap", "volumes")
+
+
+@pulumi.runtime.test
+def test_every_container_of_a_federation_node_is_confined_as_its_plan_says(mocks: RecordingMocks) -> pulumi.Output[Any]:
+    config = yaml.safe_load((PROJECT_DIR / "Pulumi.federation.yaml").read_text())["config"]
+    [dic, *_] = plan_stack(parse_stack("federation", {**config, "hubnode:database": "postgres"}))
+    assert {s.component for s in dic.services} == {
+        *("db", "fhir", "tcdb", "trustcentre", "connector", "gateway"),
+        *("kcdb", "idp", "portal"),
+    }
+    assert dic.peers_network is not None
+    peers = pulumi_docker.Network(dic.peers_network, name=dic.peers_network)
+    secrets = {secret.name: "s3cret" for service in dic.services for secret in service.secrets}
+    node = HubNode(dic.site, dic, secrets, shared_networks={dic.peers_network: peers})
+
+    def check(_: object) -> None:
+        containers = mocks.of_type(CONTAINER)
+        for service in dic.services:
+            expected = expected_container(service, dic.network, "s3cret")
+            for key in CONFINEMENT:
+                assert containers[service.container_name].get(key) == expected[key], f"{service.container_name}.{key}"
 
     return pulumi.Output.all(*(c.urn for c in node.containers.values())).apply(check)
 

@@ -23,6 +23,8 @@ CONFIG = GatewayConfig(
     health_port=8088,
 )
 TTP = replace(CONFIG, connector=None)
+#: Where nginx's own refusals past a limit are answered, on both doors.
+REFUSALS = {f"= /.hubnode/refused/{status}" for status in (413, 414, 494, 429)}
 
 
 def server(text: str, port: int) -> str:
@@ -52,14 +54,14 @@ def test_both_doors_speak_tls_1_2_and_1_3_only_and_hide_the_version() -> None:
     assert "error_log stderr" in text
     assert "access_log /dev/stdout" in text
     assert "include /run/secrets/gateway-secret.conf;" in text
-    assert "pid /var/lib/gateway/nginx.pid;" in text
+    assert "pid /tmp/nginx.pid;" in text
 
 
 def test_the_public_door_routes_the_contracts_paths_and_removes_identity_headers() -> None:
     public = server(render(CONFIG), 8443)
     assert "ssl_verify_client" not in public
     routes = locations(public)
-    assert set(routes) == {"~ ^/fhir(/|$)", "= /health", "/ttp-fhir/", "/"}
+    assert set(routes) == {"~ ^/fhir(/|$)", "= /health", "/ttp-fhir/", "/", *REFUSALS}
     assert "http://connector:8082;" in routes["~ ^/fhir(/|$)"]
     assert "http://connector:8082;" in routes["= /health"]
     assert "http://trustcentre:8081;" in routes["/ttp-fhir/"]
@@ -78,7 +80,7 @@ def test_the_peer_door_requires_a_federation_certificate_and_passes_what_nginx_v
     assert "ssl_verify_depth 1;" in peer
     assert "error_page 495 496 = @refused;" in peer
     routes = locations(peer)
-    assert set(routes) == {"~ ^/fhir(/|$)", "/ttp-fhir/", "/", "@refused"}
+    assert set(routes) == {"~ ^/fhir(/|$)", "/ttp-fhir/", "/", "@refused", *REFUSALS}
     assert "rewrite ^ /peer$uri break;" in routes["~ ^/fhir(/|$)"]
     assert "rewrite ^ /peer/refused break;" in routes["@refused"]
     assert "proxy_pass_request_body off;" in routes["@refused"]
@@ -112,6 +114,66 @@ def test_a_node_without_a_trust_centre_has_no_ttp_routes() -> None:
     assert "trustcentre" not in text
 
 
+def directive(text: str, name: str) -> str:
+    """The value of the one directive `name` in the rendered text."""
+    [value] = re.findall(rf"^\s*{name} (.*);$", text, re.MULTILINE)
+    return value
+
+
+def test_slow_clients_are_cut_off_and_idle_ones_let_go() -> None:
+    text = render(replace(CONFIG, header_timeout_s=7, body_timeout_s=8, send_timeout_s=9, keepalive_timeout_s=11))
+    assert directive(text, "client_header_timeout") == "7s"
+    assert directive(text, "client_body_timeout") == "8s"
+    assert directive(text, "send_timeout") == "9s"
+    assert directive(text, "keepalive_timeout") == "11s"
+
+
+def test_headers_and_connections_per_client_are_bounded() -> None:
+    text = render(CONFIG)
+    assert directive(text, "client_header_buffer_size") == "1k"
+    assert directive(text, "large_client_header_buffers") == "4 8k"
+    assert directive(text, "limit_conn_zone") == "$binary_remote_addr zone=per_client:10m"
+    assert directive(text, "limit_conn") == "per_client 32"
+    assert directive(text, "limit_conn_status") == "429"
+
+
+def test_nothing_of_a_request_or_an_answer_is_buffered_on_disk() -> None:
+    text = render(CONFIG)
+    assert directive(text, "proxy_request_buffering") == "off"
+    assert directive(text, "proxy_max_temp_file_size") == "0"
+
+
+def test_every_answer_of_the_public_door_carries_the_security_headers_and_no_location_drops_them() -> None:
+    public = server(render(CONFIG), 8443)
+    added = dict(re.findall(r"^        add_header (\S+) (.*) always;$", public, re.MULTILINE))
+    assert added == {
+        "Strict-Transport-Security": '"max-age=31536000"',
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "\"default-src 'none'; frame-ancestors 'none'\"",
+    }
+    # nginx inherits no header from the server into a location that adds one of its own
+    assert all("add_header" not in body for body in locations(public).values())
+    assert "add_header" not in server(render(CONFIG), 9443)
+
+
+@pytest.mark.parametrize("port", [8443, 9443])
+def test_past_a_limit_nginx_answers_with_an_operation_outcome_naming_it(port: int) -> None:
+    block = server(render(replace(CONFIG, max_body_size="2m", connections_per_client=5)), port)
+    answers = {}
+    for status in (413, 414, 494, 429):
+        assert f"error_page {status} /.hubnode/refused/{status};" in block
+        refusal = locations(block)[f"= /.hubnode/refused/{status}"]
+        assert "internal;" in refusal, "a client cannot ask for a refusal"
+        [(answered, outcome)] = re.findall(r"return (\d+) '(.*)';", refusal)
+        answers[status] = (int(answered), json.loads(outcome)["issue"][0]["diagnostics"])
+    assert answers == {
+        413: (413, "the request body is larger than the gateway allows (2m)"),
+        414: (414, "the request line is longer than the gateway allows (8k)"),
+        494: (400, "a request header is longer than the gateway allows (8k)"),
+        429: (429, "more than 5 requests in progress from this address"),
+    }
+
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -119,6 +181,9 @@ def test_a_node_without_a_trust_centre_has_no_ttp_routes() -> None:
         {"ca_file": "/run/hubnode/ca.crt; include /etc/passwd"},
         {"max_body_size": "1m }"},
         {"secret_variable": "x y"},
+        {"large_header_buffer_size": "8k; proxy_pass x"},
+        {"content_security_policy": "default-src 'none'\" always; include /etc/passwd; #"},
+        {"content_security_policy": "script-src $http_x"},
         {"connector": None, "trustcentre": None},
     ],
 )
@@ -137,3 +202,10 @@ def test_the_public_door_hands_idp_to_keycloak_with_the_host_the_client_used() -
     assert [headers(route)[h] for h in IDENTITY_HEADERS] == ['""'] * 3
     assert "/idp/" not in server(text, 9443)  # peers have no business with users' logins
     assert "/idp/" not in render(CONFIG)
+
+
+def test_the_identity_provider_keeps_its_own_content_security_policy_and_the_transport_headers() -> None:
+    public = server(render(replace(CONFIG, idp=Upstream("idp", 8180))), 8443)
+    idp = locations(public)["/idp/"]
+    added = dict(re.findall(r"add_header (\S+) (.*) always;", idp))
+    assert added == {"Strict-Transport-Security": '"max-age=31536000"', "X-Content-Type-Options": "nosniff"}

@@ -5,7 +5,17 @@ from importlib.metadata import version
 import pytest
 
 from infra.imagebuild import RECIPES_DIR, recipe_for
-from infra.plan import TRUSTCENTRE_ROLES, CallersFile, ImageBuild, ImageRef, NodePlan, PortBinding, plan_stack
+from infra.plan import (
+    DROPPED_CAPABILITIES,
+    TRUSTCENTRE_ROLES,
+    CallersFile,
+    ImageBuild,
+    ImageRef,
+    NodePlan,
+    PortBinding,
+    ServicePlan,
+    plan_stack,
+)
 from infra.spec import COMPONENTS, SpecError, parse_stack
 from infra.stackfile import load_stack
 from tests.conftest import PROJECT_DIR
@@ -25,7 +35,7 @@ def test_an_embedded_node_is_one_hapi_container_on_h2() -> None:
     assert fhir.component == "fhir"
     assert fhir.container_name == "hubnode-dev-dev-fhir"
     assert fhir.image == ImageRef(f"hubnode/hapi:{TAG}", ImageBuild("hapi", "hubnode/base:trixie"))
-    assert fhir.env == {"SERVER_PORT": "8080", "HAPI_DB": "h2"}
+    assert fhir.env == {"SERVER_PORT": "8080", "HAPI_DB": "h2", "JAVA_TOOL_OPTIONS": "-XX:MaxRAMPercentage=65"}
     assert fhir.ports == (PortBinding(8080, 8080, "127.0.0.1"),)
     assert [(v.volume, v.path) for v in fhir.volumes] == [("hubnode-dev-dev-fhir-data", "/var/lib/hapi")]
     assert fhir.secrets == ()
@@ -169,3 +179,39 @@ def test_a_portal_needs_idp_gateway_and_connector_on_its_node() -> None:
                 "hubnode:components": ["fhir", "trustcentre", "connector", "gateway", "portal"],
             },
         )
+
+
+def every_kind_of_container() -> list[ServicePlan]:
+    """One of each: HAPI on H2 and on PostgreSQL, both databases, the trust centre, connector and gateway."""
+    federation = plan_stack(load_stack(PROJECT_DIR, "federation"))
+    postgres = node_plan(database="postgres", components=["fhir", "trustcentre"])
+    return [s for p in (*federation, postgres) for s in p.services]
+
+
+def test_every_container_drops_every_capability_and_gets_none_back_on_a_read_only_root() -> None:
+    assert DROPPED_CAPABILITIES == ("ALL",)
+    for service in every_kind_of_container():
+        confined = service.hardening
+        assert confined.capabilities == (), f"{service.component} needs no capability"
+        assert confined.read_only_root, service.component
+        assert confined.security_options == ("no-new-privileges:true",), service.component
+        assert {t.path for t in confined.tmpfs}.isdisjoint(v.path for v in service.volumes)
+
+
+def test_every_container_has_memory_and_pid_limits_that_leave_room_beside_its_tmpfs() -> None:
+    for service in every_kind_of_container():
+        confined = service.hardening
+        assert confined.pids >= 256, service.component
+        assert sum(t.size_mib for t in confined.tmpfs) <= confined.memory_mib // 8, service.component
+
+
+def test_hapis_heap_is_a_share_of_its_memory_limit_large_enough_for_mii_bundles() -> None:
+    for fhir in (s for s in every_kind_of_container() if s.component == "fhir"):
+        [percent] = [o.split("=")[1] for o in fhir.env["JAVA_TOOL_OPTIONS"].split() if "MaxRAMPercentage" in o]
+        heap_mib = fhir.hardening.memory_mib * int(percent) // 100
+        assert 1536 <= heap_mib <= fhir.hardening.memory_mib - 768, "heap for HAPI, the rest for the JVM itself"
+
+
+def test_on_a_read_only_root_files_are_mounted_into_their_folders() -> None:
+    [trustcentre] = node_plan(components=["trustcentre"]).services
+    assert trustcentre.file_folders == ("/etc/trustcentre", "/run/secrets")

@@ -212,8 +212,10 @@ async def _no_wait(_seconds: float) -> None:
     return None
 
 
-def federation(tmp_path: Path, trustcentre: httpx.ASGITransport, sites: dict[str, NodeRole]) -> Federation:
-    """Nodes of `sites` with certificates of one CA, every node on every node's allow list."""
+def federation(
+    tmp_path: Path, trustcentre: httpx.ASGITransport, sites: dict[str, NodeRole], **changes: Any
+) -> Federation:
+    """Nodes of `sites` with certificates of one CA, every node on every node's allow list; `changes` to settings."""
     ca = issue_ca("hubnode", NOW - timedelta(days=1))
     issued = {site: issue_node(ca, site, [f"{site}.hubnode.test"], NOW - timedelta(days=1)) for site in sites}
     bundle = allow_list(
@@ -234,6 +236,7 @@ def federation(tmp_path: Path, trustcentre: httpx.ASGITransport, sites: dict[str
             gateway_secret=f"secret-of-{site}",
             trustcentre_token=f"token-of-{site}-connector",
             projects={"study": Project("study", send=role is NodeRole.DIC)},
+            **changes,
         )
         fhir = ProcessFhir()
         app = create_app(settings, hapi_transport=fhir.transport(), trustcentre_transport=trustcentre)

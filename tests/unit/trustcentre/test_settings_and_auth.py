@@ -9,6 +9,7 @@ import pytest
 
 from servicekit.auth import token_hash
 from servicekit.config import ConfigError
+from servicekit.limits import DEFAULT_INPUT_LIMITS, InputLimits
 from trustcentre.__main__ import main
 from trustcentre.auth import Role
 from trustcentre.settings import Settings, authenticator_from_config
@@ -31,6 +32,12 @@ def test_a_complete_environment_resolves(tmp_path: Path) -> None:
     settings = Settings.from_environment(environment(tmp_path, ADMIN))
     assert settings.secret == b"x" * 40
     assert settings.authenticator.authenticate({"authorization": "Bearer t"}).roles == frozenset({Role.PSEUDONYMIZE})
+    assert settings.input_limits == DEFAULT_INPUT_LIMITS
+
+
+def test_input_limits_come_from_tc_variables(tmp_path: Path) -> None:
+    environ = {**environment(tmp_path, ADMIN), "TC_JSON_MAX_DEPTH": "20", "CN_JSON_MAX_DEPTH": "30"}
+    assert Settings.from_environment(environ).input_limits == InputLimits(json_max_depth=20)
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ import httpx
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -40,7 +41,8 @@ from connector.trustcentre_client import TrustCentreClient
 from connector.upstream import UpstreamUnavailable
 from connector.validation import InvalidInput, Problem, bundle_entries
 from servicekit.auth import Caller
-from servicekit.fhir import FHIR_JSON, FhirError, parse_json_resource
+from servicekit.fhir import FHIR_JSON, FhirError, check_json_limits, parse_json_resource
+from servicekit.limits import ApplyInputLimits
 from servicekit.purpose import OPERATIONS, PURPOSE_HEADER, TREATMENT, claimed
 from servicekit.web import (
     fhir_response,
@@ -99,7 +101,12 @@ def create_app(
         await hapi.aclose()
         await trustcentre.aclose()
 
-    app = Starlette(routes=routes, exception_handlers={HTTPException: http_exception_handler}, lifespan=lifespan)
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: http_exception_handler},
+        middleware=[Middleware(ApplyInputLimits, limits=settings.input_limits)],
+        lifespan=lifespan,
+    )
     app.state.settings = settings
     app.state.engine = engine
     app.state.authenticator = settings.authenticator
@@ -129,7 +136,9 @@ class Api:
     async def import_ndjson(self, request: Request, caller: Caller) -> Done:
         """`POST /fhir/$import`: one resource per line; problems name the line."""
         _require_content_type(request, NDJSON_TYPES)
-        bundle, lines, bad_lines = bundle_from_ndjson(await read_body(request, self.settings.max_body_bytes))
+        body = await read_body(request, self.settings.max_body_bytes)
+        check_json_limits(body)
+        bundle, lines, bad_lines = bundle_from_ndjson(body)
         if bad_lines:
             raise InvalidInput([Problem(f"line {bad.line}", bad.message) for bad in bad_lines])
         entries = bundle_entries(bundle, self.settings.max_entries)

@@ -18,9 +18,13 @@ from servicekit.allowlist import AllowList, AllowListError, NodeRole, parse_allo
 from servicekit.auth import Authenticator, authenticator_from_entries
 from servicekit.config import ConfigError, read_file, read_json, with_password
 from servicekit.identity import Federation, revoked_serials
+from servicekit.limits import InputLimits, input_limits_from_environment
 
 DEFAULT_DATABASE_URL = "sqlite:////var/lib/connector/connector.db"
 DEFAULT_SOURCE_SYSTEM = "https://hubnode.org/fhir/sid/source"
+#: A careSummary or dataSend bundle travels to a peer base64-encoded in one string: 16 MiB carries a
+#: bundle of 12 MiB (the MII example bundles are 2-200 kB).
+DEFAULT_INPUT_LIMITS = InputLimits(json_max_string_bytes=16 * 1024 * 1024)
 _SITE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
@@ -63,6 +67,7 @@ class Settings:
     feasibility: FeasibilityPolicy = field(default_factory=FeasibilityPolicy)
     max_body_bytes: int = 32 * 1024 * 1024
     max_entries: int = 10_000
+    input_limits: InputLimits = DEFAULT_INPUT_LIMITS
 
     @property
     def federation(self) -> Federation:
@@ -94,6 +99,7 @@ class Settings:
                 _positive("CN_FEASIBILITY_GRANULARITY", environ, FeasibilityPolicy.granularity),
                 _positive("CN_FEASIBILITY_DAILY_BUDGET", environ, FeasibilityPolicy.daily_budget),
             ),
+            input_limits=input_limits_from_environment("CN", environ, DEFAULT_INPUT_LIMITS),
         )
 
 

@@ -13,10 +13,11 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from http import HTTPStatus
 from typing import Any
 
 from servicekit.allowlist import ORGANIZATION_SYSTEM
-from servicekit.fhir import FhirError
+from servicekit.fhir import FhirError, parse_json
 
 PROCESS_BASE = "https://hubnode.org/fhir/process/"
 PROCESS_VERSION = "1.0"
@@ -206,8 +207,12 @@ class Values:
             raise _invalid(f"{where}.contentType must be {BUNDLE_CONTENT_TYPE}", f"{where}.contentType")
         data = attachment.get("data")
         try:
-            bundle = json.loads(base64.b64decode(data, validate=True)) if isinstance(data, str) else None
-        except (binascii.Error, ValueError):
+            bundle = parse_json(base64.b64decode(data, validate=True)) if isinstance(data, str) else None
+        except binascii.Error:
+            bundle = None
+        except FhirError as error:
+            if error.status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE:
+                raise  # past an input limit: refused as such, like a body
             bundle = None
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
             raise _invalid(f"{where}.data must be base64 of a Bundle in JSON", f"{where}.data")

@@ -11,12 +11,14 @@ import logging
 import uuid
 from typing import Any
 
+import anyio
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from servicekit.auth import Authenticator, Caller
 from servicekit.fhir import FHIR_JSON, FhirError, operation_outcome
+from servicekit.limits import current_input_limits
 
 
 def fhir_response(resource: dict[str, Any], status: int = 200) -> Response:
@@ -41,15 +43,25 @@ def internal_error_response(log: logging.Logger, what: str, error: BaseException
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 once it passes `limit` bytes (whatever Content-Length says)."""
+    """The request body, refused with 413 once it passes `limit` bytes (whatever Content-Length says).
+
+    A client that takes longer than the request's `body_seconds` to send it is refused with 408: a
+    body trickling in a byte at a time would otherwise hold the request open for as long as it likes.
+    """
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise FhirError(413, "too-costly", f"the request body is larger than {limit} bytes")
+    seconds = current_input_limits().body_seconds
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise FhirError(413, "too-costly", f"the request body is larger than {limit} bytes")
+    try:
+        with anyio.fail_after(seconds):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise FhirError(413, "too-costly", f"the request body is larger than {limit} bytes")
+    except TimeoutError:
+        late = f"the request body did not arrive within {seconds:g} s; the limit BODY_SECONDS is {seconds:g}"
+        raise FhirError(408, "timeout", late) from None
     return bytes(body)
 
 

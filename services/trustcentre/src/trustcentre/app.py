@@ -7,11 +7,13 @@ from collections.abc import Mapping
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from servicekit.fhir import FhirError
+from servicekit.limits import ApplyInputLimits
 from servicekit.web import error_response, fhir_response, http_exception_handler
 from trustcentre.db import connect
 from trustcentre.enrolment import enrolment_endpoints
@@ -63,6 +65,7 @@ def create_app(settings: Settings) -> Starlette:
             Route(BASE + "/{service}/{operation}", run_operation, methods=["POST"]),
         ],
         exception_handlers={HTTPException: http_exception_handler},
+        middleware=[Middleware(ApplyInputLimits, limits=settings.input_limits)],
     )
     app.state.engine = engine
     app.state.authenticator = settings.authenticator

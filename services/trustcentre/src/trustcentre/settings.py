@@ -15,6 +15,7 @@ from servicekit.allowlist import AllowListError, parse_allow_list
 from servicekit.auth import Authenticator, authenticator_from_entries
 from servicekit.config import ConfigError, read_file, read_json, with_password
 from servicekit.identity import Federation, revoked_serials
+from servicekit.limits import DEFAULT_INPUT_LIMITS, InputLimits, input_limits_from_environment
 from trustcentre.auth import Role
 
 MIN_SECRET_BYTES = 32
@@ -34,6 +35,7 @@ class Settings:
     projects: Mapping[str, str] = field(default_factory=dict)
     max_batch: int = 10_000
     max_body_bytes: int = 8 * 1024 * 1024
+    input_limits: InputLimits = DEFAULT_INPUT_LIMITS
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> Settings:
@@ -56,6 +58,7 @@ class Settings:
             projects=projects_from_config(read_json("TC_PROJECTS_FILE", environ))
             if "TC_PROJECTS_FILE" in environ
             else {},
+            input_limits=input_limits_from_environment("TC", environ, DEFAULT_INPUT_LIMITS),
         )
 
 

@@ -1,0 +1,29 @@
+"""The connector's CN_* variables: its input limits over the connector's own defaults."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from connector.settings import DEFAULT_INPUT_LIMITS, Settings
+from servicekit.auth import token_hash
+
+
+def environment(tmp_path: Path) -> dict[str, str]:
+    callers = tmp_path / "callers.json"
+    callers.write_text(json.dumps({"callers": [{"name": "admin", "token_sha256": token_hash("t"), "roles": ["read"]}]}))
+    return {
+        "CN_SITE": "dic",
+        "CN_ROLE": "dic",
+        "CN_FHIR_URL": "http://fhir:8080/fhir",
+        "CN_TRUSTCENTRE_URL": "http://trustcentre:8081/ttp-fhir/fhir",
+        "CN_CALLERS_FILE": str(callers),
+    }
+
+
+def test_strings_may_be_long_enough_for_a_bundle_in_a_peer_task_unless_configured_otherwise(tmp_path: Path) -> None:
+    assert Settings.from_environment(environment(tmp_path)).input_limits == DEFAULT_INPUT_LIMITS
+    assert DEFAULT_INPUT_LIMITS.json_max_string_bytes == 16 * 1024 * 1024
+    configured = Settings.from_environment({**environment(tmp_path), "CN_JSON_MAX_STRING_BYTES": "4096"})
+    assert configured.input_limits.json_max_string_bytes == 4096
+    assert configured.input_limits.json_max_depth == DEFAULT_INPUT_LIMITS.json_max_depth
