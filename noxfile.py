@@ -20,7 +20,7 @@ CI_ENV = {**PYTEST_ENV, "HYPOTHESIS_PROFILE": "ci", "HUBNODE_REQUIRE_SHARED": "1
 
 
 #: Editable installs, so only these files change what a session's virtualenv needs.
-PROJECTS = (".", "services/servicekit", "services/trustcentre", "services/connector")
+PROJECTS = (".", "services/servicekit", "services/trustcentre", "services/connector", "services/portal")
 INSTALL = ("-e", ".[dev]", *(arg for project in PROJECTS[1:] for arg in ("-e", project)))
 #: uv writes no bytecode, and where PYTHONDONTWRITEBYTECODE is set nothing else does: without this every
 #: run compiles some 4,000 installed modules again (3 s of CPU in the unit tier). A file that does not
@@ -62,7 +62,7 @@ def package(session: nox.Session) -> None:
     session.run("hubnode", "check", "--help", silent=True)
     session.run("python", "-m", "conformance.check", "--help", silent=True)
     session.run("python", "-c", "import conformance.plugin, infra.cli, infra.local, fixtures.synthetic")
-    services = "('connector', 'trustcentre', 'servicekit')"
+    services = "('connector', 'trustcentre', 'servicekit', 'portal')"
     session.run(
         "python",
         "-c",

@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from conformance.contract import NDJSON, Process
 from conformance.http import Call, CannotRunError
+from conformance.logins import LoginFailedError
 from conformance.requests import (
     bundle_input,
     criterion,
@@ -135,8 +136,8 @@ def needs(scenario: Scenario, step: Step) -> Iterator[Need]:  # noqa: C901, PLR0
                 READ_CAPABILITIES[service],
                 TRUSTCENTRE_CREDENTIAL if service == "trustcentre" else credential,
             )
-        case FhirRequest():
-            yield Need(actor.site, "fhir", credential)
+        case FhirRequest(service=service):
+            yield Need(actor.site, "portal" if service == "portal" else "fhir", credential)
         case TrustCentreCall(certificate=certificate):
             if certificate is None:
                 yield Need(
@@ -182,7 +183,8 @@ def calls(scene: Scene, step: Step) -> list[Call]:  # noqa: C901, PLR0911 -- one
             return [_read_call(scene, step, action, sender)]
         case FhirRequest() as action:
             body = _body(scene, step) if action.method != "GET" else None
-            url = f"{node.fhir_url}/{_rendered(scene, step, 'path', action.path)}".rstrip("/")
+            base = _portal_base(node) if action.service == "portal" else node.fhir_url
+            url = f"{base}/{_rendered(scene, step, 'path', action.path)}".rstrip("/")
             return [Call(node, action.method, url, token, body, headers=headers)]
         case TrustCentreCall() as action:
             return [_trustcentre_call(scene, step, action, node, headers)]
@@ -196,9 +198,12 @@ def calls(scene: Scene, step: Step) -> list[Call]:  # noqa: C901, PLR0911 -- one
 
 def _token(node: NodeTarget, credential: str) -> str | None:
     """The actor's bearer token: none for `none`, and for an optional `name?` only where the node has one."""
-    if credential == NO_CREDENTIAL or (credential.endswith("?") and credential[:-1] not in node.tokens):
+    if credential == NO_CREDENTIAL or (credential.endswith("?") and not node.has_credential(credential[:-1])):
         return None
-    return node.token(credential.removesuffix("?"))
+    try:
+        return node.token(credential.removesuffix("?"))
+    except LoginFailedError as exc:
+        raise CannotRunError(f"cannot sign in as {credential}: {exc}") from None
 
 
 def identifier_of(scenario: Scenario, patient: str) -> dict[str, str]:
@@ -306,8 +311,13 @@ def _read_call(scene: Scene, step: Step, action: Read, sender: Sender) -> Call:
     query = _rendered(scene, step, "query", action.query).lstrip("/")
     if action.service == "trustcentre":
         return Call(node, "GET", f"{node.trustcentre_url}/{query}", node.token(TRUSTCENTRE_CREDENTIAL), headers=headers)
-    base = f"{node.public_url}/portal/fhir" if action.service == "portal" else node.fhir_url
+    base = _portal_base(node) if action.service == "portal" else node.fhir_url
     return Call(node, "GET", f"{base}/{query}", token, headers=headers)
+
+
+def _portal_base(node: NodeTarget) -> str:
+    """The portal's FHIR API under the node's public door (docs/scenarios.md, `read`)."""
+    return f"{node.public_url}/portal/fhir"
 
 
 def _rendered(scene: Scene, step: Step, field: str, text: str) -> str:

@@ -12,6 +12,7 @@ import ssl
 import httpx
 
 from conformance.contract import FHIR_JSON
+from conformance.logins import LoginFailedError, access_token
 from conformance.targets import NodeTarget, Targets
 
 #: Token names the suite knows how to try, and where (a read that needs any authenticated caller).
@@ -56,6 +57,16 @@ def _node_problem(node: NodeTarget, timeout_s: float, transport: httpx.BaseTrans
             problem = _answers(client, url, token)
             if problem is not None:
                 return f"token {name!r}: {problem}"
+    return _login_problem(node)
+
+
+def _login_problem(node: NodeTarget) -> str | None:
+    """None if the suite can sign in with each of the node's logins, else why not."""
+    for name, login in node.logins.items():
+        try:
+            access_token(login, node.ca_file)
+        except (OSError, LoginFailedError) as exc:
+            return f"login {name!r}: cannot sign in ({exc}); check its token_url, client and password files"
     return None
 
 

@@ -196,7 +196,7 @@ class ScenarioRun:
                 )
             if need.capability not in node.capabilities:
                 return f"node {node.site} lacks the capability {need.capability!r}"
-            if need.credential is not None and need.credential not in node.tokens:
+            if need.credential is not None and not node.has_credential(need.credential):
                 return f"node {node.site} has no credential {need.credential!r} in the targets file"
             if need.certificate is not None and need.certificate not in node.client_certificates:
                 return f"node {node.site} has no client certificate {need.certificate!r} in the targets file"

@@ -34,6 +34,8 @@ SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 PROCESSES = tuple(process.value for process in Process)
 CONSENT_ACTIONS = ("grant", "withdraw", "check")
 READ_SERVICES = ("fhir", "trustcentre", "audit", "portal")
+#: Where a `fhir` step sends its request: the node's FHIR base, or its portal's FHIR API.
+FHIR_SERVICES = ("fhir", "portal")
 CRITERIA = ("condition-code", "gender", "birth-year-min", "birth-year-max")
 STEP_KINDS = (
     "ingest",
@@ -183,6 +185,8 @@ class FhirRequest:
     template: str | None = None
     record: str | None = None
     variables: Mapping[str, Any] = field(default_factory=dict)
+    #: `fhir` (the node's FHIR base) or `portal` (its portal's FHIR API, `<public_url>/portal/fhir`).
+    service: str = "fhir"
 
 
 @dataclass(frozen=True)
@@ -772,7 +776,8 @@ class _Parser:
             self.problems.add(fields.line, f"{fields.where}: a GET sends no body (`template`, `record`)")
         if method != "GET" and (template is None) == (record is None):
             self.problems.add(fields.line, f"{fields.where}: a {method} needs exactly one of `template`, `record`")
-        return FhirRequest(method, path, template, record, self._variables(fields))
+        service = fields.text("service", choices=FHIR_SERVICES) or "fhir"
+        return FhirRequest(method, path, template, record, self._variables(fields), service)
 
     def _trust(self, fields: Fields) -> Trust:
         certificate = fields.text("certificate", required=True, choices=CERTIFICATES) or NO_CERTIFICATE
@@ -856,7 +861,8 @@ def _summary(action: Action) -> str:  # noqa: C901, PLR0911 -- one line per kind
         case Read():
             return f"{action.service} {action.query}"
         case FhirRequest():
-            return f"{action.method} {action.path or '(base)'}"
+            where = " at the portal" if action.service == "portal" else ""
+            return f"{action.method} {action.path or '(base)'}{where}"
         case TrustCentreCall():
             door = (
                 f"the peer door with the {action.certificate} certificate" if action.certificate else "the public door"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conformance._yaml import Fields, Node, Problems, load_document
+from conformance.logins import Login, access_token
 
 #: What a node may offer; steps need some of these (see `docs/scenarios.md`).
 CAPABILITIES = ("fhir", "ingest", "read", "processes", "trustcentre", "audit", "portal", "mtls", "control")
@@ -54,12 +55,21 @@ class NodeTarget:
     capabilities: frozenset[str]
     #: Action (`stop`, `start`) -> the command (argument list) that does it to the node's peer door.
     controls: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Credentials the suite gets a token for by signing in (`conformance.logins`), e.g. at a portal.
+    logins: Mapping[str, Login] = field(default_factory=dict)
 
     def token(self, credential: str) -> str:
-        """The bearer token of `credential`, read when needed so secrets stay in their files."""
+        """The bearer token of `credential`: read from its file, or got by signing in (secrets stay in files)."""
+        if credential in self.logins:
+            return access_token(self.logins[credential], self.ca_file)
         if credential not in self.tokens:
-            raise KeyError(f"node {self.site} has no token {credential!r}; it has: {', '.join(sorted(self.tokens))}")
+            known = ", ".join(sorted([*self.tokens, *self.logins]))
+            raise KeyError(f"node {self.site} has no token {credential!r}; it has: {known}")
         return self.tokens[credential].read_text(encoding="utf-8").strip()
+
+    def has_credential(self, credential: str) -> bool:
+        """Whether the node holds `credential`, as a token file or a login."""
+        return credential in self.tokens or credential in self.logins
 
 
 @dataclass(frozen=True)
@@ -117,6 +127,7 @@ def _node(site: str, node: Node, folder: Path, problems: Problems) -> NodeTarget
                 _file(folder, cert, where, problems), _file(folder, key, where, problems)
             )
     controls = _controls(site, fields, problems)
+    logins = {name: _login(folder, site, name, entry, problems) for name, entry in fields.mapping("logins")}
     ca = fields.node("ca_file")
     target = NodeTarget(
         site=site,
@@ -130,6 +141,7 @@ def _node(site: str, node: Node, folder: Path, problems: Problems) -> NodeTarget
         client_certificates=certificates,
         capabilities=capabilities,
         controls=controls,
+        logins=logins,
     )
     fields.finish()
     if "trustcentre" in capabilities and target.trustcentre_url is None:
@@ -155,6 +167,22 @@ def _controls(site: str, fields: Fields, problems: Problems) -> dict[str, tuple[
         else:
             controls[action] = tuple(command)
     return controls
+
+
+def _login(folder: Path, site: str, name: str, node: Node, problems: Problems) -> Login:
+    """A login: `token_url`, `client_id`, `username`, and files holding `client_secret` and `password`."""
+    where = f"node {site}: login {name}"
+    fields = Fields(node, problems, where)
+    texts = {key: fields.text(key, required=True) or "" for key in ("token_url", "client_id", "username")}
+    files = {
+        key: _file(folder, found, where, problems) if (found := fields.node(key, required=True)) else folder
+        for key in ("client_secret", "password")
+    }
+    scope = fields.text("scope") or "openid"
+    fields.finish()
+    return Login(
+        texts["token_url"], texts["client_id"], files["client_secret"], texts["username"], files["password"], scope
+    )
 
 
 def _file(folder: Path, node: Node, where: str, problems: Problems) -> Path:

@@ -16,7 +16,7 @@ from infra.docker_node import HubNode
 from infra.federation_files import prepare_federation_files
 from infra.idp_realm import USER_SECRET_PREFIX
 from infra.local import secret_file
-from infra.plan import FEDERATION_FILES, LABEL_PREFIX, SecretFile, plan_stack
+from infra.plan import FEDERATION_FILES, LABEL_PREFIX, SecretFile, owner_of, plan_stack
 from infra.pulumi_config import stack_config
 from infra.spec import NAMESPACE, parse_stack
 
@@ -34,6 +34,8 @@ SECRET_SOURCES = {
     "idp-admin-password": "idpAdminPassword",
     "idp-portal-secret": "idpPortalSecret",
     "idp-portal-service-secret": "idpPortalServiceSecret",
+    "pt-cn-token": "portalConnectorToken",
+    "pt-tc-token": "portalTrustcentreToken",
 }
 
 
@@ -49,7 +51,7 @@ def secret_contents(
     def source(name: str) -> pulumi.Output[str]:
         if name.startswith(USER_SECRET_PREFIX):
             return pulumi.Output.secret(generated(name).read_text())
-        return config.require_secret(SECRET_SOURCES[name])
+        return config.require_secret(SECRET_SOURCES[owner_of("", name)[1]])
 
     contents: dict[str, pulumi.Output[str]] = {}
     for secret in sorted(needed, key=lambda s: s.name):

@@ -104,6 +104,25 @@ def ensure_build_tools(progress: Progress) -> None:
     _apt_install("maven", "default-jdk-headless")
 
 
+#: The browser the end-to-end tier drives with Playwright (`executable_path`; no browser download).
+CHROMIUM = "chromium"
+
+
+def ensure_browser(progress: Progress) -> str:
+    """Debian's Chromium for the browser tests: its path, installed first if missing and this is root."""
+    found = shutil.which(CHROMIUM)
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise HubnodeError(
+            "Chromium is needed for the portal's browser tests",
+            fix="install it (Debian: apt-get install chromium fonts-dejavu-core) or run `sudo hubnode bootstrap`",
+        )
+    progress.note("installing Debian's chromium (the browser tests drive it with Playwright)")
+    _apt_install(CHROMIUM, "fonts-dejavu-core")
+    return shutil.which(CHROMIUM) or f"/usr/bin/{CHROMIUM}"
+
+
 def ensure_base_image(client: docker.DockerClient, progress: Progress, tag: str = DEFAULT_BASE_IMAGE) -> None:
     """Build the minimal Debian base image with debootstrap unless `tag` already exists."""
     try:

@@ -19,9 +19,16 @@ import docker
 import docker.errors
 
 from conformance import check
-from infra.bootstrap import docker_client, ensure_base_image, ensure_build_tools, ensure_docker_engine
+from infra.bootstrap import (
+    docker_client,
+    ensure_base_image,
+    ensure_browser,
+    ensure_build_tools,
+    ensure_docker_engine,
+)
 from infra.errors import HubnodeError
 from infra.federation_files import FederationFiles, prepare_federation_files
+from infra.idp_realm import user_secret
 from infra.imagebuild import build_images, images_to_build
 from infra.local import LocalLauncher, secret_file
 from infra.mutants import MUTANTS
@@ -170,6 +177,8 @@ def _bootstrap(_args: argparse.Namespace, progress: Progress) -> int:
         ensure_base_image(client, progress)
     with progress.step("build tools (Maven, JDK)"):
         ensure_build_tools(progress)
+    with progress.step("browser for the portal's tests (Chromium)"):
+        ensure_browser(progress)
     return 0
 
 
@@ -210,8 +219,20 @@ def _up(args: argparse.Namespace, progress: Progress) -> int:
     for plan in plans:
         for name, url in plan.endpoints.items():
             print(f"  {plan.site:<16} {name:<12} {url}")
+    _print_sign_ins(_state(args), spec)
     print(f"stop it with: hubnode down --stack {args.stack}")
     return 0
+
+
+def _print_sign_ins(state: StackState, spec: StackSpec) -> None:
+    """The demo users of a local stack and where their passwords are (never the passwords themselves)."""
+    users = [(node.site, user) for node in spec.nodes for user in node.users]
+    if users:
+        print("demo users (sign in at the portal; each password is in the file named):")
+    for site, user in users:
+        print(
+            f"  {site:<16} {user.role:<12} {user.username:<16} {state.secrets_dir(site) / user_secret(user.username)}"
+        )
 
 
 def _dry_run(args: argparse.Namespace, spec: StackSpec, plans: tuple[NodePlan, ...], progress: Progress) -> int:

@@ -64,7 +64,7 @@ class GatewayConfig:
 
     `connector` answers `/fhir`, `/health` and refused peers; a node without one (a `ttp` node)
     has its `/health` answered by the trust centre and refusals by the gateway itself. `idp`, the
-    node's Keycloak, answers `/idp/` on the public door.
+    node's Keycloak, answers `/idp/` on the public door, and `portal` `/portal/`.
     `secret_include` is the file defining `$<secret_variable>` as the gateway secret.
     """
 
@@ -106,8 +106,10 @@ class GatewayConfig:
     #: How long browsers keep to https for the node's host (Strict-Transport-Security, public door).
     hsts_max_age_s: int = 31_536_000
     #: The public door's Content-Security-Policy: the API answers JSON, which loads and frames nothing.
-    #: The portal, when it comes, gets a location of its own with its own policy (see the template).
+    #: The identity provider and the portal send their own policies from their locations (see the template).
     content_security_policy: str = "default-src 'none'; frame-ancestors 'none'"
+    #: The node's portal, under `/portal/` of the public door (it sets its own Content-Security-Policy).
+    portal: Upstream | None = None
 
     def __post_init__(self) -> None:
         if self.connector is None and self.trustcentre is None:

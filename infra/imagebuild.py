@@ -43,7 +43,7 @@ IMAGE_PYTHON = ("3.13", "cp313")
 WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "any")
 HASH_LABEL = "org.hubnode.recipe-hash"
 #: Our Python services, each built from the shared Dockerfile with its own wheelhouse: recipe -> port served.
-PYTHON_SERVICE_PORTS = {"trustcentre": 8081, "connector": 8082}
+PYTHON_SERVICE_PORTS = {"trustcentre": 8081, "connector": 8082, "portal": 8083}
 PYTHON_SERVICE_DOCKERFILE = RECIPES_DIR / "python-service.Dockerfile"
 #: Keycloak, from Maven Central (`org.keycloak:keycloak-quarkus-dist`), for the `idp` recipe.
 KEYCLOAK_VERSION = "26.7.3"

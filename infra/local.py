@@ -42,6 +42,7 @@ from infra.plan import (
     NodePlan,
     SecretFile,
     ServicePlan,
+    owner_of,
 )
 from infra.progress import Progress
 
@@ -98,7 +99,7 @@ def secret_file(state_dir: Path, site: str, secret: SecretFile | str) -> Path:
     still accepts the password it was initialised with. Folder and file are owner-only; containers
     get their own copies (`mounted_copy`).
     """
-    name = secret if isinstance(secret, str) else secret.name
+    site, name = owner_of(site, secret if isinstance(secret, str) else secret.name)
     derived = None if isinstance(secret, str) else secret.derived
     folder = state_dir / "secrets" / site
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)

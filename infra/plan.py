@@ -15,9 +15,16 @@ from importlib.metadata import version
 
 from infra.gateway_config import GatewayConfig, Upstream
 from infra.gateway_config import render as render_gateway_config
-from infra.idp_realm import REALM, Realm
+from infra.idp_realm import (
+    PORTAL_CLIENT,
+    PORTAL_SECRET,
+    PORTAL_SERVICE_CLIENT,
+    PORTAL_SERVICE_SECRET,
+    REALM,
+    Realm,
+)
 from infra.mutants import MUTANTS, mutated
-from infra.spec import NodeSpec, StackSpec
+from infra.spec import SOURCE_SYSTEM_BASE, NodeSpec, StackSpec
 
 LOOPBACK = "127.0.0.1"
 #: Every image of ours runs as this unprivileged user (created in each Dockerfile with this uid).
@@ -45,6 +52,9 @@ IDP_ADMIN = "admin"
 #: Keycloak imports realms from this folder of its installation (`start --import-realm`).
 IDP_REALM_FILE = "/opt/keycloak/data/import/hubnode-realm.json"
 IDP_DATA_DIR = "/opt/keycloak/data/h2"
+#: The portal inside its container; the gateway serves it under `/portal/` of the public door.
+PORTAL_PORT = 8083
+PORTAL_PATH = "/portal"
 #: The gateway's doors inside its container: public TLS, mutual-TLS for peers, plain health.
 GATEWAY_PUBLIC_PORT = 8443
 GATEWAY_PEER_PORT = 9443
@@ -58,6 +68,18 @@ CONNECTOR_ROLES = ("ingest", "read", "process", "audit-read")
 #: What a connector may ask of the federation's trust centre: link its own records, check one consent,
 #: pseudonymise for the projects it sends research data for (its domains say which).
 CONNECTOR_TRUSTCENTRE_ROLES = ("linkage", "consent-check", "pseudonymize")
+#: What a node's portal may ask of its node's connector: read the patient's data (audited there), store their
+#: questionnaire answers (ingest), start a careSummary for a clinician (process), read the ledger (audit-read).
+PORTAL_CONNECTOR_ROLES = ("read", "ingest", "process", "audit-read")
+#: What a node's portal may ask of the federation's trust centre, for persons it names by its own person ids
+#: only: enrolment codes, a patient's consents (read, grant, withdraw, check) and their ledger.
+PORTAL_TRUSTCENTRE_ROLES = ("enrolment", "consent-read", "consent-write", "consent-check", "audit-read")
+#: Secrets holding the portal's tokens at its connector and at the trust centre.
+PORTAL_CONNECTOR_TOKEN = "pt-cn-token"  # noqa: S105 -- the name of a secret file
+PORTAL_TRUSTCENTRE_TOKEN = "pt-tc-token"  # noqa: S105
+#: Between a site and a secret's name: a secret kept in another node's folder (a remote portal's token,
+#: whose hash the trust centre's node needs).
+SECRET_OF_SITE = "/"  # noqa: S105 -- a separator in secret names
 #: Every role of the trust centre (`trustcentre.auth.Role`); the site's admin token holds them all.
 TRUSTCENTRE_ROLES = (
     "pseudonymize",
@@ -69,7 +91,19 @@ TRUSTCENTRE_ROLES = (
     "linkage",
     "linkage-review",
     "audit-read",
+    "enrolment",
 )
+
+
+def of_site(site: str, secret: str) -> str:
+    """The name of a secret kept in another node's folder (`<site>/<secret>`)."""
+    return f"{site}{SECRET_OF_SITE}{secret}"
+
+
+def owner_of(site: str, secret: str) -> tuple[str, str]:
+    """The node whose folder holds `secret` (a name `of_site` made, or one of `site`'s own) and its plain name."""
+    owner, _, name = secret.rpartition(SECRET_OF_SITE)
+    return (owner or site), name
 
 
 def _image_tag() -> str:
@@ -362,10 +396,9 @@ def plan_node(spec: StackSpec, node: NodeSpec) -> NodePlan:
         endpoints["gateway"] = f"https://{LOOPBACK}:{node.ports['gateway']}"
         endpoints["peer"] = f"https://{LOOPBACK}:{node.ports['peer']}"
         probes["gateway"] = f"{endpoints['gateway']}/health"
-    if "idp" in node.components:
-        services += _idp_services(prefix, spec, node, labels)
-        endpoints["idp"] = idp_issuer(node)
-        probes["idp"] = f"{endpoints['idp']}/.well-known/openid-configuration"
+    services += _people_services(prefix, spec, node, labels)
+    for name, (endpoint, probe) in _people_endpoints(node).items():
+        endpoints[name], probes[name] = endpoint, probe
     return NodePlan(
         stack=stack,
         site=node.site,
@@ -552,6 +585,12 @@ def _trustcentre_callers(spec: StackSpec, node: NodeSpec) -> CallersFile:
     tokens: list[tuple[Grant, str]] = [(Grant("site-admin", TRUSTCENTRE_ROLES), "tc-admin-token")]
     if "connector" in node.components:
         tokens.append((_connector_grant(spec, node, "connector"), "cn-tc-token"))
+    for other in spec.nodes:  # each node's portal by its own token (kept in that node's folder)
+        if "portal" in other.components:
+            secret = PORTAL_TRUSTCENTRE_TOKEN if other is node else of_site(other.site, PORTAL_TRUSTCENTRE_TOKEN)
+            name = "portal" if other is node else f"{other.site}-portal"
+            grant = Grant(name, PORTAL_TRUSTCENTRE_ROLES, other.site, other.own_identifier_systems, ())
+            tokens.append((grant, secret))
     nodes = tuple(
         _connector_grant(spec, other, f"{other.site}-connector")
         for other in spec.nodes
@@ -607,6 +646,11 @@ def _connector_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Map
                 (
                     (Grant("site-admin", CONNECTOR_ROLES), "cn-admin-token"),
                     (Grant("reader", ("read",)), "cn-reader-token"),
+                    *(
+                        ((Grant("portal", PORTAL_CONNECTOR_ROLES), PORTAL_CONNECTOR_TOKEN),)
+                        if "portal" in node.components
+                        else ()
+                    ),
                 )
             ),
         ),
@@ -666,6 +710,7 @@ def _gateway_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mappi
         connector=Upstream("connector", CONNECTOR_PORT) if "connector" in node.components else None,
         trustcentre=Upstream("trustcentre", TRUSTCENTRE_PORT) if "trustcentre" in node.components else None,
         idp=Upstream("idp", IDP_PORT) if "idp" in node.components else None,
+        portal=Upstream("portal", PORTAL_PORT) if "portal" in node.components else None,
         certificate_file=secrets[0].path,
         key_file=secrets[1].path,
         ca_file=secrets[2].path,
@@ -768,3 +813,97 @@ def _idp_services(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mapping[
         ),
     )
     return [*database, idp]
+
+
+def _people_services(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mapping[str, str]) -> list[ServicePlan]:
+    """What people use: the identity provider (after its database) and the portal."""
+    services = _idp_services(prefix, spec, node, labels) if "idp" in node.components else []
+    return services + ([_portal_service(prefix, spec, node, labels)] if "portal" in node.components else [])
+
+
+def _people_endpoints(node: NodeSpec) -> dict[str, tuple[str, str]]:
+    """Endpoint name -> (URL, probe) of the identity provider and the portal, where the node runs them."""
+    found = {}
+    if "idp" in node.components:
+        found["idp"] = (idp_issuer(node), f"{idp_issuer(node)}/.well-known/openid-configuration")
+    if "portal" in node.components:
+        found["portal"] = (portal_url(node), f"{portal_url(node)}/")
+    return found
+
+
+def portal_url(node: NodeSpec) -> str:
+    """The portal's public base: under the node's public door, where browsers reach it."""
+    return f"{public_url(node)}{PORTAL_PATH}"
+
+
+def _portal_trustcentre(spec: StackSpec, node: NodeSpec) -> str:
+    """The trust centre the portal asks: beside it, or at its node's public door (bearer token, TLS)."""
+    if "trustcentre" in node.components:
+        return f"http://trustcentre:{TRUSTCENTRE_PORT}{TRUSTCENTRE_BASE}"
+    serving = spec.trust_centre
+    assert serving is not None  # noqa: S101 -- the spec refuses a portal without a trust centre in its stack
+    return f"https://{serving.host}:{GATEWAY_PUBLIC_PORT}{TRUSTCENTRE_BASE}"
+
+
+def _portal_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mapping[str, str]) -> ServicePlan:
+    """The portal: signs users in at the node's Keycloak, reads through its connector, asks the trust centre.
+
+    Its clients' secrets are the ones the realm was made with; its tokens at the connector and the trust
+    centre are its own (their hashes are in those services' callers files). A portal whose trust centre is
+    on another node reaches it at that node's public door over the peers network, trusting the federation CA.
+    """
+    secrets = (
+        SecretFile(PORTAL_SECRET, f"{SECRETS_DIR}/{PORTAL_SECRET}"),
+        SecretFile(PORTAL_SERVICE_SECRET, f"{SECRETS_DIR}/{PORTAL_SERVICE_SECRET}"),
+        SecretFile(PORTAL_CONNECTOR_TOKEN, f"{SECRETS_DIR}/{PORTAL_CONNECTOR_TOKEN}"),
+        SecretFile(PORTAL_TRUSTCENTRE_TOKEN, f"{SECRETS_DIR}/{PORTAL_TRUSTCENTRE_TOKEN}"),
+        *_federation_files("federation-ca", "node-certificate", "node-key"),
+    )
+    peers = [
+        other.site
+        for other in spec.nodes
+        if other is not node and "connector" in other.components and other.role in ("dic", "practice")
+    ]
+    env = {
+        "PT_SITE": node.site,
+        "PT_PORT": str(PORTAL_PORT),
+        "PT_PUBLIC_URL": portal_url(node),
+        "PT_ISSUER": idp_issuer(node),
+        "PT_IDP_URL": f"http://idp:{IDP_PORT}{IDP_PATH}/realms/{REALM}",
+        "PT_CLIENT_ID": PORTAL_CLIENT,
+        "PT_CLIENT_SECRET_FILE": secrets[0].path,
+        "PT_SERVICE_CLIENT_ID": PORTAL_SERVICE_CLIENT,
+        "PT_SERVICE_CLIENT_SECRET_FILE": secrets[1].path,
+        "PT_CONNECTOR_URL": f"http://connector:{CONNECTOR_PORT}/fhir",
+        "PT_CONNECTOR_TOKEN_FILE": secrets[2].path,
+        "PT_TRUSTCENTRE_URL": _portal_trustcentre(spec, node),
+        "PT_TRUSTCENTRE_TOKEN_FILE": secrets[3].path,
+        "PT_CA_FILE": secrets[4].path,
+        "PT_NODE_CERT_FILE": secrets[5].path,
+        "PT_NODE_KEY_FILE": secrets[6].path,
+        "PT_DB_URL": "sqlite:////var/lib/portal/portal.db",
+        "PT_LOCAL_SYSTEM": node.identifier_systems[0]
+        if node.identifier_systems
+        else f"{SOURCE_SYSTEM_BASE}/{node.site}",
+        "PT_PEERS": ",".join(peers),
+    }
+    remote = "trustcentre" not in node.components
+    return ServicePlan(
+        component="portal",
+        container_name=f"{prefix}-portal",
+        image=_image(node, "portal", "portal"),
+        env=env,
+        ports=(),
+        volumes=(VolumeMount(f"{prefix}-portal-data", "/var/lib/portal"),),
+        secrets=secrets,
+        health=_http_health(PORTAL_PORT, start_period_s=20, budget_s=120),
+        user=SERVICE_USER,
+        network_aliases=("portal",),
+        labels=_service_labels(labels, "portal"),
+        # Form bodies and questionnaire answers are small (the gateway lets at most 1 MiB through); one process.
+        hardening=Hardening(memory_mib=512, pids=256, tmpfs=(PYTHON_TMP,)),
+        # Not on the idp: the portal reads the realm's discovery at the first sign-in, so it need not wait for
+        # Keycloak's slow start.
+        depends_on=("connector", *(("trustcentre",) if not remote else ())),
+        networks=(NetworkAttachment(peers_network(spec.stack)),) if remote else (),
+    )

@@ -30,8 +30,8 @@ ENVIRONMENTS: tuple[str, ...] = get_args(Environment)
 USER_ROLES: tuple[str, ...] = get_args(UserRole)
 #: Pseudonym domains the trust centre keeps for itself (the ids each node knows a person by).
 RESERVED_DOMAIN_PREFIX = "persons."
-#: Components this version can run; a later issue adds the portal.
-COMPONENTS: tuple[str, ...] = ("fhir", "trustcentre", "connector", "gateway", "idp")
+#: Components this version can run.
+COMPONENTS: tuple[str, ...] = ("fhir", "trustcentre", "connector", "gateway", "idp", "portal")
 #: What a node of each role runs when its entry in `hubnode:nodes` names no components.
 ROLE_COMPONENTS: Mapping[str, tuple[str, ...]] = {
     "dic": ("fhir", "trustcentre", "connector", "gateway"),
@@ -40,7 +40,7 @@ ROLE_COMPONENTS: Mapping[str, tuple[str, ...]] = {
     "ttp": ("trustcentre", "gateway"),
 }
 #: Images a site may point at its own registry (`hubnode:images.<name>`).
-IMAGE_NAMES: tuple[str, ...] = ("fhir", "db", "trustcentre", "connector", "gateway", "idp")
+IMAGE_NAMES: tuple[str, ...] = ("fhir", "db", "trustcentre", "connector", "gateway", "idp", "portal")
 #: Host ports: `gateway` is the node's public TLS door, `peer` its mutual-TLS door for other nodes.
 PORT_NAMES: tuple[str, ...] = ("fhir", "trustcentre", "gateway", "peer")
 DEFAULT_PORTS: Mapping[str, int] = {"fhir": 8080, "trustcentre": 8081, "gateway": 8443, "peer": 9443}
@@ -62,6 +62,8 @@ SECRET_KEYS: tuple[str, ...] = (
     "idpAdminPassword",
     "idpPortalSecret",
     "idpPortalServiceSecret",
+    "portalConnectorToken",
+    "portalTrustcentreToken",
 )
 NODE_KEYS: tuple[str, ...] = (
     "site",
@@ -505,6 +507,18 @@ def _check_identity(spec: StackSpec, problems: list[Problem], *, listed: bool) -
         if "idp" in node.components and "gateway" not in node.components:
             problems.append(
                 Problem(at("components"), list(node.components), "an idp needs a gateway on its node (its public door)")
+            )
+        if "portal" in node.components and not {"idp", "gateway", "connector"} <= set(node.components):
+            problems.append(
+                Problem(
+                    at("components"),
+                    list(node.components),
+                    "a portal needs idp (sign-in), gateway (its public door) and connector (the data) on its node",
+                )
+            )
+        if "portal" in node.components and spec.trust_centre is None:
+            problems.append(
+                Problem(at("components"), list(node.components), "a portal needs a trust centre on a node of its stack")
             )
         if not node.users:
             continue

@@ -19,9 +19,10 @@ from typing import Any
 import yaml
 
 from infra import pki
+from infra.idp_realm import PORTAL_CLIENT, PORTAL_SECRET, user_secret
 from infra.pki_store import REVOKED_PROBE, ca_key_file, store_issued
 from infra.plan import NodePlan
-from infra.spec import StackSpec
+from infra.spec import DemoUser, StackSpec
 from infra.state import StackState
 
 #: Token secret (infra/plan.py) -> the credential name scenarios use for it.
@@ -33,6 +34,8 @@ COMPONENT_CAPABILITIES: Mapping[str, tuple[str, ...]] = {
     "trustcentre": ("trustcentre",),
     "portal": ("portal",),
 }
+#: Portal users the suite signs in as, by the realm role of the stack's demo user: credential name -> role.
+PORTAL_LOGINS = {"portal-clinician": "clinician", "portal-staff": "site-admin"}
 #: Roles that may start no process carrying patient data: their certificate shows a wrong-role refusal.
 _NARROW_ROLES = ("research", "ttp")
 _BROAD_ROLES = ("dic", "practice")
@@ -43,12 +46,17 @@ def write_targets(state: StackState, spec: StackSpec, plans: Sequence[NodePlan],
     folder = state.conformance_dir
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     components = {node.site: node.components for node in spec.nodes}
+    users = {node.site: node.users for node in spec.nodes}
     certificates = _client_certificates(state, plans, now)
     targets = {
         "name": f"local stack {spec.stack}",
         "versions": {"hubnode": metadata.version("hubnode")},
         "nodes": {
-            plan.site: _node(state, plan, components[plan.site], certificates.get(plan.site, {})) for plan in plans
+            plan.site: {
+                **_node(state, plan, components[plan.site], certificates.get(plan.site, {})),
+                **_logins(state, plan, users[plan.site]),
+            }
+            for plan in plans
         },
     }
     header = "# Written by `hubnode up` (infra/targets_file.py); rewritten on every bring-up.\n"
@@ -95,6 +103,26 @@ def _node(
         entry["controls"] = _controls(gateway_container)
     entry["capabilities"] = list(dict.fromkeys(capabilities))
     return entry
+
+
+def _logins(state: StackState, plan: NodePlan, users: Sequence[DemoUser]) -> dict[str, Any]:
+    """How the suite signs in at the node's portal: a demo user per role, by the password grant of local stacks."""
+    if "portal" not in plan.endpoints or "idp" not in plan.endpoints or not users:
+        return {}
+    folder, secrets = state.conformance_dir, state.secrets_dir(plan.site)
+    logins = {}
+    for credential, role in PORTAL_LOGINS.items():
+        user = next((u for u in users if u.role == role), None)
+        if user is None or not (secrets / user_secret(user.username)).is_file():
+            continue
+        logins[credential] = {
+            "token_url": f"{plan.endpoints['idp']}/protocol/openid-connect/token",
+            "client_id": PORTAL_CLIENT,
+            "client_secret": _relative(secrets / PORTAL_SECRET, folder),
+            "username": user.username,
+            "password": _relative(secrets / user_secret(user.username), folder),
+        }
+    return {"logins": logins} if logins else {}
 
 
 def _controls(container: str) -> dict[str, list[str]]:

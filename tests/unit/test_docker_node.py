@@ -221,7 +221,10 @@ CONFINEMENT = ("capabilities", "securityOpts", "readOnly", "mounts", "memory", "
 def test_every_container_of_a_federation_node_is_confined_as_its_plan_says(mocks: RecordingMocks) -> pulumi.Output[Any]:
     config = yaml.safe_load((PROJECT_DIR / "Pulumi.federation.yaml").read_text())["config"]
     [dic, *_] = plan_stack(parse_stack("federation", {**config, "hubnode:database": "postgres"}))
-    assert {s.component for s in dic.services} == {"db", "fhir", "tcdb", "trustcentre", "connector", "gateway"}
+    assert {s.component for s in dic.services} == {
+        *("db", "fhir", "tcdb", "trustcentre", "connector", "gateway"),
+        *("kcdb", "idp", "portal"),
+    }
     assert dic.peers_network is not None
     peers = pulumi_docker.Network(dic.peers_network, name=dic.peers_network)
     secrets = {secret.name: "s3cret" for service in dic.services for secret in service.secrets}

@@ -53,8 +53,8 @@ def plans_by_site() -> dict[str, NodePlan]:
 
 def test_the_example_federation_has_a_dic_a_practice_and_a_research_node_with_their_role_components() -> None:
     assert [(n.site, n.role, n.components) for n in FEDERATION.nodes] == [
-        ("dic", "dic", ("fhir", "trustcentre", "connector", "gateway")),
-        ("practice", "practice", ("fhir", "connector", "gateway")),
+        ("dic", "dic", ("fhir", "trustcentre", "connector", "gateway", "idp", "portal")),
+        ("practice", "practice", ("fhir", "connector", "gateway", "idp", "portal")),
         ("research", "research", ("fhir", "connector", "gateway")),
     ]
     assert [n.host for n in FEDERATION.nodes] == ["dic.hubnode.test", "practice.hubnode.test", "research.hubnode.test"]

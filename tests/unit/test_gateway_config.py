@@ -209,3 +209,15 @@ def test_the_identity_provider_keeps_its_own_content_security_policy_and_the_tra
     idp = locations(public)["/idp/"]
     added = dict(re.findall(r"add_header (\S+) (.*) always;", idp))
     assert added == {"Strict-Transport-Security": '"max-age=31536000"', "X-Content-Type-Options": "nosniff"}
+
+
+def test_the_public_door_hands_portal_to_the_portal_which_keeps_its_own_content_security_policy() -> None:
+    text = render(replace(CONFIG, portal=Upstream("portal", 8083)))
+    route = locations(server(text, 8443))["/portal/"]
+    assert "http://portal:8083;" in route
+    assert [headers(route)[h] for h in IDENTITY_HEADERS] == ['""'] * 3
+    added = dict(re.findall(r"add_header (\S+) (.*) always;", route))
+    assert added == {"Strict-Transport-Security": '"max-age=31536000"', "X-Content-Type-Options": "nosniff"}
+    assert "client_max_body_size 1m;" in route
+    assert "/portal/" not in server(text, 9443)  # peers have no business with the portal
+    assert "/portal/" not in render(CONFIG)

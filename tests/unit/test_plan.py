@@ -8,6 +8,7 @@ from infra.imagebuild import RECIPES_DIR, recipe_for
 from infra.plan import (
     DROPPED_CAPABILITIES,
     TRUSTCENTRE_ROLES,
+    CallersFile,
     ImageBuild,
     ImageRef,
     NodePlan,
@@ -15,7 +16,7 @@ from infra.plan import (
     ServicePlan,
     plan_stack,
 )
-from infra.spec import COMPONENTS, parse_stack
+from infra.spec import COMPONENTS, SpecError, parse_stack
 from infra.stackfile import load_stack
 from tests.conftest import PROJECT_DIR
 
@@ -124,6 +125,60 @@ def test_a_postgres_trust_centre_has_its_own_database_container_apart_from_clini
     assert trustcentre.env["TC_DATABASE_URL"] == "postgresql+psycopg://trustcentre@tcdb:5432/trustcentre"
     assert {s.name for s in trustcentre.secrets} == {"tc-secret", "tc-callers", "tcdb-password"}
     assert plan.endpoints["trustcentre"] == "http://127.0.0.1:8081/ttp-fhir/fhir"
+
+
+def test_a_portal_signs_in_at_its_node_reads_through_its_connector_and_asks_the_trust_centre() -> None:
+    spec = load_stack(PROJECT_DIR, "federation")
+    plans = {plan.site: plan for plan in plan_stack(spec)}
+    dic = next(s for s in plans["dic"].services if s.component == "portal")
+    practice = next(s for s in plans["practice"].services if s.component == "portal")
+    assert dic.env["PT_ISSUER"] == "https://127.0.0.1:8443/idp/realms/hubnode"
+    assert dic.env["PT_PUBLIC_URL"] == "https://127.0.0.1:8443/portal"
+    assert dic.env["PT_IDP_URL"] == "http://idp:8180/idp/realms/hubnode"
+    assert dic.env["PT_TRUSTCENTRE_URL"] == "http://trustcentre:8081/ttp-fhir/fhir"
+    assert practice.env["PT_TRUSTCENTRE_URL"] == "https://dic.hubnode.test:8443/ttp-fhir/fhir"
+    assert [n.network for n in practice.networks] == ["hubnode-federation-peers"]
+    assert plans["dic"].endpoints["portal"] == "https://127.0.0.1:8443/portal"
+    assert {s.name for s in dic.secrets} >= {
+        "idp-portal-secret",
+        "idp-portal-service-secret",
+        "pt-cn-token",
+        "pt-tc-token",
+    }
+
+
+def test_each_portal_holds_least_privilege_grants_at_its_connector_and_the_trust_centre() -> None:
+    spec = load_stack(PROJECT_DIR, "federation")
+    plans = {plan.site: plan for plan in plan_stack(spec)}
+    callers = next(s.derived for svc in plans["dic"].services for s in svc.secrets if s.name == "tc-callers")
+    assert isinstance(callers, CallersFile)
+    grants = {grant.name: (grant, secret) for grant, secret in callers.tokens}
+    assert grants["portal"][1] == "pt-tc-token"
+    assert grants["practice-portal"][1] == "practice/pt-tc-token"  # kept in the practice's folder
+    assert grants["practice-portal"][0].site == "practice"
+    assert set(grants["portal"][0].roles) == {
+        "enrolment",
+        "consent-read",
+        "consent-write",
+        "consent-check",
+        "audit-read",
+    }
+    assert grants["portal"][0].domains == ()
+    connector = next(s.derived for svc in plans["practice"].services for s in svc.secrets if s.name == "cn-callers")
+    assert isinstance(connector, CallersFile)
+    assert ("portal", "pt-cn-token") in [(grant.name, secret) for grant, secret in connector.tokens]
+
+
+def test_a_portal_needs_idp_gateway_and_connector_on_its_node() -> None:
+    with pytest.raises(SpecError, match="a portal needs idp"):
+        parse_stack(
+            "p",
+            {
+                "hubnode:site": "clinic",
+                "hubnode:federation": {"name": "fed"},
+                "hubnode:components": ["fhir", "trustcentre", "connector", "gateway", "portal"],
+            },
+        )
 
 
 def every_kind_of_container() -> list[ServicePlan]:

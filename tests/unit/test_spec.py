@@ -46,7 +46,7 @@ def test_an_unknown_component_names_the_components_this_version_runs() -> None:
     [problem] = problems_of({**DEV, "hubnode:components": ["fhir", "blockchain"]})
     assert problem == (
         "hubnode:components = ['blockchain']: unknown component; "
-        "this version runs: fhir, trustcentre, connector, gateway, idp"
+        "this version runs: fhir, trustcentre, connector, gateway, idp, portal"
     )
 
 
@@ -103,7 +103,7 @@ def test_image_overrides_must_be_known_images_with_valid_references() -> None:
     assert problems == [
         (
             "hubnode:images.fhri = 'x:1': unknown key; "
-            "known keys: source, base, registry, fhir, db, trustcentre, connector, gateway, idp"
+            "known keys: source, base, registry, fhir, db, trustcentre, connector, gateway, idp, portal"
         ),
         "hubnode:images.db = 'Not An Image': an image reference, e.g. postgres:17",
     ]

@@ -36,7 +36,7 @@ def test_a_bad_value_names_the_file_and_the_line_of_its_key(tmp_path: Path) -> N
     assert [str(p) for p in caught.value.problems] == [
         (
             "hubnode:components (line 4) = ['mail']: unknown component; "
-            "this version runs: fhir, trustcentre, connector, gateway, idp"
+            "this version runs: fhir, trustcentre, connector, gateway, idp, portal"
         )
     ]
 

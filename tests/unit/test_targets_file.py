@@ -30,7 +30,7 @@ def project(tmp_path: Path) -> Path:
     for site in SITES:
         secrets = state.secrets_dir(site)
         secrets.mkdir(parents=True)
-        for secret in ("cn-admin-token", "cn-reader-token", "tc-admin-token", "gateway-secret"):
+        for secret in ("cn-admin-token", "cn-reader-token", "tc-admin-token", "gateway-secret", "idp-portal-secret"):
             (secrets / secret).write_text(f"{site}-{secret}\n")
     pki_store.ensure(state.pki_dir, "hubnode-local", {site: [f"{site}.hubnode.test"] for site in SITES}, NOW)
     return tmp_path
@@ -48,8 +48,10 @@ def test_each_node_answers_at_its_gateway_with_the_capabilities_of_its_component
     assert dic.fhir_url == "https://127.0.0.1:8443/fhir"
     assert dic.trustcentre_url == "https://127.0.0.1:8443/ttp-fhir/fhir"
     assert dic.peer_url == "https://127.0.0.1:9443"
-    assert dic.capabilities == {"fhir", "ingest", "read", "processes", "audit", "trustcentre", "mtls", "control"}
-    assert practice.capabilities == {"fhir", "ingest", "read", "processes", "audit", "mtls", "control"}
+    portal = {"fhir", "ingest", "read", "processes", "audit", "mtls", "control", "portal"}
+    assert dic.capabilities == {*portal, "trustcentre"}
+    assert practice.capabilities == portal
+    assert "portal" not in targets.nodes["research"].capabilities
     assert practice.trustcentre_url is None
     assert targets.trustcentre() is dic
     assert dic.ca_file == project / ".hubnode/federation/conformance/../pki/ca.crt"
@@ -104,3 +106,16 @@ def test_the_controls_stop_and_start_the_nodes_gateway_container(project: Path) 
     controls = written(project).nodes["practice"].controls
     assert controls["stop"] == (sys.executable, "-m", "infra.door", "stop", "hubnode-federation-practice-gateway")
     assert controls["start"] == (sys.executable, "-m", "infra.door", "start", "hubnode-federation-practice-gateway")
+
+
+def test_the_suite_signs_in_at_a_portal_as_the_stacks_demo_clinician_and_staff(project: Path) -> None:
+    secrets = StackState(project, "federation").secrets_dir("dic")
+    for user in ("dr.weber", "desk.dic"):
+        (secrets / f"idp-user-{user}").write_text(f"password of {user}\n")
+    dic = written(project).nodes["dic"]
+    clinician, staff = dic.logins["portal-clinician"], dic.logins["portal-staff"]
+    assert clinician.token_url == "https://127.0.0.1:8443/idp/realms/hubnode/protocol/openid-connect/token"
+    assert (clinician.client_id, clinician.username, staff.username) == ("portal", "dr.weber", "desk.dic")
+    assert clinician.password.read_text() == "password of dr.weber\n"
+    assert dic.has_credential("portal-staff")
+    assert "portal-clinician" not in written(project).nodes["practice"].logins  # its passwords were never made

@@ -37,6 +37,15 @@ CALLERS = {
     "practice-connector": connector("practice", frozenset()),  # a practice sends no research data
     "gp-connector": connector("gp"),  # another node sending for the study
     "nobody": Caller("nobody", frozenset()),
+    # a node's portal: enrolment, and consents and audit of the persons it names by its own person ids
+    "portal": Caller(
+        "portal",
+        frozenset({Role.ENROLMENT, Role.CONSENT_READ, Role.CONSENT_WRITE, Role.CONSENT_CHECK, Role.AUDIT_READ}),
+        "dic",
+        frozenset({f"{SOURCE}/dic", *SITE_SYSTEMS["dic"]}),
+        frozenset(),
+    ),
+    "practice-portal": Caller("practice-portal", frozenset({Role.ENROLMENT, Role.CONSENT_READ}), "practice"),
 }
 
 

@@ -8,7 +8,7 @@ patients which projects used their data. Each service declares the tables in its
 from __future__ import annotations
 
 import base64
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -119,9 +119,31 @@ class AuditLog:
             self.record(connection, entry)
 
     def search(
-        self, engine: Engine, subject: str | None, since: date | None, until: date | None, limit: int = 500
+        self,
+        engine: Engine,
+        subjects: Collection[str] | None,
+        since: date | None,
+        until: date | None,
+        limit: int = 500,
     ) -> dict[str, Any]:
-        """AuditEvents about `subject` within dates (inclusive), as a searchset Bundle."""
+        """AuditEvents about any of `subjects` (None: anyone) within dates (inclusive), as a searchset Bundle."""
+        rows, named = self.rows(engine, subjects, since, until, limit)
+        return {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(rows),
+            "entry": [{"resource": self.as_audit_event(row, named[row["id"]])} for row in rows],
+        }
+
+    def rows(
+        self,
+        engine: Engine,
+        subjects: Collection[str] | None,
+        since: date | None,
+        until: date | None,
+        limit: int = 500,
+    ) -> tuple[list[Any], dict[int, list[str]]]:
+        """The newest `limit` records about any of `subjects` within dates, oldest first, with each one's subjects."""
         events, subjects_table = self.events, self.subjects
         conditions = []
         if since is not None:
@@ -129,24 +151,19 @@ class AuditLog:
         if until is not None:
             end = datetime(until.year, until.month, until.day, tzinfo=UTC) + timedelta(days=1)
             conditions.append(events.c.recorded < end)
-        if subject is not None:
-            about = select(subjects_table.c.event_id).where(subjects_table.c.subject == subject)
+        if subjects is not None:
+            about = select(subjects_table.c.event_id).where(subjects_table.c.subject.in_(sorted(subjects)))
             conditions.append(events.c.id.in_(about))
         query = select(events).where(and_(true(), *conditions)).order_by(events.c.id.desc()).limit(limit)
         with engine.connect() as connection:
             rows = connection.execute(query).mappings().all()
             ids = [row["id"] for row in rows]
-            subjects: dict[int, list[str]] = {event_id: [] for event_id in ids}
+            named: dict[int, list[str]] = {event_id: [] for event_id in ids}
             for event_id, value in connection.execute(
                 select(subjects_table.c.event_id, subjects_table.c.subject).where(subjects_table.c.event_id.in_(ids))
             ):
-                subjects[event_id].append(value)
-        return {
-            "resourceType": "Bundle",
-            "type": "searchset",
-            "total": len(rows),
-            "entry": [{"resource": self.as_audit_event(row, subjects[row["id"]])} for row in reversed(rows)],
-        }
+                named[event_id].append(value)
+        return list(reversed(rows)), named
 
     def as_audit_event(self, row: Any, subjects: Sequence[str]) -> dict[str, Any]:  # noqa: ANN401 -- a row mapping
         """One stored record as a FHIR R4 AuditEvent."""
@@ -178,12 +195,17 @@ class AuditLog:
             try:
                 authenticate(request).require(role)
                 since, until = date_range(request.query_params.getlist("date"))
-                subject = next((v for p in SUBJECT_PARAMETERS if (v := request.query_params.get(p))), None)
-                return fhir_response(await run_in_threadpool(self.search, engine, subject, since, until))
+                return fhir_response(await run_in_threadpool(self.search, engine, subjects_of(request), since, until))
             except FhirError as error:
                 return error_response(error)
 
         return audit_events
+
+
+def subjects_of(request: Request) -> list[str] | None:
+    """The subjects a search names (`entity=a,b`: either, as FHIR reads commas), None when it names none."""
+    value = next((v for p in SUBJECT_PARAMETERS if (v := request.query_params.get(p))), None)
+    return None if value is None else [part for part in value.split(",") if part]
 
 
 def date_range(values: list[str]) -> tuple[date | None, date | None]:

@@ -15,11 +15,12 @@ from starlette.routing import Route
 from servicekit.fhir import FhirError
 from servicekit.limits import ApplyInputLimits
 from servicekit.web import error_response, fhir_response, http_exception_handler
-from trustcentre.auth import Role
-from trustcentre.db import audit_log, connect
+from trustcentre.db import connect
+from trustcentre.enrolment import enrolment_endpoints
 from trustcentre.epix_api import epix_endpoints
 from trustcentre.gics_api import gics_endpoints
 from trustcentre.gpas_api import gpas_endpoints
+from trustcentre.ledger import audit_endpoint
 from trustcentre.persons import PersonIds
 from trustcentre.pseudonyms import PseudonymStore
 from trustcentre.settings import Settings
@@ -34,7 +35,11 @@ def create_app(settings: Settings) -> Starlette:
     store = PseudonymStore(engine, settings.secret)
     store.declare_domains(settings.domains)
     persons = PersonIds(store)
-    services = {"gpas": gpas_endpoints(store, persons), "gics": gics_endpoints(), "epix": epix_endpoints(persons)}
+    services = {
+        "gpas": gpas_endpoints(store, persons),
+        "gics": gics_endpoints(),
+        "epix": {**epix_endpoints(persons), **enrolment_endpoints(persons)},
+    }
 
     async def health(_request: Request) -> Response:
         with engine.connect() as connection:
@@ -55,7 +60,7 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=[
             Route("/health", health),
-            Route(f"{BASE}/AuditEvent", audit_log.endpoint(engine, Role.AUDIT_READ)),
+            Route(f"{BASE}/AuditEvent", audit_endpoint(engine)),
             Route(BASE + "/{service}/metadata", capability_statement),
             Route(BASE + "/{service}/{operation}", run_operation, methods=["POST"]),
         ],

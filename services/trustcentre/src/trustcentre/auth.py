@@ -2,7 +2,9 @@
 
 A node's connector needs few of them: `linkage` (its own identifiers), `consent-check` (a yes or no
 for one policy), `pseudonymize` in the domains of the projects it sends for. Reading a person's
-consents, resolving pseudonyms and reviewing links are for the site's own staff.
+consents, resolving pseudonyms and reviewing links are for the site's own staff. A node's portal
+(`enrolment`, and consents and audit of the persons it names by its own person ids) acts for the
+patients enrolled there.
 """
 
 from __future__ import annotations
@@ -22,3 +24,4 @@ class Role(StrEnum):
     LINKAGE = "linkage"
     LINKAGE_REVIEW = "linkage-review"
     AUDIT_READ = "audit-read"
+    ENROLMENT = "enrolment"

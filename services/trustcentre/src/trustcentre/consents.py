@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, or_, select
 
 from servicekit.fhir import FhirError
+from trustcentre.aliases import aliases_of, mpis_of
 from trustcentre.db import consents
 from trustcentre.mii_consent import ConsentInvalid, MiiConsent, parse_mii_consent
 
@@ -69,10 +70,18 @@ def _consent_id(connection: Connection, resource: Mapping[str, Any]) -> str:
 
 
 def consents_of(connection: Connection, domain: str, persons: Sequence[PersonIdentifier]) -> list[Mapping[str, Any]]:
-    """Every stored Consent resource about any of `persons` in `domain`, oldest first."""
+    """Every stored Consent resource about any of `persons` in `domain`, oldest first.
+
+    A linked person's consents are found under any of their names (`trustcentre.aliases`): a withdrawal a
+    patient gave in the portal, filed under the id their node knows them by, counts when a connector asks
+    by their KVNR.
+    """
     if not persons:
         return []
-    about = or_(*((consents.c.person_system == p.system) & (consents.c.person_value == p.value) for p in persons))
+    names = {(p.system, p.value) for p in persons}
+    for mpi in mpis_of(connection, names):
+        names |= aliases_of(connection, mpi).filed_under
+    about = or_(*((consents.c.person_system == s) & (consents.c.person_value == v) for s, v in sorted(names)))
     rows = connection.execute(
         select(consents.c.resource)
         .where(consents.c.domain == domain, about)

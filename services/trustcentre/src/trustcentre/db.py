@@ -109,6 +109,20 @@ consents = Table(
     Index("ix_consents_person", "domain", "person_system", "person_value"),
 )
 
+#: One-time codes binding a portal login to a person: issued by a site's staff, redeemed once at that site.
+enrolments = Table(
+    "enrolments",
+    metadata,
+    Column("code_sha256", String(64), primary_key=True),
+    Column("mpi", String(64), ForeignKey("persons.mpi"), nullable=False),
+    Column("site", String(128), nullable=False),
+    Column("issued_by", String(128), nullable=False),
+    Column("issued", DateTime(timezone=True), nullable=False),
+    Column("expires", DateTime(timezone=True), nullable=False),
+    Column("redeemed", DateTime(timezone=True), nullable=True),
+    Column("account", String(255), nullable=True),
+)
+
 audit_log = AuditLog(metadata, "urn:hubnode:trustcentre", "hubnode trust centre")
 
 
@@ -117,7 +131,11 @@ def _v1_create_tables(connection: Connection) -> None:
 
 
 #: Ordered schema steps; append, never edit a released one.
-MIGRATIONS: tuple[Migration, ...] = (_v1_create_tables, audit_log.add_query_column)
+def _v3_enrolments(connection: Connection) -> None:
+    enrolments.create(connection, checkfirst=True)
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1_create_tables, audit_log.add_query_column, _v3_enrolments)
 
 
 def connect(url: str) -> Engine:

@@ -11,13 +11,17 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import Connection
+
 from servicekit.fhir import FhirError
 from servicekit.purpose import OPERATIONS, RESEARCH, TREATMENT
+from trustcentre.aliases import person_of_site
 from trustcentre.auth import Role
 from trustcentre.consents import PersonIdentifier, add_consent, consents_of, parsed
 from trustcentre.db import audit_log
 from trustcentre.fhir import Parameters, parameters
 from trustcentre.mii_consent import POLICY_SYSTEM, ConsentInvalid, withdrawal_consent
+from trustcentre.persons import PERSON_SYSTEM
 from trustcentre.policy_states import PolicyState, current_policy_states, policy_state
 from trustcentre.web import Context, Endpoint, check_batch, operation
 
@@ -32,6 +36,30 @@ def _persons(context: Context, params: Parameters) -> list[PersonIdentifier]:
     found = [PersonIdentifier(system, value) for system, value in params.identifiers("personIdentifier")]
     check_batch(context, len(found), "person identifiers")
     return found
+
+
+def _named_by_node(context: Context, connection: Connection, persons: list[PersonIdentifier], *, read: bool) -> None:
+    """A node's caller names persons by its own person ids (and for a yes/no check by any identifier).
+
+    Reading or writing a person's consents is for the site's staff, or for a node's portal acting for
+    a patient enrolled there, who is named by the id that node knows them by: never another node's.
+    """
+    site = context.caller.site
+    if site is None:
+        return
+    for person in persons:
+        if person.system == PERSON_SYSTEM:
+            if person_of_site(connection, site, person.value) is None:
+                raise FhirError(
+                    403, "forbidden", f"{person.value!r} is not a person id of {site!r}", ("personIdentifier",)
+                )
+        elif read:
+            raise FhirError(
+                403,
+                "forbidden",
+                f"{context.caller.name!r} names persons here by its own person ids ({PERSON_SYSTEM})",
+                ("personIdentifier",),
+            )
 
 
 def _domain(params: Parameters) -> str:
@@ -58,6 +86,14 @@ def _add(context: Context, params: Parameters) -> dict[str, Any]:
         raise FhirError(400, "required", "parameter 'resource' (the Consent) is required", ("resource",))
     domain = _domain(params)
     with context.engine.begin() as connection:
+        patient = resource.get("patient")
+        named = patient.get("identifier") if isinstance(patient, dict) else None
+        if isinstance(named, dict):
+            _named_by_node(
+                context, connection, [PersonIdentifier(str(named.get("system")), str(named.get("value")))], read=True
+            )
+        elif context.caller.site is not None:
+            raise FhirError(422, "required", "Consent.patient.identifier names the person", ("Consent.patient",))
         consent_id, person = add_consent(connection, domain, resource)
         audit_log.record(
             connection,
@@ -82,6 +118,7 @@ def _is_consented(context: Context, params: Parameters) -> dict[str, Any]:
     day = config.date("requestDate") or datetime.now(UTC).date()
     domain = _domain(params)
     with context.engine.begin() as connection:
+        _named_by_node(context, connection, persons, read=False)
         groups = [persons] if matching == "AT_LEAST_ONE" else [[p] for p in persons]
         states = [
             policy_state(
@@ -101,6 +138,7 @@ def _is_consented(context: Context, params: Parameters) -> dict[str, Any]:
 def _all_for_person(context: Context, params: Parameters) -> dict[str, Any]:
     persons = _persons(context, params)
     with context.engine.begin() as connection:
+        _named_by_node(context, connection, persons, read=True)
         found = consents_of(connection, _domain(params), persons)
         audit_log.record(
             connection,
@@ -121,6 +159,7 @@ def _current_states(context: Context, params: Parameters) -> dict[str, Any]:
     day = config.date("requestDate") or datetime.now(UTC).date()
     unknown_is_decline = config.boolean("unknownStateIsConsideredAsDecline", default=False)
     with context.engine.begin() as connection:
+        _named_by_node(context, connection, persons, read=True)
         states = current_policy_states(parsed(consents_of(connection, _domain(params), persons)), day)
         audit_log.record(
             connection,
@@ -143,6 +182,7 @@ def _withdraw(context: Context, params: Parameters) -> dict[str, Any]:
     except (ConsentInvalid, ValueError) as exc:
         raise FhirError(400, "invalid", str(exc), ("policy",)) from None
     with context.engine.begin() as connection:
+        _named_by_node(context, connection, persons, read=True)
         consent_id, _ = add_consent(connection, domain, resource)
         audit_log.record(
             connection,

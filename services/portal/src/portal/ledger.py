@@ -1,0 +1,97 @@
+"""A patient's ledger: every recorded use of their data, from the trust centre, the node's connector and portal.
+
+The trust centre answers for the person under all their names and hands the portal the research
+pseudonyms its own connector's extracts were sent under; so a research use shows with its project,
+while the research node never learns who the patient is. Each entry keeps where it was recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from portal.db import audit_log
+from portal.patients import Subject
+from portal.portal_state import PortalState
+
+PROJECT_SYSTEM = "urn:hubnode:project"
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One use of the patient's data as the ledger shows it."""
+
+    when: str
+    who: str
+    what: str
+    purpose: str
+    project: str
+    outcome: str
+    where: str
+    event: dict[str, Any]
+
+
+async def ledger(state: PortalState, subject: Subject) -> list[LedgerEntry]:
+    """Every entry about the patient, newest first."""
+    central = await state.trustcentre.ledger(subject.person_id)
+    pseudonyms = sorted(
+        {
+            str(entity.get("what", {}).get("identifier", {}).get("value"))
+            for event in central
+            for entity in event.get("entity", [])
+            if isinstance(entity, dict) and "what" in entity
+        }
+        - {subject.person_id, "None"}
+    )
+    names = [subject.person_id, subject.reference, *pseudonyms]
+    local = [_only(event, names) for event in await state.records.audit(names)]
+    rows, subjects = await run_in_threadpool(audit_log.rows, state.engine, [subject.person_id], None, None)
+    own = [audit_log.as_audit_event(row, subjects[row["id"]]) for row in rows]
+    site = state.settings.site
+    entries = [
+        *(entry(event, "trust centre") for event in central),
+        *(entry(event, f"connector {site}") for event in local),
+        *(entry(event, f"portal {site}") for event in own),
+    ]
+    return sorted(entries, key=lambda e: e.when, reverse=True)
+
+
+def _only(event: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """The event naming only this patient: one extract or read may name others, whom this ledger must not show."""
+    kept = [
+        entity
+        for entity in event.get("entity", [])
+        if not isinstance(entity, dict)
+        or "what" not in entity
+        or entity.get("what", {}).get("identifier", {}).get("value") in names
+    ]
+    return {**event, "entity": kept}
+
+
+def entry(event: dict[str, Any], where: str) -> LedgerEntry:
+    """An AuditEvent as a ledger line."""
+    codings = [
+        coding
+        for concept in event.get("purposeOfEvent", [])
+        if isinstance(concept, dict)
+        for coding in concept.get("coding", [])
+        if isinstance(coding, dict)
+    ]
+    purpose = next((str(c.get("code")) for c in codings if c.get("system") != PROJECT_SYSTEM), "")
+    project = next((str(c.get("code")) for c in codings if c.get("system") == PROJECT_SYSTEM), "")
+    agents = event.get("agent", [])
+    who = str(agents[0].get("who", {}).get("display", "")) if agents and isinstance(agents[0], dict) else ""
+    subtype = event.get("subtype", [])
+    what = str(subtype[0].get("code", "")) if subtype and isinstance(subtype[0], dict) else ""
+    return LedgerEntry(
+        when=str(event.get("recorded", ""))[:19].replace("T", " "),
+        who=who.removeprefix("peer:"),
+        what=what,
+        purpose=purpose,
+        project=project,
+        outcome="success" if event.get("outcome") == "0" else "refused",
+        where=where,
+        event=event,
+    )

@@ -1,0 +1,177 @@
+"""The portal in a real browser: Debian's Chromium driven by Playwright, against the local federation.
+
+A patient signs in through Keycloak's login page, links her account with the code the hospital's desk
+issued, sees which project used her data after a dataSend, withdraws research use and sees what it now
+blocks (and the next extract is refused); a GP sees a summary from two nodes with the interaction
+warning; refusals (another patient's id in the URL, missing treatment consent, a session that is gone)
+show a clear page. Screenshots of the main pages go to `.hubnode/reports/portal/`.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from connector.tasks import Process, parameter
+from fixtures.synthetic import PatientProfile, patient_record
+from tests.conftest import PROJECT_DIR
+from tests.e2e.conftest import KVNR_SYSTEM, Federation, patient_input, target_input
+
+SCREENSHOTS = PROJECT_DIR / ".hubnode" / "reports" / "portal"
+#: A closed network: no background traffic, no component updates, no sync.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    executable = shutil.which("chromium")
+    assert executable, "Debian's chromium is missing: `hubnode bootstrap` installs it"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    # The gateways' certificates come from the federation's own CA, which this browser profile does not know.
+    context = browser.new_context(ignore_https_errors=True, locale="de-DE", viewport={"width": 420, "height": 860})
+    opened = context.new_page()
+    yield opened
+    context.close()
+
+
+def portal(federation: Federation, site: str) -> str:
+    return f"https://127.0.0.1:{federation.gateway_ports[site]}/portal"
+
+
+def sign_in(page: Page, federation: Federation, site: str, username: str) -> None:
+    """Through the portal's button and Keycloak's own login form."""
+    page.goto(f"{portal(federation, site)}/")
+    page.get_by_role("link", name="Anmelden").first.click()
+    page.locator("#username").fill(username)
+    page.locator("#password").fill(federation.secret(site, f"idp-user-{username}"))
+    page.locator("#kc-login").click()
+    expect(page.get_by_role("button", name="Abmelden")).to_be_visible()
+
+
+def shot(page: Page, name: str) -> None:
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def enrol(page: Page, federation: Federation, mrn: str) -> None:
+    """The dic's desk issues a code for `mrn`; anna, signed in, redeems it."""
+    site = "dic"
+    sign_in(page, federation, site, "desk.dic")
+    page.goto(f"{portal(federation, site)}/staff/enrolments")
+    page.get_by_label(re.compile("Patientennummer dieser Einrichtung / KVNR")).fill(mrn)
+    page.get_by_role("button", name="Code ausstellen").click()
+    code = page.locator("#enrolment-code").inner_text()
+    shot(page, "staff-enrolment-code")
+    page.get_by_role("button", name="Abmelden").click()
+    sign_in(page, federation, site, "anna")
+    page.goto(f"{portal(federation, site)}/me/enrol")
+    page.get_by_label("Freischaltcode").fill(code)
+    page.get_by_role("button", name="Zugang freischalten").click()
+    expect(page.get_by_text("Ihr Zugang ist jetzt Ihrer Person zugeordnet.")).to_be_visible()
+
+
+def test_a_patient_sees_the_project_that_used_her_data_withdraws_research_use_and_sees_the_effect(
+    federation: Federation, page: Page
+) -> None:
+    record = patient_record(PatientProfile(seed=13101, site="dic", conditions=("C50.4",), consent=()))
+    person = record.person
+    assert federation.ingest("dic", record.bundle()).status_code == 200
+    federation.grant({"system": KVNR_SYSTEM, "value": person.kvnr}, "2", "3", "5", "6", "7", "8")
+    extract = [
+        target_input("research"),
+        patient_input(KVNR_SYSTEM, person.kvnr),
+        parameter("project", "valueString", "demo-study"),
+    ]
+    sent = federation.start(
+        "dic",
+        Process.DATA_SEND,
+        extract,
+        "portal-e2e-anna-1",
+    )
+    assert sent["status"] == "completed", sent
+    enrol(page, federation, person.mrn)
+
+    page.goto(f"{portal(federation, 'dic')}/me/ledger")
+    expect(page.locator(".project", has_text="demo-study").first).to_be_visible()
+    shot(page, "patient-ledger")
+
+    page.goto(f"{portal(federation, 'dic')}/me/consents")
+    shot(page, "patient-consents")
+    research = page.locator("li.policy", has_text="Medizinische Daten wissenschaftlich nutzen")
+    research.get_by_role("button", name="Widerrufen").click()
+    expect(page.locator(".receipt")).to_contain_text("dataSend")
+    shot(page, "patient-receipt")
+    page.goto(f"{portal(federation, 'dic')}/me/consents")
+    expect(research.locator(".state")).to_have_text("widerrufen oder abgelehnt")
+
+    refused = federation.start(
+        "dic",
+        Process.DATA_SEND,
+        extract,
+        "portal-e2e-anna-2",
+    )
+    assert refused["status"] == "failed", refused
+
+    page.goto(f"{portal(federation, 'dic')}/patients/kvnr/{'A' + '0' * 9}")
+    expect(page.get_by_role("alert")).to_contain_text("Seite ist für Ihre Rolle nicht freigegeben")
+
+
+def test_a_gp_sees_a_summary_from_two_nodes_with_the_interaction_warning(federation: Federation, page: Page) -> None:
+    hospital = patient_record(PatientProfile(seed=18101, site="dic", medications=("B01AA03",), consent=()))
+    practice = patient_record(PatientProfile(seed=18101, site="practice", medications=("M01AE01",), consent=()))
+    assert federation.ingest("dic", hospital.bundle()).status_code == 200
+    assert federation.ingest("practice", practice.bundle()).status_code == 200
+    federation.grant({"system": KVNR_SYSTEM, "value": hospital.person.kvnr}, "2", "3", "5", "6", "7")
+    task = federation.start(
+        "dic",
+        Process.CARE_SUMMARY,
+        [target_input("practice"), patient_input(KVNR_SYSTEM, hospital.person.kvnr)],
+        "portal-e2e-gp",
+    )
+    assert task["status"] == "completed", task
+    sign_in(page, federation, "practice", "dr.schulz")
+    page.goto(f"{portal(federation, 'practice')}/patients")
+    page.get_by_label(re.compile("^KVNR / ")).fill(hospital.person.kvnr)
+    page.get_by_role("button", name="Suchen").click()
+    expect(page.locator(".warning")).to_contain_text("Warfarin und Ibuprofen")
+    expect(page.locator("td.source", has_text="dic").first).to_be_visible()
+    expect(page.locator("td.source", has_text="practice").first).to_be_visible()
+    shot(page, "clinician-summary")
+
+
+def test_refusals_are_clear_pages(federation: Federation, page: Page) -> None:
+    record = patient_record(PatientProfile(seed=18202, site="practice", consent=()))
+    assert federation.ingest("practice", record.bundle()).status_code == 200
+    federation.grant({"system": KVNR_SYSTEM, "value": record.person.kvnr}, "2", "3", "6", "7")  # no .5
+    sign_in(page, federation, "practice", "dr.schulz")
+    page.goto(f"{portal(federation, 'practice')}/patients/kvnr/{record.person.kvnr}")
+    expect(page.get_by_role("alert")).to_contain_text("Teil 5 der Einwilligung")
+    shot(page, "clinician-refused-no-consent")
+    # the session is gone on the server (ended, or idle too long): the browser's cookie names nothing any more
+    page.context.clear_cookies()
+    page.context.add_cookies(
+        [
+            {
+                "name": "hubnode_portal",
+                "value": "a-session-the-portal-no-longer-knows",
+                "domain": "127.0.0.1",
+                "path": "/portal",
+                "secure": True,
+                "httpOnly": True,
+            }
+        ]
+    )
+    page.goto(f"{portal(federation, 'practice')}/patients")
+    expect(page.get_by_role("alert")).to_contain_text("Sitzung ist abgelaufen")
+    shot(page, "session-expired")
