@@ -4,7 +4,8 @@ A patient signs in through Keycloak's login page, links her account with the cod
 issued, sees which project used her data after a dataSend, withdraws research use and sees what it now
 blocks (and the next extract is refused); a GP sees a summary from two nodes with the interaction
 warning; refusals (another patient's id in the URL, missing treatment consent, a session that is gone)
-show a clear page. Screenshots of the main pages go to `.hubnode/reports/portal/`.
+show a clear page. Screenshots of the main pages go to `.hubnode/reports/portal/`, with `index.html`
+showing them in the order taken, each with its caption and the page's address.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
+from jinja2 import Environment
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from connector.tasks import Process, parameter
@@ -22,15 +25,49 @@ from tests.conftest import PROJECT_DIR
 from tests.e2e.conftest import KVNR_SYSTEM, Federation, patient_input, target_input
 
 SCREENSHOTS = PROJECT_DIR / ".hubnode" / "reports" / "portal"
+GALLERY = Environment(autoescape=True).from_string(
+    """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Portal in the browser: screenshots</title>
+<style>body{font-family:sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem}
+figure{display:inline-block;vertical-align:top;margin:0 1.5rem 2rem 0;max-width:440px}
+img{width:420px;border:1px solid #999}figcaption{font-size:.9rem}code{word-break:break-all}</style></head>
+<body><h1>Portal in the browser</h1>
+<p>Taken by <code>tests/e2e/test_portal_browser.py</code> (Chromium, German locale, a phone-sized window).</p>
+{% for shot in shots %}<figure><img src="{{ shot.name }}.png" alt="{{ shot.caption }}">
+<figcaption><strong>{{ shot.caption }}</strong><br><code>{{ shot.url }}</code></figcaption></figure>
+{% endfor %}</body></html>
+"""
+)
 #: A closed network: no background traffic, no component updates, no sync.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@dataclass(frozen=True)
+class Shot:
+    name: str
+    caption: str
+    url: str
+
+
+#: The screenshots taken so far in this module, in order.
+TAKEN: list[Shot] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def gallery() -> Iterator[None]:
+    """Screenshots of this run only; their page, `index.html`, is written when the module ends."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for old in SCREENSHOTS.glob("*.png"):
+        old.unlink()
+    TAKEN.clear()
+    yield
+    (SCREENSHOTS / "index.html").write_text(GALLERY.render(shots=TAKEN), encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     executable = shutil.which("chromium")
     assert executable, "Debian's chromium is missing: `hubnode bootstrap` installs it"
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
         yield launched
@@ -60,8 +97,9 @@ def sign_in(page: Page, federation: Federation, site: str, username: str) -> Non
     expect(page.get_by_role("button", name="Abmelden")).to_be_visible()
 
 
-def shot(page: Page, name: str) -> None:
+def shot(page: Page, name: str, caption: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    TAKEN.append(Shot(name, caption, page.url))
 
 
 def enrol(page: Page, federation: Federation, mrn: str) -> None:
@@ -72,7 +110,7 @@ def enrol(page: Page, federation: Federation, mrn: str) -> None:
     page.get_by_label(re.compile("Patientennummer dieser Einrichtung / KVNR")).fill(mrn)
     page.get_by_role("button", name="Code ausstellen").click()
     code = page.locator("#enrolment-code").inner_text()
-    shot(page, "staff-enrolment-code")
+    shot(page, "staff-enrolment-code", "Site staff issue an enrolment code for the patient's letter")
     page.get_by_role("button", name="Abmelden").click()
     sign_in(page, federation, site, "anna")
     page.goto(f"{portal(federation, site)}/me/enrol")
@@ -104,14 +142,14 @@ def test_a_patient_sees_the_project_that_used_her_data_withdraws_research_use_an
 
     page.goto(f"{portal(federation, 'dic')}/me/ledger")
     expect(page.locator(".project", has_text="demo-study").first).to_be_visible()
-    shot(page, "patient-ledger")
+    shot(page, "patient-ledger", "The patient's ledger: who used her data, the research project named")
 
     page.goto(f"{portal(federation, 'dic')}/me/consents")
-    shot(page, "patient-consents")
+    shot(page, "patient-consents", "The patient's consents, per policy, before the withdrawal")
     research = page.locator("li.policy", has_text="Medizinische Daten wissenschaftlich nutzen")
     research.get_by_role("button", name="Widerrufen").click()
     expect(page.locator(".receipt")).to_contain_text("dataSend")
-    shot(page, "patient-receipt")
+    shot(page, "patient-receipt", "The signed receipt of the withdrawal, with the processes it now blocks")
     page.goto(f"{portal(federation, 'dic')}/me/consents")
     expect(research.locator(".state")).to_have_text("widerrufen oder abgelehnt")
 
@@ -147,7 +185,7 @@ def test_a_gp_sees_a_summary_from_two_nodes_with_the_interaction_warning(federat
     expect(page.locator(".warning")).to_contain_text("Warfarin und Ibuprofen")
     expect(page.locator("td.source", has_text="dic").first).to_be_visible()
     expect(page.locator("td.source", has_text="practice").first).to_be_visible()
-    shot(page, "clinician-summary")
+    shot(page, "clinician-summary", "A GP's cross-sector summary: entries from two nodes and the interaction warning")
 
 
 def test_refusals_are_clear_pages(federation: Federation, page: Page) -> None:
@@ -157,7 +195,11 @@ def test_refusals_are_clear_pages(federation: Federation, page: Page) -> None:
     sign_in(page, federation, "practice", "dr.schulz")
     page.goto(f"{portal(federation, 'practice')}/patients/kvnr/{record.person.kvnr}")
     expect(page.get_by_role("alert")).to_contain_text("Teil 5 der Einwilligung")
-    shot(page, "clinician-refused-no-consent")
+    shot(
+        page,
+        "clinician-refused-no-consent",
+        "Refused: the patient has not consented to treatment-data exchange (policy 5)",
+    )
     # the session is gone on the server (ended, or idle too long): the browser's cookie names nothing any more
     page.context.clear_cookies()
     page.context.add_cookies(
@@ -174,4 +216,4 @@ def test_refusals_are_clear_pages(federation: Federation, page: Page) -> None:
     )
     page.goto(f"{portal(federation, 'practice')}/patients")
     expect(page.get_by_role("alert")).to_contain_text("Sitzung ist abgelaufen")
-    shot(page, "session-expired")
+    shot(page, "session-expired", "Refused: the session is gone on the server")
