@@ -2,9 +2,9 @@
 in turn and must be caught by the requirement it breaks (`python -m infra.mutation`, as `./dev mutants`).
 
 The table lands in `.hubnode/mutants/latest.json` of this checkout, where `./dev mutants` writes it too.
-It runs after every other end-to-end test (`leaves_leaks`): the runner brings the nodes back without a
-mutant, but what a leaking mutant sent to the research node stays there, and later invariant checks
-would rightly call it a leak.
+It runs right after test_conformance.py (file order), before other tests add patients that change
+feasibility counts. The runner brings the nodes back without a mutant, but what a leaking mutant sent
+stays on the research node: later tests that look for leaks judge only what they stored themselves.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from infra.mutants import MUTANTS
 from tests.conftest import PROJECT_DIR
 from tests.e2e.conftest import STACK, Federation
@@ -22,7 +20,6 @@ from tests.e2e.conftest import STACK, Federation
 LATEST = PROJECT_DIR / ".hubnode" / "mutants" / "latest.json"
 
 
-@pytest.mark.leaves_leaks
 def test_every_mutant_is_caught_by_the_requirement_it_breaks(federation: Federation) -> None:
     command = [sys.executable, "-m", "infra.mutation", "--project-dir", str(federation.project), "--stack", STACK]
     done = subprocess.run(

@@ -16,7 +16,7 @@ from fixtures.strategies import patient_profiles
 from fixtures.synthetic import PatientProfile, patient_record
 from servicekit.kvnr import make_kvnr
 from tests.conftest import MII_KDS_DIR
-from tests.e2e.conftest import STACK, Federation, patient_input, target_input, task_output
+from tests.e2e.conftest import STACK, Federation, patient_input, stored_from_now, target_input, task_output
 
 MII_PATIENT_1 = MII_KDS_DIR / "Bundle-mii-exa-test-data-bundle-pat-1.json"
 KVNR = "http://fhir.de/sid/gkv/kvid-10"
@@ -202,6 +202,7 @@ def _wait_healthy(container: str) -> None:
 @given(profile=patient_profiles(sites=("dic",)))
 def test_nothing_identifying_ever_reaches_the_research_node(federation: Federation, profile: PatientProfile) -> None:
     record = patient_record(profile)
+    since = stored_from_now()
     assert federation.ingest("dic", record.bundle()).status_code == 200
     federation.grant(record.person.identifier(), "2", "3", "8")
     task = federation.start(
@@ -215,7 +216,7 @@ def test_nothing_identifying_ever_reaches_the_research_node(federation: Federati
         key=f"e2e-datasend-{profile.seed}",
     )
     assert task["status"] == "completed", task.get("statusReason")
-    everything = json.dumps([federation.search("research", kind) for kind in _RESEARCH_TYPES])
+    everything = json.dumps([federation.search("research", kind, since) for kind in _RESEARCH_TYPES])
     for value in record.person.identifying_values():
         assert value not in everything, f"{value!r} of {record.person.patient_id} reached the research node"
     assert KVNR not in everything

@@ -31,7 +31,7 @@ from connector.tasks import Process, parameter
 from fixtures.consents import POLICY_OID, POLICY_SYSTEM
 from fixtures.strategies import CARE_SITES, POLICIES, RESEARCH_POLICY, TREATMENT_POLICY, patient_profiles
 from fixtures.synthetic import PatientProfile, PatientRecord, patient_record
-from tests.e2e.conftest import KVNR_SYSTEM, Federation, patient_input, target_input, task_output
+from tests.e2e.conftest import KVNR_SYSTEM, Federation, patient_input, stored_from_now, target_input, task_output
 
 PROJECT, DOMAIN = "demo-study", "research-demo"
 ICD10GM = "http://fhir.de/CodeSystem/bfarm/icd-10-gm"
@@ -106,6 +106,7 @@ class Journeys(RuleBasedStateMachine):
         self.federation = federation
         self.session = session
         self.exchanges: list[Exchange] = []
+        self.since = stored_from_now()
 
     # --- rules ---------------------------------------------------------------------------------------
 
@@ -201,7 +202,7 @@ class Journeys(RuleBasedStateMachine):
     @invariant()
     def nothing_identifying_on_the_research_node(self) -> None:
         persons = [known.record.person for known in self.session.people.values()]
-        held = {kind: self.federation.search("research", kind) for kind in RESEARCH_TYPES}
+        held = {kind: self.federation.search("research", kind, self.since) for kind in RESEARCH_TYPES}
         leaks = identifying_leaks(held, persons)
         assert not leaks, leaks
 
