@@ -24,7 +24,7 @@ from typing import Any
 import docker
 import httpx
 
-from benchmarks import federation, trustcentre
+from benchmarks import federation, portal, trustcentre
 from benchmarks.federation import free_port, percentile
 from infra.bootstrap import docker_client
 from infra.imagebuild import build_images
@@ -38,7 +38,7 @@ MII_KDS_DIR = PROJECT_DIR.parent / "shared" / "testdata" / "mii-kds"
 RESULTS_DIR = PROJECT_DIR / ".hubnode" / "bench"
 FHIR_JSON = "application/fhir+json"
 READY_BUDGET_S = 300.0
-BENCHMARKS = ("ready", "ingest", "pseudonyms", "consent", *federation.BENCHMARKS)
+BENCHMARKS = ("ready", "ingest", "pseudonyms", "consent", *federation.BENCHMARKS, *portal.BENCHMARKS)
 
 
 def main() -> int:
@@ -62,9 +62,9 @@ def main() -> int:
         results["pseudonyms"] = trustcentre.bench_pseudonyms(client)
     if "consent" in chosen:
         results["consent"] = trustcentre.bench_consent()
-    federated = [name for name in chosen if name in federation.BENCHMARKS]
-    if federated:  # one bench federation, brought up once for all of them
-        results.update(federation.run(federated))
+    federated = [name for name in chosen if name in (*federation.BENCHMARKS, *portal.BENCHMARKS)]
+    if federated:  # one bench federation, brought up once for all of them; the portal's last (it adds audit)
+        results.update(federation.run(federated, {"portal-ledger": portal.bench_ledger}))
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{results['started'].replace(':', '-')}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
@@ -218,6 +218,7 @@ def _print_table(results: dict[str, Any]) -> None:
         rows.append(("ingest: postgres / embedded throughput", fmt(ingest["postgres_over_embedded_throughput"]), ""))
     rows += trustcentre.table_rows(results)
     rows += federation.table_rows(results)
+    rows += portal.table_rows(results)
     width = max(len(r[0]) for r in rows)
     print(f"\n{'benchmark':<{width}}  {'value':>10}  note")
     for name, value, note in rows:
