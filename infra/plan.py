@@ -886,6 +886,11 @@ def _portal_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mappin
         if node.identifier_systems
         else f"{SOURCE_SYSTEM_BASE}/{node.site}",
         "PT_PEERS": ",".join(peers),
+        "PT_PROJECTS_FILE": "/etc/portal/projects.json",
+    }
+    projects = {
+        p.name: {"title": p.title, "summary": p.summary, "recipient": p.recipient, "categories": list(p.categories)}
+        for p in (spec.federation.projects if spec.federation else ())
     }
     remote = "trustcentre" not in node.components
     return ServicePlan(
@@ -905,5 +910,6 @@ def _portal_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mappin
         # Not on the idp: the portal reads the realm's discovery at the first sign-in, so it need not wait for
         # Keycloak's slow start.
         depends_on=("connector", *(("trustcentre",) if not remote else ())),
+        files=(ConfigFile(env["PT_PROJECTS_FILE"], json.dumps(projects, indent=2, sort_keys=True) + "\n"),),
         networks=(NetworkAttachment(peers_network(spec.stack)),) if remote else (),
     )

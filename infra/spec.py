@@ -198,6 +198,14 @@ class Project:
     name: str
     domain: str
     senders: tuple[str, ...] = ()
+    #: What a patient's ledger shows for a use of their data in this project (the name when no title).
+    title: str = ""
+    #: In plain language, for patients: what the project wants to find out.
+    summary: str = ""
+    #: Who receives the extracts (an institution, a registry).
+    recipient: str = ""
+    #: The kinds of data sent for it, as patients would name them ("Diagnosen", "Laborwerte").
+    categories: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -434,7 +442,7 @@ def _parse_projects(
 ) -> tuple[Project, ...]:
     """Research projects; `senders` are the sites that send data for one (default: every dic node)."""
     if not isinstance(value, list):
-        problems.append(Problem(_key("projects"), value, "a list of {name, domain, senders}"))
+        problems.append(Problem(_key("projects"), value, "a list of {name, domain, senders, title, ...}"))
         return ()
     known = {d.name for d in domains}
     projects: list[Project] = []
@@ -450,9 +458,24 @@ def _parse_projects(
             )
         elif not isinstance(senders, list) or not all(isinstance(site, str) for site in senders):
             problems.append(Problem(_key(f"projects[{index}].senders"), senders, "a list of sites"))
-        else:
-            projects.append(Project(entry["name"], entry["domain"], tuple(senders)))
+        elif described := _project_description(entry, index, problems):
+            projects.append(Project(entry["name"], entry["domain"], tuple(senders), **described))
     return tuple(projects)
+
+
+def _project_description(entry: Mapping[str, Any], index: int, problems: list[Problem]) -> dict[str, Any] | None:
+    """The optional `title`, `summary`, `recipient` (texts) and `categories` (a list of texts) of a project."""
+    found = len(problems)
+    texts = {key: entry.get(key, "") for key in ("title", "summary", "recipient")}
+    for key, value in texts.items():
+        if not isinstance(value, str):
+            problems.append(Problem(_key(f"projects[{index}].{key}"), value, "a text"))
+    categories = entry.get("categories", [])
+    if not isinstance(categories, list) or not all(isinstance(c, str) and c for c in categories):
+        problems.append(Problem(_key(f"projects[{index}].categories"), categories, "a list of texts"))
+    if len(problems) > found:
+        return None
+    return {**texts, "categories": tuple(categories)}
 
 
 def _check_federation(spec: StackSpec, problems: list[Problem]) -> None:

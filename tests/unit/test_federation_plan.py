@@ -96,6 +96,35 @@ def test_a_project_must_name_a_declared_pseudonym_domain() -> None:
     assert problems == ["hubnode:projects[0].domain = 'nowhere': one of hubnode:domains: []"]
 
 
+def test_a_projects_description_reaches_the_portals_ledger_and_a_wrong_one_is_named() -> None:
+    described = {
+        "name": "cohort",
+        "domain": "cohort",
+        "title": "Verläufe nach Darmkrebs",
+        "summary": "Was hilft nach der Operation?",
+        "recipient": "Register",
+        "categories": ["Diagnosen", "Laborwerte"],
+    }
+    spec = federation(
+        node_entry(
+            "dic", "dic", 8443, 9443, components=["fhir", "trustcentre", "connector", "gateway", "idp", "portal"]
+        ),
+        domains=[{"name": "cohort"}],
+        projects=[described],
+    )
+    portal = service(plan_stack(spec)[0], "portal")
+    [projects] = [f for f in portal.files if f.path == portal.env["PT_PROJECTS_FILE"]]
+    assert json.loads(projects.content) == {
+        "cohort": {k: v for k, v in described.items() if k not in ("name", "domain")}
+    }
+    wrong = {"name": "cohort", "domain": "cohort", "title": 7, "categories": "Diagnosen"}
+    problems = problems_of(node_entry("dic", "dic", 8443, 9443), domains=[{"name": "cohort"}], projects=[wrong])
+    assert problems == [
+        "hubnode:projects[0].title = 7: a text",
+        "hubnode:projects[0].categories = 'Diagnosen': a list of texts",
+    ]
+
+
 def test_a_site_with_a_remote_trust_centre_reaches_it_behind_the_peers_gateway() -> None:
     peer = {"site": "ttp", "role": "ttp", "address": "https://ttp.hub.example:9443/fhir", "thumbprint": THUMBPRINT}
     spec = federation(node_entry("gp", "practice", 8443, 9443), peers=[peer])

@@ -9,6 +9,9 @@ import pytest
 
 from portal import consent_modules, i18n
 from portal.interactions import detected_issues
+from portal.ledger import PROJECT_SYSTEM, entry
+from portal.settings import Project
+from portal.web import TEMPLATES as TEMPLATES_ENVIRONMENT
 from portal.web import safe_next
 
 TEMPLATES = Path(i18n.__file__).parent / "templates"
@@ -57,3 +60,40 @@ def test_warfarin_and_ibuprofen_together_are_one_issue_and_either_alone_none() -
     both = detected_issues("Patient/x", [statement("a", "B01AA03"), statement("b", "M01AE01")])
     assert [issue["severity"] for issue in both] == ["high"]
     assert detected_issues("Patient/x", [statement("a", "B01AA03")]) == []
+
+
+def test_a_research_use_in_the_ledger_says_what_the_project_is_and_what_was_sent() -> None:
+    event = {
+        "resourceType": "AuditEvent",
+        "recorded": "2026-12-04T10:00:00+01:00",
+        "subtype": [{"code": "$pseudonymize"}],
+        "purposeOfEvent": [{"coding": [{"code": "HRESCH"}, {"system": PROJECT_SYSTEM, "code": "demo-study"}]}],
+        "agent": [{"who": {"display": "peer:dic"}}],
+        "outcome": "0",
+    }
+    study = Project(
+        "demo-study", "Verläufe nach <Darmkrebs>", "Was hilft nach der Operation?", "Register", ("Diagnosen",)
+    )
+    page = _render("ledger.html", entries=[entry(event, "trust centre")], projects={"demo-study": study})
+    assert "<strong>Verläufe nach &lt;Darmkrebs&gt;</strong> (demo-study)" in page
+    assert "Was hilft nach der Operation?" in page
+    assert "Empfänger: Register" in page
+    assert "Übermittelt: Diagnosen" in page
+    undescribed = _render("ledger.html", entries=[entry(event, "trust centre")], projects={})
+    assert '<span class="project"><strong>demo-study</strong></span>' in undescribed
+
+
+def _render(template: str, **values: object) -> str:
+    """A page in German, as the portal renders it for a signed-out visitor."""
+    return TEMPLATES_ENVIRONMENT.get_template(template).render(
+        t=lambda key, **kw: i18n.text("de", key, **kw),
+        lang="de",
+        other_lang="en",
+        user=None,
+        csrf="",
+        csrf_field="csrf",
+        base="/portal",
+        path="/portal/me/ledger",
+        site="dic",
+        **values,
+    )

@@ -108,7 +108,7 @@ async def ledger_page(page: Page) -> Response:
     subject = await own(page.state, page.require(PATIENT))
     entries = await ledger(page.state, subject)
     await page.audit("view-ledger", [subject.person_id])
-    return page.render("ledger.html", entries=entries)
+    return page.render("ledger.html", entries=entries, projects=page.state.settings.projects)
 
 
 async def record(page: Page) -> Response:

@@ -10,13 +10,24 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from servicekit.config import ConfigError, read_file
+from servicekit.config import ConfigError, read_file, read_json
 
 DEFAULT_DATABASE_URL = "sqlite:////var/lib/portal/portal.db"
 _SITE = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
+
+
+@dataclass(frozen=True)
+class Project:
+    """A research project as a patient's ledger describes it (from the stack's `hubnode:projects`)."""
+
+    name: str
+    title: str = ""
+    summary: str = ""
+    recipient: str = ""
+    categories: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,8 @@ class Settings:
     #: The node's certificate and key (PEM): consent receipts are signed with them.
     node_certificate: Path | None = None
     node_key: Path | None = None
+    #: The federation's research projects by name: what the ledger says about a research use.
+    projects: Mapping[str, Project] = field(default_factory=dict)
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> Settings:
@@ -82,7 +95,31 @@ class Settings:
             peers=tuple(p for p in environ.get("PT_PEERS", "").split(",") if p),
             node_certificate=_path(environ, "PT_NODE_CERT_FILE"),
             node_key=_path(environ, "PT_NODE_KEY_FILE"),
+            projects=_projects(environ) if environ.get("PT_PROJECTS_FILE") else {},
         )
+
+
+def _projects(environ: Mapping[str, str]) -> dict[str, Project]:
+    """`{"<project>": {"title": ..., "summary": ..., "recipient": ..., "categories": [...]}}` from PT_PROJECTS_FILE."""
+    config = read_json("PT_PROJECTS_FILE", environ)
+    shape = 'PT_PROJECTS_FILE: expected {"<project>": {"title": "", "summary": "", "recipient": "", "categories": []}}'
+    if not isinstance(config, dict):
+        raise ConfigError(shape)
+    projects = {}
+    for name, entry in config.items():
+        texts = (
+            {key: entry.get(key, "") for key in ("title", "summary", "recipient")} if isinstance(entry, dict) else {}
+        )
+        categories = entry.get("categories", []) if isinstance(entry, dict) else None
+        if (
+            not texts
+            or not all(isinstance(text, str) for text in texts.values())
+            or not isinstance(categories, list)
+            or not all(isinstance(category, str) for category in categories)
+        ):
+            raise ConfigError(f"{shape}; project {name!r} is not")
+        projects[str(name)] = Project(str(name), **texts, categories=tuple(categories))
+    return projects
 
 
 def _path(environ: Mapping[str, str], variable: str) -> Path | None:
