@@ -141,7 +141,7 @@ def test_a_patient_sees_the_project_that_used_her_data_withdraws_research_use_an
     enrol(page, federation, person.mrn)
 
     page.goto(f"{portal(federation, 'dic')}/me/ledger")
-    expect(page.locator(".project", has_text="demo-study").first).to_be_visible()
+    expect(page.locator(".project", has_text="demo-study").first).to_contain_text("Demonstrationsstudie")
     shot(page, "patient-ledger", "The patient's ledger: who used her data, the research project named")
 
     page.goto(f"{portal(federation, 'dic')}/me/consents")
