@@ -467,7 +467,10 @@ def _service_failed(plan: NodePlan, service: ServicePlan, container: Container, 
     logs = container.logs(tail=LOG_TAIL_LINES).decode(errors="replace").rstrip()
     return HubnodeError(
         f"{plan.site}/{service.component} ({service.container_name}) {why}; its last log lines:\n{logs}",
-        fix="read the log lines above; the node was removed, so fix the cause and run `hubnode up` again",
+        fix=(
+            "read the log lines above; the stack's containers were removed and its data volumes kept, so fix "
+            "the cause and run `hubnode up` again (`hubnode down --volumes` first to start from empty)"
+        ),
     )
 
 

@@ -57,6 +57,10 @@ def test_a_service_not_healthy_within_its_budget_shows_its_log_and_is_removed(
     assert int(waited.group(1)) >= 3 * BUDGET_STRETCH
     assert len(caught.value.message.splitlines()) > 1, "the message must carry the service's log lines"
     assert stack_resources(client, plan.stack) == {"containers": [], "networks": []}
+    # A failed bring-up loses no data: the volumes stay for the next `hubnode up`, and the fix says so.
+    assert "data volumes kept" in caught.value.fix
+    assert all(client.volumes.get(volume) for volume in plan.volumes)
+    launcher.down(plan.stack, remove_volumes=True)
 
 
 def test_a_service_that_exits_is_reported_with_its_exit_code(
