@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import docker
 import docker.errors
 
 from conformance import check
+from infra import pki_store
 from infra.bootstrap import (
     docker_client,
     ensure_base_image,
@@ -32,6 +34,7 @@ from infra.idp_realm import user_secret
 from infra.imagebuild import build_images, images_to_build
 from infra.local import LocalLauncher, secret_file
 from infra.mutants import MUTANTS
+from infra.pki_store import CA
 from infra.plan import NodePlan, plan_stack
 from infra.progress import Progress
 from infra.smoke import example_bundle, read_bundle, smoke, smoke_trustcentre
@@ -269,6 +272,13 @@ def _write_endpoints(args: argparse.Namespace, plans: tuple[NodePlan, ...]) -> P
 def _status(args: argparse.Namespace, progress: Progress) -> int:
     plans = _plans(args, progress)
     nodes = _launcher(args, progress, docker_client()).status(plans)
+    certificates = {
+        found.item: found
+        for found in pki_store.validity(_state(args).pki_dir, [CA, *(p.site for p in plans)], datetime.now(UTC))
+    }
+    for node in nodes:
+        if held := certificates.get(node["site"]):
+            node["certificate"] = {**asdict(held), "valid_until": held.valid_until.isoformat()}
     if args.json:
         print(json.dumps({"stack": args.stack, "nodes": nodes}, indent=2))
     else:
@@ -278,7 +288,16 @@ def _status(args: argparse.Namespace, progress: Progress) -> int:
                 print(f"    {name:<12} {url}")
             for component, service in node["services"].items():
                 print(f"    {component:<12} {service['state']:<10} {service['health']:<10} {service['container']}")
+            if held := certificates.get(node["site"]):
+                print(f"    {'certificate':<12} {_validity_line(held)}")
+        if held := certificates.get(CA):
+            print(f"federation CA    {_validity_line(held)}")
     return 0 if all(node["health"] == "up" for node in nodes) else EXIT_FAILED
+
+
+def _validity_line(held: pki_store.Validity) -> str:
+    line = f"valid until {held.valid_until:%Y-%m-%d} ({held.days_left} days left)"
+    return f"{line}; {held.renew}: the next `hubnode up` renews it" if held.renew else line
 
 
 def _smoke(args: argparse.Namespace, progress: Progress) -> int:

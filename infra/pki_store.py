@@ -94,6 +94,30 @@ def ca_key_file(folder: Path) -> Path:
     return folder.parent / CA / f"{CA}.key"
 
 
+@dataclass(frozen=True)
+class Validity:
+    """How long a certificate of the folder holds: for `hubnode status`, so renewals are never a surprise."""
+
+    item: str
+    valid_until: datetime
+    days_left: int
+    #: Why the next `hubnode up` would renew it now (`expires within 30 days`, `expired`), or None.
+    renew: str | None
+
+
+def validity(folder: Path, items: Sequence[str], now: datetime) -> list[Validity]:
+    """The validity of each certificate of `items` (`ca`, sites) that the folder holds and can read."""
+    found = []
+    for item in items:
+        try:
+            certificate = x509.load_pem_x509_certificate(certificate_file(folder, item).read_bytes())
+        except (OSError, ValueError):
+            continue
+        until = certificate.not_valid_after_utc
+        found.append(Validity(item, until, (until - now).days, pki.expiry_reason(certificate, now)))
+    return found
+
+
 def ensure(
     folder: Path,
     federation: str,

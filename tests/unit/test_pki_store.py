@@ -201,3 +201,13 @@ def test_a_ca_key_kept_in_the_pki_folder_by_an_older_version_is_moved_apart(tmp_
 def test_a_site_may_not_take_the_cas_file_names(tmp_path: Path) -> None:
     with pytest.raises(HubnodeError, match="may not be called 'ca'"):
         ensure(tmp_path / "pki", "digihub", {"ca": ["ca.hubnode.test"]}, NOW)
+
+
+def test_status_shows_how_long_each_certificate_holds_and_when_up_renews_it(tmp_path: Path) -> None:
+    issued = pki_store.ensure(tmp_path, "fed", {"dic": ["dic.test"]}, NOW)
+    until = issued.nodes["dic"].certificate.not_valid_after_utc
+    [ca, dic] = pki_store.validity(tmp_path, ["ca", "dic", "nowhere"], NOW)
+    assert (ca.item, dic.item, dic.valid_until, dic.renew) == ("ca", "dic", until, None)
+    assert dic.days_left == (until - NOW).days
+    [soon] = pki_store.validity(tmp_path, ["dic"], until - timedelta(days=10))
+    assert (soon.days_left, soon.renew) == (10, "expires within 30 days")
