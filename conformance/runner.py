@@ -167,7 +167,7 @@ class ScenarioRun:
         if missing:
             return Outcome.NOT_APPLICABLE, missing
         if isinstance(step.action, Wait) and step.expect != Expect() and step.index > 1:
-            polled = self.results[step.index - 1]
+            polled = self.results[self._polled(step)]
             if polled.outcome in {Outcome.NOT_APPLICABLE, Outcome.ERROR}:
                 return polled.outcome, f"polls step {polled.index}, which {_said(polled.outcome)}"
         if isinstance(step.action, AuditCheck | Retry):
@@ -278,9 +278,9 @@ class ScenarioRun:
         if step.expect == Expect():
             time.sleep(step.action.seconds)
             return []
-        made = self._calls.get(step.index - 1, [])
+        made = self._calls.get(self._polled(step), [])
         if not made or any(call.method != "GET" and "$isConsented" not in call.url for call in made):
-            raise CannotRunError("a wait with expectations polls the step before it: a read, process or consent check")
+            raise CannotRunError("a wait with expectations polls a read, process or consent check step")
         expect = self.scenario.expectations(step)
         while True:
             responses = [self.runner.http.send(call, log) for call in made]
@@ -289,6 +289,11 @@ class ScenarioRun:
             if met or remaining <= 0:
                 return responses
             time.sleep(min(self.runner.options.poll_interval_s, remaining))
+
+    def _polled(self, step: Step) -> int:
+        """The index of the step a `wait` polls: the one it names with `of`, else the one before it."""
+        assert isinstance(step.action, Wait)  # noqa: S101 -- only called for wait steps
+        return self.scenario.step_by_id(step.action.of).index if step.action.of else step.index - 1
 
     def _control(self, step: Step, action: str) -> None:
         """Run the targets file's command that stops or starts the actor node's peer door."""

@@ -237,9 +237,10 @@ class AuditCheck:
 
 @dataclass(frozen=True)
 class Wait:
-    """Pause, for processes that finish after their Task is answered."""
+    """Pause, for processes that finish after their Task is answered; `of`: the earlier step it polls (by `id`)."""
 
     seconds: float
+    of: str | None = None
 
 
 Action = (
@@ -718,7 +719,8 @@ class _Parser:
                         self.problems.add(line, f"{fields.where}: unknown process {process!r}; known: {PROCESSES}")
                 return AuditCheck(since, processes)
             case _:
-                return Wait(fields.number("seconds", required=True) or 0)
+                polled = self._step_ref(fields, "of", index) if fields.node("of") is not None else None
+                return Wait(fields.number("seconds", required=True) or 0, polled)
 
     def _ingest(self, fields: Fields) -> Ingest:
         patient = fields.text("patient")
@@ -879,6 +881,6 @@ def _summary(action: Action) -> str:  # noqa: C901, PLR0911 -- one line per kind
         case AuditCheck():
             return f"no {', '.join(action.processes)} since step {action.since}"
         case Wait():
-            return f"{action.seconds:g}s"
+            return f"{action.seconds:g}s" + (f", polling step {action.of}" if action.of else "")
         case _ as unreachable:
             assert_never(unreachable)

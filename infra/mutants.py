@@ -147,6 +147,12 @@ MUTANTS: Mapping[str, Mutant] = {
             unset={"connector": ("CN_PUBLIC_URL",)},
         ),
         Mutant(
+            "gives-up-at-once",
+            "HUB-PROC-14",
+            "never tries a process to an unreachable peer again by itself: someone must notice and `$retry`",
+            patched=("connector",),
+        ),
+        Mutant(
             "revoked-accepted",
             "HUB-TRUST-07",
             "is given no revocation list, so a revoked certificate still opens the peer door",

@@ -170,6 +170,13 @@ def _unaudited_read() -> None:
     replace(read_audit, "patients_read", lambda _: lambda _answer: [])
 
 
+@patch("gives-up-at-once")
+def _gives_up() -> None:
+    from connector import retries
+
+    replace(retries, "plan_next", lambda _: lambda *_args: None)
+
+
 @patch("cacheable-answers")
 def _cacheable() -> None:
     from servicekit import web

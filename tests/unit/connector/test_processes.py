@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from connector import processes
+from connector.retrier import retry_due
+from connector.retries import RetryPolicy
 from infra.pki import issue_ca, issue_node
 from servicekit.allowlist import NodeRole
 from tests.unit.connector.federation import (
@@ -200,6 +204,83 @@ def test_a_peer_that_is_down_fails_the_task_and_retry_completes_it_storing_nothi
     assert same_key.json()["id"] == task["id"]
     assert len(fed["practice"].fhir.transactions) == transactions
     assert len(fed["practice"].fhir.of_type("Patient")) == 1
+
+
+def care_summary_to_practice(fed: Federation, patient: str) -> dict[str, Any]:
+    inputs = (
+        value("target", "valueString", "practice"),
+        value("patient", "valueIdentifier", {"system": CLINIC, "value": patient}),
+    )
+    return dict(fed["dic"].start("careSummary", *inputs).json())
+
+
+def process_node(fed: Federation, site: str) -> processes.Node:
+    node: processes.Node = fed[site].app.state.process_node
+    return node
+
+
+def retry_due_in(fed: Federation, site: str, hours: float) -> int:
+    """The retrier's round at `site`, as it would run `hours` from now."""
+    return asyncio.run(retry_due(process_node(fed, site), datetime.now(UTC) + timedelta(hours=hours)))
+
+
+def test_a_process_to_a_peer_that_is_down_completes_by_itself_once_the_peer_is_back(fed: Federation) -> None:
+    fed["dic"].ingest_patient("p6", codes=("C50.4",))
+    fed.consent("p6", "5")
+    fed.down.add("practice")
+    task = care_summary_to_practice(fed, "p6")
+    assert task["status"] == "failed"
+    assert "; tried again by itself at " in task["statusReason"]["text"]
+    assert task["statusReason"]["text"].endswith("UTC (attempt 1 of 8), or `$retry` now")
+    assert retry_due_in(fed, "dic", hours=0) == 0, "the first attempt waits for the policy's first wait"
+    assert retry_due_in(fed, "dic", hours=1) == 1  # still down: attempt 1 fails, attempt 2 is planned
+    again = fed["dic"].client.get(f"/fhir/Task/{task['id']}", headers=bearer("starter")).json()
+    assert again["statusReason"]["text"].endswith("(attempt 2 of 8), or `$retry` now")
+    fed.down.clear()
+    assert retry_due_in(fed, "dic", hours=2) == 1
+    done = fed["dic"].client.get(f"/fhir/Task/{task['id']}", headers=bearer("starter")).json()
+    assert done["status"] == "completed"
+    assert len(fed["practice"].fhir.of_type("Patient")) == 1
+    assert retry_due_in(fed, "dic", hours=48) == 0, "a completed process is not tried again"
+
+
+def test_only_an_unreachable_peer_is_waited_for_and_attempts_run_out(
+    tmp_path: Path, trustcentre_transport: httpx.ASGITransport
+) -> None:
+    fed = federation(tmp_path, trustcentre_transport, SITES, retry_policy=RetryPolicy(first_seconds=1, attempts=1))
+    fed["dic"].ingest_patient("p7", codes=("C50.4",))
+    refused = care_summary_to_practice(fed, "p7")  # no treatment consent: waiting does not cure it
+    assert refused["status"] == "failed"
+    assert "tried again" not in refused["statusReason"]["text"]
+    assert retry_due_in(fed, "dic", hours=1) == 0
+    fed.consent("p7", "5")
+    fed.down.add("practice")
+    task = care_summary_to_practice(fed, "p7")
+    assert task["statusReason"]["text"].endswith("(attempt 1 of 1), or `$retry` now")
+    assert retry_due_in(fed, "dic", hours=1) == 1
+    given_up = fed["dic"].client.get(f"/fhir/Task/{task['id']}", headers=bearer("starter")).json()
+    assert given_up["statusReason"]["text"].endswith(
+        "no automatic attempt left after 1: `$retry` when the peer is back"
+    )
+    assert retry_due_in(fed, "dic", hours=48) == 0
+
+
+def test_a_retry_while_another_runs_waits_for_it_instead_of_running_the_process_twice(fed: Federation) -> None:
+    fed["dic"].ingest_patient("p8", codes=("C50.4",))
+    fed.consent("p8", "5")
+    fed.down.add("practice")
+    task = care_summary_to_practice(fed, "p8")
+    fed.down.clear()
+    node = process_node(fed, "dic")
+
+    async def two_at_once() -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(processes.retry(node, task["id"], caller) for caller in ("a", "b"))))
+
+    first, second = asyncio.run(two_at_once())
+    assert first == second
+    assert first["status"] == "completed"
+    sent = [e for e in fed["dic"].audit() if e["subtype"][0]["code"] == "careSummary" and e["outcome"] == "0"]
+    assert len(sent) == 1, "one run of the process, one successful exchange recorded"
 
 
 def test_a_repeated_peer_task_gets_the_stored_answer_without_the_work_being_redone(fed: Federation) -> None:

@@ -1,12 +1,16 @@
-"""The connector's CN_* variables: its input limits over the connector's own defaults."""
+"""The connector's CN_* variables: its input limits over the connector's own defaults, its automatic retries."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
+
+from connector.retries import RetryPolicy
 from connector.settings import DEFAULT_INPUT_LIMITS, Settings
 from servicekit.auth import token_hash
+from servicekit.config import ConfigError
 
 
 def environment(tmp_path: Path) -> dict[str, str]:
@@ -27,3 +31,19 @@ def test_strings_may_be_long_enough_for_a_bundle_in_a_peer_task_unless_configure
     configured = Settings.from_environment({**environment(tmp_path), "CN_JSON_MAX_STRING_BYTES": "4096"})
     assert configured.input_limits.json_max_string_bytes == 4096
     assert configured.input_limits.json_max_depth == DEFAULT_INPUT_LIMITS.json_max_depth
+
+
+def test_automatic_retries_are_configured_and_zero_attempts_switches_them_off(tmp_path: Path) -> None:
+    assert Settings.from_environment(environment(tmp_path)).retry_policy == RetryPolicy()
+    configured = {"CN_RETRY_FIRST_SECONDS": "10", "CN_RETRY_LONGEST_SECONDS": "60", "CN_RETRY_ATTEMPTS": "0"}
+    policy = Settings.from_environment({**environment(tmp_path), **configured}).retry_policy
+    assert policy == RetryPolicy(10, 60, 0)
+    assert [RetryPolicy(10, 60, 5).wait(n).seconds for n in range(1, 6)] == [10, 20, 40, 60, 60]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"), [("CN_RETRY_ATTEMPTS", "-1"), ("CN_RETRY_ATTEMPTS", "x"), ("CN_RETRY_FIRST_SECONDS", "0")]
+)
+def test_a_wrong_retry_setting_is_named(tmp_path: Path, variable: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_environment({**environment(tmp_path), variable: value})

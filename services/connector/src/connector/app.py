@@ -10,6 +10,7 @@ unreachable is a 503 with `Retry-After`; only a bug is a 500, and its body names
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -26,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from connector import audit, process_api
+from connector import audit, process_api, retrier
 from connector.auth import Role
 from connector.capability import capability_statement
 from connector.db import audit_log, connect
@@ -96,8 +97,10 @@ def create_app(
     ]
 
     @asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(started: Starlette) -> AsyncIterator[None]:
+        background = asyncio.create_task(retrier.run_forever(process_api.process_node(started.state)))
         yield
+        background.cancel()
         await hapi.aclose()
         await trustcentre.aclose()
 

@@ -2,8 +2,9 @@
 
 Besides the audit trail the connector remembers processes: the ones it started (so `$retry` can
 finish them with the same idempotency key) and the ones peers asked of it (so a retried request gets
-the stored answer instead of doing the work twice). Both tables are generic over the process: the
-Task itself is stored as JSON, so a new process needs no migration.
+the stored answer instead of doing the work twice), and when a process whose peer was unreachable is
+tried again. The Task tables are generic over the process: the Task itself is stored as JSON, so a new
+process needs no migration.
 """
 
 from __future__ import annotations
@@ -69,6 +70,15 @@ feasibility_budget = Table(
     Column("answered", Integer, nullable=False),
 )
 
+#: Processes that failed for an unreachable peer and are tried again by themselves (`connector.retries`).
+process_retries = Table(
+    "process_retries",
+    metadata,
+    Column("task_id", String(64), primary_key=True),
+    Column("attempt", Integer, nullable=False),
+    Column("due_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
 
 def _v1_create_tables(connection: Connection) -> None:
     metadata.create_all(connection)
@@ -81,8 +91,13 @@ def _v2_federation_authorisation(connection: Connection) -> None:
     audit_log.add_query_column(connection)
 
 
+def _v3_automatic_retries(connection: Connection) -> None:
+    """The plan of automatic attempts of processes whose peer was unreachable."""
+    process_retries.create(connection, checkfirst=True)
+
+
 #: Ordered schema steps; append, never edit a released one.
-MIGRATIONS: tuple[Migration, ...] = (_v1_create_tables, _v2_federation_authorisation)
+MIGRATIONS: tuple[Migration, ...] = (_v1_create_tables, _v2_federation_authorisation, _v3_automatic_retries)
 
 
 def connect(url: str) -> Engine:

@@ -28,6 +28,10 @@ class PeerError(Exception):
     """A peer could not be reached or refused the Task; the message says which and why."""
 
 
+class PeerUnreachableError(PeerError):
+    """The peer did not answer (no connection, a timeout, its gateway or connector failing): waiting may cure it."""
+
+
 def mutual_tls_context(certificate: ClientCertificate) -> ssl.SSLContext:
     """Trust only the federation CA; present the node certificate."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(certificate.ca))
@@ -72,7 +76,9 @@ class PeerClient:
                 return parse_task(response.json())
             except (ValueError, FhirError) as exc:
                 raise PeerError(f"peer {peer.site!r} at {url} answered with no valid Task: {exc}") from None
-        raise PeerError(f"peer {peer.site!r} unreachable at {url}: {problem} (after {self.attempts} attempts)")
+        raise PeerUnreachableError(
+            f"peer {peer.site!r} unreachable at {url}: {problem} (after {self.attempts} attempts)"
+        )
 
     async def aclose(self) -> None:
         """Close the connections."""

@@ -63,6 +63,7 @@ def node_for(state: State, peers: PeerClient | None = None) -> Node:
         source_system_base=settings.source_system,
         projects=settings.projects,
         feasibility=settings.feasibility,
+        retry_policy=settings.retry_policy,
     )
 
 
@@ -76,12 +77,16 @@ def ingest_for(settings: Settings, ingester: Ingester) -> Ingest:
     return ingest
 
 
-def _node(request: Request) -> Node:
-    state = request.app.state
+def process_node(state: State) -> Node:
+    """The app's one processes' view (made at first use): its retries in flight are known to every request."""
     node: Node | None = getattr(state, "process_node", None)
     if node is None:
         node = state.process_node = node_for(state)
     return node
+
+
+def _node(request: Request) -> Node:
+    return process_node(request.app.state)
 
 
 def _local(

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
-from connector import task_store
+from connector import retries, task_store
 from connector.allowlist import answering, permitted
 from connector.audit import exchange_record, record_alone
 from connector.feasibility import (
@@ -44,8 +44,9 @@ from connector.feasibility import (
 from connector.hapi import HapiClient
 from connector.identity import authorise
 from connector.ingest import IngestResult
-from connector.peers import PeerClient, PeerError
+from connector.peers import PeerClient, PeerError, PeerUnreachableError
 from connector.pseudonymise import PSEUDONYM_SYSTEM_BASE, pseudonymise
+from connector.retries import RetryPolicy
 from connector.sent_records import remember_sent
 from connector.settings import Project
 from connector.tasks import (
@@ -105,6 +106,9 @@ class Node:
     source_system_base: str
     projects: Mapping[str, Project] = field(default_factory=dict)
     feasibility: FeasibilityPolicy = field(default_factory=FeasibilityPolicy)
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    #: Retries running now, by Task id: a second `$retry` (or the automatic one) waits for the first.
+    running: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def site(self) -> str:
@@ -116,12 +120,14 @@ class ProcessError(Exception):
     """The process cannot finish; the message becomes the Task's `statusReason.text`.
 
     `detail` is what only this node's operators should read (the audit record and the log have it);
-    a peer is told the message.
+    a peer is told the message. `peer_unreachable`: the peer did not answer, so waiting may cure it.
     """
 
-    def __init__(self, message: str, detail: str | None = None) -> None:
+    def __init__(self, message: str, detail: str | None = None, *, peer_unreachable: bool = False) -> None:
         super().__init__(message)
         self.detail = detail or message
+        #: The peer did not answer: the process is tried again by itself (`connector.retries`).
+        self.peer_unreachable = peer_unreachable
 
 
 @dataclass(frozen=True)
@@ -159,11 +165,23 @@ async def start(node: Node, resource: Any, caller: str) -> tuple[int, dict[str, 
 
 
 async def retry(node: Node, task_id: str, caller: str) -> dict[str, Any]:
-    """Run a started process again with its idempotency key; a completed one is returned as it is."""
+    """Run a started process again with its idempotency key; a completed one is returned as it is.
+
+    While a retry of the Task runs (by a person or by itself), another waits for it and answers its result.
+    """
+    running = node.running.get(task_id)
+    if running is None:  # registered before the first await, so a second caller cannot slip in between
+        running = node.running[task_id] = asyncio.ensure_future(_retry_once(node, task_id, caller))
+        running.add_done_callback(lambda _: node.running.pop(task_id, None))
+    return await asyncio.shield(running)
+
+
+async def _retry_once(node: Node, task_id: str, caller: str) -> dict[str, Any]:
     task = await run_in_threadpool(task_store.started, node.engine, task_id=task_id)
     if task is None:
         raise FhirError(404, "not-found", f"no process Task {task_id!r} was started here")
     if task["status"] == Status.COMPLETED.value:
+        await run_in_threadpool(retries.forget, node.engine, task_id)
         return task
     request = {key: value for key, value in task.items() if key not in ("statusReason", "output")}
     return await _run(node, {**request, "status": Status.REQUESTED.value}, caller)
@@ -207,15 +225,32 @@ async def _run(node: Node, task: dict[str, Any], caller: str) -> dict[str, Any]:
     try:
         outcome = await STARTERS[request.process](node, request)
     except ProcessError as exc:
-        finished = failed(task, str(exc))
+        finished = failed(task, str(exc) + await _next_attempt(node, task["id"], exc))
         outcome = Outcome([], _targets_named(node, request), purpose=_purpose(request))
         await _audit_all(node, request.process, outcome, "failed", f"started by {caller}: {exc.detail}")
     else:
+        await run_in_threadpool(retries.forget, node.engine, task["id"])
         finished = completed(task, outcome.outputs)
         await _audit_all(node, request.process, outcome, "success", f"started by {caller}")
     finished["lastModified"] = _now()
     await run_in_threadpool(task_store.save_started, node.engine, finished)
     return finished
+
+
+async def _next_attempt(node: Node, task_id: str, error: ProcessError) -> str:
+    """Plan the next automatic attempt when the peer did not answer; what the Task's reason adds about it."""
+    if not error.peer_unreachable:
+        await run_in_threadpool(retries.forget, node.engine, task_id)
+        return ""
+    if node.retry_policy.attempts == 0:
+        return "; `$retry` when the peer is back"
+    planned = await run_in_threadpool(retries.plan_next, node.engine, task_id, node.retry_policy, datetime.now(UTC))
+    if planned is None:
+        return f"; no automatic attempt left after {node.retry_policy.attempts}: `$retry` when the peer is back"
+    return (
+        f"; tried again by itself at {planned.due:%H:%M:%S} UTC "
+        f"(attempt {planned.attempt} of {node.retry_policy.attempts}), or `$retry` now"
+    )
 
 
 async def _audit_all(node: Node, process: Process, outcome: Outcome, result: str, detail: str) -> None:
@@ -263,6 +298,8 @@ async def _exchange(node: Node, peer: Peer, request: ProcessTask, inputs: list[d
     task = request_task(request.process, inputs, requester=node.site, idempotency_key=request.idempotency_key)
     try:
         answer = await node.peers.send(peer, task)
+    except PeerUnreachableError as exc:
+        raise ProcessError(str(exc), peer_unreachable=True) from None
     except EXCHANGE_ERRORS as exc:
         raise ProcessError(str(exc)) from None
     if answer.status is not Status.COMPLETED:

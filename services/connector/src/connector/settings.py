@@ -14,6 +14,7 @@ from typing import Any
 
 from connector.auth import Role
 from connector.feasibility import FeasibilityPolicy
+from connector.retries import RetryPolicy
 from servicekit.allowlist import AllowList, AllowListError, NodeRole, parse_allow_list
 from servicekit.auth import Authenticator, authenticator_from_entries
 from servicekit.config import ConfigError, read_file, read_json, with_password
@@ -65,6 +66,7 @@ class Settings:
     #: The node's public base (its gateway's public door): Bundle links point here, never at a request's Host.
     public_url: str | None = None
     feasibility: FeasibilityPolicy = field(default_factory=FeasibilityPolicy)
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     max_body_bytes: int = 32 * 1024 * 1024
     max_entries: int = 10_000
     input_limits: InputLimits = DEFAULT_INPUT_LIMITS
@@ -98,6 +100,11 @@ class Settings:
             feasibility=FeasibilityPolicy(
                 _positive("CN_FEASIBILITY_GRANULARITY", environ, FeasibilityPolicy.granularity),
                 _positive("CN_FEASIBILITY_DAILY_BUDGET", environ, FeasibilityPolicy.daily_budget),
+            ),
+            retry_policy=RetryPolicy(
+                _positive("CN_RETRY_FIRST_SECONDS", environ, RetryPolicy.first_seconds),
+                _positive("CN_RETRY_LONGEST_SECONDS", environ, RetryPolicy.longest_seconds),
+                _count("CN_RETRY_ATTEMPTS", environ, RetryPolicy.attempts),
             ),
             input_limits=input_limits_from_environment("CN", environ, DEFAULT_INPUT_LIMITS),
         )
@@ -161,6 +168,13 @@ def _positive(variable: str, environ: Mapping[str, str], default: int) -> int:
     value = environ.get(variable, str(default))
     if not value.isdigit() or int(value) < 1:
         raise ConfigError(f"{variable}={value!r}: a whole number of at least 1")
+    return int(value)
+
+
+def _count(variable: str, environ: Mapping[str, str], default: int) -> int:
+    value = environ.get(variable, str(default))
+    if not value.isdigit():
+        raise ConfigError(f"{variable}={value!r}: a whole number (0: none)")
     return int(value)
 
 
