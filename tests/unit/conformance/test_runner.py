@@ -571,6 +571,29 @@ def test_a_wait_polls_the_task_until_the_expectation_holds(tmp_path: Path, targe
     assert len(federation.sent("GET", "dic.test/fhir/Task/t1")) == 3
 
 
+def test_a_wait_may_poll_an_earlier_step_by_its_id(tmp_path: Path, targets: Targets) -> None:
+    federation = Federation()
+    federation.route("POST", "dic.test/fhir/Task", fhir(201, {"resourceType": "Task", "id": "t1", "status": "failed"}))
+    states = iter(["failed", "completed"])
+    federation.route(
+        "GET", "dic.test/fhir/Task/t1", lambda _r: fhir(200, {"resourceType": "Task", "status": next(states)})
+    )
+    federation.route("GET", "dic.test/fhir/Patient", fhir(200, {"resourceType": "Bundle", "type": "searchset"}))
+    journey = scenario(
+        tmp_path,
+        """        - process: {at: hospital, name: ping, target: gp}
+          id: started
+        - read: {at: hospital, query: Patient}
+        - wait: {seconds: 5, of: started}
+          expect: {fhir: [{path: status, equals: completed}]}
+        """,
+    )
+    _, _, waited = run(targets, federation, journey)
+    assert waited.outcome is Outcome.PASSED, waited.message
+    assert len(federation.sent("GET", "dic.test/fhir/Task/t1")) == 2
+    assert len(federation.sent("GET", "dic.test/fhir/Patient")) == 1, "the step before it is not polled"
+
+
 def test_a_wait_that_runs_out_of_time_fails_with_the_last_answer(tmp_path: Path, targets: Targets) -> None:
     federation = Federation()
     federation.route(
