@@ -21,6 +21,17 @@ import docker.errors
 
 from conformance import check
 from infra import pki_store
+from infra.backup import (
+    Host,
+    archive_about,
+    backup_node,
+    ensure_key,
+    install_key,
+    last_backups,
+    load_key,
+    record,
+    restore_node,
+)
 from infra.bootstrap import (
     docker_client,
     ensure_base_image,
@@ -84,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
         ("status", _status, "show each node's endpoints and health (exit 1 unless every node is up)"),
         ("smoke", _smoke, "store a bundle in each node's FHIR server, read its patient back, pseudonymise it"),
         ("down", _down, "remove the stack's containers and networks (data volumes stay unless --volumes)"),
+        ("backup", _backup, "stop each node briefly, write an encrypted archive of its data and files, start it again"),
+        ("restore", _restore, "put a node back from its archive into an empty stack (then: hubnode up)"),
     ):
         sub = command(name, handler, help_text)
         sub.add_argument("--stack", default="dev", help="stack name: reads Pulumi.<stack>.yaml (default: dev)")
@@ -106,11 +119,31 @@ def _parser() -> argparse.ArgumentParser:
         if name == "smoke":
             sub.add_argument("--bundle", type=Path, help="FHIR transaction bundle (default: a small example)")
         if name == "down":
-            sub.add_argument("--volumes", action="store_true", help="also delete the stack's data volumes and secrets")
+            sub.add_argument(
+                "--volumes",
+                action="store_true",
+                help="also delete the stack's data volumes and secrets (the backup key stays)",
+            )
+        if name in ("backup", "restore"):
+            _backup_options(sub, name)
     check.add_options(
         command("check", _check, "replay the scenarios against a stack's nodes or a targets file; write the reports")
     )
     return parser
+
+
+def _backup_options(sub: argparse.ArgumentParser, name: str) -> None:
+    """The options of `backup` and `restore`."""
+    sub.add_argument("--site", help="the node to back up or restore (default: every node / the archive's)")
+    if name == "backup":
+        sub.add_argument(
+            "--output", type=Path, metavar="DIR", help="folder for the archives (default: .hubnode/backups/<stack>/)"
+        )
+    else:
+        sub.add_argument(
+            "--key", type=Path, metavar="FILE", help="the backup key (default: .hubnode/<stack>/backup-key)"
+        )
+        sub.add_argument("archive", type=Path, metavar="ARCHIVE", help="a .hnb file `hubnode backup` wrote")
 
 
 def _check(args: argparse.Namespace, _progress: Progress) -> int:
@@ -276,9 +309,11 @@ def _status(args: argparse.Namespace, progress: Progress) -> int:
         found.item: found
         for found in pki_store.validity(_state(args).pki_dir, [CA, *(p.site for p in plans)], datetime.now(UTC))
     }
+    backups = last_backups(_state(args))
     for node in nodes:
         if held := certificates.get(node["site"]):
             node["certificate"] = {**asdict(held), "valid_until": held.valid_until.isoformat()}
+        node["last_backup"] = backups.get(node["site"])
     if args.json:
         print(json.dumps({"stack": args.stack, "nodes": nodes}, indent=2))
     else:
@@ -290,6 +325,8 @@ def _status(args: argparse.Namespace, progress: Progress) -> int:
                 print(f"    {component:<12} {service['state']:<10} {service['health']:<10} {service['container']}")
             if held := certificates.get(node["site"]):
                 print(f"    {'certificate':<12} {_validity_line(held)}")
+            if node["last_backup"]:
+                print(f"    last backup  {node['last_backup']['created']}  {node['last_backup']['archive']}")
         if held := certificates.get(CA):
             print(f"federation CA    {_validity_line(held)}")
     return 0 if all(node["health"] == "up" for node in nodes) else EXIT_FAILED
@@ -326,7 +363,8 @@ def _down(args: argparse.Namespace, progress: Progress) -> int:
     with progress.step(f"remove stack {args.stack}"):
         removed = _launcher(args, progress, docker_client()).down(args.stack, remove_volumes=args.volumes)
     if args.volumes:
-        _remove_local_state(state_dir(args))
+        state = _state(args)
+        _remove_local_state(state.folder, keep={state.backup_key, state.backup_record})
     kept = "" if args.volumes else " (data volumes kept; --volumes deletes them)"
     print(
         f"removed {removed.containers} container(s), {removed.networks} network(s), "
@@ -335,12 +373,87 @@ def _down(args: argparse.Namespace, progress: Progress) -> int:
     return 0
 
 
-def _remove_local_state(folder: Path) -> None:
-    """Generated secrets go with the data they protect (a new volume gets a new password)."""
+def _remove_local_state(folder: Path, keep: set[Path]) -> None:
+    """Generated secrets go with the data they protect (a new volume gets a new password).
+
+    What `keep` names stays: the backup key protects archives that outlive the data.
+    """
     for path in sorted(folder.rglob("*"), reverse=True):
-        path.rmdir() if path.is_dir() else path.unlink()
-    if folder.is_dir():
+        if path in keep:
+            continue
+        if not path.is_dir():
+            path.unlink()
+        elif not any(path.iterdir()):
+            path.rmdir()
+    if folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
+
+
+def _backup(args: argparse.Namespace, progress: Progress) -> int:
+    """One archive per node (or `--site`'s): the node is stopped while its volumes are copied."""
+    plans = _chosen(_plans(args, progress), args.site, args.stack)
+    state = _state(args)
+    key, made = ensure_key(state.backup_key)
+    if made:
+        print(
+            f"made the backup key {state.backup_key}: keep a copy of it off this machine"
+            " (a password manager, a safe); no archive can be restored without it"
+        )
+    client = docker_client()
+    host = Host(client, _launcher(args, progress, client), state, progress)
+    output = Path(args.output).resolve() if args.output else state.backups_dir
+    for plan in plans:
+        with progress.step(f"back up {plan.site} (stopped while its volumes are copied)"):
+            done = backup_node(host, plan, key, output)
+        record(state, done)
+        print(
+            f"{plan.site}: {done.path} ({done.path.stat().st_size / 1024 / 1024:.1f} MiB,"
+            f" {len(done.manifest.members)} members; copied in {done.copy_s:.1f} s, node unavailable"
+            f" {done.unavailable_s:.1f} s, took {done.took_s:.1f} s)"
+        )
+    print(f"encrypted with {state.backup_key}; restore with: hubnode restore --stack {args.stack} ARCHIVE")
+    return 0
+
+
+def _restore(args: argparse.Namespace, progress: Progress) -> int:
+    """Refuse anything doubtful before changing anything; then volumes and files, and the hint to `up`."""
+    path = Path(args.archive)
+    if not path.is_file():
+        raise HubnodeError(f"no archive {path}", fix="name a .hnb file that `hubnode backup` wrote")
+    about = archive_about(path)
+    site = args.site or str(about.get("site") or "")
+    if not site:
+        raise HubnodeError(f"{path} names no site", fix="name the node to restore with --site")
+    [plan] = _chosen(_plans(args, progress), site, args.stack)
+    state = _state(args)
+    key = load_key(Path(args.key) if args.key else state.backup_key)
+    client = docker_client()
+    with progress.step(f"restore {plan.site} from {path.name}"):
+        done = restore_node(Host(client, _launcher(args, progress, client), state, progress), plan, path, key)
+    if args.key and not state.backup_key.exists():
+        install_key(state.backup_key, key)
+        print(f"the key is now also this stack's backup key: {state.backup_key}")
+    print(
+        f"restored {plan.site} of stack {about.get('stack')} (backed up {about.get('created')}) into stack"
+        f" {args.stack}: {len(done.volumes)} volume(s), {len(done.files)} file(s) in {done.took_s:.1f} s"
+    )
+    for name in done.kept:
+        print(f"  kept the stack's own {name} (the archive's differs; the stack's federation files win)")
+    print(f"now run: hubnode up --stack {args.stack}")
+    return 0
+
+
+def _chosen(plans: tuple[NodePlan, ...], site: str | None, stack: str) -> tuple[NodePlan, ...]:
+    """Every node, or the one `site` names."""
+    if not site:
+        return plans
+    chosen = tuple(plan for plan in plans if plan.site == site)
+    if not chosen:
+        raise HubnodeError(
+            f"stack {stack} has no node {site!r} (its nodes: {', '.join(p.site for p in plans)})",
+            fix="name one of its nodes with --site",
+        )
+    return chosen
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,6 +216,36 @@ class LocalLauncher:
         for volume in volumes:
             volume.remove(force=True)
         return Removed(len(containers), len(networks), len(volumes))
+
+    def node_containers(self, plan: NodePlan) -> list[Container]:
+        """The node's containers, running or not, found by its labels (stack and site)."""
+        labels = [f"{STACK_LABEL}={plan.stack}", f"{LABEL_PREFIX}.site={plan.site}"]
+        return list(self._client.containers.list(all=True, filters={"label": labels}))
+
+    @contextlib.contextmanager
+    def stopped(self, plan: NodePlan) -> Iterator[None]:
+        """The node's running containers stopped for the block, then started again and waited for until healthy.
+
+        A cold backup's window: dependents stop first (the reverse of the plan's start order), and the
+        containers start again in the plan's order also when the block fails, each waited for as `up` does.
+        """
+        order = {service.container_name: index for index, service in enumerate(plan.services)}
+        running = sorted(
+            (c for c in self.node_containers(plan) if c.status == "running"),
+            key=lambda c: order.get(str(c.name), len(order)),
+        )
+        for container in reversed(running):
+            container.stop(timeout=STOP_TIMEOUT_S)
+        try:
+            yield
+        finally:
+            services = {service.container_name: service for service in plan.services}
+            for container in running:
+                container.start()
+                if (service := services.get(str(container.name))) is not None:
+                    self._wait_healthy(plan, service, container)
+            if running:
+                self._check_endpoints(plan)
 
     def status(self, plans: Iterable[NodePlan]) -> list[dict[str, Any]]:
         """Each node's endpoints, its containers' state and health, and whether its endpoints answer."""

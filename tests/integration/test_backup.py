@@ -1,0 +1,186 @@
+"""`hubnode backup` and `restore` as a site runs them: a node with data, backed up, wiped, restored, the same again.
+
+A dic node (HAPI and the trust centre on PostgreSQL, connector, gateway) gets two MII KDS bundles through
+its connector, a pseudonym and a consent at its trust centre. After `backup`, `down --volumes`, `restore`
+and `up` it must hold the same resources (count and content hash per type), give the same pseudonym,
+the same consents, link the patient's KVNR to the same master person, and still hold every audit entry
+it had. Prints how long backup and restore took.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+
+from fixtures.consents import broad_consent
+from infra.archive import verify
+from tests.conftest import MII_KDS_DIR
+from tests.integration.conftest import free_port
+from tests.integration.test_cli import hubnode
+
+pytestmark = pytest.mark.usefixtures("built")
+STACK = "itest-backup"
+BUNDLES = [MII_KDS_DIR / f"Bundle-mii-exa-test-data-bundle-pat-{n}.json" for n in (1, 2)]
+KVNR = {"system": "http://fhir.de/sid/gkv/kvid-10", "value": "A123456780"}  # pat-1's
+DOMAIN = "research-demo"
+SOURCE = {"name": "source", "valueString": "dic"}
+MII_SYSTEMS = ["https://www.charite.de/fhir/sid/patientenidentifikation"]
+
+
+class Node:
+    """The node's gateway as the site's admin uses it (connector and trust centre admin tokens)."""
+
+    def __init__(self, project: Path) -> None:
+        self.state = project / ".hubnode" / STACK
+        self.gateway = json.loads((self.state / "endpoints.json").read_text())["nodes"][0]["endpoints"]["gateway"]
+        self.tls = ssl.create_default_context(cafile=str(self.state / "pki" / "ca.crt"))
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        token = self.state / "secrets" / "dic" / ("tc-admin-token" if path.startswith("/ttp") else "cn-admin-token")
+        headers = {"Authorization": f"Bearer {token.read_text().strip()}", "Content-Type": "application/fhir+json"}
+        answer = httpx.request(
+            method, f"{self.gateway}{path}", json=body, headers=headers, verify=self.tls, timeout=180
+        )
+        assert answer.status_code in (200, 201), f"{method} {path}: {answer.status_code} {answer.text[:500]}"
+        return answer.json()
+
+    def tc(self, operation: str, *parameters: dict[str, Any]) -> Any:
+        return self.call("POST", f"/ttp-fhir/fhir/{operation}", {"resourceType": "Parameters", "parameter": parameters})
+
+
+def resource_digests(node: Node, types: set[str]) -> dict[str, tuple[int, str]]:
+    """Per resource type: how many the node holds and a hash of their content (meta's version and time left out)."""
+    found = {}
+    for kind in sorted(types):
+        bundle = node.call("GET", f"/fhir/{kind}?_count=1000")
+        assert not [link for link in bundle.get("link", []) if link["relation"] == "next"], kind
+        resources = [entry["resource"] for entry in bundle.get("entry", [])]
+        for resource in resources:
+            meta = resource.get("meta", {})
+            meta.pop("lastUpdated", None)
+            meta.pop("versionId", None)
+        canonical = json.dumps(sorted(resources, key=lambda r: r["id"]), sort_keys=True).encode()
+        found[kind] = (len(resources), hashlib.sha256(canonical).hexdigest())
+    return found
+
+
+def snapshot(node: Node, types: set[str]) -> dict[str, Any]:
+    """What must survive a restore: resources, the pseudonym, consents, the MPI link; the audit entries so far."""
+    original = {"name": "original", "valueString": "mrn-4711"}
+    pseudonym = node.tc("gpas/$pseudonymize", {"name": "target", "valueString": DOMAIN}, original)
+    person = {"name": "personIdentifier", "valueIdentifier": KVNR}
+    domain = {"name": "domain", "valueString": "MII"}
+    consents = node.tc("gics/$allConsentsForPerson", person, domain)
+    states = node.tc("gics/$currentPolicyStatesForPerson", person, domain)
+    linked = node.tc("epix/$requestMPI", {"name": "identifier", "valueIdentifier": KVNR}, SOURCE)
+    trail = node.call("GET", "/ttp-fhir/fhir/AuditEvent?_count=1000")
+    connector_trail = node.call("GET", "/fhir/AuditEvent?_count=1000")
+    return {
+        "resources": resource_digests(node, types),
+        "pseudonym": pseudonym["parameter"][0]["part"][2]["valueIdentifier"]["value"],
+        "consents": [entry["resource"] for entry in consents.get("entry", [])],
+        "states": states,
+        "mpi": linked["parameter"][0]["valueIdentifier"]["value"],
+        "mpi_created": linked["parameter"][1]["valueBoolean"],
+        "audit": {entry["resource"]["id"] for entry in trail.get("entry", [])},
+        "connector_audit": {entry["resource"]["id"] for entry in connector_trail.get("entry", [])},
+    }
+
+
+def write_stack(project: Path) -> None:
+    """A one-node federation stack on free ports, in a project folder of its own."""
+    (project / "Pulumi.yaml").write_text("name: hubnode\nruntime: python\n")
+    config = {
+        "hubnode:site": "dic",
+        "hubnode:environment": "local",
+        "hubnode:federation": {"name": STACK},
+        "hubnode:database": "postgres",
+        "hubnode:components": ["fhir", "trustcentre", "connector", "gateway"],
+        "hubnode:identifierSystems": MII_SYSTEMS,
+        "hubnode:ports": {"gateway": free_port(), "peer": free_port()},
+        "hubnode:domains": [{"name": DOMAIN, "prefix": "RD", "length": 10}],
+    }
+    (project / f"Pulumi.{STACK}.yaml").write_text(json.dumps({"config": config}))
+
+
+def fill(node: Node) -> set[str]:
+    """Two MII KDS bundles through the connector, a pseudonym and a consent; the resource types stored."""
+    types: set[str] = set()
+    for path in BUNDLES:
+        bundle = json.loads(path.read_text())
+        types |= {entry["resource"]["resourceType"] for entry in bundle["entry"]}
+        node.call("POST", "/fhir", bundle)
+    original = {"name": "original", "valueString": "mrn-4711"}
+    node.tc("gpas/$pseudonymizeAllowCreate", {"name": "target", "valueString": DOMAIN}, original)
+    consent = broad_consent(KVNR, "2025-01-01T10:00:00+00:00", "2", "3", "5", "6", "7", "8")
+    node.tc("gics/$addConsent", {"name": "domain", "valueString": "MII"}, {"name": "resource", "resource": consent})
+    return types
+
+
+def timed(project: Path, *args: str) -> tuple[str, float]:
+    """Run `hubnode ARGS`, which must succeed: its output and how long it took."""
+    began = time.monotonic()
+    done = hubnode(project, *args)
+    assert done.returncode == 0, f"hubnode {' '.join(args)}: {done.stderr[-3000:]}"
+    return done.stdout, time.monotonic() - began
+
+
+def test_a_restored_node_holds_what_the_backed_up_one_held(tmp_path: Path, client: docker.DockerClient) -> None:
+    write_stack(tmp_path)
+    state = tmp_path / ".hubnode" / STACK
+    try:
+        timed(tmp_path, "up", "--stack", STACK)
+        types = fill(Node(tmp_path))
+        before = snapshot(Node(tmp_path), types)
+        assert before["resources"]["Patient"][0] == 2
+        assert before["consents"]
+        assert before["audit"]
+
+        backed_up, backup_s = timed(tmp_path, "backup", "--stack", STACK)
+        assert "keep a copy of it off this machine" in backed_up
+        [archive] = sorted((tmp_path / ".hubnode" / "backups" / STACK).glob("*.hnb"))
+        assert archive.name.startswith(f"hubnode-backup-{STACK}-dic-")
+        assert str(archive) in backed_up
+        manifest = verify(archive, (state / "backup-key").read_bytes())
+        assert {m.name for m in manifest.members if m.kind == "volume"} == {
+            f"volume/{name}-data" for name in ("db", "fhir", "tcdb", "trustcentre", "connector")
+        }
+        assert not any("ca.key" in m.name for m in manifest.members)
+        status, _ = timed(tmp_path, "status", "--stack", STACK, "--json")  # up again after the backup
+        assert json.loads(status)["nodes"][0]["last_backup"]["archive"] == str(archive)
+
+        refused = hubnode(tmp_path, "restore", "--stack", STACK, str(archive))
+        assert refused.returncode == 1
+        assert "a restore needs an empty stack" in refused.stderr
+
+        timed(tmp_path, "down", "--stack", STACK, "--volumes")
+        assert (state / "backup-key").is_file()
+        assert not (state / "secrets").exists()
+        restored, restore_s = timed(tmp_path, "restore", "--stack", STACK, str(archive))
+        assert f"now run: hubnode up --stack {STACK}" in restored
+        _, up_s = timed(tmp_path, "up", "--stack", STACK)
+        after = snapshot(Node(tmp_path), types)
+
+        assert after["resources"] == before["resources"]
+        assert after["pseudonym"] == before["pseudonym"]
+        assert (after["consents"], after["states"]) == (before["consents"], before["states"])
+        assert (after["mpi"], after["mpi_created"]) == (before["mpi"], False)
+        assert before["audit"] <= after["audit"]
+        assert before["connector_audit"] <= after["connector_audit"]
+        figures = next(line for line in backed_up.splitlines() if "unavailable" in line)
+        print(
+            f"\nbackup {backup_s:.1f} s ({figures.strip()}); restore {restore_s:.1f} s; up after restore {up_s:.1f} s;"
+            f" {sum(n for n, _ in before['resources'].values())} resources in {len(types)} types,"
+            f" {len(before['audit'])} trust-centre and {len(before['connector_audit'])} connector audit entries"
+        )
+    finally:
+        down = hubnode(tmp_path, "down", "--stack", STACK, "--volumes")
+        assert down.returncode == 0, down.stderr
