@@ -79,6 +79,7 @@ def test_a_research_use_in_the_ledger_says_what_the_project_is_and_what_was_sent
     assert "Was hilft nach der Operation?" in page
     assert "Empfänger: Register" in page
     assert "Übermittelt: Diagnosen" in page
+    assert '<td data-label="Wozu">' in page, "on a phone each value shows under its label"
     undescribed = _render("ledger.html", entries=[entry(event, "trust centre")], projects={})
     assert '<span class="project"><strong>demo-study</strong></span>' in undescribed
 
