@@ -184,7 +184,7 @@ async def _retry_once(node: Node, task_id: str, caller: str) -> dict[str, Any]:
         await run_in_threadpool(retries.forget, node.engine, task_id)
         return task
     request = {key: value for key, value in task.items() if key not in ("statusReason", "output")}
-    return await _run(node, {**request, "status": Status.REQUESTED.value}, caller)
+    return await _run(node, {**request, "status": Status.REQUESTED.value}, caller, retried=True)
 
 
 async def read(node: Node, task_id: str) -> dict[str, Any]:
@@ -220,16 +220,18 @@ def _check_inputs(node: Node, request: ProcessTask) -> None:
         raise FhirError(400, "invalid", f"payload-bytes must be 0-{MAX_PING_BYTES}", ("Task.input",))
 
 
-async def _run(node: Node, task: dict[str, Any], caller: str) -> dict[str, Any]:
+async def _run(node: Node, task: dict[str, Any], caller: str, *, retried: bool = False) -> dict[str, Any]:
+    """Run a process to its end and store the Task; only a `retried` one can have automatic attempts to forget."""
     request = parse_task(task)
     try:
         outcome = await STARTERS[request.process](node, request)
     except ProcessError as exc:
-        finished = failed(task, str(exc) + await _next_attempt(node, task["id"], exc))
+        finished = failed(task, str(exc) + await _next_attempt(node, task["id"], exc, retried=retried))
         outcome = Outcome([], _targets_named(node, request), purpose=_purpose(request))
         await _audit_all(node, request.process, outcome, "failed", f"started by {caller}: {exc.detail}")
     else:
-        await run_in_threadpool(retries.forget, node.engine, task["id"])
+        if retried:
+            await run_in_threadpool(retries.forget, node.engine, task["id"])
         finished = completed(task, outcome.outputs)
         await _audit_all(node, request.process, outcome, "success", f"started by {caller}")
     finished["lastModified"] = _now()
@@ -237,13 +239,12 @@ async def _run(node: Node, task: dict[str, Any], caller: str) -> dict[str, Any]:
     return finished
 
 
-async def _next_attempt(node: Node, task_id: str, error: ProcessError) -> str:
+async def _next_attempt(node: Node, task_id: str, error: ProcessError, *, retried: bool) -> str:
     """Plan the next automatic attempt when the peer did not answer; what the Task's reason adds about it."""
-    if not error.peer_unreachable:
-        await run_in_threadpool(retries.forget, node.engine, task_id)
-        return ""
-    if node.retry_policy.attempts == 0:
-        return "; `$retry` when the peer is back"
+    if not error.peer_unreachable or node.retry_policy.attempts == 0:
+        if retried:  # a plan made before (or under another policy) must not keep the retrier coming back
+            await run_in_threadpool(retries.forget, node.engine, task_id)
+        return "; `$retry` when the peer is back" if error.peer_unreachable else ""
     planned = await run_in_threadpool(retries.plan_next, node.engine, task_id, node.retry_policy, datetime.now(UTC))
     if planned is None:
         return f"; no automatic attempt left after {node.retry_policy.attempts}: `$retry` when the peer is back"
