@@ -66,8 +66,10 @@ GATEWAY_SECRET_VARIABLE = "hubnode_gateway_secret"  # noqa: S105
 #: What a local caller with the site's connector admin token may do.
 CONNECTOR_ROLES = ("ingest", "read", "process", "audit-read")
 #: What a connector may ask of the federation's trust centre: link its own records, check one consent,
-#: pseudonymise for the projects it sends research data for (its domains say which).
-CONNECTOR_TRUSTCENTRE_ROLES = ("linkage", "consent-check", "pseudonymize")
+#: pseudonymise for the projects it sends research data for (its domains say which), redeem a ledger ticket.
+CONNECTOR_TRUSTCENTRE_ROLES = ("linkage", "consent-check", "pseudonymize", "ledger")
+#: A research node's connector: only redeem a ticket for a patient's ledger (it links and pseudonymises nothing).
+RESEARCH_CONNECTOR_TRUSTCENTRE_ROLES = ("ledger",)
 #: What a node's portal may ask of its node's connector: read the patient's data (audited there), store their
 #: questionnaire answers (ingest), start a careSummary for a clinician (process), read the ledger (audit-read).
 PORTAL_CONNECTOR_ROLES = ("read", "ingest", "process", "audit-read")
@@ -92,6 +94,7 @@ TRUSTCENTRE_ROLES = (
     "linkage-review",
     "audit-read",
     "enrolment",
+    "ledger",
 )
 
 
@@ -580,7 +583,8 @@ def _trustcentre_callers(spec: StackSpec, node: NodeSpec) -> CallersFile:
 
     A connector speaks for its own site only: it links by its own identifier systems and pseudonymises
     in the domains of the projects it sends for. A research node needs nothing here: it receives
-    pseudonymised extracts and starts only feasibility counts.
+    pseudonymised extracts and starts only feasibility counts; it may only redeem a ticket for a
+    patient's ledger (`trustcentre.ledger_tickets`).
     """
     tokens: list[tuple[Grant, str]] = [(Grant("site-admin", TRUSTCENTRE_ROLES), "tc-admin-token")]
     if "connector" in node.components:
@@ -594,12 +598,14 @@ def _trustcentre_callers(spec: StackSpec, node: NodeSpec) -> CallersFile:
     nodes = tuple(
         _connector_grant(spec, other, f"{other.site}-connector")
         for other in spec.nodes
-        if spec.federation and other is not node and "connector" in other.components and other.role != "research"
+        if spec.federation and other is not node and "connector" in other.components
     )
     return CallersFile(tuple(tokens), nodes)
 
 
 def _connector_grant(spec: StackSpec, node: NodeSpec, name: str) -> Grant:
+    if node.role == "research":
+        return Grant(name, RESEARCH_CONNECTOR_TRUSTCENTRE_ROLES, node.site, (), ())
     projects = spec.federation.projects if spec.federation else ()
     domains = tuple(sorted({p.domain for p in projects if spec.sends_for(node, p)}))
     return Grant(name, CONNECTOR_TRUSTCENTRE_ROLES, node.site, node.own_identifier_systems, domains)

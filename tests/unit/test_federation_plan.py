@@ -166,10 +166,17 @@ def callers_of(plan: NodePlan) -> CallersFile:
     return callers.derived
 
 
-def test_the_trust_centre_knows_other_nodes_connectors_by_certificate_but_not_the_research_node() -> None:
+def test_the_trust_centre_knows_other_nodes_connectors_by_certificate_the_research_node_only_for_ledgers() -> None:
     callers = callers_of(plans_by_site()["dic"])
-    assert [grant.name for grant in callers.nodes] == ["practice-connector"]
+    assert [grant.name for grant in callers.nodes] == ["practice-connector", "research-connector"]
     assert callers.nodes[0].site == "practice"
+    research = callers.nodes[1]
+    assert (research.site, research.roles, research.identifier_systems, research.domains) == (
+        "research",
+        ("ledger",),
+        (),
+        (),
+    )
     env = service(plans_by_site()["dic"], "trustcentre").env
     assert env["TC_ALLOW_LIST_FILE"] == "/run/hubnode/allow-list.json"
     assert env["TC_CRL_FILE"] == "/run/hubnode/federation.crl"
@@ -179,7 +186,7 @@ def test_the_trust_centre_knows_other_nodes_connectors_by_certificate_but_not_th
 def test_a_connector_may_link_only_its_own_identifier_systems_and_use_only_its_projects_domains() -> None:
     callers = callers_of(plans_by_site()["dic"])
     [(dic_connector, token)] = [(grant, secret) for grant, secret in callers.tokens if grant.name == "connector"]
-    [practice] = callers.nodes
+    [practice, _research] = callers.nodes
     assert token == "cn-tc-token"
     assert dic_connector.site == "dic"
     assert dic_connector.identifier_systems[:2] == (
@@ -192,7 +199,7 @@ def test_a_connector_may_link_only_its_own_identifier_systems_and_use_only_its_p
         "https://hubnode.org/fhir/sid/mrn/practice",
     )
     assert practice.domains == (), "a practice sends no research data, so it pseudonymises in no project's domain"
-    assert set(practice.roles) == {"linkage", "consent-check", "pseudonymize"}
+    assert set(practice.roles) == {"linkage", "consent-check", "pseudonymize", "ledger"}
 
 
 def test_a_project_naming_its_senders_opens_its_domain_to_them_alone() -> None:

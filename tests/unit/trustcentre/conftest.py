@@ -46,7 +46,12 @@ CALLERS = {
         frozenset(),
     ),
     "practice-portal": Caller("practice-portal", frozenset({Role.ENROLMENT, Role.CONSENT_READ}), "practice"),
+    # connectors redeeming a ticket for a patient's ledger: a clinical node's, and a research node's (nothing else)
+    "practice-ledger": Caller("practice-connector", frozenset({*CONNECTOR_ROLES, Role.LEDGER}), "practice"),
+    "research-ledger": Caller("research-connector", frozenset({Role.LEDGER}), "research"),
 }
+#: The federation's research nodes, as the allow list would name them.
+RESEARCH_SITES = ("research",)
 
 
 def headers(who: str) -> dict[str, str]:
@@ -61,6 +66,7 @@ def settings(database_url: str) -> Settings:
         authenticator=Authenticator(callers, {}),
         domains=DOMAINS,
         projects=PROJECTS,
+        research_sites=RESEARCH_SITES,
         max_batch=1000,
         max_body_bytes=512 * 1024,
     )

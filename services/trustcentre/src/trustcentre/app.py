@@ -21,6 +21,7 @@ from trustcentre.epix_api import epix_endpoints
 from trustcentre.gics_api import gics_endpoints
 from trustcentre.gpas_api import gpas_endpoints
 from trustcentre.ledger import audit_endpoint
+from trustcentre.ledger_tickets import ledger_ticket_endpoints
 from trustcentre.persons import PersonIds
 from trustcentre.pseudonyms import PseudonymStore
 from trustcentre.settings import Settings
@@ -38,7 +39,11 @@ def create_app(settings: Settings) -> Starlette:
     services = {
         "gpas": gpas_endpoints(store, persons),
         "gics": gics_endpoints(),
-        "epix": {**epix_endpoints(persons), **enrolment_endpoints(persons)},
+        "epix": {
+            **epix_endpoints(persons),
+            **enrolment_endpoints(persons),
+            **ledger_ticket_endpoints(settings.research_sites),
+        },
     }
 
     async def health(_request: Request) -> Response:

@@ -4,7 +4,8 @@ A node's connector needs few of them: `linkage` (its own identifiers), `consent-
 for one policy), `pseudonymize` in the domains of the projects it sends for. Reading a person's
 consents, resolving pseudonyms and reviewing links are for the site's own staff. A node's portal
 (`enrolment`, and consents and audit of the persons it names by its own person ids) acts for the
-patients enrolled there.
+patients enrolled there. `ledger` lets a connector redeem a ticket another node's portal was given for
+one of its patients' ledgers (`trustcentre.ledger_tickets`).
 """
 
 from __future__ import annotations
@@ -25,3 +26,4 @@ class Role(StrEnum):
     LINKAGE_REVIEW = "linkage-review"
     AUDIT_READ = "audit-read"
     ENROLMENT = "enrolment"
+    LEDGER = "ledger"

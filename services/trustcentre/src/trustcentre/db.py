@@ -123,6 +123,21 @@ enrolments = Table(
     Column("account", String(255), nullable=True),
 )
 
+#: Tickets for one patient's ledger at another node (`trustcentre.ledger_tickets`): the name that node knows
+#: the person by, for the node it was issued for, until it expires.
+ledger_tickets = Table(
+    "ledger_tickets",
+    metadata,
+    Column("ticket_sha256", String(64), primary_key=True),
+    Column("mpi", String(64), ForeignKey("persons.mpi"), nullable=False),
+    Column("requester", String(128), nullable=False),
+    Column("audience", String(128), nullable=False),
+    Column("name_system", String(255), nullable=False),
+    Column("name_value", String(255), nullable=False),
+    Column("issued", DateTime(timezone=True), nullable=False),
+    Column("expires", DateTime(timezone=True), nullable=False, index=True),
+)
+
 audit_log = AuditLog(metadata, "urn:hubnode:trustcentre", "hubnode trust centre")
 
 
@@ -135,7 +150,16 @@ def _v3_enrolments(connection: Connection) -> None:
     enrolments.create(connection, checkfirst=True)
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1_create_tables, audit_log.add_query_column, _v3_enrolments)
+def _v4_ledger_tickets(connection: Connection) -> None:
+    ledger_tickets.create(connection, checkfirst=True)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    _v1_create_tables,
+    audit_log.add_query_column,
+    _v3_enrolments,
+    _v4_ledger_tickets,
+)
 
 
 def connect(url: str) -> Engine:

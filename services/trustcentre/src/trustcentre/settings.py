@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from servicekit.allowlist import AllowListError, parse_allow_list
+from servicekit.allowlist import AllowListError, NodeRole, parse_allow_list
 from servicekit.auth import Authenticator, authenticator_from_entries
 from servicekit.config import ConfigError, read_file, read_json, with_password
 from servicekit.identity import Federation, revoked_serials
@@ -33,6 +33,8 @@ class Settings:
     domains: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: Research project -> its pseudonym domain: what a purpose may name, and the purpose of each domain.
     projects: Mapping[str, str] = field(default_factory=dict)
+    #: The federation's research nodes (by the allow list): who gets a ticket for a patient's research pseudonyms.
+    research_sites: tuple[str, ...] = ()
     max_batch: int = 10_000
     max_body_bytes: int = 8 * 1024 * 1024
     input_limits: InputLimits = DEFAULT_INPUT_LIMITS
@@ -49,11 +51,13 @@ class Settings:
         callers = read_json("TC_CALLERS_FILE", environ)
         domains = read_json("TC_DOMAINS_FILE", environ) if "TC_DOMAINS_FILE" in environ else {"domains": []}
         site = environ.get("TC_SITE", "hubnode")
+        federation = _federation(site, environ)
         return cls(
             database_url=url,
             secret=secret,
-            authenticator=authenticator_from_config(callers, _federation(site, environ)),
+            authenticator=authenticator_from_config(callers, federation),
             site=site,
+            research_sites=research_sites(federation),
             domains=domains_from_config(domains),
             projects=projects_from_config(read_json("TC_PROJECTS_FILE", environ))
             if "TC_PROJECTS_FILE" in environ
@@ -68,6 +72,13 @@ def authenticator_from_config(config: Any, federation: Federation | None) -> Aut
     if not isinstance(entries, list):
         raise ConfigError('TC_CALLERS_FILE: expected {"callers": [...]}')
     return authenticator_from_entries(entries, "TC_CALLERS_FILE", Role, federation)
+
+
+def research_sites(federation: Federation | None) -> tuple[str, ...]:
+    """The sites of the allow list's research nodes."""
+    if federation is None:
+        return ()
+    return tuple(sorted(peer.site for peer in federation.allow_list.peers if peer.role == NodeRole.RESEARCH))
 
 
 def _federation(site: str, environ: Mapping[str, str]) -> Federation | None:
