@@ -19,7 +19,7 @@ PROJECTS = {"study": "study"}
 SOURCE = "https://hubnode.org/fhir/sid/source"
 #: Patient numbers of the sites the tests use (the process tests' clinic, the linkage tests' hospital).
 SITE_SYSTEMS = {"dic": ("https://clinic.example/pid", "https://ukl.example/mrn"), "practice": ()}
-CONNECTOR_ROLES = frozenset({Role.LINKAGE, Role.CONSENT_CHECK, Role.PSEUDONYMIZE})
+CONNECTOR_ROLES = frozenset({Role.LINKAGE, Role.CONSENT_CHECK, Role.PSEUDONYMIZE, Role.LEDGER})
 
 
 def connector(site: str, domains: frozenset[str] = frozenset({"study"})) -> Caller:
@@ -46,9 +46,8 @@ CALLERS = {
         frozenset(),
     ),
     "practice-portal": Caller("practice-portal", frozenset({Role.ENROLMENT, Role.CONSENT_READ}), "practice"),
-    # connectors redeeming a ticket for a patient's ledger: a clinical node's, and a research node's (nothing else)
-    "practice-ledger": Caller("practice-connector", frozenset({*CONNECTOR_ROLES, Role.LEDGER}), "practice"),
-    "research-ledger": Caller("research-connector", frozenset({Role.LEDGER}), "research"),
+    # a research node's connector: it may only redeem a ticket for a patient's ledger
+    "research-connector": Caller("research-connector", frozenset({Role.LEDGER}), "research"),
 }
 #: The federation's research nodes, as the allow list would name them.
 RESEARCH_SITES = ("research",)

@@ -67,13 +67,13 @@ def test_each_node_knowing_the_person_gets_a_ticket_that_gives_it_only_its_own_n
     issued = by_site(tickets(client, at_dic))
 
     assert set(issued) == {"practice", "research"}, "the portal's own node gets none"
-    practice = redeem(client, "practice-ledger", issued["practice"][0])
+    practice = redeem(client, "practice-connector", issued["practice"][0])
     assert practice.status_code == 200, practice.text
     assert practice.json()["parameter"] == [
         {"name": "requester", "valueString": "dic"},
         {"name": "name", "valueIdentifier": {"system": PERSON, "value": at_practice}},
     ]
-    research = redeem(client, "research-ledger", issued["research"][0])
+    research = redeem(client, "research-connector", issued["research"][0])
     assert research.status_code == 200, research.text
     assert research.json()["parameter"][1]["valueIdentifier"] == {
         "system": "urn:hubnode:pseudonym:study",
@@ -87,13 +87,13 @@ def test_a_ticket_counts_only_at_its_node_and_until_it_expires(client: TestClien
     pseudonym(client, at_dic)
     issued = by_site(tickets(client, at_dic))
 
-    assert redeem(client, "research-ledger", issued["practice"][0]).status_code == 404
-    assert redeem(client, "practice-ledger", issued["research"][0]).status_code == 404
-    assert redeem(client, "practice-ledger", "not-a-ticket").status_code == 404
+    assert redeem(client, "research-connector", issued["practice"][0]).status_code == 404
+    assert redeem(client, "practice-connector", issued["research"][0]).status_code == 404
+    assert redeem(client, "practice-connector", "not-a-ticket").status_code == 404
     engine = create_engine(database_url)
     with engine.begin() as connection:
         connection.execute(update(ledger_tickets).values(expires=datetime.now(UTC) - timedelta(seconds=1)))
-    expired = redeem(client, "practice-ledger", issued["practice"][0])
+    expired = redeem(client, "practice-connector", issued["practice"][0])
     assert expired.status_code == 404
     assert expired.json()["resourceType"] == "OperationOutcome"
     with engine.connect() as connection:
@@ -111,14 +111,14 @@ def test_only_a_nodes_portal_asks_and_only_for_persons_its_node_knows(client: Te
     assert call(client, "portal", "$ledgerTickets", identifier("person", MRN, "m-1")).status_code == 400
     assert call(client, "portal", "$ledgerTickets").status_code == 400
     issued = by_site(tickets(client, at_dic))
-    assert redeem(client, "dic-connector", issued["practice"][0]).status_code == 403, "without the ledger role"
+    assert redeem(client, "practice-portal", issued["practice"][0]).status_code == 403, "without the ledger role"
 
 
 def test_issuing_and_redeeming_are_audited_under_the_person(client: TestClient, database_url: str) -> None:
     at_dic = person_at(client, "dic-connector", (MRN, "m-1"), (KVNR, "A123456780"))
     at_practice = person_at(client, "practice-connector", (KVNR, "A123456780"))
     issued = by_site(tickets(client, at_dic))
-    redeem(client, "practice-ledger", issued["practice"][0])
+    redeem(client, "practice-connector", issued["practice"][0])
 
     rows, named = audit_log.rows(create_engine(database_url), [at_dic, at_practice], None, None)
     operations = {row["operation"]: named[row["id"]] for row in rows}

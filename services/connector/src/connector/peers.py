@@ -1,4 +1,4 @@
-"""Posting a process Task to another node's peer gateway, over mutual TLS with the node certificate.
+"""Posting a process Task (or a ledger ticket) to another node's peer door, over mutual TLS with the node certificate.
 
 A peer that is briefly down (connection refused, timeout, a 5xx from its gateway) is retried with
 backoff, always with the same Task and so the same idempotency key: the receiver does the work at most
@@ -56,13 +56,34 @@ class PeerClient:
     async def send(self, peer: Peer, task: Mapping[str, Any]) -> ProcessTask:
         """POST `task` to `<peer address>/Task`; the peer's answering Task, or PeerError."""
         url = f"{peer.address}/Task"
+        response = await self._post(peer, url, task, "the Task")
+        try:
+            return parse_task(response.json())
+        except (ValueError, FhirError) as exc:
+            raise PeerError(f"peer {peer.site!r} at {url} answered with no valid Task: {exc}") from None
+
+    async def ledger(self, peer: Peer, ticket: str) -> dict[str, Any]:
+        """POST a ledger ticket to `<peer address>/$ledger`; the peer's Bundle of AuditEvents, or PeerError."""
+        url = f"{peer.address}/$ledger"
+        body = {"resourceType": "Parameters", "parameter": [{"name": "ticket", "valueString": ticket}]}
+        response = await self._post(peer, url, body, "the ledger request")
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict) or answer.get("resourceType") != "Bundle":
+            raise PeerError(f"peer {peer.site!r} at {url} answered the ledger request with no Bundle")
+        return answer
+
+    async def _post(self, peer: Peer, url: str, body: Mapping[str, Any], what: str) -> httpx.Response:
+        """POST `body`, trying again while the peer is down; its 200 answer, or PeerError saying why not."""
         headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
         problem = ""
         for attempt in range(self.attempts):
             if attempt:
                 await self.sleep(self.backoff_seconds * 2 ** (attempt - 1))
             try:
-                response = await self.client.post(url, json=task, headers=headers)
+                response = await self.client.post(url, json=body, headers=headers)
             except httpx.TransportError as exc:
                 problem = str(exc) or type(exc).__name__
                 continue
@@ -71,11 +92,8 @@ class PeerClient:
                 continue
             if response.status_code != 200:
                 status = response.status_code
-                raise PeerError(f"peer {peer.site!r} at {url} refused the Task: HTTP {status} {_diagnostics(response)}")
-            try:
-                return parse_task(response.json())
-            except (ValueError, FhirError) as exc:
-                raise PeerError(f"peer {peer.site!r} at {url} answered with no valid Task: {exc}") from None
+                raise PeerError(f"peer {peer.site!r} at {url} refused {what}: HTTP {status} {_diagnostics(response)}")
+            return response
         raise PeerUnreachableError(
             f"peer {peer.site!r} unreachable at {url}: {problem} (after {self.attempts} attempts)"
         )

@@ -1,5 +1,8 @@
 """HTTP routes of the processes: the local API that starts them and the peer API that answers them.
 
+Beside them, the federation ledger (`connector.federation_ledger`): the portal's `$federationLedger`
+(role `audit-read`) and the peers' `$ledger`, framed the same way.
+
 Local (`/fhir/Task...`, bearer token with role `process`) goes through the app's `handled` wrapper like
 every other local endpoint. The peer API (`/peer/...`) is reached only through the gateway's mutual-TLS
 listener; who is calling is decided in `connector.identity` from the gateway's headers. `app.py`
@@ -18,16 +21,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from connector import processes
+from connector import federation_ledger, processes
 from connector.auth import Role
-from connector.handling import Done, handled
+from connector.handling import RETRY_AFTER_S, Done, handled
 from connector.ingest import Ingester, IngestResult
 from connector.peers import TIMEOUT, PeerClient
 from connector.processes import Ingest, Node
 from connector.settings import Settings
+from connector.upstream import UpstreamUnavailable
 from connector.validation import bundle_entries
 from servicekit.auth import Caller
-from servicekit.fhir import FhirError, parse_json_resource
+from servicekit.fhir import FhirError, operation_outcome, parse_json_resource
 from servicekit.web import error_response, fhir_response, internal_error_response, read_body
 
 LOG = logging.getLogger("connector.processes")
@@ -39,7 +43,9 @@ def routes() -> list[Route]:
         Route("/fhir/Task", _local("start process", _start), methods=["POST"]),
         Route("/fhir/Task/{id}", _local("read process", _read), methods=["GET"]),
         Route("/fhir/Task/{id}/$retry", _local("retry process", _retry), methods=["POST"]),
+        Route("/fhir/$federationLedger", _federation_ledger, methods=["POST"]),
         Route("/peer/fhir/Task", _peer_task, methods=["POST"]),
+        Route("/peer/fhir/$ledger", _peer_ledger, methods=["POST"]),
         Route("/peer/refused", _peer_refused, methods=["GET", "POST", "PUT", "DELETE"]),
         Route("/peer/refused/{rest:path}", _peer_refused, methods=["GET", "POST", "PUT", "DELETE"]),
     ]
@@ -120,6 +126,31 @@ async def _peer_task(request: Request) -> Response:
         return error_response(error)
     except Exception as unexpected:  # noqa: BLE001 -- any failure becomes a 500 naming a log reference
         return internal_error_response(LOG, "peer Task", unexpected)[0]
+
+
+async def _federation_ledger(request: Request) -> Response:
+    async def work(request: Request, _caller: Caller) -> Done:
+        body = await read_body(request, request.app.state.settings.max_body_bytes)
+        tickets = federation_ledger.tickets_of(parse_json_resource(body, "Parameters"))
+        answer = await federation_ledger.gather(_node(request), tickets)
+        sites = sorted({site for site, _ in tickets})
+        return Done(fhir_response(answer), query=f"ledger at {', '.join(sites) or 'no node'}")
+
+    return await handled("federation ledger", Role.AUDIT_READ, work, request.app.state.engine)(request)
+
+
+async def _peer_ledger(request: Request) -> Response:
+    try:
+        body = await read_body(request, request.app.state.settings.max_body_bytes)
+        return fhir_response(await federation_ledger.answer(_node(request), request.headers, body))
+    except FhirError as error:
+        return error_response(error)
+    except UpstreamUnavailable as unavailable:
+        response = fhir_response(operation_outcome("transient", str(unavailable)), 503)
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
+    except Exception as unexpected:  # noqa: BLE001 -- any failure becomes a 500 naming a log reference
+        return internal_error_response(LOG, "peer ledger", unexpected)[0]
 
 
 async def _peer_refused(request: Request) -> Response:

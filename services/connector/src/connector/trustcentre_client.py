@@ -116,6 +116,19 @@ class TrustCentreClient:
             raise UpstreamUnavailable(f"the trust centre gave no pseudonym in {domain!r} for {len(missing)} originals")
         return found
 
+    async def redeem_ledger_ticket(self, ticket: str) -> tuple[str, tuple[str, str]]:
+        """The site that asked, and the name (system, value) this node knows the ticket's person by."""
+        answer = await self._operation("epix/$redeemLedgerTicket", [{"name": "ticket", "valueString": ticket}])
+        requester = _first(answer, "requester").get("valueString")
+        name = _first(answer, "name").get("valueIdentifier", {})
+        if (
+            not isinstance(requester, str)
+            or not isinstance(name.get("system"), str)
+            or not isinstance(name.get("value"), str)
+        ):
+            raise UpstreamUnavailable("the trust centre's $redeemLedgerTicket answer lacks its requester or name")
+        return requester, (name["system"], name["value"])
+
     async def _operation(self, path: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
         body = {"resourceType": "Parameters", "parameter": parts}
         return checked(await send(self._client, SERVICE, "POST", path, json=body), SERVICE)

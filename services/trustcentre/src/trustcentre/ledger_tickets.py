@@ -63,7 +63,11 @@ def ledger_ticket_endpoints(research_sites: Sequence[str]) -> Mapping[str, Endpo
             if aliases is None:
                 raise FhirError(403, "forbidden", f"{person_id!r} is not a person id of {site!r}", ("person",))
             wanted = [
-                *((other, PERSON_SYSTEM, value) for other, value in sorted(aliases.person_ids.items()) if other != site),
+                *(
+                    (other, PERSON_SYSTEM, value)
+                    for other, value in sorted(aliases.person_ids.items())
+                    if other != site
+                ),
                 *(
                     (node, f"{PSEUDONYM_SYSTEM_PREFIX}{domain}", value)
                     for domain, value in sorted(aliases.research.items())
@@ -90,7 +94,9 @@ def ledger_ticket_endpoints(research_sites: Sequence[str]) -> Mapping[str, Endpo
                 issued.append((audience, ticket))
             sites = ", ".join(sorted({audience for audience, _ in issued})) or "none"
             detail = f"{len(issued)} ledger ticket(s) for {sites}"
-            audit_log.record(connection, context.success("$ledgerTickets", [aliases.mpi, person_id], OPERATIONS, detail))
+            audit_log.record(
+                connection, context.success("$ledgerTickets", [aliases.mpi, person_id], OPERATIONS, detail)
+            )
         expires = (now + VALIDITY).isoformat(timespec="seconds")
         return parameters(
             *(
