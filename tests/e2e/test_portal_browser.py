@@ -142,6 +142,9 @@ def test_a_patient_sees_the_project_that_used_her_data_withdraws_research_use_an
 
     page.goto(f"{portal(federation, 'dic')}/me/ledger")
     expect(page.locator(".project", has_text="demo-study").first).to_contain_text("Demonstrationsstudie")
+    received = page.locator("tr", has_text="Standort research")
+    expect(received.first).to_contain_text("dataSend")  # as the research node recorded it, asked with a ticket
+    expect(received.first).to_contain_text("Demonstrationsstudie")
     shot(page, "patient-ledger", "The patient's ledger: who used her data, the research project named")
 
     page.goto(f"{portal(federation, 'dic')}/me/consents")

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from servicekit.allowlist import NodeRole
 from fixtures.kvnr import make_kvnr
+from servicekit.allowlist import NodeRole
 from tests.unit.connector.federation import CLINIC, Federation, ProcessFhir, bearer, federation, value
 
 SITES = {"dic": NodeRole.DIC, "practice": NodeRole.PRACTICE, "research": NodeRole.RESEARCH}

@@ -113,7 +113,8 @@ def test_the_ledger_shows_the_portals_reads_and_the_trust_centres_consent_checks
     assert page.status_code == 200
     assert "view-record" in page.text
     assert "$addConsent" in page.text or "$redeemEnrolment" in page.text
-    assert "connector dic" in page.text  # the portal's read through the connector
+    assert "Standort dic" in page.text  # the portal's read through the connector
+    assert "Treuhandstelle" in page.text
 
 
 def test_the_record_names_the_source_of_each_entry(enrolled: Node) -> None:

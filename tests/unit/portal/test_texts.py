@@ -74,14 +74,26 @@ def test_a_research_use_in_the_ledger_says_what_the_project_is_and_what_was_sent
     study = Project(
         "demo-study", "Verläufe nach <Darmkrebs>", "Was hilft nach der Operation?", "Register", ("Diagnosen",)
     )
-    page = _render("ledger.html", entries=[entry(event, "trust centre")], projects={"demo-study": study})
+    page = _render(
+        "ledger.html", entries=[entry(event, "trustcentre", "")], unreachable=[], projects={"demo-study": study}
+    )
     assert "<strong>Verläufe nach &lt;Darmkrebs&gt;</strong> (demo-study)" in page
     assert "Was hilft nach der Operation?" in page
     assert "Empfänger: Register" in page
     assert "Übermittelt: Diagnosen" in page
     assert '<td data-label="Wozu">' in page, "on a phone each value shows under its label"
-    undescribed = _render("ledger.html", entries=[entry(event, "trust centre")], projects={})
+    undescribed = _render("ledger.html", entries=[entry(event, "trustcentre", "")], unreachable=[], projects={})
     assert '<span class="project"><strong>demo-study</strong></span>' in undescribed
+
+
+def test_the_ledger_says_where_each_entry_was_recorded_and_whose_entries_are_missing() -> None:
+    event = {"resourceType": "AuditEvent", "recorded": "2026-12-04T10:00:00+01:00", "outcome": "0"}
+    entries = [entry(event, "connector", "practice"), entry(event, "trustcentre", "")]
+    page = _render("ledger.html", entries=entries, unreachable=["research"], projects={})
+    assert '<td data-label="Wo protokolliert">Standort practice</td>' in page
+    assert '<td data-label="Wo protokolliert">Treuhandstelle</td>' in page
+    assert "Die Einträge von research konnten gerade nicht abgerufen werden" in page
+    assert "nicht abgerufen" not in _render("ledger.html", entries=entries, unreachable=[], projects={})
 
 
 def _render(template: str, **values: object) -> str:

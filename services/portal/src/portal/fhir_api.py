@@ -104,7 +104,7 @@ async def _search(state: PortalState, resource_type: str, subject: Subject) -> l
     if resource_type == "Consent":
         found = await state.trustcentre.consents(subject.person_id)
     elif resource_type == "AuditEvent":
-        found = [entry.event for entry in await ledger(state, subject)]
+        found = [entry.event for entry in (await ledger(state, subject)).entries]
     elif resource_type == "QuestionnaireResponse":
         found = await state.records.of_type(subject.patient, "QuestionnaireResponse")
     else:

@@ -1,8 +1,11 @@
-"""A patient's ledger: every recorded use of their data, from the trust centre, the node's connector and portal.
+"""A patient's ledger: every recorded use of their data, at the trust centre and at every node of the federation.
 
 The trust centre answers for the person under all their names and hands the portal the research
 pseudonyms its own connector's extracts were sent under; so a research use shows with its project,
-while the research node never learns who the patient is. Each entry keeps where it was recorded.
+while the research node never learns who the patient is. The other nodes are asked through this
+node's connector with the trust centre's tickets, one per node that knows the person
+(`connector.federation_ledger`): they answer what they did, never how they name the patient. Each
+entry keeps who recorded it and where; a node that could not answer is named, not silently left out.
 """
 
 from __future__ import annotations
@@ -29,11 +32,21 @@ class LedgerEntry:
     purpose: str
     project: str
     outcome: str
-    where: str
+    #: Which service recorded it (`trustcentre`, `connector`, `portal`), at which site ("" for the trust centre).
+    recorder: str
+    site: str
     event: dict[str, Any]
 
 
-async def ledger(state: PortalState, subject: Subject) -> list[LedgerEntry]:
+@dataclass(frozen=True)
+class Ledger:
+    """The entries, newest first, and the sites whose entries could not be read just now."""
+
+    entries: list[LedgerEntry]
+    unreachable: list[str]
+
+
+async def ledger(state: PortalState, subject: Subject) -> Ledger:
     """Every entry about the patient, newest first."""
     central = await state.trustcentre.ledger(subject.person_id)
     pseudonyms = sorted(
@@ -50,12 +63,15 @@ async def ledger(state: PortalState, subject: Subject) -> list[LedgerEntry]:
     rows, subjects = await run_in_threadpool(audit_log.rows, state.engine, [subject.person_id], None, None)
     own = [audit_log.as_audit_event(row, subjects[row["id"]]) for row in rows]
     site = state.settings.site
+    tickets = await state.trustcentre.ledger_tickets(subject.person_id)
+    remote, unreachable = await state.records.federation_ledger(tickets) if tickets else ([], [])
     entries = [
-        *(entry(event, "trust centre") for event in central),
-        *(entry(event, f"connector {site}") for event in local),
-        *(entry(event, f"portal {site}") for event in own),
+        *(entry(event, "trustcentre", "") for event in central),
+        *(entry(event, "connector", site) for event in local),
+        *(entry(event, "portal", site) for event in own),
+        *(entry(event, "connector", str(event.get("source", {}).get("site", ""))) for event in remote),
     ]
-    return sorted(entries, key=lambda e: e.when, reverse=True)
+    return Ledger(sorted(entries, key=lambda e: e.when, reverse=True), unreachable)
 
 
 def _only(event: dict[str, Any], names: list[str]) -> dict[str, Any]:
@@ -70,7 +86,7 @@ def _only(event: dict[str, Any], names: list[str]) -> dict[str, Any]:
     return {**event, "entity": kept}
 
 
-def entry(event: dict[str, Any], where: str) -> LedgerEntry:
+def entry(event: dict[str, Any], recorder: str, site: str) -> LedgerEntry:
     """An AuditEvent as a ledger line."""
     codings = [
         coding
@@ -92,6 +108,7 @@ def entry(event: dict[str, Any], where: str) -> LedgerEntry:
         purpose=purpose,
         project=project,
         outcome="success" if event.get("outcome") == "0" else "refused",
-        where=where,
+        recorder=recorder,
+        site=site,
         event=event,
     )

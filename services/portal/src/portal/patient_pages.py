@@ -106,9 +106,11 @@ async def verify_receipt(page: Page) -> Response:
 async def ledger_page(page: Page) -> Response:
     """Who used the patient's data, when, why."""
     subject = await own(page.state, page.require(PATIENT))
-    entries = await ledger(page.state, subject)
+    found = await ledger(page.state, subject)
     await page.audit("view-ledger", [subject.person_id])
-    return page.render("ledger.html", entries=entries, projects=page.state.settings.projects)
+    return page.render(
+        "ledger.html", entries=found.entries, unreachable=found.unreachable, projects=page.state.settings.projects
+    )
 
 
 async def record(page: Page) -> Response:

@@ -133,6 +133,12 @@ class Records:
         answer = await self._client.get("AuditEvent", {"entity": ",".join(subjects)})
         return resources(answer, "AuditEvent")
 
+    async def federation_ledger(self, tickets: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+        """The other nodes' AuditEvents for the trust centre's `tickets`, and the sites that could not answer."""
+        answer = await self._client.post("$federationLedger", {"resourceType": "Parameters", "parameter": tickets})
+        unreachable = sorted({str(outcome.get("id")) for outcome in resources(answer, "OperationOutcome")})
+        return resources(answer, "AuditEvent"), unreachable
+
 
 def _put(resource_type: str, key: str, resource: dict[str, Any]) -> dict[str, Any]:
     return {

@@ -18,8 +18,8 @@ PERSON_SYSTEM = "urn:hubnode:person"
 DOMAIN = "MII"
 
 
-def _person(person_id: str) -> dict[str, Any]:
-    return {"name": "personIdentifier", "valueIdentifier": {"system": PERSON_SYSTEM, "value": person_id}}
+def _person(person_id: str, name: str = "personIdentifier") -> dict[str, Any]:
+    return {"name": name, "valueIdentifier": {"system": PERSON_SYSTEM, "value": person_id}}
 
 
 def _parameters(*parts: dict[str, Any]) -> dict[str, Any]:
@@ -131,6 +131,11 @@ class TrustCentre:
             ),
         )
         return any(p.get("valueBoolean") is True for p in _values(answer, "consented"))
+
+    async def ledger_tickets(self, person_id: str) -> list[dict[str, Any]]:
+        """One ticket (a `ticket` parameter: site, ticket, expires) per other node that knows the person."""
+        answer = await self._client.post("epix/$ledgerTickets", _parameters(_person(person_id, "person")))
+        return [p for p in answer.get("parameter", []) if isinstance(p, dict) and p.get("name") == "ticket"]
 
     async def ledger(self, person_id: str) -> list[dict[str, Any]]:
         """The trust centre's AuditEvents naming the person (under any of their names)."""
