@@ -44,7 +44,14 @@ from connector.validation import InvalidInput, Problem, bundle_entries
 from servicekit.auth import Caller
 from servicekit.fhir import FHIR_JSON, FhirError, check_json_limits, parse_json_resource
 from servicekit.limits import ApplyInputLimits
-from servicekit.purpose import OPERATIONS, PURPOSE_HEADER, TREATMENT, claimed
+from servicekit.purpose import (
+    EMERGENCY_REASON_HEADER,
+    OPERATIONS,
+    PURPOSE_HEADER,
+    TREATMENT,
+    claimed,
+    emergency_reason,
+)
 from servicekit.web import (
     fhir_response,
     http_exception_handler,
@@ -157,6 +164,7 @@ class Api:
         """
         kind, resource_id = request.path_params.get("type"), request.path_params.get("id")
         purpose = self._purpose(request, TREATMENT)
+        reason = emergency_reason(purpose, request.headers.get(EMERGENCY_REASON_HEADER))
         params = request.query_params.multi_items()
         if kind is None and "_getpages" not in request.query_params:
             raise FhirError(405, "not-supported", "GET /fhir serves result pages (_getpages) only; name a type")
@@ -173,7 +181,8 @@ class Api:
         if not isinstance(resource, dict):
             raise UpstreamUnavailable(f"HAPI answered GET {path} with JSON that is not a resource")
         subjects = patients_read(resource)
-        return Done(fhir_response(self._public(request, resource), answer.status_code), subjects, purpose=purpose)
+        response = fhir_response(self._public(request, resource), answer.status_code)
+        return Done(response, subjects, purpose=purpose, detail=reason)
 
     async def capability_statement(self, _request: Request) -> Response:
         """`GET /fhir/metadata`: what this FHIR endpoint does, for any client (no caller needed)."""

@@ -42,6 +42,8 @@ class Done:
     subjects: Sequence[str] = ()
     query: str = ""
     purpose: str | None = None
+    #: What the record keeps besides (an emergency access: its stated reason).
+    detail: str = ""
 
 
 Work = Callable[[Request, Caller], Awaitable[Done]]
@@ -62,7 +64,7 @@ def handled(operation: str, role: Role, work: Work, engine: Engine) -> Endpoint:
             caller.require(role)
             done = await work(request, caller)
             response, subjects, purpose = done.response, tuple(done.subjects), done.purpose
-            query = done.query or query
+            query, detail = done.query or query, done.detail or detail
         except FhirError as error:
             outcome, detail, response = "refused", str(error), error_response(error)
         except InvalidInput as invalid:

@@ -63,6 +63,7 @@ def create_app(settings: Settings, transports: Transports | None = None) -> Star
         route("/patients", clinician_pages.find),
         route("/patients/{kind}/{value}", clinician_pages.summary),
         route("/patients/{kind}/{value}/care-summary", clinician_pages.send_summary, ("POST",)),
+        route("/patients/{kind}/{value}/emergency", clinician_pages.start_emergency, ("POST",)),
         route("/staff/enrolments", staff_pages.enrolments, ("GET", "POST")),
         Route("/fhir/{type}", fhir_endpoint, methods=["GET", "POST"]),
         Mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static"),
@@ -86,12 +87,14 @@ def _guarded(handler: Handler) -> Handler:
             return await handler(page)
         except RefusalError as refused:
             await page.audit(_operation(page), refused.subjects, "refused", detail=refused.detail[:500])
-            return page.render("refused.html", refused.status, reason=refused.reason)
+            return page.render(
+                "refused.html", refused.status, reason=refused.reason, emergency_action=refused.emergency_action
+            )
         except UpstreamError as error:
             LOG.warning("%s: %s", page.request.url.path, error)
             await page.audit(_operation(page), [], "failed", detail=str(error)[:500])
             status = error.status if error.status < 500 else 503
-            return page.render("refused.html", status, reason="reason_upstream")
+            return page.render("refused.html", status, reason="reason_upstream", emergency_action=None)
 
     return run
 

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import UTC, date, datetime
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from portal import emergency
 from portal.identity import CLINICIAN, User
 from portal.interactions import detected_issues
-from portal.patients import CLINICAL, Subject, named
+from portal.patients import CLINICAL, Subject, named, person_id_of
 from portal.records import KVNR_SYSTEM, Entry
 from portal.web import Page, RefusalError, redirect
+from servicekit.purpose import EMERGENCY, TREATMENT
+
+LOG = logging.getLogger("portal.emergency")
 
 _VALUE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 #: Findings from another site younger than this are worth a look before an order is repeated.
@@ -41,12 +47,22 @@ async def find(page: Page) -> Response:
 
 
 async def summary(page: Page) -> Response:
-    """The patient's journey at this node from every site that sent it, with warnings and hints."""
-    subject = await _subject(page, page.require(CLINICIAN))
-    entries = await page.state.records.record(subject.patient)
+    """The patient's journey at this node from every site that sent it, with warnings and hints.
+
+    Refused without the patient's treatment consent; the refusal offers a clinician emergency access.
+    """
+    user = page.require(CLINICIAN)
+    try:
+        subject = await _subject(page, user)
+    except RefusalError as refused:
+        if refused.reason == "reason_no_consent":
+            refused.emergency_action = f"{page.request.url.path}/emergency"
+        raise
+    entries = await page.state.records.record(subject.patient, subject.emergency)
     statements = [e.resource for e in entries if e.kind == "MedicationStatement"]
     issues = detected_issues(subject.reference, statements)
-    await page.audit("view-summary", [subject.person_id], purpose="treatment")
+    purpose = EMERGENCY if subject.emergency else TREATMENT
+    await page.audit("view-summary", [subject.person_id], purpose=purpose, detail=subject.emergency)
     return page.render(
         "summary.html",
         subject=subject,
@@ -71,7 +87,7 @@ async def send_summary(page: Page) -> Response:
     identifier = {"system": KVNR_SYSTEM, "value": subject.kvnr} if subject.kvnr else _named_identifier(page)
     task = await page.state.records.care_summary(target, identifier)
     await page.audit("start-careSummary", [subject.person_id], purpose="treatment", detail=f"to {target}")
-    entries = await page.state.records.record(subject.patient)
+    entries = await page.state.records.record(subject.patient, subject.emergency)
     statements = [e.resource for e in entries if e.kind == "MedicationStatement"]
     return page.render(
         "summary.html",
@@ -84,6 +100,24 @@ async def send_summary(page: Page) -> Response:
         value=page.request.path_params["value"],
         result=_task_result(task, target),
     )
+
+
+async def start_emergency(page: Page) -> Response:
+    """Open a patient's record outside their consent, with a stated reason, for an hour; recorded and flagged."""
+    user = page.require(CLINICIAN)
+    form = await page.form()
+    identifier = _named_identifier(page)
+    patient = await page.state.records.patient_by(identifier["system"], identifier["value"])
+    if patient is None or not person_id_of(patient):
+        raise RefusalError(404, "reason_no_patient", f"no patient {identifier['system']}|{identifier['value']}")
+    person_id = person_id_of(patient)
+    reason = emergency.stated_reason(form.get("reason", ""))
+    if reason is None or form.get("confirm") != "yes":
+        raise RefusalError(400, "reason_emergency", f"emergency access without a stated reason by {user.audit_name}")
+    until = await run_in_threadpool(emergency.start, page.state.engine, user.audit_name, person_id, reason)
+    await page.audit("emergency-access", [person_id], purpose=EMERGENCY, detail=reason)
+    LOG.warning("emergency access by %s to person %s until %s", user.audit_name, person_id, until.isoformat())
+    return redirect(f"{page.state.base_path}/patients/{page.request.path_params['kind']}/{identifier['value']}")
 
 
 async def _subject(page: Page, user: User) -> Subject:

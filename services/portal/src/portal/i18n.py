@@ -148,6 +148,17 @@ TEXTS: Mapping[str, Mapping[str, str]] = {
         "reason_upstream": "Ein Dienst des Hub-Knotens ist gerade nicht erreichbar. Bitte versuchen Sie es "
         "später erneut.",
         "reason_input": "Die Eingabe ist nicht gültig.",
+        "reason_emergency": "Ein Notfallzugriff braucht eine Begründung (10 bis 500 Zeichen) und Ihre Bestätigung.",
+        "emergency_title": "Notfallzugriff",
+        "emergency_text": "Nur in einem Notfall, in dem die Behandlung ohne diese Daten gefährdet wäre: Sie sehen die "
+        "Akte dann eine Stunde lang. Der Zugriff wird mit Ihrer Begründung protokolliert, und die Patientin oder "
+        "der Patient sieht ihn mit Begründung in ihrem Protokoll.",
+        "emergency_reason_label": "Begründung",
+        "emergency_confirm": "Ich bestätige, dass ein Notfall vorliegt.",
+        "emergency_submit": "Notfallzugriff starten",
+        "emergency_banner": "Notfallzugriff ohne Einwilligung, protokolliert mit der Begründung:",
+        "ETREAT": "Notfallbehandlung ohne Einwilligung",
+        "emergency_reason": "Begründung",
         "reason_not_found": "Diese Seite gibt es nicht.",
         "reason_already_enrolled": "Ihr Zugang ist bereits einer Person zugeordnet.",
     },
@@ -279,6 +290,17 @@ TEXTS: Mapping[str, Mapping[str, str]] = {
         "reason_not_enrolled": "Your account is not linked to a person yet.",
         "reason_upstream": "A service of the hub node cannot be reached right now. Please try again later.",
         "reason_input": "The input is not valid.",
+        "reason_emergency": "An emergency access needs a reason (10 to 500 characters) and your confirmation.",
+        "emergency_title": "Emergency access",
+        "emergency_text": "Only in an emergency in which treatment would be at risk without these data: you then see "
+        "the record for one hour. The access is recorded with your reason, and the patient sees it, with the "
+        "reason, in their ledger.",
+        "emergency_reason_label": "Reason",
+        "emergency_confirm": "I confirm that this is an emergency.",
+        "emergency_submit": "Start emergency access",
+        "emergency_banner": "Emergency access without consent, recorded with the reason:",
+        "ETREAT": "emergency treatment without consent",
+        "emergency_reason": "Reason",
         "reason_not_found": "There is no such page.",
         "reason_already_enrolled": "Your account is already linked to a person.",
     },

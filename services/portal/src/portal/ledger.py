@@ -31,6 +31,8 @@ class LedgerEntry:
     what: str
     purpose: str
     project: str
+    #: Why the glass was broken, for an emergency access outside the patient's consent; else "".
+    reason: str
     outcome: str
     #: Which service recorded it (`trustcentre`, `connector`, `portal`), at which site ("" for the trust centre).
     recorder: str
@@ -96,6 +98,8 @@ def entry(event: dict[str, Any], recorder: str, site: str) -> LedgerEntry:
         if isinstance(coding, dict)
     ]
     purpose = next((str(c.get("code")) for c in codings if c.get("system") != PROJECT_SYSTEM), "")
+    concepts = [c for c in event.get("purposeOfEvent", []) if isinstance(c, dict)]
+    reason = str(concepts[0].get("text", "")) if purpose == "ETREAT" and concepts else ""
     project = next((str(c.get("code")) for c in codings if c.get("system") == PROJECT_SYSTEM), "")
     agents = event.get("agent", [])
     who = str(agents[0].get("who", {}).get("display", "")) if agents and isinstance(agents[0], dict) else ""
@@ -107,6 +111,7 @@ def entry(event: dict[str, Any], recorder: str, site: str) -> LedgerEntry:
         what=what,
         purpose=purpose,
         project=project,
+        reason=reason,
         outcome="success" if event.get("outcome") == "0" else "refused",
         recorder=recorder,
         site=site,

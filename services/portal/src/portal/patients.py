@@ -1,8 +1,9 @@
 """Whose data a request is about, and whether the asker may see it: decided here, on the server, every time.
 
 A patient sees only the person their login is enrolled as. A clinician sees patients of their site
-(the node holds a record of them) whose treatment consent (policy .5) is given; a consent's own state
-they may always see, since it is the reason for what they are shown. Site staff see a patient's
+(the node holds a record of them) whose treatment consent (policy .5) is given, or whose record they
+opened in an emergency with a stated reason (`portal.emergency`); a consent's own state they may always
+see, since it is the reason for what they are shown. Site staff see a patient's
 consents and ledger (to answer a request for information), never clinical data.
 """
 
@@ -11,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+
+from portal import emergency
 from portal.consent_modules import TREATMENT
 from portal.identity import CLINICIAN, PATIENT, SITE_ADMIN, User
 from portal.portal_state import PortalState
@@ -28,6 +32,8 @@ class Subject:
 
     patient: dict[str, Any]
     person_id: str
+    #: The stated reason when a clinician sees the record outside the patient's consent, else "".
+    emergency: str = ""
 
     @property
     def reference(self) -> str:
@@ -72,9 +78,12 @@ async def named(state: PortalState, user: User, system: str, value: str, need: s
         raise RefusalError(404, "reason_no_patient", f"no patient {system}|{value} at this node")
     subject = Subject(patient, person_id_of(patient))
     if need == CLINICAL and not await state.trustcentre.is_consented(subject.person_id, TREATMENT):
-        raise RefusalError(
-            403, "reason_no_consent", f"no treatment consent for {subject.reference}", [subject.person_id]
-        )
+        reason = await run_in_threadpool(emergency.current_reason, state.engine, user.audit_name, subject.person_id)
+        if reason is None or not user.has(CLINICIAN):
+            raise RefusalError(
+                403, "reason_no_consent", f"no treatment consent for {subject.reference}", [subject.person_id]
+            )
+        return Subject(patient, subject.person_id, reason)
     return subject
 
 

@@ -12,9 +12,11 @@ import asyncio
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from portal.display import when
 from portal.upstream import FhirClient, UpstreamError, resources
+from servicekit.purpose import EMERGENCY, EMERGENCY_REASON_HEADER, PURPOSE_HEADER
 
 PERSON_SYSTEM = "urn:hubnode:person"
 SOURCE_SYSTEM = "https://hubnode.org/fhir/sid/source"
@@ -70,9 +72,12 @@ class Records:
         found = resources(await self._client.get("Patient", {"identifier": f"{system}|{value}"}), "Patient")
         return found[0] if found else None
 
-    async def record(self, patient: dict[str, Any]) -> list[Entry]:
-        """Everything the node holds about the patient, by type and then date, each with its source."""
-        found = await asyncio.gather(*(self.of_type(patient, kind) for kind in RECORD_TYPES))
+    async def record(self, patient: dict[str, Any], emergency: str = "") -> list[Entry]:
+        """Everything the node holds about the patient, by type and then date, each with its source.
+
+        `emergency`: the stated reason of a read outside the patient's consent, which the connector records.
+        """
+        found = await asyncio.gather(*(self.of_type(patient, kind, emergency) for kind in RECORD_TYPES))
         entries = [
             Entry(resource, source_of(resource), str(resource.get("meta", {}).get("lastUpdated", ""))[:19])
             for of_type in found
@@ -81,10 +86,11 @@ class Records:
         order = {kind: index for index, kind in enumerate(RECORD_TYPES)}
         return sorted(entries, key=lambda e: (order[e.kind], when(e.resource)))
 
-    async def of_type(self, patient: dict[str, Any], resource_type: str) -> list[dict[str, Any]]:
+    async def of_type(self, patient: dict[str, Any], resource_type: str, emergency: str = "") -> list[dict[str, Any]]:
         """The patient's resources of one type at this node."""
-        answer = await self._client.get(resource_type, {"subject": f"Patient/{patient['id']}", "_count": "500"})
-        return resources(answer, resource_type)
+        headers = {PURPOSE_HEADER: EMERGENCY, EMERGENCY_REASON_HEADER: quote(emergency)} if emergency else {}
+        params = {"subject": f"Patient/{patient['id']}", "_count": "500"}
+        return resources(await self._client.get(resource_type, params, headers), resource_type)
 
     async def store_questionnaire(self, patient: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
         """Store a QuestionnaireResponse of the patient at this node: ingested like any source's data."""

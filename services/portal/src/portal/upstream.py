@@ -41,9 +41,11 @@ class FhirClient:
         """Close the connection pool."""
         await self._client.aclose()
 
-    async def get(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """GET a resource or search."""
-        return await self._send("GET", path, params=params)
+    async def get(
+        self, path: str, params: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        """GET a resource or search (`headers`: e.g. the purpose of an emergency read)."""
+        return await self._send("GET", path, params=params, headers=headers or {})
 
     async def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """POST a FHIR JSON body."""

@@ -43,6 +43,8 @@ class RefusalError(Exception):
         self.reason = reason
         self.detail = detail
         self.subjects = tuple(subjects)
+        #: Where a clinician may open the record anyway in an emergency, stating why (`portal.emergency`).
+        self.emergency_action: str | None = None
 
 
 @dataclass

@@ -38,7 +38,7 @@ from starlette.responses import Response
 
 from servicekit.db import bulk_insert
 from servicekit.fhir import FhirError, parse_fhir_date
-from servicekit.purpose import codings
+from servicekit.purpose import EMERGENCY, codings
 from servicekit.web import authenticate, error_response, fhir_response
 
 #: FHIR AuditEvent.outcome: 0 success, 4 minor failure (refused request), 8 serious failure.
@@ -183,6 +183,8 @@ class AuditLog:
             event["outcomeDesc"] = row["detail"]
         if row["purpose"]:
             event["purposeOfEvent"] = [{"coding": codings(row["purpose"])}]
+            if row["purpose"] == EMERGENCY and row["detail"]:
+                event["purposeOfEvent"][0]["text"] = row["detail"]  # the reason stated for breaking the glass
         if row["query"]:
             query = base64.b64encode(row["query"].encode()).decode("ascii")
             event["entity"].append({"type": _QUERY_ENTITY, "query": query, "description": row["query"][:500]})
