@@ -123,6 +123,20 @@ enrolments = Table(
     Column("account", String(255), nullable=True),
 )
 
+#: Further pseudonyms of one original in a domain that allows several (gPAS's secondary pseudonyms):
+#: unique per domain, and never equal to a primary pseudonym of the domain (`trustcentre.pseudonyms`).
+secondary_pseudonyms = Table(
+    "secondary_pseudonyms",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("domain", String(64), ForeignKey("domains.name"), nullable=False),
+    Column("original", String(255), nullable=False),
+    Column("pseudonym", String(128), nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("domain", "pseudonym", name="uq_secondary_pseudonym_value"),
+    Index("ix_secondary_pseudonyms_original", "domain", "original"),
+)
+
 audit_log = AuditLog(metadata, "urn:hubnode:trustcentre", "hubnode trust centre")
 
 
@@ -135,7 +149,16 @@ def _v3_enrolments(connection: Connection) -> None:
     enrolments.create(connection, checkfirst=True)
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1_create_tables, audit_log.add_query_column, _v3_enrolments)
+def _secondary_pseudonyms(connection: Connection) -> None:
+    secondary_pseudonyms.create(connection, checkfirst=True)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    _v1_create_tables,
+    audit_log.add_query_column,
+    _v3_enrolments,
+    _secondary_pseudonyms,
+)
 
 
 def connect(url: str) -> Engine:
