@@ -46,7 +46,13 @@ PORT_NAMES: tuple[str, ...] = ("fhir", "trustcentre", "gateway", "peer")
 DEFAULT_PORTS: Mapping[str, int] = {"fhir": 8080, "trustcentre": 8081, "gateway": 8443, "peer": 9443}
 DEFAULT_FEDERATION_DOMAIN = "hubnode.test"
 #: Settings a pseudonym domain may carry (checked in full by the trust centre at start-up).
-DOMAIN_SETTINGS: Mapping[str, type] = {"alphabet": str, "length": int, "prefix": str, "check_digit": bool}
+DOMAIN_SETTINGS: Mapping[str, type] = {
+    "alphabet": str,
+    "length": int,
+    "prefix": str,
+    "check_digit": bool,
+    "multiple_pseudonyms": bool,
+}
 DEFAULT_BASE_IMAGE = "hubnode/base:trixie"
 
 NAMESPACE = "hubnode"

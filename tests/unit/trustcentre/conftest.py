@@ -37,6 +37,8 @@ CALLERS = {
     "practice-connector": connector("practice", frozenset()),  # a practice sends no research data
     "gp-connector": connector("gp"),  # another node sending for the study
     "nobody": Caller("nobody", frozenset()),
+    # a node's caller given every role by mistake: still speaks only for its own site
+    "node-admin": Caller("node-admin", frozenset(Role), "dic", frozenset({f"{SOURCE}/dic"})),
     # a node's portal: enrolment, and consents and audit of the persons it names by its own person ids
     "portal": Caller(
         "portal",

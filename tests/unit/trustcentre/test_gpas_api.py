@@ -44,19 +44,34 @@ def pairs(response: Any) -> dict[str, str]:
         if parameter["name"] == "error":
             continue
         parts = {p["name"]: p["valueIdentifier"] for p in parameter["part"]}
-        assert list(parts) == ["original", "target", "pseudonym"]
+        assert list(parts) == ["target", "original", "pseudonym"]
         assert {p["system"] for p in parts.values()} == {SYSTEM}
         found[parts["original"]["value"]] = parts["pseudonym"]["value"]
     return found
 
 
 def errors(response: Any) -> list[tuple[str, str]]:
+    """(value as given, issue type) of each `error` part, checking its shape (the IG's: no target)."""
     out = []
     for parameter in response.json()["parameter"]:
         if parameter["name"] == "error":
-            parts = {p["name"]: p for p in parameter["part"]}
-            given_as = next(name for name in parts if name in ("original", "pseudonym"))
-            out.append((parts[given_as]["valueIdentifier"]["value"], parts["error-code"]["valueCoding"]["code"]))
+            [given, code] = parameter["part"]
+            assert given["name"] in ("original", "pseudonym")
+            assert code["name"] == "error-code"
+            assert code["valueCoding"]["system"] == "http://hl7.org/fhir/issue-type"
+            out.append((given["valueIdentifier"]["value"], code["valueCoding"]["code"]))
+    return out
+
+
+def results(response: Any) -> list[tuple[str, str]]:
+    """(original, result code) of each `successStatus` part, checking its shape on the way."""
+    assert response.status_code == 200, response.text
+    out = []
+    for parameter in response.json()["parameter"]:
+        assert parameter["name"] == "successStatus"
+        parts = {p["name"]: p for p in parameter["part"]}
+        assert list(parts) == ["target", "original", "result-code"]
+        out.append((parts["original"]["valueIdentifier"]["value"], parts["result-code"]["valueCoding"]["code"]))
     return out
 
 
@@ -81,7 +96,7 @@ def test_allow_create_answers_one_pseudonym_part_per_original_in_the_gpas_shape(
     assert list(found) == ["patient-1", "patient-2"]
     [first, second] = response.json()["parameter"]
     assert first["name"] == second["name"] == "pseudonym"
-    assert first["part"][1]["valueIdentifier"]["value"] == "study"
+    assert first["part"][0]["valueIdentifier"]["value"] == "study"
     domain = settings_from_mapping({"prefix": "S", "length": 10})
     assert all(p.startswith("S") and looks_like_pseudonym(p, domain) for p in found.values())
     assert found["patient-1"] != found["patient-2"]
@@ -106,7 +121,7 @@ def test_pseudonymize_without_create_reports_unknown_originals_as_error_parts(cl
     created = pairs(call(client, "$pseudonymizeAllowCreate", request("study", "known")))
     response = call(client, "$pseudonymize", request("study", "known", "unknown"))
     assert pairs(response) == created
-    assert errors(response) == [("unknown", "unknown-original")]
+    assert errors(response) == [("unknown", "not-found")]
     assert [p["name"] for p in response.json()["parameter"]] == ["pseudonym", "error"]
 
 
@@ -115,7 +130,7 @@ def test_de_pseudonymize_answers_originals_and_errors_for_unknown_pseudonyms(cli
     response = call(client, "$dePseudonymize", request("study", created["p-9"], "SNOTAPSEUDO", name="pseudonym"))
     assert [p["name"] for p in response.json()["parameter"]] == ["original", "error"]
     assert pairs(response) == created
-    assert errors(response) == [("SNOTAPSEUDO", "unknown-pseudonym")]
+    assert errors(response) == [("SNOTAPSEUDO", "not-found")]
 
 
 @pytest.mark.parametrize(
@@ -132,11 +147,11 @@ def test_the_gpas_1_10_names_are_aliases(client: TestClient, alias: str, operati
 
 def test_deleted_pseudonyms_are_gone(client: TestClient) -> None:
     created = pairs(call(client, "$pseudonymizeAllowCreate", request("study", "gone")))
-    deleted = call(client, "$deletePseudonyms", request("study", "gone"))
-    assert [p["name"] for p in deleted.json()["parameter"]] == ["deleted"]
-    assert errors(call(client, "$pseudonymize", request("study", "gone"))) == [("gone", "unknown-original")]
+    deleted = call(client, "$deletePseudonyms", request("study", "gone", "never-there"))
+    assert results(deleted) == [("gone", "MSG_DELETED"), ("never-there", "not-found")]
+    assert errors(call(client, "$pseudonymize", request("study", "gone"))) == [("gone", "not-found")]
     assert errors(call(client, "$dePseudonymize", request("study", created["gone"], name="pseudonym"))) == [
-        (created["gone"], "unknown-pseudonym")
+        (created["gone"], "not-found")
     ]
 
 
@@ -200,6 +215,7 @@ def test_de_pseudonymisation_needs_its_own_role(client: TestClient) -> None:
             "Parameters.parameter[1] (original) must carry a non-empty valueString",
         ),
         (request("study", "x" * 256), 400, "Parameters.parameter[1] (original) is longer than 255 characters"),
+        (request("study", "a\x00b"), 400, "Parameters.parameter[1] (original) must not contain NUL characters"),
         (
             request("study", *[str(i) for i in range(1001)]),
             413,
@@ -321,7 +337,7 @@ def test_a_node_pseudonymises_the_persons_it_was_given_and_every_node_gets_the_s
 def test_a_node_cannot_pseudonymise_an_original_it_was_not_given(client: TestClient) -> None:
     at_gp = person_id(client, "gp-connector", SOMEONE)
     response = call(client, "$pseudonymizeAllowCreate", request("study", at_gp, "MPI-GUESSED"), who="dic-connector")
-    assert errors(response) == [(at_gp, "unknown-original"), ("MPI-GUESSED", "unknown-original")]
+    assert errors(response) == [(at_gp, "not-found"), ("MPI-GUESSED", "not-found")]
 
 
 def test_a_practice_cannot_reach_a_research_projects_domain(client: TestClient) -> None:

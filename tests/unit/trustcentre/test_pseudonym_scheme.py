@@ -18,6 +18,7 @@ from trustcentre.pseudonym_scheme import (
     candidate,
     has_valid_check_character,
     looks_like_pseudonym,
+    random_pseudonym,
     settings_from_mapping,
 )
 
@@ -95,7 +96,10 @@ def test_settings_from_mapping_fills_defaults() -> None:
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"size": 8, "Length": 8}, "unknown setting(s) Length, size; known: alphabet, check_digit, length, prefix"),
+        (
+            {"size": 8, "Length": 8},
+            "unknown setting(s) Length, size; known: alphabet, check_digit, length, multiple_pseudonyms, prefix",
+        ),
         ({"length": "12"}, "length: must be int, got str"),
         ({"length": True}, "length: must be int, got bool"),
         ({"alphabet": 1234567890}, "alphabet: must be str, got int"),
@@ -182,6 +186,13 @@ def test_candidates_look_like_pseudonyms(settings: DomainSettings, original: str
 @given(domain_settings().filter(lambda s: not s.check_digit), originals)
 def test_candidates_without_check_character_look_like_pseudonyms(settings: DomainSettings, original: str) -> None:
     assert looks_like_pseudonym(candidate(SECRET, "study", original, settings, 0), settings)
+
+
+@given(domain_settings())
+def test_random_pseudonyms_look_like_pseudonyms_of_their_domain(settings: DomainSettings) -> None:
+    drawn = {random_pseudonym(settings) for _ in range(3)}
+    assert all(looks_like_pseudonym(value, settings) for value in drawn)
+    assert len(drawn) == 3 or settings.length < 8, "256 bits drawn afresh each time"
 
 
 @given(checked_settings, originals, st.data())

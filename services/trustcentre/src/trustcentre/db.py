@@ -138,6 +138,20 @@ ledger_tickets = Table(
     Column("expires", DateTime(timezone=True), nullable=False, index=True),
 )
 
+#: Further pseudonyms of one original in a domain that allows several (gPAS's secondary pseudonyms):
+#: unique per domain, and never equal to a primary pseudonym of the domain (`trustcentre.pseudonyms`).
+secondary_pseudonyms = Table(
+    "secondary_pseudonyms",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("domain", String(64), ForeignKey("domains.name"), nullable=False),
+    Column("original", String(255), nullable=False),
+    Column("pseudonym", String(128), nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("domain", "pseudonym", name="uq_secondary_pseudonym_value"),
+    Index("ix_secondary_pseudonyms_original", "domain", "original"),
+)
+
 audit_log = AuditLog(metadata, "urn:hubnode:trustcentre", "hubnode trust centre")
 
 
@@ -154,11 +168,16 @@ def _v4_ledger_tickets(connection: Connection) -> None:
     ledger_tickets.create(connection, checkfirst=True)
 
 
+def _v5_secondary_pseudonyms(connection: Connection) -> None:
+    secondary_pseudonyms.create(connection, checkfirst=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _v1_create_tables,
     audit_log.add_query_column,
     _v3_enrolments,
     _v4_ledger_tickets,
+    _v5_secondary_pseudonyms,
 )
 
 

@@ -137,6 +137,35 @@ class Parameters:
             raise FhirError(400, "structure", f"{location}.part must be a list", (location,))
         return Parameters.from_list(inner, f"{location}.part")
 
+    def each(self, name: str) -> list[tuple[str, Parameters]]:
+        """The `part` list of every parameter `name` (gPAS's per-item triples), at least one; with locations."""
+        found = []
+        for location, part in self.named(name):
+            inner = part.get("part")
+            if not isinstance(inner, list):
+                raise FhirError(400, "structure", f"{location} ({name}) must carry a part list", (location,))
+            found.append((location, Parameters.from_list(inner, f"{location}.part")))
+        if not found:
+            raise FhirError(400, "required", f"parameter {name!r} is required", (f"{self.path}.where(name='{name}')",))
+        return found
+
+    def integer(self, name: str, *, minimum: int) -> int:
+        """The one integer of `name`: valueInteger, or decimal digits as valueString (as the gPAS IG sends it)."""
+        found = list(self.named(name))
+        if not found:
+            raise FhirError(400, "required", f"parameter {name!r} is required", (f"{self.path}.where(name='{name}')",))
+        if len(found) > 1:
+            raise FhirError(400, "invalid", f"parameter {name!r} may appear only once", (self.path,))
+        location, part = found[0]
+        value = part.get("valueInteger", part.get("valueString"))
+        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= MAX_DIGITS:
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise FhirError(
+                400, "invalid", f"{location} ({name}) must carry an integer of at least {minimum}", (location,)
+            )
+        return value
+
     def resource(self, name: str) -> Mapping[str, Any] | None:
         """The one `resource` of parameter `name`, or None."""
         found = list(self.named(name))
@@ -157,6 +186,8 @@ class Parameters:
             raise FhirError(
                 400, "invalid", f"{location} ({part['name']}) must carry a non-empty valueString", (location,)
             )
+        if "\x00" in value:  # no database stores it, and pseudonyms are derived with it as a separator
+            raise FhirError(400, "invalid", f"{location} ({part['name']}) must not contain NUL characters", (location,))
         if len(value) > MAX_VALUE_LENGTH:
             raise FhirError(
                 400,
@@ -168,6 +199,8 @@ class Parameters:
 
 
 MAX_VALUE_LENGTH = 255
+#: Digits an integer given as a string may have (FHIR integers are 32-bit).
+MAX_DIGITS = 10
 
 
 def identifier(value: str, system: str = GPAS_IDENTIFIER_SYSTEM) -> dict[str, str]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -62,12 +63,17 @@ _Operation = Callable[[int, int], int]
 
 @dataclass(frozen=True)
 class DomainSettings:
-    """How one domain's pseudonyms look; ``length`` counts the body only (not prefix, not check character)."""
+    """How one domain's pseudonyms look; ``length`` counts the body only (not prefix, not check character).
+
+    ``multiple_pseudonyms``: whether an original may also get further, secondary pseudonyms in the domain
+    (gPAS's multi-pseudonym domains, e.g. one per record rather than one per person).
+    """
 
     alphabet: str = DEFAULT_ALPHABET
     length: int = 12
     prefix: str = ""
     check_digit: bool = True
+    multiple_pseudonyms: bool = False
 
     def __post_init__(self) -> None:
         _check_alphabet(self.alphabet, self.check_digit)
@@ -119,7 +125,16 @@ def candidate(secret: bytes, domain: str, original: str, settings: DomainSetting
     if attempt < 0:
         raise ValueError(f"attempt: must be 0 or more, got {attempt}")
     message = b"\x00".join((domain.encode(), original.encode(), str(attempt).encode()))
-    key = hmac.digest(secret, message, hashlib.sha256)
+    return _pseudonym(hmac.digest(secret, message, hashlib.sha256), settings)
+
+
+def random_pseudonym(settings: DomainSettings) -> str:
+    """A fresh pseudonym drawn at random (a secondary one: nothing to derive it from, nothing to recompute)."""
+    return _pseudonym(secrets.token_bytes(32), settings)
+
+
+def _pseudonym(key: bytes, settings: DomainSettings) -> str:
+    """Prefix, the body drawn from `key`'s stream, and the check character."""
     alphabet = settings.alphabet
     body = "".join(alphabet[index] for index in _uniform_indices(key, len(alphabet), settings.length))
     return settings.prefix + body + (_check_character(body, alphabet) if settings.check_digit else "")
