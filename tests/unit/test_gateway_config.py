@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 from dataclasses import replace
 from typing import Any
@@ -221,3 +222,29 @@ def test_the_public_door_hands_portal_to_the_portal_which_keeps_its_own_content_
     assert "client_max_body_size 1m;" in route
     assert "/portal/" not in server(text, 9443)  # peers have no business with the portal
     assert "/portal/" not in render(CONFIG)
+
+
+def chosen(block: str, uri: str) -> str:
+    """The location nginx picks for `uri`: an exact match, else the first matching regex, else the longest prefix."""
+    found = locations(block)
+    if f"= {uri}" in found:
+        return f"= {uri}"
+    regexes = [match for match in found if match.startswith("~ ") and re.search(match[2:], uri)]
+    prefixes = [match for match in found if not match.startswith(("=", "~", "@")) and uri.startswith(match)]
+    return regexes[0] if regexes else max(prefixes, key=len)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [replace(CONFIG, idp=Upstream("idp", 8180), portal=Upstream("portal", 8083)), TTP],
+    ids=["full", "ttp"],
+)
+def test_no_door_passes_metrics_to_a_service(config: GatewayConfig) -> None:
+    text = render(config)
+    for port in (8443, 9443, 8088):
+        block = server(text, port)
+        for uri in ("/metrics", "/metrics/", "/health/../metrics"):
+            location = chosen(block, posixpath.normpath(uri))  # nginx routes the normalised path
+            assert location == "/", (port, uri, location)
+            assert "proxy_pass" not in locations(block)[location]
+            assert "return 404" in locations(block)[location]

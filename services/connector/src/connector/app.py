@@ -34,6 +34,7 @@ from connector.db import audit_log, connect
 from connector.handling import Done, handled
 from connector.hapi import HapiClient
 from connector.ingest import Ingester, IngestResult
+from connector.metrics import readings
 from connector.read_audit import patients_read
 from connector.sent_records import sent_to
 from connector.settings import Settings
@@ -44,6 +45,7 @@ from connector.validation import InvalidInput, Problem, bundle_entries
 from servicekit.auth import Caller
 from servicekit.fhir import FHIR_JSON, FhirError, check_json_limits, parse_json_resource
 from servicekit.limits import ApplyInputLimits
+from servicekit.metrics import RecordRequests, ServiceMetrics
 from servicekit.purpose import (
     EMERGENCY_REASON_HEADER,
     OPERATIONS,
@@ -85,6 +87,9 @@ def create_app(
         hapi, trustcentre, settings.source_system, settings.site, lambda peer, keys: sent_to(engine, peer, keys)
     )
     api = Api(settings, hapi, ingester)
+    metrics = ServiceMetrics("connector")
+    for reading in (audit_log.written(engine), *readings(engine)):
+        metrics.add_reading(reading)
 
     async def health(_request: Request) -> Response:
         with engine.connect() as connection:
@@ -93,6 +98,7 @@ def create_app(
 
     routes: list[BaseRoute] = [
         Route("/health", health),
+        metrics.route(),
         *process_api.routes(),
         Route("/fhir", handled(audit.INGEST, Role.INGEST, api.ingest_bundle, engine), methods=["POST"]),
         Route("/fhir/$import", handled(audit.IMPORT, Role.INGEST, api.import_ndjson, engine), methods=["POST"]),
@@ -114,7 +120,10 @@ def create_app(
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: http_exception_handler},
-        middleware=[Middleware(ApplyInputLimits, limits=settings.input_limits)],
+        middleware=[
+            Middleware(RecordRequests, metrics=metrics),
+            Middleware(ApplyInputLimits, limits=settings.input_limits),
+        ],
         lifespan=lifespan,
     )
     app.state.settings = settings

@@ -50,6 +50,12 @@ received_tasks = Table(
     Index("ux_received_tasks_key", "requester", "idempotency_key", unique=True),
 )
 
+#: Processes by state, as the metrics count them at every scrape: from the index, not the Tasks' JSON.
+process_state_indexes = (
+    Index("ix_started_tasks_state", started_tasks.c.process, started_tasks.c.status),
+    Index("ix_received_tasks_state", received_tasks.c.process, received_tasks.c.status),
+)
+
 
 #: Records of this node sent to a peer (by origin key): what the peer may send back as an update of them.
 sent_records = Table(
@@ -96,8 +102,19 @@ def _v3_automatic_retries(connection: Connection) -> None:
     process_retries.create(connection, checkfirst=True)
 
 
+def _v4_process_state_index(connection: Connection) -> None:
+    """The indexes the metrics count processes by state on (new stores have them from the first step)."""
+    for index in process_state_indexes:
+        index.create(connection, checkfirst=True)
+
+
 #: Ordered schema steps; append, never edit a released one.
-MIGRATIONS: tuple[Migration, ...] = (_v1_create_tables, _v2_federation_authorisation, _v3_automatic_retries)
+MIGRATIONS: tuple[Migration, ...] = (
+    _v1_create_tables,
+    _v2_federation_authorisation,
+    _v3_automatic_retries,
+    _v4_process_state_index,
+)
 
 
 def connect(url: str) -> Engine:

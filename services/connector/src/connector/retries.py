@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 
 from connector.db import process_retries
 
@@ -70,3 +70,9 @@ def due(engine: Engine, now: datetime) -> list[str]:
             select(process_retries.c.task_id).where(process_retries.c.due_at <= now).order_by(process_retries.c.due_at)
         )
         return [str(task_id) for task_id in rows.scalars()]
+
+
+def waiting(engine: Engine) -> int:
+    """How many Tasks wait for an automatic attempt."""
+    with engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(process_retries)).scalar_one())

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from connector.db import received_tasks, started_tasks
-from connector.tasks import PROCESS_BASE
+from connector.tasks import PROCESS_BASE, Process
 
 
 def started(engine: Engine, *, task_id: str | None = None, key: str | None = None) -> dict[str, Any] | None:
@@ -75,6 +75,24 @@ def save_answer(engine: Engine, requester: str, key: str, task: dict[str, Any]) 
             )
     except IntegrityError:
         return
+
+
+def counts(engine: Engine) -> dict[tuple[str, str, str], int]:
+    """(side `started` or `received`, process, status) -> how many Tasks: grouped in the database, on its index.
+
+    Only the processes this connector knows are counted, so what a table holds never widens the label set.
+    """
+    found: dict[tuple[str, str, str], int] = {}
+    with engine.connect() as connection:
+        for side, table in (("started", started_tasks), ("received", received_tasks)):
+            rows = connection.execute(
+                select(table.c.process, table.c.status, func.count())
+                .where(table.c.process.in_([process.value for process in Process]))
+                .group_by(table.c.process, table.c.status)
+            )
+            for process, status, count in rows:
+                found[side, process, status] = count
+    return found
 
 
 def _process(task: dict[str, Any]) -> str:

@@ -15,13 +15,14 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from portal import clinician_pages, patient_pages, sign_in, staff_pages
-from portal.db import connect
+from portal.db import audit_log, connect
 from portal.fhir_api import fhir_endpoint
 from portal.i18n import language
 from portal.portal_state import BASE_PATH, PortalState, Transports
@@ -29,6 +30,7 @@ from portal.sessions import COOKIE
 from portal.settings import Settings
 from portal.upstream import UpstreamError
 from portal.web import Handler, Page, RefusalError
+from servicekit.metrics import RecordRequests, ServiceMetrics
 
 LOG = logging.getLogger("portal")
 LANG_COOKIE = "hubnode_lang"
@@ -37,7 +39,10 @@ LANG_COOKIE = "hubnode_lang"
 def create_app(settings: Settings, transports: Transports | None = None) -> Starlette:
     """Connect (and migrate) the portal's database, make its clients, route pages and API."""
     engine = connect(settings.database_url)
-    state = PortalState.make(settings, engine, transports or Transports())
+    metrics = ServiceMetrics("portal")
+    metrics.add_reading(audit_log.written(engine))
+    sign_ins = metrics.counter("hubnode_portal_sign_ins", "Sign-ins finished at the portal, by outcome", ("outcome",))
+    state = PortalState.make(settings, engine, transports or Transports(), sign_ins)
     headers = _security_headers(settings)
 
     def route(path: str, handler: Handler, methods: tuple[str, ...] = ("GET",)) -> Route:
@@ -74,7 +79,11 @@ def create_app(settings: Settings, transports: Transports | None = None) -> Star
         yield
         await state.aclose()
 
-    app = Starlette(routes=[Route("/health", health), Mount(BASE_PATH, routes=pages)], lifespan=lifespan)
+    app = Starlette(
+        routes=[Route("/health", health), metrics.route(), Mount(BASE_PATH, routes=pages)],
+        middleware=[Middleware(RecordRequests, metrics=metrics)],
+        lifespan=lifespan,
+    )
     app.state.portal = state
     return app
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import httpx
 from cryptography import x509
+from prometheus_client import Counter
 from sqlalchemy import Engine
 
 from portal.keycloak import KeycloakAdmin
@@ -42,6 +43,8 @@ class PortalState:
     keycloak: KeycloakAdmin
     records: Records
     trustcentre: TrustCentre
+    #: Sign-ins finished, by `outcome` (`success`, `refused`), for the metrics.
+    sign_ins: Counter
     #: Signs consent receipts with the node's key (None: the node has no certificate, receipts go unsigned).
     signer: Signer | None = None
     #: The federation CA receipts are checked against.
@@ -49,7 +52,7 @@ class PortalState:
     base_path: str = BASE_PATH
 
     @classmethod
-    def make(cls, settings: Settings, engine: Engine, transports: Transports) -> PortalState:
+    def make(cls, settings: Settings, engine: Engine, transports: Transports, sign_ins: Counter) -> PortalState:
         """Clients for the identity provider, the connector and the trust centre, as the settings say."""
         verify: str | bool = str(settings.ca_file) if settings.ca_file else True
         connector = FhirClient(
@@ -72,6 +75,7 @@ class PortalState:
             ),
             records=Records(connector),
             trustcentre=TrustCentre(trustcentre),
+            sign_ins=sign_ins,
             signer=Signer.from_files(settings.node_certificate, settings.node_key)
             if settings.node_certificate and settings.node_key
             else None,

@@ -29,7 +29,18 @@ async def login(page: Page) -> Response:
 
 
 async def callback(page: Page) -> Response:
-    """Finish the sign-in: state, code and ID token checked; the session gets a new id and the user."""
+    """Finish the sign-in, counted by its outcome for the metrics."""
+    try:
+        response = await _finish_sign_in(page)
+    except RefusalError:
+        page.state.sign_ins.labels("refused").inc()
+        raise
+    page.state.sign_ins.labels("success").inc()
+    return response
+
+
+async def _finish_sign_in(page: Page) -> Response:
+    """State, code and ID token checked; the session gets a new id and the user."""
     params = page.request.query_params
     pending = page.session.data.pop("login", None)
     if params.get("error"):

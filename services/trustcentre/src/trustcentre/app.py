@@ -14,8 +14,9 @@ from starlette.routing import Route
 
 from servicekit.fhir import FhirError
 from servicekit.limits import ApplyInputLimits
+from servicekit.metrics import RecordRequests, ServiceMetrics
 from servicekit.web import error_response, fhir_response, http_exception_handler
-from trustcentre.db import connect
+from trustcentre.db import audit_log, connect
 from trustcentre.enrolment import enrolment_endpoints
 from trustcentre.epix_api import epix_endpoints
 from trustcentre.gics_api import gics_endpoints
@@ -33,6 +34,8 @@ BASE = "/ttp-fhir/fhir"
 def create_app(settings: Settings) -> Starlette:
     """Connect (and migrate) the database, declare the stack's domains, and route the operations."""
     engine = connect(settings.database_url)
+    metrics = ServiceMetrics("trustcentre")
+    metrics.add_reading(audit_log.written(engine))
     store = PseudonymStore(engine, settings.secret)
     store.declare_domains(settings.domains)
     persons = PersonIds(store)
@@ -65,12 +68,16 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=[
             Route("/health", health),
+            metrics.route(),
             Route(f"{BASE}/AuditEvent", audit_endpoint(engine)),
             Route(BASE + "/{service}/metadata", capability_statement),
             Route(BASE + "/{service}/{operation}", run_operation, methods=["POST"]),
         ],
         exception_handlers={HTTPException: http_exception_handler},
-        middleware=[Middleware(ApplyInputLimits, limits=settings.input_limits)],
+        middleware=[
+            Middleware(RecordRequests, metrics=metrics),
+            Middleware(ApplyInputLimits, limits=settings.input_limits),
+        ],
     )
     app.state.engine = engine
     app.state.authenticator = settings.authenticator
