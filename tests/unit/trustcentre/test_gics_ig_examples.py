@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from fixtures.consent_domains import CONSENT_DOMAINS
+from fixtures.consents import broad_consent
 from servicekit.config import ConfigError
 from tests.unit.trustcentre.conftest import headers, settings
 from trustcentre.app import create_app
@@ -470,3 +471,22 @@ def test_a_bad_consent_domains_file_names_the_key_at_fault(config: dict[str, Any
         ConfigError, match=r"TC_CONSENT_DOMAINS_FILE: .*" + fragment.replace("[", r"\[").replace("]", r"\]")
     ):
         registry_from_config(config)
+
+
+def test_with_declared_domains_hubnodes_own_mii_callers_get_their_answers_unchanged(gics: TestClient) -> None:
+    person = {"system": "https://ukl.example/mrn", "value": "mrn-9"}
+    resource = broad_consent(person, "2024-01-01T10:00:00+01:00", "5", "8")
+    ok(gics, "addConsent", {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": resource}]})
+    asked = {"name": "personIdentifier", "valueIdentifier": person}
+    states = ok(gics, "policyStatesForPerson", {"resourceType": "Parameters", "parameter": [asked]})
+    shown = {
+        part["part"][0]["valueCoding"]["code"]: part["part"][1]["valueCode"]
+        for part in states["parameter"]
+        if part["part"][0]["valueCoding"]["system"] == f"urn:oid:{OID}"
+    }
+    assert shown[f"{OID}.8"] == "ACCEPTED"
+    assert shown[f"{OID}.6"] == "UNKNOWN"
+    policy = {"name": "policy", "valueCoding": {"system": f"urn:oid:{OID}", "code": f"{OID}.8"}}
+    config = {"name": "config", "part": [{"name": "requestDate", "valueDate": "2025-01-01"}]}
+    answer = ok(gics, "isConsented", {"resourceType": "Parameters", "parameter": [asked, policy, config]})
+    assert answer["parameter"] == [{"name": "consented", "valueBoolean": True}]

@@ -640,7 +640,8 @@ def _last_signed(consents: Sequence[Any], key: str) -> tuple[Any, Any]:
 
 def _state_part(policy: Policy, state: PolicyState, unknown_is_decline: bool) -> dict[str, Any]:
     shown = PolicyState.DECLINED if unknown_is_decline and state is PolicyState.UNKNOWN else state
-    system, code = policy.codings[0]
+    # the portal reads policies by their MII OIDs, whatever a declared domain names them first
+    system, code = next((c for c in policy.codings if c[0] == POLICY_SYSTEM), policy.codings[0])
     return {
         "name": "policyState",
         "part": [
