@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from sqlalchemy import inspect, text
 from starlette.testclient import TestClient
 
 from fixtures.consent_domains import CONSENT_DOMAINS
@@ -25,6 +26,7 @@ from servicekit.config import ConfigError
 from tests.unit.trustcentre.conftest import headers, settings
 from trustcentre.app import create_app
 from trustcentre.consent_templates import registry_from_config
+from trustcentre.db import connect
 
 EXAMPLES = Path(__file__).parents[3] / "fixtures" / "data" / "ttp-fhir-ig" / "gics"
 GICS = "/ttp-fhir/fhir/gics"
@@ -490,3 +492,22 @@ def test_with_declared_domains_hubnodes_own_mii_callers_get_their_answers_unchan
     config = {"name": "config", "part": [{"name": "requestDate", "valueDate": "2025-01-01"}]}
     answer = ok(gics, "isConsented", {"resourceType": "Parameters", "parameter": [asked, policy, config]})
     assert answer["parameter"] == [{"name": "consented", "valueBoolean": True}]
+
+
+def test_a_store_made_before_templates_gains_their_columns_and_keeps_its_consents(database_url: str) -> None:
+    engine = connect(database_url)
+    with engine.begin() as connection:  # as version 3 left it
+        connection.execute(text("ALTER TABLE consents DROP COLUMN template"))
+        connection.execute(text("ALTER TABLE consents DROP COLUMN related"))
+        connection.execute(text("DELETE FROM schema_version WHERE version = 4"))
+    engine.dispose()
+    with TestClient(create_app(settings(database_url)), raise_server_exceptions=False) as client:
+        person = {"system": "https://ukl.example/mrn", "value": "mrn-1"}
+        resource = broad_consent(person, "2024-01-01T10:00:00+01:00", "8")
+        ok(
+            client,
+            "addConsent",
+            {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": resource}]},
+        )
+        columns = {c["name"] for c in inspect(client.app.state.engine).get_columns("consents")}
+    assert {"template", "related"} <= columns

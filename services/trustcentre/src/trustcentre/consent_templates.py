@@ -184,10 +184,9 @@ def _domain(entry: Any, where: str) -> ConsentDomain:  # noqa: ANN401
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: expected an object")
     name = _text(entry, "name", where)
-    signers = tuple(
-        _text({"type": t}, "type", f"{where}.signerIdTypes[{i}]")
-        for i, t in enumerate(_list(entry, "signerIdTypes", where))
-    )
+    signers = tuple(_list(entry, "signerIdTypes", where))
+    if not all(isinstance(s, str) and s.strip() and "/" not in s for s in signers):
+        raise ConfigError(f"{where}.signerIdTypes: expected names of signer id types, e.g. [Pseudonym]")
     policies: dict[str, Policy] = {}
     known: set[tuple[str, str]] = set()
     for index, raw in enumerate(_list(entry, "policies", where)):

@@ -92,23 +92,18 @@ def _consent_id(connection: Connection, resource: Mapping[str, Any]) -> str:
     return uuid.uuid4().hex
 
 
-def consents_of(connection: Connection, domain: str, persons: Sequence[PersonIdentifier]) -> list[Mapping[str, Any]]:
-    """Every stored Consent resource about any of `persons` in `domain`, oldest first.
-
-    A linked person's consents are found under any of their names (`trustcentre.aliases`): a withdrawal a
-    patient gave in the portal, filed under the id their node knows them by, counts when a connector asks
-    by their KVNR.
-    """
-    return [stored.resource for stored in stored_consents(connection, domain, persons)]
-
-
 def stored_consents(
     connection: Connection,
     domain: str,
     persons: Sequence[PersonIdentifier] | None = None,
     template: str | None = None,
 ) -> list[StoredConsent]:
-    """The stored consents of `domain`, oldest first: about any of `persons` (None: anyone), of `template`."""
+    """The stored consents of `domain`, oldest first: about any of `persons` (None: anyone), of `template`.
+
+    A linked person's consents are found under any of their names (`trustcentre.aliases`): a withdrawal a
+    patient gave in the portal, filed under the id their node knows them by, counts when a connector asks
+    by their KVNR.
+    """
     query = select(consents).where(consents.c.domain == domain)
     if persons is not None:
         if not persons:

@@ -42,7 +42,14 @@ from trustcentre.consent_templates import (
 from trustcentre.consents import PersonIdentifier, add_consent, parsed, stored_consents
 from trustcentre.db import audit_log
 from trustcentre.fhir import Parameters, parameters
-from trustcentre.mii_consent import POLICY_SYSTEM, ConsentInvalid, read_consent, withdrawal_consent
+from trustcentre.mii_consent import (
+    POLICY_SYSTEM,
+    ConsentInvalid,
+    MiiConsent,
+    PolicyProvision,
+    read_consent,
+    withdrawal_consent,
+)
 from trustcentre.persons import PERSON_SYSTEM
 from trustcentre.policy_states import PolicyState, current_policy_states, deciding, policy_state
 from trustcentre.web import Context, Endpoint, check_batch, operation
@@ -364,15 +371,14 @@ class _Gics:
         day = config.date("requestDate") or datetime.now(UTC).date()
         system = f"{SIGNER_ID_PREFIX}{signer_type}"
         with context.engine.begin() as connection:
-            stored = stored_consents(connection, domain.name)
-            signers = sorted({s.person for s in stored if s.person.system == system}, key=lambda p: p.value)
+            by_signer: dict[PersonIdentifier, list[Mapping[str, Any]]] = {}
+            for stored in stored_consents(connection, domain.name):
+                if stored.person.system == system:
+                    by_signer.setdefault(stored.person, []).append(stored.resource)
             consented = [
                 signer
-                for signer in signers
-                if policy_state(
-                    parsed(_resources(connection, domain, [signer]), domain), policy.key, day, unknown_is_decline=True
-                )
-                is PolicyState.ACCEPTED
+                for signer, resources in sorted(by_signer.items(), key=lambda found: found[0].value)
+                if policy_state(parsed(resources, domain), policy.key, day) is PolicyState.ACCEPTED
             ]
             audit_log.record(
                 connection,
@@ -630,7 +636,7 @@ def _signer(domain: ConsentDomain, patient: Mapping[str, Any]) -> PersonIdentifi
     )
 
 
-def _last_signed(consents: Sequence[Any], key: str) -> tuple[Any, Any]:
+def _last_signed(consents: Sequence[MiiConsent], key: str) -> tuple[MiiConsent, PolicyProvision]:
     """The latest consent that named policy `key`, with its provision (for a state no provision covers today)."""
     return max(
         ((consent, provision) for consent in consents for provision in consent.provisions if provision.code == key),
