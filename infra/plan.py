@@ -546,6 +546,15 @@ def _trustcentre_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: M
         depends_on = ("tcdb",)
     domains = [{"name": d.name, **d.settings} for d in node.domains]
     projects = {p.name: {"domain": p.domain} for p in (spec.federation.projects if spec.federation else ())}
+    config_files: tuple[ConfigFile, ...] = (
+        ConfigFile(env["TC_DOMAINS_FILE"], json.dumps({"domains": domains}, indent=2, sort_keys=True) + "\n"),
+        ConfigFile(env["TC_PROJECTS_FILE"], json.dumps(projects, indent=2, sort_keys=True) + "\n"),
+    )
+    if node.consent_domains:  # none declared: the trust centre's built-in MII broad consent
+        env["TC_CONSENT_DOMAINS_FILE"] = "/etc/trustcentre/consent-domains.json"
+        consent = [{"name": d.name, **d.settings} for d in node.consent_domains]
+        text = json.dumps({"domains": consent}, indent=2, sort_keys=True) + "\n"
+        config_files = (*config_files, ConfigFile(env["TC_CONSENT_DOMAINS_FILE"], text))
     return ServicePlan(
         component="trustcentre",
         container_name=f"{prefix}-trustcentre",
@@ -562,10 +571,7 @@ def _trustcentre_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: M
         hardening=Hardening(memory_mib=512, pids=256, tmpfs=(PYTHON_TMP,)),
         depends_on=depends_on,
         probe_url=_probe(node, "trustcentre", "/health"),
-        files=(
-            ConfigFile(env["TC_DOMAINS_FILE"], json.dumps({"domains": domains}, indent=2, sort_keys=True) + "\n"),
-            ConfigFile(env["TC_PROJECTS_FILE"], json.dumps(projects, indent=2, sort_keys=True) + "\n"),
-        ),
+        files=config_files,
     )
 
 

@@ -54,6 +54,11 @@ DOMAIN_SETTINGS: Mapping[str, type] = {
     "multiple_pseudonyms": bool,
 }
 DEFAULT_BASE_IMAGE = "hubnode/base:trixie"
+#: What a consent domain, its policies, templates and their modules may say (checked in full by the trust centre).
+CONSENT_DOMAIN_KEYS: tuple[str, ...] = ("name", "signerIdTypes", "policies", "templates")
+CONSENT_POLICY_KEYS: tuple[str, ...] = ("name", "version", "codings")
+CONSENT_TEMPLATE_KEYS: tuple[str, ...] = ("name", "version", "type", "validityYears", "modules")
+CONSENT_TEMPLATE_TYPES: tuple[str, ...] = ("consent", "opt-out")
 
 NAMESPACE = "hubnode"
 #: Keys read by adapters rather than the spec (secrets never pass through plain data).
@@ -83,7 +88,15 @@ NODE_KEYS: tuple[str, ...] = (
     "users",
 )
 FEDERATION_KEYS: tuple[str, ...] = ("federation", "nodes", "peers", "projects")
-KEYS: tuple[str, ...] = (*NODE_KEYS, "domains", "environment", "mutant", *FEDERATION_KEYS, *SECRET_KEYS)
+KEYS: tuple[str, ...] = (
+    *NODE_KEYS,
+    "domains",
+    "consentDomains",
+    "environment",
+    "mutant",
+    *FEDERATION_KEYS,
+    *SECRET_KEYS,
+)
 #: Sources of the identifiers a node's connector asserts as its own: its source records, its MRNs.
 SOURCE_SYSTEM_BASE = "https://hubnode.org/fhir/sid/source"
 #: What a demo user entry may say; `password` is refused, since passwords are never literals in a stack file.
@@ -149,6 +162,14 @@ class PseudonymDomain:
 
 
 @dataclass(frozen=True)
+class ConsentDomainSpec:
+    """A consent domain of the trust centre (gICS): its signer id types, policies and templates, as declared."""
+
+    name: str
+    settings: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class DemoUser:
     """A user a local stack puts into its node's identity provider; its password is generated, never declared.
 
@@ -174,6 +195,8 @@ class NodeSpec:
     ports: Mapping[str, int]
     images: ImageSource
     domains: tuple[PseudonymDomain, ...] = ()
+    #: Consent domains (none: the trust centre's built-in MII broad consent).
+    consent_domains: tuple[ConsentDomainSpec, ...] = ()
     host: str = ""
     #: Identifier systems of the site's own patient records (MRNs) besides its source system.
     identifier_systems: tuple[str, ...] = ()
@@ -263,6 +286,7 @@ def parse_stack(stack: str, config: Mapping[str, Any], source: str = "stack conf
         if key not in KEYS
     ]
     domains = _parse_domains(ours.get("domains", []), problems)
+    consent_domains = _parse_consent_domains(ours.get("consentDomains", []), problems)
     environment = _choice(_key("environment"), ours.get("environment", "site"), ENVIRONMENTS, problems)
     mutant = _parse_mutant(ours.get("mutant"), environment, problems)
     if "nodes" in ours:
@@ -280,7 +304,7 @@ def parse_stack(stack: str, config: Mapping[str, Any], source: str = "stack conf
     located = tuple(_placed(node, federation) for node in cast("tuple[NodeSpec, ...]", nodes))
     spec = StackSpec(
         stack=stack,
-        nodes=_with_domains(located, domains),
+        nodes=_with_domains(located, domains, consent_domains),
         federation=federation,
         environment=cast("Environment", environment),
         mutant=mutant,
@@ -383,10 +407,12 @@ def _placed(node: NodeSpec, federation: Federation | None) -> NodeSpec:
     return replace(node, host=f"{node.site}.{federation.domain}") if federation else node
 
 
-def _with_domains(nodes: tuple[NodeSpec, ...], domains: tuple[PseudonymDomain, ...]) -> tuple[NodeSpec, ...]:
-    """Pseudonym domains live in the one trust centre that serves the stack."""
+def _with_domains(
+    nodes: tuple[NodeSpec, ...], domains: tuple[PseudonymDomain, ...], consent_domains: tuple[ConsentDomainSpec, ...]
+) -> tuple[NodeSpec, ...]:
+    """Pseudonym and consent domains live in the one trust centre that serves the stack."""
     serving = StackSpec("", nodes).trust_centre
-    return tuple(replace(n, domains=domains) if n is serving else n for n in nodes)
+    return tuple(replace(n, domains=domains, consent_domains=consent_domains) if n is serving else n for n in nodes)
 
 
 def _parse_federation(
@@ -736,6 +762,66 @@ def _parse_domains(value: object, problems: list[Problem]) -> tuple[PseudonymDom
     if len(set(names)) != len(names):
         problems.append(Problem(_key("domains"), names, "each domain name at most once"))
     return tuple(domains)
+
+
+def _parse_consent_domains(value: object, problems: list[Problem]) -> tuple[ConsentDomainSpec, ...]:
+    """Consent domains: names, known keys, template types, and modules naming policies of their domain."""
+    if not isinstance(value, list):
+        problems.append(Problem(_key("consentDomains"), value, "a list of consent domains, e.g. [{name: MII, ...}]"))
+        return ()
+    found: list[ConsentDomainSpec] = []
+    for index, entry in enumerate(value):
+        key = _key(f"consentDomains[{index}]")
+        if not _named_entry(key, entry, CONSENT_DOMAIN_KEYS, problems):
+            continue
+        policies = _entries(f"{key}.policies", entry.get("policies"), CONSENT_POLICY_KEYS, problems, required=True)
+        offered = {policy["name"] for policy in policies}
+        templates = _entries(f"{key}.templates", entry.get("templates", []), CONSENT_TEMPLATE_KEYS, problems)
+        for number, template in enumerate(templates):
+            at = f"{key}.templates[{number}]"
+            if template.get("type", "consent") not in CONSENT_TEMPLATE_TYPES:
+                _choice(f"{at}.type", template["type"], CONSENT_TEMPLATE_TYPES, problems)
+            for place, module in enumerate(
+                _entries(f"{at}.modules", template.get("modules"), (), problems, required=True)
+            ):
+                named = module.get("policies")
+                if (
+                    not isinstance(named, list)
+                    or not named
+                    or not all(isinstance(n, str) and n in offered for n in named)
+                ):
+                    problems.append(
+                        Problem(
+                            f"{at}.modules[{place}].policies",
+                            named,
+                            f"a list of this domain's policies: {sorted(offered)}",
+                        )
+                    )
+        found.append(ConsentDomainSpec(entry["name"], {k: v for k, v in entry.items() if k != "name"}))
+    names = [d.name for d in found]
+    if len(set(names)) != len(names):
+        problems.append(Problem(_key("consentDomains"), names, "each consent domain name at most once"))
+    return tuple(found)
+
+
+def _named_entry(key: str, entry: object, allowed: tuple[str, ...], problems: list[Problem]) -> bool:
+    """Whether `entry` is a mapping with a non-empty string name and (if `allowed` is given) only those keys."""
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str) or not entry["name"]:
+        problems.append(Problem(key, entry, "a mapping with a name"))
+        return False
+    unknown = sorted(str(k) for k in entry if allowed and k not in allowed)
+    problems += [Problem(f"{key}.{k}", entry[k], f"unknown key; known: {', '.join(allowed)}") for k in unknown]
+    return not unknown
+
+
+def _entries(
+    key: str, value: object, allowed: tuple[str, ...], problems: list[Problem], *, required: bool = False
+) -> list[Mapping[str, Any]]:
+    """The well-formed named entries of the list `key` (a required list may not be empty)."""
+    if not isinstance(value, list) or (required and not value):
+        problems.append(Problem(key, value, "a non-empty list" if required else "a list"))
+        return []
+    return [e for i, e in enumerate(value) if _named_entry(f"{key}[{i}]", e, allowed, problems)]
 
 
 def _parse_images(value: object, needed: tuple[str, ...], at: Key, problems: list[Problem]) -> ImageSource | None:

@@ -78,8 +78,8 @@ def snapshot(node: Node, types: set[str]) -> dict[str, Any]:
     pseudonym = node.tc("gpas/$pseudonymize", {"name": "target", "valueString": DOMAIN}, original)
     person = {"name": "personIdentifier", "valueIdentifier": KVNR}
     domain = {"name": "domain", "valueString": "MII"}
-    consents = node.tc("gics/$allConsentsForPerson", person, domain)
-    states = node.tc("gics/$currentPolicyStatesForPerson", person, domain)
+    consents = node.tc("gics/$consentsForPerson", person, domain)
+    states = node.tc("gics/$policyStatesForPerson", person, domain)
     linked = node.tc("epix/$requestMPI", {"name": "identifier", "valueIdentifier": KVNR}, SOURCE)
     trail = node.call("GET", "/ttp-fhir/fhir/AuditEvent?_count=1000")
     connector_trail = node.call("GET", "/fhir/AuditEvent?_count=1000")

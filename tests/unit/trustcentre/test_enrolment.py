@@ -77,10 +77,10 @@ def test_a_portal_reads_consents_filed_under_the_kvnr_by_its_person_id_and_no_ot
     )
     assert added.status_code == 200
     mine = call(
-        client, "portal", "gics/$allConsentsForPerson", identifier("personIdentifier", "urn:hubnode:person", person)
+        client, "portal", "gics/$consentsForPerson", identifier("personIdentifier", "urn:hubnode:person", person)
     )
     assert mine.json()["total"] == 1
-    by_kvnr = call(client, "portal", "gics/$allConsentsForPerson", identifier("personIdentifier", KVNR, "A123456780"))
+    by_kvnr = call(client, "portal", "gics/$consentsForPerson", identifier("personIdentifier", KVNR, "A123456780"))
     assert by_kvnr.status_code == 403
 
 

@@ -2,7 +2,7 @@
 
 The portal names a patient only by the id its node knows them by (`urn:hubnode:person`), which it
 learns when the patient redeems an enrolment code; the trust centre refuses it any other person.
-Consent operations are gICS's (`$currentPolicyStatesForPerson`, `$allConsentsForPerson`,
+Consent operations are gICS's (hubnode's `$policyStatesForPerson`, `$consentsForPerson`,
 `$withdrawConsent`, `$addConsent`, `$isConsented`), so a site's real gICS could answer them too.
 """
 
@@ -69,7 +69,7 @@ class TrustCentre:
     async def policy_states(self, person_id: str) -> dict[str, str]:
         """Policy code (full OID) -> ACCEPTED, DECLINED or UNKNOWN today."""
         answer = await self._client.post(
-            "gics/$currentPolicyStatesForPerson",
+            "gics/$policyStatesForPerson",
             _parameters(_person(person_id), {"name": "domain", "valueString": DOMAIN}),
         )
         states = {}
@@ -84,7 +84,7 @@ class TrustCentre:
     async def consents(self, person_id: str) -> list[dict[str, Any]]:
         """Every Consent about the person, oldest first: the history of their decisions."""
         answer = await self._client.post(
-            "gics/$allConsentsForPerson", _parameters(_person(person_id), {"name": "domain", "valueString": DOMAIN})
+            "gics/$consentsForPerson", _parameters(_person(person_id), {"name": "domain", "valueString": DOMAIN})
         )
         return resources(answer, "Consent")
 

@@ -41,7 +41,7 @@ def create_app(settings: Settings) -> Starlette:
     persons = PersonIds(store)
     services = {
         "gpas": gpas_endpoints(store, persons),
-        "gics": gics_endpoints(),
+        "gics": gics_endpoints(settings.consent_domains),
         "epix": {
             **epix_endpoints(persons),
             **enrolment_endpoints(persons),

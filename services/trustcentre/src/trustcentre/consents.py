@@ -15,8 +15,9 @@ from sqlalchemy import Connection, insert, or_, select
 
 from servicekit.fhir import FhirError
 from trustcentre.aliases import aliases_of, mpis_of
+from trustcentre.consent_templates import ConsentDomain
 from trustcentre.db import consents
-from trustcentre.mii_consent import ConsentInvalid, MiiConsent, parse_mii_consent
+from trustcentre.mii_consent import ConsentInvalid, MiiConsent, parse_mii_consent, read_consent
 
 MAX_CONSENT_ID = 64
 
@@ -29,10 +30,30 @@ class PersonIdentifier:
     value: str
 
 
-def add_consent(connection: Connection, domain: str, resource: Mapping[str, Any]) -> tuple[str, PersonIdentifier]:
-    """Check a Consent against the MII rules and store it; returns its id and whom it is about."""
+@dataclass(frozen=True)
+class StoredConsent:
+    """One stored consent: the Consent, the template it came from and the resources that came with it."""
+
+    resource: Mapping[str, Any]
+    template: str | None
+    related: Sequence[Mapping[str, Any]]
+    person: PersonIdentifier
+
+
+def add_consent(
+    connection: Connection,
+    domain: ConsentDomain,
+    resource: Mapping[str, Any],
+    template: str | None = None,
+    related: Sequence[Mapping[str, Any]] = (),
+) -> tuple[str, PersonIdentifier]:
+    """Check a Consent (an MII one, or one computed from `template`) and store it.
+
+    Returns its id and whom it is about.
+    """
     try:
-        consent = parse_mii_consent(dict(resource))
+        policies = domain.policy_keys()
+        consent = read_consent(dict(resource), policies) if template else parse_mii_consent(dict(resource), policies)
     except ConsentInvalid as invalid:
         raise FhirError(422, "invariant", "; ".join(invalid.problems), ("Consent",)) from None
     if not consent.patient_identifiers:
@@ -48,12 +69,14 @@ def add_consent(connection: Connection, domain: str, resource: Mapping[str, Any]
     connection.execute(
         insert(consents).values(
             id=consent_id,
-            domain=domain,
+            domain=domain.name,
             person_system=system,
             person_value=value,
             date_time=consent.date_time,
             status=consent.status,
             resource=stored,
+            template=template,
+            related=list(related) if related else None,
         )
     )
     return consent_id, PersonIdentifier(system, value)
@@ -69,27 +92,43 @@ def _consent_id(connection: Connection, resource: Mapping[str, Any]) -> str:
     return uuid.uuid4().hex
 
 
-def consents_of(connection: Connection, domain: str, persons: Sequence[PersonIdentifier]) -> list[Mapping[str, Any]]:
-    """Every stored Consent resource about any of `persons` in `domain`, oldest first.
+def stored_consents(
+    connection: Connection,
+    domain: str,
+    persons: Sequence[PersonIdentifier] | None = None,
+    template: str | None = None,
+) -> list[StoredConsent]:
+    """The stored consents of `domain`, oldest first: about any of `persons` (None: anyone), of `template`.
 
     A linked person's consents are found under any of their names (`trustcentre.aliases`): a withdrawal a
     patient gave in the portal, filed under the id their node knows them by, counts when a connector asks
     by their KVNR.
     """
-    if not persons:
-        return []
-    names = {(p.system, p.value) for p in persons}
-    for mpi in mpis_of(connection, names):
-        names |= aliases_of(connection, mpi).filed_under
-    about = or_(*((consents.c.person_system == s) & (consents.c.person_value == v) for s, v in sorted(names)))
-    rows = connection.execute(
-        select(consents.c.resource)
-        .where(consents.c.domain == domain, about)
-        .order_by(consents.c.date_time, consents.c.created)
-    )
-    return [row for (row,) in rows]
+    query = select(consents).where(consents.c.domain == domain)
+    if persons is not None:
+        if not persons:
+            return []
+        names = {(p.system, p.value) for p in persons}
+        for mpi in mpis_of(connection, names):
+            names |= aliases_of(connection, mpi).filed_under
+        query = query.where(
+            or_(*((consents.c.person_system == s) & (consents.c.person_value == v) for s, v in sorted(names)))
+        )
+    if template is not None:
+        query = query.where(consents.c.template == template)
+    rows = connection.execute(query.order_by(consents.c.date_time, consents.c.created)).mappings()
+    return [
+        StoredConsent(
+            row["resource"],
+            row["template"],
+            row["related"] or [],
+            PersonIdentifier(row["person_system"], row["person_value"]),
+        )
+        for row in rows
+    ]
 
 
-def parsed(resources: Sequence[Mapping[str, Any]]) -> list[MiiConsent]:
+def parsed(resources: Sequence[Mapping[str, Any]], domain: ConsentDomain) -> list[MiiConsent]:
     """Stored resources as the plain data policy decisions need (they were checked when stored)."""
-    return [parse_mii_consent(dict(resource)) for resource in resources]
+    policies = domain.policy_keys()
+    return [read_consent(dict(resource), policies) for resource in resources]

@@ -23,6 +23,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    inspect,
+    text,
 )
 
 from servicekit import db as servicekit_db
@@ -106,6 +108,10 @@ consents = Table(
     Column("status", String(32), nullable=False),
     Column("resource", JSON, nullable=False),
     Column("created", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    #: The template (`<domain>;<name>;<version>`) a consent was computed from; None for a posted Consent.
+    Column("template", String(255), nullable=True),
+    #: The resources that came with it (Patient, QuestionnaireResponse, Provenance, DocumentReference).
+    Column("related", JSON, nullable=True),
     Index("ix_consents_person", "domain", "person_system", "person_value"),
 )
 
@@ -172,12 +178,22 @@ def _v5_secondary_pseudonyms(connection: Connection) -> None:
     secondary_pseudonyms.create(connection, checkfirst=True)
 
 
+def _v6_consent_templates(connection: Connection) -> None:
+    """Consents computed from a template remember it and the resources they came with."""
+    present = {column["name"] for column in inspect(connection).get_columns("consents")}
+    if "template" not in present:
+        connection.execute(text("ALTER TABLE consents ADD COLUMN template VARCHAR(255)"))
+    if "related" not in present:
+        connection.execute(text("ALTER TABLE consents ADD COLUMN related JSON"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _v1_create_tables,
     audit_log.add_query_column,
     _v3_enrolments,
     _v4_ledger_tickets,
     _v5_secondary_pseudonyms,
+    _v6_consent_templates,
 )
 
 

@@ -195,21 +195,49 @@ def _codings(concept: object) -> set[tuple[str, str]]:
     return {(system, code) for system, code in pairs if isinstance(system, str) and isinstance(code, str)}
 
 
-def parse_mii_consent(resource: dict[str, object]) -> MiiConsent:
-    """Check `resource` against the MII consent profile; raise ConsentInvalid listing every problem."""
+#: The built-in policy codings: each MII policy OID names itself.
+MII_POLICY_KEYS: Final[Mapping[tuple[str, str], str]] = MappingProxyType(
+    {(POLICY_SYSTEM, c): c for c in MII_POLICY_CODES}
+)
+
+
+def parse_mii_consent(
+    resource: dict[str, object], policies: Mapping[tuple[str, str], str] = MII_POLICY_KEYS
+) -> MiiConsent:
+    """Check `resource` against the MII consent profile; raise ConsentInvalid listing every problem.
+
+    `policies` maps each (system, code) a provision may carry to its policy key (a consent domain's).
+    """
     check = _Checker()
     root = check.json_object(resource, "Consent")
+    if root is not None:
+        _check_classification(check, root)
+    return _read(check, root, policies, ("deny",))
+
+
+def read_consent(resource: dict[str, object], policies: Mapping[tuple[str, str], str]) -> MiiConsent:
+    """Read a Consent's status, patient, date and per-policy provisions, whatever profile it declares.
+
+    This is for consents the trust centre computes itself from a template (gICS's own shape), which
+    carry the policy structure of an MII consent without its classification.
+    """
+    check = _Checker()
+    return _read(check, check.json_object(resource, "Consent"), policies, ("deny", "permit"))
+
+
+def _read(
+    check: _Checker, root: dict[str, object] | None, policies: Mapping[tuple[str, str], str], tops: tuple[str, ...]
+) -> MiiConsent:
     if root is None:
         raise ConsentInvalid(check.problems)
     if root.get("resourceType") != "Consent":
         check.problems.append(f"Consent.resourceType: expected 'Consent', got {root.get('resourceType')!r}")
-    _check_classification(check, root)
     status = check.json_string(root.get("status"), "Consent.status")
     if status is not None and status not in CONSENT_STATES:
         check.problems.append(f"Consent.status: unknown consent state {status!r}; known: {', '.join(CONSENT_STATES)}")
     reference, identifiers = _patient(check, root.get("patient"))
     signed = check.fhir_time(root.get("dateTime"), "Consent.dateTime")
-    provisions = _provisions(check, root.get("provision"))
+    provisions = _provisions(check, root.get("provision"), policies, tops)
     if check.problems or status is None or signed is None:
         raise ConsentInvalid(check.problems)
     return MiiConsent(reference, identifiers, signed[0], status, provisions)
@@ -260,12 +288,17 @@ def _patient(check: _Checker, value: object) -> tuple[str | None, tuple[tuple[st
     return reference, () if system is None or id_value is None else ((system, id_value),)
 
 
-def _provisions(check: _Checker, value: object) -> tuple[PolicyProvision, ...]:
-    """The nested per-policy provisions under the top-level deny, each policy once per period."""
+def _provisions(
+    check: _Checker, value: object, policies: Mapping[tuple[str, str], str], tops: tuple[str, ...]
+) -> tuple[PolicyProvision, ...]:
+    """The nested per-policy provisions under the top-level deny, each policy once per period.
+
+    (`tops` are the top-level types allowed: gICS's opt-out consent has a permit there.)
+    """
     top = check.json_object(value, "Consent.provision")
     if top is None:
         return ()
-    if top.get("type") != "deny":
+    if top.get("type") not in tops:
         check.problems.append(
             f"Consent.provision.type: expected 'deny' (all not permitted is denied), got {top.get('type')!r}"
         )
@@ -275,7 +308,7 @@ def _provisions(check: _Checker, value: object) -> tuple[PolicyProvision, ...]:
     )
     parsed: list[tuple[int, PolicyProvision]] = []
     for index, item in enumerate(nested):
-        provision = _policy_provision(check, item, f"Consent.provision.provision[{index}]")
+        provision = _policy_provision(check, item, f"Consent.provision.provision[{index}]", policies)
         if provision is None:
             continue
         for earlier_index, earlier in parsed:
@@ -292,7 +325,9 @@ def _overlap(first: PolicyProvision, second: PolicyProvision) -> bool:
     return (second.end is None or first.start <= second.end) and (first.end is None or second.start <= first.end)
 
 
-def _policy_provision(check: _Checker, value: object, path: str) -> PolicyProvision | None:
+def _policy_provision(
+    check: _Checker, value: object, path: str, policies: Mapping[tuple[str, str], str]
+) -> PolicyProvision | None:
     provision = check.json_object(value, path)
     if provision is None:
         return None
@@ -300,57 +335,76 @@ def _policy_provision(check: _Checker, value: object, path: str) -> PolicyProvis
     if kind not in ("permit", "deny"):
         check.problems.append(f"{path}.type: expected 'permit' or 'deny', got {kind!r}")
     period = check.period(provision.get("period"), f"{path}.period")
-    code = _policy_code(check, provision.get("code"), f"{path}.code")
+    code = _policy_code(check, provision.get("code"), f"{path}.code", policies)
     if kind not in ("permit", "deny") or period is None or code is None:
         return None
     return PolicyProvision(code=code, permit=kind == "permit", start=period[0], end=period[1])
 
 
-def _policy_code(check: _Checker, value: object, path: str) -> str | None:
-    """The one MII policy code a provision is about; anything else would be ambiguous to enforce."""
+def _policy_code(check: _Checker, value: object, path: str, policies: Mapping[tuple[str, str], str]) -> str | None:
+    """The one policy a provision is about; anything else would be ambiguous to enforce.
+
+    gICS names a policy by several codings (its own code system and the MII OID), in one or in
+    several CodeableConcepts: every coding from a system the domain knows must name the same policy.
+    """
     concepts = check.json_array(value, path)
     if concepts is None:
         return None
-    if len(concepts) != 1:
-        check.problems.append(f"{path}: expected exactly one CodeableConcept, got {len(concepts)}")
+    if not concepts:
+        check.problems.append(f"{path}: expected at least one CodeableConcept naming the policy")
         return None
-    concept = check.json_object(concepts[0], f"{path}[0]")
-    codings = None if concept is None else check.json_array(concept.get("coding"), f"{path}[0].coding")
-    if codings is None:
+    systems = {system for system, _ in policies}
+    keys: set[str] = set()
+    before = len(check.problems)
+    for index, concept_value in enumerate(concepts):
+        concept = check.json_object(concept_value, f"{path}[{index}]")
+        codings = None if concept is None else check.json_array(concept.get("coding"), f"{path}[{index}].coding")
+        for number, coding in enumerate(codings or []):
+            key = _known_code(check, coding, f"{path}[{index}].coding[{number}]", policies, systems)
+            keys |= {key} if key else set()
+    if len(keys) != 1:
+        if len(check.problems) > before:
+            return None
+        known = ", ".join(sorted(systems))
+        check.problems.append(f"{path}: expected codings naming exactly one policy (from {known}), found {len(keys)}")
         return None
-    codes = [_mii_code(check, coding, f"{path}[0].coding[{index}]") for index, coding in enumerate(codings)]
-    if len(codings) != 1:
-        check.problems.append(f"{path}[0].coding: expected exactly one coding from {POLICY_SYSTEM}, got {len(codings)}")
-        return None
-    return codes[0]
+    return keys.pop()
 
 
-def _mii_code(check: _Checker, value: object, path: str) -> str | None:
+def _known_code(
+    check: _Checker, value: object, path: str, policies: Mapping[tuple[str, str], str], systems: set[str]
+) -> str | None:
     coding = check.json_object(value, path)
     if coding is None:
         return None
-    if coding.get("system") != POLICY_SYSTEM:
-        check.problems.append(f"{path}.system: expected {POLICY_SYSTEM!r}, got {coding.get('system')!r}")
+    system, code = coding.get("system"), check.json_string(coding.get("code"), f"{path}.code")
+    if not isinstance(system, str) or system not in systems or code is None:
         return None
-    code = check.json_string(coding.get("code"), f"{path}.code")
-    if code is not None and code not in MII_POLICY_CODES:
-        check.problems.append(f"{path}.code: unknown MII policy code {code!r}; known: {', '.join(MII_POLICY_CODES)}")
-        return None
-    return code
+    key = policies.get((system, code))
+    if key is None:
+        known = ", ".join(known_code for known_system, known_code in policies if known_system == system)
+        check.problems.append(f"{path}.code: unknown policy code {code!r}; known: {known}")
+    return key
 
 
 def withdrawal_consent(
-    patient: Mapping[str, object], withdrawn_on: date, codes: list[str], now: datetime
+    patient: Mapping[str, object],
+    withdrawn_on: date,
+    codes: list[str],
+    now: datetime,
+    policies: Mapping[tuple[str, str], str] = MII_POLICY_KEYS,
 ) -> dict[str, object]:
     """A new MII consent of `patient` (a FHIR Reference) denying `codes` from `withdrawn_on` on, dated `now`.
 
     A withdrawal is recorded as a later consent rather than by editing the earlier one, so the
     history stays readable: policy states before `withdrawn_on` still come out as they were.
-    Raises ConsentInvalid when the inputs cannot make a valid consent (unknown or repeated code,
-    naive `now`), ValueError when `codes` is empty.
+    `codes` are policy keys of `policies` (a consent domain's codings -> key), each written with
+    every coding the domain knows it by. Raises ConsentInvalid when the inputs cannot make a valid
+    consent (unknown or repeated code, naive `now`), ValueError when `codes` is empty.
     """
     if not codes:
         raise ValueError("a withdrawal names at least one policy code")
+    codings = {key: [coding for coding, named in policies.items() if named == key] for key in codes}
     resource: dict[str, object] = {
         "resourceType": "Consent",
         "meta": {"profile": [MII_CONSENT_PROFILE]},
@@ -370,13 +424,20 @@ def withdrawal_consent(
                 {
                     "type": "deny",
                     "period": {"start": withdrawn_on.isoformat()},
-                    "code": [{"coding": [{"system": POLICY_SYSTEM, "code": code, **_display(code)}]}],
+                    "code": [
+                        {
+                            "coding": [
+                                {"system": system, "code": value, **_display(value)}
+                                for system, value in codings[code] or [(POLICY_SYSTEM, code)]
+                            ]
+                        }
+                    ],
                 }
                 for code in codes
             ],
         },
     }
-    parse_mii_consent(resource)
+    parse_mii_consent(resource, policies)
     return resource
 
 

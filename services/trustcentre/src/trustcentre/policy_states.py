@@ -12,7 +12,7 @@ TTP-FHIR gateway and get the same answers:
   `unknownStateIsConsideredAsDecline` says: that flag never makes an unknown state count as consent.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date
 from enum import Enum
 
@@ -31,6 +31,21 @@ def _covers(provision: PolicyProvision, day: date) -> bool:
     return provision.start <= day and (provision.end is None or day <= provision.end)
 
 
+def deciding(consents: Sequence[MiiConsent], code: str, at: date) -> tuple[MiiConsent, PolicyProvision] | None:
+    """The consent and provision that decide policy `code` on day `at`, if any does."""
+    return max(
+        (
+            (consent, provision)
+            for consent in consents
+            if consent.status == "active"
+            for provision in consent.provisions
+            if provision.code == code and _covers(provision, at)
+        ),
+        key=lambda found: (found[0].date_time, not found[1].permit),
+        default=None,
+    )
+
+
 def policy_state(
     consents: Sequence[MiiConsent], code: str, at: date, *, unknown_is_decline: bool = True
 ) -> PolicyState:
@@ -42,20 +57,10 @@ def policy_state(
     signed policies recorded as unknown, e.g. not asked; MII consents record only permit or deny, so
     here a day no provision covers is the only unknown.)
     """
-    deciding = max(
-        (
-            (consent.date_time, not provision.permit)
-            for consent in consents
-            if consent.status == "active"
-            for provision in consent.provisions
-            if provision.code == code and _covers(provision, at)
-        ),
-        default=None,
-    )
-    if deciding is None:
+    found = deciding(consents, code, at)
+    if found is None:
         return PolicyState.DECLINED if unknown_is_decline else PolicyState.UNKNOWN
-    _, denied = deciding
-    return PolicyState.DECLINED if denied else PolicyState.ACCEPTED
+    return PolicyState.ACCEPTED if found[1].permit else PolicyState.DECLINED
 
 
 def is_consented(
@@ -76,10 +81,12 @@ def is_consented(
     )
 
 
-def current_policy_states(consents: Sequence[MiiConsent], at: date) -> dict[str, PolicyState]:
-    """Every MII policy's state on day `at`, keeping UNKNOWN apart from DECLINED.
+def current_policy_states(
+    consents: Sequence[MiiConsent], at: date, codes: Iterable[str] = MII_POLICY_CODES
+) -> dict[str, PolicyState]:
+    """Every policy's state (of `codes`, a consent domain's keys) on day `at`, keeping UNKNOWN apart from DECLINED.
 
     This backs `$currentPolicyStatesForPerson`, whose caller decides (by gICS's
     `unknownStateIsConsideredAsDecline`) whether to render UNKNOWN as deny or leave it out.
     """
-    return {code: policy_state(consents, code, at, unknown_is_decline=False) for code in MII_POLICY_CODES}
+    return {code: policy_state(consents, code, at, unknown_is_decline=False) for code in codes}

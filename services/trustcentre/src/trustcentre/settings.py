@@ -17,6 +17,7 @@ from servicekit.config import ConfigError, read_file, read_json, with_password
 from servicekit.identity import Federation, revoked_serials
 from servicekit.limits import DEFAULT_INPUT_LIMITS, InputLimits, input_limits_from_environment
 from trustcentre.auth import Role
+from trustcentre.consent_templates import MII_BROAD_CONSENT, ConsentRegistry, registry_from_config
 
 MIN_SECRET_BYTES = 32
 DEFAULT_DATABASE_URL = "sqlite:////var/lib/trustcentre/trustcentre.db"
@@ -35,6 +36,8 @@ class Settings:
     projects: Mapping[str, str] = field(default_factory=dict)
     #: The federation's research nodes (by the allow list): who gets a ticket for a patient's research pseudonyms.
     research_sites: tuple[str, ...] = ()
+    #: Consent domains, policies and templates (gICS); the MII broad consent unless the stack declares some.
+    consent_domains: ConsentRegistry = MII_BROAD_CONSENT
     max_batch: int = 10_000
     max_body_bytes: int = 8 * 1024 * 1024
     input_limits: InputLimits = DEFAULT_INPUT_LIMITS
@@ -62,6 +65,12 @@ class Settings:
             projects=projects_from_config(read_json("TC_PROJECTS_FILE", environ))
             if "TC_PROJECTS_FILE" in environ
             else {},
+            consent_domains=registry_from_config(
+                read_json("TC_CONSENT_DOMAINS_FILE", environ),
+                f"TC_CONSENT_DOMAINS_FILE={environ['TC_CONSENT_DOMAINS_FILE']}",
+            )
+            if "TC_CONSENT_DOMAINS_FILE" in environ
+            else MII_BROAD_CONSENT,
             input_limits=input_limits_from_environment("TC", environ, DEFAULT_INPUT_LIMITS),
         )
 
