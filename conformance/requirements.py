@@ -16,7 +16,7 @@ from conformance._yaml import Fields, load_document
 
 REQUIREMENTS_FILE = Path(__file__).with_name("requirements.yaml")
 LEVELS = ("SHALL", "SHOULD")
-AREAS = ("fhir", "invariant", "transport", "trust", "process", "security")
+AREAS = ("fhir", "invariant", "transport", "trust", "process", "security", "ttp")
 ID_PATTERN = re.compile(r"HUB-[A-Z]+-\d{2}")
 
 Level = Literal["SHALL", "SHOULD"]

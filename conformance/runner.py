@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import jinja2
 
 from conformance.actions import Scene, calls, needs
 from conformance.checks import (
@@ -35,6 +36,7 @@ from conformance.checks import (
     subject_of,
 )
 from conformance.http import Call, CannotRunError, Http, Response, StepLog
+from conformance.kept import keep_from
 from conformance.results import Outcome, RunResult, ScenarioResult, StepResult
 from conformance.scenario import (
     AuditCheck,
@@ -107,7 +109,9 @@ class ScenarioRun:
         self.runner = runner
         self.started = _now()
         began = datetime.fromisoformat(self.started).strftime("%Y-%m-%dT%H:%M:%SZ")
-        self.scenario = scenario.for_run(runner.run_id, began)
+        #: Values steps kept (`keep:`), for later steps' templates and expectations.
+        self._kept: dict[str, object] = {}
+        self.scenario = scenario.for_run(runner.run_id, began, self._kept)
         self.results: dict[int, StepResult] = {}
         #: Step index -> the calls it made, for a following `wait` to make again.
         self._calls: dict[int, list[Call]] = {}
@@ -177,6 +181,12 @@ class ScenarioRun:
             if self.results[earlier.index].outcome in {Outcome.NOT_APPLICABLE, Outcome.ERROR}:
                 outcome = self.results[earlier.index].outcome
                 return outcome, f"refers to step {earlier.index}, which {_said(outcome)}"
+        keepers = self.scenario.keepers()
+        for name in step.uses_kept:
+            keeper = self.results[keepers[name]]
+            if keeper.outcome is not Outcome.PASSED:
+                outcome = Outcome.NOT_APPLICABLE if keeper.outcome is Outcome.NOT_APPLICABLE else Outcome.ERROR
+                return outcome, _kept_from(name, keeper)
         for patient in _patients_named(step):
             if patient in self._broken:
                 setup = self._broken[patient]
@@ -205,6 +215,7 @@ class ScenarioRun:
     def _judge(self, step: Step, log: StepLog) -> tuple[Outcome, str]:
         """Act, then hold the responses against the expectations and the invariants."""
         inspector = self.runner.inspector
+        expect = self._expectations(step)
         if not isinstance(step.action, Wait):
             with log.check():
                 before = inspector.snapshot(self.scene, snapshot_sites(self.scene, step), log)
@@ -226,7 +237,6 @@ class ScenarioRun:
                 return (Outcome.FAILED, "; ".join(problems)) if problems else (Outcome.PASSED, "")
             case _:
                 responses = self._act(step, log)
-        expect = self.scenario.expectations(step)
         problems = [problem for response in responses for problem in _unmet(expect, response, len(responses))]
         subject = subject_of(self.scene, step)
         evidence = Evidence(self.scene, subject, responses, self._snapshots.get(subject.index, {}), log)
@@ -242,9 +252,23 @@ class ScenarioRun:
                 raise
             problems.append(f"invariants not checked: {exc}")  # the step failed already; say why it is incomplete
         self._remember_task(step, responses)
+        problems = problems or self._keep(step, responses)  # what a step keeps must come from an answer that passed
         if problems:
             return Outcome.FAILED, "; ".join(problems)
         return Outcome.PASSED, ""
+
+    def _expectations(self, step: Step) -> Expect:
+        """The step's expectations, rendered before anything is sent (an expected value may use a kept one)."""
+        try:
+            return self.scenario.expectations(step)
+        except jinja2.TemplateError as exc:
+            raise CannotRunError(f"expected values: {exc}") from None
+
+    def _keep(self, step: Step, responses: Sequence[Response]) -> list[str]:
+        """Keep what the step's `keep` asks of its (last) answer; a path that reaches nothing fails the step."""
+        found, problems = keep_from(responses[-1].body if responses else None, step.keep)
+        self._kept.update(found)
+        return problems
 
     def _act(self, step: Step, log: StepLog) -> list[Response]:
         made = calls(self.scene, step)
@@ -391,6 +415,10 @@ def _patients_named(step: Step) -> list[str]:
     if isinstance(action, Read):
         return list(dict.fromkeys(_PATIENT_REFERENCE.findall(action.query)))
     return []
+
+
+def _kept_from(name: str, keeper: StepResult) -> str:
+    return f"uses kept.{name} of step {keeper.index} ({keeper.title}), which {_said(keeper.outcome)}"
 
 
 def _said(outcome: Outcome) -> str:

@@ -4,8 +4,8 @@ A scenario (`scenarios/<name>.yaml`) names its actors (a node site and the crede
 patients (synthetic profiles or corpus files) and its steps (`ingest`, `consent`, `process`, `read`,
 `trust`, `wait`), each with what must come back. Everything that can be checked without a federation
 is checked when the file is loaded: references between actors, patients and templates, requirement ids,
-paths, templates that render valid JSON. A malformed file fails with every problem, each with file and line.
-`docs/scenarios.md` is the reference for authors.
+paths, templates that render valid JSON, values a step uses that no earlier step keeps (`keep:`). A
+malformed file fails with every problem, each with file and line. `docs/scenarios.md` is the reference for authors.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import jinja2
 from conformance._yaml import Fields, FileProblemsError, Node, Problem, Problems, load_document
 from conformance.contract import Process
 from conformance.invariants import INVARIANTS
+from conformance.kept import KEPT_NAME, KeptValues, placeholders
 from conformance.paths import CHECK_KINDS, PathCheck, PathSyntaxError, SimplePath
 from conformance.requirements import load_requirements
 from conformance.targets import CAPABILITIES, CLIENT_CERTIFICATE_KINDS
@@ -267,6 +268,10 @@ class Step:
     headers: Mapping[str, str] = field(default_factory=dict)
     #: The cell of the authorisation matrix the step tests, (caller, operation) (`conformance.matrix`).
     cell: tuple[str, str] | None = None
+    #: Name -> path: the first value the path reaches in the step's answer is kept as `kept.<name>`.
+    keep: Mapping[str, SimplePath] = field(default_factory=dict)
+    #: The kept values the step's templates, queries and expected values use (found when the file is loaded).
+    uses_kept: tuple[str, ...] = ()
 
     def requirements(self) -> tuple[str, ...]:
         """The step's own requirement ids plus those of the invariants it checks."""
@@ -291,11 +296,20 @@ class Scenario:
     #: When this run of the scenario began (UTC, `2026-12-04T10:00:00Z`); templates see it as `started`, to
     #: search only what this run wrote (`_lastUpdated=ge{{ started }}`).
     started: str = "1970-01-01T00:00:00Z"
+    #: Values earlier steps of the run kept (`keep:`), filled in as the run goes; None when loaded (stand-ins).
+    kept: Mapping[str, object] | None = None
 
-    def for_run(self, run_id: str, started: str) -> Scenario:
-        """The scenario as a run with `run_id` plays it from `started` on: its fresh patients drawn for this run."""
+    def for_run(self, run_id: str, started: str, kept: Mapping[str, object] | None = None) -> Scenario:
+        """The scenario as a run with `run_id` plays it from `started` on: its fresh patients drawn for this run.
+
+        `kept` is the run's own store of kept values, which the runner fills as steps pass (empty if not given).
+        """
         patients = {name: source.for_run(run_id) for name, source in self.patients.items()}
-        return replace(self, patients=patients, run_id=run_id, started=started)
+        return replace(self, patients=patients, run_id=run_id, started=started, kept={} if kept is None else kept)
+
+    def keepers(self) -> dict[str, int]:
+        """Kept value name -> the index of the step that keeps it."""
+        return {name: step.index for step in self.steps for name in step.keep}
 
     def requirements(self) -> tuple[str, ...]:
         """Every requirement id the scenario verifies, declared or through its steps, sorted."""
@@ -326,11 +340,14 @@ class Scenario:
             "vars": dict(getattr(step.action, "variables", {})),
             "run": self.run_id,
             "started": self.started,
+            "kept": KeptValues(
+                placeholders(self.keepers()) if self.kept is None else self.kept, self.keepers(), step.index
+            ),
         }
 
-    def expectations(self, step: Step) -> Expect:
+    def expectations(self, step: Step, context: Mapping[str, Any] | None = None) -> Expect:
         """The step's expectations with template expressions in expected values rendered (`{{ patients.x.kvnr }}`)."""
-        context = self.template_context(step)
+        context = self.template_context(step) if context is None else context
         checks = tuple(
             replace(check, expected=render_text(check.expected, context))
             if isinstance(check.expected, str) and "{{" in check.expected
@@ -365,28 +382,34 @@ def load_scenario(path: Path, requirement_ids: frozenset[str] | None = None) -> 
     root, problems = load_document(path)
     scenario = _Parser(path, problems, known).scenario(root)
     problems.raise_if_any()
-    _check_rendering(scenario, problems)
+    steps = _check_rendering(scenario, problems)
     problems.raise_if_any()
-    return scenario
+    return replace(scenario, steps=steps)
 
 
-def _check_rendering(scenario: Scenario, problems: Problems) -> None:
-    """Render every template and query now, so a broken one fails at load with its step's line."""
+def _check_rendering(scenario: Scenario, problems: Problems) -> tuple[Step, ...]:
+    """Render every template and query now, so a broken one fails at load with its step's line.
+
+    Returns the steps, each with the kept values its renderings used (`Step.uses_kept`).
+    """
     environment = template_environment(scenario.file.parent / "templates")
+    steps = []
     for step in scenario.steps:
+        context = scenario.template_context(step)
         try:
-            scenario.expectations(step)
+            scenario.expectations(step, context)
             for value in step.headers.values():
-                render_text(value, {**scenario.template_context(step), "certificates": _ANY_CERTIFICATE})
+                render_text(value, {**context, "certificates": _ANY_CERTIFICATE})
             if isinstance(step.action, Read | FhirRequest):
-                text = step.action.query if isinstance(step.action, Read) else step.action.path
-                render_text(text, scenario.template_context(step))
+                render_text(step.action.query if isinstance(step.action, Read) else step.action.path, context)
             if not isinstance(step.action, Read) and template_of(step.action) is not None:
-                step_body(scenario, step, environment)
+                step_body(scenario, step, environment, context)
         except TemplateProblemError as exc:
             problems.add(step.line, f"step {step.index}: {exc}")
         except jinja2.TemplateError as exc:
             problems.add(step.line, f"step {step.index}: query: {exc}")
+        steps.append(replace(step, uses_kept=tuple(sorted(context["kept"].used))))
+    return tuple(steps)
 
 
 class _AnyCertificate(dict[str, str]):
@@ -448,13 +471,19 @@ def render_text(text: str, context: Mapping[str, Any]) -> str:
     return environment.from_string(text).render(context)
 
 
-def step_body(scenario: Scenario, step: Step, environment: jinja2.Environment | None = None) -> dict[str, Any]:
+def step_body(
+    scenario: Scenario,
+    step: Step,
+    environment: jinja2.Environment | None = None,
+    context: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The JSON a step sends: rendered from its template, a patient's record or a corpus file."""
     action = step.action
     template = template_of(action)
     if template is not None:
         folder = scenario.file.parent / "templates"
-        return render_json(environment or template_environment(folder), template, scenario.template_context(step))
+        context = scenario.template_context(step) if context is None else context
+        return render_json(environment or template_environment(folder), template, context)
     if isinstance(action, FhirRequest) and action.record is not None:
         return _record(scenario, action.record)
     if not isinstance(action, Ingest):
@@ -492,6 +521,8 @@ class _Parser:
         self.patients: dict[str, PatientSource] = {}
         #: Step ids named by later steps (retry, audit), with the line that names them.
         self.references: list[tuple[str, int, int]] = []
+        #: Kept value name -> the step that keeps it (a name is kept by one step only).
+        self.kept: dict[str, int] = {}
 
     def scenario(self, root: Node) -> Scenario:
         fields = Fields(root, self.problems, "the scenario")
@@ -615,6 +646,8 @@ class _Parser:
         cell = self._cell(fields, where)
         expect_node = fields.node("expect")
         expect = self._expect(expect_node, where) if expect_node is not None else Expect()
+        answered = kind not in ("control", "audit", "wait") or expect != Expect()  # a wait with expect polls
+        keep = self._keep(fields, index, kind, answers=answered)
         if kind == "trust" and not expect.status:
             wanted = "the refusal or acceptance it must get"
             self.problems.add(node.line, f"{where}: a trust step needs `expect: {{status: ...}}`, {wanted}")
@@ -632,7 +665,29 @@ class _Parser:
             step_id,
             headers,
             cell,
+            keep,
         )
+
+    def _keep(self, fields: Fields, index: int, kind: str, *, answers: bool) -> dict[str, SimplePath]:
+        """`keep: {name: path}`: names later steps use as `kept.<name>`, each kept by one step, paths that parse."""
+        where = f"step {index}"
+        keep: dict[str, SimplePath] = {}
+        for name, node in fields.mapping("keep"):
+            if not KEPT_NAME.fullmatch(name):
+                self.problems.add(node.line, f"{where}: keep {name!r}: a name of lowercase letters, digits and '_'")
+            elif name in self.kept:
+                self.problems.add(node.line, f"{where}: keep {name!r} is already kept by step {self.kept[name]}")
+            if not isinstance(node.value, str):
+                self.problems.add(node.line, f"{where}: keep {name!r} needs a path, got {node.value!r}")
+                continue
+            try:
+                keep[name] = SimplePath.parse(node.value)
+            except PathSyntaxError as exc:
+                self.problems.add(node.line, f"{where}: keep {name!r}: {exc}")
+            self.kept.setdefault(name, index)
+        if keep and not answers:
+            self.problems.add(fields.line, f"{where}: a {kind} step gets no answer to keep values from")
+        return keep
 
     def _cell(self, fields: Fields, where: str) -> tuple[str, str] | None:
         """`cell: {caller: ..., operation: ...}`; a cell needs a status to expect, or it documents nothing."""

@@ -73,5 +73,6 @@ def test_every_ingest_step_renders_a_valid_r4b_bundle_unless_it_is_meant_to_be_i
 
 def test_every_template_is_used_by_some_scenario() -> None:
     used = {template_of(step.action) for s in SCENARIOS for step in s.steps}
-    shipped = {path.name for path in (SCENARIOS_DIR / "templates").glob("*.json.j2")}
+    folder = SCENARIOS_DIR / "templates"
+    shipped = {path.relative_to(folder).as_posix() for path in folder.rglob("*.json.j2")}
     assert shipped == used - {None}
