@@ -165,7 +165,6 @@ def _v1_create_tables(connection: Connection) -> None:
     metadata.create_all(connection)
 
 
-#: Ordered schema steps; append, never edit a released one.
 def _v3_enrolments(connection: Connection) -> None:
     enrolments.create(connection, checkfirst=True)
 
@@ -187,6 +186,7 @@ def _v6_consent_templates(connection: Connection) -> None:
         connection.execute(text("ALTER TABLE consents ADD COLUMN related JSON"))
 
 
+#: Ordered schema steps; append, never edit a released one.
 MIGRATIONS: tuple[Migration, ...] = (
     _v1_create_tables,
     audit_log.add_query_column,
