@@ -496,10 +496,10 @@ def test_with_declared_domains_hubnodes_own_mii_callers_get_their_answers_unchan
 
 def test_a_store_made_before_templates_gains_their_columns_and_keeps_its_consents(database_url: str) -> None:
     engine = connect(database_url)
-    with engine.begin() as connection:  # as version 3 left it
+    with engine.begin() as connection:  # as version 5 left it
         connection.execute(text("ALTER TABLE consents DROP COLUMN template"))
         connection.execute(text("ALTER TABLE consents DROP COLUMN related"))
-        connection.execute(text("DELETE FROM schema_version WHERE version = 4"))
+        connection.execute(text("DELETE FROM schema_version WHERE version = 6"))
     engine.dispose()
     with TestClient(create_app(settings(database_url)), raise_server_exceptions=False) as client:
         person = {"system": "https://ukl.example/mrn", "value": "mrn-1"}
