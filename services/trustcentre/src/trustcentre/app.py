@@ -18,6 +18,7 @@ from servicekit.web import error_response, fhir_response, http_exception_handler
 from trustcentre.db import connect
 from trustcentre.enrolment import enrolment_endpoints
 from trustcentre.epix_api import epix_endpoints
+from trustcentre.epix_ig import epix_ig_endpoints
 from trustcentre.gics_api import gics_endpoints
 from trustcentre.gpas_api import gpas_endpoints
 from trustcentre.ledger import audit_endpoint
@@ -38,7 +39,11 @@ def create_app(settings: Settings) -> Starlette:
     services = {
         "gpas": gpas_endpoints(store, persons),
         "gics": gics_endpoints(),
-        "epix": {**epix_endpoints(persons), **enrolment_endpoints(persons)},
+        "epix": {
+            **epix_endpoints(persons),
+            **epix_ig_endpoints(persons, frozenset(settings.domains)),
+            **enrolment_endpoints(persons),
+        },
     }
 
     async def health(_request: Request) -> Response:

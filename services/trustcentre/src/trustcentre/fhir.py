@@ -148,6 +148,43 @@ class Parameters:
             raise FhirError(400, "invalid", f"{location} ({name}) must carry a resource", (location,))
         return value
 
+    def resources(self, name: str, resource_type: str, *, minimum: int = 0) -> list[tuple[str, Mapping[str, Any]]]:
+        """Each `resource` of parameter `name`, of `resource_type`, with the location of its parameter."""
+        found: list[tuple[str, Mapping[str, Any]]] = []
+        for location, part in self.named(name):
+            value = part.get("resource")
+            if not isinstance(value, dict) or value.get("resourceType") != resource_type:
+                raise FhirError(
+                    400, "invalid", f"{location} ({name}) must carry a {resource_type} resource", (location,)
+                )
+            found.append((location, value))
+        if len(found) < minimum:
+            raise FhirError(400, "required", f"parameter {name!r} is required", (f"{self.path}.where(name='{name}')",))
+        return found
+
+    def integers(self, name: str, *, minimum: int = 0) -> list[int]:
+        """All `valueInteger` values of `name` (a string of digits is taken too, as the IGs' `_count` is one)."""
+        values = []
+        for location, part in self.named(name):
+            value = part.get("valueInteger", part.get("valueString"))
+            if isinstance(value, str) and value.isascii() and value.isdigit():
+                value = int(value)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < MAX_INTEGER:
+                raise FhirError(
+                    400, "invalid", f"{location} ({name}) must carry a non-negative valueInteger", (location,)
+                )
+            values.append(value)
+        if len(values) < minimum:
+            raise FhirError(400, "required", f"parameter {name!r} is required", (f"{self.path}.where(name='{name}')",))
+        return values
+
+    def integer(self, name: str, *, required: bool = True) -> int | None:
+        """The one `valueInteger` of `name`; a repeated parameter is an error."""
+        values = self.integers(name, minimum=1 if required else 0)
+        if len(values) > 1:
+            raise FhirError(400, "invalid", f"parameter {name!r} may appear only once", (self.path,))
+        return values[0] if values else None
+
     @staticmethod
     def _string(location: str, part: Mapping[str, Any]) -> str:
         value = part.get("valueString")
@@ -168,6 +205,8 @@ class Parameters:
 
 
 MAX_VALUE_LENGTH = 255
+#: FHIR's integer is 32-bit signed.
+MAX_INTEGER = 2**31
 
 
 def identifier(value: str, system: str = GPAS_IDENTIFIER_SYSTEM) -> dict[str, str]:
