@@ -309,6 +309,25 @@ def test_a_node_speaks_for_its_own_site_sees_its_own_identities_and_never_an_mpi
     not_its_domain = post(epix, "$updatePatient", DOMAIN, who="dic-connector")
     assert (not_its_domain.status_code, not_its_domain.json()["issue"][0]["expression"]) == (403, ["domain"])
 
+    def update(person: dict[str, str]) -> Any:
+        return post(
+            epix,
+            "$updatePatient",
+            DOMAIN,
+            {"name": "mpiIdentifier", "valueIdentifier": person},
+            {"name": "identity", "resource": patient("Müller", "Anna Maria", "1970-03-04")},
+            {"name": "force", "valueBoolean": False},
+            who="miracum-connector",
+        )
+
+    updated = update(seen["person"])
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["parameter"][0]["valueCoding"]["code"] == "PERFECT_MATCH_WITH_UPDATE"
+    with engine_of(epix).connect() as connection:
+        mpi = connection.execute(select(persons.c.mpi)).scalars().first()
+    by_mpi = update({"system": MPI_SYSTEM, "value": str(mpi)})
+    assert (by_mpi.status_code, by_mpi.json()["issue"][0]["expression"]) == (403, ["mpiIdentifier"])
+
 
 @pytest.mark.parametrize(
     ("change", "status", "where"),

@@ -66,7 +66,7 @@ def epix_ig_endpoints(person_ids: PersonIds, domains: Collection[str]) -> Mappin
 
     def person_of(context: Context, connection: Connection, params: Parameters, name: str) -> str:
         """The MPI a parameter names: by MPI (administrators) or by the id the caller's node knows the person by."""
-        [(system, value)] = params.identifiers(name)[:1]
+        system, value = _one_identifier(params, name)
         site = context.caller.site
         if site is not None and system != PERSON_SYSTEM:
             raise FhirError(
@@ -125,6 +125,7 @@ def epix_ig_endpoints(person_ids: PersonIds, domains: Collection[str]) -> Mappin
         answers = []
         with context.engine.begin() as connection:
             subjects: list[str] = []
+            ignored = 0
             for (_, patient), identity in zip(sent, read, strict=True):
                 trial = connection.begin_nested() if save == "DONT_SAVE" else None
                 result = link(connection, identity.identifiers, asserter, identity.demographics, identity.resource)
@@ -147,7 +148,10 @@ def epix_ig_endpoints(person_ids: PersonIds, domains: Collection[str]) -> Mappin
                     }
                 )
                 subjects += [result.mpi, *(i.value for i in identity.identifiers)]
-            detail = f"domain {domain}; source {asserter.source}; saveAction {save}"
+                ignored += len(result.ignored)
+            detail = f"domain {domain}; source {asserter.source}; saveAction {save}" + (
+                f"; {ignored} identifiers not its own" if ignored else ""
+            )
             audit_log.record(connection, context.success("$addPatient", subjects, OPERATIONS, detail))
         return parameters(*answers)
 
@@ -244,7 +248,7 @@ def epix_ig_endpoints(person_ids: PersonIds, domains: Collection[str]) -> Mappin
     def assign_identity_by_identifier(context: Context, params: Parameters) -> dict[str, Any]:
         _administrator(context)
         domain = domain_of(context, params, required=False)
-        [(system, value)] = params.identifiers("identityIdentifier")[:1]
+        system, value = _one_identifier(params, "identityIdentifier")
         comment = params.string("comment", required=False)
         with context.engine.begin() as connection:
             target = person_of(context, connection, params, "mpiIdentifier")
@@ -289,6 +293,13 @@ def epix_ig_endpoints(person_ids: PersonIds, domains: Collection[str]) -> Mappin
         ),
         "$setReferenceIdentity": operation("$setReferenceIdentity", Role.LINKAGE_REVIEW, set_reference_identity),
     }
+
+
+def _one_identifier(params: Parameters, name: str) -> tuple[str, str]:
+    found = params.identifiers(name)
+    if len(found) > 1:
+        raise FhirError(400, "invalid", f"parameter {name!r} may appear only once", (name,))
+    return found[0]
 
 
 def _administrator(context: Context) -> None:
