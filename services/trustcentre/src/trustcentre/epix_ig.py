@@ -225,7 +225,7 @@ def epix_ig_endpoints(person_ids: PersonIds, domains: Collection[str]) -> Mappin
     def assign_identity(context: Context, params: Parameters) -> dict[str, Any]:
         _administrator(context)
         domain = domain_of(context, params, required=False)
-        link_id = int(params.integer("linkId") or 0)
+        link_id = params.integer("linkId")
         identity_id = _identity_reference(params)
         comment = params.string("comment", required=False)
         with context.engine.begin() as connection:

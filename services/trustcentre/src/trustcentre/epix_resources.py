@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from servicekit.fhir import FhirError, parse_fhir_date
@@ -143,7 +144,7 @@ def _name(names: list[Any], where: str) -> tuple[str, str]:
     return family.strip(), joined
 
 
-def _birth_date(raw: Any, where: str) -> Any:  # noqa: ANN401 -- decoded JSON, checked here
+def _birth_date(raw: object, where: str) -> date | None:
     if raw is None:
         return None
     if not isinstance(raw, str):

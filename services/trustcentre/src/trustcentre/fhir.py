@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, overload
 
 from servicekit.fhir import FhirError, parse_fhir_date, parse_json_resource
 
@@ -178,6 +178,10 @@ class Parameters:
             raise FhirError(400, "required", f"parameter {name!r} is required", (f"{self.path}.where(name='{name}')",))
         return values
 
+    @overload
+    def integer(self, name: str) -> int: ...
+    @overload
+    def integer(self, name: str, *, required: bool) -> int | None: ...
     def integer(self, name: str, *, required: bool = True) -> int | None:
         """The one `valueInteger` of `name`; a repeated parameter is an error."""
         values = self.integers(name, minimum=1 if required else 0)
