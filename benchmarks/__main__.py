@@ -38,7 +38,7 @@ MII_KDS_DIR = PROJECT_DIR.parent / "shared" / "testdata" / "mii-kds"
 RESULTS_DIR = PROJECT_DIR / ".hubnode" / "bench"
 FHIR_JSON = "application/fhir+json"
 READY_BUDGET_S = 300.0
-BENCHMARKS = ("ready", "ingest", "pseudonyms", "consent", *federation.BENCHMARKS, *portal.BENCHMARKS)
+BENCHMARKS = ("ready", "ingest", "pseudonyms", "consent", "linkage", *federation.BENCHMARKS, *portal.BENCHMARKS)
 
 
 def main() -> int:
@@ -62,6 +62,9 @@ def main() -> int:
         results["pseudonyms"] = trustcentre.bench_pseudonyms(client)
     if "consent" in chosen:
         results["consent"] = trustcentre.bench_consent()
+    if "linkage" in chosen:
+        with trustcentre.postgres(client) as url:
+            results["linkage"] = trustcentre.bench_linkage(url)
     federated = [name for name in chosen if name in (*federation.BENCHMARKS, *portal.BENCHMARKS)]
     if federated:  # one bench federation, brought up once for all of them; the portal's last (it adds audit)
         results.update(federation.run(federated, {"portal-ledger": portal.bench_ledger}))

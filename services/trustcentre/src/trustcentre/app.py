@@ -19,6 +19,7 @@ from servicekit.web import error_response, fhir_response, http_exception_handler
 from trustcentre.db import audit_log, connect
 from trustcentre.enrolment import enrolment_endpoints
 from trustcentre.epix_api import epix_endpoints
+from trustcentre.epix_ig import epix_ig_endpoints
 from trustcentre.gics_api import gics_endpoints
 from trustcentre.gpas_api import gpas_endpoints
 from trustcentre.ledger import audit_endpoint
@@ -44,6 +45,7 @@ def create_app(settings: Settings) -> Starlette:
         "gics": gics_endpoints(settings.consent_domains),
         "epix": {
             **epix_endpoints(persons),
+            **epix_ig_endpoints(persons, frozenset(settings.domains)),
             **enrolment_endpoints(persons),
             **ledger_ticket_endpoints(settings.research_sites),
         },

@@ -24,12 +24,16 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
     inspect,
+    select,
     text,
+    update,
 )
 
 from servicekit import db as servicekit_db
 from servicekit.audit import AuditLog
 from servicekit.db import Migration
+from trustcentre.blocking import keys_of
+from trustcentre.matching import Demographics
 
 metadata = MetaData()
 
@@ -59,6 +63,8 @@ persons = Table(
     metadata,
     Column("mpi", String(64), primary_key=True),
     Column("created", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    #: The identity (person_demographics.id) whose data counts for the person (E-PIX reference identity).
+    Column("reference_identity", Integer, nullable=True),
 )
 
 person_identifiers = Table(
@@ -81,6 +87,13 @@ person_demographics = Table(
     Column("birth_date", Date, nullable=True),
     Column("sex", String(16), nullable=True),
     Column("source", String(128), nullable=False),
+    #: Blocking keys (`trustcentre.blocking`): a new person is compared only with rows sharing one.
+    Column("family_key", String(96), nullable=True),
+    Column("given_key", String(96), nullable=True),
+    #: The Patient resource as the source sent it (E-PIX identity: addresses, identifiers, extensions).
+    Column("resource", JSON, nullable=True),
+    Index("ix_person_demographics_family_key", "family_key"),
+    Index("ix_person_demographics_given_key", "given_key"),
 )
 
 possible_matches = Table(
@@ -94,6 +107,7 @@ possible_matches = Table(
     Column("resolved_by", String(128), nullable=True),
     Column("created", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("resolved", DateTime(timezone=True), nullable=True),
+    Column("comment", Text, nullable=True),
     UniqueConstraint("mpi", "candidate_mpi", name="uq_possible_match_pair"),
 )
 
@@ -186,6 +200,30 @@ def _v6_consent_templates(connection: Connection) -> None:
         connection.execute(text("ALTER TABLE consents ADD COLUMN related JSON"))
 
 
+def _v7_epix_identities(connection: Connection) -> None:
+    """E-PIX identities: blocking keys (indexed, filled in for rows stored before), resource, reference, comment."""
+    added = {
+        "persons": [("reference_identity", "INTEGER")],
+        "person_demographics": [("family_key", "VARCHAR(96)"), ("given_key", "VARCHAR(96)"), ("resource", "JSON")],
+        "possible_matches": [("comment", "TEXT")],
+    }
+    for table, columns in added.items():
+        present = {column["name"] for column in inspect(connection).get_columns(table)}
+        for name, sql_type in columns:
+            if name not in present:
+                connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}"))
+    for index in person_demographics.indexes:
+        index.create(connection, checkfirst=True)
+    rows = connection.execute(select(person_demographics).where(person_demographics.c.family_key.is_(None))).mappings()
+    for row in list(rows):
+        keys = keys_of(Demographics(row["family"], row["given"], row["birth_date"], row["sex"]))
+        connection.execute(
+            update(person_demographics)
+            .where(person_demographics.c.id == row["id"])
+            .values(family_key=keys.family_key, given_key=keys.given_key)
+        )
+
+
 #: Ordered schema steps; append, never edit a released one.
 MIGRATIONS: tuple[Migration, ...] = (
     _v1_create_tables,
@@ -194,6 +232,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _v4_ledger_tickets,
     _v5_secondary_pseudonyms,
     _v6_consent_templates,
+    _v7_epix_identities,
 )
 
 

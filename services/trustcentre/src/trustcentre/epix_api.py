@@ -43,7 +43,7 @@ def _demographics(params: Parameters) -> Demographics | None:
     return Demographics(family or "", given or "", params.date("birthDate"), sex)
 
 
-def _asserter(caller: Caller, params: Parameters) -> Asserter:
+def asserter_of(caller: Caller, params: Parameters) -> Asserter:
     """The source the identifiers come from: a node's caller's own site, never one the request names."""
     named = params.string("source", required=caller.site is None)
     if caller.site is None:
@@ -86,7 +86,7 @@ def epix_endpoints(persons: PersonIds) -> Mapping[str, Endpoint]:
 
     def request_mpi(context: Context, params: Parameters) -> dict[str, Any]:
         identifiers = _identifiers(context, params)
-        asserter = _asserter(context.caller, params)
+        asserter = asserter_of(context.caller, params)
         demographics = _demographics(params)
         with context.engine.begin() as connection:
             result = link(connection, identifiers, asserter, demographics)

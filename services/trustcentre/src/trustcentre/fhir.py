@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, overload
 
 from servicekit.fhir import FhirError, parse_fhir_date, parse_json_resource
 
@@ -149,23 +149,6 @@ class Parameters:
             raise FhirError(400, "required", f"parameter {name!r} is required", (f"{self.path}.where(name='{name}')",))
         return found
 
-    def integer(self, name: str, *, minimum: int) -> int:
-        """The one integer of `name`: valueInteger, or decimal digits as valueString (as the gPAS IG sends it)."""
-        found = list(self.named(name))
-        if not found:
-            raise FhirError(400, "required", f"parameter {name!r} is required", (f"{self.path}.where(name='{name}')",))
-        if len(found) > 1:
-            raise FhirError(400, "invalid", f"parameter {name!r} may appear only once", (self.path,))
-        location, part = found[0]
-        value = part.get("valueInteger", part.get("valueString"))
-        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= MAX_DIGITS:
-            value = int(value)
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise FhirError(
-                400, "invalid", f"{location} ({name}) must carry an integer of at least {minimum}", (location,)
-            )
-        return value
-
     def resource(self, name: str) -> Mapping[str, Any] | None:
         """The one `resource` of parameter `name`, or None."""
         found = list(self.named(name))
@@ -176,6 +159,47 @@ class Parameters:
         if not isinstance(value, dict):
             raise FhirError(400, "invalid", f"{location} ({name}) must carry a resource", (location,))
         return value
+
+    def resources(self, name: str, resource_type: str, *, minimum: int = 0) -> list[tuple[str, Mapping[str, Any]]]:
+        """Each `resource` of parameter `name`, of `resource_type`, with the location of its parameter."""
+        found: list[tuple[str, Mapping[str, Any]]] = []
+        for location, part in self.named(name):
+            value = part.get("resource")
+            if not isinstance(value, dict) or value.get("resourceType") != resource_type:
+                raise FhirError(
+                    400, "invalid", f"{location} ({name}) must carry a {resource_type} resource", (location,)
+                )
+            found.append((location, value))
+        if len(found) < minimum:
+            raise FhirError(400, "required", f"parameter {name!r} is required", (f"{self.path}.where(name='{name}')",))
+        return found
+
+    def integers(self, name: str, *, minimum: int = 0, at_least: int = 0) -> list[int]:
+        """Integers of `name`, each at least `at_least`: valueInteger, or digits as valueString (the IGs send both)."""
+        values = []
+        for location, part in self.named(name):
+            value = part.get("valueInteger", part.get("valueString"))
+            if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= MAX_DIGITS:
+                value = int(value)
+            if not isinstance(value, int) or isinstance(value, bool) or not at_least <= value < MAX_INTEGER:
+                raise FhirError(
+                    400, "invalid", f"{location} ({name}) must carry an integer of at least {at_least}", (location,)
+                )
+            values.append(value)
+        if len(values) < minimum:
+            raise FhirError(400, "required", f"parameter {name!r} is required", (f"{self.path}.where(name='{name}')",))
+        return values
+
+    @overload
+    def integer(self, name: str, *, at_least: int = 0) -> int: ...
+    @overload
+    def integer(self, name: str, *, required: bool, at_least: int = 0) -> int | None: ...
+    def integer(self, name: str, *, required: bool = True, at_least: int = 0) -> int | None:
+        """The one integer of `name` (see `integers`); a repeated parameter is an error."""
+        values = self.integers(name, minimum=1 if required else 0, at_least=at_least)
+        if len(values) > 1:
+            raise FhirError(400, "invalid", f"parameter {name!r} may appear only once", (self.path,))
+        return values[0] if values else None
 
     @staticmethod
     def _string(location: str, part: Mapping[str, Any]) -> str:
@@ -199,8 +223,8 @@ class Parameters:
 
 
 MAX_VALUE_LENGTH = 255
-#: Digits an integer given as a string may have (FHIR integers are 32-bit).
-MAX_DIGITS = 10
+#: FHIR's integer is 32-bit signed; given as a string, at most this many digits.
+MAX_INTEGER, MAX_DIGITS = 2**31, 10
 
 
 def identifier(value: str, system: str = GPAS_IDENTIFIER_SYSTEM) -> dict[str, str]:

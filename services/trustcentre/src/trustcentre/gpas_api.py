@@ -239,7 +239,7 @@ class _Gpas:
 
     def secondary(self, context: Context, params: Parameters) -> dict[str, Any]:
         items = _items(context, params, "original", "value")
-        counts = [parts.integer("count", minimum=1) for _, _, parts in items]
+        counts = [parts.integer("count", at_least=1) for _, _, parts in items]
         check_batch(context, sum(counts), "secondary pseudonyms")
         answers: dict[int, list[dict[str, Any]]] = {}
         with context.engine.begin() as connection:

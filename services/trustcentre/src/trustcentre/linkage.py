@@ -12,17 +12,19 @@ belong to two different persons are not moved; that conflict is recorded for rev
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, or_, select, update
 
 from servicekit.db import insert_ignoring_conflicts
 from servicekit.fhir import FhirError
 from servicekit.kvnr import KVNR_SYSTEM, kvnr_problem
+from trustcentre import identities
 from trustcentre.db import person_demographics, person_identifiers, persons, possible_matches
+from trustcentre.identities import Stored
 from trustcentre.matching import Demographics, classify, similarity
 
 RESOLUTIONS = ("link", "separate")
@@ -57,6 +59,11 @@ class LinkResult:
     created: bool
     possible_matches: tuple[tuple[int, str, float], ...]
     ignored: tuple[Identifier, ...] = ()
+    #: The identity the demographics were stored as (None without demographics), and what storing did.
+    identity: int | None = None
+    stored: Stored | None = None
+    #: Whether the identifiers already belonged to more than one person.
+    multiple: bool = False
 
 
 def check_identifiers(identifiers: Sequence[Identifier]) -> None:
@@ -67,19 +74,29 @@ def check_identifiers(identifiers: Sequence[Identifier]) -> None:
 
 
 def link(
-    connection: Connection, identifiers: Sequence[Identifier], asserter: Asserter, demographics: Demographics | None
+    connection: Connection,
+    identifiers: Sequence[Identifier],
+    asserter: Asserter,
+    demographics: Demographics | None,
+    resource: Mapping[str, Any] | None = None,
 ) -> LinkResult:
-    """Attach the identifiers `asserter` may link to their person (new if none is known); report possible matches."""
+    """Attach the identifiers `asserter` may link to their person (new if none is known); report possible matches.
+
+    With demographics the statement is stored as an identity of the person (`resource`: the Patient it
+    came in); a new person is first compared with the stored identities sharing a blocking key.
+    """
     check_identifiers(identifiers)
     linkable = [i for i in identifiers if asserter.may_link(i)]
     foreign = tuple(i for i in identifiers if not asserter.may_link(i))
-    if not linkable:
+    if identifiers and not linkable:
         raise FhirError(
             403,
             "forbidden",
             f"source {asserter.source!r} may assert none of these identifiers: only its own systems or a KVNR",
             ("identifier",),
         )
+    if not identifiers and demographics is None:
+        raise FhirError(400, "required", "a person needs an identifier or a name to be linked", ("identifier",))
     owners = _owners(connection, linkable)
     distinct = sorted(set(owners.values()))
     created = not distinct
@@ -93,9 +110,33 @@ def link(
         )
     others = [*distinct[1:], *sorted(set(_owners(connection, foreign).values()) - {mpi, *distinct})]
     matches = [_record_match(connection, mpi, other, CONFLICT_SCORE) for other in others]
-    if demographics is not None:
-        matches += _compare_and_store(connection, mpi, demographics, asserter.source, compare=created)
-    return LinkResult(mpi, created, tuple(matches), foreign)
+    if demographics is None:
+        return LinkResult(mpi, created, tuple(matches), foreign, multiple=len(distinct) > 1)
+    if created:
+        matches += _compare(connection, mpi, demographics)
+    identity, stored = identities.store(connection, mpi, demographics, asserter.source, resource)
+    return LinkResult(mpi, created, tuple(matches), foreign, identity, stored, multiple=len(distinct) > 1)
+
+
+def attach(connection: Connection, mpi: str, identifiers: Sequence[Identifier], asserter: Asserter) -> bool:
+    """Add identifiers to a known person; refuse ones not the asserter's or already another person's."""
+    check_identifiers(identifiers)
+    for identifier in identifiers:
+        if not asserter.may_link(identifier):
+            raise FhirError(
+                403, "forbidden", f"source {asserter.source!r} may not assert {identifier.system}", ("identifier",)
+            )
+    owners = _owners(connection, identifiers)
+    taken = sorted({f"{i.system}|{i.value}" for i, owner in owners.items() if owner != mpi})
+    if taken:
+        raise FhirError(409, "conflict", f"identifiers of another person: {', '.join(taken)}", ("identifier",))
+    unowned = [i for i in identifiers if i not in owners]
+    insert_ignoring_conflicts(
+        connection,
+        person_identifiers,
+        [{"system": i.system, "value": i.value, "mpi": mpi, "source": asserter.source} for i in unowned],
+    )
+    return bool(unowned)
 
 
 def _owners(connection: Connection, identifiers: Sequence[Identifier]) -> dict[Identifier, str]:
@@ -117,43 +158,14 @@ def _new_person(connection: Connection) -> str:
     return mpi
 
 
-def _compare_and_store(
-    connection: Connection, mpi: str, demographics: Demographics, source: str, *, compare: bool
-) -> list[tuple[int, str, float]]:
-    """Store what this source says of the person (once); a new person is compared with everyone known.
-
-    A full scan: fine for a hub's thousands of persons; blocking (by birth year, say) is the next
-    step when a node holds millions.
-    """
-    matches: list[tuple[int, str, float]] = []
-    if compare:
-        known = connection.execute(select(person_demographics).where(person_demographics.c.mpi != mpi)).mappings()
-        best: dict[str, float] = {}
-        for row in known:
-            other = Demographics(row["family"], row["given"], row["birth_date"], row["sex"])
-            score = round(similarity(demographics, other), 4)
-            if classify(score) != "none":
-                best[row["mpi"]] = max(score, best.get(row["mpi"], 0.0))
-        matches = [_record_match(connection, mpi, other_mpi, score) for other_mpi, score in sorted(best.items())]
-    statement = {
-        "mpi": mpi,
-        "family": demographics.family,
-        "given": demographics.given,
-        "birth_date": demographics.birth_date,
-        "sex": demographics.sex,
-        "source": source,
-    }
-    said_before = connection.execute(
-        select(person_demographics.c.id).where(
-            *(
-                person_demographics.c[column].is_(None) if value is None else person_demographics.c[column] == value
-                for column, value in statement.items()
-            )
-        )
-    ).first()
-    if said_before is None:  # a replay says nothing new: one row per thing said, however often it is said
-        connection.execute(person_demographics.insert().values(**statement))
-    return matches
+def _compare(connection: Connection, mpi: str, demographics: Demographics) -> list[tuple[int, str, float]]:
+    """Record a possible match with each person whose identity sharing a blocking key is similar enough."""
+    best: dict[str, float] = {}
+    for candidate in identities.candidates(connection, demographics, other_than=mpi):
+        score = round(similarity(demographics, candidate.demographics), 4)
+        if classify(score) != "none":
+            best[candidate.mpi] = max(score, best.get(candidate.mpi, 0.0))
+    return [_record_match(connection, mpi, other, score) for other, score in sorted(best.items())]
 
 
 def _record_match(connection: Connection, mpi: str, candidate: str, score: float) -> tuple[int, str, float]:
@@ -168,30 +180,80 @@ def _record_match(connection: Connection, mpi: str, candidate: str, score: float
     return int(match_id), candidate, score
 
 
-def open_matches(connection: Connection) -> list[dict[str, Any]]:
-    """Possible matches waiting for review, oldest first."""
-    rows = connection.execute(
-        select(possible_matches).where(possible_matches.c.status == "open").order_by(possible_matches.c.id)
-    ).mappings()
+def open_matches(
+    connection: Connection, mpi: str | None = None, offset: int = 0, count: int | None = None
+) -> list[dict[str, Any]]:
+    """Possible matches waiting for review (of one person, or all), oldest first, one page of them."""
+    query = select(possible_matches).where(possible_matches.c.status == "open")
+    if mpi is not None:
+        query = query.where(or_(possible_matches.c.mpi == mpi, possible_matches.c.candidate_mpi == mpi))
+    rows = connection.execute(query.order_by(possible_matches.c.id).offset(offset).limit(count)).mappings()
     return [dict(row) for row in rows]
 
 
-def resolve(connection: Connection, match_id: int, resolution: str, reviewer: str) -> dict[str, Any]:
-    """Link the two persons of a possible match (the candidate's records move) or keep them apart."""
-    if resolution not in RESOLUTIONS:
-        raise FhirError(400, "invalid", f"resolution {resolution!r}: one of {', '.join(RESOLUTIONS)}", ("resolution",))
-    match = connection.execute(select(possible_matches).where(possible_matches.c.id == match_id)).mappings().first()
-    if match is None:
-        raise FhirError(404, "not-found", f"no possible match {match_id}", ("id",))
-    if match["status"] != "open":
-        raise FhirError(409, "conflict", f"possible match {match_id} is already {match['status']}", ("id",))
-    if resolution == "link":
-        for table in (person_identifiers, person_demographics):
-            connection.execute(update(table).where(table.c.mpi == match["candidate_mpi"]).values(mpi=match["mpi"]))
-    status = "linked" if resolution == "link" else "separated"
+def add_match(connection: Connection, mpi: str, other: str, reviewer: str) -> dict[str, Any]:
+    """A reviewer's own possible match between two persons, scored by their most alike identities."""
+    if mpi == other:
+        raise FhirError(422, "business-rule", f"{mpi} cannot be a possible match of itself", ("aliasMpiId",))
+    theirs = [identities.demographics_of(row) for row in identities.of_person(connection, other)]
+    ours = [identities.demographics_of(row) for row in identities.of_person(connection, mpi)]
+    score = round(max((similarity(a, b) for a in ours for b in theirs), default=0.0), 4)
+    match_id, _, _ = _record_match(connection, mpi, other, score)
     connection.execute(
         update(possible_matches)
         .where(possible_matches.c.id == match_id)
-        .values(status=status, resolved_by=reviewer, resolved=datetime.now(UTC))
+        .values(status="open", score=score, resolved_by=None, resolved=None, comment=f"added by {reviewer}")
     )
-    return {**dict(match), "status": status}
+    return match_of(connection, match_id, "linkId")
+
+
+def resolve(  # noqa: PLR0913 -- the review decision and who made it, why, where the match was named
+    connection: Connection,
+    match_id: int,
+    resolution: str,
+    reviewer: str,
+    *,
+    keep: str | None = None,
+    comment: str | None = None,
+    where: str = "id",
+) -> dict[str, Any]:
+    """Link the two persons of a possible match (the other's records move to `keep`) or keep them apart."""
+    if resolution not in RESOLUTIONS:
+        raise FhirError(400, "invalid", f"resolution {resolution!r}: one of {', '.join(RESOLUTIONS)}", ("resolution",))
+    match = match_of(connection, match_id, where)
+    if match["status"] != "open":
+        raise FhirError(409, "conflict", f"possible match {match_id} is already {match['status']}", (where,))
+    kept = keep or match["mpi"]
+    if resolution == "link":
+        moved = match["candidate_mpi"] if kept == match["mpi"] else match["mpi"]
+        for table in (person_identifiers, person_demographics):
+            connection.execute(update(table).where(table.c.mpi == moved).values(mpi=kept))
+        connection.execute(update(persons).where(persons.c.mpi == moved).values(reference_identity=None))
+    status = "linked" if resolution == "link" else "separated"
+    _close(connection, [match_id], status, reviewer, comment)
+    return {**match, "mpi": kept, "status": status}
+
+
+def remove_matches(connection: Connection, match_ids: Sequence[int], reviewer: str, comment: str | None) -> None:
+    """Withdraw open possible matches (kept, marked `removed`, for the record); unknown or closed ones: 4xx."""
+    for match_id in match_ids:
+        match = match_of(connection, match_id, "linkId")
+        if match["status"] != "open":
+            raise FhirError(409, "conflict", f"possible match {match_id} is already {match['status']}", ("linkId",))
+    _close(connection, match_ids, "removed", reviewer, comment)
+
+
+def match_of(connection: Connection, match_id: int, where: str) -> dict[str, Any]:
+    """One possible match by its id, or a 404 naming the parameter `where` that named it."""
+    match = connection.execute(select(possible_matches).where(possible_matches.c.id == match_id)).mappings().first()
+    if match is None:
+        raise FhirError(404, "not-found", f"no possible match {match_id}", (where,))
+    return dict(match)
+
+
+def _close(connection: Connection, match_ids: Sequence[int], status: str, reviewer: str, comment: str | None) -> None:
+    connection.execute(
+        update(possible_matches)
+        .where(possible_matches.c.id.in_(match_ids))
+        .values(status=status, resolved_by=reviewer, resolved=datetime.now(UTC), comment=comment)
+    )

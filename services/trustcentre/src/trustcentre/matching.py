@@ -14,8 +14,13 @@ Thresholds (``classify``), with the scores of the worked examples in the tests:
 ``match`` from 0.92 (a typo in one name, same birth date: Meier/Meyer 0.97);
 ``possible`` from 0.80 (day and month swapped 0.895; same-sex twins Anna/Lena 0.90);
 ``none`` below (same names but another birth date 0.65, or the same year only 0.755; no birth date 0.65).
-A new family name with the same given name, birth date and sex scores 0.75 plus a quarter of the family
-names' Jaro-Winkler, so it lands anywhere from ``none`` (Meier/Schulz 0.75) to ``match`` (Meier/Becker 0.925).
+A name that is no plausible misspelling of the other (Jaro-Winkler below 0.85) caps the score at 0.90, so
+such a pair is at most ``possible``: with a million persons, people sharing a given name, birth date and sex
+are common, and their family names alone must not make them a ``match``. A new family name with the same
+given name, birth date and sex scores 0.75 plus a quarter of the family names' Jaro-Winkler, so it lands
+between ``none`` (Meier/Schulz 0.75) and ``possible`` (Meier/Becker 0.925, capped to 0.90).
+Given and family name entered the wrong way round are also compared crosswise; that reading counts at
+0.95 of its score, so a swap of otherwise equal records is still a ``match`` (0.95) but never a perfect one.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ MATCH_THRESHOLD = 0.92
 POSSIBLE_THRESHOLD = 0.80
 
 _FAMILY_WEIGHT, _GIVEN_WEIGHT, _BIRTH_DATE_WEIGHT, _SEX_WEIGHT = 0.25, 0.30, 0.35, 0.10
-_SWAPPED_DAY_MONTH, _SAME_YEAR = 0.7, 0.3
+_SWAPPED_DAY_MONTH, _SAME_YEAR, _SWAPPED_NAMES = 0.7, 0.3, 0.95
+_PLAUSIBLE_MISSPELLING, _AT_MOST_POSSIBLE = 0.85, 0.90
 _GERMAN_TRANSLITERATION = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue"})  # casefold already makes ß and ẞ ss
 _SEPARATORS = re.compile(r"[\s\-\u2010\u2011\u2012\u2013]+")
 _WINKLER_PREFIX, _WINKLER_SCALE, _WINKLER_BOOST_FROM = 4, 0.1, 0.7
@@ -73,14 +79,25 @@ def jaro_winkler(first: str, second: str) -> float:
 
 def similarity(a: Demographics, b: Demographics) -> float:
     """How alike two records are, from 0 (nothing in common) to 1 (same names, birth date and sex)."""
+    crosswise = (_weighted_agreement(_swapped(a), b) + _weighted_agreement(a, _swapped(b))) / 2  # symmetric
+    return max(_weighted_agreement(a, b), _SWAPPED_NAMES * crosswise)
+
+
+def _swapped(record: Demographics) -> Demographics:
+    return Demographics(record.given, record.family, record.birth_date, record.sex)
+
+
+def _weighted_agreement(a: Demographics, b: Demographics) -> float:
+    family, given = _name_agreement(a.family, b.family), _name_agreement(a.given, b.given)
     weighted = [
-        (_FAMILY_WEIGHT, _name_agreement(a.family, b.family)),
-        (_GIVEN_WEIGHT, _name_agreement(a.given, b.given)),
+        (_FAMILY_WEIGHT, family),
+        (_GIVEN_WEIGHT, given),
         (_BIRTH_DATE_WEIGHT, _birth_date_agreement(a.birth_date, b.birth_date)),
     ]
     if a.sex not in {None, "unknown"} and b.sex not in {None, "unknown"}:
         weighted.append((_SEX_WEIGHT, float(a.sex == b.sex)))
-    return sum(weight * agreement for weight, agreement in weighted) / sum(weight for weight, _ in weighted)
+    score = sum(weight * agreement for weight, agreement in weighted) / sum(weight for weight, _ in weighted)
+    return score if min(family, given) >= _PLAUSIBLE_MISSPELLING else min(score, _AT_MOST_POSSIBLE)
 
 
 def classify(score: float) -> Literal["match", "possible", "none"]:
