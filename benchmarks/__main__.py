@@ -44,7 +44,9 @@ BENCHMARKS = ("ready", "ingest", "pseudonyms", "consent", "linkage", *federation
 def main() -> int:
     """Run the benchmarks named on the command line (default: all)."""
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds for readiness (default 3)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds for readiness: ready, portal-ready (default 3)"
+    )
     parser.add_argument("benchmarks", nargs="*", metavar="NAME", help=f"any of {', '.join(BENCHMARKS)} (default: all)")
     args = parser.parse_args()
     unknown = set(args.benchmarks) - set(BENCHMARKS)
@@ -65,9 +67,11 @@ def main() -> int:
     if "linkage" in chosen:
         with trustcentre.postgres(client) as url:
             results["linkage"] = trustcentre.bench_linkage(url)
-    federated = [name for name in chosen if name in (*federation.BENCHMARKS, *portal.BENCHMARKS)]
+    if "portal-ready" in chosen:
+        results["portal-ready"] = portal.bench_ready(client, args.rounds)
+    federated = [name for name in chosen if name in (*federation.BENCHMARKS, *portal.FEDERATED)]
     if federated:  # one bench federation, brought up once for all of them; the portal's last (it adds audit)
-        results.update(federation.run(federated, {"portal-ledger": portal.bench_ledger}))
+        results.update(federation.run(federated, portal.FEDERATED))
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{results['started'].replace(':', '-')}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
