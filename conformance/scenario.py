@@ -346,12 +346,19 @@ class Scenario:
         }
 
     def expectations(self, step: Step, context: Mapping[str, Any] | None = None) -> Expect:
-        """The step's expectations with template expressions in expected values rendered (`{{ patients.x.kvnr }}`)."""
+        """The step's expectations with template expressions in paths and expected values rendered.
+
+        (`{{ patients.x.kvnr }}` as a value, `entry.resource[source.site={{ sites.gp }}]` as a path.)
+        """
         context = self.template_context(step) if context is None else context
         checks = tuple(
-            replace(check, expected=render_text(check.expected, context))
-            if isinstance(check.expected, str) and "{{" in check.expected
-            else check
+            replace(
+                check,
+                path=SimplePath.parse(render_text(check.path.text, context)) if "{{" in check.path.text else check.path,
+                expected=render_text(check.expected, context)
+                if isinstance(check.expected, str) and "{{" in check.expected
+                else check.expected,
+            )
             for check in step.expect.checks
         )
         return replace(step.expect, checks=checks)
@@ -408,6 +415,8 @@ def _check_rendering(scenario: Scenario, problems: Problems) -> tuple[Step, ...]
             problems.add(step.line, f"step {step.index}: {exc}")
         except jinja2.TemplateError as exc:
             problems.add(step.line, f"step {step.index}: query: {exc}")
+        except PathSyntaxError as exc:
+            problems.add(step.line, f"step {step.index}: a path, once rendered: {exc}")
         steps.append(replace(step, uses_kept=tuple(sorted(context["kept"].used))))
     return tuple(steps)
 

@@ -276,3 +276,26 @@ NEW_KIND_MISTAKES = {
 def test_the_new_step_kinds_name_their_mistakes_with_the_step(tmp_path: Path, steps: str, message: str) -> None:
     path = write(tmp_path, STEPS.format(steps=steps))
     assert any(message in problem for problem in problems_of(path)), problems_of(path)
+
+
+def test_a_path_may_name_an_actors_site_and_is_rendered_before_it_is_applied(tmp_path: Path) -> None:
+    text = GOOD.format(name="journey").replace(
+        '{path: "entry[0].response.status", exists: true}',
+        '{path: "entry[response.location={{ sites.gp }}].response.status", exists: true}',
+    )
+    scenario = load_scenario(write(tmp_path, text))
+    [check] = scenario.expectations(scenario.steps[1]).checks
+    assert check.path.text == "entry[response.location=practice].response.status"
+    assert check.path.values({"entry": [{"response": {"location": "practice", "status": "201"}}]}) == ["201"]
+
+
+def test_a_path_that_renders_to_nonsense_fails_at_load_with_its_line(tmp_path: Path) -> None:
+    text = (
+        GOOD.format(name="journey")
+        .replace(
+            '{path: "entry[0].response.status", exists: true}', '{path: "entry[id={{ vars.date }}].id", exists: true}'
+        )
+        .replace('vars: {date: "2024-01-02"}', 'vars: {date: "x]y"}')
+    )
+    [problem] = problems_of(write(tmp_path, text))
+    assert "a path, once rendered" in problem
