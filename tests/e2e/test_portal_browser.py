@@ -4,7 +4,7 @@ A patient signs in through Keycloak's login page, links her account with the cod
 issued, sees which project used her data after a dataSend, withdraws research use and sees what it now
 blocks (and the next extract is refused); a GP sees a summary from two nodes with the interaction
 warning; refusals (another patient's id in the URL, missing treatment consent, a session that is gone)
-show a clear page. Screenshots of the main pages go to `.hubnode/reports/portal/`, with `index.html`
+show a clear page, and a GP opens a record without consent in an emergency, stating why (recorded so). Screenshots of the main pages go to `.hubnode/reports/portal/`, with `index.html`
 showing them in the order taken, each with its caption and the page's address.
 """
 
@@ -14,6 +14,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pytest
 from jinja2 import Environment
@@ -203,6 +204,20 @@ def test_refusals_are_clear_pages(federation: Federation, page: Page) -> None:
         "clinician-refused-no-consent",
         "Refused: the patient has not consented to treatment-data exchange (policy 5)",
     )
+    # in an emergency the GP opens the record anyway, stating why: flagged on the page and in every record
+    page.get_by_label("Begründung").fill("Bewusstlos in der Praxis, Medikation unbekannt")
+    page.get_by_label("Ich bestätige, dass ein Notfall vorliegt.").check()
+    page.get_by_role("button", name="Notfallzugriff starten").click()
+    expect(page.locator(".emergency")).to_contain_text("Bewusstlos in der Praxis, Medikation unbekannt")
+    shot(page, "clinician-emergency-access", "Emergency access: the record opened with a stated reason, flagged")
+    today = datetime.now(UTC).date().isoformat()
+    flagged = [
+        event["purposeOfEvent"][0]
+        for event in federation.search("practice", f"AuditEvent?date=ge{today}")
+        if event.get("purposeOfEvent", [{}])[0].get("text") == "Bewusstlos in der Praxis, Medikation unbekannt"
+    ]
+    assert flagged, "the practice's connector records each read of the record with the reason"
+    assert {purpose["coding"][0]["code"] for purpose in flagged} == {"ETREAT"}
     # the session is gone on the server (ended, or idle too long): the browser's cookie names nothing any more
     page.context.clear_cookies()
     page.context.add_cookies(
