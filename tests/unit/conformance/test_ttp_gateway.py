@@ -183,6 +183,19 @@ def test_add_consent_then_is_consented_holds_a_gics_to_the_modules_the_questionn
     assert {i for i, r in enumerate(results, 1) if r.outcome is Outcome.FAILED} == failed, [r.message for r in results]
 
 
+@pytest.mark.parametrize(("nested", "passes"), [(True, True), (False, False)], ids=["one bundle entry", "flat"])
+def test_the_current_consent_is_one_entry_holding_the_consents_resources(
+    targets: Targets, nested: bool, passes: bool
+) -> None:
+    [step] = [s for s in SCENARIO.steps if "currentConsentForPersonAndTemplate" in s.title]
+    current = consent_bundle("8")
+    answer = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": current}]} if nested else current
+    federation = Federation()
+    federation.route("POST", f"{BASE}/gics/$currentConsentForPersonAndTemplate", fhir(200, answer))
+    [result] = run(targets, federation, steps(step.index, step.index))
+    assert (result.outcome is Outcome.PASSED) is passes, result.message
+
+
 def match_result(status: str, mpi: str, identity: str) -> dict[str, Any]:
     person = {
         "resourceType": "Person",
