@@ -1,11 +1,13 @@
 """The portal in a real browser: Debian's Chromium driven by Playwright, against the local federation.
 
 A patient signs in through Keycloak's login page, links her account with the code the hospital's desk
-issued, sees which project used her data after a dataSend, withdraws research use and sees what it now
-blocks (and the next extract is refused); a GP sees a summary from two nodes with the interaction
-warning; refusals (another patient's id in the URL, missing treatment consent, a session that is gone)
-show a clear page, and a GP opens a record without consent in an emergency, stating why (recorded so). Screenshots of the main pages go to `.hubnode/reports/portal/`, with `index.html`
-showing them in the order taken, each with its caption and the page's address.
+issued, sees which project used her data after a dataSend (also as the research node recorded it),
+withdraws research use and sees what it now blocks (and the next extract is refused); a GP sees a
+summary from two nodes with the interaction warning; refusals (another patient's id in the URL, missing
+treatment consent, a session that is gone) show a clear page, and a GP opens a record without consent
+in an emergency, stating why (recorded so). Screenshots of the main pages go to
+`.hubnode/reports/portal/`, with `index.html` showing them in the order taken, each with its caption and
+the page's address.
 """
 
 from __future__ import annotations
