@@ -29,10 +29,8 @@ def pseudonymize(base: str, token: str, *originals: str) -> dict[str, str]:
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"},
     )
     assert response.status_code == 200, response.text
-    return {
-        p["part"][0]["valueIdentifier"]["value"]: p["part"][2]["valueIdentifier"]["value"]
-        for p in response.json()["parameter"]
-    }
+    pairs = [{part["name"]: part["valueIdentifier"]["value"] for part in p["part"]} for p in response.json()["parameter"]]
+    return {pair["original"]: pair["pseudonym"] for pair in pairs}
 
 
 @pytest.mark.parametrize("database", ["embedded", "postgres"])
