@@ -29,7 +29,8 @@ def pseudonymize(base: str, token: str, *originals: str) -> dict[str, str]:
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"},
     )
     assert response.status_code == 200, response.text
-    pairs = [{part["name"]: part["valueIdentifier"]["value"] for part in p["part"]} for p in response.json()["parameter"]]
+    answer = response.json()["parameter"]
+    pairs = [{part["name"]: part["valueIdentifier"]["value"] for part in p["part"]} for p in answer]
     return {pair["original"]: pair["pseudonym"] for pair in pairs}
 
 
