@@ -35,6 +35,7 @@ from tests.unit.connector.fake_fhir import FakeFhir
 
 NOW = datetime.now(UTC)
 CLINIC = "https://clinic.example/pid"
+KVNR = "http://fhir.de/sid/gkv/kvid-10"
 ICD = "http://fhir.de/CodeSystem/bfarm/icd-10-gm"
 PROCESS = "https://hubnode.org/fhir/process/"
 INPUT = "https://hubnode.org/fhir/CodeSystem/process-input"
@@ -71,13 +72,18 @@ class ProcessFhir(FakeFhir):
         return super().handle(request)
 
     def add_patient(
-        self, pid: str, gender: str = "female", birth: str = "1970-04-01", codes: tuple[str, ...] = ()
+        self,
+        pid: str,
+        gender: str = "female",
+        birth: str = "1970-04-01",
+        codes: tuple[str, ...] = (),
+        kvnr: str | None = None,
     ) -> str:
-        """A stored Patient (id `pid`, identifier `CLINIC|pid`) with one Condition per ICD-10-GM code."""
+        """A stored Patient (id `pid`, identifier `CLINIC|pid`, and the KVNR if given), one Condition per code."""
         self.resources[f"Patient/{pid}"] = {
             "resourceType": "Patient",
             "id": pid,
-            "identifier": [{"system": CLINIC, "value": pid}],
+            "identifier": [{"system": CLINIC, "value": pid}, *([{"system": KVNR, "value": kvnr}] if kvnr else [])],
             "name": [{"family": f"Family{pid}", "given": [f"Given{pid}"]}],
             "gender": gender,
             "birthDate": birth,
@@ -114,11 +120,17 @@ class Node:
         return f"{self.site}.hubnode.test"
 
     def ingest_patient(
-        self, pid: str, gender: str = "female", birth: str = "1970-04-01", codes: tuple[str, ...] = ()
+        self,
+        pid: str,
+        gender: str = "female",
+        birth: str = "1970-04-01",
+        codes: tuple[str, ...] = (),
+        kvnr: str | None = None,
     ) -> str:
-        """A patient (identifier `CLINIC|pid`) and one Condition per code, sent by the node's source: so linked."""
+        """A patient (identifier `CLINIC|pid`, a KVNR if given) and one Condition per code, sent by the node's
+        source: so linked (by the KVNR also at other nodes)."""
         scratch = ProcessFhir()
-        scratch.add_patient(pid, gender, birth, codes)
+        scratch.add_patient(pid, gender, birth, codes, kvnr)
         entries = [
             {"resource": resource, "request": {"method": "PUT", "url": key}}
             for key, resource in sorted(scratch.resources.items(), key=lambda item: item[0] != f"Patient/{pid}")

@@ -12,11 +12,10 @@ from starlette.testclient import TestClient
 
 from fixtures.kvnr import make_kvnr
 from servicekit.allowlist import NodeRole
-from tests.unit.connector.federation import CLINIC, Federation, ProcessFhir, bearer, federation, value
+from tests.unit.connector.federation import CLINIC, Federation, bearer, federation, value
 
 SITES = {"dic": NodeRole.DIC, "practice": NodeRole.PRACTICE, "research": NodeRole.RESEARCH}
 PERSON = "urn:hubnode:person"
-KVNR = "http://fhir.de/sid/gkv/kvid-10"
 
 
 @pytest.fixture
@@ -32,17 +31,7 @@ def person_at(fed: Federation, site: str) -> str:
 def shared(fed: Federation, pid: str) -> str:
     """Patient `pid` of the dic (with a KVNR, so the practice links them too), sent to the practice
     (careSummary) and to the research node (dataSend)."""
-    scratch = ProcessFhir()
-    scratch.add_patient(pid, codes=("C50.4",))
-    scratch.resources[f"Patient/{pid}"]["identifier"].append(
-        {"system": KVNR, "value": make_kvnr("K", "1234567" + pid[-1])}
-    )
-    entries = [
-        {"resource": resource, "request": {"method": "PUT", "url": key}}
-        for key, resource in sorted(scratch.resources.items(), key=lambda item: item[0] != f"Patient/{pid}")
-    ]
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
-    assert fed["dic"].client.post("/fhir", json=bundle, headers=bearer("source")).status_code == 200
+    fed["dic"].ingest_patient(pid, codes=("C50.4",), kvnr=make_kvnr("K", "1234567" + pid[-1]))
     fed.consent(pid, "5", "8")
     patient = value("patient", "valueIdentifier", {"system": CLINIC, "value": pid})
     for process, target, *more in (("careSummary", "practice"), ("dataSend", "research", "study")):

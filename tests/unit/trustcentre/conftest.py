@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -53,6 +54,17 @@ CALLERS = {
 }
 #: The federation's research nodes, as the allow list would name them.
 RESEARCH_SITES = ("research",)
+
+
+def call(client: TestClient, who: str, operation: str, *parts: dict[str, Any]) -> Any:
+    """POST a Parameters of `parts` to `/ttp-fhir/fhir/<operation>` as `who`."""
+    body = {"resourceType": "Parameters", "parameter": list(parts)}
+    return client.post(f"/ttp-fhir/fhir/{operation}", json=body, headers=headers(who))
+
+
+def identifier(name: str, system: str, value: str) -> dict[str, Any]:
+    """A parameter `name` carrying the Identifier `system|value`."""
+    return {"name": name, "valueIdentifier": {"system": system, "value": value}}
 
 
 def headers(who: str) -> dict[str, str]:

@@ -7,20 +7,11 @@ from typing import Any
 from starlette.testclient import TestClient
 
 from fixtures.consents import broad_consent
-from tests.unit.trustcentre.conftest import headers
+from tests.unit.trustcentre.conftest import call, headers, identifier
 
 KVNR = "http://fhir.de/sid/gkv/kvid-10"
 MRN = "https://ukl.example/mrn"
 POLICY = "urn:oid:2.16.840.1.113883.3.1937.777.24.5.3"
-
-
-def call(client: TestClient, who: str, operation: str, *parts: dict[str, Any]) -> Any:
-    body = {"resourceType": "Parameters", "parameter": list(parts)}
-    return client.post(f"/ttp-fhir/fhir/{operation}", json=body, headers=headers(who))
-
-
-def identifier(name: str, system: str, value: str) -> dict[str, Any]:
-    return {"name": name, "valueIdentifier": {"system": system, "value": value}}
 
 
 def linked(client: TestClient) -> str:

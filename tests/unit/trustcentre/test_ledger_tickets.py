@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import create_engine, select, update
 from starlette.testclient import TestClient
 
-from tests.unit.trustcentre.conftest import headers
+from tests.unit.trustcentre.conftest import call, headers, identifier
 from trustcentre.db import audit_log, ledger_tickets
 
 KVNR = "http://fhir.de/sid/gkv/kvid-10"
@@ -16,18 +16,9 @@ MRN = "https://ukl.example/mrn"
 PERSON = "urn:hubnode:person"
 
 
-def call(client: TestClient, who: str, operation: str, *parts: dict[str, Any]) -> Any:
-    body = {"resourceType": "Parameters", "parameter": list(parts)}
-    return client.post(f"/ttp-fhir/fhir/epix/{operation}", json=body, headers=headers(who))
-
-
-def identifier(name: str, system: str, value: str) -> dict[str, Any]:
-    return {"name": name, "valueIdentifier": {"system": system, "value": value}}
-
-
 def person_at(client: TestClient, who: str, *identifiers: tuple[str, str]) -> str:
     """The id `who`'s node knows the person by, after linking them by `identifiers`."""
-    answer = call(client, who, "$requestMPI", *(identifier("identifier", s, v) for s, v in identifiers))
+    answer = call(client, who, "epix/$requestMPI", *(identifier("identifier", s, v) for s, v in identifiers))
     assert answer.status_code == 200, answer.text
     return str(answer.json()["parameter"][0]["valueIdentifier"]["value"])
 
@@ -43,7 +34,7 @@ def pseudonym(client: TestClient, person: str) -> str:
 
 
 def tickets(client: TestClient, person: str, who: str = "portal") -> Any:
-    return call(client, who, "$ledgerTickets", identifier("person", PERSON, person))
+    return call(client, who, "epix/$ledgerTickets", identifier("person", PERSON, person))
 
 
 def by_site(answer: Any) -> dict[str, list[str]]:
@@ -56,7 +47,7 @@ def by_site(answer: Any) -> dict[str, list[str]]:
 
 
 def redeem(client: TestClient, who: str, ticket: str) -> Any:
-    return call(client, who, "$redeemLedgerTicket", {"name": "ticket", "valueString": ticket})
+    return call(client, who, "epix/$redeemLedgerTicket", {"name": "ticket", "valueString": ticket})
 
 
 def test_each_node_knowing_the_person_gets_a_ticket_that_gives_it_only_its_own_name(client: TestClient) -> None:
@@ -108,8 +99,8 @@ def test_only_a_nodes_portal_asks_and_only_for_persons_its_node_knows(client: Te
     assert tickets(client, at_practice).status_code == 403, "the practice's id of them is not the dic's"
     assert tickets(client, at_dic, who="admin").status_code == 403, "tickets are for a node's portal"
     assert tickets(client, at_dic, who="practice-portal").status_code == 403, "without audit-read"
-    assert call(client, "portal", "$ledgerTickets", identifier("person", MRN, "m-1")).status_code == 400
-    assert call(client, "portal", "$ledgerTickets").status_code == 400
+    assert call(client, "portal", "epix/$ledgerTickets", identifier("person", MRN, "m-1")).status_code == 400
+    assert call(client, "portal", "epix/$ledgerTickets").status_code == 400
     issued = by_site(tickets(client, at_dic))
     assert redeem(client, "practice-portal", issued["practice"][0]).status_code == 403, "without the ledger role"
 
