@@ -93,9 +93,9 @@ class Removed:
 def secret_file(state_dir: Path, site: str, secret: SecretFile | str) -> Path:
     """The host file holding one node's secret, made once and then kept.
 
-    Random, or derived from other secrets by the plan's rule (the trust centre's callers file
-    holds the hash of the admin token, which stays beside it for the site's tools and tests);
-    derived files are made anew each time, so they follow the plan. Kept so a restarted database
+    Random; given by the site (`provided`: refused when missing); or derived from other secrets by
+    the plan's rule (the trust centre's callers file holds the hash of the admin token, which stays
+    beside it for the site's tools and tests); derived files are made anew each time, so they follow the plan. Kept so a restarted database
     still accepts the password it was initialised with. Folder and file are owner-only; containers
     get their own copies (`mounted_copy`).
     """
@@ -105,6 +105,11 @@ def secret_file(state_dir: Path, site: str, secret: SecretFile | str) -> Path:
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     folder.chmod(0o700)
     path = folder / name
+    if not isinstance(secret, str) and secret.provided and not path.is_file():
+        raise HubnodeError(
+            f"{site}: {path} is missing; it holds a credential the site gives (its own trust centre's token)",
+            fix=f"write the token into {path} (owner-only: chmod 600), then run again",
+        )
     if derived is not None:
         content = derived.render(
             {source: secret_file(state_dir, site, source).read_text() for source in derived.sources}

@@ -24,7 +24,7 @@ from infra.idp_realm import (
     Realm,
 )
 from infra.mutants import MUTANTS, mutated
-from infra.spec import SOURCE_SYSTEM_BASE, NodeSpec, StackSpec
+from infra.spec import SOURCE_SYSTEM_BASE, NodeSpec, StackSpec, TtpSpec
 
 LOOPBACK = "127.0.0.1"
 #: Every image of ours runs as this unprivileged user (created in each Dockerfile with this uid).
@@ -42,6 +42,8 @@ POSTGRES_PORT = 5432
 DB_NAME = "hapi"
 TRUSTCENTRE_DB_NAME = "trustcentre"
 TRUSTCENTRE_BASE = "/ttp-fhir/fhir"
+#: Where a connector finds the CA of a site's own trust-centre gateway.
+TRUSTCENTRE_CA_PATH = "/etc/connector/trustcentre-ca.pem"
 CONNECTOR_PORT = 8082
 #: Keycloak inside its container: HTTP under `IDP_PATH` (TLS ends at the gateway), health on the management port.
 IDP_PORT = 8180
@@ -221,6 +223,8 @@ class SecretFile:
     name: str
     path: str
     derived: CallersFile | NginxSecretInclude | Realm | None = None
+    #: Given by the site (a credential of one of its own systems), never generated.
+    provided: bool = False
 
 
 #: Files of the federation's PKI and allow list, supplied by `infra.federation_files` rather than generated.
@@ -613,8 +617,10 @@ def _connector_grant(spec: StackSpec, node: NodeSpec, name: str) -> Grant:
     if node.role == "research":
         return Grant(name, RESEARCH_CONNECTOR_TRUSTCENTRE_ROLES, node.site, (), ())
     projects = spec.federation.projects if spec.federation else ()
-    domains = tuple(sorted({p.domain for p in projects if spec.sends_for(node, p)}))
-    return Grant(name, CONNECTOR_TRUSTCENTRE_ROLES, node.site, node.own_identifier_systems, domains)
+    domains = {p.domain for p in projects if spec.sends_for(node, p)}
+    if node.ttp is not None and node.ttp.url is None:  # links through the E-PIX IG, in a domain of ours
+        domains.add(node.ttp.epix_domain)
+    return Grant(name, CONNECTOR_TRUSTCENTRE_ROLES, node.site, node.own_identifier_systems, tuple(sorted(domains)))
 
 
 def _federation_files(*names: str) -> tuple[SecretFile, ...]:
@@ -634,7 +640,9 @@ def public_url(node: NodeSpec) -> str:
 
 
 def _trustcentre_url(spec: StackSpec, node: NodeSpec) -> str:
-    """Where a node's connector finds the federation's trust centre: beside it, or behind a peer's gateway."""
+    """Where a node's connector finds its trust centre: the site's own, beside it, or behind a peer's gateway."""
+    if node.ttp is not None and node.ttp.url is not None:
+        return node.ttp.url
     if "trustcentre" in node.components:
         return f"http://trustcentre:{TRUSTCENTRE_PORT}{TRUSTCENTRE_BASE}"
     serving = spec.trust_centre
@@ -643,6 +651,16 @@ def _trustcentre_url(spec: StackSpec, node: NodeSpec) -> str:
     peers = spec.federation.peers if spec.federation else ()
     remote = next(p for p in sorted(peers, key=lambda p: p.role != "ttp") if p.role in ("ttp", "dic"))
     return remote.address.removesuffix("/fhir") + TRUSTCENTRE_BASE
+
+
+def _ttp_environment(ttp: TtpSpec) -> dict[str, str]:
+    """The connector's CN_EPIX_* / CN_CONSENT_DOMAIN settings: link and ask consent through the IGs."""
+    env = {"CN_EPIX_DOMAIN": ttp.epix_domain}
+    if ttp.epix_source is not None:
+        env["CN_EPIX_SOURCE"] = ttp.epix_source
+    if ttp.consent_domain is not None:
+        env["CN_CONSENT_DOMAIN"] = ttp.consent_domain
+    return env
 
 
 def _connector_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mapping[str, str]) -> ServicePlan:
@@ -685,10 +703,17 @@ def _connector_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Map
         "CN_PUBLIC_URL": public_url(node),
     }
     depends_on: tuple[str, ...] = ("fhir",)
-    if "trustcentre" in node.components:
-        secrets = (*secrets, SecretFile("cn-tc-token", f"{SECRETS_DIR}/cn-tc-token"))
+    files: tuple[ConfigFile, ...] = ()
+    site_ttp = node.ttp is not None and node.ttp.url is not None
+    if "trustcentre" in node.components or site_ttp:
+        secrets = (*secrets, SecretFile("cn-tc-token", f"{SECRETS_DIR}/cn-tc-token", provided=site_ttp))
         env["CN_TRUSTCENTRE_TOKEN_FILE"] = f"{SECRETS_DIR}/cn-tc-token"
-        depends_on = ("fhir", "trustcentre")
+        depends_on = ("fhir",) if site_ttp else ("fhir", "trustcentre")
+    if node.ttp is not None:
+        env.update(_ttp_environment(node.ttp))
+        if node.ttp.ca_certificate is not None:
+            files = (ConfigFile(TRUSTCENTRE_CA_PATH, node.ttp.ca_certificate),)
+            env["CN_TRUSTCENTRE_CA_FILE"] = TRUSTCENTRE_CA_PATH
     projects = {p.name: {"domain": p.domain, "send": spec.sends_for(node, p)} for p in federation.projects}
     return ServicePlan(
         component="connector",
@@ -705,7 +730,7 @@ def _connector_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Map
         # A 32 MiB ingest body is validated and rewritten as Python objects: about 30 times its size at the peak.
         hardening=Hardening(memory_mib=1536, pids=256, tmpfs=(PYTHON_TMP,)),
         depends_on=depends_on,
-        files=(ConfigFile(env["CN_PROJECTS_FILE"], json.dumps(projects, indent=2, sort_keys=True) + "\n"),),
+        files=(ConfigFile(env["CN_PROJECTS_FILE"], json.dumps(projects, indent=2, sort_keys=True) + "\n"), *files),
         networks=(NetworkAttachment(peers_network(spec.stack)),),
     )
 

@@ -86,7 +86,10 @@ NODE_KEYS: tuple[str, ...] = (
     "identifierSystems",
     "publicUrl",
     "users",
+    "trustCentre",
 )
+#: How a node's connector reaches its trust centre through the MOSAIC TTP-FHIR IGs (`TtpSpec`).
+TTP_KEYS: tuple[str, ...] = ("url", "epixDomain", "epixSource", "consentDomain", "caCertificate")
 FEDERATION_KEYS: tuple[str, ...] = ("federation", "nodes", "peers", "projects")
 KEYS: tuple[str, ...] = (
     *NODE_KEYS,
@@ -107,6 +110,8 @@ _STACK_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _IMAGE_REF_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$")
 _DOMAIN_PATTERN = re.compile(r"^(?=.{1,200}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 _THUMBPRINT_PATTERN = re.compile(r"^[0-9a-f]{128}$")
+_TTP_NAME_PATTERN = re.compile(r"^\S(.{0,253}\S)?$")
+_TTP_URL_PATTERN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~/-]*)?$")
 _PUBLIC_URL_PATTERN = re.compile(r"^https://[A-Za-z0-9.-]+(:\d{1,5})?/?$")
 #: Keycloak keeps user names in lower case; the name also names the user's password file.
 _USERNAME_PATTERN = re.compile(r"^[a-z][a-z0-9._-]{2,63}$")
@@ -185,6 +190,24 @@ class DemoUser:
 
 
 @dataclass(frozen=True)
+class TtpSpec:
+    """How a node's connector speaks to its trust centre through the MOSAIC TTP-FHIR IGs alone.
+
+    With a `url`, the site's own gPAS/gICS/E-PIX gateway replaces the federation's trust centre for the
+    connector (reached with the `connectorTrustcentreToken` secret, over TLS checked against
+    `ca_certificate`); without one, the federation's trust centre is used through the same operations.
+    """
+
+    epix_domain: str
+    url: str | None = None
+    #: The E-PIX source the node's identities come from (None: the site name).
+    epix_source: str | None = None
+    consent_domain: str | None = None
+    #: PEM of the CA that signed the site's gateway (None: the system's trust store).
+    ca_certificate: str | None = None
+
+
+@dataclass(frozen=True)
 class NodeSpec:
     """One hub node as its site declares it; `host` is its name inside the federation."""
 
@@ -203,6 +226,8 @@ class NodeSpec:
     #: The public door's base URL as clients know it (Bundle links point there); None: the gateway port here.
     public_url: str | None = None
     users: tuple[DemoUser, ...] = ()
+    #: The IG contract the connector speaks to its trust centre in (None: hubnode's own `$requestMPI`).
+    ttp: TtpSpec | None = None
 
     @property
     def own_identifier_systems(self) -> tuple[str, ...]:
@@ -310,6 +335,7 @@ def parse_stack(stack: str, config: Mapping[str, Any], source: str = "stack conf
         mutant=mutant,
     )
     _check_federation(spec, problems)
+    _check_ttp_domains(spec, problems)
     _check_identity(spec, problems, listed="nodes" in ours)
     if problems:
         raise SpecError(problems, source)
@@ -377,6 +403,7 @@ def _parse_node(
             Problem(at("publicUrl"), public_url, "the public door's https:// base, e.g. https://hub.ukl.example")
         )
     users = _parse_users(values.get("users", []), at, problems)
+    ttp = _parse_ttp(values["trustCentre"], components, at, problems) if "trustCentre" in values else None
     if len(problems) > before or images is None:
         return None
     return NodeSpec(
@@ -389,7 +416,72 @@ def _parse_node(
         identifier_systems=systems,
         public_url=public_url.rstrip("/") if isinstance(public_url, str) else None,
         users=users,
+        ttp=ttp,
     )
+
+
+def _parse_ttp(value: object, components: tuple[str, ...], at: Key, problems: list[Problem]) -> TtpSpec | None:
+    """`trustCentre`: the IG contract of the node's connector, and a site's own gateway if it has one."""
+    key = at("trustCentre")
+    if not isinstance(value, Mapping):
+        problems.append(
+            Problem(key, value, "a mapping, e.g. {epixDomain: MII, url: https://ttp.ukl.example/ttp-fhir/fhir}")
+        )
+        return None
+    before = len(problems)
+    problems += [
+        Problem(f"{key}.{k}", v, f"unknown key; known: {', '.join(TTP_KEYS)}")
+        for k, v in value.items()
+        if k not in TTP_KEYS
+    ]
+    if "connector" not in components:
+        problems.append(Problem(key, dict(value), "only a node with a connector speaks to a trust centre"))
+    names = {name: value.get(name) for name in ("epixDomain", "epixSource", "consentDomain")}
+    for name, given in names.items():
+        if given is not None and not (isinstance(given, str) and _TTP_NAME_PATTERN.match(given)):
+            problems.append(Problem(f"{key}.{name}", given, "a name of 1-255 characters, no spaces at either end"))
+    if names["epixDomain"] is None:
+        problems.append(
+            Problem(f"{key}.epixDomain", None, "required: the E-PIX domain the connector links patients in")
+        )
+    url = value.get("url")
+    ca = value.get("caCertificate")
+    _check_ttp_gateway(url, ca, components, key, problems)
+    if len(problems) > before:
+        return None
+    return TtpSpec(
+        epix_domain=str(names["epixDomain"]),
+        url=str(url).rstrip("/") if url is not None else None,
+        epix_source=cast("str | None", names["epixSource"]),
+        consent_domain=cast("str | None", names["consentDomain"]),
+        ca_certificate=cast("str | None", ca),
+    )
+
+
+def _check_ttp_gateway(url: object, ca: object, components: tuple[str, ...], key: str, problems: list[Problem]) -> None:
+    """A site's own gateway: a URL, instead of the node's own trust centre, and its CA only over https."""
+    if url is not None:
+        if not (isinstance(url, str) and _TTP_URL_PATTERN.match(url)):
+            problems.append(
+                Problem(f"{key}.url", url, "the gateway's base, e.g. https://ttp.ukl.example/ttp-fhir/fhir")
+            )
+        if "trustcentre" in components:
+            problems.append(
+                Problem(f"{key}.url", url, "a node with its own trustcentre component uses that one; drop url")
+            )
+    if ca is not None and not (isinstance(ca, str) and ca.lstrip().startswith("-----BEGIN CERTIFICATE-----")):
+        problems.append(
+            Problem(f"{key}.caCertificate", ca, "PEM text of the CA certificate (-----BEGIN CERTIFICATE-----...)")
+        )
+    https = isinstance(url, str) and url.startswith("https://")
+    if ca is not None and not https:
+        problems.append(
+            Problem(f"{key}.caCertificate", "...", "only for a site's own gateway reached by an https:// url")
+        )
+    if ca is None and https:
+        problems.append(
+            Problem(f"{key}.caCertificate", None, "required with an https:// url: the CA that signed the gateway")
+        )
 
 
 def _parse_uris(value: object, key: str, problems: list[Problem]) -> tuple[str, ...]:
@@ -550,6 +642,26 @@ def _check_federation(spec: StackSpec, problems: list[Problem]) -> None:
     shared = sorted({n.site for n in spec.nodes} & set(peer_sites))
     if shared:
         problems.append(Problem(_key("peers"), shared, "a peer cannot have the site name of one of this stack's nodes"))
+
+
+def _check_ttp_domains(spec: StackSpec, problems: list[Problem]) -> None:
+    """A node speaking the IGs to the federation's trust centre links in a domain that trust centre declares."""
+    served = spec.trust_centre
+    declared = {d.name for d in served.domains} if served else set()
+    for index, node in enumerate(spec.nodes):
+        if (
+            node.ttp is not None
+            and node.ttp.url is None
+            and served is not None
+            and node.ttp.epix_domain not in declared
+        ):
+            problems.append(
+                Problem(
+                    _key(f"nodes[{index}].trustCentre.epixDomain"),
+                    node.ttp.epix_domain,
+                    f"a domain the federation's trust centre declares (hubnode:domains): {sorted(declared)}",
+                )
+            )
 
 
 def _check_identity(spec: StackSpec, problems: list[Problem], *, listed: bool) -> None:

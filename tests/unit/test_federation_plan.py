@@ -183,7 +183,7 @@ def test_the_trust_centre_knows_other_nodes_connectors_by_certificate_the_resear
     assert env["TC_GATEWAY_SECRET_FILE"] == "/run/secrets/gateway-secret"
 
 
-def test_a_connector_may_link_only_its_own_identifier_systems_and_use_only_its_projects_domains() -> None:
+def test_a_connector_may_link_only_its_own_identifier_systems_and_use_only_its_projects_and_e_pix_domains() -> None:
     callers = callers_of(plans_by_site()["dic"])
     [(dic_connector, token)] = [(grant, secret) for grant, secret in callers.tokens if grant.name == "connector"]
     [practice, _research] = callers.nodes
@@ -193,7 +193,7 @@ def test_a_connector_may_link_only_its_own_identifier_systems_and_use_only_its_p
         "https://hubnode.org/fhir/sid/source/dic",
         "https://hubnode.org/fhir/sid/mrn/dic",
     )
-    assert dic_connector.domains == ("breast-cancer-outcomes", "colorectal-outcomes", "research-demo")
+    assert dic_connector.domains == ("breast-cancer-outcomes", "colorectal-outcomes", "dic-patients", "research-demo")
     assert practice.identifier_systems == (
         "https://hubnode.org/fhir/sid/source/practice",
         "https://hubnode.org/fhir/sid/mrn/practice",

@@ -81,6 +81,8 @@ def create_app(
         settings.site,
         token=settings.trustcentre_token,
         certificate=settings.client_certificate,
+        ca_file=settings.trustcentre_ca,
+        contract=settings.trustcentre_contract,
         transport=trustcentre_transport,
     )
     ingester = Ingester(

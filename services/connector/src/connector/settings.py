@@ -27,6 +27,7 @@ DEFAULT_SOURCE_SYSTEM = "https://hubnode.org/fhir/sid/source"
 #: bundle of 12 MiB (the MII example bundles are 2-200 kB).
 DEFAULT_INPUT_LIMITS = InputLimits(json_max_string_bytes=16 * 1024 * 1024)
 _SITE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_TTP_NAME = re.compile(r"\S(.{0,253}\S)?")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,18 @@ class ClientCertificate:
     certificate: Path
     key: Path
     ca: Path
+
+
+@dataclass(frozen=True)
+class TtpContract:
+    """What the trust centre behind the URL expects beyond the IGs' shapes: its domains and our source name."""
+
+    #: Link by the E-PIX IG's `$addPatient` in this domain; None: by hubnode's `$requestMPI`.
+    epix_domain: str | None = None
+    #: The E-PIX source this node's identities come from (None: the node's site).
+    epix_source: str | None = None
+    #: The gICS domain whose policies the connector asks about.
+    consent_domain: str = "MII"
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,9 @@ class Settings:
     authenticator: Authenticator
     database_url: str = DEFAULT_DATABASE_URL
     trustcentre_token: str | None = None
+    #: The CA that signed a site's own trust-centre gateway (no client certificate is shown to it).
+    trustcentre_ca: Path | None = None
+    trustcentre_contract: TtpContract = field(default_factory=TtpContract)
     allow_list: AllowList = field(default_factory=lambda: AllowList(()))
     gateway_secret: str | None = None
     revoked: frozenset[int] = frozenset()
@@ -90,6 +106,8 @@ class Settings:
             authenticator=callers_from_config(read_json("CN_CALLERS_FILE", environ)),
             database_url=url,
             trustcentre_token=_optional_secret("CN_TRUSTCENTRE_TOKEN_FILE", environ),
+            trustcentre_ca=_optional_file("CN_TRUSTCENTRE_CA_FILE", environ),
+            trustcentre_contract=_ttp_contract(environ),
             allow_list=_allow_list(environ),
             gateway_secret=_optional_secret("CN_GATEWAY_SECRET_FILE", environ),
             revoked=_revoked(environ),
@@ -145,6 +163,28 @@ def _optional_secret(variable: str, environ: Mapping[str, str]) -> str | None:
     if not secret:
         raise ConfigError(f"{variable}={environ[variable]}: the file is empty")
     return secret
+
+
+def _optional_file(variable: str, environ: Mapping[str, str]) -> Path | None:
+    if not environ.get(variable):
+        return None
+    path = Path(environ[variable])
+    if not path.is_file():
+        raise ConfigError(f"{variable}={path}: no such file")
+    return path
+
+
+def _ttp_contract(environ: Mapping[str, str]) -> TtpContract:
+    """CN_EPIX_DOMAIN (link by E-PIX `$addPatient` there), CN_EPIX_SOURCE, CN_CONSENT_DOMAIN (default MII)."""
+    names = {}
+    for variable in ("CN_EPIX_DOMAIN", "CN_EPIX_SOURCE", "CN_CONSENT_DOMAIN"):
+        value = environ.get(variable)
+        if value is not None and not _TTP_NAME.fullmatch(value):
+            raise ConfigError(f"{variable}={value!r}: a name of 1-255 characters, no spaces at either end")
+        names[variable] = value
+    if names["CN_EPIX_SOURCE"] and not names["CN_EPIX_DOMAIN"]:
+        raise ConfigError("CN_EPIX_SOURCE: set CN_EPIX_DOMAIN too (the source names identities sent by $addPatient)")
+    return TtpContract(names["CN_EPIX_DOMAIN"], names["CN_EPIX_SOURCE"], names["CN_CONSENT_DOMAIN"] or "MII")
 
 
 def _allow_list(environ: Mapping[str, str]) -> AllowList:
