@@ -78,11 +78,14 @@ def test_the_dic_links_by_add_patient_the_practice_by_request_mpi_and_both_name_
     kvnr = make_kvnr("Q", str(uuid.uuid4().int)[:8])
     record = f"ttp-{uuid.uuid4().hex[:12]}"
     mpis = {}
-    for site, operation, other in (("dic", "$addPatient", "$requestMPI"), ("practice", "$requestMPI", "$addPatient")):
+    for site, caller, operation, other in (
+        ("dic", "connector", "$addPatient", "$requestMPI"),  # the trust centre's own node: its token
+        ("practice", "practice-connector", "$requestMPI", "$addPatient"),  # by its certificate
+    ):
         answer = federation.ingest(site, one_patient(site, record, kvnr))
         assert answer.status_code == 200, answer.text
         events = tc_events(federation, f"Patient/{record}")
-        mine = [e for e in events if e["agent"][0]["who"]["display"] in ("connector", f"{site}-connector")]
+        mine = [e for e in events if e["agent"][0]["who"]["display"] == caller]
         called = {e["subtype"][0]["code"] for e in mine}
         assert operation in called, f"{site}: {called}"
         assert other not in called, f"{site} called {other}: it must link through {operation} only"
