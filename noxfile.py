@@ -114,6 +114,14 @@ def mutants(session: nox.Session) -> None:
 
 
 @nox.session
+def chaos(session: nox.Session) -> None:
+    """Load and fault campaigns on a local federation: JSON under .hubnode/chaos/ and a table (`./dev chaos`)."""
+    _install(session)
+    session.run("hubnode", "bootstrap")
+    session.run("python", "-m", "benchmarks.chaos", *session.posargs, env=PYTEST_ENV)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks: JSON under .hubnode/bench/ and a printed table (`./dev bench`)."""
     _install(session)

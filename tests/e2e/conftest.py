@@ -57,10 +57,11 @@ class Federation:
     project: Path
     gateway_ports: Mapping[str, int]
     peer_ports: Mapping[str, int]
+    stack: str = STACK
 
     @property
     def state(self) -> Path:
-        return self.project / ".hubnode" / STACK
+        return self.project / ".hubnode" / self.stack
 
     @property
     def ca_file(self) -> Path:
@@ -155,21 +156,28 @@ def target_input(site: str) -> dict[str, Any]:
 __all__ = ["IDEMPOTENCY_SYSTEM", "KVNR_SYSTEM", "Federation", "patient_input", "target_input", "task_output"]
 
 
+def federation_project(project: Path, stack: str, source: Path, on: Federation | None = None) -> Federation:
+    """`project` made a project of the federation `source` declares (its `Pulumi.yaml` and
+    `Pulumi.federation.yaml`) as stack `stack`, each node on free ports of this host (or those of `on`)."""
+    (project / "Pulumi.yaml").write_text((source / "Pulumi.yaml").read_text())
+    config = yaml.safe_load((source / "Pulumi.federation.yaml").read_text())
+    gateway_ports = dict(on.gateway_ports) if on else {site: free_port() for site in SITES}
+    peer_ports = dict(on.peer_ports) if on else {site: free_port() for site in SITES}
+    for node in config["config"]["hubnode:nodes"]:
+        node["ports"] = {"gateway": gateway_ports[node["site"]], "peer": peer_ports[node["site"]]}
+    (project / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump(config))
+    return Federation(project, gateway_ports, peer_ports, stack)
+
+
 @pytest.fixture(scope="session")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     """`hubnode up` of a three-node federation like `Pulumi.federation.yaml`, on free ports; down at the end."""
     project = tmp_path_factory.mktemp("federation")
-    (project / "Pulumi.yaml").write_text((PROJECT_DIR / "Pulumi.yaml").read_text())
-    config = yaml.safe_load((PROJECT_DIR / "Pulumi.federation.yaml").read_text())
-    gateway_ports = {site: free_port() for site in SITES}
-    peer_ports = {site: free_port() for site in SITES}
-    for node in config["config"]["hubnode:nodes"]:
-        node["ports"] = {"gateway": gateway_ports[node["site"]], "peer": peer_ports[node["site"]]}
-    (project / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump(config))
+    federation = federation_project(project, STACK, PROJECT_DIR)
     up = hubnode(project, "up", "--stack", STACK)
     try:
         assert up.returncode == 0, up.stderr[-4000:]
-        yield Federation(project, gateway_ports, peer_ports)
+        yield federation
     finally:
         down = hubnode(project, "down", "--stack", STACK, "--volumes", timeout=600)
         assert down.returncode == 0, down.stderr

@@ -1,0 +1,67 @@
+"""`./dev chaos`: the verdicts on what nodes hold, and the figures, from what clients were told."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from benchmarks.chaos import BROKEN, Ingest, Ledger, _mebibytes, judge, memory_trend, summary
+
+KEYS = {"Patient/p": "s|Patient/p", "Condition/c": "s|Condition/c"}
+
+
+def ingest(outcome: str) -> Ingest:
+    return Ingest("dic", dict(KEYS), outcome)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "counts", "verdict"),
+    [
+        ("stored", {"s|Patient/p": 1, "s|Condition/c": 1}, "stored"),
+        ("stored", {"s|Patient/p": 1}, "stored_but_missing"),
+        ("stored", {"s|Patient/p": 2, "s|Condition/c": 1}, "duplicated"),
+        ("refused", {}, "refused"),
+        ("refused", {"s|Patient/p": 1, "s|Condition/c": 1}, "refused_but_present"),
+        ("unknown", {"s|Patient/p": 1}, "partial"),
+        ("unknown", {"s|Patient/p": 1, "s|Condition/c": 1}, "unanswered_and_stored"),
+        ("unknown", {}, "unanswered_and_absent"),
+    ],
+)
+def test_each_ingest_is_judged_by_what_its_client_was_told(outcome: str, counts: dict[str, int], verdict: str) -> None:
+    judged = judge([ingest(outcome)], counts)
+    assert judged["verdicts"] == {verdict: 1}
+    assert judged["broken"] == (1 if verdict in BROKEN else 0)
+    assert bool(judged["problems"]) == (verdict in BROKEN)
+
+
+@given(st.lists(st.sampled_from(["stored", "refused", "unknown"]), max_size=20), st.integers(0, 2), st.integers(0, 2))
+def test_every_ingest_gets_exactly_one_verdict(outcomes: list[str], patients: int, conditions: int) -> None:
+    counts = {"s|Patient/p": patients, "s|Condition/c": conditions}
+    judged = judge([ingest(o) for o in outcomes], counts)
+    assert sum(judged["verdicts"].values()) == len(outcomes) == judged["ingests"]
+
+
+def test_docker_memory_figures_are_read_in_mebibytes() -> None:
+    assert _mebibytes("512MiB") == 512
+    assert _mebibytes("1.5GiB") == 1536
+    assert _mebibytes("2048KiB") == 2
+    assert math.isnan(_mebibytes("a lot"))
+
+
+def test_a_growing_container_shows_in_its_trend_and_a_flat_one_does_not() -> None:
+    trend = memory_trend({"leaky": [100, 100, 150, 150, 200, 200], "flat": [300, 310, 290, 300, 305, 300]})
+    assert trend["leaky"]["ratio"] == 2.0
+    assert 0.95 < trend["flat"]["ratio"] < 1.05
+
+
+def test_the_summary_counts_errors_per_operation() -> None:
+    ledger = Ledger()
+    for second in range(1, 101):
+        ledger.record("read", second / 100, None if second != 50 else "503: HAPI is starting")
+    figures = summary(ledger)["read"]
+    assert (figures["n"], figures["errors"], figures["error_rate"]) == (100, 1, 0.01)
+    assert figures["p50_s"] <= figures["p95_s"] <= figures["p99_s"]
+    assert figures["first_errors"] == ["503: HAPI is starting"]
