@@ -32,6 +32,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Self
 
@@ -45,6 +46,10 @@ RESULTS_DIR = Path(__file__).resolve().parent.parent / ".hubnode" / "chaos"
 FHIR_JSON = "application/fhir+json"
 SOURCE_BASE = "https://hubnode.org/fhir/sid/source"
 ICD10GM_SYSTEM = "http://fhir.de/CodeSystem/bfarm/icd-10-gm"
+#: How long a throttled client waits before it sends again (jittered).
+THROTTLED_WAIT_S = 0.5
+#: Answers that say the node did nothing: its own refusals (4xx) and "unavailable, try again" (503).
+REFUSALS = frozenset(range(400, 500)) | {HTTPStatus.SERVICE_UNAVAILABLE}
 #: How often each operation is drawn (ingest at two sites, reads, two processes).
 MIX = {"ingest": 4, "read": 5, "process": 1}
 INGEST_SITES = ("dic", "practice")
@@ -69,6 +74,7 @@ class Ingest:
     site: str
     keys: dict[str, str]  # resource type/id -> its source identifier "system|value"
     outcome: str = "unknown"
+    status: int | None = None
 
 
 @dataclass
@@ -79,6 +85,7 @@ class Ledger:
     errors: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     ingests: list[Ingest] = field(default_factory=list)
     tasks: list[tuple[str, str]] = field(default_factory=list)  # (site, Task id)
+    throttled: list[int] = field(default_factory=list)  # one entry per 429 a client waited out
     stored_patients: list[tuple[str, str]] = field(default_factory=list)  # (site, source identifier)
 
     def record(self, operation: str, seconds: float, error: str | None) -> None:
@@ -138,11 +145,15 @@ class Campaign:
         }
         sent = Ingest(site, keys)
         self.ledger.ingests.append(sent)
-        seconds, response, error = await _timed(http.of(site).post("/fhir", content=json.dumps(bundle)))
-        if response is not None and response.status_code == 200:
+        body = json.dumps(bundle)
+        seconds, response, error = await _timed(
+            lambda: http.of(site).post("/fhir", content=body), self.ledger.throttled
+        )
+        sent.status = response.status_code if response is not None else None
+        if response is not None and response.status_code == HTTPStatus.OK:
             sent.outcome = "stored"
             self.ledger.stored_patients.append((site, keys[f"Patient/{record.person.patient_id}"]))
-        elif response is not None and _operation_outcome(response):
+        elif response is not None and response.status_code in REFUSALS and _operation_outcome(response):
             sent.outcome = "refused"
         self.ledger.record("ingest", seconds, error)
 
@@ -151,7 +162,9 @@ class Campaign:
             await asyncio.sleep(0.5)
             return
         site, key = rng.choice(self.ledger.stored_patients)
-        seconds, response, error = await _timed(http.of(site).get("/fhir/Patient", params={"identifier": key}))
+        seconds, response, error = await _timed(
+            lambda: http.of(site).get("/fhir/Patient", params={"identifier": key}), self.ledger.throttled
+        )
         if error is None and response is not None and not response.json().get("entry"):
             error = f"a stored patient {key} was not found at {site}"
         self.ledger.record("read", seconds, error)
@@ -162,7 +175,10 @@ class Campaign:
         else:
             criteria = [parameter("condition-code", "valueCoding", {"system": ICD10GM_SYSTEM, "code": "C50"})]
             site, task = "research", request_task(Process.FEASIBILITY, criteria, idempotency_key=uuid.uuid4().hex)
-        seconds, response, error = await _timed(http.of(site).post("/fhir/Task", content=json.dumps(task)))
+        body = json.dumps(task)
+        seconds, response, error = await _timed(
+            lambda: http.of(site).post("/fhir/Task", content=body), self.ledger.throttled
+        )
         if response is not None and response.status_code in (200, 201):
             self.ledger.tasks.append((site, str(response.json().get("id"))))
         self.ledger.record("process", seconds, error)
@@ -215,11 +231,21 @@ class _Clients:
         return self._clients[site]
 
 
-async def _timed(call: Awaitable[httpx.Response]) -> tuple[float, httpx.Response | None, str | None]:
-    """How long a request took, its answer, and what went wrong (None: a 2xx)."""
+async def _timed(
+    call: Callable[[], Awaitable[httpx.Response]], throttled: list[int]
+) -> tuple[float, httpx.Response | None, str | None]:
+    """How long a request took, its answer, and what went wrong (None: a 2xx).
+
+    A 429 is the gateway's limit per client address (all clients here share 127.0.0.1): the client
+    waits and sends again, as a well-behaved client does, and the wait counts in its time.
+    """
     started = time.perf_counter()
     try:
-        response = await call
+        response = await call()
+        while response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
+            throttled.append(1)
+            await asyncio.sleep(THROTTLED_WAIT_S * (0.5 + random.random()))  # noqa: S311 -- jitter
+            response = await call()
     except httpx.HTTPError as exc:
         return time.perf_counter() - started, None, f"{type(exc).__name__}: {exc}"[:300]
     seconds = time.perf_counter() - started
@@ -320,7 +346,7 @@ def judge(ingests: Sequence[Ingest], counts: Mapping[str, int]) -> dict[str, Any
             verdict = "unanswered_and_stored" if all(present) else "unanswered_and_absent"
         verdicts[verdict] += 1
         if verdict in BROKEN:
-            problems.append(f"{verdict}: {ingest.site} {sorted(ingest.keys)}")
+            problems.append(f"{verdict} (answered {ingest.status}): {ingest.site} {sorted(ingest.keys)}")
     return {
         "ingests": len(ingests),
         "verdicts": dict(verdicts),
@@ -352,6 +378,7 @@ def settled_tasks(federation: BenchFederation, ledger: Ledger) -> dict[str, Any]
     deadline = time.monotonic() + SETTLE_S
     open_tasks = list(ledger.tasks)
     states: dict[str, int] = defaultdict(int)
+    reasons: dict[str, int] = defaultdict(int)
     unexplained = []
     while open_tasks and time.monotonic() < deadline:
         still = []
@@ -363,15 +390,23 @@ def settled_tasks(federation: BenchFederation, ledger: Ledger) -> dict[str, Any]
                 states["completed"] += 1
             elif status == "failed":
                 states["failed"] += 1
-                if not task.get("statusReason", {}).get("text"):
+                reason = task.get("statusReason", {}).get("text")
+                if not reason:
                     unexplained.append(f"{site} Task/{task_id}")
+                reasons[str(reason)[:200]] += 1
             else:
                 still.append((site, task_id))
         open_tasks = still
         if open_tasks:
             time.sleep(10)
     states["open"] = len(open_tasks)
-    return {"started": len(ledger.tasks), "states": dict(states), "failed_without_reason": unexplained}
+    common = sorted(reasons.items(), key=lambda item: -item[1])[:5]
+    return {
+        "started": len(ledger.tasks),
+        "states": dict(states),
+        "failed_without_reason": unexplained,
+        "commonest_reasons": dict(common),
+    }
 
 
 def campaign(federation: BenchFederation, clients: int, seconds: float, *, with_faults: bool) -> dict[str, Any]:
@@ -383,6 +418,7 @@ def campaign(federation: BenchFederation, clients: int, seconds: float, *, with_
         "clients": clients,
         "seconds": round(time.perf_counter() - started, 1),
         "operations": summary(run.ledger),
+        "throttled_and_sent_again": len(run.ledger.throttled),
         "memory": memory_trend(run.memory),
     }
     if with_faults:

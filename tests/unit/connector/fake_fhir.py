@@ -46,6 +46,8 @@ class FakeFhir:
         self.resources: dict[str, dict[str, Any]] = {}  # "Type/id" -> resource
         self.transactions: list[dict[str, Any]] = []
         self.down = False
+        #: Carry a transaction out, then drop the connection before answering (HAPI killed right after commit).
+        self.dies_after_commit = False
         self.meanwhile: list[Callable[[FakeFhir, dict[str, Any]], None]] = []
         self.deleted: set[str] = set()  # "Type/id" HAPI would answer 410 for
         self.reads: list[str] = []  # "Type/id" of every read by id
@@ -61,6 +63,10 @@ class FakeFhir:
         if self.down:
             raise httpx.ConnectError("connection refused", request=request)
         path = urlsplit(str(request.url)).path.split("/fhir", 1)[1].strip("/")
+        if request.method == "POST" and path == "" and self.dies_after_commit:
+            self.dies_after_commit = False
+            self.handle(request)
+            raise httpx.RemoteProtocolError("server disconnected without sending a response", request=request)
         if request.method == "POST" and path == "":
             bundle = json.loads(request.content)
             self.transactions.append(bundle)

@@ -324,6 +324,19 @@ def test_hapi_unreachable_is_503_naming_it_with_when_to_try_again(client: TestCl
     assert "HAPI at http://hapi.test/fhir unreachable" in response.json()["issue"][0]["diagnostics"]
 
 
+def test_a_transaction_hapi_never_answered_is_504_not_a_refusal_and_its_replay_stores_nothing_twice(
+    client: TestClient, fhir: FakeFhir
+) -> None:
+    fhir.dies_after_commit = True
+    response = post(client, mii_bundle("pat-11"))
+    assert response.status_code == 504, "it may have been stored: a 503 would say it was not"
+    assert "whether it carried the request out is unknown" in response.json()["issue"][0]["diagnostics"]
+    assert response.headers["Retry-After"] == "10"
+    stored = dict(fhir.resources)
+    assert post(client, mii_bundle("pat-11")).status_code == 200
+    assert set(fhir.resources) == set(stored)
+
+
 def test_reads_go_to_hapi_with_the_read_role_and_are_audited(client: TestClient, fhir: FakeFhir) -> None:
     post(client, mii_bundle("pat-11"))
     [patient] = fhir.of_type("Patient")

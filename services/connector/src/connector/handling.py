@@ -1,8 +1,9 @@
 """Every public endpoint's frame: authenticate, check the role, do the work, audit, answer every failure.
 
 Refusals are 4xx with an OperationOutcome; HAPI or the trust centre being unreachable (down, restarting)
-is a 503 with `Retry-After`; only a bug is a 500, and its body names a log reference, never a stack
-trace. Each call leaves one audit record.
+is a 503 with `Retry-After`, or a 504 when a request went out to them and no answer came (it may have
+been carried out; a replay is safe, ingest being idempotent); only a bug is a 500, and its body names a
+log reference, never a stack trace. Each call leaves one audit record.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from starlette.responses import Response
 
 from connector import audit
 from connector.auth import Role
-from connector.upstream import UpstreamRefused, UpstreamUnavailable
+from connector.upstream import UpstreamRefused, UpstreamUnanswered, UpstreamUnavailable
 from connector.validation import InvalidInput
 from servicekit.audit import AuditRecord
 from servicekit.auth import Caller
@@ -74,7 +75,12 @@ def handled(operation: str, role: Role, work: Work, engine: Engine) -> Endpoint:
             outcome, detail, response = "refused", str(refused), fhir_response(refused.outcome, status)
         except UpstreamUnavailable as unavailable:
             outcome, detail = "failed", str(unavailable)
-            response = fhir_response(operation_outcome("transient", str(unavailable)), HTTPStatus.SERVICE_UNAVAILABLE)
+            status = (
+                HTTPStatus.GATEWAY_TIMEOUT
+                if isinstance(unavailable, UpstreamUnanswered)
+                else HTTPStatus.SERVICE_UNAVAILABLE
+            )
+            response = fhir_response(operation_outcome("transient", str(unavailable)), status)
             response.headers["Retry-After"] = str(RETRY_AFTER_S)
         except Exception as unexpected:  # noqa: BLE001 -- any failure becomes a 500 naming a log reference
             response, reference = internal_error_response(LOG, operation, unexpected)

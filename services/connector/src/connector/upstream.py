@@ -4,6 +4,8 @@
 input) was at fault; it carries the service's OperationOutcome. `UpstreamUnavailable`: unreachable,
 5xx or nonsense, so nothing can be said about the input. The API answers the first with a 4xx and
 the second with 503 and `Retry-After` (try again shortly); neither becomes a stack trace.
+`UpstreamUnanswered` is the unavailable kind whose request went out and got no answer (the service
+died or timed out meanwhile): it may have been carried out, so the API says 504, not "refused".
 """
 
 from __future__ import annotations
@@ -12,9 +14,16 @@ from typing import Any
 
 import httpx
 
+#: Failures before the request reached the service: it did nothing.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
 
 class UpstreamUnavailable(Exception):  # noqa: N818 -- reads as the state it reports
     """The service could not be reached, failed (5xx) or answered something that is not FHIR JSON."""
+
+
+class UpstreamUnanswered(UpstreamUnavailable):
+    """The request was sent and no answer came: whether the service carried it out is unknown."""
 
 
 class UpstreamRefused(Exception):  # noqa: N818 -- reads as the state it reports
@@ -29,12 +38,18 @@ class UpstreamRefused(Exception):  # noqa: N818 -- reads as the state it reports
 
 
 async def send(client: httpx.AsyncClient, service: str, method: str, url: str, **kwargs: Any) -> httpx.Response:  # noqa: ANN401
-    """One request; connection failures and timeouts become UpstreamUnavailable naming `service`."""
+    """One request; failures become UpstreamUnavailable naming `service` (UpstreamUnanswered once it went out)."""
     try:
         return await client.request(method, url, **kwargs)
-    except httpx.HTTPError as exc:
+    except NOT_SENT as exc:
         base = str(client.base_url).rstrip("/")
         raise UpstreamUnavailable(f"{service} at {base} unreachable: {exc or type(exc).__name__}") from exc
+    except httpx.HTTPError as exc:
+        base = str(client.base_url).rstrip("/")
+        raise UpstreamUnanswered(
+            f"{service} at {base} gave no answer ({exc or type(exc).__name__}); whether it carried the request out"
+            " is unknown: sending the same again is safe"
+        ) from exc
 
 
 def checked(response: httpx.Response, service: str) -> dict[str, Any]:
