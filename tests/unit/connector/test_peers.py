@@ -45,13 +45,15 @@ def test_a_peer_that_comes_back_gets_the_same_task_and_key_again() -> None:
             raise httpx.ConnectError("connection refused", request=request)
         if len(seen) == 2:
             return httpx.Response(503, json={"resourceType": "OperationOutcome", "issue": [{"diagnostics": "busy"}]})
+        if len(seen) == 3:  # its gateway's limit per address: busy, not a refusal
+            return httpx.Response(429, json={"resourceType": "OperationOutcome", "issue": [{"code": "throttled"}]})
         assert str(request.url) == "https://practice.hubnode.test:9443/fhir/Task"
         return httpx.Response(200, json=completed(seen[-1], []))
 
-    answer, waits = send(handler)
+    answer, waits = send(handler, attempts=4)
     assert answer.status.value == "completed"
-    assert seen == [TASK, TASK, TASK]
-    assert waits == [0.5, 1.0]
+    assert seen == [TASK, TASK, TASK, TASK]
+    assert waits == [0.5, 1.0, 2.0]
 
 
 def test_a_peer_that_stays_down_is_named_with_its_address() -> None:

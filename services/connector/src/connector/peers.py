@@ -12,6 +12,7 @@ import asyncio
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import httpx
@@ -87,8 +88,8 @@ class PeerClient:
             except httpx.TransportError as exc:
                 problem = str(exc) or type(exc).__name__
                 continue
-            if response.status_code >= 500:
-                problem = f"HTTP {response.status_code} {_diagnostics(response)}".rstrip()
+            if response.status_code >= 500 or response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
+                problem = f"HTTP {response.status_code} {_diagnostics(response)}".rstrip()  # busy or down: later
                 continue
             if response.status_code != 200:
                 status = response.status_code
