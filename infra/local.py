@@ -96,8 +96,8 @@ def secret_file(state_dir: Path, site: str, secret: SecretFile | str) -> Path:
     Random; given by the site (`provided`: refused when missing); or derived from other secrets by
     the plan's rule (the trust centre's callers file holds the hash of the admin token, which stays
     beside it for the site's tools and tests); derived files are made anew each time, so they follow
-    the plan. Kept so a restarted database still accepts the password it was initialised with. Folder and file are owner-only; containers
-    get their own copies (`mounted_copy`).
+    the plan. Kept so a restarted database still accepts the password it was initialised with.
+    Folder and file are owner-only; containers get their own copies (`mounted_copy`).
     """
     site, name = owner_of(site, secret if isinstance(secret, str) else secret.name)
     derived = None if isinstance(secret, str) else secret.derived
