@@ -358,9 +358,7 @@ def judge(ingests: Sequence[Ingest], counts: Mapping[str, int]) -> dict[str, Any
 def _count_by_identifier(client: httpx.Client, kind: str, keys: Sequence[str]) -> dict[str, int]:
     """How many resources of `kind` each source identifier names (one search for the batch, all pages)."""
     found: dict[str, int] = dict.fromkeys(keys, 0)
-    answer = client.get(f"/fhir/{kind}", params={"identifier": ",".join(keys), "_count": "500"})
-    answer.raise_for_status()
-    bundle = answer.json()
+    bundle = _patiently(client, f"/fhir/{kind}", {"identifier": ",".join(keys), "_count": "500"})
     while True:
         for entry in bundle.get("entry", []):
             for identifier in entry["resource"].get("identifier", []):
@@ -370,7 +368,26 @@ def _count_by_identifier(client: httpx.Client, kind: str, keys: Sequence[str]) -
         following = next((link["url"] for link in bundle.get("link", []) if link["relation"] == "next"), None)
         if following is None:
             return found
-        bundle = client.get(following).json()
+        bundle = _patiently(client, following, None)
+
+
+def _patiently(client: httpx.Client, url: str, params: Mapping[str, str] | None) -> dict[str, Any]:
+    """A search's page, asked again while the node is still recovering (5xx, 429, no connection)."""
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        try:
+            answer = client.get(url, params=params)
+            if answer.status_code == HTTPStatus.OK:
+                return dict(answer.json())
+            problem = f"{answer.status_code}: {answer.text[:200]}"
+            transient = answer.status_code >= HTTPStatus.INTERNAL_SERVER_ERROR
+            if not transient and answer.status_code != HTTPStatus.TOO_MANY_REQUESTS:
+                raise RuntimeError(f"GET {url} answered {problem}")
+        except httpx.HTTPError as exc:
+            problem = str(exc)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"GET {url} still failing after {SETTLE_S:.0f} s: {problem}")
+        time.sleep(5)
 
 
 def settled_tasks(federation: BenchFederation, ledger: Ledger) -> dict[str, Any]:
@@ -464,6 +481,15 @@ def table(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _write(results: Mapping[str, Any]) -> Path:
+    """The results as `.hubnode/chaos/<start>.json` and `latest.json`."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    written = RESULTS_DIR / f"{results['started'].replace(':', '-')}.json"
+    written.write_text(json.dumps(results, indent=2))
+    (RESULTS_DIR / "latest.json").write_text(json.dumps(results, indent=2))
+    return written
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Bring up the campaign's federation, run the campaigns, write the results, take it down."""
     parser = argparse.ArgumentParser(prog="./dev chaos", description=__doc__.splitlines()[0] if __doc__ else None)
@@ -479,12 +505,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"chaos: {name} campaign, {args.clients} clients, {args.seconds:.0f} s", file=sys.stderr, flush=True
                 )
                 results[name] = campaign(federation, args.clients, args.seconds, with_faults=name == "faults")
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    written = RESULTS_DIR / f"{results['started'].replace(':', '-')}.json"
-    written.write_text(json.dumps(results, indent=2))
-    (RESULTS_DIR / "latest.json").write_text(json.dumps(results, indent=2))
+                _write(results)  # each campaign's figures kept, whatever the next one does
     print("\n".join(table(results)))
-    print(f"results: {written}")
+    print(f"results: {_write(results)}")
     return 0
 
 
