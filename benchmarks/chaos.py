@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import random
-import ssl
 import subprocess
 import sys
 import time
@@ -43,7 +42,6 @@ from connector.tasks import Process, parameter, request_task
 from fixtures.synthetic import PatientProfile, patient_record
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / ".hubnode" / "chaos"
-FHIR_JSON = "application/fhir+json"
 SOURCE_BASE = "https://hubnode.org/fhir/sid/source"
 ICD10GM_SYSTEM = "http://fhir.de/CodeSystem/bfarm/icd-10-gm"
 #: How long a throttled client waits before it sends again (jittered).
@@ -212,14 +210,9 @@ class _Clients:
         self._clients: dict[str, httpx.AsyncClient] = {}
 
     async def __aenter__(self) -> Self:
-        for site, port in self._federation.gateway_ports.items():
-            token = (self._federation.state / "secrets" / site / "cn-admin-token").read_text().strip()
+        for site in self._federation.gateway_ports:
             self._clients[site] = httpx.AsyncClient(
-                base_url=f"https://127.0.0.1:{port}",
-                verify=ssl.create_default_context(cafile=self._federation.state / "pki" / "ca.crt"),
-                headers={"Authorization": f"Bearer {token}", "Accept": FHIR_JSON, "Content-Type": FHIR_JSON},
-                timeout=CLIENT_TIMEOUT_S,
-                limits=httpx.Limits(max_connections=200),
+                **self._federation.door(site), timeout=CLIENT_TIMEOUT_S, limits=httpx.Limits(max_connections=200)
             )
         return self
 
@@ -447,17 +440,10 @@ def campaign(federation: BenchFederation, clients: int, seconds: float, *, with_
 
 
 def _wait_healthy(federation: BenchFederation) -> None:
-    """Until every node answers its metadata through its gateway again (the killed parts are back)."""
-    deadline = time.monotonic() + SETTLE_S
+    """Until every node answers a search through its gateway again (the killed parts are back)."""
     for site in federation.gateway_ports:
-        while time.monotonic() < deadline:
-            try:
-                with federation.client(site) as client:
-                    if client.get("/fhir/Patient", params={"_count": "1"}).status_code == 200:
-                        break
-            except httpx.HTTPError:
-                pass
-            time.sleep(5)
+        with federation.client(site) as client:
+            _patiently(client, "/fhir/Patient", {"_count": "1"})
 
 
 def table(results: Mapping[str, Any]) -> list[str]:

@@ -102,13 +102,16 @@ class BenchFederation:
 
     def client(self, site: str, credential: str = "cn-admin-token") -> httpx.Client:
         """The node's public door, with the bearer token in its secret file `credential`."""
+        return httpx.Client(**self.door(site, credential), timeout=TIMEOUT_S)
+
+    def door(self, site: str, credential: str = "cn-admin-token") -> dict[str, Any]:
+        """How a client reaches the node's public door: its base URL, the federation CA, the bearer token."""
         token = (self.state / "secrets" / site / credential).read_text(encoding="utf-8").strip()
-        return httpx.Client(
-            base_url=f"https://127.0.0.1:{self.gateway_ports[site]}",
-            verify=ssl.create_default_context(cafile=self.state / "pki" / "ca.crt"),
-            headers={"Authorization": f"Bearer {token}", "Accept": FHIR_JSON, "Content-Type": FHIR_JSON},
-            timeout=TIMEOUT_S,
-        )
+        return {
+            "base_url": f"https://127.0.0.1:{self.gateway_ports[site]}",
+            "verify": ssl.create_default_context(cafile=self.state / "pki" / "ca.crt"),
+            "headers": {"Authorization": f"Bearer {token}", "Accept": FHIR_JSON, "Content-Type": FHIR_JSON},
+        }
 
     def dic_hapi(self) -> httpx.Client:
         """The dic's HAPI itself, bypassing gateway and connector: the baseline of ingest."""

@@ -4,6 +4,8 @@ away from Docker.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import socket
 from pathlib import Path
@@ -65,3 +67,20 @@ def _forbid_docker_outside_docker_tests(request: pytest.FixtureRequest, monkeypa
         return real_connect(sock, address)
 
     monkeypatch.setattr(socket.socket, "connect", connect)
+
+
+#: What `meta` says about a stored version rather than about the resource.
+VOLATILE_META = ("versionId", "lastUpdated")
+
+
+def content_digest(resources: list[dict[str, Any]]) -> tuple[int, str]:
+    """How many resources, and a hash of their content in id order (meta's version and time left out).
+
+    Two nodes, or one node before and after a restore or an upgrade, hold the same resources when
+    their digests per type are equal.
+    """
+    canonical = []
+    for resource in sorted(resources, key=lambda r: str(r.get("id"))):
+        meta = {k: v for k, v in resource.get("meta", {}).items() if k not in VOLATILE_META}
+        canonical.append(json.dumps({**resource, "meta": meta}, sort_keys=True, separators=(",", ":")))
+    return len(canonical), hashlib.sha256("\n".join(canonical).encode()).hexdigest()

@@ -111,15 +111,17 @@ class Federation:
         from fixtures.consents import broad_consent  # noqa: PLC0415 -- only the tests that consent need it
 
         consent = broad_consent(dict(person), "2024-01-02T10:00:00+01:00", *policies)
-        body = {
-            "resourceType": "Parameters",
-            "parameter": [{"name": "domain", "valueString": "MII"}, {"name": "resource", "resource": consent}],
-        }
+        parameters = [{"name": "domain", "valueString": "MII"}, {"name": "resource", "resource": consent}]
+        self.trustcentre("gics/$addConsent", {"resourceType": "Parameters", "parameter": parameters})
+
+    def trustcentre(self, operation: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST `body` to the federation's trust centre (dic) as its administrator; the answer must be 200."""
         with self.client("dic", "tc-admin-token") as client:
             answer = client.post(
-                "/ttp-fhir/fhir/gics/$addConsent", json=body, headers={"Content-Type": "application/fhir+json"}
+                f"/ttp-fhir/fhir/{operation}", json=body, headers={"Content-Type": "application/fhir+json"}
             )
-        assert answer.status_code == 200, answer.text
+        assert answer.status_code == 200, f"{operation}: {answer.status_code} {answer.text[:500]}"
+        return dict(answer.json())
 
     def search(self, site: str, query: str, params: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
         """Every resource a search at `site` finds (all pages)."""

@@ -107,7 +107,7 @@ def _operation(path: Path) -> str:
     return path.name.removeprefix("Parameters-").removeprefix("Parameters-").split("-")[0]
 
 
-def consent_the_gics_examples_persons(client: httpx.Client) -> None:
+def consent_the_gics_examples_persons(federation: Federation) -> None:
     """Through gICS's own operations, what the gICS query examples ask about: dic_1H51T consented and opted
     out, dic_GCC83 refused (as the unit tier's seed; a live node is filled only through its API)."""
     for body in (
@@ -115,18 +115,14 @@ def consent_the_gics_examples_persons(client: httpx.Client) -> None:
         signed("dic_1H51T", "num", "NUM+Einwilligung|1.0", "2019-01-01", **{"MDAT_erheben|1.0": True}),
         signed("dic_GCC83", "MII", MII_D, "2019-01-01", **{PATDAT: False}),
     ):
-        answer = client.post(f"{TTP}/gics/$addConsent", json=body, headers={"Content-Type": "application/fhir+json"})
-        assert answer.status_code == 200, answer.text
-    answer = client.post(
-        f"{TTP}/gics/$addConsentOptOut", json=opt_out("dic_1H51T"), headers={"Content-Type": "application/fhir+json"}
-    )
-    assert answer.status_code == 200, answer.text
+        federation.trustcentre("gics/$addConsent", body)
+    federation.trustcentre("gics/$addConsentOptOut", opt_out("dic_1H51T"))
 
 
 def test_every_ig_request_example_goes_to_the_live_trust_centre_unchanged(federation: Federation) -> None:
     answered: dict[str, int] = {}
+    consent_the_gics_examples_persons(federation)
     with federation.client("dic", "tc-admin-token") as client:
-        consent_the_gics_examples_persons(client)
         for service in SERVICE_ORDER:
             for path in examples(service):
                 operation = _operation(path)

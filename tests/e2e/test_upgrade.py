@@ -10,7 +10,6 @@ this release's suite must pass on the upgraded federation.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PROJECT_DIR
+from tests.conftest import PROJECT_DIR, content_digest
 from tests.e2e.conftest import SITES, Federation, federation_project, hubnode
 
 #: The release upgraded from: its tag and the commit it names (a clone without tags still has the commit).
@@ -33,8 +32,6 @@ KVNR_SYSTEM = "http://fhir.de/sid/gkv/kvid-10"
 PERSON_SYSTEM = "https://hubnode.org/fhir/sid/person"
 PSEUDONYM_SYSTEM_BASE = "https://hubnode.org/fhir/sid/pseudonym/"
 TYPES = ("Patient", "Encounter", "Condition", "Observation", "Procedure", "MedicationStatement", "Consent")
-#: What meta says about a stored version, not about the resource.
-VOLATILE_META = ("versionId", "lastUpdated")
 
 
 def release_tree(folder: Path) -> Path:
@@ -66,29 +63,13 @@ def released_hubnode(tree: Path, project: Path, *args: str) -> subprocess.Comple
     return subprocess.run(command, capture_output=True, text=True, check=False, cwd=tree, env=env, timeout=3600)
 
 
-def digest(resources: list[dict[str, Any]]) -> tuple[int, str]:
-    """How many, and a hash of their content in id order (meta's version and time left out)."""
-    canonical = []
-    for resource in sorted(resources, key=lambda r: str(r.get("id"))):
-        meta = {k: v for k, v in resource.get("meta", {}).items() if k not in VOLATILE_META}
-        canonical.append(json.dumps({**resource, "meta": meta}, sort_keys=True, separators=(",", ":")))
-    return len(canonical), hashlib.sha256("\n".join(canonical).encode()).hexdigest()
-
-
 def tc_call(federation: Federation, operation: str, *parts: dict[str, Any]) -> dict[str, Any]:
-    with federation.client("dic", "tc-admin-token") as client:
-        answer = client.post(
-            f"/ttp-fhir/fhir/{operation}",
-            json={"resourceType": "Parameters", "parameter": list(parts)},
-            headers={"Content-Type": "application/fhir+json"},
-        )
-    assert answer.status_code == 200, f"{operation}: {answer.status_code} {answer.text[:500]}"
-    return dict(answer.json())
+    return federation.trustcentre(operation, {"resourceType": "Parameters", "parameter": list(parts)})
 
 
 def snapshot(federation: Federation) -> dict[str, Any]:
     """What a site would check after an upgrade: every node's resources, the trust centre's stores."""
-    stored = {site: {kind: digest(federation.search(site, kind)) for kind in TYPES} for site in SITES}
+    stored = {site: {kind: content_digest(federation.search(site, kind)) for kind in TYPES} for site in SITES}
     research = federation.search("research", "Patient")
     pseudonyms = sorted(
         (i["system"].removeprefix(PSEUDONYM_SYSTEM_BASE), i["value"])
@@ -130,7 +111,7 @@ def snapshot(federation: Federation) -> dict[str, Any]:
         "stored": stored,
         "originals": originals,
         "persons": persons,
-        "consents": digest([e["resource"] for e in consents.get("entry", [])]),
+        "consents": content_digest([e["resource"] for e in consents.get("entry", [])]),
         "audited": audited,
     }
 

@@ -9,7 +9,6 @@ it had. Prints how long backup and restore took.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import ssl
 import time
@@ -22,7 +21,7 @@ import pytest
 
 from fixtures.consents import broad_consent
 from infra.archive import verify
-from tests.conftest import MII_KDS_DIR
+from tests.conftest import MII_KDS_DIR, content_digest
 from tests.integration.conftest import free_port
 from tests.integration.test_cli import hubnode
 
@@ -62,13 +61,7 @@ def resource_digests(node: Node, types: set[str]) -> dict[str, tuple[int, str]]:
     for kind in sorted(types):
         bundle = node.call("GET", f"/fhir/{kind}?_count=1000")
         assert not [link for link in bundle.get("link", []) if link["relation"] == "next"], kind
-        resources = [entry["resource"] for entry in bundle.get("entry", [])]
-        for resource in resources:
-            meta = resource.get("meta", {})
-            meta.pop("lastUpdated", None)
-            meta.pop("versionId", None)
-        canonical = json.dumps(sorted(resources, key=lambda r: r["id"]), sort_keys=True).encode()
-        found[kind] = (len(resources), hashlib.sha256(canonical).hexdigest())
+        found[kind] = content_digest([entry["resource"] for entry in bundle.get("entry", [])])
     return found
 
 
