@@ -2,6 +2,7 @@ package de.hubnode.hapi;
 
 import com.zaxxer.hikari.HikariConfig;
 import com.zaxxer.hikari.HikariDataSource;
+import io.micrometer.core.instrument.MeterRegistry;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -57,7 +58,7 @@ public class DatabaseConfig {
 	}
 
 	@Bean(destroyMethod = "close")
-	public DataSource dataSource(DatabaseSettings db) {
+	public DataSource dataSource(DatabaseSettings db, MeterRegistry meters) {
 		HikariConfig cfg = new HikariConfig();
 		cfg.setPoolName("hapi-db");
 		cfg.setJdbcUrl(db.url());
@@ -68,6 +69,8 @@ public class DatabaseConfig {
 		cfg.setMaximumPoolSize(10);
 		cfg.setMinimumIdle(2);
 		cfg.setAutoCommit(false);
+		// hikaricp_connections_* by pool (see MetricsConfig).
+		cfg.setMetricRegistry(meters);
 		LOG.info("Database: {} at {}", db.kind(), db.url());
 		return new HikariDataSource(cfg);
 	}
