@@ -37,6 +37,8 @@ OFFICIAL_DB_UID = 999
 SECRETS_DIR = "/run/secrets"
 LABEL_PREFIX = "org.hubnode"
 HAPI_PORT = 8080
+#: HAPI's Prometheus `/metrics`, on a port of its own so nothing that reaches FHIR reaches it; never published.
+HAPI_METRICS_PORT = 8090
 TRUSTCENTRE_PORT = 8081
 POSTGRES_PORT = 5432
 DB_NAME = "hapi"
@@ -481,13 +483,14 @@ def _db_service(prefix: str, node: NodeSpec, labels: Mapping[str, str], componen
 
 def _fhir_service(prefix: str, node: NodeSpec, labels: Mapping[str, str]) -> ServicePlan:
     java = f"-XX:MaxRAMPercentage={HAPI_HEAP_PERCENT}"
-    env = {"SERVER_PORT": str(HAPI_PORT), "HAPI_DB": "h2", "JAVA_TOOL_OPTIONS": java}
+    ports = {"SERVER_PORT": str(HAPI_PORT), "HAPI_METRICS_PORT": str(HAPI_METRICS_PORT)}
+    env = {**ports, "HAPI_DB": "h2", "JAVA_TOOL_OPTIONS": java}
     secrets: tuple[SecretFile, ...] = ()
     depends_on: tuple[str, ...] = ()
     if node.database == "postgres":
         secret = _db_password("db")
         env = {
-            "SERVER_PORT": str(HAPI_PORT),
+            **ports,
             "JAVA_TOOL_OPTIONS": java,
             "HAPI_DB": "postgres",
             "HAPI_DB_URL": f"jdbc:postgresql://db:{POSTGRES_PORT}/{DB_NAME}",

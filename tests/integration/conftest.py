@@ -12,11 +12,12 @@ from typing import Any
 
 import docker
 import pytest
+from docker.models.containers import Container
 
 from infra.bootstrap import ensure_base_image, ensure_docker_engine
 from infra.imagebuild import build_images
 from infra.local import STACK_LABEL, LocalLauncher
-from infra.plan import NodePlan, PortBinding, ServicePlan, plan_stack
+from infra.plan import HAPI_METRICS_PORT, NodePlan, PortBinding, ServicePlan, plan_stack
 from infra.progress import Progress
 from infra.spec import parse_stack
 
@@ -112,6 +113,30 @@ def assert_confined_as_planned(client: docker.DockerClient, service: ServicePlan
     code, output = container.exec_run(["touch", "/hubnode-write-probe"])
     assert code != 0, f"{where}: the root filesystem took a write"
     assert b"Read-only file system" in output, output
+
+
+def scrape_hapi(container: Container) -> str:
+    """HAPI's `/metrics` fetched from inside `container`, by HAPI's name on the node's network."""
+    url = f"http://fhir:{HAPI_METRICS_PORT}/metrics"
+    code, output = container.exec_run(["curl", "-fsS", "-D", "/dev/stderr", url], demux=True)
+    out, err = output
+    assert code == 0, err
+    assert b"content-type: text/plain; version=0.0.4" in (err or b"").lower(), err
+    text: str = out.decode()
+    return text
+
+
+def fhir_requests(metrics: str, **labels: str) -> float:
+    """The sum of `hubnode_fhir_requests_seconds_count` over the series carrying all of `labels`."""
+    total = 0.0
+    for line in metrics.splitlines():
+        name, _, rest = line.partition("{")
+        if name != "hubnode_fhir_requests_seconds_count":
+            continue
+        series, _, value = rest.rpartition("} ")
+        if all(f'{key}="{wanted}"' in series.split(",") for key, wanted in labels.items()):
+            total += float(value)
+    return total
 
 
 def trickle(tls: ssl.SSLSocket, data: bytes, budget_s: float, head: bytes = b"") -> tuple[float, bytes]:

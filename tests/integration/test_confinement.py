@@ -25,7 +25,7 @@ from infra.plan import NodePlan, plan_stack
 from infra.progress import Progress
 from infra.spec import parse_stack
 from tests.conftest import MII_KDS_DIR
-from tests.integration.conftest import assert_confined_as_planned, free_port, trickle
+from tests.integration.conftest import assert_confined_as_planned, fhir_requests, free_port, scrape_hapi, trickle
 
 STACK = "itest-confined"
 #: Short enough to watch a slow body being cut off by the service behind the gateway.
@@ -107,6 +107,20 @@ def test_confined_the_trust_centre_makes_pseudonyms_through_the_gateway(node: No
     with node.client("tc-admin-token") as http:
         answer = http.post("/ttp-fhir/fhir/gpas/$pseudonymizeAllowCreate", json=body)
     assert answer.status_code == 200, answer.text
+
+
+def test_hapis_metrics_answer_inside_the_node_and_through_no_door(node: Node, client: docker.DockerClient) -> None:
+    gateway = client.containers.get(next(s.container_name for s in node.plan.services if s.component == "gateway"))
+    labels = {"operation": "search-type", "resource_type": "Patient", "outcome": "2xx"}
+    before = fhir_requests(scrape_hapi(gateway), **labels)
+    with node.client("cn-admin-token") as http:
+        assert http.get("/fhir/Patient", params={"_count": "1"}).status_code == 200
+        refused = {path: http.get(path) for path in ("/metrics", "/fhir/metrics")}
+    assert fhir_requests(scrape_hapi(gateway), **labels) >= before + 1
+    assert refused["/metrics"].status_code == 404  # the gateway's own answer: no door routes there
+    for path, answer in refused.items():
+        assert 400 <= answer.status_code < 500, (path, answer.text[:200])
+        assert "hubnode_fhir_requests" not in answer.text, path
 
 
 @pytest.mark.parametrize(

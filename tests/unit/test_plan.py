@@ -7,6 +7,8 @@ import pytest
 from infra.imagebuild import RECIPES_DIR, recipe_for
 from infra.plan import (
     DROPPED_CAPABILITIES,
+    HAPI_METRICS_PORT,
+    HAPI_PORT,
     TRUSTCENTRE_ROLES,
     CallersFile,
     ImageBuild,
@@ -35,7 +37,12 @@ def test_an_embedded_node_is_one_hapi_container_on_h2() -> None:
     assert fhir.component == "fhir"
     assert fhir.container_name == "hubnode-dev-dev-fhir"
     assert fhir.image == ImageRef(f"hubnode/hapi:{TAG}", ImageBuild("hapi", "hubnode/base:trixie"))
-    assert fhir.env == {"SERVER_PORT": "8080", "HAPI_DB": "h2", "JAVA_TOOL_OPTIONS": "-XX:MaxRAMPercentage=65"}
+    assert fhir.env == {
+        "SERVER_PORT": "8080",
+        "HAPI_METRICS_PORT": "8090",
+        "HAPI_DB": "h2",
+        "JAVA_TOOL_OPTIONS": "-XX:MaxRAMPercentage=65",
+    }
     assert fhir.ports == (PortBinding(8080, 8080, "127.0.0.1"),)
     assert [(v.volume, v.path) for v in fhir.volumes] == [("hubnode-dev-dev-fhir-data", "/var/lib/hapi")]
     assert fhir.secrets == ()
@@ -186,6 +193,23 @@ def every_kind_of_container() -> list[ServicePlan]:
     federation = plan_stack(load_stack(PROJECT_DIR, "federation"))
     postgres = node_plan(database="postgres", components=["fhir", "trustcentre"])
     return [s for p in (*federation, postgres) for s in p.services]
+
+
+def test_hapis_metrics_port_is_set_on_every_fhir_container_and_never_published_nor_proxied() -> None:
+    services = every_kind_of_container()
+    fhirs = [s for s in services if s.component == "fhir"]
+    assert {s.env.get("HAPI_DB", "h2") for s in fhirs} == {"h2", "postgres"}
+    for fhir in fhirs:
+        assert fhir.env["HAPI_METRICS_PORT"] == str(HAPI_METRICS_PORT) != fhir.env["SERVER_PORT"]
+        assert HAPI_METRICS_PORT not in {p.container_port for p in fhir.ports}
+    published = node_plan(ports={"fhir": 18080}).services[0]
+    assert [p.container_port for p in published.ports] == [HAPI_PORT]
+    gateways = [s for s in services if s.component == "gateway"]
+    assert gateways
+    for gateway in gateways:
+        [config] = gateway.files
+        assert "http://fhir:" not in config.content
+        assert f":{HAPI_METRICS_PORT}" not in config.content
 
 
 def test_every_container_drops_every_capability_and_gets_none_back_on_a_read_only_root() -> None:
