@@ -20,6 +20,7 @@ import docker
 import docker.errors
 
 from conformance import check
+from fixtures.volume import write_volume
 from infra import pki_store
 from infra.backup import (
     Host,
@@ -39,10 +40,12 @@ from infra.bootstrap import (
     ensure_build_tools,
     ensure_docker_engine,
 )
-from infra.errors import HubnodeError
+from infra.chunks import Limits
+from infra.errors import HubnodeError, UsageError
 from infra.federation_files import FederationFiles, prepare_federation_files
 from infra.idp_realm import user_secret
 from infra.imagebuild import build_images, images_to_build
+from infra.load import Options, job_for, load, node_door
 from infra.local import LocalLauncher, secret_file
 from infra.mutants import MUTANTS
 from infra.pki_store import CA
@@ -55,6 +58,7 @@ from infra.state import StackState
 from infra.targets_file import write_targets
 
 EXIT_FAILED = 1
+EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
@@ -64,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = Progress(quiet=getattr(args, "json", False))
     try:
         result: int = args.command(args, progress)
+    except UsageError as error:
+        print(f"hubnode: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except HubnodeError as error:
         print(f"hubnode: error: {error}", file=sys.stderr)
         return EXIT_FAILED
@@ -129,7 +136,68 @@ def _parser() -> argparse.ArgumentParser:
     check.add_options(
         command("check", _check, "replay the scenarios against a stack's nodes or a targets file; write the reports")
     )
+    _generate_options(
+        command("generate", _generate, "write synthetic MII-shaped patients as NDJSON (the same bytes for a seed)")
+    )
+    _load_options(
+        command(
+            "load", _bulk_load, "load NDJSON files into a node through its connector: resumable, bad lines reported"
+        )
+    )
     return parser
+
+
+def _load_options(sub: argparse.ArgumentParser) -> None:
+    defaults = Options()
+    sub.add_argument("--stack", default="dev", help="stack name: reads Pulumi.<stack>.yaml (default: dev)")
+    sub.add_argument("--site", help="the node to load into (default: the stack's only node)")
+    sub.add_argument(
+        "--chunk",
+        type=positive,
+        default=defaults.limits.resources,
+        metavar="N",
+        help=f"resources per request, a bundle line counting its entries (default {defaults.limits.resources};"
+        f" also at most {defaults.limits.bytes // 1024 // 1024} MiB)",
+    )
+    sub.add_argument(
+        "--parallel", type=positive, default=defaults.parallel, metavar="K", help="requests in flight (default 4)"
+    )
+    sub.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE",
+        help="where refused lines go, one JSON object a line: file, line, message"
+        " (default: .hubnode/<stack>/loads/<key>.report.jsonl)",
+    )
+    sub.add_argument(
+        "--all-or-nothing",
+        action="store_true",
+        help="stop at the first refused request instead of sending its good lines again (each request stays"
+        " all-or-nothing; what earlier requests stored stays)",
+    )
+    sub.add_argument("--restart", action="store_true", help="start over instead of continuing an interrupted load")
+    sub.add_argument("files", type=Path, nargs="+", metavar="FILE", help="NDJSON files (.ndjson, .ndjson.gz), in order")
+
+
+def positive(text: str) -> int:
+    """An argument that must be a whole number above 0 (argparse says which and exits 2 otherwise)."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
+    return number
+
+
+def _generate_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--patients", type=positive, required=True, metavar="N", help="how many patients")
+    sub.add_argument("--seed", type=int, default=0, help="the same seed gives the same bytes (default 0)")
+    sub.add_argument("--site", default="dic", help="the site the patients' ids and identifiers name (default dic)")
+    sub.add_argument("--bundles", action="store_true", help="one transaction Bundle per patient and line")
+    sub.add_argument(
+        "--out", type=Path, required=True, metavar="FILE", help="the NDJSON file to write (.gz: gzip-compressed)"
+    )
 
 
 def _backup_options(sub: argparse.ArgumentParser, name: str) -> None:
@@ -144,6 +212,51 @@ def _backup_options(sub: argparse.ArgumentParser, name: str) -> None:
             "--key", type=Path, metavar="FILE", help="the backup key (default: .hubnode/<stack>/backup-key)"
         )
         sub.add_argument("archive", type=Path, metavar="ARCHIVE", help="a .hnb file `hubnode backup` wrote")
+
+
+def _generate(args: argparse.Namespace, progress: Progress) -> int:
+    """`hubnode generate`: a volume of journeys (fixtures/volume.py), e.g. to try `hubnode load` on."""
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise HubnodeError(f"--out {out}: no folder {out.parent}", fix="create the folder or name a file in one")
+    every = max(1, args.patients // 10)
+
+    def written(done: int) -> None:
+        if done % every == 0:
+            progress.note(f"{done} of {args.patients} patients written")
+
+    with progress.step(f"generate {args.patients} patients (seed {args.seed}) into {out}"):
+        volume = write_volume(out, args.patients, args.seed, site=args.site, bundles=args.bundles, written=written)
+    print(
+        f"wrote {volume.patients} patients, {volume.resources} resources in {volume.lines} lines to {out}"
+        f" ({out.stat().st_size / 1024 / 1024:.1f} MiB)"
+    )
+    return 0
+
+
+def _bulk_load(args: argparse.Namespace, progress: Progress) -> int:
+    """`hubnode load` (infra/load.py): 0 when every line is stored, 1 when some were refused (see the report)."""
+    state = _state(args)
+    door = node_door(state, args.site)
+    job = job_for(state, door, args.files, args.report)
+    options = Options(Limits(args.chunk, Options().limits.bytes), args.parallel, args.all_or_nothing, args.restart)
+    try:
+        with progress.step(f"load {len(job.files)} file(s) into {door.site} of stack {args.stack}"):
+            result = load(door, job, options, progress)
+    except KeyboardInterrupt:
+        print(
+            "hubnode: interrupted; rerun the same command to continue where the load stopped (nothing is stored twice)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    print(
+        f"loaded {result.lines} lines ({result.resources} resources) into {door.site} in {result.seconds:.1f} s"
+        f" ({result.resources_per_s:.0f} resources/s)"
+    )
+    if result.refused:
+        print(f"{result.refused} line(s) refused, each with its reason, in {result.report}")
+        return EXIT_FAILED
+    return 0
 
 
 def _check(args: argparse.Namespace, _progress: Progress) -> int:
