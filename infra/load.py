@@ -72,7 +72,12 @@ def node_door(state: StackState, site: str | None) -> Door:
     stack = state.stack
     if not state.endpoints_file.is_file():
         raise HubnodeError(f"stack {stack} has no {state.endpoints_file}", fix=f"run: hubnode up --stack {stack}")
-    nodes = json.loads(state.endpoints_file.read_text(encoding="utf-8")).get("nodes", [])
+    try:
+        nodes = list(json.loads(state.endpoints_file.read_text(encoding="utf-8"))["nodes"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise HubnodeError(
+            f"{state.endpoints_file} is unreadable ({error})", fix=f"run: hubnode up --stack {stack}"
+        ) from None
     sites = [str(n.get("site")) for n in nodes]
     if site is None and len(sites) != 1:
         raise UsageError(f"stack {stack} has nodes {', '.join(sites)}", fix="name the one to load into with --site")
@@ -108,7 +113,7 @@ class Options:
 
 @dataclass(frozen=True)
 class Result:
-    """What a load did, this run and before: lines and resources it sent and had stored, lines refused."""
+    """Lines and resources this run had stored, and how long it took; lines refused, this run and before."""
 
     lines: int
     resources: int
@@ -194,11 +199,16 @@ class LoadState:
                 raise HubnodeError(f"{path} is no load state ({error})", fix="start over with --restart") from None
             if [(f.path, f.size) for f in done] == [(f.path, f.size) for f in expected]:
                 return cls(path, report, done, resumed=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_bytes(b"")
         state = cls(path, report, expected)
-        state.save()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_bytes(b"")
+            state.save()
+        except OSError as error:
+            raise HubnodeError(
+                f"cannot write the load's state or report: {error}", fix="name a writable --report"
+            ) from None
         return state
 
     def save(self) -> None:
@@ -218,14 +228,13 @@ class Report:
     def __len__(self) -> int:
         return len(self._written)
 
-    def add(self, file: str, line: int, message: str) -> bool:
-        """Record a refused line; False if it was recorded before (a rerun sent it again)."""
+    def add(self, file: str, line: int, message: str) -> None:
+        """Record a refused line, unless it was recorded before (a rerun sent it again)."""
         if (file, line) in self._written:
-            return False
+            return
         self._written.add((file, line))
         with self.path.open("a", encoding="utf-8") as stream:
             stream.write(json.dumps({"file": file, "line": line, "message": message}, ensure_ascii=False) + "\n")
-        return True
 
 
 def _json_lines(path: Path) -> Iterator[dict[str, Any]]:
@@ -275,9 +284,14 @@ def diagnostics(response: httpx.Response) -> str:
 
 
 def halves(lines: Sequence[Line]) -> tuple[Sequence[Line], Sequence[Line]]:
-    """`lines` in two, at the group start nearest the middle if there is one after the first line."""
-    middle = len(lines) // 2
-    starts = [index for index, line in enumerate(lines) if line.starts_group and index > 0]
+    """`lines` in two: at the group start nearest the middle if one is in the middle half, else in the middle.
+
+    Either part is at least a quarter (rounded down, at least one line), so halving finds a line in few steps.
+    """
+    middle, quarter = len(lines) // 2, max(1, len(lines) // 4)
+    starts = [
+        index for index, line in enumerate(lines) if line.starts_group and quarter <= index <= len(lines) - quarter
+    ]
     cut = min(starts, key=lambda index: abs(index - middle)) if starts else middle
     return lines[:cut], lines[cut:]
 
@@ -401,7 +415,7 @@ class _Loader:
             if chunk is None:
                 break
             if not file.read_to:  # what a rerun skipped counts as done before it began
-                file.read_to = chunk.lines[0].read_to - chunk.lines[0].size if file.state.done_below > 1 else 0
+                file.read_to = max(0, chunk.lines[0].read_to - chunk.lines[0].size) if file.state.done_below > 1 else 0
                 self.done_bytes += file.read_to
                 self.start_bytes += file.read_to
             file.outstanding[chunk.first] = chunk

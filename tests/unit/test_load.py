@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from infra import cli
 from infra.chunks import Limits, Line
 from infra.errors import HubnodeError, UsageError
-from infra.load import Door, Job, Options, job_for, load, node_door, refusals, retry_after
+from infra.load import Door, Job, Options, halves, job_for, load, node_door, refusals, retry_after
 from infra.progress import Progress
 from infra.state import StackState
 from tests.conftest import examples
@@ -287,6 +287,20 @@ def test_refusals_name_the_lines_sent_by_their_numbers_in_the_file() -> None:
         2: "id: Patient/p appears twice (also line 12 Bundle.entry[0].resource); is not valid JSON",
     }
     assert refusals("not an outcome", lines) == {}
+
+
+@settings(max_examples=examples(100))
+@given(st.lists(st.booleans(), min_size=2, max_size=40))
+def test_halving_loses_no_line_and_keeps_a_quarter_on_each_side(starts: list[bool]) -> None:
+    lines = [Line(n, b"x", 1, start) for n, start in enumerate(starts, start=1)]
+    first, second = halves(lines)
+    assert [*first, *second] == lines
+    assert min(len(first), len(second)) >= max(1, len(lines) // 4)
+
+
+def test_halving_cuts_at_the_patient_nearest_the_middle() -> None:
+    lines = [Line(n, b"x", 1, n in (2, 5, 8)) for n in range(1, 11)]
+    assert [line.number for line in halves(lines)[1]] == [5, 6, 7, 8, 9, 10]
 
 
 @pytest.mark.parametrize(("header", "seconds"), [("7", 7.0), ("1e9", 300.0), ("-3", 0.0), ("soon", None), ("", None)])
