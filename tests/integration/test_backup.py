@@ -37,8 +37,8 @@ MII_SYSTEMS = ["https://www.charite.de/fhir/sid/patientenidentifikation"]
 class Node:
     """The node's gateway as the site's admin uses it (connector and trust centre admin tokens)."""
 
-    def __init__(self, project: Path) -> None:
-        self.state = project / ".hubnode" / STACK
+    def __init__(self, project: Path, stack: str = STACK) -> None:
+        self.state = project / ".hubnode" / stack
         self.gateway = json.loads((self.state / "endpoints.json").read_text())["nodes"][0]["endpoints"]["gateway"]
         self.tls = ssl.create_default_context(cafile=str(self.state / "pki" / "ca.crt"))
 
@@ -88,20 +88,20 @@ def snapshot(node: Node, types: set[str]) -> dict[str, Any]:
     }
 
 
-def write_stack(project: Path) -> None:
-    """A one-node federation stack on free ports, in a project folder of its own."""
+def write_stack(project: Path, stack: str = STACK, systems: list[str] = MII_SYSTEMS) -> None:
+    """A one-node federation stack on free ports, in a project folder of its own; its patients' `systems`."""
     (project / "Pulumi.yaml").write_text("name: hubnode\nruntime: python\n")
     config = {
         "hubnode:site": "dic",
         "hubnode:environment": "local",
-        "hubnode:federation": {"name": STACK},
+        "hubnode:federation": {"name": stack},
         "hubnode:database": "postgres",
         "hubnode:components": ["fhir", "trustcentre", "connector", "gateway"],
-        "hubnode:identifierSystems": MII_SYSTEMS,
+        "hubnode:identifierSystems": systems,
         "hubnode:ports": {"gateway": free_port(), "peer": free_port()},
         "hubnode:domains": [{"name": DOMAIN, "prefix": "RD", "length": 10}],
     }
-    (project / f"Pulumi.{STACK}.yaml").write_text(json.dumps({"config": config}))
+    (project / f"Pulumi.{stack}.yaml").write_text(json.dumps({"config": config}))
 
 
 def fill(node: Node) -> set[str]:
