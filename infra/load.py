@@ -27,7 +27,7 @@ import json
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -36,7 +36,7 @@ import httpx
 
 from infra.chunks import Chunk, Limits, Line, body, chunked, read_lines
 from infra.errors import HubnodeError, UsageError
-from infra.files import write_atomically
+from infra.load_state import FileState, LoadState, Report
 from infra.progress import Progress
 from infra.state import StackState
 
@@ -168,88 +168,6 @@ def load(  # noqa: PLR0913 -- where, what, how, who hears of it, and the two sea
     return asyncio.run(_Loader(door, state, options, progress, sleep).run(transport))
 
 
-@dataclass
-class FileState:
-    """One file of a load: below which line everything was answered, and whether all of it was."""
-
-    path: str
-    size: int
-    done_below: int = 1
-    complete: bool = False
-
-
-@dataclass
-class LoadState:
-    """What a load has done, kept in `path` after every answer so that an interrupted load can continue."""
-
-    path: Path
-    report: Path
-    files: list[FileState]
-    resumed: bool = False
-
-    @classmethod
-    def begin(cls, path: Path, files: Sequence[Path], report: Path, restart: bool) -> LoadState:
-        """The state of a load of `files`: as recorded in `path` (a rerun), else new (the report emptied)."""
-        expected = [FileState(str(f.resolve()), f.stat().st_size) for f in files]
-        if path.is_file() and not restart:
-            try:
-                recorded = json.loads(path.read_text(encoding="utf-8"))
-                done = [FileState(**f) for f in recorded["files"]]
-            except (ValueError, KeyError, TypeError) as error:
-                raise HubnodeError(f"{path} is no load state ({error})", fix="start over with --restart") from None
-            if [(f.path, f.size) for f in done] == [(f.path, f.size) for f in expected]:
-                return cls(path, report, done, resumed=True)
-        state = cls(path, report, expected)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            report.parent.mkdir(parents=True, exist_ok=True)
-            report.write_bytes(b"")
-            state.save()
-        except OSError as error:
-            raise HubnodeError(
-                f"cannot write the load's state or report: {error}", fix="name a writable --report"
-            ) from None
-        return state
-
-    def save(self) -> None:
-        """Write the state atomically: a crash leaves the one before or this one, never half of it."""
-        files = [vars(f) for f in self.files]
-        document = {"report": str(self.report), "files": files}
-        write_atomically(self.path, json.dumps(document, indent=2).encode() + b"\n", 0o600)
-
-
-class Report:
-    """The refused lines, one JSON object a line (file, line, message); each (file, line) once, across reruns."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._written = {(r.get("file"), r.get("line")) for r in _json_lines(path)}
-
-    def __len__(self) -> int:
-        return len(self._written)
-
-    def add(self, file: str, line: int, message: str) -> None:
-        """Record a refused line, unless it was recorded before (a rerun sent it again)."""
-        if (file, line) in self._written:
-            return
-        self._written.add((file, line))
-        with self.path.open("a", encoding="utf-8") as stream:
-            stream.write(json.dumps({"file": file, "line": line, "message": message}, ensure_ascii=False) + "\n")
-
-
-def _json_lines(path: Path) -> Iterator[dict[str, Any]]:
-    if not path.is_file():
-        return
-    with path.open(encoding="utf-8") as stream:
-        for text in stream:
-            try:
-                record = json.loads(text)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                yield record
-
-
 def refusals(outcome: Any, lines: Sequence[Line]) -> dict[int, str]:  # noqa: ANN401 -- decoded JSON
     """Index in `lines` -> what the connector's OperationOutcome says is wrong with it (request line n = index n-1).
 
@@ -307,6 +225,10 @@ def retry_after(response: httpx.Response) -> float | None:
 def backoff(attempt: int) -> float:
     """Seconds before try `attempt + 1` when the node named none: 1, 2, 4, ... at most 60."""
     return float(min(60, 2 ** (attempt - 1)))
+
+
+#: A chunk on its way to a sender: the chunk, the answer it must wait for (it continues a patient), its own answer.
+_Sending = tuple[Chunk, asyncio.Event | None, asyncio.Event]
 
 
 class _Stopped(HubnodeError):  # noqa: N818 -- reads as the state it reports
@@ -379,9 +301,7 @@ class _Loader:
 
     async def _load_file(self, client: httpx.AsyncClient, file: _File) -> None:
         """Read, send and answer one file; every chunk is answered (or the load stopped) before it returns."""
-        queue: asyncio.Queue[tuple[Chunk, asyncio.Event | None, asyncio.Event] | None] = asyncio.Queue(
-            self.options.parallel
-        )
+        queue: asyncio.Queue[_Sending | None] = asyncio.Queue(self.options.parallel)
         tasks = [asyncio.create_task(self._send_chunks(client, file, queue)) for _ in range(self.options.parallel)]
         tasks.append(asyncio.create_task(self._read_chunks(file, queue)))
         try:
@@ -398,12 +318,11 @@ class _Loader:
         self.state.save()
         self.progress.note(f"{file.path.name} loaded")
 
-    async def _read_chunks(
-        self, file: _File, queue: asyncio.Queue[tuple[Chunk, asyncio.Event | None, asyncio.Event] | None]
-    ) -> None:
+    async def _read_chunks(self, file: _File, queue: asyncio.Queue[_Sending | None]) -> None:
         """Chunks of the file, read in a thread while chunks are sent; each waits its turn in the queue."""
         chunks = chunked(read_lines(file.path, file.state.done_below), self.options.limits)
         before: asyncio.Event | None = None
+        resumed = file.state.done_below > 1
         while True:
             try:
                 chunk = await asyncio.to_thread(next, chunks, None)
@@ -414,8 +333,8 @@ class _Loader:
                 ) from None
             if chunk is None:
                 break
-            if not file.read_to:  # what a rerun skipped counts as done before it began
-                file.read_to = max(0, chunk.lines[0].read_to - chunk.lines[0].size) if file.state.done_below > 1 else 0
+            if resumed:  # what a rerun skipped counts as done before it began
+                resumed, file.read_to = False, max(0, chunk.lines[0].read_to - chunk.lines[0].size)
                 self.done_bytes += file.read_to
                 self.start_bytes += file.read_to
             file.outstanding[chunk.first] = chunk
@@ -430,7 +349,7 @@ class _Loader:
         self,
         client: httpx.AsyncClient,
         file: _File,
-        queue: asyncio.Queue[tuple[Chunk, asyncio.Event | None, asyncio.Event] | None],
+        queue: asyncio.Queue[_Sending | None],
     ) -> None:
         while (item := await queue.get()) is not None:
             chunk, before, answered = item
