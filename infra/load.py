@@ -107,7 +107,8 @@ class Options:
     parallel: int = 4
     all_or_nothing: bool = False
     restart: bool = False
-    attempts: int = 8
+    #: Tries of a chunk while the node is busy or unreachable: with its Retry-After of 10 s, some two minutes.
+    attempts: int = 12
     timeout_s: float = 600.0
 
 
