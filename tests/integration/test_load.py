@@ -53,7 +53,15 @@ def volume_with_a_bad_line(path: Path) -> tuple[Counter[str], int]:
 def interrupted(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`hubnode ARGS`, stopped with Ctrl-C once its state records a chunk answered."""
     command = [sys.executable, "-m", "infra.cli", "--project-dir", str(project), *args]
-    process = subprocess.Popen(command, cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command,
+        cwd=PROJECT_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a tier run in the background ignores Ctrl-C, and so would the child: it must hear it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509 -- resets one signal only
+    )
     deadline = time.monotonic() + INTERRUPT_BUDGET_S
     while process.poll() is None and time.monotonic() < deadline:
         states = list((project / ".hubnode" / STACK / "loads").glob("*.json"))
