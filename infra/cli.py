@@ -51,11 +51,14 @@ from infra.mutants import MUTANTS
 from infra.pki_store import CA
 from infra.plan import NodePlan, plan_stack
 from infra.progress import Progress
+from infra.retention import Retention, prune
+from infra.schedule import backup_due
 from infra.smoke import example_bundle, read_bundle, smoke, smoke_trustcentre
-from infra.spec import StackSpec, with_mutant
+from infra.spec import BackupPolicy, StackSpec, with_mutant
 from infra.stackfile import load_stack
 from infra.state import StackState
 from infra.targets_file import write_targets
+from infra.timer_units import UNIT_DIR, for_checkout, install, remove, run_checked, systemd_runs_host
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -104,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
         ("down", _down, "remove the stack's containers and networks (data volumes stay unless --volumes)"),
         ("backup", _backup, "stop each node briefly, write an encrypted archive of its data and files, start it again"),
         ("restore", _restore, "put a node back from its archive into an empty stack (then: hubnode up)"),
+        ("schedule", _schedule, "print, install or remove the systemd timer of the stack's hubnode:backup.schedule"),
     ):
         sub = command(name, handler, help_text)
         sub.add_argument("--stack", default="dev", help="stack name: reads Pulumi.<stack>.yaml (default: dev)")
@@ -133,6 +137,8 @@ def _parser() -> argparse.ArgumentParser:
             )
         if name in ("backup", "restore"):
             _backup_options(sub, name)
+        if name == "schedule":
+            _schedule_options(sub)
     check.add_options(
         command("check", _check, "replay the scenarios against a stack's nodes or a targets file; write the reports")
     )
@@ -205,13 +211,32 @@ def _backup_options(sub: argparse.ArgumentParser, name: str) -> None:
     sub.add_argument("--site", help="the node to back up or restore (default: every node / the archive's)")
     if name == "backup":
         sub.add_argument(
-            "--output", type=Path, metavar="DIR", help="folder for the archives (default: .hubnode/backups/<stack>/)"
+            "--output",
+            type=Path,
+            metavar="DIR",
+            help="folder for the archives (default: hubnode:backup.output, else .hubnode/backups/<stack>/)",
+        )
+        sub.add_argument(
+            "--keep",
+            type=positive,
+            metavar="N",
+            help="afterwards keep only the node's newest N archives there (default: hubnode:backup.keep/keepDays)",
         )
     else:
         sub.add_argument(
             "--key", type=Path, metavar="FILE", help="the backup key (default: .hubnode/<stack>/backup-key)"
         )
         sub.add_argument("archive", type=Path, metavar="ARCHIVE", help="a .hnb file `hubnode backup` wrote")
+
+
+def _schedule_options(sub: argparse.ArgumentParser) -> None:
+    what = sub.add_mutually_exclusive_group()
+    what.add_argument("--print", action="store_true", help="show the service and timer (the default)")
+    what.add_argument("--install", action="store_true", help="write them, and start the timer where systemd runs")
+    what.add_argument("--remove", action="store_true", help="stop the timer and delete both units")
+    sub.add_argument(
+        "--unit-dir", type=Path, default=UNIT_DIR, metavar="DIR", help=f"where the units go (default {UNIT_DIR})"
+    )
 
 
 def _generate(args: argparse.Namespace, progress: Progress) -> int:
@@ -416,7 +441,8 @@ def _write_endpoints(args: argparse.Namespace, plans: tuple[NodePlan, ...]) -> P
 
 
 def _status(args: argparse.Namespace, progress: Progress) -> int:
-    plans = _plans(args, progress)
+    spec, plans = _load(args, progress)
+    schedule = spec.backup.schedule if spec.backup else None
     nodes = _launcher(args, progress, docker_client()).status(plans)
     certificates = {
         found.item: found
@@ -427,22 +453,40 @@ def _status(args: argparse.Namespace, progress: Progress) -> int:
         if held := certificates.get(node["site"]):
             node["certificate"] = {**asdict(held), "valid_until": held.valid_until.isoformat()}
         node["last_backup"] = backups.get(node["site"])
+        if schedule is not None:
+            last = node["last_backup"]["created"] if node["last_backup"] else None
+            node["backup_schedule"] = backup_due(schedule, last, datetime.now().astimezone())
     if args.json:
         print(json.dumps({"stack": args.stack, "nodes": nodes}, indent=2))
     else:
-        for node in nodes:
-            print(f"{node['site']:<16} {node['role']:<10} {node['health']}")
-            for name, url in node["endpoints"].items():
-                print(f"    {name:<12} {url}")
-            for component, service in node["services"].items():
-                print(f"    {component:<12} {service['state']:<10} {service['health']:<10} {service['container']}")
-            if held := certificates.get(node["site"]):
-                print(f"    {'certificate':<12} {_validity_line(held)}")
-            if node["last_backup"]:
-                print(f"    last backup  {node['last_backup']['created']}  {node['last_backup']['archive']}")
-        if held := certificates.get(CA):
-            print(f"federation CA    {_validity_line(held)}")
+        _print_status(nodes, certificates)
     return 0 if all(node["health"] == "up" for node in nodes) else EXIT_FAILED
+
+
+def _print_status(nodes: list[dict[str, Any]], certificates: dict[str, pki_store.Validity]) -> None:
+    for node in nodes:
+        print(f"{node['site']:<16} {node['role']:<10} {node['health']}")
+        for name, url in node["endpoints"].items():
+            print(f"    {name:<12} {url}")
+        for component, service in node["services"].items():
+            print(f"    {component:<12} {service['state']:<10} {service['health']:<10} {service['container']}")
+        if held := certificates.get(node["site"]):
+            print(f"    {'certificate':<12} {_validity_line(held)}")
+        if node["last_backup"]:
+            print(f"    last backup  {node['last_backup']['created']}  {node['last_backup']['archive']}")
+        if due := node.get("backup_schedule"):
+            print(f"    {'backups':<12} {_due_line(due)}")
+    if held := certificates.get(CA):
+        print(f"federation CA    {_validity_line(held)}")
+
+
+def _due_line(due: dict[str, Any]) -> str:
+    line = f"scheduled {due['schedule']} ({due['on_calendar']})"
+    if due["due"] is None:
+        return f"{line}; no backup yet"
+    if due["overdue"]:
+        return f"{line}; OVERDUE: no backup since the run due {due['due']}"
+    return f"{line}; next due {due['due']}"
 
 
 def _validity_line(held: pki_store.Validity) -> str:
@@ -503,8 +547,14 @@ def _remove_local_state(folder: Path, keep: set[Path]) -> None:
 
 
 def _backup(args: argparse.Namespace, progress: Progress) -> int:
-    """One archive per node (or `--site`'s): the node is stopped while its volumes are copied."""
-    plans = _chosen(_plans(args, progress), args.site, args.stack)
+    """One archive per node (or `--site`'s): the node is stopped while its volumes are copied.
+
+    After each node's archive is written whole, its older archives beyond the retention rule go.
+    """
+    spec, all_plans = _load(args, progress)
+    plans = _chosen(all_plans, args.site, args.stack)
+    policy = spec.backup or BackupPolicy()
+    rule = Retention(keep=args.keep) if args.keep else Retention(policy.keep, policy.keep_days)
     state = _state(args)
     key, made = ensure_key(state.backup_key)
     if made:
@@ -514,7 +564,7 @@ def _backup(args: argparse.Namespace, progress: Progress) -> int:
         )
     client = docker_client()
     host = Host(client, _launcher(args, progress, client), state, progress)
-    output = Path(args.output).resolve() if args.output else state.backups_dir
+    output = _backup_folder(args, state, policy)
     for plan in plans:
         with progress.step(f"back up {plan.site} (stopped while its volumes are copied)"):
             done = backup_node(host, plan, key, output)
@@ -524,7 +574,41 @@ def _backup(args: argparse.Namespace, progress: Progress) -> int:
             f" {len(done.manifest.members)} members; copied in {done.copy_s:.1f} s, node unavailable"
             f" {done.unavailable_s:.1f} s, took {done.took_s:.1f} s)"
         )
+        removed = prune(done.path, plan.stack, plan.site, rule, datetime.now(UTC))
+        if removed:
+            print(f"{plan.site}: removed {len(removed)} older archive(s), keeping {rule}:")
+            for path in removed:
+                print(f"  {path}")
     print(f"encrypted with {state.backup_key}; restore with: hubnode restore --stack {args.stack} ARCHIVE")
+    return 0
+
+
+def _backup_folder(args: argparse.Namespace, state: StackState, policy: BackupPolicy) -> Path:
+    """`--output`, else `hubnode:backup.output` (relative to the project folder), else `.hubnode/backups/<stack>/`."""
+    if args.output:
+        return Path(args.output).resolve()
+    if policy.output:
+        return (state.project_dir / policy.output).resolve()
+    return state.backups_dir
+
+
+def _schedule(args: argparse.Namespace, progress: Progress) -> int:
+    """`hubnode schedule`: the stack's backup timer, shown, installed or removed."""
+    spec = _load(args, progress)[0]
+    schedule = spec.backup.schedule if spec.backup else None
+    if schedule is None:
+        raise HubnodeError(
+            f"stack {args.stack} declares no backup schedule",
+            fix=f"add hubnode:backup: {{schedule: daily 02:30}} to Pulumi.{args.stack}.yaml (see README)",
+        )
+    units = for_checkout(args.stack, schedule, project_dir(args))
+    if not (args.install or args.remove):
+        for name, content in ((units.service_name, units.service), (units.timer_name, units.timer)):
+            print(f"# {args.unit_dir / name}\n{content}")
+        return 0
+    runner = run_checked if systemd_runs_host() else None
+    done = (install if args.install else remove)(units, args.unit_dir, runner)
+    print("\n".join(done))
     return 0
 
 
