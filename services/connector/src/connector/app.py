@@ -105,6 +105,7 @@ def create_app(
         Route("/fhir", handled(audit.INGEST, Role.INGEST, api.ingest_bundle, engine), methods=["POST"]),
         Route("/fhir/$import", handled(audit.IMPORT, Role.INGEST, api.import_ndjson, engine), methods=["POST"]),
         Route("/fhir/AuditEvent", audit_log.endpoint(engine, Role.AUDIT_READ)),
+        Route("/fhir/AuditEvent/$inventory", audit.inventory(engine), methods=["GET", "POST"]),
         Route("/fhir/metadata", api.capability_statement),
         Route("/fhir", handled(audit.READ, Role.READ, api.read, engine)),
         Route("/fhir/{type}", handled(audit.READ, Role.READ, api.read, engine)),
