@@ -41,10 +41,13 @@ from infra.bootstrap import (
     ensure_docker_engine,
 )
 from infra.chunks import Limits
+from infra.compare import as_json, differences, read_inventory, table
 from infra.errors import HubnodeError, UsageError
 from infra.federation_files import FederationFiles, prepare_federation_files
+from infra.files import write_atomically
 from infra.idp_realm import user_secret
 from infra.imagebuild import build_images, images_to_build
+from infra.inventory import node_access, take
 from infra.load import Options, job_for, load, node_door
 from infra.local import LocalLauncher, secret_file
 from infra.mutants import MUTANTS
@@ -150,7 +153,25 @@ def _parser() -> argparse.ArgumentParser:
             "load", _bulk_load, "load NDJSON files into a node through its connector: resumable, bad lines reported"
         )
     )
+    _inventory_options(
+        command("inventory", _inventory, "count and digest what a node holds, read through its gateway (JSON)")
+    )
+    _inventory_options(
+        command("compare", _compare, "compare two inventories, or a node now with one; exit 1 when they differ")
+    )
     return parser
+
+
+def _inventory_options(sub: argparse.ArgumentParser) -> None:
+    """The options of `inventory` and `compare`."""
+    sub.add_argument("--stack", default="dev", help="stack name: reads Pulumi.<stack>.yaml (default: dev)")
+    sub.add_argument("--site", help="the node (default: the stack's only node)")
+    if sub.get_default("command") is _inventory:
+        sub.add_argument("--output", type=Path, metavar="FILE", help="write the inventory there (default: print it)")
+        return
+    sub.add_argument("--against", type=Path, metavar="FILE", help="compare the node now (--stack, --site) with FILE")
+    sub.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    sub.add_argument("inventories", type=Path, nargs="*", metavar="INVENTORY", help="two files `inventory` wrote")
 
 
 def _load_options(sub: argparse.ArgumentParser) -> None:
@@ -282,6 +303,46 @@ def _bulk_load(args: argparse.Namespace, progress: Progress) -> int:
         print(f"{result.refused} line(s) refused, each with its reason, in {result.report}")
         return EXIT_FAILED
     return 0
+
+
+def _inventory(args: argparse.Namespace, progress: Progress) -> int:
+    """`hubnode inventory` (infra/inventory.py): printed, or written to `--output`."""
+    found = _take_inventory(args, progress)
+    text = json.dumps(found, indent=2) + "\n"
+    if args.output is None:
+        print(text, end="")
+        return 0
+    try:
+        write_atomically(Path(args.output), text.encode(), 0o644)
+    except OSError as error:
+        raise UsageError(
+            f"--output {args.output}: {error.strerror}", fix="name a file in a folder you may write"
+        ) from None
+    print(f"inventory of {found['site']} ({len(found['stores'])} stores) written to {args.output}")
+    return 0
+
+
+def _take_inventory(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    access = node_access(_state(args), args.site)
+    with progress.step(f"inventory of {access.site} of stack {args.stack}"), access.client() as client:
+        return take(access, client, progress, args.stack)
+
+
+def _compare(args: argparse.Namespace, progress: Progress) -> int:
+    """`hubnode compare A B` or `--against A` (the node now as B): 0 when identical, 1 when not."""
+    if args.against is not None and not args.inventories:
+        first = read_inventory(Path(args.against))
+        second = _take_inventory(args, progress)
+    elif args.against is None and len(args.inventories) == 2:
+        first, second = (read_inventory(Path(path)) for path in args.inventories)
+    else:
+        raise UsageError(
+            "compare takes two inventory files, or --against FILE (and --stack, --site for the node now)",
+            fix="e.g. hubnode compare before.json after.json",
+        )
+    found = differences(first, second)
+    print(json.dumps(as_json(first, second, found), indent=2) if args.json else table(first, second, found))
+    return EXIT_FAILED if found else 0
 
 
 def _check(args: argparse.Namespace, _progress: Progress) -> int:

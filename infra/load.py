@@ -64,7 +64,7 @@ class Door:
     ca_file: Path | None = None
 
 
-def node_door(state: StackState, site: str | None) -> Door:
+def node_door(state: StackState, site: str | None, doing: str = "the load") -> Door:
     """The door of node `site` (None: the stack's only node) as `hubnode up` brought it up here.
 
     Its gateway from the endpoints file, the site admin's connector token, the federation CA.
@@ -80,7 +80,7 @@ def node_door(state: StackState, site: str | None) -> Door:
         ) from None
     sites = [str(n.get("site")) for n in nodes]
     if site is None and len(sites) != 1:
-        raise UsageError(f"stack {stack} has nodes {', '.join(sites)}", fix="name the one to load into with --site")
+        raise UsageError(f"stack {stack} has nodes {', '.join(sites)}", fix="name one of them with --site")
     node = next((n for n in nodes if site in (None, n.get("site"))), None)
     if node is None:
         raise UsageError(
@@ -92,8 +92,8 @@ def node_door(state: StackState, site: str | None) -> Door:
     if gateway is None or not token_file.is_file():
         missing = "gateway" if gateway is None else f"connector (no {token_file})"
         raise HubnodeError(
-            f"node {site} of stack {stack} has no {missing}; the load goes to its connector through its gateway",
-            fix="load into a node whose components include connector and gateway",
+            f"node {site} of stack {stack} has no {missing}; {doing} goes to its connector through its gateway",
+            fix="choose a node whose components include connector and gateway",
         )
     ca = state.pki_dir / "ca.crt"
     return Door(site, f"{gateway}/fhir", token_file.read_text(encoding="utf-8").strip(), ca if ca.is_file() else None)
