@@ -24,7 +24,7 @@ from typing import Any
 import docker
 import httpx
 
-from benchmarks import federation, portal, trustcentre
+from benchmarks import bulk, federation, portal, trustcentre
 from benchmarks.federation import free_port, percentile
 from infra.bootstrap import docker_client
 from infra.imagebuild import build_images
@@ -38,7 +38,12 @@ MII_KDS_DIR = PROJECT_DIR.parent / "shared" / "testdata" / "mii-kds"
 RESULTS_DIR = PROJECT_DIR / ".hubnode" / "bench"
 FHIR_JSON = "application/fhir+json"
 READY_BUDGET_S = 300.0
-BENCHMARKS = ("ready", "ingest", "pseudonyms", "consent", "linkage", *federation.BENCHMARKS, *portal.BENCHMARKS)
+BENCHMARKS = (
+    *("ready", "ingest", "pseudonyms", "consent", "linkage"),
+    *federation.BENCHMARKS,
+    *bulk.BENCHMARKS,
+    *portal.BENCHMARKS,
+)
 
 
 def main() -> int:
@@ -69,9 +74,10 @@ def main() -> int:
             results["linkage"] = trustcentre.bench_linkage(url)
     if "portal-ready" in chosen:
         results["portal-ready"] = portal.bench_ready(client, args.rounds)
-    federated = [name for name in chosen if name in (*federation.BENCHMARKS, *portal.FEDERATED)]
+    later = {**bulk.FEDERATED, **portal.FEDERATED}
+    federated = [name for name in chosen if name in (*federation.BENCHMARKS, *later)]
     if federated:  # one bench federation, brought up once for all of them; the portal's last (it adds audit)
-        results.update(federation.run(federated, portal.FEDERATED))
+        results.update(federation.run(federated, later))
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{results['started'].replace(':', '-')}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
@@ -225,6 +231,7 @@ def _print_table(results: dict[str, Any]) -> None:
         rows.append(("ingest: postgres / embedded throughput", fmt(ingest["postgres_over_embedded_throughput"]), ""))
     rows += trustcentre.table_rows(results)
     rows += federation.table_rows(results)
+    rows += bulk.table_rows(results)
     rows += portal.table_rows(results)
     width = max(len(r[0]) for r in rows)
     print(f"\n{'benchmark':<{width}}  {'value':>10}  note")

@@ -20,6 +20,7 @@ import docker
 import docker.errors
 
 from conformance import check
+from fixtures.volume import write_volume
 from infra import pki_store
 from infra.backup import (
     Host,
@@ -39,22 +40,31 @@ from infra.bootstrap import (
     ensure_build_tools,
     ensure_docker_engine,
 )
-from infra.errors import HubnodeError
+from infra.chunks import Limits
+from infra.compare import as_json, differences, read_inventory, table
+from infra.errors import HubnodeError, UsageError
 from infra.federation_files import FederationFiles, prepare_federation_files
+from infra.files import write_atomically
 from infra.idp_realm import user_secret
 from infra.imagebuild import build_images, images_to_build
+from infra.inventory import node_access, take
+from infra.load import Options, job_for, load, node_door
 from infra.local import LocalLauncher, secret_file
 from infra.mutants import MUTANTS
 from infra.pki_store import CA
 from infra.plan import NodePlan, plan_stack
 from infra.progress import Progress
+from infra.retention import Retention, prune
+from infra.schedule import backup_due
 from infra.smoke import example_bundle, read_bundle, smoke, smoke_trustcentre
-from infra.spec import StackSpec, with_mutant
+from infra.spec import BackupPolicy, StackSpec, with_mutant
 from infra.stackfile import load_stack
 from infra.state import StackState
 from infra.targets_file import write_targets
+from infra.timer_units import UNIT_DIR, for_checkout, install, remove, run_checked, systemd_runs_host
 
 EXIT_FAILED = 1
+EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
@@ -64,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = Progress(quiet=getattr(args, "json", False))
     try:
         result: int = args.command(args, progress)
+    except UsageError as error:
+        print(f"hubnode: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except HubnodeError as error:
         print(f"hubnode: error: {error}", file=sys.stderr)
         return EXIT_FAILED
@@ -97,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
         ("down", _down, "remove the stack's containers and networks (data volumes stay unless --volumes)"),
         ("backup", _backup, "stop each node briefly, write an encrypted archive of its data and files, start it again"),
         ("restore", _restore, "put a node back from its archive into an empty stack (then: hubnode up)"),
+        ("schedule", _schedule, "print, install or remove the systemd timer of the stack's hubnode:backup.schedule"),
     ):
         sub = command(name, handler, help_text)
         sub.add_argument("--stack", default="dev", help="stack name: reads Pulumi.<stack>.yaml (default: dev)")
@@ -126,10 +140,91 @@ def _parser() -> argparse.ArgumentParser:
             )
         if name in ("backup", "restore"):
             _backup_options(sub, name)
+        if name == "schedule":
+            _schedule_options(sub)
     check.add_options(
         command("check", _check, "replay the scenarios against a stack's nodes or a targets file; write the reports")
     )
+    _generate_options(
+        command("generate", _generate, "write synthetic MII-shaped patients as NDJSON (the same bytes for a seed)")
+    )
+    _load_options(
+        command(
+            "load", _bulk_load, "load NDJSON files into a node through its connector: resumable, bad lines reported"
+        )
+    )
+    _inventory_options(
+        command("inventory", _inventory, "count and digest what a node holds, read through its gateway (JSON)")
+    )
+    _inventory_options(
+        command("compare", _compare, "compare two inventories, or a node now with one; exit 1 when they differ")
+    )
     return parser
+
+
+def _inventory_options(sub: argparse.ArgumentParser) -> None:
+    """The options of `inventory` and `compare`."""
+    sub.add_argument("--stack", default="dev", help="stack name: reads Pulumi.<stack>.yaml (default: dev)")
+    sub.add_argument("--site", help="the node (default: the stack's only node)")
+    if sub.get_default("command") is _inventory:
+        sub.add_argument("--output", type=Path, metavar="FILE", help="write the inventory there (default: print it)")
+        return
+    sub.add_argument("--against", type=Path, metavar="FILE", help="compare the node now (--stack, --site) with FILE")
+    sub.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    sub.add_argument("inventories", type=Path, nargs="*", metavar="INVENTORY", help="two files `inventory` wrote")
+
+
+def _load_options(sub: argparse.ArgumentParser) -> None:
+    defaults = Options()
+    sub.add_argument("--stack", default="dev", help="stack name: reads Pulumi.<stack>.yaml (default: dev)")
+    sub.add_argument("--site", help="the node to load into (default: the stack's only node)")
+    sub.add_argument(
+        "--chunk",
+        type=positive,
+        default=defaults.limits.resources,
+        metavar="N",
+        help=f"resources per request, a bundle line counting its entries (default {defaults.limits.resources};"
+        f" also at most {defaults.limits.bytes // 1024 // 1024} MiB)",
+    )
+    sub.add_argument(
+        "--parallel", type=positive, default=defaults.parallel, metavar="K", help="requests in flight (default 4)"
+    )
+    sub.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE",
+        help="where refused lines go, one JSON object a line: file, line, message"
+        " (default: .hubnode/<stack>/loads/<key>.report.jsonl)",
+    )
+    sub.add_argument(
+        "--all-or-nothing",
+        action="store_true",
+        help="stop at the first refused request instead of sending its good lines again (each request stays"
+        " all-or-nothing; what earlier requests stored stays)",
+    )
+    sub.add_argument("--restart", action="store_true", help="start over instead of continuing an interrupted load")
+    sub.add_argument("files", type=Path, nargs="+", metavar="FILE", help="NDJSON files (.ndjson, .ndjson.gz), in order")
+
+
+def positive(text: str) -> int:
+    """An argument that must be a whole number above 0 (argparse says which and exits 2 otherwise)."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
+    return number
+
+
+def _generate_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--patients", type=positive, required=True, metavar="N", help="how many patients")
+    sub.add_argument("--seed", type=int, default=0, help="the same seed gives the same bytes (default 0)")
+    sub.add_argument("--site", default="dic", help="the site the patients' ids and identifiers name (default dic)")
+    sub.add_argument("--bundles", action="store_true", help="one transaction Bundle per patient and line")
+    sub.add_argument(
+        "--out", type=Path, required=True, metavar="FILE", help="the NDJSON file to write (.gz: gzip-compressed)"
+    )
 
 
 def _backup_options(sub: argparse.ArgumentParser, name: str) -> None:
@@ -137,13 +232,117 @@ def _backup_options(sub: argparse.ArgumentParser, name: str) -> None:
     sub.add_argument("--site", help="the node to back up or restore (default: every node / the archive's)")
     if name == "backup":
         sub.add_argument(
-            "--output", type=Path, metavar="DIR", help="folder for the archives (default: .hubnode/backups/<stack>/)"
+            "--output",
+            type=Path,
+            metavar="DIR",
+            help="folder for the archives (default: hubnode:backup.output, else .hubnode/backups/<stack>/)",
+        )
+        sub.add_argument(
+            "--keep",
+            type=positive,
+            metavar="N",
+            help="afterwards keep only the node's newest N archives there (default: hubnode:backup.keep/keepDays)",
         )
     else:
         sub.add_argument(
             "--key", type=Path, metavar="FILE", help="the backup key (default: .hubnode/<stack>/backup-key)"
         )
         sub.add_argument("archive", type=Path, metavar="ARCHIVE", help="a .hnb file `hubnode backup` wrote")
+
+
+def _schedule_options(sub: argparse.ArgumentParser) -> None:
+    what = sub.add_mutually_exclusive_group()
+    what.add_argument("--print", action="store_true", help="show the service and timer (the default)")
+    what.add_argument("--install", action="store_true", help="write them, and start the timer where systemd runs")
+    what.add_argument("--remove", action="store_true", help="stop the timer and delete both units")
+    sub.add_argument(
+        "--unit-dir", type=Path, default=UNIT_DIR, metavar="DIR", help=f"where the units go (default {UNIT_DIR})"
+    )
+
+
+def _generate(args: argparse.Namespace, progress: Progress) -> int:
+    """`hubnode generate`: a volume of journeys (fixtures/volume.py), e.g. to try `hubnode load` on."""
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise HubnodeError(f"--out {out}: no folder {out.parent}", fix="create the folder or name a file in one")
+    every = max(1, args.patients // 10)
+
+    def written(done: int) -> None:
+        if done % every == 0:
+            progress.note(f"{done} of {args.patients} patients written")
+
+    with progress.step(f"generate {args.patients} patients (seed {args.seed}) into {out}"):
+        volume = write_volume(out, args.patients, args.seed, site=args.site, bundles=args.bundles, written=written)
+    print(
+        f"wrote {volume.patients} patients, {volume.resources} resources in {volume.lines} lines to {out}"
+        f" ({out.stat().st_size / 1024 / 1024:.1f} MiB)"
+    )
+    return 0
+
+
+def _bulk_load(args: argparse.Namespace, progress: Progress) -> int:
+    """`hubnode load` (infra/load.py): 0 when every line is stored, 1 when some were refused (see the report)."""
+    state = _state(args)
+    door = node_door(state, args.site)
+    job = job_for(state, door, args.files, args.report)
+    options = Options(Limits(args.chunk, Options().limits.bytes), args.parallel, args.all_or_nothing, args.restart)
+    try:
+        with progress.step(f"load {len(job.files)} file(s) into {door.site} of stack {args.stack}"):
+            result = load(door, job, options, progress)
+    except KeyboardInterrupt:
+        print(
+            "hubnode: interrupted; rerun the same command to continue where the load stopped (nothing is stored twice)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    print(
+        f"loaded {result.lines} lines ({result.resources} resources) into {door.site} in {result.seconds:.1f} s"
+        f" ({result.resources_per_s:.0f} resources/s)"
+    )
+    if result.refused:
+        print(f"{result.refused} line(s) refused, each with its reason, in {result.report}")
+        return EXIT_FAILED
+    return 0
+
+
+def _inventory(args: argparse.Namespace, progress: Progress) -> int:
+    """`hubnode inventory` (infra/inventory.py): printed, or written to `--output`."""
+    found = _take_inventory(args, progress)
+    text = json.dumps(found, indent=2) + "\n"
+    if args.output is None:
+        print(text, end="")
+        return 0
+    try:
+        write_atomically(Path(args.output), text.encode(), 0o644)
+    except OSError as error:
+        raise UsageError(
+            f"--output {args.output}: {error.strerror}", fix="name a file in a folder you may write"
+        ) from None
+    print(f"inventory of {found['site']} ({len(found['stores'])} stores) written to {args.output}")
+    return 0
+
+
+def _take_inventory(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    access = node_access(_state(args), args.site)
+    with progress.step(f"inventory of {access.site} of stack {args.stack}"), access.client() as client:
+        return take(access, client, progress, args.stack)
+
+
+def _compare(args: argparse.Namespace, progress: Progress) -> int:
+    """`hubnode compare A B` or `--against A` (the node now as B): 0 when identical, 1 when not."""
+    if args.against is not None and not args.inventories:
+        first = read_inventory(Path(args.against))
+        second = _take_inventory(args, progress)
+    elif args.against is None and len(args.inventories) == 2:
+        first, second = (read_inventory(Path(path)) for path in args.inventories)
+    else:
+        raise UsageError(
+            "compare takes two inventory files, or --against FILE (and --stack, --site for the node now)",
+            fix="e.g. hubnode compare before.json after.json",
+        )
+    found = differences(first, second)
+    print(json.dumps(as_json(first, second, found), indent=2) if args.json else table(first, second, found))
+    return EXIT_FAILED if found else 0
 
 
 def _check(args: argparse.Namespace, _progress: Progress) -> int:
@@ -303,7 +502,8 @@ def _write_endpoints(args: argparse.Namespace, plans: tuple[NodePlan, ...]) -> P
 
 
 def _status(args: argparse.Namespace, progress: Progress) -> int:
-    plans = _plans(args, progress)
+    spec, plans = _load(args, progress)
+    schedule = spec.backup.schedule if spec.backup else None
     nodes = _launcher(args, progress, docker_client()).status(plans)
     certificates = {
         found.item: found
@@ -314,22 +514,40 @@ def _status(args: argparse.Namespace, progress: Progress) -> int:
         if held := certificates.get(node["site"]):
             node["certificate"] = {**asdict(held), "valid_until": held.valid_until.isoformat()}
         node["last_backup"] = backups.get(node["site"])
+        if schedule is not None:
+            last = node["last_backup"]["created"] if node["last_backup"] else None
+            node["backup_schedule"] = backup_due(schedule, last, datetime.now().astimezone())
     if args.json:
         print(json.dumps({"stack": args.stack, "nodes": nodes}, indent=2))
     else:
-        for node in nodes:
-            print(f"{node['site']:<16} {node['role']:<10} {node['health']}")
-            for name, url in node["endpoints"].items():
-                print(f"    {name:<12} {url}")
-            for component, service in node["services"].items():
-                print(f"    {component:<12} {service['state']:<10} {service['health']:<10} {service['container']}")
-            if held := certificates.get(node["site"]):
-                print(f"    {'certificate':<12} {_validity_line(held)}")
-            if node["last_backup"]:
-                print(f"    last backup  {node['last_backup']['created']}  {node['last_backup']['archive']}")
-        if held := certificates.get(CA):
-            print(f"federation CA    {_validity_line(held)}")
+        _print_status(nodes, certificates)
     return 0 if all(node["health"] == "up" for node in nodes) else EXIT_FAILED
+
+
+def _print_status(nodes: list[dict[str, Any]], certificates: dict[str, pki_store.Validity]) -> None:
+    for node in nodes:
+        print(f"{node['site']:<16} {node['role']:<10} {node['health']}")
+        for name, url in node["endpoints"].items():
+            print(f"    {name:<12} {url}")
+        for component, service in node["services"].items():
+            print(f"    {component:<12} {service['state']:<10} {service['health']:<10} {service['container']}")
+        if held := certificates.get(node["site"]):
+            print(f"    {'certificate':<12} {_validity_line(held)}")
+        if node["last_backup"]:
+            print(f"    last backup  {node['last_backup']['created']}  {node['last_backup']['archive']}")
+        if due := node.get("backup_schedule"):
+            print(f"    {'backups':<12} {_due_line(due)}")
+    if held := certificates.get(CA):
+        print(f"federation CA    {_validity_line(held)}")
+
+
+def _due_line(due: dict[str, Any]) -> str:
+    line = f"scheduled {due['schedule']} ({due['on_calendar']})"
+    if due["due"] is None:
+        return f"{line}; no backup yet"
+    if due["overdue"]:
+        return f"{line}; OVERDUE: no backup since the run due {due['due']}"
+    return f"{line}; next due {due['due']}"
 
 
 def _validity_line(held: pki_store.Validity) -> str:
@@ -390,8 +608,14 @@ def _remove_local_state(folder: Path, keep: set[Path]) -> None:
 
 
 def _backup(args: argparse.Namespace, progress: Progress) -> int:
-    """One archive per node (or `--site`'s): the node is stopped while its volumes are copied."""
-    plans = _chosen(_plans(args, progress), args.site, args.stack)
+    """One archive per node (or `--site`'s): the node is stopped while its volumes are copied.
+
+    After each node's archive is written whole, its older archives beyond the retention rule go.
+    """
+    spec, all_plans = _load(args, progress)
+    plans = _chosen(all_plans, args.site, args.stack)
+    policy = spec.backup or BackupPolicy()
+    rule = Retention(keep=args.keep) if args.keep else Retention(policy.keep, policy.keep_days)
     state = _state(args)
     key, made = ensure_key(state.backup_key)
     if made:
@@ -401,7 +625,7 @@ def _backup(args: argparse.Namespace, progress: Progress) -> int:
         )
     client = docker_client()
     host = Host(client, _launcher(args, progress, client), state, progress)
-    output = Path(args.output).resolve() if args.output else state.backups_dir
+    output = _backup_folder(args, state, policy)
     for plan in plans:
         with progress.step(f"back up {plan.site} (stopped while its volumes are copied)"):
             done = backup_node(host, plan, key, output)
@@ -411,7 +635,41 @@ def _backup(args: argparse.Namespace, progress: Progress) -> int:
             f" {len(done.manifest.members)} members; copied in {done.copy_s:.1f} s, node unavailable"
             f" {done.unavailable_s:.1f} s, took {done.took_s:.1f} s)"
         )
+        removed = prune(done.path, plan.stack, plan.site, rule, datetime.now(UTC))
+        if removed:
+            print(f"{plan.site}: removed {len(removed)} older archive(s), keeping {rule}:")
+            for path in removed:
+                print(f"  {path}")
     print(f"encrypted with {state.backup_key}; restore with: hubnode restore --stack {args.stack} ARCHIVE")
+    return 0
+
+
+def _backup_folder(args: argparse.Namespace, state: StackState, policy: BackupPolicy) -> Path:
+    """`--output`, else `hubnode:backup.output` (relative to the project folder), else `.hubnode/backups/<stack>/`."""
+    if args.output:
+        return Path(args.output).resolve()
+    if policy.output:
+        return (state.project_dir / policy.output).resolve()
+    return state.backups_dir
+
+
+def _schedule(args: argparse.Namespace, progress: Progress) -> int:
+    """`hubnode schedule`: the stack's backup timer, shown, installed or removed."""
+    spec = _load(args, progress)[0]
+    schedule = spec.backup.schedule if spec.backup else None
+    if schedule is None:
+        raise HubnodeError(
+            f"stack {args.stack} declares no backup schedule",
+            fix=f"add hubnode:backup: {{schedule: daily 02:30}} to Pulumi.{args.stack}.yaml (see README)",
+        )
+    units = for_checkout(args.stack, schedule, project_dir(args))
+    if not (args.install or args.remove):
+        for name, content in ((units.service_name, units.service), (units.timer_name, units.timer)):
+            print(f"# {args.unit_dir / name}\n{content}")
+        return 0
+    runner = run_checked if systemd_runs_host() else None
+    done = (install if args.install else remove)(units, args.unit_dir, runner)
+    print("\n".join(done))
     return 0
 
 

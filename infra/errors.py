@@ -16,3 +16,7 @@ class HubnodeError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message}\n  fix: {self.fix}" if self.fix else self.message
+
+
+class UsageError(HubnodeError):
+    """A command asked for what cannot be (a file that is not there): exit 2, as for a wrong argument."""

@@ -12,8 +12,6 @@ did per item so the CLI can say which certificates are new and why.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +22,7 @@ from cryptography import x509
 
 from infra import pki
 from infra.errors import HubnodeError
+from infra.files import write_atomically
 
 CA = "ca"
 #: A certificate of the federation CA kept revoked, so local stacks can show that nodes refuse revoked ones.
@@ -209,7 +208,7 @@ def _revoked(folder: Path) -> dict[int, datetime]:
 def _write_revocations(folder: Path, ca: pki.Issued, revoked: Mapping[int, datetime], now: datetime) -> None:
     """Record the revoked serials and sign a CRL of them, unless the CRL on disk says the same and is fresh."""
     record = {"revoked": {str(serial): when.isoformat() for serial, when in sorted(revoked.items())}}
-    _write(folder / REVOKED_FILE, (json.dumps(record, indent=2) + "\n").encode(), CERTIFICATE_MODE)
+    write_atomically(folder / REVOKED_FILE, (json.dumps(record, indent=2) + "\n").encode(), CERTIFICATE_MODE)
     try:
         current = x509.load_pem_x509_crl((folder / CRL_FILE).read_bytes())
     except (OSError, ValueError):
@@ -222,7 +221,7 @@ def _write_revocations(folder: Path, ca: pki.Issued, revoked: Mapping[int, datet
         and current.next_update_utc - now > pki.RENEW_BEFORE
     )
     if not fresh:
-        _write(folder / CRL_FILE, pki.crl_pem(pki.issue_crl(ca, revoked, now)), CERTIFICATE_MODE)
+        write_atomically(folder / CRL_FILE, pki.crl_pem(pki.issue_crl(ca, revoked, now)), CERTIFICATE_MODE)
 
 
 def _ca_reason(ca: pki.Issued, federation: str, now: datetime) -> str | None:
@@ -247,17 +246,5 @@ def _load(folder: Path, item: str) -> pki.Issued | None:
 
 def store_issued(folder: Path, item: str, issued: pki.Issued) -> None:
     """Write key first, then certificate, each atomically with its final mode."""
-    _write(key_file(folder, item), pki.key_pem(issued.key), KEY_MODE)
-    _write(certificate_file(folder, item), pki.certificate_pem(issued.certificate), CERTIFICATE_MODE)
-
-
-def _write(path: Path, content: bytes, mode: int) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # created 0600
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            stream.write(content)
-        Path(temporary).chmod(mode)
-        Path(temporary).replace(path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(key_file(folder, item), pki.key_pem(issued.key), KEY_MODE)
+    write_atomically(certificate_file(folder, item), pki.certificate_pem(issued.certificate), CERTIFICATE_MODE)

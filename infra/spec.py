@@ -14,6 +14,7 @@ from typing import Any, Literal, cast, get_args
 
 from infra.errors import HubnodeError
 from infra.mutants import MUTANTS
+from infra.schedule import Schedule, ScheduleError, parse_schedule
 
 Role = Literal["dic", "practice", "ttp", "research"]
 Database = Literal["embedded", "postgres"]
@@ -97,9 +98,12 @@ KEYS: tuple[str, ...] = (
     "consentDomains",
     "environment",
     "mutant",
+    "backup",
     *FEDERATION_KEYS,
     *SECRET_KEYS,
 )
+#: What `hubnode:backup` may say (`BackupPolicy`).
+BACKUP_KEYS: tuple[str, ...] = ("schedule", "keep", "keepDays", "output")
 #: Sources of the identifiers a node's connector asserts as its own: its source records, its MRNs.
 SOURCE_SYSTEM_BASE = "https://hubnode.org/fhir/sid/source"
 #: What a demo user entry may say; `password` is refused, since passwords are never literals in a stack file.
@@ -273,6 +277,20 @@ class Federation:
 
 
 @dataclass(frozen=True)
+class BackupPolicy:
+    """`hubnode:backup`: when each node is backed up, how many archives stay, where they go.
+
+    An archive stays when it is among the newest `keep` or younger than `keep_days` (either rule keeps
+    it); with neither set, none is removed. `output` is relative to the project folder unless absolute.
+    """
+
+    schedule: Schedule | None = None
+    keep: int | None = None
+    keep_days: int | None = None
+    output: str | None = None
+
+
+@dataclass(frozen=True)
 class StackSpec:
     """A Pulumi stack: its name, the nodes it declares, and their federation (None for a lone node)."""
 
@@ -283,6 +301,8 @@ class StackSpec:
     environment: Environment = "site"
     #: A faulty variant switched on to prove the conformance suite fails it (infra.mutants); local only.
     mutant: str | None = None
+    #: Schedule and retention of `hubnode backup` (None: backups only when asked, none removed).
+    backup: BackupPolicy | None = None
 
     def sends_for(self, node: NodeSpec, project: Project) -> bool:
         """Whether `node` sends research data for `project`: named a sender, or a dic when the project names none."""
@@ -314,6 +334,7 @@ def parse_stack(stack: str, config: Mapping[str, Any], source: str = "stack conf
     consent_domains = _parse_consent_domains(ours.get("consentDomains", []), problems)
     environment = _choice(_key("environment"), ours.get("environment", "site"), ENVIRONMENTS, problems)
     mutant = _parse_mutant(ours.get("mutant"), environment, problems)
+    backup = _parse_backup(ours["backup"], problems) if "backup" in ours else None
     if "nodes" in ours:
         problems += [
             Problem(_key(key), ours[key], "in a federation stack, set this per node under hubnode:nodes")
@@ -333,6 +354,7 @@ def parse_stack(stack: str, config: Mapping[str, Any], source: str = "stack conf
         federation=federation,
         environment=cast("Environment", environment),
         mutant=mutant,
+        backup=backup,
     )
     _check_federation(spec, problems)
     _check_ttp_domains(spec, problems)
@@ -798,6 +820,38 @@ def _parse_mutant(value: object, environment: str, problems: list[Problem]) -> s
         problems.append(Problem(_key("mutant"), value, "only a stack with hubnode:environment: local runs mutants"))
         return None
     return _choice(_key("mutant"), value, tuple(MUTANTS), problems) or None
+
+
+def _parse_backup(value: object, problems: list[Problem]) -> BackupPolicy | None:
+    """`hubnode:backup`: a schedule systemd can run, whole numbers above 0 to keep, a folder."""
+    key = _key("backup")
+    if not isinstance(value, Mapping):
+        problems.append(Problem(key, value, "a mapping, e.g. {schedule: daily 02:30, keep: 14}"))
+        return None
+    before = len(problems)
+    problems += [
+        Problem(f"{key}.{name}", value[name], f"unknown key; known: {', '.join(BACKUP_KEYS)}")
+        for name in value
+        if name not in BACKUP_KEYS
+    ]
+    schedule = None
+    if "schedule" in value:
+        try:
+            schedule = parse_schedule(value["schedule"])
+        except ScheduleError as error:
+            problems.append(Problem(f"{key}.schedule", value["schedule"], str(error)))
+    counts: dict[str, int | None] = {}
+    for name in ("keep", "keepDays"):
+        count = value.get(name)
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+            problems.append(Problem(f"{key}.{name}", count, "a whole number above 0"))
+        counts[name] = count
+    output = value.get("output")
+    if output is not None and (not isinstance(output, str) or not output.strip()):
+        problems.append(Problem(f"{key}.output", output, "a folder, e.g. /srv/hubnode-backups"))
+    if len(problems) > before:
+        return None
+    return BackupPolicy(schedule, counts["keep"], counts["keepDays"], output)
 
 
 def _choice(key: str, value: object, allowed: tuple[str, ...], problems: list[Problem]) -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.volume import write_volume
 from infra import bootstrap
 from infra.cli import main
 from infra.errors import HubnodeError
@@ -63,3 +64,15 @@ def test_an_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str])
         main(["launch"])
     assert caught.value.code == 2
     assert "invalid choice: 'launch'" in capsys.readouterr().err
+
+
+def test_generate_writes_the_volume_of_the_seed_and_refuses_a_folder_that_is_not_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "v.ndjson.gz"
+    assert main(["generate", "--patients", "3", "--seed", "4", "--out", str(out)]) == 0
+    assert "wrote 3 patients, " in capsys.readouterr().out
+    write_volume(tmp_path / "same.ndjson.gz", 3, 4)
+    assert out.read_bytes() == (tmp_path / "same.ndjson.gz").read_bytes()
+    assert main(["generate", "--patients", "3", "--out", str(tmp_path / "no" / "v.ndjson")]) == 1
+    assert f"no folder {tmp_path / 'no'}" in capsys.readouterr().err

@@ -272,6 +272,47 @@ def test_ndjson_problems_name_their_lines_and_nothing_is_written(client: TestCli
     assert "line 3.code" in {i["expression"][0] for i in response.json()["issue"]}
 
 
+def test_a_transaction_bundle_per_line_is_imported_with_the_resource_lines(client: TestClient, fhir: FakeFhir) -> None:
+    first, second = mii_bundle("pat-1"), mii_bundle("pat-3")
+    patient = next(e["resource"] for e in mii_bundle("pat-11")["entry"] if e["resource"]["resourceType"] == "Patient")
+    body = "\n".join(json.dumps(line) for line in (first, patient, second))
+    shared = {e["fullUrl"] for e in first["entry"]} & {e["fullUrl"] for e in second["entry"]}
+    assert shared, "the two bundles repeat the organisations and devices they share"
+    distinct = len(first["entry"]) + 1 + len(second["entry"]) - len(shared)
+    response = client.post("/fhir/$import", content=body, headers=headers("source", "application/fhir+ndjson"))
+    assert response.status_code == 200, response.text
+    assert len(response.json()["entry"]) == distinct
+    assert len(fhir.of_type("Patient")) == 3
+    assert len(fhir.resources) == distinct
+    again = client.post("/fhir/$import", content=body, headers=headers("source", "application/fhir+ndjson"))
+    assert again.status_code == 200, again.text
+    assert len(fhir.resources) == distinct, "a replay stores nothing twice"
+
+
+def test_a_twin_that_differs_from_the_first_is_refused_naming_both_lines(client: TestClient, fhir: FakeFhir) -> None:
+    first, second = mii_bundle("pat-1"), mii_bundle("pat-3")
+    urls = {e["fullUrl"] for e in first["entry"]}
+    twin = next(e for e in second["entry"] if e["fullUrl"] in urls)
+    twin["resource"]["name"] = "renamed"
+    body = f"{json.dumps(first)}\n{json.dumps(second)}\n"
+    response = client.post("/fhir/$import", content=body, headers=headers("source", "application/fhir+ndjson"))
+    assert response.status_code == 422
+    [issue] = response.json()["issue"]
+    assert issue["expression"][0].startswith("line 2 Bundle.entry[")
+    assert "appears twice (also line 1 Bundle.entry[" in issue["diagnostics"]
+    assert fhir.transactions == []
+
+
+def test_a_problem_inside_a_bundle_line_names_the_line_and_the_entry(client: TestClient, fhir: FakeFhir) -> None:
+    good, bad = mii_bundle("pat-1"), mii_bundle("pat-3")
+    del bad["entry"][5]["resource"]["subject"]
+    body = f"{json.dumps(good)}\n\n{json.dumps(bad)}\n"
+    response = client.post("/fhir/$import", content=body, headers=headers("source", "application/fhir+ndjson"))
+    assert response.status_code == 422
+    assert {i["expression"][0] for i in response.json()["issue"]} == {"line 3 Bundle.entry[5].resource.subject"}
+    assert fhir.transactions == [], "all-or-nothing per request: the good line is not stored either"
+
+
 @pytest.mark.parametrize(
     ("who", "token", "status"),
     [("nobody", "token-of-nobody", 403), ("reader", "token-of-reader", 403), ("?", "forged", 401), ("?", "", 401)],

@@ -197,14 +197,35 @@ def test_medication_codes_are_atc_or_pzn_and_lab_results_loinc() -> None:
 
 
 def test_ndjson_lines_become_entries_and_bad_lines_are_named() -> None:
-    bundle, lines, problems = bundle_from_ndjson(b'{"resourceType": "Patient", "id": "a"}\n\n[1]\n{"x": 1\n')
+    bundle, places, problems = bundle_from_ndjson(b'{"resourceType": "Patient", "id": "a"}\n\n[1]\n{"x": 1\n')
     assert [e["resource"]["id"] for e in bundle["entry"]] == ["a"]
-    assert lines == [1]
+    assert places == ["line 1"]
     assert [(p.line, p.message.split(" (")[0]) for p in problems] == [
         (3, "is not a FHIR resource"),
         (4, "is not valid JSON"),
     ]
     assert bundle_from_ndjson(b'{"resourceType": "Patient"}\n\xff\n')[2][0].line == 2
+
+
+def test_a_transaction_bundle_line_contributes_its_entries_and_other_bundles_are_resources() -> None:
+    patients = [{"resourceType": "Patient", "id": name} for name in ("a", "b", "c")]
+    transaction = {"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": p} for p in patients[1:]]}
+    document = {"resourceType": "Bundle", "id": "d", "type": "document"}
+    empty = {"resourceType": "Bundle", "type": "collection", "entry": []}
+    body = "\n".join(json.dumps(line) for line in (patients[0], transaction, document, empty)).encode()
+    bundle, places, problems = bundle_from_ndjson(body)
+    assert [e["resource"]["id"] for e in bundle["entry"]] == ["a", "b", "c", "d"]
+    assert places == ["line 1", "line 2 Bundle.entry[0].resource", "line 2 Bundle.entry[1].resource", "line 3"]
+    assert [(p.line, p.message) for p in problems] == [(4, "is a collection Bundle without entries: nothing to import")]
+
+
+def test_an_entry_equal_to_one_before_it_is_taken_once_and_a_differing_twin_stays() -> None:
+    shared = {"fullUrl": "https://x/Organization/o", "resource": {"resourceType": "Organization", "id": "o"}}
+    changed = {**shared, "resource": {**shared["resource"], "name": "other"}}
+    lines = [{"resourceType": "Bundle", "type": "transaction", "entry": [entry]} for entry in (shared, shared, changed)]
+    bundle, places, _ = bundle_from_ndjson("\n".join(map(json.dumps, lines)).encode())
+    assert bundle["entry"] == [shared, changed]
+    assert places == ["line 1 Bundle.entry[0].resource", "line 3 Bundle.entry[0].resource"]
 
 
 def test_a_linked_patient_is_written_at_an_id_of_its_person_id_and_keeps_its_source_identifier() -> None:

@@ -105,6 +105,7 @@ def create_app(
         Route("/fhir", handled(audit.INGEST, Role.INGEST, api.ingest_bundle, engine), methods=["POST"]),
         Route("/fhir/$import", handled(audit.IMPORT, Role.INGEST, api.import_ndjson, engine), methods=["POST"]),
         Route("/fhir/AuditEvent", audit_log.endpoint(engine, Role.AUDIT_READ)),
+        Route("/fhir/AuditEvent/$inventory", audit.inventory(engine), methods=["GET", "POST"]),
         Route("/fhir/metadata", api.capability_statement),
         Route("/fhir", handled(audit.READ, Role.READ, api.read, engine)),
         Route("/fhir/{type}", handled(audit.READ, Role.READ, api.read, engine)),
@@ -155,16 +156,20 @@ class Api:
         return self._ingested(request, result, self._purpose(request, OPERATIONS))
 
     async def import_ndjson(self, request: Request, caller: Caller) -> Done:
-        """`POST /fhir/$import`: one resource per line; problems name the line."""
+        """`POST /fhir/$import`: a resource or a transaction Bundle per line; problems name the line (and entry).
+
+        All-or-nothing per request, like a Bundle: one bad line refuses them all. A client that wants the
+        good lines of a file stored whatever the bad ones do sends them again without those (`hubnode load`).
+        """
         _require_content_type(request, NDJSON_TYPES)
         body = await read_body(request, self.settings.max_body_bytes)
         check_json_limits(body)
-        bundle, lines, bad_lines = bundle_from_ndjson(body)
+        bundle, places, bad_lines = bundle_from_ndjson(body)
         if bad_lines:
             raise InvalidInput([Problem(f"line {bad.line}", bad.message) for bad in bad_lines])
         entries = bundle_entries(bundle, self.settings.max_entries)
-        result = await self.ingester.ingest(entries, self.settings.site, lambda index: f"line {lines[index]}")
-        LOG.info("%s imported %d lines", caller.name, len(entries))
+        result = await self.ingester.ingest(entries, self.settings.site, places.__getitem__)
+        LOG.info("%s imported %d entries", caller.name, len(entries))
         return self._ingested(request, result, self._purpose(request, OPERATIONS))
 
     async def read(self, request: Request, _caller: Caller) -> Done:

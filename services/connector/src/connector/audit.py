@@ -11,8 +11,11 @@ from collections.abc import Sequence
 
 from sqlalchemy import Engine
 
+from connector.auth import Role
 from connector.db import audit_log
 from servicekit.audit import AuditRecord
+from servicekit.inventory import OPERATION, Endpoint, inventory_endpoint
+from servicekit.purpose import OPERATIONS
 
 INGEST = "ingest"
 IMPORT = "$import"
@@ -29,3 +32,17 @@ def exchange_record(  # noqa: PLR0913, PLR0917 -- the fields of one record
 def record_alone(engine: Engine, entry: AuditRecord) -> None:
     """Write `entry` in a transaction of its own (the connector's own writes go to HAPI, not here)."""
     audit_log.record_alone(engine, entry)
+
+
+def inventory(engine: Engine) -> Endpoint:
+    """`GET /fhir/AuditEvent/$inventory`: the trail's count and digest for the site's administrator, audited.
+
+    `hubnode inventory` compares it between a node and its restored copy; its own records are not counted.
+    """
+
+    def record(caller: str, outcome: str, detail: str) -> None:
+        audit_log.record_alone(engine, AuditRecord(caller, OPERATION, (), outcome, OPERATIONS, detail))
+
+    return inventory_endpoint(
+        engine, Role.AUDIT_READ, lambda connection: [audit_log.store(connection, {OPERATION})], record
+    )

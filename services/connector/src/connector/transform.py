@@ -287,14 +287,24 @@ class NdjsonProblem:
     message: str
 
 
-def bundle_from_ndjson(body: bytes) -> tuple[dict[str, Any], list[int], list[NdjsonProblem]]:
-    """A transaction Bundle of an NDJSON body's resources, each entry's line number, and every bad line."""
+#: Bundles whose entries an NDJSON line contributes (MII test data ships one transaction bundle per line);
+#: a Bundle of another type (a document, say) is a resource like any other.
+ENTRY_BUNDLE_TYPES = ("transaction", "batch", "collection")
+
+
+def bundle_from_ndjson(body: bytes) -> tuple[dict[str, Any], list[str], list[NdjsonProblem]]:
+    """A transaction Bundle of an NDJSON body's resources, where each entry came from, and every bad line.
+
+    A line is one resource, or a Bundle of an ENTRY_BUNDLE_TYPES type whose entries all join the
+    transaction; an entry's place is `line <n>`, or `line <n> Bundle.entry[<i>].resource` inside a bundle line.
+    An entry equal to one before it is taken once: bundles of one patient each repeat the organisations,
+    practitioners and devices they share (a differing twin stays, and validation refuses the pair).
+    """
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         return _empty_bundle(), [], [NdjsonProblem(text_line(body, exc.start), "is not UTF-8")]
-    entries: list[dict[str, Any]] = []
-    lines: list[int] = []
+    taken = _Entries()
     problems: list[NdjsonProblem] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -306,10 +316,34 @@ def bundle_from_ndjson(body: bytes) -> tuple[dict[str, Any], list[int], list[Ndj
             continue
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             problems.append(NdjsonProblem(number, "is not a FHIR resource (a JSON object with a resourceType)"))
-            continue
-        entries.append({"resource": resource})
-        lines.append(number)
-    return {**_empty_bundle(), "entry": entries}, lines, problems
+        elif resource["resourceType"] != "Bundle" or resource.get("type") not in ENTRY_BUNDLE_TYPES:
+            taken.add({"resource": resource}, f"line {number}")
+        elif not isinstance(resource.get("entry"), list) or not resource["entry"]:
+            problems.append(NdjsonProblem(number, f"is a {resource['type']} Bundle without entries: nothing to import"))
+        else:
+            for index, entry in enumerate(resource["entry"]):
+                taken.add(entry, f"line {number} Bundle.entry[{index}].resource")
+    return {**_empty_bundle(), "entry": taken.entries}, taken.places, problems
+
+
+class _Entries:
+    """Entries with their places, each distinct one once (by type and source id, then by content)."""
+
+    def __init__(self) -> None:
+        self.entries: list[Any] = []
+        self.places: list[str] = []
+        self._first: dict[tuple[str, str], Any] = {}
+
+    def add(self, entry: Any, place: str) -> None:  # noqa: ANN401 -- an entry of untrusted JSON
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        identity = source_id(entry) if isinstance(resource, dict) else None
+        key = (str(resource.get("resourceType")), identity) if isinstance(resource, dict) and identity else None
+        if key is not None and self._first.get(key) == entry:
+            return
+        if key is not None:
+            self._first.setdefault(key, entry)
+        self.entries.append(entry)
+        self.places.append(place)
 
 
 def text_line(body: bytes, offset: int) -> int:

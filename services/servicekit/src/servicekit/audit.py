@@ -8,7 +8,7 @@ patients which projects used their data. Each service declares the tables in its
 from __future__ import annotations
 
 import base64
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -39,6 +39,7 @@ from starlette.responses import Response
 
 from servicekit.db import bulk_insert
 from servicekit.fhir import FhirError, parse_fhir_date
+from servicekit.inventory import BATCH_ROWS, Store, digest_rows
 from servicekit.metrics import Reading
 from servicekit.purpose import EMERGENCY, codings
 from servicekit.web import authenticate, error_response, fhir_response
@@ -114,6 +115,27 @@ class AuditLog:
         """Schema step for stores made before reads recorded their query (new stores have the column)."""
         if "query" not in {column["name"] for column in inspect(connection).get_columns("audit_events")}:
             connection.execute(text("ALTER TABLE audit_events ADD COLUMN query TEXT"))
+
+    def store(self, connection: Connection, leave_out: Collection[str] = ()) -> Store:
+        """The trail as the inventory store `audit`: every record but those of the operations in `leave_out`.
+
+        Each record with its id, caller, operation, outcome, purpose, detail, query and subjects, in id
+        order (its time left out, as `servicekit.inventory` says); records and subjects are read side by side.
+        """
+        events, subjects_table = self.events, self.subjects
+        columns = [events.c[name] for name in ("id", "caller", "operation", "outcome", "purpose", "detail", "query")]
+        records = connection.execute(
+            select(*columns)
+            .where(events.c.operation.not_in(sorted(leave_out)))
+            .order_by(events.c.id)
+            .execution_options(yield_per=BATCH_ROWS)
+        )
+        named = connection.execute(
+            select(subjects_table.c.event_id, subjects_table.c.subject)
+            .order_by(subjects_table.c.event_id, subjects_table.c.subject)
+            .execution_options(yield_per=BATCH_ROWS)
+        )
+        return digest_rows("audit", _with_subjects(records, named))
 
     def record_alone(self, engine: Engine, entry: AuditRecord) -> None:
         """Write one record in a transaction of its own (for refused or failed operations)."""
@@ -217,6 +239,19 @@ class AuditLog:
                 return error_response(error)
 
         return audit_events
+
+
+def _with_subjects(records: Iterable[Any], named: Iterable[Any]) -> Iterator[list[Any]]:
+    """Each record (in id order) with the subjects of its id, from subject rows in (id, subject) order."""
+    subjects = iter(named)
+    pending = next(subjects, None)
+    for record in records:
+        found = []
+        while pending is not None and pending[0] <= record[0]:
+            if pending[0] == record[0]:
+                found.append(pending[1])
+            pending = next(subjects, None)
+        yield [*record, found]
 
 
 def subjects_of(request: Request) -> list[str] | None:

@@ -22,6 +22,7 @@ from trustcentre.epix_api import epix_endpoints
 from trustcentre.epix_ig import epix_ig_endpoints
 from trustcentre.gics_api import gics_endpoints
 from trustcentre.gpas_api import gpas_endpoints
+from trustcentre.inventory import trustcentre_inventory
 from trustcentre.ledger import audit_endpoint
 from trustcentre.ledger_tickets import ledger_ticket_endpoints
 from trustcentre.persons import PersonIds
@@ -72,6 +73,9 @@ def create_app(settings: Settings) -> Starlette:
             Route("/health", health),
             metrics.route(),
             Route(f"{BASE}/AuditEvent", audit_endpoint(engine)),
+            Route(
+                f"{BASE}/$inventory", trustcentre_inventory(engine, settings.consent_domains), methods=["GET", "POST"]
+            ),
             Route(BASE + "/{service}/metadata", capability_statement),
             Route(BASE + "/{service}/{operation}", run_operation, methods=["POST"]),
         ],
