@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ import httpx
 import pytest
 
 from connector import processes
-from connector.retrier import retry_due
+from connector.retrier import retry_due, run_forever
 from connector.retries import RetryPolicy
 from infra.pki import issue_ca, issue_node
 from servicekit.allowlist import NodeRole
@@ -281,6 +283,108 @@ def test_a_retry_while_another_runs_waits_for_it_instead_of_running_the_process_
     assert first["status"] == "completed"
     sent = [e for e in fed["dic"].audit() if e["subtype"][0]["code"] == "careSummary" and e["outcome"] == "0"]
     assert len(sent) == 1, "one run of the process, one successful exchange recorded"
+
+
+async def started_async(fed: Federation, site: str, task: dict[str, Any]) -> httpx.Response:
+    """`POST /fhir/Task` with `Prefer: respond-async`, inside the running event loop (the process runs on in it)."""
+    transport = httpx.ASGITransport(app=fed[site].app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://connector") as client:
+        headers = {**bearer("starter"), "Prefer": "respond-async"}
+        return await client.post("/fhir/Task", json=task, headers=headers)
+
+
+def care_summary_task(patient: str) -> dict[str, Any]:
+    inputs = [
+        value("target", "valueString", "practice"),
+        value("patient", "valueIdentifier", {"system": CLINIC, "value": patient}),
+    ]
+    return {"resourceType": "Task", "instantiatesCanonical": f"{PROCESS}careSummary|1.0", "status": "requested"} | {
+        "intent": "order",
+        "input": inputs,
+    }
+
+
+def test_a_start_preferring_respond_async_is_accepted_at_once_and_completes_in_the_background(fed: Federation) -> None:
+    fed["dic"].ingest_patient("p9", codes=("C50.4",))
+    fed.consent("p9", "5")
+    node = process_node(fed, "dic")
+
+    async def accepted_then_finished() -> tuple[httpx.Response, dict[str, Any]]:
+        answer = await started_async(fed, "dic", care_summary_task("p9"))
+        finished = await node.running[answer.json()["id"]]
+        return answer, finished
+
+    answer, finished = asyncio.run(accepted_then_finished())
+    assert answer.status_code == 202, answer.text
+    task = answer.json()
+    assert task["status"] == "requested"
+    assert answer.headers["content-location"] == f"Task/{task['id']}"
+    assert finished["status"] == "completed"
+    stored = fed["dic"].client.get(f"/fhir/Task/{task['id']}", headers=bearer("starter")).json()
+    assert stored["status"] == "completed"
+    assert len(fed["practice"].fhir.of_type("Patient")) == 1
+    assert not node.running, "a finished process is forgotten by the connector"
+
+
+def test_a_process_a_stopped_connector_left_open_is_resumed_once_at_the_next_start(fed: Federation) -> None:
+    fed["dic"].ingest_patient("p10", codes=("C50.4",))
+    fed.consent("p10", "5")
+    node = process_node(fed, "dic")
+
+    async def accepted_then_stopped() -> str:
+        answer = await started_async(fed, "dic", care_summary_task("p10"))
+        task_id = str(answer.json()["id"])
+        node.running[task_id].cancel()  # the connector stops before the process ends
+        await asyncio.sleep(0)
+        return task_id
+
+    task_id = asyncio.run(accepted_then_stopped())
+    assert fed["dic"].client.get(f"/fhir/Task/{task_id}", headers=bearer("starter")).json()["status"] == "requested"
+    assert not fed["practice"].fhir.of_type("Patient")
+    authored = datetime.fromisoformat(
+        fed["dic"].client.get(f"/fhir/Task/{task_id}", headers=bearer("starter")).json()["authoredOn"]
+    )
+    later_start = authored - timedelta(seconds=1)
+    assert asyncio.run(processes.resume_unfinished(node, later_start, "resumed")) == [], "not before its own start"
+    time.sleep(1.1)  # the connector starts again in a later second than the Task was authored in
+
+    async def restarted_connector() -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(run_forever(node, poll_seconds=0.05), timeout=1.0)
+
+    asyncio.run(restarted_connector())
+    done = fed["dic"].client.get(f"/fhir/Task/{task_id}", headers=bearer("starter")).json()
+    assert done["status"] == "completed"
+    assert len(fed["practice"].fhir.of_type("Patient")) == 1
+    restarted = datetime.now(UTC)
+    assert asyncio.run(processes.resume_unfinished(node, restarted, "resumed")) == [], "a finished one stays finished"
+
+
+def test_an_accepted_process_that_breaks_inside_the_node_fails_naming_a_log_reference(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(_node: processes.Node, _request: Any) -> processes.Outcome:
+        raise RuntimeError("the trust centre's client is broken")
+
+    monkeypatch.setitem(processes.STARTERS, processes.Process.PING, broken)
+    node = process_node(fed, "dic")
+    ping = {"resourceType": "Task", "instantiatesCanonical": f"{PROCESS}ping|1.0", "status": "requested"} | {
+        "intent": "order",
+        "input": [value("target", "valueString", "practice")],
+    }
+
+    async def accepted_then_finished() -> dict[str, Any]:
+        answer = await started_async(fed, "dic", ping)
+        assert answer.status_code == 202, answer.text
+        return await node.running[answer.json()["id"]]
+
+    finished = asyncio.run(accepted_then_finished())
+    assert finished["status"] == "failed"
+    reason = finished["statusReason"]["text"]
+    assert reason.startswith("internal error at dic; the connector's log has reference ")
+    assert reason.rsplit(" ", 1)[1] in caplog.text
+    assert "broken" not in reason, "what went wrong inside stays in the log"
+    assert fed["dic"].client.get(f"/fhir/Task/{finished['id']}", headers=bearer("starter")).json() == finished
 
 
 def test_a_repeated_peer_task_gets_the_stored_answer_without_the_work_being_redone(fed: Federation) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 import httpx
@@ -106,8 +107,14 @@ def _local(
 
 async def _start(request: Request, caller: Caller) -> Done:
     body = await read_body(request, request.app.state.settings.max_body_bytes)
-    status, task = await processes.start(_node(request), parse_json_resource(body, "Task"), caller.name)
-    return Done(fhir_response(task, status))
+    respond_async = "respond-async" in request.headers.get("prefer", "")
+    status, task = await processes.start(
+        _node(request), parse_json_resource(body, "Task"), caller.name, respond_async=respond_async
+    )
+    response = fhir_response(task, status)
+    if status == HTTPStatus.ACCEPTED:  # FHIR's asynchronous pattern: where to ask how it stands
+        response.headers["Content-Location"] = f"Task/{task['id']}"
+    return Done(response)
 
 
 async def _read(request: Request, _caller: Caller) -> Done:

@@ -21,7 +21,7 @@ import base64
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -143,8 +143,18 @@ class Outcome:
 # --- starting side ---------------------------------------------------------------------------------
 
 
-async def start(node: Node, resource: Any, caller: str) -> tuple[int, dict[str, Any]]:  # noqa: ANN401 -- untrusted
-    """Start a process from a local `requested` Task; (201, the finished Task), or (200, the stored one)."""
+async def start(
+    node: Node,
+    resource: Any,  # noqa: ANN401 -- untrusted
+    caller: str,
+    *,
+    respond_async: bool = False,
+) -> tuple[int, dict[str, Any]]:
+    """Start a process from a local `requested` Task: (201, the finished Task), or (200, the stored one).
+
+    With `respond_async` (the caller's `Prefer: respond-async`) the answer does not wait for the peers:
+    (202, the Task as accepted), and the process runs on; `GET /fhir/Task/<id>` shows where it stands.
+    """
     request = parse_task(resource)
     if request.status is not Status.REQUESTED:
         raise FhirError(400, "invalid", "a new process Task must have status 'requested'", ("Task.status",))
@@ -161,19 +171,48 @@ async def start(node: Node, resource: Any, caller: str) -> tuple[int, dict[str, 
     existing = await run_in_threadpool(task_store.claim_started, node.engine, task, key)
     if existing is not None:
         return 200, existing
-    return 201, await _run(node, task, caller)
+    if respond_async:
+        _running(node, task_id, _run_unattended(node, task, caller))
+        return 202, task
+    return 201, await asyncio.shield(_running(node, task_id, _run(node, task, caller)))
 
 
 async def retry(node: Node, task_id: str, caller: str) -> dict[str, Any]:
     """Run a started process again with its idempotency key; a completed one is returned as it is.
 
-    While a retry of the Task runs (by a person or by itself), another waits for it and answers its result.
+    While the Task runs (its start, a person's retry or the automatic one), another retry waits for that
+    run and answers its result.
     """
     running = node.running.get(task_id)
     if running is None:  # registered before the first await, so a second caller cannot slip in between
-        running = node.running[task_id] = asyncio.ensure_future(_retry_once(node, task_id, caller))
-        running.add_done_callback(lambda _: node.running.pop(task_id, None))
+        running = _running(node, task_id, _retry_once(node, task_id, caller))
     return await asyncio.shield(running)
+
+
+async def resume_unfinished(node: Node, before: datetime, caller: str) -> list[str]:
+    """Run again every Task started `before` this connector did and still `requested`: the ids.
+
+    A Task accepted with `respond-async` (or whose start lost its caller) must not stay open because the
+    connector stopped while it ran. Tasks started since are this connector's own, running or done.
+    """
+    unfinished = await run_in_threadpool(task_store.unfinished, node.engine)
+    since = before.replace(microsecond=0)  # authoredOn has whole seconds
+    orphans = [task["id"] for task in unfinished if datetime.fromisoformat(task["authoredOn"]) < since]
+    for task_id in orphans:
+        try:
+            task = await retry(node, task_id, caller)
+        except FhirError as error:
+            LOG.warning("resuming Task %s: %s", task_id, error)
+            continue
+        LOG.info("resumed Task %s: %s", task_id, task["status"])
+    return orphans
+
+
+def _running(node: Node, task_id: str, work: Coroutine[Any, Any, dict[str, Any]]) -> asyncio.Future[dict[str, Any]]:
+    """`work` on the Task, known to every request of this connector until it ends."""
+    future = node.running[task_id] = asyncio.ensure_future(work)
+    future.add_done_callback(lambda _: node.running.pop(task_id, None))
+    return future
 
 
 async def _retry_once(node: Node, task_id: str, caller: str) -> dict[str, Any]:
@@ -218,6 +257,27 @@ def _check_inputs(node: Node, request: ProcessTask) -> None:
     size = inputs.integer("payload-bytes")
     if size is not None and not 0 <= size <= MAX_PING_BYTES:
         raise FhirError(400, "invalid", f"payload-bytes must be 0-{MAX_PING_BYTES}", ("Task.input",))
+
+
+async def _run_unattended(node: Node, task: dict[str, Any], caller: str) -> dict[str, Any]:
+    """`_run`, and a failure of this node's own (a bug, its database gone) ends the Task `failed` too.
+
+    Nobody may be waiting for the answer (`respond-async`), so the Task itself must say what happened:
+    its reason names the log reference, as a 500 would.
+    """
+    try:
+        return await _run(node, task, caller)
+    except Exception as unexpected:
+        reference = uuid.uuid4().hex[:12]
+        LOG.exception("process Task %s failed (reference %s)", task["id"], reference)
+        finished = failed(task, f"internal error at {node.site}; the connector's log has reference {reference}")
+        finished["lastModified"] = _now()
+        try:
+            await run_in_threadpool(task_store.save_started, node.engine, finished)
+        except Exception:  # the database itself is gone: the Task stays open and is resumed at the next start
+            LOG.exception("process Task %s: its failure could not be stored", task["id"])
+            raise unexpected from None
+        return finished
 
 
 async def _run(node: Node, task: dict[str, Any], caller: str, *, retried: bool = False) -> dict[str, Any]:

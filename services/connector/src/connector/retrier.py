@@ -1,5 +1,7 @@
 """The connector's background work: every few seconds, the processes whose automatic attempt is due.
 
+At start it also resumes the processes a stopped connector left open (`processes.resume_unfinished`).
+
 Runs inside the connector's one process for as long as the app runs (`app.py` starts and stops it),
 so a Task is never tried by two retriers at once; a person's `$retry` meanwhile waits for a running
 attempt (`processes.retry`). What is due lives in the database (`connector.retries`), so nothing is
@@ -22,6 +24,7 @@ LOG = logging.getLogger("connector.retrier")
 #: How often the retrier looks for due attempts; a wait is never shorter than the policy's first one anyway.
 POLL_SECONDS = 5.0
 CALLER = "automatic retry"
+RESUMED_CALLER = "resumed after a restart"
 
 
 async def retry_due(node: Node, now: datetime) -> int:
@@ -39,9 +42,17 @@ async def retry_due(node: Node, now: datetime) -> int:
 
 
 async def run_forever(node: Node, poll_seconds: float = POLL_SECONDS) -> None:
-    """Look for due attempts until cancelled; a failure of one round is logged and the next round comes."""
+    """Look for due attempts until cancelled; a failure of one round is logged and the next round comes.
+
+    The first round that reaches the database also resumes the Tasks a stopped connector left open.
+    """
+    started = datetime.now(UTC)
+    resumed = False
     while True:
         try:
+            if not resumed:
+                await processes.resume_unfinished(node, started, RESUMED_CALLER)
+                resumed = True
             await retry_due(node, datetime.now(UTC))
         except Exception:  # the retrier must outlive a bad round (the database restarting, ...)
             LOG.exception("automatic retries: this round failed; trying again in %.0f s", poll_seconds)

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from connector.db import received_tasks, started_tasks
-from connector.tasks import PROCESS_BASE, Process
+from connector.tasks import PROCESS_BASE, Process, Status
 
 
 def started(engine: Engine, *, task_id: str | None = None, key: str | None = None) -> dict[str, Any] | None:
@@ -46,6 +46,15 @@ def save_started(engine: Engine, task: dict[str, Any]) -> None:
             .where(started_tasks.c.id == task["id"])
             .values(status=task["status"], task_json=task, updated=func.now())
         )
+
+
+def unfinished(engine: Engine) -> list[dict[str, Any]]:
+    """The started Tasks still `requested`: running now, or left so by a connector that stopped."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(started_tasks.c.task_json).where(started_tasks.c.status == Status.REQUESTED.value)
+        ).scalars()
+        return [dict(row) for row in rows]
 
 
 def answered(engine: Engine, requester: str, key: str) -> dict[str, Any] | None:
