@@ -110,6 +110,8 @@ class GatewayConfig:
     content_security_policy: str = "default-src 'none'; frame-ancestors 'none'"
     #: The node's portal, under `/portal/` of the public door (it sets its own Content-Security-Policy).
     portal: Upstream | None = None
+    #: How long a client is told to wait (Retry-After) when the service behind does not answer: restarting.
+    retry_after_s: int = 10
 
     def __post_init__(self) -> None:
         if self.connector is None and self.trustcentre is None:
@@ -136,7 +138,9 @@ class GatewayConfig:
     def refusals(self) -> dict[int, tuple[int, str]]:
         """The gateway's refusals of a request past a limit: nginx's status -> (status answered, OperationOutcome).
 
-        494 is nginx's name for a header field too large; clients get a 400.
+        494 is nginx's name for a header field too large; clients get a 400. 502 is nginx's when the service
+        behind refuses or drops the connection (it is restarting): clients get a 503 with `Retry-After`, as
+        the connector answers while its HAPI restarts.
         """
         header = self.large_header_buffer_size
         limits = {
@@ -144,6 +148,11 @@ class GatewayConfig:
             414: (414, "too-costly", f"the request line is longer than the gateway allows ({header})"),
             494: (400, "too-costly", f"a request header is longer than the gateway allows ({header})"),
             429: (429, "throttled", f"more than {self.connections_per_client} requests in progress from this address"),
+            502: (
+                503,
+                "transient",
+                f"the service behind the gateway is not answering; send again in {self.retry_after_s} s",
+            ),
         }
         return {
             status: (answered, json.dumps(_outcome(code, diagnostics), separators=(",", ":")))

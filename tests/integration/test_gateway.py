@@ -427,6 +427,25 @@ def test_every_answer_of_the_public_door_carries_the_security_headers(gateway: G
     assert "strict-transport-security" not in peer.headers
 
 
+def test_while_the_service_behind_is_down_clients_are_told_to_send_again_later(
+    gateway: Gateway, client: docker.DockerClient
+) -> None:
+    [echo] = client.containers.list(filters={"name": f"hubnode-{STACK}-echo-"})
+    echo.stop(timeout=1)
+    try:
+        public = httpx.get(f"{gateway.public}/fhir/Patient", verify=gateway.context())
+        peer = httpx.post(f"{gateway.peer}/fhir/Task", json={}, verify=gateway.context("practice"))
+    finally:
+        echo.start()
+    for answer in (public, peer):
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["retry-after"] == "10"
+        assert outcome_of(answer) == "the service behind the gateway is not answering; send again in 10 s"
+    assert {name: public.headers.get(name) for name in SECURITY_HEADERS} == SECURITY_HEADERS
+    wait_until_answering(gateway)
+    assert httpx.get(f"{gateway.public}/fhir/Patient", verify=gateway.context()).status_code == 200
+
+
 def test_the_container_health_check_and_logs(gateway: Gateway) -> None:
     code, output = gateway.container.exec_run(["curl", "-fsS", "http://127.0.0.1:8088/health"])
     assert (code, output) == (0, b"ok\n")

@@ -25,7 +25,7 @@ CONFIG = GatewayConfig(
 )
 TTP = replace(CONFIG, connector=None)
 #: Where nginx's own refusals past a limit are answered, on both doors.
-REFUSALS = {f"= /.hubnode/refused/{status}" for status in (413, 414, 494, 429)}
+REFUSALS = {f"= /.hubnode/refused/{status}" for status in (413, 414, 494, 429, 502)}
 
 
 def server(text: str, port: int) -> str:
@@ -152,16 +152,19 @@ def test_every_answer_of_the_public_door_carries_the_security_headers_and_no_loc
         "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": "\"default-src 'none'; frame-ancestors 'none'\"",
     }
-    # nginx inherits no header from the server into a location that adds one of its own
-    assert all("add_header" not in body for body in locations(public).values())
-    assert "add_header" not in server(render(CONFIG), 9443)
+    # nginx inherits no header from the server into a location that adds one of its own: such a one repeats them
+    for name, body in locations(public).items():
+        if "add_header" in body:
+            assert set(added) <= set(re.findall(r"add_header (\S+) ", body)), name
+    peer_headers = re.findall(r"add_header (\S+) ", server(render(CONFIG), 9443))
+    assert peer_headers == ["Retry-After"], "the peer door adds nothing but a wait when the service is down"
 
 
 @pytest.mark.parametrize("port", [8443, 9443])
 def test_past_a_limit_nginx_answers_with_an_operation_outcome_naming_it(port: int) -> None:
     block = server(render(replace(CONFIG, max_body_size="2m", connections_per_client=5)), port)
     answers = {}
-    for status in (413, 414, 494, 429):
+    for status in (413, 414, 494, 429, 502):
         assert f"error_page {status} /.hubnode/refused/{status};" in block
         refusal = locations(block)[f"= /.hubnode/refused/{status}"]
         assert "internal;" in refusal, "a client cannot ask for a refusal"
@@ -172,7 +175,14 @@ def test_past_a_limit_nginx_answers_with_an_operation_outcome_naming_it(port: in
         414: (414, "the request line is longer than the gateway allows (8k)"),
         494: (400, "a request header is longer than the gateway allows (8k)"),
         429: (429, "more than 5 requests in progress from this address"),
+        502: (503, "the service behind the gateway is not answering; send again in 10 s"),
     }
+    told_to_wait = {
+        status
+        for status in answers
+        if "add_header Retry-After 10 always;" in locations(block)[f"= /.hubnode/refused/{status}"]
+    }
+    assert told_to_wait == {502}, "a client is told when to send again when the service behind is restarting"
 
 
 @pytest.mark.parametrize(
