@@ -490,6 +490,16 @@ def _write(results: Mapping[str, Any]) -> Path:
     return written
 
 
+def _keep_logs(started: str) -> Path:
+    """The last lines of every container's log of the campaign's stack, kept before it is taken down."""
+    folder = RESULTS_DIR / f"{started.replace(':', '-')}-logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in _docker("ps", "--all", "--filter", f"name=hubnode-{STACK}-", "--format", "{{.Names}}").split():
+        done = subprocess.run(["docker", "logs", "--tail", "2000", name], capture_output=True, text=True, check=False)
+        (folder / f"{name}.log").write_text(done.stdout + done.stderr)
+    return folder
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Bring up the campaign's federation, run the campaigns, write the results, take it down."""
     parser = argparse.ArgumentParser(prog="./dev chaos", description=__doc__.splitlines()[0] if __doc__ else None)
@@ -504,7 +514,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(
                     f"chaos: {name} campaign, {args.clients} clients, {args.seconds:.0f} s", file=sys.stderr, flush=True
                 )
-                results[name] = campaign(federation, args.clients, args.seconds, with_faults=name == "faults")
+                try:
+                    results[name] = campaign(federation, args.clients, args.seconds, with_faults=name == "faults")
+                except Exception:
+                    print(f"chaos: {name} campaign failed; logs: {_keep_logs(results['started'])}", file=sys.stderr)
+                    raise
                 _write(results)  # each campaign's figures kept, whatever the next one does
     print("\n".join(table(results)))
     print(f"results: {_write(results)}")
