@@ -24,7 +24,7 @@ from typing import Any
 import docker
 import httpx
 
-from benchmarks import bulk, federation, portal, trustcentre
+from benchmarks import bulk, federation, portal, restore, trustcentre
 from benchmarks.federation import free_port, percentile
 from infra.bootstrap import docker_client
 from infra.imagebuild import build_images
@@ -42,6 +42,7 @@ BENCHMARKS = (
     *("ready", "ingest", "pseudonyms", "consent", "linkage"),
     *federation.BENCHMARKS,
     *bulk.BENCHMARKS,
+    *restore.BENCHMARKS,
     *portal.BENCHMARKS,
 )
 
@@ -72,6 +73,8 @@ def main() -> int:
     if "linkage" in chosen:
         with trustcentre.postgres(client) as url:
             results["linkage"] = trustcentre.bench_linkage(url)
+    if "restore" in chosen:
+        results["restore"] = restore.bench_restore()
     if "portal-ready" in chosen:
         results["portal-ready"] = portal.bench_ready(client, args.rounds)
     later = {**bulk.FEDERATED, **portal.FEDERATED}
@@ -232,6 +235,7 @@ def _print_table(results: dict[str, Any]) -> None:
     rows += trustcentre.table_rows(results)
     rows += federation.table_rows(results)
     rows += bulk.table_rows(results)
+    rows += restore.table_rows(results)
     rows += portal.table_rows(results)
     width = max(len(r[0]) for r in rows)
     print(f"\n{'benchmark':<{width}}  {'value':>10}  note")
