@@ -52,6 +52,9 @@ REFUSALS = frozenset(range(400, 500)) | {HTTPStatus.SERVICE_UNAVAILABLE}
 MIX = {"ingest": 4, "read": 5, "process": 1}
 #: Processes are started as FHIR's asynchronous pattern has it: accepted at once, then followed (`settled_tasks`).
 RESPOND_ASYNC = {"Prefer": "respond-async"}
+#: A start is sent again after the gateway's 429 and after the connector's 503 "as many processes run as it runs
+#: at once": nothing was started, and a caller that does not wait for the end must wait for room.
+BUSY = frozenset({HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.SERVICE_UNAVAILABLE})
 INGEST_SITES = ("dic", "practice")
 #: Container kinds killed in turn, as `<prefix>-<component>` names of the dic (PostgreSQL: HAPI's `db`).
 FAULTS = ("fhir", "db", "trustcentre", "connector", "gateway")
@@ -177,7 +180,9 @@ class Campaign:
             site, task = "research", request_task(Process.FEASIBILITY, criteria, idempotency_key=uuid.uuid4().hex)
         body = json.dumps(task)
         seconds, response, error = await _timed(
-            lambda: http.of(site).post("/fhir/Task", content=body, headers=RESPOND_ASYNC), self.ledger.throttled
+            lambda: http.of(site).post("/fhir/Task", content=body, headers=RESPOND_ASYNC),
+            self.ledger.throttled,
+            BUSY,
         )
         if response is not None and response.status_code in (200, 202):
             self.ledger.tasks.append((site, str(response.json().get("id"))))
@@ -227,17 +232,20 @@ class _Clients:
 
 
 async def _timed(
-    call: Callable[[], Awaitable[httpx.Response]], throttled: list[int]
+    call: Callable[[], Awaitable[httpx.Response]],
+    throttled: list[int],
+    send_again: frozenset[int] = frozenset({HTTPStatus.TOO_MANY_REQUESTS}),
 ) -> tuple[float, httpx.Response | None, str | None]:
     """How long a request took, its answer, and what went wrong (None: a 2xx).
 
     A 429 is the gateway's limit per client address (all clients here share 127.0.0.1): the client
-    waits and sends again, as a well-behaved client does, and the wait counts in its time.
+    waits and sends again, as a well-behaved client does, and the wait counts in its time; likewise
+    every status in `send_again`.
     """
     started = time.perf_counter()
     try:
         response = await call()
-        while response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
+        while response.status_code in send_again:
             throttled.append(1)
             await asyncio.sleep(THROTTLED_WAIT_S * (0.5 + random.random()))  # noqa: S311 -- jitter
             response = await call()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -13,8 +14,8 @@ from connector.feasibility import (
     Criteria,
     FeasibilityPolicy,
     NodeCount,
+    PatientTally,
     aggregate_outputs,
-    count_patients,
     criteria_from,
     from_answer,
     spend_budget,
@@ -34,6 +35,12 @@ def values(outputs: list[dict]) -> Values:
 )
 def test_small_counts_leave_the_node_as_less_than_five_and_the_rest_as_a_band_of_five(count: int, label: str) -> None:
     assert POLICY.obfuscate("dic", count).label == label
+
+
+def count_patients(resources: list[dict[str, Any]], criteria: Criteria) -> int:
+    tally = PatientTally(criteria)
+    tally.add(resources)
+    return tally.count
 
 
 def test_the_subtraction_attack_of_the_security_review_no_longer_finds_two_patients() -> None:
@@ -94,6 +101,11 @@ def test_patients_are_counted_once_however_many_matching_conditions_they_have() 
     assert count_patients([patient, *conditions], Criteria("C50", birth_year_min=1971)) == 0
     assert count_patients([patient, *conditions], Criteria("C50", gender="male")) == 0
     assert count_patients(conditions, Criteria("C50")) == 0
+    assert count_patients([*conditions, patient], Criteria("C50")) == 1, "a patient included after its Conditions"
+    pages = PatientTally(Criteria("C50"))
+    for page in ([conditions[0]], [], [patient], conditions[1:]):
+        pages.add(page)
+    assert pages.count == 1, "folded page by page, the same count"
 
 
 def test_criteria_round_trip_through_task_inputs_and_bad_ones_are_refused() -> None:

@@ -7,6 +7,7 @@ import base64
 import contextlib
 import json
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from connector import processes
+from connector import processes, task_store
 from connector.retrier import retry_due, run_forever
 from connector.retries import RetryPolicy
 from infra.pki import issue_ca, issue_node
@@ -385,6 +386,38 @@ def test_an_accepted_process_that_breaks_inside_the_node_fails_naming_a_log_refe
     assert reason.rsplit(" ", 1)[1] in caplog.text
     assert "broken" not in reason, "what went wrong inside stays in the log"
     assert fed["dic"].client.get(f"/fhir/Task/{finished['id']}", headers=bearer("starter")).json() == finished
+
+
+def test_a_start_beyond_the_processes_running_at_once_is_answered_503_and_stores_nothing(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    released = asyncio.Event()
+
+    async def waiting(_node: processes.Node, _request: Any) -> processes.Outcome:
+        await released.wait()
+        return processes.Outcome([], ["practice"])
+
+    monkeypatch.setitem(processes.STARTERS, processes.Process.PING, waiting)
+    node = fed["dic"].app.state.process_node = replace(process_node(fed, "dic"), max_running=1)
+    ping = {"resourceType": "Task", "instantiatesCanonical": f"{PROCESS}ping|1.0", "status": "requested"} | {
+        "intent": "order",
+        "input": [value("target", "valueString", "practice")],
+    }
+
+    async def one_running_then_another() -> list[httpx.Response]:
+        first = await started_async(fed, "dic", ping)
+        second = await started_async(fed, "dic", ping)
+        released.set()
+        await node.running[first.json()["id"]]
+        third = await started_async(fed, "dic", ping)
+        await node.running[third.json()["id"]]
+        return [first, second, third]
+
+    first, second, third = asyncio.run(one_running_then_another())
+    assert (first.status_code, second.status_code, third.status_code) == (202, 503, 202)
+    assert second.headers["retry-after"] == "10"
+    assert second.json()["issue"][0]["diagnostics"] == "1 processes are running at 'dic', as many as it runs at once"
+    assert task_store.counts(node.engine) == {("started", "ping", "completed"): 2}, "the refused one left nothing"
 
 
 def test_a_repeated_peer_task_gets_the_stored_answer_without_the_work_being_redone(fed: Federation) -> None:

@@ -87,23 +87,33 @@ def criteria_from(inputs: Values) -> Criteria:
     return Criteria(code.strip(), system or ICD10GM_SYSTEM, gender, low, high)
 
 
-def count_patients(resources: Iterable[Mapping[str, Any]], criteria: Criteria) -> int:
-    """Distinct patients among search results (Conditions plus their included Patients) matching `criteria`."""
-    patients: dict[str, Mapping[str, Any]] = {}
-    conditions: list[Mapping[str, Any]] = []
-    for resource in resources:
-        if resource.get("resourceType") == "Patient":
-            patients[f"Patient/{resource.get('id')}"] = resource
-        elif resource.get("resourceType") == "Condition":
-            conditions.append(resource)
-    matching = set()
-    for condition in conditions:
-        subject = condition.get("subject", {})
-        reference = subject.get("reference") if isinstance(subject, dict) else None
-        patient = patients.get(reference) if isinstance(reference, str) else None
-        if patient is not None and criteria.matches_condition(condition) and criteria.matches_patient(patient):
-            matching.add(reference)
-    return len(matching)
+class PatientTally:
+    """Distinct patients matching `criteria`, folded from search results page by page.
+
+    Only references and verdicts are kept, never the resources: a node asked many questions at once,
+    each over thousands of Conditions, must not hold them all in memory.
+    """
+
+    def __init__(self, criteria: Criteria) -> None:
+        self._criteria = criteria
+        self._patient_matches: dict[str, bool] = {}
+        self._subjects: set[str] = set()
+
+    def add(self, resources: Iterable[Mapping[str, Any]]) -> None:
+        """Take in one page (Conditions plus their included Patients, in any order across pages)."""
+        for resource in resources:
+            if resource.get("resourceType") == "Patient":
+                self._patient_matches[f"Patient/{resource.get('id')}"] = self._criteria.matches_patient(resource)
+            elif resource.get("resourceType") == "Condition" and self._criteria.matches_condition(resource):
+                subject = resource.get("subject", {})
+                reference = subject.get("reference") if isinstance(subject, dict) else None
+                if isinstance(reference, str):
+                    self._subjects.add(reference)
+
+    @property
+    def count(self) -> int:
+        """Patients with a matching Condition who match themselves (and were included in the results)."""
+        return sum(1 for reference in self._subjects if self._patient_matches.get(reference, False))
 
 
 @dataclass(frozen=True)

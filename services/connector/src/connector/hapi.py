@@ -7,7 +7,7 @@ are `connector.upstream`'s two kinds: refused (4xx, with HAPI's OperationOutcome
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -141,17 +141,26 @@ class HapiClient:
             raise UpstreamUnavailable(f"HAPI answered {response.status_code} to GET {path}")
         return response
 
+    async def pages(self, resource_type: str, params: Mapping[str, str]) -> AsyncIterator[list[dict[str, Any]]]:
+        """A search's resources page by page (included ones too): a caller folding them holds one page at a time."""
+        async for page in self._pages(resource_type, params):
+            yield page
+
     async def _all_pages(
         self, path: str, params: Mapping[str, str], headers: Mapping[str, str] | None = None
     ) -> list[dict[str, Any]]:
-        resources: list[dict[str, Any]] = []
+        return [resource async for page in self._pages(path, params, headers) for resource in page]
+
+    async def _pages(
+        self, path: str, params: Mapping[str, str], headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[list[dict[str, Any]]]:
         bundle = checked(await self._send("GET", path, params=params, headers=headers), SERVICE)
         for _ in range(MAX_PAGES):
             entries = bundle.get("entry", [])
-            resources.extend(e["resource"] for e in entries if isinstance(e.get("resource"), dict))
+            yield [e["resource"] for e in entries if isinstance(e.get("resource"), dict)]
             following = next((link["url"] for link in bundle.get("link", []) if link.get("relation") == "next"), None)
             if not isinstance(following, str):
-                return resources
+                return
             bundle = checked(await self._send("GET", following, headers=headers), SERVICE)
         raise UpstreamUnavailable(f"HAPI's search {path} did not end after {MAX_PAGES} pages")
 

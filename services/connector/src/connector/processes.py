@@ -34,9 +34,9 @@ from connector.allowlist import answering, permitted
 from connector.audit import exchange_record, record_alone
 from connector.feasibility import (
     FeasibilityPolicy,
+    PatientTally,
     aggregate_outputs,
     answer_outputs,
-    count_patients,
     criteria_from,
     from_answer,
     spend_budget,
@@ -83,6 +83,8 @@ CONSENT_NAMES: Mapping[Process, str] = {Process.CARE_SUMMARY: "treatment", Proce
 MAX_PING_BYTES = 8 * 1024 * 1024
 #: Failures of the node's own services or a peer: the Task fails with the message as its reason.
 EXCHANGE_ERRORS = (PeerError, UpstreamRefused, UpstreamUnavailable, InvalidInput)
+#: Processes started by callers that may run at once (`Node.max_running`).
+MAX_RUNNING = 32
 
 
 class Ingest(Protocol):
@@ -107,13 +109,23 @@ class Node:
     projects: Mapping[str, Project] = field(default_factory=dict)
     feasibility: FeasibilityPolicy = field(default_factory=FeasibilityPolicy)
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
-    #: Retries running now, by Task id: a second `$retry` (or the automatic one) waits for the first.
+    #: Processes running now, by Task id: a second `$retry` (or the automatic one) waits for the first.
     running: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+    #: How many processes a caller may have running here at once; beyond, a start is answered 503.
+    max_running: int = MAX_RUNNING
 
     @property
     def site(self) -> str:
         """The site of the node these processes run at."""
         return self.federation.site
+
+
+class Busy(UpstreamUnavailable):
+    """As many processes run as this connector runs at once: answered as any passing outage (503, Retry-After).
+
+    Without the bound, callers that do not wait for the end (`respond-async`) could start processes
+    faster than the peers answer them, until the connector ran out of memory.
+    """
 
 
 class ProcessError(Exception):
@@ -159,6 +171,8 @@ async def start(
     if request.status is not Status.REQUESTED:
         raise FhirError(400, "invalid", "a new process Task must have status 'requested'", ("Task.status",))
     _check_inputs(node, request)
+    if len(node.running) >= node.max_running:
+        raise Busy(f"{len(node.running)} processes are running at {node.site!r}, as many as it runs at once")
     task_id = uuid.uuid4().hex
     key = request.idempotency_key or task_id
     task = {
@@ -613,11 +627,13 @@ async def _answer_feasibility(node: Node, peer: Peer, request: ProcessTask) -> O
         raise ProcessError(
             f"{peer.site!r} has used its {node.feasibility.daily_budget} feasibility questions for today"
         )
+    tally = PatientTally(criteria)
     try:
-        found = await node.hapi.search("Condition", criteria.search())
+        async for page in node.hapi.pages("Condition", criteria.search()):
+            tally.add(page)
     except EXCHANGE_ERRORS as exc:
         raise _internal(node, "could not count", exc) from None
-    count = node.feasibility.obfuscate(node.site, count_patients(found, criteria))
+    count = node.feasibility.obfuscate(node.site, tally.count)
     return Outcome(answer_outputs(count), [peer.site])
 
 
