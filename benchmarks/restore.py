@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from benchmarks.federation import PROJECT_DIR, free_port
+from benchmarks.federation import PROJECT_DIR, _hubnode, free_port
 from fixtures.volume import write_volume
 
 BENCHMARKS = ("restore",)
@@ -44,26 +44,26 @@ def bench_restore() -> dict[str, Any]:
         _write_stack(project)
         seconds: dict[str, float] = {}
         try:
-            seconds["up"] = _hubnode(project, "up", "--stack", STACK)
-            generated = write_volume(project / "volume.ndjson.gz", PATIENTS, SEED, site=SITE)
-            mii = project / "mii-kds.ndjson"
+            seconds["up"] = _timed(project, "up", "--stack", STACK)
+            volume, mii = project / "volume.ndjson.gz", project / "mii-kds.ndjson"
+            generated = write_volume(volume, PATIENTS, SEED, site=SITE)
             bundles = sorted(MII_KDS_DIR.glob("Bundle-*.json"))
             mii.write_text("".join(json.dumps(json.loads(path.read_text())) + "\n" for path in bundles))
-            load = ("load", "--stack", STACK, "--site", SITE, str(mii), str(project / "volume.ndjson.gz"))
-            seconds["load"] = _hubnode(project, *load)
-            seconds["backup"] = _hubnode(project, "backup", "--stack", STACK, "--site", SITE)
+            load = ("load", "--stack", STACK, "--site", SITE, str(mii), str(volume))
+            seconds["load"] = _timed(project, *load)
+            seconds["backup"] = _timed(project, "backup", "--stack", STACK, "--site", SITE)
             before = project / "before.json"
             inventory = ("inventory", "--stack", STACK, "--site", SITE, "--output", str(before))
-            seconds["inventory"] = _hubnode(project, *inventory)
+            seconds["inventory"] = _timed(project, *inventory)
             [archive] = (project / ".hubnode" / "backups" / STACK).glob("*.hnb")
-            _hubnode(project, "down", "--stack", STACK, "--volumes")
-            seconds["restore"] = _hubnode(project, "restore", "--stack", STACK, "--site", SITE, str(archive))
-            seconds["up_after_restore"] = _hubnode(project, "up", "--stack", STACK)
+            _timed(project, "down", "--stack", STACK, "--volumes")
+            seconds["restore"] = _timed(project, "restore", "--stack", STACK, "--site", SITE, str(archive))
+            seconds["up_after_restore"] = _timed(project, "up", "--stack", STACK)
             compared = _compare(project, before)
             held = json.loads(before.read_text())
             archive_bytes = archive.stat().st_size
         finally:
-            _hubnode(project, "down", "--stack", STACK, "--volumes")
+            _timed(project, "down", "--stack", STACK, "--volumes")
     return {
         "mii_bundles": len(bundles),
         "generated_patients": PATIENTS,
@@ -92,12 +92,11 @@ def _write_stack(project: Path) -> None:
     (project / f"Pulumi.{STACK}.yaml").write_text(json.dumps({"config": config}))
 
 
-def _hubnode(project: Path, *args: str) -> float:
-    """Seconds `hubnode ARGS` took on the scratch project; its progress goes to our stderr; it must succeed."""
+def _timed(project: Path, *args: str) -> float:
+    """Seconds `hubnode ARGS` took on the scratch project (which must succeed)."""
     print(f"restore: hubnode {' '.join(args)}", file=sys.stderr, flush=True)
-    command = [sys.executable, "-m", "infra.cli", "--project-dir", str(project), *args]
     started = time.perf_counter()
-    subprocess.run(command, check=True, cwd=PROJECT_DIR, stdout=sys.stderr)
+    _hubnode(project, *args)
     return time.perf_counter() - started
 
 

@@ -141,19 +141,10 @@ class HapiClient:
             raise UpstreamUnavailable(f"HAPI answered {response.status_code} to GET {path}")
         return response
 
-    async def pages(self, resource_type: str, params: Mapping[str, str]) -> AsyncIterator[list[dict[str, Any]]]:
-        """A search's resources page by page (included ones too): a caller folding them holds one page at a time."""
-        async for page in self._pages(resource_type, params):
-            yield page
-
-    async def _all_pages(
-        self, path: str, params: Mapping[str, str], headers: Mapping[str, str] | None = None
-    ) -> list[dict[str, Any]]:
-        return [resource async for page in self._pages(path, params, headers) for resource in page]
-
-    async def _pages(
+    async def pages(
         self, path: str, params: Mapping[str, str], headers: Mapping[str, str] | None = None
     ) -> AsyncIterator[list[dict[str, Any]]]:
+        """A search's resources page by page (included ones too): a caller folding them holds one page at a time."""
         bundle = checked(await self._send("GET", path, params=params, headers=headers), SERVICE)
         for _ in range(MAX_PAGES):
             entries = bundle.get("entry", [])
@@ -163,6 +154,11 @@ class HapiClient:
                 return
             bundle = checked(await self._send("GET", following, headers=headers), SERVICE)
         raise UpstreamUnavailable(f"HAPI's search {path} did not end after {MAX_PAGES} pages")
+
+    async def _all_pages(
+        self, path: str, params: Mapping[str, str], headers: Mapping[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        return [resource async for page in self.pages(path, params, headers) for resource in page]
 
     async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:  # noqa: ANN401 -- httpx options
         return await send(self._client, SERVICE, method, url, **kwargs)

@@ -70,6 +70,7 @@ from servicekit.allowlist import ORGANIZATION_SYSTEM, NodeRole, Peer
 from servicekit.fhir import FhirError, parse_json_resource
 from servicekit.identity import CLIENT_VERIFY_HEADER, Federation, through_gateway
 from servicekit.purpose import OPERATIONS, RESEARCH, TREATMENT, research
+from servicekit.web import logged_under_reference
 
 LOG = logging.getLogger("connector.processes")
 
@@ -281,9 +282,8 @@ async def _run_unattended(node: Node, task: dict[str, Any], caller: str) -> dict
     """
     try:
         return await _run(node, task, caller)
-    except Exception as unexpected:
-        reference = uuid.uuid4().hex[:12]
-        LOG.exception("process Task %s failed (reference %s)", task["id"], reference)
+    except Exception as unexpected:  # noqa: BLE001 -- any failure ends the Task failed, naming a log reference
+        reference = logged_under_reference(LOG, f"process Task {task['id']}", unexpected)
         finished = failed(task, f"internal error at {node.site}; the connector's log has reference {reference}")
         finished["lastModified"] = _now()
         try:

@@ -34,10 +34,16 @@ def error_response(error: FhirError) -> Response:
     return response
 
 
-def internal_error_response(log: logging.Logger, what: str, error: BaseException) -> tuple[Response, str]:
-    """Log `error` under a fresh reference; the 500 answer names only that reference."""
+def logged_under_reference(log: logging.Logger, what: str, error: BaseException) -> str:
+    """Log `error` with its traceback under a fresh reference, the only thing a caller is told of it."""
     reference = uuid.uuid4().hex[:12]
     log.error("%s failed (reference %s)", what, reference, exc_info=error)
+    return reference
+
+
+def internal_error_response(log: logging.Logger, what: str, error: BaseException) -> tuple[Response, str]:
+    """Log `error` under a fresh reference; the 500 answer names only that reference."""
+    reference = logged_under_reference(log, what, error)
     outcome = operation_outcome("exception", f"internal error; the service's log has reference {reference}")
     return fhir_response(outcome, 500), reference
 
