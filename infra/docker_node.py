@@ -13,7 +13,7 @@ import pulumi
 import pulumi_docker as docker
 
 from infra.imagebuild import recipe_for
-from infra.plan import DROPPED_CAPABILITIES, NodePlan, ServicePlan
+from infra.plan import DROPPED_CAPABILITIES, RESTART_POLICY, NodePlan, ServicePlan
 
 
 class HubNode(pulumi.ComponentResource):
@@ -168,7 +168,7 @@ def _container(
         memory_swap=hardening.memory_mib,
         # `hardening.pids` has no counterpart: pulumi_docker 5.2 (the Terraform docker provider) cannot set a
         # container's PID limit. `hubnode up` sets it; after `pulumi up`, `docker update --pids-limit` does.
-        restart="unless-stopped",
+        restart=RESTART_POLICY,
         wait=True,
         wait_timeout=health.budget_s,
         opts=opts,

@@ -38,6 +38,7 @@ from infra.plan import (
     DROPPED_CAPABILITIES,
     FEDERATION_FILES,
     LABEL_PREFIX,
+    RESTART_POLICY,
     ConfigFile,
     NodePlan,
     SecretFile,
@@ -413,6 +414,8 @@ class LocalLauncher:
     def _wait_healthy(self, plan: NodePlan, service: ServicePlan, container: Container) -> None:
         """Wait until the plan's own health check passes, the container dies or it stops getting anywhere.
 
+        A healthy container gets the plan's restart policy (RESTART_POLICY), as `pulumi up` gives it.
+
         Where the service has a probe URL on this host, that is polled first and the health check
         run once it answers: each `docker exec` costs CPU that a starting JVM on two cores misses.
         Past its budget a service whose log still advances is still starting (a JVM on a busy machine),
@@ -428,6 +431,10 @@ class LocalLauncher:
                 raise _service_failed(plan, service, container, f"exited with code {code}")
             ready = service.probe_url is None or _answers(service.probe_url, self._verify, timeout=2.0)
             if ready and _passes_health_check(container, service):
+                # Only now: a service that dies while starting fails the bring-up with its own exit code;
+                # one that dies later (the kernel's OOM killer, a crash) Docker starts again.
+                # (types-docker lists only "always" and "on-failure"; the Engine API takes "unless-stopped" too)
+                container.update(restart_policy={"Name": RESTART_POLICY})  # type: ignore[arg-type]
                 self._progress.note(f"{plan.site}: {service.component} is healthy")
                 return
             now = time.monotonic()

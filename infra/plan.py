@@ -263,6 +263,9 @@ class NetworkAttachment:
 
 #: Linux capabilities every container drops before any is added back (`Hardening.capabilities`).
 DROPPED_CAPABILITIES = ("ALL",)
+#: Docker starts a container again when it dies on its own (the kernel's OOM killer, a crash), but not
+#: after `docker stop` or `docker kill` (a backup's stop, a fault campaign's kill), nor after `hubnode down`.
+RESTART_POLICY = "unless-stopped"
 
 
 @dataclass(frozen=True)

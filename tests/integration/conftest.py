@@ -17,7 +17,7 @@ from docker.models.containers import Container
 from infra.bootstrap import ensure_base_image, ensure_docker_engine
 from infra.imagebuild import build_images
 from infra.local import STACK_LABEL, LocalLauncher
-from infra.plan import HAPI_METRICS_PORT, NodePlan, PortBinding, ServicePlan, plan_stack
+from infra.plan import HAPI_METRICS_PORT, RESTART_POLICY, NodePlan, PortBinding, ServicePlan, plan_stack
 from infra.progress import Progress
 from infra.spec import parse_stack
 
@@ -104,6 +104,7 @@ def assert_confined_as_planned(client: docker.DockerClient, service: ServicePlan
     assert host["ReadonlyRootfs"] is True, where
     assert host["Memory"] == host["MemorySwap"] == confined.memory_mib * 1024 * 1024, where
     assert host["PidsLimit"] == confined.pids, where
+    assert host["RestartPolicy"]["Name"] == RESTART_POLICY, where
     tmpfs = [(m["Target"], m["TmpfsOptions"]) for m in host["Mounts"] or () if m["Type"] == "tmpfs"]
     assert tmpfs == [(t.path, {"SizeBytes": t.size_mib * 1024 * 1024}) for t in confined.tmpfs], where
     code, output = container.exec_run(["cat", "/proc/1/status"])

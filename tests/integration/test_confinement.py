@@ -8,8 +8,11 @@ inputs of issue 18 refused there without a 5xx.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -158,3 +161,23 @@ def test_a_body_sent_a_byte_a_second_is_cut_off_by_the_service_behind_the_gatewa
     assert b'"code":"timeout"' in answer, answer
     # cut off in seconds rather than after the 100 s the body takes at this pace
     assert took <= BODY_SECONDS + 3, answer
+
+
+def test_a_service_the_kernel_kills_comes_back_by_itself_and_answers_again(
+    node: Node, client: docker.DockerClient
+) -> None:
+    """SIGKILL from outside the container, as the OOM killer sends it: Docker starts it again, no `hubnode up`."""
+    connector = client.containers.get(next(s.container_name for s in node.plan.services if s.component == "connector"))
+    restarts = connector.attrs["RestartCount"]
+    os.kill(connector.attrs["State"]["Pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 180
+    while True:
+        connector.reload()
+        state = connector.attrs["State"]
+        if connector.attrs["RestartCount"] > restarts and state.get("Health", {}).get("Status") == "healthy":
+            break
+        assert time.monotonic() < deadline, f"the killed connector did not come back healthy: {state}"
+        time.sleep(1)
+    with node.client("cn-admin-token") as http:
+        answer = http.get("/fhir/Patient", params={"_count": "1"})
+    assert answer.status_code == 200, answer.text

@@ -17,7 +17,7 @@ import yaml
 
 from infra.docker_node import HubNode
 from infra.imagebuild import recipe_for
-from infra.plan import NodePlan, ServicePlan, plan_stack
+from infra.plan import RESTART_POLICY, NodePlan, ServicePlan, plan_stack
 from infra.spec import SpecError, parse_stack
 from tests.conftest import PROJECT_DIR
 
@@ -126,6 +126,7 @@ def expected_container(service: ServicePlan, network: str, secret: str) -> dict[
         ],
         "memory": hardening.memory_mib,
         "memorySwap": hardening.memory_mib,
+        "restart": RESTART_POLICY,
         "wait": True,
         "waitTimeout": health.budget_s,
     }
@@ -147,8 +148,7 @@ def check_node_matches_plan(mocks: RecordingMocks, plan: NodePlan) -> pulumi.Out
                 assert reveal(actual.get(key)) == value, f"{service.container_name}.{key}"
             if service.secrets:
                 assert is_secret(actual["uploads"]), "secret file content must stay a Pulumi secret"
-            # nothing beyond the plan but the restart policy
-            assert set(actual) - set(expected_container(service, plan.network, "s3cret")) <= {"restart"}
+            assert set(actual) <= set(expected_container(service, plan.network, "s3cret")), "nothing beyond the plan"
         assert mocks.of_type(NETWORK)[plan.network]["name"] == plan.network
         assert sorted(mocks.of_type(VOLUME)) == sorted(plan.volumes)
         for service in plan.services:
