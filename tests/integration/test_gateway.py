@@ -432,9 +432,14 @@ def test_while_the_service_behind_is_down_clients_are_told_to_send_again_later(
 ) -> None:
     [echo] = client.containers.list(filters={"name": f"hubnode-{STACK}-echo-"})
     echo.stop(timeout=1)
+    # nginx still holds the stopped container's address (resolver valid=10s), so its connect can wait
+    # for the kernel to give up on the address or for proxy_connect_timeout (10 s): longer than httpx's 5 s.
+    patience = httpx.Timeout(30.0)
     try:
-        public = httpx.get(f"{gateway.public}/fhir/Patient", verify=gateway.context())
-        peer = httpx.post(f"{gateway.peer}/fhir/Task", json={}, verify=gateway.context("practice"))
+        public = httpx.get(f"{gateway.public}/fhir/Patient", verify=gateway.context(), timeout=patience)
+        peer = httpx.post(
+            f"{gateway.peer}/fhir/Task", json={}, verify=gateway.context("practice"), timeout=patience
+        )
     finally:
         echo.start()
     for answer in (public, peer):
