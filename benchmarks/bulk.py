@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.federation import PROJECT_DIR, STACK, Bench, BenchFederation, _progress
+from benchmarks.federation import PROJECT_DIR, STACK, Bench, BenchFederation, announce
 from fixtures.volume import write_volume
 
 BENCHMARKS = ("bulk",)
@@ -89,7 +89,7 @@ def _round(project: Path, folder: Path, one: Round, clients: Sequence[httpx.Clie
         "file_bytes": resources_file.stat().st_size,
     }
     for path in ("loader", "direct") if one.loader_first else ("direct", "loader"):
-        _progress(f"bulk {one.name}: {one.patients} patients ({written.resources} resources) by {path}")
+        announce(f"bulk {one.name}: {one.patients} patients ({written.resources} resources) by {path}")
         figures[path] = paths[path]()
     return figures
 

@@ -277,11 +277,12 @@ def container_memory() -> dict[str, float]:
     for line in lines:
         name, _, usage = line.partition("\t")
         if name.startswith(f"hubnode-{STACK}-"):
-            found[name] = _mebibytes(usage.split("/")[0].strip())
+            found[name] = mebibytes(usage.split("/")[0].strip())
     return found
 
 
-def _mebibytes(text: str) -> float:
+def mebibytes(text: str) -> float:
+    """MiB from `docker stats`' memory figure (`512MiB`, `1.5GiB`, `900kB`)."""
     units = {"B": 1 / 2**20, "KiB": 1 / 1024, "MiB": 1.0, "GiB": 1024.0, "kB": 1 / 1024, "MB": 1.0, "GB": 1024.0}
     for unit in sorted(units, key=len, reverse=True):
         if text.endswith(unit):

@@ -83,7 +83,8 @@ def percentile(values: Sequence[float], percent: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[percent - 1]
 
 
-def _progress(message: str) -> None:
+def announce(message: str) -> None:
+    """One progress line on stderr, so long bench runs show where they are while stdout stays the table."""
     print(f"federation: {message}", file=sys.stderr, flush=True)
 
 
@@ -139,7 +140,7 @@ def run(chosen: Sequence[str], later: Mapping[str, Bench]) -> dict[str, Any]:
     with bench_federation() as federation:
         for name, bench in benches.items():
             if name in chosen:
-                _progress(f"{name}: running")
+                announce(f"{name}: running")
                 results[name] = bench(federation)
     return results
 
@@ -160,23 +161,23 @@ def bench_federation() -> Iterator[BenchFederation]:
                 node["database"] = DIC_DATABASE
         (project / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump(config))
         try:
-            _progress(f"hubnode up --stack {STACK} (gateways {gateway_ports}, dic HAPI {dic_fhir_port})")
+            announce(f"hubnode up --stack {STACK} (gateways {gateway_ports}, dic HAPI {dic_fhir_port})")
             started = time.perf_counter()
-            _hubnode(project, "up", "--stack", STACK)
-            _progress(f"up in {time.perf_counter() - started:.0f} s")
+            run_hubnode(project, "up", "--stack", STACK)
+            announce(f"up in {time.perf_counter() - started:.0f} s")
             yield BenchFederation(project, gateway_ports, dic_fhir_port)
         finally:
-            _progress(f"hubnode down --stack {STACK} --volumes")
-            _hubnode(project, "down", "--stack", STACK, "--volumes")
+            announce(f"hubnode down --stack {STACK} --volumes")
+            run_hubnode(project, "down", "--stack", STACK, "--volumes")
 
 
-def _hubnode(project: Path, *args: str) -> None:
+def run_hubnode(project: Path, *args: str) -> None:
     """The `hubnode` command on the bench project; its progress lines go to our stderr."""
     command = [sys.executable, "-m", "infra.cli", "--project-dir", str(project), *args]
     subprocess.run(command, check=True, cwd=PROJECT_DIR, stdout=sys.stderr)
 
 
-def _post(client: httpx.Client, path: str, body: bytes) -> float:
+def timed_post(client: httpx.Client, path: str, body: bytes) -> float:
     """Seconds one POST of `body` took; anything but success stops the benchmark (a figure of errors is no figure)."""
     started = time.perf_counter()
     response = client.post(path, content=body)
@@ -186,7 +187,8 @@ def _post(client: httpx.Client, path: str, body: bytes) -> float:
     return elapsed
 
 
-def _latency(seconds: Sequence[float]) -> dict[str, float]:
+def latency_figures(seconds: Sequence[float]) -> dict[str, float]:
+    """Count, rate and percentiles of one path's timings, as every benchmark's table shows them."""
     return {
         "n": len(seconds),
         "per_s": len(seconds) / sum(seconds),
@@ -221,8 +223,8 @@ def bench_connector_ingest(federation: BenchFederation) -> dict[str, Any]:
         "replay_rounds": REPLAY_ROUNDS,
     }
     for kind in ("fresh", "replay"):
-        connector_figures = _latency(replay.seconds(kind, "connector"))
-        hapi_figures = _latency(replay.seconds(kind, "hapi"))
+        connector_figures = latency_figures(replay.seconds(kind, "connector"))
+        hapi_figures = latency_figures(replay.seconds(kind, "hapi"))
         throughput = connector_figures["per_s"] / hapi_figures["per_s"]
         p95 = connector_figures["p95_s"] / hapi_figures["p95_s"]
         results[kind] = {
@@ -294,7 +296,7 @@ def _replay(
     refused: dict[str, str] = {}
     paths = list(senders)
     for index, (kind, tag) in enumerate(rounds, start=1):
-        _progress(f"{name} round {index}/{len(rounds)} ({kind}): {len(corpora) - len(refused)} bundles by each path")
+        announce(f"{name} round {index}/{len(rounds)} ({kind}): {len(corpora) - len(refused)} bundles by each path")
         for position, corpus in enumerate(corpora):
             if corpus.name in refused:
                 continue
@@ -304,7 +306,7 @@ def _replay(
             failed = [f"{path} {one.status}: {one.excerpt}" for path, one in answers.items() if one.status != 200]
             if failed:
                 refused[corpus.name] = "; ".join(failed)
-                _progress(f"{corpus.name} refused, left out: {refused[corpus.name][:200]}")
+                announce(f"{corpus.name} refused, left out: {refused[corpus.name][:200]}")
                 continue
             for path, one in answers.items():
                 sent[kind][path].append(one)
@@ -373,9 +375,9 @@ def bench_care_summary(federation: BenchFederation) -> dict[str, Any]:
         for number in range(JOURNEY_ROUNDS):
             record = journey(JOURNEY_SEED + number)
             body = json.dumps(record.bundle()).encode()
-            _progress(f"care-summary round {number + 1}/{JOURNEY_ROUNDS}: ingest {len(record.resources)} at dic")
-            dic_ingest.append(_post(dic, "/fhir", body))
-            _grant(federation, record)
+            announce(f"care-summary round {number + 1}/{JOURNEY_ROUNDS}: ingest {len(record.resources)} at dic")
+            dic_ingest.append(timed_post(dic, "/fhir", body))
+            grant_consent(federation, record)
             inputs = [
                 parameter("target", "valueString", "practice"),
                 parameter("patient", "valueIdentifier", {"system": KVNR_SYSTEM, "value": record.person.kvnr}),
@@ -386,7 +388,7 @@ def bench_care_summary(federation: BenchFederation) -> dict[str, Any]:
                 care.append(_timed_task(dic, task, sent))
 
             def ingest(body: bytes = body) -> None:
-                local.append(_post(practice, "/fhir", body))
+                local.append(timed_post(practice, "/fhir", body))
 
             for step in (send, ingest) if number % 2 == 0 else (ingest, send):
                 step()
@@ -404,7 +406,7 @@ def bench_care_summary(federation: BenchFederation) -> dict[str, Any]:
     }
 
 
-def _grant(federation: BenchFederation, record: PatientRecord) -> None:
+def grant_consent(federation: BenchFederation, record: PatientRecord) -> None:
     """Treatment consent for the record's person at the trust centre (gICS `$addConsent`, dic gateway)."""
     consent = broad_consent(record.person.identifier(), "2024-01-02T10:00:00+01:00", *TREATMENT_CONSENT)
     body = {
@@ -412,7 +414,7 @@ def _grant(federation: BenchFederation, record: PatientRecord) -> None:
         "parameter": [{"name": "domain", "valueString": "MII"}, {"name": "resource", "resource": consent}],
     }
     with federation.client("dic", "tc-admin-token") as trustcentre:
-        _post(trustcentre, "/ttp-fhir/fhir/gics/$addConsent", json.dumps(body).encode())
+        timed_post(trustcentre, "/ttp-fhir/fhir/gics/$addConsent", json.dumps(body).encode())
 
 
 def _timed_task(client: httpx.Client, task: bytes, sent: list[int] | None = None) -> float:

@@ -40,13 +40,13 @@ from benchmarks.federation import (
     TIMEOUT_S,
     Bench,
     BenchFederation,
-    _grant,
-    _hubnode,
-    _latency,
-    _post,
-    _progress,
+    announce,
     free_port,
+    grant_consent,
+    latency_figures,
     percentile,
+    run_hubnode,
+    timed_post,
 )
 from conformance.logins import Login, access_token
 from fixtures.synthetic import PatientProfile, patient_record
@@ -90,9 +90,9 @@ def bench_ledger(federation: BenchFederation) -> dict[str, Any]:
     record = patient_record(PatientProfile(seed=LEDGER_SEED, site="dic", consent=()))
     kvnr = f"{KVNR_SYSTEM}|{record.person.kvnr}"
     with federation.client("dic") as connector, _staff(federation) as portal:
-        _post(connector, "/fhir", json.dumps(record.bundle()).encode())
-        _grant(federation, record)
-        _progress(f"portal-ledger: {LEDGER_READS} reads of one patient, each an audit entry")
+        timed_post(connector, "/fhir", json.dumps(record.bundle()).encode())
+        grant_consent(federation, record)
+        announce(f"portal-ledger: {LEDGER_READS} reads of one patient, each an audit entry")
         for _ in range(LEDGER_READS):
             _get(connector, "/fhir/Patient", {"identifier": kvnr})
         ledger = _get(portal, "/portal/fhir/AuditEvent", {"patient.identifier": kvnr})
@@ -110,13 +110,13 @@ def bench_ledger(federation: BenchFederation) -> dict[str, Any]:
             "portal": lambda: _get(portal, "/portal/fhir/AuditEvent", {"patient.identifier": kvnr}),
             "connector": lambda: _get(connector, "/fhir/AuditEvent", {"entity": ",".join(names)}),
         }
-        _progress(f"portal-ledger: {ROUNDS} interleaved rounds of both searches")
+        announce(f"portal-ledger: {ROUNDS} interleaved rounds of both searches")
         for number in range(ROUNDS):
             for path in list(paths) if number % 2 else list(paths)[::-1]:
                 started = time.perf_counter()
                 paths[path]()
                 timings[path].append(time.perf_counter() - started)
-    figures = {path: _latency(seconds) for path, seconds in timings.items()}
+    figures = {path: latency_figures(seconds) for path, seconds in timings.items()}
     p95_ratio = figures["portal"]["p95_s"] / figures["connector"]["p95_s"]
     return {
         "reads": LEDGER_READS,
@@ -166,22 +166,22 @@ def bench_users(federation: BenchFederation) -> dict[str, Any]:
     """SESSIONS signed-in sessions load one patient's record page for DURATION_S, concurrently."""
     record = patient_record(PatientProfile(seed=USERS_SEED, site="dic", consent=()))
     with federation.client("dic") as connector:
-        _post(connector, "/fhir", json.dumps(record.bundle()).encode())
-    _grant(federation, record)
+        timed_post(connector, "/fhir", json.dumps(record.bundle()).encode())
+    grant_consent(federation, record)
     portal = f"https://127.0.0.1:{federation.gateway_ports['dic']}/portal"
     page = f"{portal}/patients/kvnr/{record.person.kvnr}"
     password = (federation.state / "secrets" / "dic" / user_secret(CLINICIAN)).read_text(encoding="utf-8").strip()
     tally = Tally()
     with ExitStack() as stack:
         browsers = [stack.enter_context(_browser(federation)) for _ in range(SESSIONS)]
-        _progress(f"portal-users: {SESSIONS} sign-ins of {CLINICIAN} through Keycloak's login form")
+        announce(f"portal-users: {SESSIONS} sign-ins of {CLINICIAN} through Keycloak's login form")
         sign_ins: list[float] = []
         for browser in browsers:
             started = time.perf_counter()
             sign_in(browser, portal, CLINICIAN, password)
             sign_ins.append(time.perf_counter() - started)
             _first_load(browser, page)
-        _progress(f"portal-users: {SESSIONS} sessions load {page} for {DURATION_S:.0f} s")
+        announce(f"portal-users: {SESSIONS} sessions load {page} for {DURATION_S:.0f} s")
         wall = _load_concurrently(browsers, page, tally)
     return {
         "sessions": SESSIONS,
@@ -341,7 +341,7 @@ def _load_concurrently(browsers: Sequence[httpx.Client], page: str, tally: Tally
     try:
         for elapsed in _ticks(started):
             requests, errors = tally.counts()
-            _progress(f"portal-users: {elapsed:.0f} s, {requests} requests, {errors} errors")
+            announce(f"portal-users: {elapsed:.0f} s, {requests} requests, {errors} errors")
     finally:
         stop.set()
         for thread in threads:
@@ -437,7 +437,7 @@ def bench_ready(client: docker.DockerClient, rounds: int) -> dict[str, Any]:
     for number in range(rounds):
         order = list(READY_VARIANTS) if number % 2 == 0 else list(READY_VARIANTS)[::-1]
         for variant in order:
-            _progress(f"portal-ready round {number + 1}/{rounds}: hubnode up {variant} idp and portal")
+            announce(f"portal-ready round {number + 1}/{rounds}: hubnode up {variant} idp and portal")
             seconds[variant].append(_time_up(READY_VARIANTS[variant]))
     p50 = {variant: statistics.median(values) for variant, values in seconds.items()}
     return {
@@ -461,10 +461,10 @@ def _time_up(components: Sequence[str]) -> float:
         (project / f"Pulumi.{READY_STACK}.yaml").write_text(yaml.safe_dump({"config": config}))
         started = time.perf_counter()
         try:
-            _hubnode(project, "up", "--stack", READY_STACK)
+            run_hubnode(project, "up", "--stack", READY_STACK)
             return time.perf_counter() - started
         finally:
-            _hubnode(project, "down", "--stack", READY_STACK, "--volumes")
+            run_hubnode(project, "down", "--stack", READY_STACK, "--volumes")
 
 
 # --- table -----------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from benchmarks.federation import PROJECT_DIR, _hubnode, free_port
+from benchmarks.federation import PROJECT_DIR, free_port, run_hubnode
 from fixtures.volume import write_volume
 
 BENCHMARKS = ("restore",)
@@ -96,7 +96,7 @@ def _timed(project: Path, *args: str) -> float:
     """Seconds `hubnode ARGS` took on the scratch project (which must succeed)."""
     print(f"restore: hubnode {' '.join(args)}", file=sys.stderr, flush=True)
     started = time.perf_counter()
-    _hubnode(project, *args)
+    run_hubnode(project, *args)
     return time.perf_counter() - started
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from benchmarks.chaos import BROKEN, Ingest, Ledger, _mebibytes, judge, memory_trend, summary
+from benchmarks.chaos import BROKEN, Ingest, Ledger, judge, mebibytes, memory_trend, summary
 
 KEYS = {"Patient/p": "s|Patient/p", "Condition/c": "s|Condition/c"}
 
@@ -45,10 +45,10 @@ def test_every_ingest_gets_exactly_one_verdict(outcomes: list[str], patients: in
 
 
 def test_docker_memory_figures_are_read_in_mebibytes() -> None:
-    assert _mebibytes("512MiB") == 512
-    assert _mebibytes("1.5GiB") == 1536
-    assert _mebibytes("2048KiB") == 2
-    assert math.isnan(_mebibytes("a lot"))
+    assert mebibytes("512MiB") == 512
+    assert mebibytes("1.5GiB") == 1536
+    assert mebibytes("2048KiB") == 2
+    assert math.isnan(mebibytes("a lot"))
 
 
 def test_a_growing_container_shows_in_its_trend_and_a_flat_one_does_not() -> None:
