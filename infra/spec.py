@@ -27,6 +27,10 @@ ROLES: tuple[str, ...] = get_args(Role)
 DATABASES: tuple[str, ...] = get_args(Database)
 IMAGE_SOURCES: tuple[str, ...] = get_args(ImageSourceKind)
 ENVIRONMENTS: tuple[str, ...] = get_args(Environment)
+#: What `pulumi up` declares the nodes on: a Docker host (`infra.docker_node`) or a Kubernetes cluster
+#: (`infra.kubernetes_node`, one namespace per node).
+Platform = Literal["docker", "kubernetes"]
+PLATFORMS: tuple[str, ...] = get_args(Platform)
 #: The realm roles of the node's identity provider, which its demo users are given.
 USER_ROLES: tuple[str, ...] = get_args(UserRole)
 #: Pseudonym domains the trust centre keeps for itself (the ids each node knows a person by).
@@ -97,6 +101,7 @@ KEYS: tuple[str, ...] = (
     "domains",
     "consentDomains",
     "environment",
+    "platform",
     "mutant",
     "backup",
     *FEDERATION_KEYS,
@@ -299,6 +304,8 @@ class StackSpec:
     federation: Federation | None = None
     #: `local` (a developer's or CI's stack: test-only settings allowed) or `site` (a real node).
     environment: Environment = "site"
+    #: Where `pulumi up` runs the nodes (`hubnode up` always runs them on Docker).
+    platform: Platform = "docker"
     #: A faulty variant switched on to prove the conformance suite fails it (infra.mutants); local only.
     mutant: str | None = None
     #: Schedule and retention of `hubnode backup` (None: backups only when asked, none removed).
@@ -333,6 +340,7 @@ def parse_stack(stack: str, config: Mapping[str, Any], source: str = "stack conf
     domains = _parse_domains(ours.get("domains", []), problems)
     consent_domains = _parse_consent_domains(ours.get("consentDomains", []), problems)
     environment = _choice(_key("environment"), ours.get("environment", "site"), ENVIRONMENTS, problems)
+    platform = _choice(_key("platform"), ours.get("platform", "docker"), PLATFORMS, problems)
     mutant = _parse_mutant(ours.get("mutant"), environment, problems)
     backup = _parse_backup(ours["backup"], problems) if "backup" in ours else None
     if "nodes" in ours:
@@ -353,6 +361,7 @@ def parse_stack(stack: str, config: Mapping[str, Any], source: str = "stack conf
         nodes=_with_domains(located, domains, consent_domains),
         federation=federation,
         environment=cast("Environment", environment),
+        platform=cast("Platform", platform),
         mutant=mutant,
         backup=backup,
     )
