@@ -55,6 +55,14 @@ def test_an_unknown_database_lists_the_choices() -> None:
     assert problem == "hubnode:database = 'mysql': choose one of embedded, postgres"
 
 
+def test_pulumi_up_runs_on_docker_unless_the_stack_chooses_kubernetes_and_nothing_else() -> None:
+    assert parse_stack("dev", DEV).platform == "docker"
+    assert parse_stack("dev", {**DEV, "hubnode:platform": "kubernetes"}).platform == "kubernetes"
+    assert problems_of({**DEV, "hubnode:platform": "k8s"}) == [
+        "hubnode:platform = 'k8s': choose one of docker, kubernetes"
+    ]
+
+
 def test_a_misspelt_key_is_reported_not_ignored() -> None:
     [problem] = problems_of({**DEV, "hubnode:databse": "postgres"})
     assert problem.startswith("hubnode:databse = 'postgres': unknown key; known keys: site, role")
