@@ -437,9 +437,7 @@ def test_while_the_service_behind_is_down_clients_are_told_to_send_again_later(
     patience = httpx.Timeout(30.0)
     try:
         public = httpx.get(f"{gateway.public}/fhir/Patient", verify=gateway.context(), timeout=patience)
-        peer = httpx.post(
-            f"{gateway.peer}/fhir/Task", json={}, verify=gateway.context("practice"), timeout=patience
-        )
+        peer = httpx.post(f"{gateway.peer}/fhir/Task", json={}, verify=gateway.context("practice"), timeout=patience)
     finally:
         echo.start()
     for answer in (public, peer):
