@@ -22,7 +22,7 @@ from infra.kubernetes_node import KubernetesHubNode
 from infra.local import secret_file
 from infra.plan import FEDERATION_FILES, LABEL_PREFIX, NodePlan, SecretFile, owner_of, plan_stack
 from infra.pulumi_config import stack_config
-from infra.spec import NAMESPACE, parse_stack
+from infra.spec import NAMESPACE, KubernetesSettings, parse_stack
 
 #: Which Pulumi secret (`pulumi config set --secret hubnode:<key>`) fills each secret file of a plan.
 SECRET_SOURCES = {
@@ -81,9 +81,9 @@ def docker_nodes(stack: str, plans: tuple[NodePlan, ...]) -> DeclareNode:
     return lambda plan, contents: HubNode(plan.site, plan, contents, shared_networks=shared)
 
 
-def kubernetes_nodes(plans: tuple[NodePlan, ...]) -> DeclareNode:
+def kubernetes_nodes(plans: tuple[NodePlan, ...], settings: KubernetesSettings) -> DeclareNode:
     """Nodes as namespaces of the cluster Pulumi's kubernetes provider reaches, addressed together."""
-    manifests = stack_manifests(plans)
+    manifests = stack_manifests(plans, settings)
     return lambda plan, contents: KubernetesHubNode(plan.site, plan, manifests[plan.site], contents)
 
 
@@ -92,7 +92,7 @@ spec = parse_stack(pulumi.get_stack(), stack_config(), source=f"Pulumi.{pulumi.g
 state_dir = Path(".hubnode") / spec.stack
 federation_files = prepare_federation_files(spec, state_dir, progress=None) if spec.federation else None
 plans = plan_stack(spec)
-declare = kubernetes_nodes(plans) if spec.platform == "kubernetes" else docker_nodes(spec.stack, plans)
+declare = kubernetes_nodes(plans, spec.kubernetes) if spec.platform == "kubernetes" else docker_nodes(spec.stack, plans)
 for node_plan in plans:
     needed = {secret for service in node_plan.services for secret in service.secrets}
     contents = secret_contents(needed, pulumi.Config(NAMESPACE), partial(secret_file, state_dir, node_plan.site))

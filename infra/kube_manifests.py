@@ -4,7 +4,7 @@
 for site IT to review or `kubectl apply`. Secret contents never pass through here: a Secret lists the
 keys it must hold (`SECRET_KEYS_ANNOTATION`) and the Pulumi layer fills them from Pulumi secrets.
 
-The target cluster has no cluster DNS: every Service gets a fixed ClusterIP from `SERVICE_BLOCK`
+The target cluster has no cluster DNS: every Service gets a fixed ClusterIP from the stack's Service range
 (`ClusterAddresses`) and every pod resolves the names the Docker path gives its networks through
 `hostAliases`.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import posixpath
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,28 +23,19 @@ import yaml
 
 from infra.errors import HubnodeError
 from infra.plan import DROPPED_CAPABILITIES, LABEL_PREFIX, HealthCheck, NodePlan, ServicePlan
+from infra.spec import DEFAULT_SERVICE_RANGE, KubernetesSettings
 
 Manifest = dict[str, Any]
 
-#: The cluster's Service range (kube-apiserver `--service-cluster-ip-range`, notes/cluster-and-pulumi-engine.md).
-SERVICE_BLOCK = "10.96.0.0/24"
 #: Each node gets this many addresses of the block; the first share stays the cluster's (10.96.0.1: its API).
 ADDRESSES_PER_NODE = 16
 SLICE_BITS = ADDRESSES_PER_NODE.bit_length() - 1
 COMPONENT_LABEL = f"{LABEL_PREFIX}.component"
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 #: Names the keys a Secret must hold; its content comes from Pulumi secrets (or site IT's `kubectl create secret`).
 SECRET_KEYS_ANNOTATION = "org.hubnode/secret-keys"  # noqa: S105 -- an annotation's name
 #: Owner-read only; the pod's fsGroup (the service's uid) adds group read, so the service can read them.
 SECRET_FILE_MODE = 0o400
-
-
-@dataclass(frozen=True)
-class KubeOptions:
-    """What the cluster decides rather than the plan: where volumes live, how large, which Service range."""
-
-    storage_class: str = "local-path"
-    volume_size: str = "10Gi"
-    service_block: str = SERVICE_BLOCK
 
 
 @dataclass(frozen=True)
@@ -75,7 +67,7 @@ class ClusterAddresses:
         return [{"ip": ip, "hostnames": hostnames} for ip, hostnames in entries]
 
 
-def cluster_addresses(plans: Sequence[NodePlan], block: str = SERVICE_BLOCK) -> ClusterAddresses:
+def cluster_addresses(plans: Sequence[NodePlan], block: str = DEFAULT_SERVICE_RANGE) -> ClusterAddresses:
     """Carve `block` into one slice per node; refuse a range that is not one, or a stack that does not fit it."""
     try:
         network = ipaddress.IPv4Network(block)
@@ -103,14 +95,25 @@ def cluster_addresses(plans: Sequence[NodePlan], block: str = SERVICE_BLOCK) -> 
     return ClusterAddresses(tuple(plans), ips)
 
 
-def stack_manifests(plans: Sequence[NodePlan], options: KubeOptions | None = None) -> dict[str, list[Manifest]]:
+def stack_manifests(plans: Sequence[NodePlan], settings: KubernetesSettings | None = None) -> dict[str, list[Manifest]]:
     """Every node's manifests by site, addressed together (pods resolve the peers of their federation)."""
-    chosen = options or KubeOptions()
-    addresses = cluster_addresses(plans, chosen.service_block)
+    chosen = settings or KubernetesSettings()
+    for plan in plans:
+        _check_name(plan.network, f"the namespace of node {plan.site}")
+    addresses = cluster_addresses(plans, chosen.service_range)
     return {plan.site: node_manifests(plan, addresses, chosen) for plan in plans}
 
 
-def node_manifests(plan: NodePlan, addresses: ClusterAddresses, options: KubeOptions) -> list[Manifest]:
+def _check_name(name: str, what: str) -> None:
+    """Refuse a name Kubernetes would refuse (a DNS label), before anything is declared."""
+    if not DNS_LABEL.match(name):
+        raise HubnodeError(
+            f"{what} would be {name!r}, which is no Kubernetes name (at most 63 lowercase letters, digits or '-')",
+            fix="name the stack with lowercase letters, digits and '-' (hubnode-<stack>-<site> is the namespace)",
+        )
+
+
+def node_manifests(plan: NodePlan, addresses: ClusterAddresses, options: KubernetesSettings) -> list[Manifest]:
     """One node's manifests, each before what refers to it (namespace first, workloads last)."""
     namespace = plan.network
     manifests: list[Manifest] = [
@@ -208,7 +211,7 @@ def _files(namespace: str, service: ServicePlan) -> list[Manifest]:
     return manifests
 
 
-def _claim(namespace: str, plan: NodePlan, volume: str, options: KubeOptions) -> Manifest:
+def _claim(namespace: str, plan: NodePlan, volume: str, options: KubernetesSettings) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",

@@ -14,7 +14,6 @@ from infra.cli import main
 from infra.errors import HubnodeError
 from infra.kube_manifests import (
     SECRET_KEYS_ANNOTATION,
-    KubeOptions,
     Manifest,
     cluster_addresses,
     config_key,
@@ -22,7 +21,7 @@ from infra.kube_manifests import (
     stack_manifests,
 )
 from infra.plan import NodePlan, ServicePlan, plan_stack
-from infra.spec import parse_stack
+from infra.spec import KubernetesSettings, parse_stack
 from tests.conftest import PROJECT_DIR
 
 FEDERATION = yaml.safe_load((PROJECT_DIR / "Pulumi.federation.yaml").read_text())["config"]
@@ -229,7 +228,7 @@ def mounts(plan: NodePlan, service: ServicePlan) -> dict[str, tuple[dict[str, An
 
 
 def test_every_volume_is_a_claim_of_the_chosen_storage_class_mounted_where_the_plan_says() -> None:
-    manifests = stack_manifests(PLANS, KubeOptions(storage_class="fast-ssd", volume_size="50Gi"))
+    manifests = stack_manifests(PLANS, KubernetesSettings(storage_class="fast-ssd", volume_size="50Gi"))
     for plan in PLANS:
         claims = {m["metadata"]["name"]: m for m in manifests[plan.site] if m["kind"] == "PersistentVolumeClaim"}
         assert sorted(claims) == sorted(plan.volumes)
@@ -289,12 +288,30 @@ def test_the_yaml_of_a_node_reads_back_as_its_manifests_with_files_as_literal_bl
 
 def test_hubnode_render_writes_one_file_per_node(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--project-dir", str(PROJECT_DIR), "render", "--stack", "federation", "--output", str(tmp_path)]
-    assert main([*argv, "--storage-class", "fast-ssd"]) == 0
+    assert main(argv) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dic.yaml", "practice.yaml", "research.yaml"]
     written = list(yaml.safe_load_all((tmp_path / "practice.yaml").read_text()))
-    plans = plan_stack(parse_stack("federation", FEDERATION))
-    assert written == stack_manifests(plans, KubeOptions(storage_class="fast-ssd"))["practice"]
+    assert written == stack_manifests(plan_stack(parse_stack("federation", FEDERATION)))["practice"]
     assert f"practice: {len(written)} manifests in {tmp_path / 'practice.yaml'}" in capsys.readouterr().out
+
+
+def test_hubnode_render_places_volumes_and_services_as_the_stack_says(tmp_path: Path) -> None:
+    (tmp_path / "Pulumi.yaml").write_text("name: hubnode\nruntime: python\n")
+    settings = "{storageClass: fast-ssd, volumeSize: 50Gi, serviceRange: 10.100.0.0/24}"
+    (tmp_path / "Pulumi.k8s.yaml").write_text(f"config:\n  hubnode:site: ukl\n  hubnode:kubernetes: {settings}\n")
+    assert main(["--project-dir", str(tmp_path), "render", "--stack", "k8s"]) == 0
+    written = list(yaml.safe_load_all((tmp_path / ".hubnode" / "k8s" / "kubernetes" / "ukl.yaml").read_text()))
+    [claim] = [m for m in written if m["kind"] == "PersistentVolumeClaim"]
+    assert claim["spec"]["storageClassName"] == "fast-ssd"
+    assert claim["spec"]["resources"] == {"requests": {"storage": "50Gi"}}
+    [service] = [m for m in written if m["kind"] == "Service"]
+    assert service["spec"]["clusterIP"] == "10.100.0.17"
+
+
+def test_a_stack_whose_namespace_kubernetes_would_refuse_is_refused_before_anything_is_written() -> None:
+    plans = plan_stack(parse_stack("My_Stack", {"hubnode:site": "ukl"}))
+    with pytest.raises(HubnodeError, match=r"the namespace of node ukl would be 'hubnode-My_Stack-ukl'"):
+        stack_manifests(plans)
 
 
 def test_hubnode_render_of_one_site_writes_that_node_only_and_names_the_others_for_a_wrong_one(
