@@ -113,7 +113,7 @@ def _check_name(name: str, what: str) -> None:
         )
 
 
-def node_manifests(plan: NodePlan, addresses: ClusterAddresses, options: KubernetesSettings) -> list[Manifest]:
+def node_manifests(plan: NodePlan, addresses: ClusterAddresses, settings: KubernetesSettings) -> list[Manifest]:
     """One node's manifests, each before what refers to it (namespace first, workloads last)."""
     namespace = plan.network
     manifests: list[Manifest] = [
@@ -122,7 +122,7 @@ def node_manifests(plan: NodePlan, addresses: ClusterAddresses, options: Kuberne
     ]
     for service in plan.services:
         manifests += _files(namespace, service)
-    manifests += [_claim(namespace, plan, volume, options) for volume in plan.volumes]
+    manifests += [_claim(namespace, plan, volume, settings) for volume in plan.volumes]
     manifests += [_service(namespace, service, addresses.ip(plan, service)) for service in plan.services]
     manifests += [_workload(namespace, plan, service, addresses) for service in plan.services]
     return manifests
@@ -211,15 +211,15 @@ def _files(namespace: str, service: ServicePlan) -> list[Manifest]:
     return manifests
 
 
-def _claim(namespace: str, plan: NodePlan, volume: str, options: KubernetesSettings) -> Manifest:
+def _claim(namespace: str, plan: NodePlan, volume: str, settings: KubernetesSettings) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": _metadata(namespace, volume, plan.labels),
         "spec": {
             "accessModes": ["ReadWriteOnce"],
-            "storageClassName": options.storage_class,
-            "resources": {"requests": {"storage": options.volume_size}},
+            "storageClassName": settings.storage_class,
+            "resources": {"requests": {"storage": settings.volume_size}},
         },
     }
 
@@ -303,8 +303,11 @@ def _container_port(service: ServicePlan, port: int) -> dict[str, Any]:
 
 
 def probes(health: HealthCheck) -> dict[str, Any]:
-    """Docker's HEALTHCHECK as exec probes: startup within the bring-up budget, then readiness and liveness."""
-    command = list(health.test[1:]) if health.test[0] == "CMD" else ["/bin/sh", "-c", *health.test[1:]]
+    """Docker's HEALTHCHECK as exec probes: startup within the bring-up budget, then readiness and liveness.
+
+    The plan's checks are `CMD` argument lists (no shell), which an exec probe runs as they are.
+    """
+    command = health.test[1:]
 
     def probe(failures: int) -> dict[str, Any]:
         return {

@@ -28,6 +28,9 @@ CONSTRUCTORS: Mapping[str, Callable[..., pulumi.CustomResource]] = {
     "StatefulSet": kubernetes.apps.v1.StatefulSet,
 }
 WORKLOADS = ("Deployment", "StatefulSet")
+#: What `pulumi destroy` leaves, as the Docker path leaves its volumes: the claims, and their namespace
+#: (deleting a namespace deletes the claims in it).
+KEPT = ("Namespace", "PersistentVolumeClaim")
 
 
 def resource_name(manifest: Manifest) -> str:
@@ -63,16 +66,14 @@ class KubernetesHubNode(pulumi.ComponentResource):
         workloads: dict[str, pulumi.Resource] = {}  # by component: the pure layer names each after it
         needs = {service.component: service.depends_on for service in plan.services}
         for manifest in manifests:
-            kind, name = manifest["kind"], manifest["metadata"]["name"]
+            kind, object_name = manifest["kind"], manifest["metadata"]["name"]
             workload = kind in WORKLOADS
-            after = [*setup, *(workloads[needed] for needed in needs[name])] if workload else setup[:1]
-            child = pulumi.ResourceOptions(
-                parent=self, depends_on=after, retain_on_delete=kind == "PersistentVolumeClaim"
-            )
+            after = [*setup, *(workloads[needed] for needed in needs[object_name])] if workload else setup[:1]
+            child = pulumi.ResourceOptions(parent=self, depends_on=after, retain_on_delete=kind in KEPT)
             resource = CONSTRUCTORS[kind](resource_name(manifest), opts=child, **_fields(manifest, secrets))
             resources[resource_name(manifest)] = resource
             if workload:
-                workloads[name] = resource
+                workloads[object_name] = resource
             else:
                 setup.append(resource)
         self.resources = resources

@@ -86,7 +86,7 @@ def test_every_resource_of_the_node_goes_to_the_provider_the_component_is_given(
     return pulumi.Output.all(*(r.urn for r in node.resources.values())).apply(check)
 
 
-def test_workloads_wait_for_the_namespaces_files_and_the_workloads_of_what_they_depend_on(
+def test_workloads_wait_for_their_files_and_what_they_depend_on_and_the_data_outlives_the_stack(
     mocks: RecordingMocks, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     options: dict[str, pulumi.ResourceOptions] = {}
@@ -112,6 +112,7 @@ def test_workloads_wait_for_the_namespaces_files_and_the_workloads_of_what_they_
     prefix = plan.network
     namespace = node.resources[f"Namespace/{prefix}"]
     assert options[f"Namespace/{prefix}"].depends_on == []
+    assert options[f"Namespace/{prefix}"].retain_on_delete is True, "deleting it would delete the claims"
     assert options[f"{prefix}/Secret/fhir-secrets"].depends_on == [namespace]
     assert options[f"{prefix}/PersistentVolumeClaim/hubnode-federation-dic-fhir-data"].retain_on_delete is True
     assert not options[f"{prefix}/Service/fhir"].retain_on_delete
