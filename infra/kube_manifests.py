@@ -16,13 +16,15 @@ import math
 import posixpath
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import yaml
 
 from infra.errors import HubnodeError
-from infra.plan import DROPPED_CAPABILITIES, LABEL_PREFIX, HealthCheck, NodePlan, ServicePlan
+from infra.gateway_config import Upstream
+from infra.gateway_config import render as render_gateway_config
+from infra.plan import DROPPED_CAPABILITIES, LABEL_PREFIX, ConfigFile, HealthCheck, NodePlan, ServicePlan
 from infra.spec import DEFAULT_SERVICE_RANGE, KubernetesSettings
 
 Manifest = dict[str, Any]
@@ -52,6 +54,10 @@ class ClusterAddresses:
     def ip(self, plan: NodePlan, service: ServicePlan) -> str:
         """The ClusterIP of `service` of `plan`."""
         return self.ips[plan.site, service.component]
+
+    def by_alias(self, plan: NodePlan) -> dict[str, str]:
+        """The ClusterIP of each name a service of `plan` has on its node's network."""
+        return {alias: self.ip(plan, s) for s in plan.services for alias in s.network_aliases}
 
     def host_aliases(self, plan: NodePlan, service: ServicePlan) -> list[dict[str, Any]]:
         """The names `service` resolves: its node's services, and each shared network's aliases it joins."""
@@ -121,7 +127,7 @@ def node_manifests(plan: NodePlan, addresses: ClusterAddresses, settings: Kubern
         *network_policies(plan),
     ]
     for service in plan.services:
-        manifests += _files(namespace, service)
+        manifests += _files(namespace, service, addresses.by_alias(plan))
     manifests += [_claim(namespace, plan, volume, settings) for volume in plan.volumes]
     manifests += [_service(namespace, service, addresses.ip(plan, service)) for service in plan.services]
     manifests += [_workload(namespace, plan, service, addresses) for service in plan.services]
@@ -192,7 +198,20 @@ def config_key(path: str) -> str:
     return path.strip("/").replace("/", "_")
 
 
-def _files(namespace: str, service: ServicePlan) -> list[Manifest]:
+def addressed(file: ConfigFile, ips: Mapping[str, str]) -> str:
+    """A config file's content; a gateway's rendered with its upstreams' ClusterIPs (nginx resolves names by DNS)."""
+    config = file.rendered_from
+    if config is None:
+        return file.content
+    upstreams: dict[str, Any] = {
+        field.name: Upstream(ips[value.host], value.port)
+        for field in fields(config)
+        if isinstance(value := getattr(config, field.name), Upstream)
+    }
+    return render_gateway_config(replace(config, **upstreams))
+
+
+def _files(namespace: str, service: ServicePlan, ips: Mapping[str, str]) -> list[Manifest]:
     """The service's Secret (keys only) and ConfigMap, where it has such files."""
     manifests: list[Manifest] = []
     if service.secrets:
@@ -205,7 +224,7 @@ def _files(namespace: str, service: ServicePlan) -> list[Manifest]:
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
                 "metadata": _metadata(namespace, config_name(service), service.labels),
-                "data": {config_key(f.path): f.content for f in service.files},
+                "data": {config_key(f.path): addressed(f, ips) for f in service.files},
             }
         )
     return manifests

@@ -235,10 +235,16 @@ FEDERATION_FILES = ("node-certificate", "node-key", "federation-ca", "allow-list
 
 @dataclass(frozen=True)
 class ConfigFile:
-    """A non-secret file the service reads, its content fixed by the plan."""
+    """A non-secret file the service reads, its content fixed by the plan.
+
+    `rendered_from` is the gateway configuration the content was rendered from: nginx finds its
+    upstreams through Docker's DNS, so a network without DNS (Kubernetes here) renders it anew with
+    their addresses (`infra.kube_manifests`).
+    """
 
     path: str
     content: str
+    rendered_from: GatewayConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -838,7 +844,7 @@ def _gateway_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mappi
         # to the services and holds answers in memory (GatewayConfig), so no request or answer touches a disk.
         hardening=Hardening(memory_mib=512, pids=256, tmpfs=(Tmpfs(config.state_dir, 16),)),
         depends_on=behind,
-        files=(ConfigFile(GATEWAY_CONFIG_PATH, render_gateway_config(config)),),
+        files=(ConfigFile(GATEWAY_CONFIG_PATH, render_gateway_config(config), config),),
         networks=(NetworkAttachment(peers_network(spec.stack), (node.host,)),),
         listens=(GATEWAY_PUBLIC_PORT, GATEWAY_PEER_PORT, GATEWAY_HEALTH_PORT),
         calls=tuple(Call(u.host, u.port) for u in upstreams.values() if u is not None),
