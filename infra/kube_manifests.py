@@ -306,7 +306,17 @@ def _pod(plan: NodePlan, service: ServicePlan, addresses: ClusterAddresses) -> d
     container["volumeMounts"] = mounts
     return {
         "hostAliases": addresses.host_aliases(plan, service),
-        "securityContext": {"runAsNonRoot": True, "runAsUser": service.uid, "fsGroup": service.uid},
+        # The plan's environment and nothing else: no `<SERVICE>_PORT=tcp://...` per Service of the namespace
+        # (a `DB_PORT` or `PORTAL_PORT` a program might read), and no API token (no service calls the cluster).
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": service.uid,
+            "fsGroup": service.uid,
+            # Group access is given once, to a new volume's root: PostgreSQL refuses a data folder others can read.
+            "fsGroupChangePolicy": "OnRootMismatch",
+        },
         "containers": [container],
         "volumes": volumes,
     }

@@ -97,7 +97,14 @@ def test_every_container_runs_its_plan_image_never_pulled_non_root_and_confined(
         memory = f"{service.hardening.memory_mib}Mi"
         assert spec["resources"] == {"requests": {"memory": memory}, "limits": {"memory": memory}}
         pod = workload(plan, service)["spec"]["template"]["spec"]
-        assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": service.uid, "fsGroup": service.uid}
+        assert pod["securityContext"] == {
+            "runAsNonRoot": True,
+            "runAsUser": service.uid,
+            "fsGroup": service.uid,
+            "fsGroupChangePolicy": "OnRootMismatch",
+        }
+        assert pod["enableServiceLinks"] is False, "the plan's environment, no Service variables beside it"
+        assert pod["automountServiceAccountToken"] is False
 
 
 def test_the_databases_run_as_their_own_uid_in_stateful_sets_and_the_rest_in_deployments() -> None:
