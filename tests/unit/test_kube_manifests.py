@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import posixpath
+import re
 from pathlib import Path
 from typing import Any
 
@@ -348,3 +349,18 @@ def test_hubnode_render_of_one_site_writes_that_node_only_and_names_the_others_f
     assert [p.name for p in tmp_path.iterdir()] == ["research.yaml"]
     assert main([*argv, "--site", "nowhere"]) == 1
     assert "its nodes: dic, practice, research" in capsys.readouterr().err
+
+
+def test_every_name_and_key_is_one_kubernetes_takes() -> None:
+    subdomain = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+    label = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+    key = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+    for plan in PLANS:
+        for manifest in MANIFESTS[plan.site]:
+            name = manifest["metadata"]["name"]
+            assert subdomain.match(name), name
+            if manifest["kind"] in ("Namespace", "Service", "Deployment", "StatefulSet"):
+                assert label.match(name), name
+            annotations = manifest["metadata"].get("annotations", {})
+            keys = [*manifest.get("data", {}), *annotations.get(SECRET_KEYS_ANNOTATION, "").split(",")]
+            assert all(key.match(k) for k in keys if k), keys
