@@ -1,11 +1,13 @@
-"""The Pulumi program: read the stack's config, plan it, declare one `HubNode` per node.
+"""The Pulumi program: read the stack's config, plan it, declare one node component per node.
+
+`hubnode:platform` chooses the adapter: `HubNode` on Docker (default) or `KubernetesHubNode`.
 
 Thin on purpose: all decisions live in `infra.spec` and `infra.plan`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 
@@ -15,10 +17,12 @@ import pulumi_docker as docker
 from infra.docker_node import HubNode
 from infra.federation_files import prepare_federation_files
 from infra.idp_realm import USER_SECRET_PREFIX
+from infra.kube_manifests import stack_manifests
+from infra.kubernetes_node import KubernetesHubNode
 from infra.local import secret_file
-from infra.plan import FEDERATION_FILES, LABEL_PREFIX, SecretFile, owner_of, plan_stack
+from infra.plan import FEDERATION_FILES, LABEL_PREFIX, NodePlan, SecretFile, owner_of, plan_stack
 from infra.pulumi_config import stack_config
-from infra.spec import NAMESPACE, parse_stack
+from infra.spec import NAMESPACE, KubernetesSettings, parse_stack
 
 #: Which Pulumi secret (`pulumi config set --secret hubnode:<key>`) fills each secret file of a plan.
 SECRET_SOURCES = {
@@ -64,16 +68,31 @@ def secret_contents(
 
 
 STACK_LABEL = f"{LABEL_PREFIX}.stack"
+#: What declares one node: its plan and its secrets' contents in, a component with `endpoints` out.
+DeclareNode = Callable[[NodePlan, Mapping[str, pulumi.Input[str]]], HubNode | KubernetesHubNode]
+
+
+def docker_nodes(stack: str, plans: tuple[NodePlan, ...]) -> DeclareNode:
+    """Nodes as containers on one Docker host; the networks several nodes join are declared once, here."""
+    shared = {
+        name: docker.Network(name, name=name, labels=[docker.NetworkLabelArgs(label=STACK_LABEL, value=stack)])
+        for name in sorted({plan.peers_network for plan in plans if plan.peers_network})
+    }
+    return lambda plan, contents: HubNode(plan.site, plan, contents, shared_networks=shared)
+
+
+def kubernetes_nodes(plans: tuple[NodePlan, ...], settings: KubernetesSettings) -> DeclareNode:
+    """Nodes as namespaces of the cluster Pulumi's kubernetes provider reaches, addressed together."""
+    manifests = stack_manifests(plans, settings)
+    return lambda plan, contents: KubernetesHubNode(plan.site, plan, manifests[plan.site], contents)
+
 
 spec = parse_stack(pulumi.get_stack(), stack_config(), source=f"Pulumi.{pulumi.get_stack()}.yaml")
 # The federation's PKI lives beside the stack (reissued when it nears expiry); keys enter Pulumi as secrets.
 state_dir = Path(".hubnode") / spec.stack
 federation_files = prepare_federation_files(spec, state_dir, progress=None) if spec.federation else None
 plans = plan_stack(spec)
-shared = {
-    name: docker.Network(name, name=name, labels=[docker.NetworkLabelArgs(label=STACK_LABEL, value=spec.stack)])
-    for name in sorted({plan.peers_network for plan in plans if plan.peers_network})
-}
+declare = kubernetes_nodes(plans, spec.kubernetes) if spec.platform == "kubernetes" else docker_nodes(spec.stack, plans)
 for node_plan in plans:
     needed = {secret for service in node_plan.services for secret in service.secrets}
     contents = secret_contents(needed, pulumi.Config(NAMESPACE), partial(secret_file, state_dir, node_plan.site))
@@ -81,5 +100,5 @@ for node_plan in plans:
         for secret in needed:
             if secret.name in FEDERATION_FILES:
                 contents[secret.name] = pulumi.Output.secret(federation_files(node_plan.site, secret.name).read_text())
-    node = HubNode(node_plan.site, node_plan, contents, shared_networks=shared)
+    node = declare(node_plan, contents)
     pulumi.export(f"{node_plan.site}-endpoints", node.endpoints)

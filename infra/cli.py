@@ -48,6 +48,7 @@ from infra.files import write_atomically
 from infra.idp_realm import user_secret
 from infra.imagebuild import build_images, images_to_build
 from infra.inventory import node_access, take
+from infra.kube_manifests import render_yaml, stack_manifests
 from infra.load import Options, job_for, load, node_door
 from infra.local import LocalLauncher, secret_file
 from infra.mutants import MUTANTS
@@ -159,7 +160,32 @@ def _parser() -> argparse.ArgumentParser:
     _inventory_options(
         command("compare", _compare, "compare two inventories, or a node now with one; exit 1 when they differ")
     )
+    _render_options(
+        command("render", _render, "write each node's Kubernetes manifests as YAML, to review or kubectl apply")
+    )
     return parser
+
+
+def _render_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--stack", default="dev", help="stack name: reads Pulumi.<stack>.yaml (default: dev)")
+    sub.add_argument("--site", help="only this node (default: every node of the stack)")
+    sub.add_argument("--output", type=Path, help="folder for <site>.yaml (default: .hubnode/<stack>/kubernetes)")
+
+
+def _render(args: argparse.Namespace, progress: Progress) -> int:
+    """Every node is addressed (its Services' ClusterIPs) with the whole stack, then the chosen ones written.
+
+    Storage class, volume size and Service range are the stack's `hubnode:kubernetes`, as for `pulumi up`.
+    """
+    spec, plans = _load(args, progress)
+    manifests = stack_manifests(plans, spec.kubernetes)
+    folder = Path(args.output) if args.output is not None else state_dir(args) / "kubernetes"
+    folder.mkdir(parents=True, exist_ok=True)
+    for plan in _chosen(plans, args.site, args.stack):
+        path = folder / f"{plan.site}.yaml"
+        path.write_text(render_yaml(plan.site, manifests[plan.site]), encoding="utf-8")
+        print(f"{plan.site}: {len(manifests[plan.site])} manifests in {path}")
+    return 0
 
 
 def _inventory_options(sub: argparse.ArgumentParser) -> None:

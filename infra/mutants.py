@@ -195,7 +195,10 @@ def _service(service: ServicePlan, mutant: Mutant) -> ServicePlan:
 
 
 def _edited(file: ConfigFile, mutant: Mutant) -> ConfigFile:
-    """The gateway's nginx.conf (its one file) with the mutant's replacements made."""
+    """The gateway's nginx.conf (its one file) with the mutant's replacements made.
+
+    The edited text is the file now: it is no longer what its configuration renders (`rendered_from`).
+    """
     content = file.content
     for old, new in mutant.gateway:
         if old not in content:
@@ -204,4 +207,4 @@ def _edited(file: ConfigFile, mutant: Mutant) -> ConfigFile:
                 fix="the gateway template changed: update the mutant in infra/mutants.py",
             )
         content = content.replace(old, new)
-    return dataclasses.replace(file, content=content)
+    return dataclasses.replace(file, content=content, rendered_from=None)

@@ -235,10 +235,16 @@ FEDERATION_FILES = ("node-certificate", "node-key", "federation-ca", "allow-list
 
 @dataclass(frozen=True)
 class ConfigFile:
-    """A non-secret file the service reads, its content fixed by the plan."""
+    """A non-secret file the service reads, its content fixed by the plan.
+
+    `rendered_from` is the gateway configuration the content was rendered from: nginx finds its
+    upstreams through Docker's DNS, so a network without DNS (Kubernetes here) renders it anew with
+    their addresses (`infra.kube_manifests`).
+    """
 
     path: str
     content: str
+    rendered_from: GatewayConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -251,6 +257,31 @@ class HealthCheck:
     retries: int = 3
     start_period_s: int = 30
     budget_s: int = 180
+
+
+@dataclass(frozen=True)
+class Call:
+    """A connection a service opens to another service of its node: the callee's network alias and port.
+
+    The one place a flow inside a node is declared: the caller's URLs are written from it and the
+    Kubernetes adapter allows exactly these flows (`infra.kube_manifests`).
+    """
+
+    service: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        """`host:port` as the caller's URLs name it."""
+        return f"{self.service}:{self.port}"
+
+
+#: Where services reach each other inside a node (each call is one flow the node's network must allow).
+FHIR_CALL = Call("fhir", HAPI_PORT)
+TRUSTCENTRE_CALL = Call("trustcentre", TRUSTCENTRE_PORT)
+CONNECTOR_CALL = Call("connector", CONNECTOR_PORT)
+IDP_CALL = Call("idp", IDP_PORT)
+PORTAL_CALL = Call("portal", PORTAL_PORT)
 
 
 @dataclass(frozen=True)
@@ -342,6 +373,15 @@ class ServicePlan:
     uid: int = SERVICE_UID
     #: A JVM that takes a minute or more to start: the launcher starts few of them at once.
     slow_start: bool = False
+    #: The ports it serves on (inside its container): what other services and its published ports reach.
+    listens: tuple[int, ...] = ()
+    #: The services of its node it connects to (calls to other nodes go through their published doors).
+    calls: tuple[Call, ...] = ()
+
+    @property
+    def is_database(self) -> bool:
+        """A PostgreSQL container (state that needs a stable identity, e.g. a Kubernetes StatefulSet)."""
+        return self.user == DB_USER
 
     @property
     def file_folders(self) -> tuple[str, ...]:
@@ -447,6 +487,11 @@ def _service_labels(labels: Mapping[str, str], component: str) -> dict[str, str]
     return {**labels, f"{LABEL_PREFIX}.component": component}
 
 
+def _db_call(component: str) -> Call:
+    """How a service reaches its PostgreSQL container (`db`, `tcdb`, `kcdb`)."""
+    return Call(component, POSTGRES_PORT)
+
+
 def _db_password(component: str) -> SecretFile:
     return SecretFile(f"{component}-password", f"{SECRETS_DIR}/{component}-password")
 
@@ -481,6 +526,7 @@ def _db_service(prefix: str, node: NodeSpec, labels: Mapping[str, str], componen
         # PostgreSQL runs a process per connection (HAPI's pool of 10, the trust centre's up to 20) beside its
         # own; it writes its data volume and, in /var/run/postgresql, its socket and the socket's lock file.
         hardening=Hardening(memory_mib=1024, pids=256, tmpfs=(Tmpfs("/var/run/postgresql", 1),)),
+        listens=(POSTGRES_PORT,),
     )
 
 
@@ -490,13 +536,15 @@ def _fhir_service(prefix: str, node: NodeSpec, labels: Mapping[str, str]) -> Ser
     env = {**ports, "HAPI_DB": "h2", "JAVA_TOOL_OPTIONS": java}
     secrets: tuple[SecretFile, ...] = ()
     depends_on: tuple[str, ...] = ()
+    calls: tuple[Call, ...] = ()
     if node.database == "postgres":
         secret = _db_password("db")
+        calls = (_db_call("db"),)
         env = {
             **ports,
             "JAVA_TOOL_OPTIONS": java,
             "HAPI_DB": "postgres",
-            "HAPI_DB_URL": f"jdbc:postgresql://db:{POSTGRES_PORT}/{DB_NAME}",
+            "HAPI_DB_URL": f"jdbc:postgresql://{calls[0].address}/{DB_NAME}",
             "HAPI_DB_USER": DB_NAME,
             "HAPI_DB_PASSWORD_FILE": secret.path,
         }
@@ -520,6 +568,8 @@ def _fhir_service(prefix: str, node: NodeSpec, labels: Mapping[str, str]) -> Ser
         hardening=Hardening(memory_mib=3072, pids=1024, tmpfs=(Tmpfs("/tmp", 64),)),  # noqa: S108
         depends_on=depends_on,
         probe_url=_probe(node, "fhir", "/health"),
+        listens=(HAPI_PORT, HAPI_METRICS_PORT),
+        calls=calls,
     )
 
 
@@ -547,10 +597,12 @@ def _trustcentre_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: M
             "TC_GATEWAY_SECRET_FILE": f"{SECRETS_DIR}/gateway-secret",
         }
     depends_on: tuple[str, ...] = ()
+    calls: tuple[Call, ...] = ()
     if node.database == "postgres":
         password = _db_password("tcdb")
         database = TRUSTCENTRE_DB_NAME
-        env["TC_DATABASE_URL"] = f"postgresql+psycopg://{database}@tcdb:{POSTGRES_PORT}/{database}"
+        calls = (_db_call("tcdb"),)
+        env["TC_DATABASE_URL"] = f"postgresql+psycopg://{database}@{calls[0].address}/{database}"
         env["TC_DB_PASSWORD_FILE"] = password.path
         secrets = (*secrets, password)
         depends_on = ("tcdb",)
@@ -582,6 +634,8 @@ def _trustcentre_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: M
         depends_on=depends_on,
         probe_url=_probe(node, "trustcentre", "/health"),
         files=config_files,
+        listens=(TRUSTCENTRE_PORT,),
+        calls=calls,
     )
 
 
@@ -650,7 +704,7 @@ def _trustcentre_url(spec: StackSpec, node: NodeSpec) -> str:
     if node.ttp is not None and node.ttp.url is not None:
         return node.ttp.url
     if "trustcentre" in node.components:
-        return f"http://trustcentre:{TRUSTCENTRE_PORT}{TRUSTCENTRE_BASE}"
+        return f"http://{TRUSTCENTRE_CALL.address}{TRUSTCENTRE_BASE}"
     serving = spec.trust_centre
     if serving is not None:
         return f"https://{serving.host}:{GATEWAY_PEER_PORT}{TRUSTCENTRE_BASE}"
@@ -696,7 +750,7 @@ def _connector_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Map
         "CN_ROLE": node.role,
         "CN_PORT": str(CONNECTOR_PORT),
         "CN_DB_URL": "sqlite:////var/lib/connector/connector.db",
-        "CN_FHIR_URL": f"http://fhir:{HAPI_PORT}/fhir",
+        "CN_FHIR_URL": f"http://{FHIR_CALL.address}/fhir",
         "CN_TRUSTCENTRE_URL": _trustcentre_url(spec, node),
         "CN_CALLERS_FILE": f"{SECRETS_DIR}/cn-callers",
         "CN_ALLOW_LIST_FILE": f"{HUBNODE_FILES_DIR}/allow-list.json",
@@ -738,6 +792,8 @@ def _connector_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Map
         depends_on=depends_on,
         files=(ConfigFile(env["CN_PROJECTS_FILE"], json.dumps(projects, indent=2, sort_keys=True) + "\n"), *files),
         networks=(NetworkAttachment(peers_network(spec.stack)),),
+        listens=(CONNECTOR_PORT,),
+        calls=(FHIR_CALL, *((TRUSTCENTRE_CALL,) if "trustcentre" in depends_on else ())),
     )
 
 
@@ -749,11 +805,15 @@ def _gateway_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mappi
         NginxSecretInclude("gateway-secret", GATEWAY_SECRET_VARIABLE),
     )
     secrets = (*_federation_files("node-certificate", "node-key", "federation-ca", "revocation-list"), include)
+    upstreams = {
+        call.service: Upstream(call.service, call.port) if call.service in node.components else None
+        for call in (CONNECTOR_CALL, TRUSTCENTRE_CALL, IDP_CALL, PORTAL_CALL)
+    }
     config = GatewayConfig(
-        connector=Upstream("connector", CONNECTOR_PORT) if "connector" in node.components else None,
-        trustcentre=Upstream("trustcentre", TRUSTCENTRE_PORT) if "trustcentre" in node.components else None,
-        idp=Upstream("idp", IDP_PORT) if "idp" in node.components else None,
-        portal=Upstream("portal", PORTAL_PORT) if "portal" in node.components else None,
+        connector=upstreams["connector"],
+        trustcentre=upstreams["trustcentre"],
+        idp=upstreams["idp"],
+        portal=upstreams["portal"],
         certificate_file=secrets[0].path,
         key_file=secrets[1].path,
         ca_file=secrets[2].path,
@@ -784,8 +844,10 @@ def _gateway_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mappi
         # to the services and holds answers in memory (GatewayConfig), so no request or answer touches a disk.
         hardening=Hardening(memory_mib=512, pids=256, tmpfs=(Tmpfs(config.state_dir, 16),)),
         depends_on=behind,
-        files=(ConfigFile(GATEWAY_CONFIG_PATH, render_gateway_config(config)),),
+        files=(ConfigFile(GATEWAY_CONFIG_PATH, render_gateway_config(config), config),),
         networks=(NetworkAttachment(peers_network(spec.stack), (node.host,)),),
+        listens=(GATEWAY_PUBLIC_PORT, GATEWAY_PEER_PORT, GATEWAY_HEALTH_PORT),
+        calls=tuple(Call(u.host, u.port) for u in upstreams.values() if u is not None),
     )
 
 
@@ -823,11 +885,13 @@ def _idp_services(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mapping[
     }
     volumes: tuple[VolumeMount, ...] = (VolumeMount(f"{prefix}-idp-data", IDP_DATA_DIR),)
     depends_on: tuple[str, ...] = ()
+    calls: tuple[Call, ...] = ()
     database: list[ServicePlan] = []
     if node.database == "postgres":
         database.append(_db_service(prefix, node, labels, "kcdb", IDP_DB_NAME))
         password = _db_password("kcdb")
-        env["KC_DB_URL"] = f"jdbc:postgresql://kcdb:{POSTGRES_PORT}/{IDP_DB_NAME}"
+        calls = (_db_call("kcdb"),)
+        env["KC_DB_URL"] = f"jdbc:postgresql://{calls[0].address}/{IDP_DB_NAME}"
         env["KC_DB_USERNAME"] = IDP_DB_NAME
         env["KC_DB_PASSWORD_FILE"] = password.path
         secrets = (*secrets, password)
@@ -854,6 +918,8 @@ def _idp_services(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mapping[
             pids=1024,
             tmpfs=(Tmpfs("/tmp", 64), Tmpfs("/opt/keycloak/data/tmp", 64)),  # noqa: S108
         ),
+        listens=(IDP_PORT, IDP_MANAGEMENT_PORT),
+        calls=calls,
     )
     return [*database, idp]
 
@@ -882,7 +948,7 @@ def portal_url(node: NodeSpec) -> str:
 def _portal_trustcentre(spec: StackSpec, node: NodeSpec) -> str:
     """The trust centre the portal asks: beside it, or at its node's public door (bearer token, TLS)."""
     if "trustcentre" in node.components:
-        return f"http://trustcentre:{TRUSTCENTRE_PORT}{TRUSTCENTRE_BASE}"
+        return f"http://{TRUSTCENTRE_CALL.address}{TRUSTCENTRE_BASE}"
     serving = spec.trust_centre
     assert serving is not None  # noqa: S101 -- the spec refuses a portal without a trust centre in its stack
     return f"https://{serving.host}:{GATEWAY_PUBLIC_PORT}{TRUSTCENTRE_BASE}"
@@ -912,12 +978,12 @@ def _portal_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mappin
         "PT_PORT": str(PORTAL_PORT),
         "PT_PUBLIC_URL": portal_url(node),
         "PT_ISSUER": idp_issuer(node),
-        "PT_IDP_URL": f"http://idp:{IDP_PORT}{IDP_PATH}/realms/{REALM}",
+        "PT_IDP_URL": f"http://{IDP_CALL.address}{IDP_PATH}/realms/{REALM}",
         "PT_CLIENT_ID": PORTAL_CLIENT,
         "PT_CLIENT_SECRET_FILE": secrets[0].path,
         "PT_SERVICE_CLIENT_ID": PORTAL_SERVICE_CLIENT,
         "PT_SERVICE_CLIENT_SECRET_FILE": secrets[1].path,
-        "PT_CONNECTOR_URL": f"http://connector:{CONNECTOR_PORT}/fhir",
+        "PT_CONNECTOR_URL": f"http://{CONNECTOR_CALL.address}/fhir",
         "PT_CONNECTOR_TOKEN_FILE": secrets[2].path,
         "PT_TRUSTCENTRE_URL": _portal_trustcentre(spec, node),
         "PT_TRUSTCENTRE_TOKEN_FILE": secrets[3].path,
@@ -955,4 +1021,6 @@ def _portal_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Mappin
         depends_on=("connector", *(("trustcentre",) if not remote else ())),
         files=(ConfigFile(env["PT_PROJECTS_FILE"], json.dumps(projects, indent=2, sort_keys=True) + "\n"),),
         networks=(NetworkAttachment(peers_network(spec.stack)),) if remote else (),
+        listens=(PORTAL_PORT,),
+        calls=(IDP_CALL, CONNECTOR_CALL, *((TRUSTCENTRE_CALL,) if not remote else ())),
     )

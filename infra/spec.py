@@ -7,6 +7,7 @@ is declared, and the CLI and the Pulumi program reject exactly the same files.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,10 @@ ROLES: tuple[str, ...] = get_args(Role)
 DATABASES: tuple[str, ...] = get_args(Database)
 IMAGE_SOURCES: tuple[str, ...] = get_args(ImageSourceKind)
 ENVIRONMENTS: tuple[str, ...] = get_args(Environment)
+#: What `pulumi up` declares the nodes on: a Docker host (`infra.docker_node`) or a Kubernetes cluster
+#: (`infra.kubernetes_node`, one namespace per node).
+Platform = Literal["docker", "kubernetes"]
+PLATFORMS: tuple[str, ...] = get_args(Platform)
 #: The realm roles of the node's identity provider, which its demo users are given.
 USER_ROLES: tuple[str, ...] = get_args(UserRole)
 #: Pseudonym domains the trust centre keeps for itself (the ids each node knows a person by).
@@ -97,11 +102,19 @@ KEYS: tuple[str, ...] = (
     "domains",
     "consentDomains",
     "environment",
+    "platform",
+    "kubernetes",
     "mutant",
     "backup",
     *FEDERATION_KEYS,
     *SECRET_KEYS,
 )
+#: What `hubnode:kubernetes` may say (`KubernetesSettings`).
+KUBERNETES_KEYS: tuple[str, ...] = ("storageClass", "volumeSize", "serviceRange")
+#: The cluster's Service range (kube-apiserver `--service-cluster-ip-range`, notes/cluster-and-pulumi-engine.md).
+DEFAULT_SERVICE_RANGE = "10.96.0.0/24"
+_QUANTITY_PATTERN = re.compile(r"^[1-9][0-9]*(Mi|Gi|Ti)$")
+_DNS_SUBDOMAIN_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
 #: What `hubnode:backup` may say (`BackupPolicy`).
 BACKUP_KEYS: tuple[str, ...] = ("schedule", "keep", "keepDays", "output")
 #: Sources of the identifiers a node's connector asserts as its own: its source records, its MRNs.
@@ -277,6 +290,19 @@ class Federation:
 
 
 @dataclass(frozen=True)
+class KubernetesSettings:
+    """`hubnode:kubernetes`: what the cluster decides rather than the plan (`infra.kube_manifests`).
+
+    The storage class and size of each volume's claim, and the Service range whose addresses the
+    nodes' Services get (fixed ClusterIPs: the cluster has no DNS).
+    """
+
+    storage_class: str = "local-path"
+    volume_size: str = "10Gi"
+    service_range: str = DEFAULT_SERVICE_RANGE
+
+
+@dataclass(frozen=True)
 class BackupPolicy:
     """`hubnode:backup`: when each node is backed up, how many archives stay, where they go.
 
@@ -299,6 +325,10 @@ class StackSpec:
     federation: Federation | None = None
     #: `local` (a developer's or CI's stack: test-only settings allowed) or `site` (a real node).
     environment: Environment = "site"
+    #: Where `pulumi up` runs the nodes (`hubnode up` always runs them on Docker).
+    platform: Platform = "docker"
+    #: How the nodes sit in a Kubernetes cluster (`pulumi up` on `kubernetes`, and `hubnode render`).
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     #: A faulty variant switched on to prove the conformance suite fails it (infra.mutants); local only.
     mutant: str | None = None
     #: Schedule and retention of `hubnode backup` (None: backups only when asked, none removed).
@@ -333,6 +363,8 @@ def parse_stack(stack: str, config: Mapping[str, Any], source: str = "stack conf
     domains = _parse_domains(ours.get("domains", []), problems)
     consent_domains = _parse_consent_domains(ours.get("consentDomains", []), problems)
     environment = _choice(_key("environment"), ours.get("environment", "site"), ENVIRONMENTS, problems)
+    platform = _choice(_key("platform"), ours.get("platform", "docker"), PLATFORMS, problems)
+    kubernetes = _parse_kubernetes(ours.get("kubernetes", {}), problems)
     mutant = _parse_mutant(ours.get("mutant"), environment, problems)
     backup = _parse_backup(ours["backup"], problems) if "backup" in ours else None
     if "nodes" in ours:
@@ -353,6 +385,8 @@ def parse_stack(stack: str, config: Mapping[str, Any], source: str = "stack conf
         nodes=_with_domains(located, domains, consent_domains),
         federation=federation,
         environment=cast("Environment", environment),
+        platform=cast("Platform", platform),
+        kubernetes=kubernetes,
         mutant=mutant,
         backup=backup,
     )
@@ -852,6 +886,41 @@ def _parse_backup(value: object, problems: list[Problem]) -> BackupPolicy | None
     if len(problems) > before:
         return None
     return BackupPolicy(schedule, counts["keep"], counts["keepDays"], output)
+
+
+def _parse_kubernetes(value: object, problems: list[Problem]) -> KubernetesSettings:
+    """`hubnode:kubernetes`: a storage class name, a size in Mi/Gi/Ti, an IPv4 Service range."""
+    key = _key("kubernetes")
+    if not isinstance(value, Mapping):
+        problems.append(Problem(key, value, "a mapping, e.g. {storageClass: local-path, volumeSize: 10Gi}"))
+        return KubernetesSettings()
+    problems += [
+        Problem(f"{key}.{name}", value[name], f"unknown key; known: {', '.join(KUBERNETES_KEYS)}")
+        for name in value
+        if name not in KUBERNETES_KEYS
+    ]
+    default = KubernetesSettings()
+    settings = KubernetesSettings(
+        storage_class=value.get("storageClass", default.storage_class),
+        volume_size=value.get("volumeSize", default.volume_size),
+        service_range=value.get("serviceRange", default.service_range),
+    )
+    checks = (
+        ("storageClass", settings.storage_class, _DNS_SUBDOMAIN_PATTERN, "a storage class name, e.g. local-path"),
+        ("volumeSize", settings.volume_size, _QUANTITY_PATTERN, "a size in Mi, Gi or Ti, e.g. 10Gi"),
+    )
+    for name, given, pattern, allowed in checks:
+        if not isinstance(given, str) or not pattern.match(given):
+            problems.append(Problem(f"{key}.{name}", given, allowed))
+    try:
+        ipaddress.IPv4Network(str(settings.service_range))
+    except ValueError:
+        problems.append(
+            Problem(
+                f"{key}.serviceRange", settings.service_range, "the cluster's IPv4 Service range, e.g. 10.96.0.0/24"
+            )
+        )
+    return settings
 
 
 def _choice(key: str, value: object, allowed: tuple[str, ...], problems: list[Problem]) -> str:

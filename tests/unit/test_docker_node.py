@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import runpy
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,63 +17,13 @@ from infra.imagebuild import recipe_for
 from infra.plan import RESTART_POLICY, NodePlan, ServicePlan, plan_stack
 from infra.spec import SpecError, parse_stack
 from tests.conftest import PROJECT_DIR
+from tests.unit.pulumi_mocks import RecordingMocks, is_secret, reveal, run_program
 
 CONTAINER = "docker:index/container:Container"
 IMAGE = "docker:index/image:Image"
 REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
 NETWORK = "docker:index/network:Network"
 VOLUME = "docker:index/volume:Volume"
-# How Pulumi marks a secret value in the inputs it hands to mocks.
-SECRET_SIG_KEY, SECRET_SIG = "4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270"
-
-
-def is_secret(value: object) -> bool:
-    return isinstance(value, dict) and value.get(SECRET_SIG_KEY) == SECRET_SIG
-
-
-def reveal(value: Any) -> Any:
-    """The value with Pulumi's secret wrappers removed, to compare it with the plan."""
-    if is_secret(value):
-        return reveal(value["value"])
-    if isinstance(value, dict):
-        return {k: reveal(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [reveal(v) for v in value]
-    return value
-
-
-class RecordingMocks(pulumi.runtime.Mocks):
-    """Answers every resource with its own inputs and keeps them to compare against the plan."""
-
-    def __init__(self) -> None:
-        self.resources: dict[str, pulumi.runtime.MockResourceArgs] = {}
-
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        self.resources[args.name] = args
-        return f"{args.name}-id", dict(args.inputs)
-
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
-        return {}, None
-
-    def of_type(self, typ: str) -> dict[str, dict[str, Any]]:
-        return {name: dict(r.inputs) for name, r in self.resources.items() if r.typ == typ}
-
-
-@pytest.fixture(scope="module")
-def event_loop() -> Iterator[asyncio.AbstractEventLoop]:
-    """One current loop for this module: Pulumi needs one, and `asyncio.run` in other tests unsets it."""
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    yield loop
-    asyncio.set_event_loop(None)
-    loop.close()
-
-
-@pytest.fixture
-def mocks(event_loop: asyncio.AbstractEventLoop) -> RecordingMocks:
-    recording = RecordingMocks()
-    pulumi.runtime.set_mocks(recording, project="hubnode", stack="dev", preview=False)
-    return recording
 
 
 def node_plan(**config: object) -> NodePlan:
@@ -283,12 +230,6 @@ def test_endpoints_are_the_component_outputs(mocks: RecordingMocks) -> pulumi.Ou
 
 def _assert_equal(actual: object, expected: object) -> None:
     assert actual == expected
-
-
-@pulumi.runtime.test
-def run_program() -> None:
-    """Run infra/__main__.py as `pulumi up` would, and wait for what it declares."""
-    runpy.run_module("infra", run_name="__main__")
 
 
 def test_the_program_reads_the_stack_config_and_declares_its_node(

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import re
 from importlib.metadata import version
 
 import pytest
+import yaml
 
 from infra.imagebuild import RECIPES_DIR, recipe_for
 from infra.plan import (
@@ -239,3 +241,29 @@ def test_hapis_heap_is_a_share_of_its_memory_limit_large_enough_for_mii_bundles(
 def test_on_a_read_only_root_files_are_mounted_into_their_folders() -> None:
     [trustcentre] = node_plan(components=["trustcentre"]).services
     assert trustcentre.file_folders == ("/etc/trustcentre", "/run/secrets")
+
+
+def sibling_addresses(plan: NodePlan, service: ServicePlan) -> set[str]:
+    """`host:port` of every URL in the service's settings and files that names a service of its own node."""
+    aliases = {alias for other in plan.services for alias in other.network_aliases}
+    texts = [*service.env.values(), *(file.content for file in service.files)]
+    found = re.findall(r"(?:://|@)([a-z][a-z0-9-]*):(\d+)", "\n".join(texts))
+    return {f"{host}:{port}" for host, port in found if host in aliases}
+
+
+@pytest.mark.parametrize("database", ["embedded", "postgres"])
+def test_each_service_calls_exactly_the_services_of_its_node_its_urls_name(database: str) -> None:
+    config = yaml.safe_load((PROJECT_DIR / "Pulumi.federation.yaml").read_text())["config"]
+    plans = plan_stack(parse_stack("federation", {**config, "hubnode:database": database}))
+    for plan in plans:
+        for service in plan.services:
+            assert {call.address for call in service.calls} == sibling_addresses(plan, service), service.component
+            served = {other.component: other.listens for other in plan.services}
+            assert all(call.port in served[call.service] for call in service.calls), service.component
+    dic = {s.component: s for s in plans[0].services}
+    assert {c.address for c in dic["portal"].calls} == {"idp:8180", "connector:8082", "trustcentre:8081"}
+    assert {c.address for c in dic["gateway"].calls} == {
+        *("connector:8082", "trustcentre:8081", "idp:8180", "portal:8083")
+    }
+    expected_db = {"db:5432"} if database == "postgres" else set()
+    assert {c.address for c in dic["fhir"].calls} == expected_db

@@ -6,7 +6,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infra.spec import DEFAULT_BASE_IMAGE, DemoUser, ImageSource, NodeSpec, SpecError, StackSpec, parse_stack
+from infra.spec import (
+    DEFAULT_BASE_IMAGE,
+    DemoUser,
+    ImageSource,
+    KubernetesSettings,
+    NodeSpec,
+    SpecError,
+    StackSpec,
+    parse_stack,
+)
 
 DEV = {"hubnode:site": "dev", "hubnode:components": ["fhir"], "hubnode:ports": {"fhir": 8080}}
 
@@ -53,6 +62,29 @@ def test_an_unknown_component_names_the_components_this_version_runs() -> None:
 def test_an_unknown_database_lists_the_choices() -> None:
     [problem] = problems_of({**DEV, "hubnode:database": "mysql"})
     assert problem == "hubnode:database = 'mysql': choose one of embedded, postgres"
+
+
+def test_pulumi_up_runs_on_docker_unless_the_stack_chooses_kubernetes_and_nothing_else() -> None:
+    assert parse_stack("dev", DEV).platform == "docker"
+    assert parse_stack("dev", {**DEV, "hubnode:platform": "kubernetes"}).platform == "kubernetes"
+    assert problems_of({**DEV, "hubnode:platform": "k8s"}) == [
+        "hubnode:platform = 'k8s': choose one of docker, kubernetes"
+    ]
+
+
+def test_kubernetes_settings_default_to_the_single_node_cluster_and_refuse_what_it_would_not_take() -> None:
+    assert parse_stack("dev", DEV).kubernetes == KubernetesSettings("local-path", "10Gi", "10.96.0.0/24")
+    given = {"storageClass": "fast-ssd", "volumeSize": "2Ti", "serviceRange": "10.100.0.0/20"}
+    assert parse_stack("dev", {**DEV, "hubnode:kubernetes": given}).kubernetes == KubernetesSettings(
+        "fast-ssd", "2Ti", "10.100.0.0/20"
+    )
+    wrong = {"storageClass": "Fast SSD", "volumeSize": "10GB", "serviceRange": "10.96.0.1/24", "nodes": 3}
+    assert problems_of({**DEV, "hubnode:kubernetes": wrong}) == [
+        "hubnode:kubernetes.nodes = 3: unknown key; known: storageClass, volumeSize, serviceRange",
+        "hubnode:kubernetes.storageClass = 'Fast SSD': a storage class name, e.g. local-path",
+        "hubnode:kubernetes.volumeSize = '10GB': a size in Mi, Gi or Ti, e.g. 10Gi",
+        "hubnode:kubernetes.serviceRange = '10.96.0.1/24': the cluster's IPv4 Service range, e.g. 10.96.0.0/24",
+    ]
 
 
 def test_a_misspelt_key_is_reported_not_ignored() -> None:
