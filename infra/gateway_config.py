@@ -159,6 +159,20 @@ class GatewayConfig:
             for status, (answered, code, diagnostics) in limits.items()
         }
 
+    @property
+    def upstream_timeout_outcome(self) -> str:
+        """The answer to nginx's 504 when a connection was made but no answer came within `upstream_timeout_s`.
+
+        The request may have been carried out, so the client is told the outcome is unknown. A 504 whose
+        connection was never made (a stopped container's address still cached) reached nothing: it gets the
+        502's transient 503 (the template tells the two apart by `$upstream_connect_time`).
+        """
+        diagnostics = (
+            f"the service behind the gateway did not answer within {self.upstream_timeout_s} s; "
+            "whether the request was carried out is unknown"
+        )
+        return json.dumps(_outcome("timeout", diagnostics), separators=(",", ":"))
+
 
 def render(config: GatewayConfig) -> str:
     """The complete `nginx.conf` for this gateway."""

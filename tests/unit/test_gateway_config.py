@@ -25,7 +25,7 @@ CONFIG = GatewayConfig(
 )
 TTP = replace(CONFIG, connector=None)
 #: Where nginx's own refusals past a limit are answered, on both doors.
-REFUSALS = {f"= /.hubnode/refused/{status}" for status in (413, 414, 494, 429, 502)}
+REFUSALS = {f"= /.hubnode/refused/{status}" for status in (413, 414, 494, 429, 502, 504)}
 
 
 def server(text: str, port: int) -> str:
@@ -157,7 +157,8 @@ def test_every_answer_of_the_public_door_carries_the_security_headers_and_no_loc
         if "add_header" in body:
             assert set(added) <= set(re.findall(r"add_header (\S+) ", body)), name
     peer_headers = re.findall(r"add_header (\S+) ", server(render(CONFIG), 9443))
-    assert peer_headers == ["Retry-After"], "the peer door adds nothing but a wait when the service is down"
+    # the wait of a 502 and of a 504 that never reached the service
+    assert peer_headers == ["Retry-After"] * 2, "the peer door adds nothing but a wait when the service is down"
 
 
 @pytest.mark.parametrize("port", [8443, 9443])
@@ -260,3 +261,23 @@ def test_no_door_passes_metrics_to_a_service(config: GatewayConfig) -> None:
             assert location == "/", (port, uri, location)
             assert "proxy_pass" not in locations(block)[location]
             assert "return 404" in locations(block)[location]
+
+
+@pytest.mark.parametrize("port", [8443, 9443])
+def test_a_timeout_is_told_apart_by_whether_the_service_was_ever_reached(port: int) -> None:
+    block = server(render(CONFIG), port)
+    refusal = locations(block)["= /.hubnode/refused/504"]
+    assert "error_page 504 = /.hubnode/refused/504;" in block, "the location's own status stands"
+    never_connected, answered_late = refusal.split('if ($upstream_connect_time = "-") {')[1].split("\n            }")
+    [(status, outcome)] = re.findall(r"return (\d+) '(.*)';", never_connected)
+    assert (int(status), json.loads(outcome)) == (503, json.loads(CONFIG.refusals[502][1]))
+    assert "add_header Retry-After 10 always;" in never_connected
+    assert ("Strict-Transport-Security" in never_connected) == (port == 8443), "the public door's headers"
+    [(status, outcome)] = re.findall(r"return (\d+) '(.*)';", answered_late)
+    assert int(status) == 504
+    assert json.loads(outcome)["issue"][0] == {
+        "severity": "error",
+        "code": "timeout",
+        "diagnostics": "the service behind the gateway did not answer within 300 s; "
+        "whether the request was carried out is unknown",
+    }
