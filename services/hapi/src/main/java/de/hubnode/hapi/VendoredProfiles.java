@@ -49,6 +49,7 @@ final class VendoredProfiles {
 	 * out (and logged) and a resource declaring one gets the warning for a profile the node does not hold.
 	 */
 	static PrePopulatedValidationSupport load(FhirContext ctx) {
+		long started = System.nanoTime();
 		ClassLoader loader = VendoredProfiles.class.getClassLoader();
 		IParser json = ctx.newJsonParser();
 		IParser xml = ctx.newXmlParser();
@@ -76,7 +77,10 @@ final class VendoredProfiles {
 			}
 		}
 		support.lock();
-		LOG.info("{} vendored conformance resources loaded for validation", byKey.size() - dropped.size());
+		LOG.info(
+				"{} vendored conformance resources loaded for validation in {} ms",
+				byKey.size() - dropped.size(),
+				(System.nanoTime() - started) / 1_000_000);
 		if (!dropped.isEmpty()) {
 			LOG.warn("{} vendored profiles left out, their base definitions are not held: {}", dropped.size(), dropped);
 		}
