@@ -126,8 +126,9 @@ def node_manifests(plan: NodePlan, addresses: ClusterAddresses, settings: Kubern
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": dict(plan.labels)}},
         *network_policies(plan),
     ]
+    ips = addresses.by_alias(plan)
     for service in plan.services:
-        manifests += _files(namespace, service, addresses.by_alias(plan))
+        manifests += _files(namespace, service, ips)
     manifests += [_claim(namespace, plan, volume, settings) for volume in plan.volumes]
     manifests += [_service(namespace, service, addresses.ip(plan, service)) for service in plan.services]
     manifests += [_workload(namespace, plan, service, addresses) for service in plan.services]
