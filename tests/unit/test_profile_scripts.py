@@ -7,13 +7,14 @@ import importlib.util
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.unit.local_http import serving
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 PROFILES = SCRIPTS.parent / "services" / "hapi" / "src" / "main" / "resources" / "profiles"
@@ -127,11 +128,8 @@ class FakeFhir(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fake_fhir() -> Iterator[str]:
-    server = HTTPServer(("127.0.0.1", 0), FakeFhir)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/fhir"
-    server.shutdown()
+    with serving(FakeFhir) as url:
+        yield f"{url}/fhir"
 
 
 def write_bundle(folder: Path, *resources: dict[str, str]) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
+
+from tests.unit.local_http import serving
 
 
 class Node(BaseHTTPRequestHandler):
@@ -29,9 +30,5 @@ class Node(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def node_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Node)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(Node) as url:
+        yield url
