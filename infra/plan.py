@@ -761,6 +761,8 @@ def _connector_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Map
         "CN_CRL_FILE": f"{HUBNODE_FILES_DIR}/federation.crl",
         "CN_PROJECTS_FILE": "/etc/connector/projects.json",
         "CN_PUBLIC_URL": public_url(node),
+        "CN_VALIDATION": node.validation.profiles,
+        "CN_VALIDATION_TERMINOLOGY": node.validation.terminology,
     }
     depends_on: tuple[str, ...] = ("fhir",)
     files: tuple[ConfigFile, ...] = ()

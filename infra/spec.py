@@ -93,7 +93,12 @@ NODE_KEYS: tuple[str, ...] = (
     "publicUrl",
     "users",
     "trustCentre",
+    "validation",
 )
+#: How a node's connector holds input to the profiles it declares: refuse on errors, store and warn, or not ask.
+VALIDATION_MODES: tuple[str, ...] = ("strict", "warn", "off")
+#: Terminology is checked whenever profiles are: its errors refuse or warn, never pass unreported.
+TERMINOLOGY_MODES: tuple[str, ...] = ("strict", "warn")
 #: How a node's connector reaches its trust centre through the MOSAIC TTP-FHIR IGs (`TtpSpec`).
 TTP_KEYS: tuple[str, ...] = ("url", "epixDomain", "epixSource", "consentDomain", "caCertificate")
 FEDERATION_KEYS: tuple[str, ...] = ("federation", "nodes", "peers", "projects")
@@ -225,6 +230,18 @@ class TtpSpec:
 
 
 @dataclass(frozen=True)
+class ValidationSpec:
+    """`validation`: what the connector does with what HAPI's `$validate` finds (docs/federation.md).
+
+    The default suits a data integration centre: errors of structure and cardinality against the
+    declared profiles refuse the input; terminology errors are stored and reported as warnings.
+    """
+
+    profiles: str = "strict"
+    terminology: str = "warn"
+
+
+@dataclass(frozen=True)
 class NodeSpec:
     """One hub node as its site declares it; `host` is its name inside the federation."""
 
@@ -245,6 +262,7 @@ class NodeSpec:
     users: tuple[DemoUser, ...] = ()
     #: The IG contract the connector speaks to its trust centre in (None: hubnode's own `$requestMPI`).
     ttp: TtpSpec | None = None
+    validation: ValidationSpec = field(default_factory=ValidationSpec)
 
     @property
     def own_identifier_systems(self) -> tuple[str, ...]:
@@ -460,6 +478,7 @@ def _parse_node(
         )
     users = _parse_users(values.get("users", []), at, problems)
     ttp = _parse_ttp(values["trustCentre"], components, at, problems) if "trustCentre" in values else None
+    validation = _parse_validation(values.get("validation", {}), at("validation"), problems)
     if len(problems) > before or images is None:
         return None
     return NodeSpec(
@@ -473,7 +492,25 @@ def _parse_node(
         public_url=public_url.rstrip("/") if isinstance(public_url, str) else None,
         users=users,
         ttp=ttp,
+        validation=validation,
     )
+
+
+def _parse_validation(value: object, key: str, problems: list[Problem]) -> ValidationSpec:
+    """`validation`: one mode for both kinds (`warn`), or `{profiles: strict, terminology: warn}`."""
+    if isinstance(value, str):
+        value = {"profiles": value, "terminology": value if value in TERMINOLOGY_MODES else "warn"}
+    if not isinstance(value, Mapping):
+        problems.append(Problem(key, value, "strict, warn, off, or {profiles: strict, terminology: warn}"))
+        return ValidationSpec()
+    problems += [
+        Problem(f"{key}.{k}", v, "unknown key; known: profiles, terminology")
+        for k, v in value.items()
+        if k not in ("profiles", "terminology")
+    ]
+    profiles = _choice(f"{key}.profiles", value.get("profiles", "strict"), VALIDATION_MODES, problems)
+    terminology = _choice(f"{key}.terminology", value.get("terminology", "warn"), TERMINOLOGY_MODES, problems)
+    return ValidationSpec(str(profiles), str(terminology))
 
 
 def _parse_ttp(value: object, components: tuple[str, ...], at: Key, problems: list[Problem]) -> TtpSpec | None:

@@ -29,6 +29,9 @@ settings.load_profile(HYPOTHESIS_PROFILE)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 MII_KDS_DIR = CORPORA["mii-kds"]
+#: The MII's test bundles whose resources break the very profiles they declare (HAPI's validator with the
+#: vendored packages, as `scripts/check-profile-validation` reports): a node validating strictly refuses them.
+MII_BUNDLES_BREAKING_THEIR_PROFILES = frozenset({"icu-1", "molgen-1", "mtb-1", "onkologie-1", "seltene-1"})
 #: The team's shared folder beside the clone; only tests that compare with it use it (`shared_dir`).
 SHARED_DIR = PROJECT_DIR.parent / "shared"
 

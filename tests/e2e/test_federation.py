@@ -15,7 +15,7 @@ from connector.tasks import Process, parameter
 from fixtures.strategies import patient_profiles
 from fixtures.synthetic import PatientProfile, patient_record
 from servicekit.kvnr import make_kvnr
-from tests.conftest import MII_KDS_DIR
+from tests.conftest import MII_BUNDLES_BREAKING_THEIR_PROFILES, MII_KDS_DIR
 from tests.e2e.conftest import STACK, Federation, patient_input, stored_from_now, target_input, task_output
 
 MII_PATIENT_1 = MII_KDS_DIR / "Bundle-mii-exa-test-data-bundle-pat-1.json"
@@ -55,9 +55,19 @@ def test_ingest_is_idempotent_and_invalid_bundles_change_nothing(federation: Fed
 @pytest.mark.parametrize(
     "path", sorted(MII_KDS_DIR.glob("*.json")), ids=lambda p: p.stem.removeprefix("Bundle-mii-exa-test-data-bundle-")
 )
-def test_every_mii_kds_bundle_is_ingested_and_a_replay_only_updates(federation: Federation, path: Path) -> None:
+def test_every_mii_kds_bundle_meeting_its_profiles_is_ingested_and_a_replay_only_updates(
+    federation: Federation, path: Path
+) -> None:
     bundle = json.loads(path.read_text())
     first = federation.ingest("dic", bundle)
+    if path.stem.removeprefix("Bundle-mii-exa-test-data-bundle-") in MII_BUNDLES_BREAKING_THEIR_PROFILES:
+        assert first.status_code == 422, first.text
+        issues = first.json()["issue"]
+        assert all(i["expression"][0].startswith("Bundle.entry[") for i in issues), issues
+        assert all("declared profile https://" in i["diagnostics"] for i in issues), issues
+        patient = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+        assert count(federation, "dic", f"Patient?identifier={SOURCE}|Patient/{patient}") == 0
+        return
     assert first.status_code == 200, first.text
     replay = federation.ingest("dic", bundle)
     assert replay.status_code == 200, replay.text

@@ -21,13 +21,14 @@ import docker
 import httpx
 import pytest
 
+from connector.ingest import STORED_ERROR
 from infra.federation_files import prepare_federation_files
 from infra.imagebuild import build_images
 from infra.local import LocalLauncher
 from infra.plan import NodePlan, plan_stack
 from infra.progress import Progress
 from infra.spec import parse_stack
-from tests.conftest import MII_KDS_DIR
+from tests.conftest import MII_BUNDLES_BREAKING_THEIR_PROFILES, MII_KDS_DIR
 from tests.integration.conftest import assert_confined_as_planned, fhir_requests, free_port, scrape_hapi, trickle
 
 STACK = "itest-confined"
@@ -64,7 +65,14 @@ def with_body_seconds(plan: NodePlan) -> NodePlan:
 def node(client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     config = {
         "hubnode:federation": {"name": "itest", "domain": "hubnode.test"},
-        "hubnode:nodes": [{"site": "dic", "role": "dic", "ports": {"gateway": free_port(), "peer": free_port()}}],
+        "hubnode:nodes": [
+            {
+                "site": "dic",
+                "role": "dic",
+                "ports": {"gateway": free_port(), "peer": free_port()},
+                "validation": {"profiles": "warn"},
+            }
+        ],
         "hubnode:database": "postgres",
         "hubnode:domains": [{"name": "study", "prefix": "S"}],
         "hubnode:projects": [{"name": "study", "domain": "study"}],
@@ -100,6 +108,21 @@ def test_confined_the_node_ingests_an_mii_bundle_through_its_gateway(node: Node,
     fhir = client.containers.get(next(s.container_name for s in node.plan.services if s.component == "fhir"))
     used = fhir.stats(stream=False)["memory_stats"]["usage"]
     assert used < fhir.attrs["HostConfig"]["Memory"]
+
+
+@pytest.mark.parametrize("name", sorted(MII_BUNDLES_BREAKING_THEIR_PROFILES))
+def test_validating_in_warn_mode_the_node_stores_what_breaks_its_profiles_and_says_what(node: Node, name: str) -> None:
+    bundle = (MII_KDS_DIR / f"Bundle-mii-exa-test-data-bundle-{name}.json").read_bytes()
+    with node.client("cn-admin-token") as http:
+        ingested = http.post("/fhir", content=bundle)
+        assert ingested.status_code == 200, ingested.text[:500]
+        outcomes = [e["response"]["outcome"] for e in ingested.json()["entry"] if "outcome" in e["response"]]
+        errors = [i["diagnostics"] for o in outcomes for i in o["issue"] if i["diagnostics"].endswith(STORED_ERROR)]
+        assert errors, outcomes
+        assert all(d.startswith("Bundle.entry[") and "declared profile https://" in d for d in errors), errors
+        events = http.get("/fhir/AuditEvent").json()["entry"]
+    last_ingest = next(e["resource"] for e in reversed(events) if e["resource"]["subtype"][0]["code"] == "ingest")
+    assert f"stored with {sum(len(o['issue']) for o in outcomes)} profile warning(s)" in last_ingest["outcomeDesc"]
 
 
 def test_confined_the_trust_centre_makes_pseudonyms_through_the_gateway(node: Node) -> None:

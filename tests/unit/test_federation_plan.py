@@ -264,3 +264,8 @@ def test_federation_files_carry_every_nodes_thumbprint_and_are_reused_on_the_nex
     probe = pki.load_certificate((tmp_path / "pki" / "revoked-probe.crt").read_bytes())
     assert crl.get_revoked_certificate_by_serial_number(probe.serial_number) is not None, "a local stack keeps one"
     assert not (tmp_path / "pki" / "ca.key").exists(), "the CA key lies apart from what nodes are given"
+
+
+def test_each_connector_is_told_its_nodes_validation_modes() -> None:
+    env = service(plans_by_site()["dic"], "connector").env
+    assert (env["CN_VALIDATION"], env["CN_VALIDATION_TERMINOLOGY"]) == ("strict", "warn")

@@ -239,3 +239,24 @@ def test_in_a_federation_demo_users_belong_to_a_node() -> None:
     [problem] = problems
     assert problem.startswith("hubnode:users = [{'username': 'alice'")
     assert problem.endswith(": in a federation stack, set this per node under hubnode:nodes")
+
+
+def test_a_node_validates_strictly_for_shape_and_warns_for_terminology_unless_it_says_otherwise() -> None:
+    [default] = parse_stack("dev", DEV).nodes
+    assert (default.validation.profiles, default.validation.terminology) == ("strict", "warn")
+    [mixed] = parse_stack("dev", {**DEV, "hubnode:validation": {"terminology": "strict"}}).nodes
+    assert (mixed.validation.profiles, mixed.validation.terminology) == ("strict", "strict")
+    for mode, terminology in (("strict", "strict"), ("warn", "warn"), ("off", "warn")):
+        [node] = parse_stack("dev", {**DEV, "hubnode:validation": mode}).nodes
+        assert (node.validation.profiles, node.validation.terminology) == (mode, terminology)
+
+
+def test_a_wrong_validation_setting_names_the_key_and_the_choices() -> None:
+    assert problems_of({**DEV, "hubnode:validation": {"profiles": "lax", "terminology": "off", "x": 1}}) == [
+        "hubnode:validation.x = 1: unknown key; known: profiles, terminology",
+        "hubnode:validation.profiles = 'lax': choose one of strict, warn, off",
+        "hubnode:validation.terminology = 'off': choose one of strict, warn",
+    ]
+    assert problems_of({**DEV, "hubnode:validation": 3}) == [
+        "hubnode:validation = 3: strict, warn, off, or {profiles: strict, terminology: warn}"
+    ]

@@ -5,7 +5,8 @@ references resolved within a transaction, all-or-nothing, referential integrity,
 existing resource), so idempotency and atomicity are really checked, not assumed. Like HAPI on R4,
 it cannot search AdverseEvent by identifier (its CapabilityStatement says so, and such a conditional
 URL is refused), so those are PUT at an id. `meanwhile` lets a test have another writer change the
-store just before the next transaction (given) is applied.
+store just before the next transaction (given) is applied. `Bundle/$validate` answers with the issues
+`judge` finds in each entry's resource (none by default), placed as HAPI places them.
 """
 
 from __future__ import annotations
@@ -51,10 +52,24 @@ class FakeFhir:
         self.meanwhile: list[Callable[[FakeFhir, dict[str, Any]], None]] = []
         self.deleted: set[str] = set()  # "Type/id" HAPI would answer 410 for
         self.reads: list[str] = []  # "Type/id" of every read by id
+        #: The issues `Bundle/$validate` finds in a resource (OperationOutcome issues, without their place).
+        self.judge: Callable[[dict[str, Any]], list[dict[str, Any]]] = lambda _resource: []
+        self.validated: list[dict[str, Any]] = []  # every resource sent to `Bundle/$validate`
         self._next_id = 0
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
+
+    def _validate(self, bundle: dict[str, Any]) -> httpx.Response:
+        issues = [{"severity": "information", "code": "informational", "diagnostics": "No issues detected"}]
+        for index, entry in enumerate(bundle["entry"]):
+            resource = entry["resource"]
+            self.validated.append(resource)
+            place = f"Bundle.entry[{index}].resource/*{resource['resourceType']}/{resource.get('id')}*/"
+            for issue in self.judge(resource):
+                path = issue.pop("path", "")
+                issues.append({**issue, "expression": [f"{place}.{path}" if path else place]})
+        return httpx.Response(200, json={"resourceType": "OperationOutcome", "issue": issues})
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [r for key, r in sorted(self.resources.items()) if key.startswith(f"{kind}/")]
@@ -67,12 +82,8 @@ class FakeFhir:
             self.dies_after_commit = False
             self.handle(request)
             raise httpx.RemoteProtocolError("server disconnected without sending a response", request=request)
-        if request.method == "POST" and path == "":
-            bundle = json.loads(request.content)
-            self.transactions.append(bundle)
-            if self.meanwhile:
-                self.meanwhile.pop(0)(self, bundle)
-            return self._transaction(bundle)
+        if request.method == "POST":
+            return self._post(path, json.loads(request.content))
         if request.method == "GET" and path == "metadata":
             return httpx.Response(200, json=_capability_statement())
         if request.method == "GET":
@@ -90,6 +101,16 @@ class FakeFhir:
                 200, json={"resourceType": "Bundle", "type": "searchset", "total": len(matches), "entry": entries}
             )
         return _outcome(405, f"{request.method} {path} is not supported here")
+
+    def _post(self, path: str, bundle: dict[str, Any]) -> httpx.Response:
+        if path == "Bundle/$validate":
+            return self._validate(bundle)
+        if path != "":
+            return _outcome(405, f"POST {path} is not supported here")
+        self.transactions.append(bundle)
+        if self.meanwhile:
+            self.meanwhile.pop(0)(self, bundle)
+        return self._transaction(bundle)
 
     def _read(self, path: str) -> httpx.Response:
         self.reads.append(path)

@@ -44,7 +44,7 @@ def test_an_ingest_says_where_its_time_went(client: TestClient) -> None:
     response = post(client, mii_bundle("pat-1"))
     assert response.status_code == 200, response.text
     phases = parse_server_timing(response.headers["Server-Timing"])
-    assert list(phases) == ["validate", "link", "prepare", "store"]
+    assert list(phases) == ["validate", "profiles", "link", "prepare", "store"]
     assert all(milliseconds >= 0 for milliseconds in phases.values())
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from connector.profiles import Mode, Policy
 from connector.retries import RetryPolicy
 from connector.settings import DEFAULT_INPUT_LIMITS, Settings
 from servicekit.auth import token_hash
@@ -46,4 +47,18 @@ def test_automatic_retries_are_configured_and_zero_attempts_switches_them_off(tm
 )
 def test_a_wrong_retry_setting_is_named(tmp_path: Path, variable: str, value: str) -> None:
     with pytest.raises(ConfigError, match=variable):
+        Settings.from_environment({**environment(tmp_path), variable: value})
+
+
+def test_validation_is_strict_for_profiles_and_warns_for_terminology_unless_configured(tmp_path: Path) -> None:
+    assert Settings.from_environment(environment(tmp_path)).validation == Policy(Mode.STRICT, Mode.WARN)
+    configured = {"CN_VALIDATION": "warn", "CN_VALIDATION_TERMINOLOGY": "strict"}
+    assert Settings.from_environment({**environment(tmp_path), **configured}).validation == Policy(
+        Mode.WARN, Mode.STRICT
+    )
+
+
+@pytest.mark.parametrize(("variable", "value"), [("CN_VALIDATION", "lenient"), ("CN_VALIDATION_TERMINOLOGY", "off")])
+def test_a_wrong_validation_mode_is_named_with_the_modes_allowed(tmp_path: Path, variable: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"{variable}='{value}': one of strict, warn"):
         Settings.from_environment({**environment(tmp_path), variable: value})

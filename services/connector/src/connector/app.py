@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +35,7 @@ from connector.handling import Done, handled
 from connector.hapi import HapiClient
 from connector.ingest import Ingester, IngestResult
 from connector.metrics import readings
+from connector.profiles import ProfileCheck
 from connector.read_audit import patients_read
 from connector.sent_records import sent_to
 from connector.settings import Settings
@@ -86,7 +87,12 @@ def create_app(
         transport=trustcentre_transport,
     )
     ingester = Ingester(
-        hapi, trustcentre, settings.source_system, settings.site, lambda peer, keys: sent_to(engine, peer, keys)
+        hapi,
+        trustcentre,
+        settings.source_system,
+        settings.site,
+        lambda peer, keys: sent_to(engine, peer, keys),
+        ProfileCheck(hapi, settings.validation),
     )
     api = Api(settings, hapi, ingester)
     metrics = ServiceMetrics("connector")
@@ -205,10 +211,23 @@ class Api:
         return fhir_response(capability_statement(self.settings.site))
 
     def _ingested(self, request: Request, result: IngestResult, purpose: str) -> Done:
-        """HAPI's transaction-response, and a `Server-Timing` header saying where the time went."""
-        response = fhir_response(self._public(request, result.response))
+        """HAPI's transaction-response with the profile warnings, and a `Server-Timing` header saying where time went.
+
+        Each entry's warnings go in its `response.outcome`, where FHIR puts an entry's hints and warnings;
+        the audit record counts them.
+        """
+        answer = with_warnings(self._public(request, result.response), result.warnings)
+        response = fhir_response(answer)
         response.headers["Server-Timing"] = result.timing.header()
-        return Done(response, result.person_ids, purpose=purpose)
+        if not result.warnings:
+            return Done(response, result.person_ids, purpose=purpose)
+        count = sum(len(found) for found in result.warnings.values())
+        first = next(iter(result.warnings.values()))[0]
+        detail = (
+            f"{request.method} {request.url.path}: stored with {count} profile warning(s) on {len(result.warnings)}"
+            f" entries, first {first.expression}: {first.message}"
+        )
+        return Done(response, result.person_ids, purpose=purpose, detail=detail, outcome="warned")
 
     def _purpose(self, request: Request, derived: str) -> str:
         """What the request serves: derived from it, or a caller's consistent claim (`X-Hubnode-Purpose`)."""
@@ -221,6 +240,35 @@ class Api:
         """
         public = self.settings.public_url or str(request.base_url).rstrip("/")
         return _rebased(resource, self.hapi.base_url, f"{public}/fhir")
+
+
+def with_warnings(response: dict[str, Any], warnings: Mapping[int, Sequence[Problem]]) -> dict[str, Any]:
+    """A transaction-response whose entries carry their warnings as `response.outcome` (entries match 1:1)."""
+    if not warnings:
+        return response
+    entries = list(response.get("entry", []))
+    for index, found in warnings.items():
+        if index < len(entries) and isinstance(entries[index], dict):
+            answer = dict(entries[index].get("response", {}))
+            answer["outcome"] = warning_outcome(found)
+            entries[index] = {**entries[index], "response": answer}
+    return {**response, "entry": entries}
+
+
+def warning_outcome(problems: Sequence[Problem]) -> dict[str, Any]:
+    """The OperationOutcome of warnings: each names its place, the declared profile and what is wrong."""
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": "warning",
+                "code": "processing",
+                "diagnostics": f"{p.expression}: {p.message}",
+                "expression": [p.expression],
+            }
+            for p in problems
+        ],
+    }
 
 
 def _require_content_type(request: Request, accepted: Sequence[str]) -> None:

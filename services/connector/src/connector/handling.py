@@ -43,8 +43,10 @@ class Done:
     subjects: Sequence[str] = ()
     query: str = ""
     purpose: str | None = None
-    #: What the record keeps besides (an emergency access: its stated reason).
+    #: What the record keeps besides (an emergency access: its stated reason; warnings stored with the input).
     detail: str = ""
+    #: "success", or "warned": done, with warnings the record's detail counts.
+    outcome: str = "success"
 
 
 Work = Callable[[Request, Caller], Awaitable[Done]]
@@ -64,7 +66,7 @@ def handled(operation: str, role: Role, work: Work, engine: Engine) -> Endpoint:
             caller_name = caller.name
             caller.require(role)
             done = await work(request, caller)
-            response, subjects, purpose = done.response, tuple(done.subjects), done.purpose
+            response, subjects, purpose, outcome = done.response, tuple(done.subjects), done.purpose, done.outcome
             query, detail = done.query or query, done.detail or detail
         except FhirError as error:
             outcome, detail, response = "refused", str(error), error_response(error)

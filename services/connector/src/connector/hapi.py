@@ -56,6 +56,15 @@ class HapiClient:
         response = await self._send("POST", "", json=bundle, headers={"Content-Type": FHIR_JSON})
         return checked(response, SERVICE)
 
+    async def validate(self, bundle: Mapping[str, Any]) -> dict[str, Any]:
+        """`POST Bundle/$validate`: HAPI's OperationOutcome on a collection Bundle's resources and their profiles.
+
+        The first call for a module's profiles builds their snapshots (seconds, up to ~20 s on a cold
+        server); the client's timeout allows for it.
+        """
+        response = await self._send("POST", "Bundle/$validate", json=bundle, headers={"Content-Type": FHIR_JSON})
+        return checked(response, SERVICE)
+
     async def searchable_by_identifier(self) -> frozenset[str]:
         """The resource types HAPI can search by `identifier`, as its CapabilityStatement says (asked once)."""
         if self._by_identifier is None:

@@ -1,4 +1,4 @@
-"""Ingest: validate -> link patients at the trust centre -> transform -> one HAPI transaction.
+"""Ingest: validate (structure, then profiles) -> link at the trust centre -> transform -> one HAPI transaction.
 
 All-or-nothing: nothing is written unless every entry is valid, and then everything is written in
 one HAPI transaction (atomic). Linkage at the trust centre comes first and is idempotent (the same
@@ -22,6 +22,7 @@ from typing import Any
 
 from connector.hapi import HapiClient, Read
 from connector.known_persons import KnownPersons
+from connector.profiles import ProfileCheck
 from connector.transform import (
     PERSON_SYSTEM,
     Origins,
@@ -33,17 +34,21 @@ from connector.transform import (
 )
 from connector.trustcentre_client import TrustCentreClient
 from connector.upstream import UpstreamRefused, diagnostics
-from connector.validation import InvalidInput, KnownFit, Locate, Problem, bundle_location, validate
+from connector.validation import InvalidInput, KnownFit, Locate, Problem, bundle_location, join_path, validate
 from servicekit.timing import ServerTiming
 
 
 @dataclass(frozen=True)
 class IngestResult:
-    """HAPI's transaction-response, the ids of the persons ingested (for the audit), where time went."""
+    """HAPI's transaction-response, the ids of the persons ingested (for the audit), where time went.
+
+    `warnings`: entry index -> what the profile validator said of it that did not refuse it.
+    """
 
     response: dict[str, Any]
     person_ids: tuple[str, ...]
     timing: ServerTiming
+    warnings: Mapping[int, tuple[Problem, ...]] = field(default_factory=dict)
 
 
 #: Writes of one bundle tried at most while other ingests keep changing its persons' records (HAPI's 409):
@@ -51,6 +56,9 @@ class IngestResult:
 PERSON_WRITE_ATTEMPTS = 5
 #: Seconds the n-th retry waits at most (times n, at random), so colliding writers do not collide again.
 RETRY_JITTER_S = 0.05
+
+#: Appended to an error the node's policy lets through (`warn`), so the reader knows it is no mere warning.
+STORED_ERROR = "[an error, stored: this node's validation policy reports it as a warning]"
 
 #: Identifier system of what research extracts from a site are stored under at the receiving node.
 EXTRACT_SYSTEM_BASE = "https://hubnode.org/fhir/sid/research-extract/"
@@ -63,7 +71,8 @@ SentTo = Callable[[str, Sequence[tuple[str, str]]], frozenset[tuple[str, str]]]
 class Ingester:
     """Ingests entries sent by a source into the node's HAPI; remembers fit resources, persons' records.
 
-    `site` is this node; `sent_to` answers which of this node's records went to a peer before.
+    `site` is this node; `sent_to` answers which of this node's records went to a peer before;
+    `profiles` checks resources against the profiles they declare (None: not at all).
     """
 
     hapi: HapiClient
@@ -71,6 +80,7 @@ class Ingester:
     source_system_base: str
     site: str
     sent_to: SentTo
+    profiles: ProfileCheck | None = None
     known_fit: KnownFit = field(default_factory=KnownFit)
     known_persons: KnownPersons = field(default_factory=KnownPersons)
 
@@ -92,6 +102,8 @@ class Ingester:
             problems = validate(entries, locate, self.known_fit)
         if problems:
             raise InvalidInput(problems)
+        with timing.phase("profiles"):
+            warnings = await self._profile_warnings(entries, locate)
         searchable = await self.hapi.searchable_by_identifier()
         if pseudonymised:
             system = f"{EXTRACT_SYSTEM_BASE}{sender}"
@@ -99,7 +111,7 @@ class Ingester:
                 transaction = to_transaction(entries, system, searchable=searchable)
             with timing.phase("store"):
                 response = await self.hapi.transaction(transaction)
-            return IngestResult(response, (), timing)
+            return IngestResult(response, (), timing, warnings)
         system = source_system(self.source_system_base, sender)
         with timing.phase("link"):
             persons = await self._link(entries, sender, locate)
@@ -131,11 +143,37 @@ class Ingester:
                     raise
             else:
                 self._remember(persons, guarded, response)
-                return IngestResult(response, tuple(persons.values()), timing)
+                return IngestResult(response, tuple(persons.values()), timing, warnings)
             await asyncio.sleep(random.uniform(0, RETRY_JITTER_S * attempt))  # noqa: S311 -- jitter, not a secret
             attempt += 1
             with timing.phase("prepare"):
                 records = await self._records(persons)
+
+    async def _profile_warnings(
+        self, entries: Sequence[Mapping[str, Any]], locate: Locate
+    ) -> dict[int, tuple[Problem, ...]]:
+        """Entry index -> the profile findings that let it be stored; InvalidInput if the policy refuses any."""
+        if self.profiles is None:
+            return {}
+        try:
+            findings = await self.profiles.findings(entries)
+        except UpstreamRefused as refused:
+            unread = f"the profile validator could not read the resources: {diagnostics(refused.outcome)}"
+            problem = Problem("Bundle", unread)
+            raise InvalidInput([problem]) from refused
+        policy = self.profiles.policy
+        refusing = [
+            Problem(join_path(locate(index), f.path), f.text)
+            for index, found in findings.items()
+            for f in found
+            if policy.refuses(f)
+        ]
+        if refusing:
+            raise InvalidInput(refusing)
+        return {
+            index: tuple(Problem(join_path(locate(index), f.path), _reported(f.text, f.severity)) for f in found)
+            for index, found in findings.items()
+        }
 
     def _origins(self, entries: Sequence[Mapping[str, Any]], sender: str) -> Origins:
         """The origins honoured for `sender`: any from this node's own sources; from a peer, its own and round trips."""
@@ -182,6 +220,10 @@ class Ingester:
                 problem = Problem(locate(index), f"the trust centre refused to link it: {diagnostics(refused.outcome)}")
                 raise InvalidInput([problem]) from refused
         return persons
+
+
+def _reported(text: str, severity: str) -> str:
+    return text if severity == "warning" else f"{text} {STORED_ERROR}"
 
 
 def with_person_records(transaction: Mapping[str, Any], records: Mapping[int, Read]) -> dict[str, Any]:

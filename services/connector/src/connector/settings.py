@@ -14,6 +14,7 @@ from typing import Any
 
 from connector.auth import Role
 from connector.feasibility import FeasibilityPolicy
+from connector.profiles import Mode, Policy
 from connector.retries import RetryPolicy
 from servicekit.allowlist import AllowList, AllowListError, NodeRole, parse_allow_list
 from servicekit.auth import Authenticator, authenticator_from_entries
@@ -86,6 +87,7 @@ class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
     max_entries: int = 10_000
     input_limits: InputLimits = DEFAULT_INPUT_LIMITS
+    validation: Policy = field(default_factory=Policy)
 
     @property
     def federation(self) -> Federation:
@@ -125,6 +127,10 @@ class Settings:
                 _count("CN_RETRY_ATTEMPTS", environ, RetryPolicy.attempts),
             ),
             input_limits=input_limits_from_environment("CN", environ, DEFAULT_INPUT_LIMITS),
+            validation=Policy(
+                _mode("CN_VALIDATION", environ, Policy.profiles, tuple(Mode)),
+                _mode("CN_VALIDATION_TERMINOLOGY", environ, Policy.terminology, (Mode.STRICT, Mode.WARN)),
+            ),
         )
 
 
@@ -216,6 +222,14 @@ def _count(variable: str, environ: Mapping[str, str], default: int) -> int:
     if not value.isdigit():
         raise ConfigError(f"{variable}={value!r}: a whole number (0: none)")
     return int(value)
+
+
+def _mode(variable: str, environ: Mapping[str, str], default: Mode, allowed: tuple[Mode, ...]) -> Mode:
+    """CN_VALIDATION (strict, warn, off) or CN_VALIDATION_TERMINOLOGY (strict, warn: never passed unasked)."""
+    value = environ.get(variable, default.value)
+    if value not in allowed:
+        raise ConfigError(f"{variable}={value!r}: one of {', '.join(m.value for m in allowed)}")
+    return Mode(value)
 
 
 def _client_certificate(environ: Mapping[str, str]) -> ClientCertificate | None:

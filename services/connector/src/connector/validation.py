@@ -122,7 +122,7 @@ def validate(
             found.append(("", f"{key[0]}/{key[1]} appears twice (also {locate(seen[key])})"))
         if key is not None:
             seen.setdefault(key, index)
-        problems.extend(Problem(_join(locate(index), path), message) for path, message in found)
+        problems.extend(Problem(join_path(locate(index), path), message) for path, message in found)
     return problems
 
 
@@ -195,19 +195,20 @@ def _dangling(value: Any, full_urls: set[str], path: str = "") -> list[tuple[str
         return [p for i, item in enumerate(value) for p in _dangling(item, full_urls, f"{path}[{i}]")]
     if not isinstance(value, dict):
         return []
-    found = [p for key, item in value.items() for p in _dangling(item, full_urls, _join(path, key))]
+    found = [p for key, item in value.items() for p in _dangling(item, full_urls, join_path(path, key))]
     reference = value.get("reference")
     if isinstance(reference, str) and reference.startswith("urn:") and reference not in full_urls:
-        found.append((_join(path, "reference"), f"{reference} names no entry of this bundle"))
+        found.append((join_path(path, "reference"), f"{reference} names no entry of this bundle"))
     return found
 
 
 def _path(location: Sequence[int | str]) -> str:
     path = ""
     for step in location:
-        path = f"{path}[{step}]" if isinstance(step, int) else _join(path, str(step))
+        path = f"{path}[{step}]" if isinstance(step, int) else join_path(path, str(step))
     return path
 
 
-def _join(prefix: str, path: str) -> str:
+def join_path(prefix: str, path: str) -> str:
+    """`path` inside what `prefix` names: `Bundle.entry[2].resource` + `code` -> `Bundle.entry[2].resource.code`."""
     return f"{prefix}.{path}" if prefix and path and not path.startswith("[") else f"{prefix}{path}"

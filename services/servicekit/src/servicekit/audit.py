@@ -44,8 +44,9 @@ from servicekit.metrics import Reading
 from servicekit.purpose import EMERGENCY, codings
 from servicekit.web import authenticate, error_response, fhir_response
 
-#: FHIR AuditEvent.outcome: 0 success, 4 minor failure (refused request), 8 serious failure.
-OUTCOME_CODES = {"success": "0", "refused": "4", "failed": "8"}
+#: FHIR AuditEvent.outcome: 0 success, 4 minor failure (refused request), 8 serious failure. "warned" is
+#: a success with something to say (input stored with validation warnings): its detail is shown.
+OUTCOME_CODES = {"success": "0", "warned": "0", "refused": "4", "failed": "8"}
 #: Search parameters that name the subject of AuditEvents (the trust centre's and the connector's).
 SUBJECT_PARAMETERS = ("entity", "entity-name", "patient")
 #: AuditEvent.entity.type of the search a read ran (DICOM/HL7 audit entity type 2: system object).

@@ -1,0 +1,176 @@
+"""Does the input meet the profiles it declares? HAPI's `$validate` against the vendored MII profiles.
+
+The fast structural check (`connector.validation`) runs first; what passes it and declares a profile in
+`meta.profile` is sent here, all of a request's uncached resources in one `Bundle/$validate` call: a
+collection whose entries each have a base of their own (`entry_url`), so no reference resolves to
+another entry and each resource is judged on its own, as `Type/$validate` would (the MII test data's
+findings are the same), at a fraction of the calls and time (3.4 s against 17 s for its 726 resources).
+Resources that declare no profile are not sent: they are held to FHIR R4's structure only.
+
+What the validator says is kept per resource content (an LRU keyed by its digest): sources re-send
+whole records, and the answer depends on the resource alone. The node's policy decides which findings
+refuse the input and which only travel back as warnings: `strict` refuses on errors, `warn` stores and
+reports them, `off` asks nothing. Terminology has its own setting, because codes from systems that
+cannot be checked offline (SNOMED CT, LOINC, ICD-10-GM in full) say nothing about the data's shape.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from connector.lru import Lru
+from connector.validation import resource_digest
+
+#: An issue's place in HAPI's answer: `Bundle.entry[3].resource/*Observation/x*/.code.coding[0]`.
+_ENTRY_PLACE = re.compile(r"Bundle\.entry\[(\d+)\]\.resource(?:/\*[^*]*\*/)?(?:\.(?P<path>.*))?")
+#: HAPI's issue extension naming the validator message behind an issue.
+MESSAGE_ID_URL = "http://hl7.org/fhir/StructureDefinition/operationoutcome-message-id"
+_TERMINOLOGY_MESSAGES = ("Terminology_", "TERMINOLOGY_", "TX_")
+
+
+class Mode(StrEnum):
+    """What a kind of finding does to the input."""
+
+    STRICT = "strict"  # errors refuse the input
+    WARN = "warn"  # errors are stored with the input and reported as warnings
+    OFF = "off"  # nothing is asked (for profiles only: terminology is never passed unasked while profiles are checked)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The node's validation modes: for the profiles' structure and cardinality, and for terminology."""
+
+    profiles: Mode = Mode.STRICT
+    terminology: Mode = Mode.WARN
+
+    def refuses(self, finding: Finding) -> bool:
+        """Whether `finding` refuses the input under this policy."""
+        if finding.severity != "error":
+            return False
+        mode = self.terminology if finding.terminology else self.profiles
+        return mode is Mode.STRICT
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing the validator said about one resource: where in it, against which profiles, what."""
+
+    severity: str  # "error" or "warning"
+    path: str  # inside the resource, e.g. `code.coding[0]`; "" for the resource as a whole
+    message: str
+    terminology: bool
+    profiles: tuple[str, ...] = ()
+
+    @property
+    def text(self) -> str:
+        """The message, naming the profiles the resource declared."""
+        return f"{self.message} (declared profile {', '.join(self.profiles)})" if self.profiles else self.message
+
+
+class Validator(Protocol):
+    """Who answers `Bundle/$validate` (the node's HAPI)."""
+
+    async def validate(self, bundle: Mapping[str, Any]) -> dict[str, Any]:
+        """The OperationOutcome for a collection Bundle."""
+        ...
+
+
+class ProfileCheck:
+    """Findings per entry, asking the validator only about resources it has not judged before."""
+
+    def __init__(self, validator: Validator, policy: Policy, capacity: int = 100_000) -> None:
+        """Ask `validator` under `policy`; remember the findings of up to `capacity` resources."""
+        self.validator = validator
+        self.policy = policy
+        self._known: Lru[bytes, tuple[Finding, ...]] = Lru(capacity)
+
+    async def findings(self, entries: Sequence[Mapping[str, Any]]) -> dict[int, tuple[Finding, ...]]:
+        """Entry index -> what the validator said about its resource (entries without findings are left out)."""
+        if self.policy.profiles is Mode.OFF:
+            return {}
+        found: dict[int, tuple[Finding, ...]] = {}
+        asked: dict[bytes, list[int]] = {}
+        for index, entry in enumerate(entries):
+            resource = entry["resource"]
+            if not declared_profiles(resource):
+                continue
+            digest = resource_digest(resource)
+            known = self._known.get(digest)
+            if known is not None:
+                found[index] = known
+            else:
+                asked.setdefault(digest, []).append(index)
+        if asked:
+            order = list(asked)
+            bundle = {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": [
+                    {"fullUrl": entry_url(position, resource), "resource": resource}
+                    for position, resource in enumerate(entries[asked[digest][0]]["resource"] for digest in order)
+                ],
+            }
+            answers = findings_of(await self.validator.validate(bundle), len(order))
+            for position, digest in enumerate(order):
+                resource = entries[asked[digest][0]]["resource"]
+                judged = tuple(_with_profiles(f, declared_profiles(resource)) for f in answers.get(position, ()))
+                self._known.put(digest, judged)
+                for index in asked[digest]:
+                    found[index] = judged
+        return {index: judged for index, judged in sorted(found.items()) if judged}
+
+
+def entry_url(position: int, resource: Mapping[str, Any]) -> str:
+    """A full URL on a base of the entry's own, where relative references find nothing (`.invalid` is reserved)."""
+    kind, resource_id = resource.get("resourceType"), resource.get("id")
+    if isinstance(resource_id, str) and resource_id:
+        return f"https://entry-{position}.validation.invalid/fhir/{kind}/{resource_id}"
+    return f"urn:uuid:{uuid.uuid4()}"
+
+
+def declared_profiles(resource: Mapping[str, Any]) -> tuple[str, ...]:
+    """The profiles a resource claims in `meta.profile` (strings only)."""
+    meta = resource.get("meta")
+    profiles = meta.get("profile") if isinstance(meta, dict) else None
+    return tuple(p for p in profiles if isinstance(p, str)) if isinstance(profiles, list) else ()
+
+
+def findings_of(outcome: Mapping[str, Any], entries: int) -> dict[int, list[Finding]]:
+    """Entry position -> the errors and warnings HAPI's OperationOutcome places in that entry's resource.
+
+    Issues about the wrapping Bundle itself and informational ones are left out; `fatal` counts as an error.
+    """
+    found: dict[int, list[Finding]] = {}
+    for issue in outcome.get("issue", []):
+        if not isinstance(issue, dict) or issue.get("severity") not in ("fatal", "error", "warning"):
+            continue
+        places = [*issue.get("expression", []), *issue.get("location", [])]
+        match = next((m for p in places if isinstance(p, str) and (m := _ENTRY_PLACE.fullmatch(p))), None)
+        if match is None or int(match.group(1)) >= entries:
+            continue
+        severity = "warning" if issue["severity"] == "warning" else "error"
+        message = str(issue.get("diagnostics") or issue.get("details", {}).get("text") or issue.get("code"))
+        finding = Finding(severity, match.group("path") or "", message, _is_terminology(issue))
+        found.setdefault(int(match.group(1)), []).append(finding)
+    return found
+
+
+def _is_terminology(issue: Mapping[str, Any]) -> bool:
+    """Whether an issue is about codes (a code not in a value set, a system not known) rather than shape."""
+    if issue.get("code") == "code-invalid":
+        return True
+    message_ids = [
+        e.get("valueString") or e.get("valueCode") or ""
+        for e in issue.get("extension", [])
+        if isinstance(e, dict) and e.get("url") == MESSAGE_ID_URL
+    ]
+    return any(str(m).startswith(_TERMINOLOGY_MESSAGES) for m in message_ids)
+
+
+def _with_profiles(finding: Finding, profiles: tuple[str, ...]) -> Finding:
+    return Finding(finding.severity, finding.path, finding.message, finding.terminology, profiles)
