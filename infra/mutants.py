@@ -83,6 +83,12 @@ MUTANTS: Mapping[str, Mutant] = {
             patched=("connector",),
         ),
         Mutant(
+            "stores-off-profile",
+            "HUB-FHIR-13",
+            "stores resources that break the profiles they declare without a word",
+            patched=("connector",),
+        ),
+        Mutant(
             "ignores-idempotency-key",
             "HUB-TRN-06",
             "starts a process anew when it is started again with the same idempotency key",

@@ -115,6 +115,16 @@ def _skips_bad_lines() -> None:
     replace(transform, "bundle_from_ndjson", lambda original: lambda body: (*original(body)[:2], []))
 
 
+@patch("stores-off-profile")
+def _stores_off_profile() -> None:
+    from connector import profiles
+
+    async def findings(_self: Any, _entries: Any) -> dict[int, Any]:  # noqa: ANN401
+        return {}
+
+    replace(profiles.ProfileCheck, "findings", lambda _: findings)
+
+
 @patch("ignores-idempotency-key")
 def _ignores_key() -> None:
     from connector import task_store
