@@ -21,8 +21,10 @@ from fixtures.mii_examples import (
     known_errors,
     measure,
     report,
+    transactions,
     validation_requests,
     write_known_errors,
+    write_transactions,
 )
 from tests.unit.test_profile_scripts import script
 
@@ -201,3 +203,52 @@ def test_writing_the_known_errors_keeps_the_reasons_and_marks_a_new_message(tmp_
     known = known_errors(path)
     assert known.reasons == {"New": "TODO", "Old": "why"}
     assert known.errors == {"m/a.json": [("x", "New"), ("y", "Old")]}
+
+
+def resource_example(key: str, resource: dict[str, Any], full_url: str = "") -> Example:
+    return Example(key, resource["resourceType"], resource.get("id", ""), resource, full_url=full_url)
+
+
+def test_a_module_transaction_puts_each_resource_by_id_after_those_it_references() -> None:
+    patient = {"resourceType": "Patient", "id": "p"}
+    encounter = {"resourceType": "Encounter", "id": "e", "subject": {"reference": "Patient/p"}}
+    condition = {
+        "resourceType": "Condition",
+        "id": "c",
+        "subject": {"reference": "https://example.org/fhir/Patient/p"},
+        "encounter": {"reference": "Encounter/e"},
+        "evidence": [{"detail": [{"reference": "Observation/elsewhere"}]}],
+    }
+    unnamed = {"resourceType": "Observation", "subject": {"reference": "urn:uuid:1"}}
+    found = [
+        resource_example("m/Condition-c.json", condition),
+        resource_example("m/Bundle-b.json#0", encounter),
+        resource_example("m/Bundle-b.json#1", patient),
+        resource_example("m/Bundle-b.json#2", unnamed, full_url="urn:uuid:2"),
+        resource_example("m/Patient-p.json", patient),
+        resource_example("m/Patient-p2.json", {**patient, "gender": "male"}),
+        Example("n/c.xml", "Consent", "c", xml=b"<Consent/>"),
+    ]
+
+    [made] = transactions(found)
+
+    assert made.module == "m"
+    assert [e["request"] for e in made.bundle["entry"]] == [
+        {"method": "PUT", "url": "Patient/p"},
+        {"method": "PUT", "url": "Encounter/e"},
+        {"method": "PUT", "url": "Condition/c"},
+        {"method": "POST", "url": "Observation"},
+    ]
+    assert made.bundle["entry"][3]["fullUrl"] == "urn:uuid:2"
+    assert made.duplicates == ("m/Patient-p.json",)
+    assert made.conflicts == ("m/Patient-p2.json",)
+    assert made.unresolved == ("Observation/elsewhere", "urn:uuid:1")
+
+
+def test_references_in_a_cycle_still_give_every_resource_one_entry(tmp_path: Path) -> None:
+    a = {"resourceType": "Observation", "id": "a", "hasMember": [{"reference": "Observation/b"}]}
+    b = {"resourceType": "Observation", "id": "b", "derivedFrom": [{"reference": "Observation/a"}]}
+    text = write_transactions([resource_example("m/a.json", a), resource_example("m/b.json", b)], tmp_path)
+    bundle = json.loads((tmp_path / "m.json").read_text())
+    assert sorted(e["request"]["url"] for e in bundle["entry"]) == ["Observation/a", "Observation/b"]
+    assert re.search(r"^m\s+2\s+0\s+0\s+0$", text, re.MULTILINE), text
