@@ -1,4 +1,7 @@
-"""Profile-aware `$validate` on a fresh node: the MII profiles a resource declares, terminology it cannot check."""
+"""Profile-aware `$validate` on a fresh node: the MII profiles a resource declares, terminology it cannot check.
+
+And every example the modules publish (fixtures/data/mii-examples), each with exactly its known errors.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import httpx
 import pytest
 
 from fixtures.corpora import mii_kds_bundles
+from fixtures.mii_examples import examples, http_send, known_errors, measure
 from infra.local import LocalLauncher
 from infra.progress import Progress
 from tests.integration.conftest import node_plan
@@ -67,6 +71,18 @@ def errors(issues: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def test_icu_and_imaging_resources_get_no_server_error(fhir: str, name: str) -> None:
     statuses = {f"{r['resourceType']}/{r['id']}": validate(fhir, r)[0] for r in bundle(name)}
     assert {where: status for where, status in statuses.items() if status >= 500} == {}
+
+
+def test_every_published_module_example_gets_no_server_error_and_exactly_its_known_errors(fhir: str) -> None:
+    measurement = measure(examples(), http_send(fhir))
+    assert measurement.server_errors == ()
+    known, measured = known_errors().errors, measurement.errors()
+    # A new error and a fixed one both fail: then update known-errors.json (python -m fixtures.mii_examples
+    # BASE --write-known) and give a new message id its reason.
+    differing = {
+        key: {"measured": measured.get(key, []), "known": known.get(key, [])} for key in known.keys() | measured.keys()
+    }
+    assert {key: d for key, d in differing.items() if d["measured"] != d["known"]} == {}
 
 
 def test_the_resources_of_a_clean_bundle_validate_without_errors(fhir: str) -> None:

@@ -51,8 +51,19 @@ def mirrors(tmp_path: Path) -> Path:
         },
         "StructureDefinition-lm.json": {"resourceType": "StructureDefinition", "url": "u", "kind": "logical"},
         "ValueSet-v.json": {"resourceType": "ValueSet", "url": "https://acme.example/ValueSet/v"},
-        "Patient-example.json": {"resourceType": "Patient"},
+        "Patient-example.json": {"resourceType": "Patient", "meta": {"profile": ["https://acme.example/p"]}},
         "SearchParameter-s.json": {"resourceType": "SearchParameter"},
+        "Bundle-search-parameters.json": {
+            "resourceType": "Bundle",
+            "entry": [{"resource": {"resourceType": "SearchParameter"}}],
+        },
+        "Bundle-record.json": {
+            "resourceType": "Bundle",
+            "entry": [
+                {"resource": {"resourceType": "Patient", "text": {"div": "<div/>"}}},
+                {"resource": {"resourceType": "Encounter"}},
+            ],
+        },
     }
     for name, resource in resources.items():
         (generated / name).write_text(json.dumps(resource, indent=2))
@@ -90,6 +101,27 @@ def test_refresh_keeps_only_conformance_resources_and_records_their_source(mirro
     before = {p: p.read_bytes() for p in target.rglob("*") if p.is_file()}
     assert refresh.main(argv) == 0
     assert {p: p.read_bytes() for p in target.rglob("*") if p.is_file()} == before
+
+
+def test_refresh_with_examples_keeps_the_instances_and_what_lies_beside_them(mirrors: Path, tmp_path: Path) -> None:
+    manifest = tmp_path / "packages.toml"
+    manifest.write_text(
+        '[[package]]\nname = "acme.kds"\nrepo = "acme/kds"\nref = "v1"\npaths = ["fsh-generated/resources"]\n'
+    )
+    target = tmp_path / "examples"
+    target.mkdir()
+    (target / "known-errors.json").write_text("{}")
+    refresh = script("refresh-profiles")
+    argv = [str(mirrors), "--examples", "--manifest", str(manifest), "--target", str(target)]
+
+    assert refresh.main(argv) == 0
+
+    assert sorted(p.name for p in (target / "kds").iterdir()) == ["Bundle-record.json", "Patient-example.json"]
+    record = json.loads((target / "kds" / "Bundle-record.json").read_text())
+    assert "text" not in record["entry"][0]["resource"]
+    assert "| acme.kds | kds | 1.0.0 | https://github.com/acme/kds | v1 |" in (target / "SOURCE.md").read_text()
+    assert "| CC-BY-4.0 | 2 | 3 | 1 |" in (target / "SOURCE.md").read_text()
+    assert (target / "known-errors.json").read_text() == "{}"
 
 
 def test_refresh_refuses_a_missing_snapshot_by_name(tmp_path: Path) -> None:
