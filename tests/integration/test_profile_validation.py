@@ -6,13 +6,14 @@ import copy
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from http import HTTPStatus
 from typing import Any
 
 import docker
 import httpx
 import pytest
 
-from conformance.scenario import load_scenarios
+from conformance.scenario import Ingest, load_scenarios, step_body
 from connector.pseudonymise import pseudonymise
 from fixtures.corpora import mii_kds_bundles
 from fixtures.synthetic import DIAGNOSES, MEASUREMENTS, MEDICATIONS, PROCEDURES, PatientProfile, patient_record
@@ -139,6 +140,22 @@ def journey_profiles() -> dict[str, PatientProfile]:
 JOURNEYS = journey_profiles()
 
 
+def template_bundles() -> dict[str, list[dict[str, Any]]]:
+    """`scenario/step/template` -> the resources of each templated ingest its scenario expects to be accepted."""
+    found = {}
+    for scenario in load_scenarios():
+        for step in scenario.steps:
+            action = step.action
+            refused = any(status >= HTTPStatus.BAD_REQUEST for status in step.expect.status)
+            if isinstance(action, Ingest) and action.template is not None and not refused:
+                body = step_body(scenario, step)
+                found[f"{scenario.name}/{step.index}/{action.template}"] = [e["resource"] for e in body["entry"]]
+    return found
+
+
+TEMPLATES = template_bundles()
+
+
 def bundle_errors(fhir: str, resources: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
     """`Type/id` -> `path: message` of each error `POST Bundle/$validate` finds in a collection of `resources`."""
     collection = {
@@ -181,6 +198,11 @@ def test_a_synthetic_patient_validates_against_its_profiles_without_errors(fhir:
 @pytest.mark.parametrize("journey", sorted(JOURNEYS))
 def test_the_research_extract_of_a_synthetic_patient_validates_without_errors(fhir: str, journey: str) -> None:
     assert bundle_errors(fhir, research_extract(JOURNEYS[journey])) == {}
+
+
+@pytest.mark.parametrize("ingest", sorted(TEMPLATES))
+def test_a_scenario_template_the_node_should_accept_validates_without_errors(fhir: str, ingest: str) -> None:
+    assert bundle_errors(fhir, TEMPLATES[ingest]) == {}
 
 
 def test_an_error_in_a_synthetic_bundle_is_reported_with_its_resource(fhir: str) -> None:
