@@ -9,7 +9,12 @@ from fixtures.strategies import bundles, patient_profiles
 from fixtures.synthetic import (
     ATC_SYSTEM,
     ICD10GM_SYSTEM,
+    LOINC_LAB_CATEGORY,
+    LOINC_SYSTEM,
+    OBSERVATION_CATEGORY_SYSTEM,
     OPS_SYSTEM,
+    ORGANIZATION_SYSTEM,
+    PROFILES,
     PatientProfile,
     canonical_json,
     patient_record,
@@ -81,6 +86,21 @@ def test_generated_bundles_have_the_mii_shape(profile: PatientProfile) -> None:
     [consent] = by_type["Consent"]
     assert consent["meta"]["profile"] == [MII_CONSENT_PROFILE]
     assert consent["provision"]["type"] == "deny"
+
+
+def test_a_lab_observation_has_what_the_mii_lab_profile_requires_and_others_only_their_category() -> None:
+    """The MII 2026 lab profile's required slices: an OBI identifier with an assigner, LOINC 26436-6 and laboratory."""
+    record = patient_record(PatientProfile(seed=7, observations=("718-7", "8867-4")))
+    lab, vital = (r for r in record.resources if r["resourceType"] == "Observation")
+    assert lab["meta"]["profile"] == [PROFILES["Observation"]]
+    [identifier] = lab["identifier"]
+    assert identifier["type"]["coding"] == [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "OBI"}]
+    assert identifier["assigner"] == {"identifier": {"system": ORGANIZATION_SYSTEM, "value": "dic"}}
+    assert {(c["system"], c["code"]) for c in lab["category"][0]["coding"]} == {
+        (LOINC_SYSTEM, LOINC_LAB_CATEGORY),
+        (OBSERVATION_CATEGORY_SYSTEM, "laboratory"),
+    }
+    assert [c["code"] for c in vital["category"][0]["coding"]] == ["vital-signs"]
 
 
 def test_a_profile_without_consent_codes_has_no_consent_resource() -> None:

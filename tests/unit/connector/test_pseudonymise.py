@@ -10,10 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connector.pseudonymise import pseudonymise
+from connector.pseudonymise import pseudonymise, replacement_identifier
 
 KVNR = "http://fhir.de/sid/gkv/kvid-10"
 SOURCE = "https://hubnode.org/fhir/sid/source/dic"
+V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+ORGANIZATION = "http://dsf.dev/sid/organization-identifier"
+PSEUDONYM_DOMAIN = "https://hubnode.org/fhir/sid/pseudonym-domain"
 token = st.from_regex(r"Xq[a-z]{6,10}", fullmatch=True)
 ids = st.from_regex(r"Zz[0-9a-z]{6,12}", fullmatch=True)
 birth_dates = st.dates(min_value=date(1920, 1, 1), max_value=date(1999, 12, 31))
@@ -47,13 +50,23 @@ def patients(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[str]]:
             st.sampled_from(["Condition", "Observation", "Encounter", "RelatedPerson", "Practitioner"]), max_size=6
         )
     ):
-        resource_id = draw(ids)
-        identifying.append(resource_id)
+        resource_id, site, local_type = draw(ids), draw(token), draw(token)
+        identifying.extend((resource_id, site, local_type))
+        site_types = f"https://{site}.example.org/fhir/CodeSystem/identifier-types"
         practitioner = {"reference": f"Practitioner/{draw(ids)}", "display": family}
         resource: dict[str, Any] = {
             "resourceType": kind,
             "id": resource_id,
-            "identifier": [{"system": SOURCE, "value": f"{kind}/{draw(token)}"}],
+            "identifier": [
+                {
+                    "type": {
+                        "coding": [{"system": V2_0203, "code": "OBI"}, {"system": site_types, "code": local_type}]
+                    },
+                    "system": SOURCE,
+                    "value": f"{kind}/{draw(token)}",
+                    "assigner": {"identifier": {"system": ORGANIZATION, "value": site}, "display": family},
+                }
+            ],
             "extension": [{"url": "http://example.org/x", "valueHumanName": {"family": family}}],
             "text": {"status": "generated", "div": f"<div>{given_name} {family}</div>"},
         }
@@ -106,6 +119,50 @@ def test_every_reference_to_the_patient_points_at_the_pseudonymised_patient(
         assert resource["subject"] == {"reference": f"Patient/{pseudonym}"}
         assert "performer" not in resource
         assert "location" not in resource, "an Encounter.location whose Location was dropped goes entirely"
+
+
+@given(patients(), st.from_regex(r"S[A-Z0-9]{8}", fullmatch=True))
+def test_each_kept_resource_gets_one_identifier_made_of_its_new_id_and_the_domain(
+    drawn: tuple[list[dict[str, Any]], list[str]], pseudonym: str
+) -> None:
+    resources, _ = drawn
+    extract = pseudonymise(resources, resources[0]["id"], pseudonym, "study")
+    for resource in extract[1:]:
+        assert resource["identifier"] == [
+            {
+                "type": {"coding": [{"system": V2_0203, "code": "OBI"}]},
+                "system": f"https://hubnode.org/fhir/sid/pseudonym/study/{resource['resourceType']}",
+                "value": resource["id"],
+                "assigner": {"identifier": {"system": PSEUDONYM_DOMAIN, "value": "study"}},
+            }
+        ]
+
+
+def test_a_replacement_identifier_has_a_type_or_assigner_only_where_the_original_had_one() -> None:
+    original = {"system": SOURCE, "value": "Observation/1"}
+    assert replacement_identifier("study", "Observation", "n1", [original]) == {
+        "system": "https://hubnode.org/fhir/sid/pseudonym/study/Observation",
+        "value": "n1",
+    }
+    typed = {"type": {"coding": [{"system": "http://fhir.de/CodeSystem/identifier-type-de-basis", "code": "KVZ10"}]}}
+    assert replacement_identifier("study", "Encounter", "n2", [original, typed | original])["type"] == typed["type"]
+
+
+def test_a_resource_without_identifiers_gets_none_and_a_single_identifier_stays_single() -> None:
+    patient = {"resourceType": "Patient", "id": "p"}
+    response = {
+        "resourceType": "QuestionnaireResponse",
+        "id": "q",
+        "status": "completed",
+        "identifier": {"system": SOURCE, "value": "QuestionnaireResponse/q"},
+    }
+    condition = {"resourceType": "Condition", "id": "c", "subject": {"reference": "Patient/p"}}
+    _, kept_condition, kept_response = pseudonymise([patient, response, condition], "p", "S1", "study")
+    assert "identifier" not in kept_condition
+    assert kept_response["identifier"] == {
+        "system": "https://hubnode.org/fhir/sid/pseudonym/study/QuestionnaireResponse",
+        "value": kept_response["id"],
+    }
 
 
 @given(patients())

@@ -14,6 +14,12 @@ extract is built by keeping, not by deleting what is known to be bad:
   Reference.display are removed; `meta` keeps only `profile`. Dates and codes are kept.
 - References to the patient point to the pseudonymised Patient, references to other kept resources
   to their new ids; any other reference (a dropped resource, a contained one, an outside URL) is removed.
+- A kept resource that had identifiers gets ONE in their place, since the profiles it keeps in
+  `meta.profile` may require one (the MII lab Observation's `analyseBefundCode` slice): system
+  `https://hubnode.org/fhir/sid/pseudonym/<domain>/<Type>`, value = its new id, and, where the original
+  identifier had them, its `type` (only codes of the public identifier-type code systems, system and code)
+  and an assigner naming the pseudonym domain (`https://hubnode.org/fhir/sid/pseudonym-domain|<domain>`).
+  It is derived from the new id and the domain alone, so it names nobody and no site.
 
 New ids never derive from the original ones (those never leave the node): a resource's id is a uuid5 of
 the domain, the pseudonym, its type and its ordinal among the patient's resources of that type, ordered
@@ -33,6 +39,13 @@ from pydantic import ValidationError
 #: Rounds of removing elements made incomplete by scrubbing, before a resource is given up.
 MAX_PRUNING_ROUNDS = 20
 PSEUDONYM_SYSTEM_BASE = "https://hubnode.org/fhir/sid/pseudonym/"
+#: Who assigns a kept resource's replacement identifier: the pseudonym domain (the research project).
+PSEUDONYM_DOMAIN_SYSTEM = "https://hubnode.org/fhir/sid/pseudonym-domain"
+#: Code systems whose identifier-type codes a replacement identifier carries over; a site's own code
+#: system is not among them, as its URL or codes could name the site.
+IDENTIFIER_TYPE_SYSTEMS = frozenset(
+    {"http://terminology.hl7.org/CodeSystem/v2-0203", "http://fhir.de/CodeSystem/identifier-type-de-basis"}
+)
 ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://hubnode.org/fhir/pseudonymised")
 KEPT_TYPES = frozenset(
     {
@@ -103,6 +116,36 @@ def pseudonym_identifier(domain: str, pseudonym: str) -> dict[str, str]:
     return {"system": f"{PSEUDONYM_SYSTEM_BASE}{domain}", "value": pseudonym}
 
 
+def replacement_identifier(domain: str, resource_type: str, new_id: str, originals: object) -> dict[str, Any] | None:
+    """The one identifier a kept resource gets in the extract in place of `originals`; None if it had none.
+
+    The model is the first original identifier with a type from IDENTIFIER_TYPE_SYSTEMS (else the first):
+    its type codes are kept, and an assigner, if it had one, becomes the pseudonym domain.
+    """
+    found = [i for i in (originals if isinstance(originals, list) else [originals]) if isinstance(i, dict)]
+    if not found:
+        return None
+    typed = [(i, _public_type_codes(i)) for i in found]
+    model, codes = next(((i, c) for i, c in typed if c), typed[0])
+    identifier: dict[str, Any] = {}
+    if codes:
+        identifier["type"] = {"coding": codes}
+    identifier |= {"system": f"{PSEUDONYM_SYSTEM_BASE}{domain}/{resource_type}", "value": new_id}
+    if "assigner" in model:
+        identifier["assigner"] = {"identifier": {"system": PSEUDONYM_DOMAIN_SYSTEM, "value": domain}}
+    return identifier
+
+
+def _public_type_codes(identifier: Mapping[str, Any]) -> list[dict[str, str]]:
+    kind = identifier.get("type")
+    codings = kind.get("coding") if isinstance(kind, dict) else None
+    return [
+        {"system": c["system"], "code": c["code"]}
+        for c in (codings if isinstance(codings, list) else [])
+        if isinstance(c, dict) and c.get("system") in IDENTIFIER_TYPE_SYSTEMS and isinstance(c.get("code"), str)
+    ]
+
+
 def pseudonymise(
     resources: Sequence[Mapping[str, Any]], patient_id: str, pseudonym: str, domain: str
 ) -> list[dict[str, Any]]:
@@ -149,7 +192,7 @@ def _extract(
     resolve = _resolver(new_ids)
     extract = [_patient(patient_id_new, patient, pseudonym, domain)]
     for new_id, resource in renamed:
-        clinical = _still_valid(_clinical(resource, new_id, resolve))
+        clinical = _still_valid(_clinical(resource, new_id, resolve, domain))
         if clinical is None:
             return extract, resource
         extract.append(clinical)
@@ -187,12 +230,16 @@ def _patient(new_id: str, patient: Mapping[str, Any], pseudonym: str, domain: st
     return extract
 
 
-def _clinical(resource: Mapping[str, Any], new_id: str, resolve: Resolve) -> dict[str, Any]:
+def _clinical(resource: Mapping[str, Any], new_id: str, resolve: Resolve, domain: str) -> dict[str, Any]:
     content = {key: value for key, value in resource.items() if key not in ("resourceType", "meta")}
-    extract: dict[str, Any] = {"resourceType": resource["resourceType"], "id": new_id}
+    kind = str(resource["resourceType"])
+    extract: dict[str, Any] = {"resourceType": kind, "id": new_id}
     meta = resource.get("meta")
     if isinstance(meta, dict) and isinstance(meta.get("profile"), list):
         extract["meta"] = {"profile": [p for p in meta["profile"] if isinstance(p, str)]}
+    replacement = replacement_identifier(domain, kind, new_id, resource.get("identifier"))
+    if replacement is not None:  # a list where the type has many, one Identifier where it has one
+        extract["identifier"] = [replacement] if isinstance(resource["identifier"], list) else replacement
     extract.update(_scrub(content, resolve) or {})
     return extract
 

@@ -18,7 +18,7 @@ PROFILE = (
 )
 BROAD_CONSENT_POLICY = "urn:oid:2.16.840.1.113883.3.1937.777.24.2.1791"
 MII_CATEGORY_SYSTEM = (
-    "https://www.medizininformatik-initiative.de/fhir/modul-consent/CodeSystem/mii-cs-consent-consent_category"
+    "https://www.medizininformatik-initiative.de/fhir/modul-consent/CodeSystem/mii-cs-consent-version-modules"
 )
 #: A consent given in the portal runs this long (the MII template's usual term), unless withdrawn.
 TERM = timedelta(days=30 * 365)

@@ -23,6 +23,12 @@ import org.hl7.fhir.instance.model.api.IBaseResource;
  * the validator's "not found / could not be resolved" messages AND a StructureDefinition URL it names is
  * indeed unknown to the validation support chain; every other error stays an error. The message is
  * prefixed so a reader sees why it is a warning.
+ *
+ * <p>One message names no URL: a reference resolved inside a Bundle whose every target profile is unheld
+ * is "Invalid Resource target type. Found Patient, but expected one of ([])" (the MII consent's
+ * {@code Consent.patient} targets the ConsentManagement Patient of de.einwilligungsmanagement, not
+ * vendored). The empty list says the validator knew none of the element's target profiles (with no target
+ * profile at all it does not check the type), so no resource could pass: it is downgraded too.
  */
 @Interceptor
 final class UnheldDefinitionWarnings {
@@ -36,6 +42,9 @@ final class UnheldDefinitionWarnings {
 			"could not be resolved",
 			"Unknown base definition",
 			"Unable to resolve");
+	/** A reference's target type checked against no type at all: every target profile is unheld. */
+	private static final Pattern NO_KNOWN_TARGET =
+			Pattern.compile("Invalid Resource target type\\. Found \\w+, but expected one of \\(\\[\\]\\)");
 	private static final Pattern URL = Pattern.compile("https?://[^\\s'\"\\]\\[(),]+");
 
 	private final IValidationSupport chain;
@@ -56,6 +65,9 @@ final class UnheldDefinitionWarnings {
 	}
 
 	private boolean namesUnheldDefinition(String text) {
+		if (text != null && NO_KNOWN_TARGET.matcher(text).find()) {
+			return true;
+		}
 		if (text == null || NOT_FOUND_PHRASES.stream().noneMatch(text::contains)) {
 			return false;
 		}
