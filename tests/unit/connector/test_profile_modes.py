@@ -122,7 +122,21 @@ def test_warn_stores_the_same_bundle_and_answers_the_error_in_the_entrys_outcome
     events = client.get("/fhir/AuditEvent", headers=headers("auditor")).json()["entry"]
     ingest = next(e["resource"] for e in events if e["resource"]["subtype"][0]["code"] == "ingest")
     assert ingest["outcome"] == "0"
-    assert "stored with 2 profile warning(s) on 1 entries" in ingest["outcomeDesc"]
+    assert "stored with 1 profile error(s) reported as warnings, first " in ingest["outcomeDesc"]
+
+
+def test_mere_warnings_travel_in_the_answer_but_leave_an_ordinary_audit_record(
+    connect: Callable[[Policy], TestClient], fhir: FakeFhir
+) -> None:
+    fhir.judge = judging(OFFLINE)
+    client = connect(Policy())
+    bundle = mii_bundle(BUNDLE)
+    response = post(client, bundle)
+    assert response.status_code == 200, response.text
+    assert "outcome" in response.json()["entry"][first_condition(bundle)]["response"]
+    events = client.get("/fhir/AuditEvent", headers=headers("auditor")).json()["entry"]
+    ingest = next(e["resource"] for e in events if e["resource"]["subtype"][0]["code"] == "ingest")
+    assert "outcomeDesc" not in ingest
 
 
 def test_by_default_terminology_errors_are_warnings_and_strict_terminology_refuses_them(

@@ -213,19 +213,19 @@ class Api:
     def _ingested(self, request: Request, result: IngestResult, purpose: str) -> Done:
         """HAPI's transaction-response with the profile warnings, and a `Server-Timing` header saying where time went.
 
-        Each entry's warnings go in its `response.outcome`, where FHIR puts an entry's hints and warnings;
-        the audit record counts them.
+        Each entry's warnings go in its `response.outcome`, where FHIR puts an entry's hints and warnings.
+        Errors stored because the node's policy only warns make the audit record "warned", naming them;
+        mere warnings (a code that cannot be checked offline) come with most real data and are not audited.
         """
         answer = with_warnings(self._public(request, result.response), result.warnings)
         response = fhir_response(answer)
         response.headers["Server-Timing"] = result.timing.header()
-        if not result.warnings:
+        if not result.errors_stored:
             return Done(response, result.person_ids, purpose=purpose)
-        count = sum(len(found) for found in result.warnings.values())
-        first = next(iter(result.warnings.values()))[0]
+        first = result.errors_stored[0]
         detail = (
-            f"{request.method} {request.url.path}: stored with {count} profile warning(s) on {len(result.warnings)}"
-            f" entries, first {first.expression}: {first.message}"
+            f"{request.method} {request.url.path}: stored with {len(result.errors_stored)} profile error(s) reported as"
+            f" warnings, first {first.expression}: {first.message}"
         )
         return Done(response, result.person_ids, purpose=purpose, detail=detail, outcome="warned")
 

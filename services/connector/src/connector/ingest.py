@@ -42,13 +42,15 @@ from servicekit.timing import ServerTiming
 class IngestResult:
     """HAPI's transaction-response, the ids of the persons ingested (for the audit), where time went.
 
-    `warnings`: entry index -> what the profile validator said of it that did not refuse it.
+    `warnings`: entry index -> what the profile validator said of it that did not refuse it; `errors_stored`:
+    those of them that are errors the node's policy lets through (what the audit record names).
     """
 
     response: dict[str, Any]
     person_ids: tuple[str, ...]
     timing: ServerTiming
     warnings: Mapping[int, tuple[Problem, ...]] = field(default_factory=dict)
+    errors_stored: tuple[Problem, ...] = ()
 
 
 #: Writes of one bundle tried at most while other ingests keep changing its persons' records (HAPI's 409):
@@ -103,7 +105,7 @@ class Ingester:
         if problems:
             raise InvalidInput(problems)
         with timing.phase("profiles"):
-            warnings = await self._profile_warnings(entries, locate)
+            warnings, errors_stored = await self._profile_warnings(entries, locate)
         searchable = await self.hapi.searchable_by_identifier()
         if pseudonymised:
             system = f"{EXTRACT_SYSTEM_BASE}{sender}"
@@ -111,7 +113,7 @@ class Ingester:
                 transaction = to_transaction(entries, system, searchable=searchable)
             with timing.phase("store"):
                 response = await self.hapi.transaction(transaction)
-            return IngestResult(response, (), timing, warnings)
+            return IngestResult(response, (), timing, warnings, errors_stored)
         system = source_system(self.source_system_base, sender)
         with timing.phase("link"):
             persons = await self._link(entries, sender, locate)
@@ -143,7 +145,7 @@ class Ingester:
                     raise
             else:
                 self._remember(persons, guarded, response)
-                return IngestResult(response, tuple(persons.values()), timing, warnings)
+                return IngestResult(response, tuple(persons.values()), timing, warnings, errors_stored)
             await asyncio.sleep(random.uniform(0, RETRY_JITTER_S * attempt))  # noqa: S311 -- jitter, not a secret
             attempt += 1
             with timing.phase("prepare"):
@@ -151,10 +153,10 @@ class Ingester:
 
     async def _profile_warnings(
         self, entries: Sequence[Mapping[str, Any]], locate: Locate
-    ) -> dict[int, tuple[Problem, ...]]:
-        """Entry index -> the profile findings that let it be stored; InvalidInput if the policy refuses any."""
+    ) -> tuple[dict[int, tuple[Problem, ...]], tuple[Problem, ...]]:
+        """Entry index -> the profile findings that let it be stored, and the errors among them; or InvalidInput."""
         if self.profiles is None:
-            return {}
+            return {}, ()
         try:
             findings = await self.profiles.findings(entries)
         except UpstreamRefused as refused:
@@ -170,10 +172,17 @@ class Ingester:
         ]
         if refusing:
             raise InvalidInput(refusing)
-        return {
+        warnings = {
             index: tuple(Problem(join_path(locate(index), f.path), _reported(f.text, f.severity)) for f in found)
             for index, found in findings.items()
         }
+        errors = tuple(
+            problem
+            for index, found in findings.items()
+            for f, problem in zip(found, warnings[index], strict=True)
+            if f.severity == "error"
+        )
+        return warnings, errors
 
     def _origins(self, entries: Sequence[Mapping[str, Any]], sender: str) -> Origins:
         """The origins honoured for `sender`: any from this node's own sources; from a peer, its own and round trips."""
