@@ -10,14 +10,15 @@ anything runs.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BRACKET = re.compile(r"\[([^\[\]]*)\]")
 
-CheckKind = Literal["equals", "contains", "excludes", "exists", "count"]
-CHECK_KINDS: tuple[CheckKind, ...] = ("equals", "contains", "excludes", "exists", "count")
+CheckKind = Literal["equals", "contains", "mentions", "excludes", "exists", "count"]
+CHECK_KINDS: tuple[CheckKind, ...] = ("equals", "contains", "mentions", "excludes", "exists", "count")
 
 
 class PathSyntaxError(ValueError):
@@ -61,10 +62,10 @@ class SimplePath:
 
 @dataclass(frozen=True)
 class PathCheck:
-    """An expectation on the values a path reaches: equals / contains a value, excludes a text, exists, how many.
+    """An expectation on the values a path reaches: a value, a text, whether any, how many.
 
-    `contains` means one value equals the expected one; `excludes` that no value has the text in it
-    (a link must not carry a forged host name, say).
+    `contains` means one value equals the expected one; `mentions` that one value has the text in it (a
+    diagnostics naming a profile); `excludes` that none has (a link must not carry a forged host name, say).
     """
 
     path: SimplePath
@@ -74,22 +75,38 @@ class PathCheck:
     def failure(self, data: object) -> str | None:
         """Why `data` does not meet the check, or None when it does."""
         values = self.path.values(data)
-        shown = _show(values)
-        if self.kind == "exists":
-            if bool(values) != bool(self.expected):
-                return f"{self.path.text}: expected {'some' if self.expected else 'no'} value, got {shown}"
-        elif self.kind == "count":
-            if len(values) != self.expected:
-                return f"{self.path.text}: expected {self.expected} values, got {len(values)}: {shown}"
-        elif self.kind == "equals":
-            if not values or any(not _same(value, self.expected) for value in values):
-                return f"{self.path.text}: expected every value to equal {self.expected!r}, got {shown}"
-        elif self.kind == "excludes":
-            if any(str(self.expected) in str(value) for value in values):
-                return f"{self.path.text}: expected no value with {self.expected!r} in it, got {shown}"
-        elif not any(_same(value, self.expected) for value in values):
-            return f"{self.path.text}: expected a value {self.expected!r} among {shown}"
-        return None
+        met, unmet = _CHECKS[self.kind]
+        return None if met(values, self.expected) else f"{self.path.text}: {unmet(self.expected, values)}"
+
+
+def _has_text(values: list[object], text: object) -> bool:
+    return any(str(text) in str(value) for value in values)
+
+
+#: Per kind: whether the values meet the expected one, and what a failure says (given expected and values).
+_CHECKS: Mapping[str, tuple[Callable[[list[object], object], bool], Callable[[object, list[object]], str]]] = {
+    "exists": (
+        lambda values, expected: bool(values) == bool(expected),
+        lambda e, values: f"expected {'some' if e else 'no'} value, got {_show(values)}",
+    ),
+    "count": (
+        lambda values, expected: len(values) == expected,
+        lambda e, values: f"expected {e} values, got {len(values)}: {_show(values)}",
+    ),
+    "equals": (
+        lambda values, expected: bool(values) and all(_same(value, expected) for value in values),
+        lambda e, values: f"expected every value to equal {e!r}, got {_show(values)}",
+    ),
+    "contains": (
+        lambda values, expected: any(_same(value, expected) for value in values),
+        lambda e, values: f"expected a value {e!r} among {_show(values)}",
+    ),
+    "mentions": (_has_text, lambda e, values: f"expected a value with {e!r} in it, got {_show(values)}"),
+    "excludes": (
+        lambda values, text: not _has_text(values, text),
+        lambda e, values: f"expected no value with {e!r} in it, got {_show(values)}",
+    ),
+}
 
 
 def _split(text: str) -> list[str]:

@@ -84,3 +84,8 @@ def test_exists_and_count() -> None:
 def test_excludes_fails_on_any_value_with_the_text_in_it() -> None:
     assert check("output.valueString", "excludes", "research") is None
     assert "expected no value with 'practice' in it" in (check("output.valueString", "excludes", "practice") or "")
+
+
+def test_mentions_passes_when_any_value_has_the_text_in_it() -> None:
+    assert check("output.valueString", "mentions", "actic") is None
+    assert "expected a value with 'hospital' in it" in (check("output.valueString", "mentions", "hospital") or "")
