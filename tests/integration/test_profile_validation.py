@@ -61,15 +61,17 @@ def fhir(client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) 
 
 def validate(fhir: str, resource: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
     """The HTTP status and the OperationOutcome issues of `POST {type}/$validate`."""
+    return validated(fhir, resource["resourceType"], resource)
+
+
+def validated(fhir: str, resource_type: str, body: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+    """The HTTP status and the OperationOutcome issues of `POST {resource_type}/$validate` with `body`."""
     response = httpx.post(
-        f"{fhir}/{resource['resourceType']}/$validate",
-        json=resource,
-        headers={"Content-Type": "application/fhir+json"},
-        timeout=300,
+        f"{fhir}/{resource_type}/$validate", json=body, headers={"Content-Type": "application/fhir+json"}, timeout=300
     )
-    body = response.json()
-    assert body["resourceType"] == "OperationOutcome", body
-    return response.status_code, body.get("issue", [])
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome", outcome
+    return response.status_code, outcome.get("issue", [])
 
 
 def errors(issues: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -175,16 +177,9 @@ def bundle_errors(fhir: str, resources: Sequence[dict[str, Any]]) -> dict[str, l
         "type": "collection",
         "entry": [{"fullUrl": f"{fhir}/{r['resourceType']}/{r['id']}", "resource": r} for r in resources],
     }
-    response = httpx.post(
-        f"{fhir}/Bundle/$validate",
-        json=collection,
-        headers={"Content-Type": "application/fhir+json"},
-        timeout=300,
-    )
-    body = response.json()
-    assert body["resourceType"] == "OperationOutcome", body
+    _, issues = validated(fhir, "Bundle", collection)
     found: dict[str, list[str]] = {}
-    for issue in errors(body.get("issue", [])):
+    for issue in errors(issues):
         message = issue.get("diagnostics", "")
         where = (issue.get("expression") or issue.get("location") or [""])[0]
         entry = _ENTRY.match(where)
