@@ -6,6 +6,7 @@ does (`Bundle.entry[i].resource/*Type/id*/.path`, with HAPI's message ids); the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,8 +17,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from connector.app import create_app
-from connector.ingest import STORED_ERROR
-from connector.profiles import MESSAGE_ID_URL, Finding, Mode, Policy, findings_of
+from connector.hapi import HapiClient
+from connector.ingest import STORED_ERROR, Ingester
+from connector.profiles import MESSAGE_ID_URL, Finding, Mode, Policy, ProfileCheck, findings_of
+from connector.validation import InvalidInput
 from tests.unit.connector.conftest import connector_settings, headers, mii_bundle
 from tests.unit.connector.fake_fhir import FakeFhir
 
@@ -233,3 +236,28 @@ def test_only_errors_refuse_and_each_kind_under_its_own_mode() -> None:
     hint = Finding("warning", "code", "offline", terminology=True)
     assert [Policy().refuses(f) for f in (shape, code, hint)] == [True, False, False]
     assert [Policy(Mode.WARN, Mode.STRICT).refuses(f) for f in (shape, code, hint)] == [False, True, False]
+
+
+def test_what_a_peer_sends_is_stored_with_its_findings_where_a_source_would_be_refused(fhir: FakeFhir) -> None:
+    """A peer sends records it already holds (some stored before its node validated): reported, never refused."""
+    fhir.judge = judging(MISSING_CODE)
+    entries = mii_bundle(BUNDLE)["entry"]
+    hapi = HapiClient("http://hapi.test/fhir", transport=fhir.transport())
+    ingester = Ingester(
+        hapi,
+        None,
+        "https://hubnode.org/fhir/sid/source",
+        "research",
+        lambda *_: frozenset(),
+        ProfileCheck(hapi, Policy()),
+    )  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput):
+        asyncio.run(ingester.ingest(entries, "research", pseudonymised=True))
+    result = asyncio.run(ingester.ingest(entries, "dic", pseudonymised=True))
+    assert [p.message.endswith(STORED_ERROR) for p in result.errors_stored] == [True]
+    assert len(fhir.transactions) == 1
+
+
+def test_for_peers_a_strict_policy_reports_and_off_stays_off() -> None:
+    assert Policy().for_peers() == Policy(Mode.WARN, Mode.WARN)
+    assert Policy(Mode.OFF, Mode.STRICT).for_peers() == Policy(Mode.OFF, Mode.WARN)

@@ -105,7 +105,7 @@ class Ingester:
         if problems:
             raise InvalidInput(problems)
         with timing.phase("profiles"):
-            warnings, errors_stored = await self._profile_warnings(entries, locate)
+            warnings, errors_stored = await self._profile_warnings(entries, locate, from_peer=sender != self.site)
         searchable = await self.hapi.searchable_by_identifier()
         if pseudonymised:
             system = f"{EXTRACT_SYSTEM_BASE}{sender}"
@@ -152,7 +152,7 @@ class Ingester:
                 records = await self._records(persons)
 
     async def _profile_warnings(
-        self, entries: Sequence[Mapping[str, Any]], locate: Locate
+        self, entries: Sequence[Mapping[str, Any]], locate: Locate, *, from_peer: bool
     ) -> tuple[dict[int, tuple[Problem, ...]], tuple[Problem, ...]]:
         """Entry index -> the profile findings that let it be stored, and the errors among them; or InvalidInput."""
         if self.profiles is None:
@@ -163,7 +163,7 @@ class Ingester:
             unread = f"the profile validator could not read the resources: {diagnostics(refused.outcome)}"
             problem = Problem("Bundle", unread)
             raise InvalidInput([problem]) from refused
-        policy = self.profiles.policy
+        policy = self.profiles.policy.for_peers() if from_peer else self.profiles.policy
         refusing = [
             Problem(join_path(locate(index), f.path), f.text)
             for index, found in findings.items()

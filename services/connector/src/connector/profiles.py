@@ -48,12 +48,26 @@ class Policy:
     profiles: Mode = Mode.STRICT
     terminology: Mode = Mode.WARN
 
+    def for_peers(self) -> Policy:
+        """What a peer's records are held to: reported, never refused, for their findings against the profiles.
+
+        A peer sends what it already holds (a care summary, a research extract). Refusing it here would
+        not mend it there, only keep a patient's record from the node treating them; records stored before
+        a node validated (an upgrade) would never travel again. Where data enters the federation, from a
+        source, the node's own policy decides.
+        """
+        return Policy(_reporting(self.profiles), _reporting(self.terminology))
+
     def refuses(self, finding: Finding) -> bool:
         """Whether `finding` refuses the input under this policy."""
         if finding.severity != "error":
             return False
         mode = self.terminology if finding.terminology else self.profiles
         return mode is Mode.STRICT
+
+
+def _reporting(mode: Mode) -> Mode:
+    return Mode.WARN if mode is Mode.STRICT else mode
 
 
 @dataclass(frozen=True)
