@@ -164,25 +164,24 @@ class Ingester:
             problem = Problem("Bundle", unread)
             raise InvalidInput([problem]) from refused
         policy = self.profiles.policy.for_peers() if from_peer else self.profiles.policy
-        refusing = [
-            Problem(join_path(locate(index), f.path), f.text)
-            for index, found in findings.items()
-            for f in found
-            if policy.refuses(f)
-        ]
+        refusing: list[Problem] = []
+        warnings: dict[int, tuple[Problem, ...]] = {}
+        errors: list[Problem] = []
+        for index, found in findings.items():
+            reported = []
+            for finding in found:
+                place = join_path(locate(index), finding.path)
+                if policy.refuses(finding):
+                    refusing.append(Problem(place, finding.text))
+                elif finding.severity == "error":
+                    errors.append(Problem(place, f"{finding.text} {STORED_ERROR}"))
+                    reported.append(errors[-1])
+                else:
+                    reported.append(Problem(place, finding.text))
+            warnings[index] = tuple(reported)
         if refusing:
             raise InvalidInput(refusing)
-        warnings = {
-            index: tuple(Problem(join_path(locate(index), f.path), _reported(f.text, f.severity)) for f in found)
-            for index, found in findings.items()
-        }
-        errors = tuple(
-            problem
-            for index, found in findings.items()
-            for f, problem in zip(found, warnings[index], strict=True)
-            if f.severity == "error"
-        )
-        return warnings, errors
+        return warnings, tuple(errors)
 
     def _origins(self, entries: Sequence[Mapping[str, Any]], sender: str) -> Origins:
         """The origins honoured for `sender`: any from this node's own sources; from a peer, its own and round trips."""
@@ -229,10 +228,6 @@ class Ingester:
                 problem = Problem(locate(index), f"the trust centre refused to link it: {diagnostics(refused.outcome)}")
                 raise InvalidInput([problem]) from refused
         return persons
-
-
-def _reported(text: str, severity: str) -> str:
-    return text if severity == "warning" else f"{text} {STORED_ERROR}"
 
 
 def with_person_records(transaction: Mapping[str, Any], records: Mapping[int, Read]) -> dict[str, Any]:

@@ -108,33 +108,33 @@ class ProfileCheck:
         if self.policy.profiles is Mode.OFF:
             return {}
         found: dict[int, tuple[Finding, ...]] = {}
-        asked: dict[bytes, list[int]] = {}
+        #: digest -> the resource's declared profiles and the indexes of the entries carrying it
+        asked: dict[bytes, tuple[Mapping[str, Any], tuple[str, ...], list[int]]] = {}
         for index, entry in enumerate(entries):
             resource = entry["resource"]
-            if not declared_profiles(resource):
+            profiles = declared_profiles(resource)
+            if not profiles:
                 continue
             digest = resource_digest(resource)
             known = self._known.get(digest)
             if known is not None:
                 found[index] = known
             else:
-                asked.setdefault(digest, []).append(index)
+                asked.setdefault(digest, (resource, profiles, []))[2].append(index)
         if asked:
-            order = list(asked)
             bundle = {
                 "resourceType": "Bundle",
                 "type": "collection",
                 "entry": [
                     {"fullUrl": entry_url(position, resource), "resource": resource}
-                    for position, resource in enumerate(entries[asked[digest][0]]["resource"] for digest in order)
+                    for position, (resource, _, _) in enumerate(asked.values())
                 ],
             }
-            answers = findings_of(await self.validator.validate(bundle), len(order))
-            for position, digest in enumerate(order):
-                resource = entries[asked[digest][0]]["resource"]
-                judged = tuple(_with_profiles(f, declared_profiles(resource)) for f in answers.get(position, ()))
+            answers = findings_of(await self.validator.validate(bundle), len(asked))
+            for position, (digest, (_, profiles, indexes)) in enumerate(asked.items()):
+                judged = tuple(_with_profiles(f, profiles) for f in answers.get(position, ()))
                 self._known.put(digest, judged)
-                for index in asked[digest]:
+                for index in indexes:
                     found[index] = judged
         return {index: judged for index, judged in sorted(found.items()) if judged}
 
