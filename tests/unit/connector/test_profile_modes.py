@@ -204,9 +204,18 @@ def test_while_the_validator_is_down_the_input_is_not_stored_and_the_source_is_t
 
 
 def test_hapis_placing_of_issues_is_read_and_the_wrapping_bundles_own_issues_are_left_out() -> None:
+    wrapper_artefact = hapi_issue(
+        "warning",
+        "",
+        "Entry 1 matches the reference Procedure/p-1 by type and id but its fullUrl"
+        " https://entry-1.validation.invalid/fhir/Procedure/p-1 does not match the full target URL"
+        " https://entry-0.validation.invalid/fhir/Procedure/p-1 by Bundle resolution rules",
+        "BUNDLE_BUNDLE_POSSIBLE_MATCH_WRONG_FU",
+    )
     outcome = {
         "resourceType": "OperationOutcome",
         "issue": [
+            {**wrapper_artefact, "expression": ["Bundle.entry[0].resource/*Observation/o-0*/.partOf[0]"]},
             {"severity": "error", "code": "invalid", "expression": ["Bundle.entry[0]"], "diagnostics": "no fullUrl"},
             {"severity": "information", "code": "informational", "expression": ["Bundle.entry[0].resource"]},
             {

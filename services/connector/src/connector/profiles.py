@@ -31,6 +31,10 @@ _ENTRY_PLACE = re.compile(r"Bundle\.entry\[(\d+)\]\.resource(?:/\*[^*]*\*/)?(?:\
 #: HAPI's issue extension naming the validator message behind an issue.
 MESSAGE_ID_URL = "http://hl7.org/fhir/StructureDefinition/operationoutcome-message-id"
 _TERMINOLOGY_MESSAGES = ("Terminology_", "TERMINOLOGY_", "TX_")
+#: What the validator says about how the wrapper's entries relate ("Entry 65 matches the reference ... but
+#: its fullUrl does not match"): true of the wrapper (each entry on a base of its own), not of the resource,
+#: and it changes with whatever else was sent in the same call.
+_WRAPPER_ARTEFACTS = frozenset({"BUNDLE_BUNDLE_POSSIBLE_MATCH_NO_FU", "BUNDLE_BUNDLE_POSSIBLE_MATCH_WRONG_FU"})
 
 
 class Mode(StrEnum):
@@ -157,7 +161,8 @@ def declared_profiles(resource: Mapping[str, Any]) -> tuple[str, ...]:
 def findings_of(outcome: Mapping[str, Any], entries: int) -> dict[int, list[Finding]]:
     """Entry position -> the errors and warnings HAPI's OperationOutcome places in that entry's resource.
 
-    Issues about the wrapping Bundle itself and informational ones are left out; `fatal` counts as an error.
+    Issues about the wrapping Bundle itself, the wrapper's artefacts and informational ones are left out;
+    `fatal` counts as an error.
     """
     found: dict[int, list[Finding]] = {}
     for issue in outcome.get("issue", []):
@@ -167,23 +172,28 @@ def findings_of(outcome: Mapping[str, Any], entries: int) -> dict[int, list[Find
         match = next((m for p in places if isinstance(p, str) and (m := _ENTRY_PLACE.fullmatch(p))), None)
         if match is None or int(match.group(1)) >= entries:
             continue
+        message_ids = _message_ids(issue)
+        if not _WRAPPER_ARTEFACTS.isdisjoint(message_ids):
+            continue
         severity = "warning" if issue["severity"] == "warning" else "error"
         message = str(issue.get("diagnostics") or issue.get("details", {}).get("text") or issue.get("code"))
-        finding = Finding(severity, match.group("path") or "", message, _is_terminology(issue))
+        finding = Finding(severity, match.group("path") or "", message, _is_terminology(issue, message_ids))
         found.setdefault(int(match.group(1)), []).append(finding)
     return found
 
 
-def _is_terminology(issue: Mapping[str, Any]) -> bool:
+def _is_terminology(issue: Mapping[str, Any], message_ids: list[str]) -> bool:
     """Whether an issue is about codes (a code not in a value set, a system not known) rather than shape."""
-    if issue.get("code") == "code-invalid":
-        return True
-    message_ids = [
-        e.get("valueString") or e.get("valueCode") or ""
+    return issue.get("code") == "code-invalid" or any(m.startswith(_TERMINOLOGY_MESSAGES) for m in message_ids)
+
+
+def _message_ids(issue: Mapping[str, Any]) -> list[str]:
+    """The validator messages behind an issue (HAPI names them in an extension)."""
+    return [
+        str(e.get("valueString") or e.get("valueCode") or "")
         for e in issue.get("extension", [])
         if isinstance(e, dict) and e.get("url") == MESSAGE_ID_URL
     ]
-    return any(str(m).startswith(_TERMINOLOGY_MESSAGES) for m in message_ids)
 
 
 def _with_profiles(finding: Finding, profiles: tuple[str, ...]) -> Finding:
