@@ -20,6 +20,7 @@ from connector.app import create_app
 from connector.hapi import HapiClient
 from connector.ingest import STORED_ERROR, Ingester
 from connector.profiles import MESSAGE_ID_URL, Finding, Mode, Policy, ProfileCheck, findings_of
+from connector.upstream import UpstreamUnavailable
 from connector.validation import InvalidInput
 from tests.unit.connector.conftest import connector_settings, headers, mii_bundle
 from tests.unit.connector.fake_fhir import FakeFhir
@@ -270,3 +271,76 @@ def test_what_a_peer_sends_is_stored_with_its_findings_where_a_source_would_be_r
 def test_for_peers_a_strict_policy_reports_and_off_stays_off() -> None:
     assert Policy().for_peers() == Policy(Mode.WARN, Mode.WARN)
     assert Policy(Mode.OFF, Mode.STRICT).for_peers() == Policy(Mode.OFF, Mode.WARN)
+
+
+class WaitsForTheStore:
+    """A validator that answers only once the input has been stored (or gives up after `patience` seconds)."""
+
+    def __init__(self, fhir: FakeFhir, answer: dict[str, Any] | Exception, patience: float = 2.0) -> None:
+        self.fhir, self.answer, self.patience = fhir, answer, patience
+        self.saw_stored: bool | None = None
+
+    async def validate(self, bundle: dict[str, Any]) -> dict[str, Any]:
+        waited = 0.0
+        while not self.fhir.transactions and waited < self.patience:
+            await asyncio.sleep(0.01)
+            waited += 0.01
+        self.saw_stored = bool(self.fhir.transactions)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def ingester_with(fhir: FakeFhir, validator: WaitsForTheStore, policy: Policy) -> Ingester:
+    hapi = HapiClient("http://hapi.test/fhir", transport=fhir.transport())
+    return Ingester(
+        hapi,
+        None,
+        "https://hubnode.org/fhir/sid/source",
+        "dic",
+        lambda *_: frozenset(),
+        ProfileCheck(validator, policy),
+    )  # type: ignore[arg-type]
+
+
+def test_under_warn_the_profiles_are_judged_while_the_input_is_stored(fhir: FakeFhir) -> None:
+    validator = WaitsForTheStore(fhir, {"resourceType": "OperationOutcome", "issue": []})
+    entries = mii_bundle(BUNDLE)["entry"]
+    asyncio.run(ingester_with(fhir, validator, Policy(Mode.WARN, Mode.WARN)).ingest(entries, "dic", pseudonymised=True))
+    assert validator.saw_stored is True
+
+
+def test_under_strict_nothing_is_stored_before_the_validator_has_answered(fhir: FakeFhir) -> None:
+    validator = WaitsForTheStore(fhir, {"resourceType": "OperationOutcome", "issue": []}, patience=0.2)
+    entries = mii_bundle(BUNDLE)["entry"]
+    for policy in (Policy(), Policy(Mode.WARN, Mode.STRICT)):
+        fhir.transactions.clear()
+        asyncio.run(ingester_with(fhir, validator, policy).ingest(entries, "dic", pseudonymised=True))
+        assert validator.saw_stored is False
+        assert len(fhir.transactions) == 1
+
+
+def test_a_validator_failing_after_the_store_is_reported_as_a_stored_error_not_a_refusal(fhir: FakeFhir) -> None:
+    validator = WaitsForTheStore(fhir, UpstreamUnavailable("HAPI answered 503 to Bundle/$validate"))
+    entries = mii_bundle(BUNDLE)["entry"]
+    result = asyncio.run(ingester_with(fhir, validator, Policy(Mode.WARN)).ingest(entries, "dic", pseudonymised=True))
+    [problem] = result.errors_stored
+    assert problem.message.startswith("not checked against its profiles (HAPI answered 503 to Bundle/$validate)")
+    assert problem.message.endswith(STORED_ERROR)
+    assert len(fhir.transactions) == 1
+
+
+def test_a_store_that_fails_under_warn_stops_the_check_and_is_answered_as_such(fhir: FakeFhir) -> None:
+    validator = WaitsForTheStore(fhir, {"resourceType": "OperationOutcome", "issue": []}, patience=5.0)
+    fhir.down = True
+    entries = mii_bundle(BUNDLE)["entry"]
+    with pytest.raises(UpstreamUnavailable):
+        asyncio.run(ingester_with(fhir, validator, Policy(Mode.WARN)).ingest(entries, "dic", pseudonymised=True))
+    assert validator.saw_stored is None  # cancelled while it waited, not left running
+
+
+def test_only_a_strict_mode_with_the_profiles_asked_may_refuse() -> None:
+    refusing = [Policy(), Policy(Mode.WARN, Mode.STRICT), Policy(Mode.STRICT, Mode.STRICT)]
+    reporting = [Policy(Mode.WARN, Mode.WARN), Policy(Mode.OFF, Mode.STRICT), Policy(Mode.OFF, Mode.WARN)]
+    assert [p.may_refuse for p in refusing] == [True, True, True]
+    assert [p.may_refuse for p in reporting] == [False, False, False]

@@ -1,5 +1,9 @@
 """Ingest: validate (structure, then profiles) -> link at the trust centre -> transform -> one HAPI transaction.
 
+Where the node's policy lets nothing the profile validator finds refuse the input (`warn`, and always for
+what a peer sends), the profiles are judged while the input is linked and stored: the validator and the
+write are the same HAPI's, and on two cores each then has one.
+
 All-or-nothing: nothing is written unless every entry is valid, and then everything is written in
 one HAPI transaction (atomic). Linkage at the trust centre comes first and is idempotent (the same
 identifiers give the same person id), so a failure after it leaves nothing that a retry would duplicate.
@@ -22,7 +26,7 @@ from typing import Any
 
 from connector.hapi import HapiClient, Read
 from connector.known_persons import KnownPersons
-from connector.profiles import ProfileCheck
+from connector.profiles import Policy, ProfileCheck
 from connector.transform import (
     PERSON_SYSTEM,
     Origins,
@@ -33,7 +37,7 @@ from connector.transform import (
     to_transaction,
 )
 from connector.trustcentre_client import TrustCentreClient
-from connector.upstream import UpstreamRefused, diagnostics
+from connector.upstream import UpstreamRefused, UpstreamUnavailable, diagnostics
 from connector.validation import InvalidInput, KnownFit, Locate, Problem, bundle_location, join_path, validate
 from servicekit.timing import ServerTiming
 
@@ -104,16 +108,39 @@ class Ingester:
             problems = validate(entries, locate, self.known_fit)
         if problems:
             raise InvalidInput(problems)
-        with timing.phase("profiles"):
-            warnings, errors_stored = await self._profile_warnings(entries, locate, from_peer=sender != self.site)
+        policy = None if self.profiles is None else self.profiles.policy_for(from_peer=sender != self.site)
+        if policy is None or policy.may_refuse:
+            with timing.phase("profiles"):
+                warnings, errors_stored = await self._profile_warnings(entries, locate, policy)
+            response, persons = await self._store(entries, sender, locate, timing, pseudonymised=pseudonymised)
+            return IngestResult(response, persons, timing, warnings, errors_stored)
+        # Nothing the validator finds can refuse this input: it is judged while it is stored.
+        checking = asyncio.create_task(self._judged_beside(entries, locate, policy, timing))
+        try:
+            response, persons = await self._store(entries, sender, locate, timing, pseudonymised=pseudonymised)
+        except BaseException:
+            checking.cancel()
+            raise
+        warnings, errors_stored = await checking
+        return IngestResult(response, persons, timing, warnings, errors_stored)
+
+    async def _store(
+        self,
+        entries: Sequence[Mapping[str, Any]],
+        sender: str,
+        locate: Locate,
+        timing: ServerTiming,
+        *,
+        pseudonymised: bool,
+    ) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """Link, prepare and write `entries` in one transaction; HAPI's answer and the persons written."""
         searchable = await self.hapi.searchable_by_identifier()
         if pseudonymised:
             system = f"{EXTRACT_SYSTEM_BASE}{sender}"
             with timing.phase("prepare"):
                 transaction = to_transaction(entries, system, searchable=searchable)
             with timing.phase("store"):
-                response = await self.hapi.transaction(transaction)
-            return IngestResult(response, (), timing, warnings, errors_stored)
+                return await self.hapi.transaction(transaction), ()
         system = source_system(self.source_system_base, sender)
         with timing.phase("link"):
             persons = await self._link(entries, sender, locate)
@@ -145,17 +172,32 @@ class Ingester:
                     raise
             else:
                 self._remember(persons, guarded, response)
-                return IngestResult(response, tuple(persons.values()), timing, warnings, errors_stored)
+                return response, tuple(persons.values())
             await asyncio.sleep(random.uniform(0, RETRY_JITTER_S * attempt))  # noqa: S311 -- jitter, not a secret
             attempt += 1
             with timing.phase("prepare"):
                 records = await self._records(persons)
 
+    async def _judged_beside(
+        self, entries: Sequence[Mapping[str, Any]], locate: Locate, policy: Policy, timing: ServerTiming
+    ) -> tuple[dict[int, tuple[Problem, ...]], tuple[Problem, ...]]:
+        """The profile findings of input that is stored whatever they are; a validator that failed is one of them.
+
+        The input is stored by then, so a failed check cannot refuse it: it is reported as a stored
+        error (and so audited), never as a refusal the source would take for "nothing was stored".
+        """
+        with timing.phase("profiles"):
+            try:
+                return await self._profile_warnings(entries, locate, policy)
+            except (InvalidInput, UpstreamUnavailable) as failed:
+                why = "; ".join(p.message for p in failed.problems) if isinstance(failed, InvalidInput) else str(failed)
+                return {}, (Problem("Bundle", f"not checked against its profiles ({why}) {STORED_ERROR}"),)
+
     async def _profile_warnings(
-        self, entries: Sequence[Mapping[str, Any]], locate: Locate, *, from_peer: bool
+        self, entries: Sequence[Mapping[str, Any]], locate: Locate, policy: Policy | None
     ) -> tuple[dict[int, tuple[Problem, ...]], tuple[Problem, ...]]:
         """Entry index -> the profile findings that let it be stored, and the errors among them; or InvalidInput."""
-        if self.profiles is None:
+        if self.profiles is None or policy is None:
             return {}, ()
         try:
             findings = await self.profiles.findings(entries)
@@ -163,7 +205,6 @@ class Ingester:
             unread = f"the profile validator could not read the resources: {diagnostics(refused.outcome)}"
             problem = Problem("Bundle", unread)
             raise InvalidInput([problem]) from refused
-        policy = self.profiles.policy.for_peers() if from_peer else self.profiles.policy
         refusing: list[Problem] = []
         warnings: dict[int, tuple[Problem, ...]] = {}
         errors: list[Problem] = []

@@ -62,6 +62,11 @@ class Policy:
         """
         return Policy(_reporting(self.profiles), _reporting(self.terminology))
 
+    @property
+    def may_refuse(self) -> bool:
+        """Whether any finding can refuse the input (else it may be stored while it is judged)."""
+        return Mode.STRICT in (self.profiles, self.terminology) and self.profiles is not Mode.OFF
+
     def refuses(self, finding: Finding) -> bool:
         """Whether `finding` refuses the input under this policy."""
         if finding.severity != "error":
@@ -106,6 +111,10 @@ class ProfileCheck:
         self.validator = validator
         self.policy = policy
         self._known: Lru[bytes, tuple[Finding, ...]] = Lru(capacity)
+
+    def policy_for(self, *, from_peer: bool) -> Policy:
+        """The node's policy for what its sources send; `Policy.for_peers` for what a peer sends."""
+        return self.policy.for_peers() if from_peer else self.policy
 
     async def findings(self, entries: Sequence[Mapping[str, Any]]) -> dict[int, tuple[Finding, ...]]:
         """Entry index -> what the validator said about its resource (entries without findings are left out)."""
