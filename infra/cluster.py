@@ -105,7 +105,7 @@ def up(project: Path, images: Sequence[str], progress: Progress) -> Cluster:
         _add_forward_rules()
     for process in cluster.processes:
         with progress.step(f"start {process.name}"):
-            if _running(layout, process) is not None:
+            if running_pid(layout, process) is not None:
                 progress.note("already running")
             else:
                 _start(layout, process)
@@ -151,7 +151,7 @@ def status(project: Path) -> dict[str, object]:
     """What runs and answers: each process, the API's readyz, the node's Ready condition, the images present."""
     layout = layout_for(project)
     cluster = Cluster(layout, _recorded_bin(layout))
-    running = {p.name: _running(layout, p) for p in cluster.processes}
+    running = {p.name: running_pid(layout, p) for p in cluster.processes}
     api_ready = _api_ready(layout)
     node_ready = api_ready and _node_ready(cluster)
     images = _images_present(cluster) if running["containerd"] is not None else []
@@ -245,7 +245,7 @@ def _start(layout: Layout, process: Process) -> None:
     layout.pid_file(process.name).write_text(f"{child.pid}\n")
 
 
-def _running(layout: Layout, process: Process) -> int | None:
+def running_pid(layout: Layout, process: Process) -> int | None:
     """The PID of `process` if its PID file names a live process running that program, else None."""
     try:
         pid = int(layout.pid_file(process.name).read_text().strip())
@@ -267,7 +267,7 @@ def _wait_healthy(cluster: Cluster, process: Process) -> None:
     check = checks.get(process.name, lambda: True)
     deadline = time.monotonic() + START_BUDGET_S
     while True:
-        if _running(layout, process) is None:
+        if running_pid(layout, process) is None:
             raise HubnodeError(
                 f"{process.name} exited; its log ends:\n{_tail(layout.log(process.name))}",
                 fix=f"read {layout.log(process.name)}; `hubnode cluster down` removes the rest",
@@ -358,7 +358,7 @@ def _delete_pods(cluster: Cluster, progress: Progress) -> None:
     """Delete every pod while the kubelet runs, so it tears each sandbox's network down (CNI DEL) itself."""
     layout = cluster.layout
     by_name = {p.name: p for p in cluster.processes}
-    if _running(layout, by_name["kubelet"]) is None or not _api_ready(layout):
+    if running_pid(layout, by_name["kubelet"]) is None or not _api_ready(layout):
         return
     cluster.kubectl("delete", "pods", "--all", "--all-namespaces", "--grace-period=0", "--force", "--wait=false")
     deadline = time.monotonic() + PODS_GONE_BUDGET_S
@@ -377,7 +377,7 @@ def _running_tasks(cluster: Cluster) -> list[str]:
 
 def _remove_tasks(cluster: Cluster, progress: Progress) -> None:
     """Kill what containerd still runs (the kubelet is gone), removing each sandbox's network namespace too."""
-    if _running(cluster.layout, next(p for p in cluster.processes if p.name == "containerd")) is None:
+    if running_pid(cluster.layout, next(p for p in cluster.processes if p.name == "containerd")) is None:
         return
     tasks = [line.split()[0] for line in cluster.ctr("tasks", "ls").stdout.splitlines()[1:] if line.split()]
     for task in tasks:
@@ -402,7 +402,7 @@ def _netns_of(cluster: Cluster, container: str) -> Path | None:
 
 def _stop_processes(layout: Layout, chosen: Sequence[Process], progress: Progress) -> None:
     for process in chosen:
-        pid = _running(layout, process)
+        pid = running_pid(layout, process)
         if pid is not None:
             _terminate(pid)
             progress.note(f"stopped {process.name} (pid {pid})")

@@ -201,7 +201,7 @@ def _build(tool: Tool, go: Path, staging: Path, log: Path, progress: Progress) -
             source = _generated_source(tool.generated_from, go, wrapper, staging.parent / "src", log)
     bin_dir.mkdir(parents=True)
     for name, package in tool.binaries:
-        with progress.step(f"go build {name} ({tool.name}; minutes when cold, log: {log})"):
+        with progress.step(f"go build {name} (toolchain/{tool.name}; minutes when not cached)"):
             _go(go, ["build", "-o", str(bin_dir / name), "-ldflags", tool.ldflags, package], source, log)
 
 
