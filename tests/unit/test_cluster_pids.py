@@ -28,7 +28,9 @@ def test_a_reused_pid_running_another_program_is_not(tmp_path: Path) -> None:
 
 
 def test_a_dead_process_and_a_missing_or_garbled_file_are_not(tmp_path: Path) -> None:
-    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     layout = _layout(tmp_path, int(child.stdout))
     assert running_pid(layout, Process("etcd", (sys.executable,))) is None
     layout.pid_file("etcd").write_text("not a pid")
