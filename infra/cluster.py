@@ -90,6 +90,12 @@ class Cluster:
         return subprocess.run(command, capture_output=True, text=True, check=False, stdin=stdin)
 
 
+def existing(project: Path) -> Cluster:
+    """The project's cluster as `up` last started it (its binaries from the cache, not rebuilt)."""
+    layout = layout_for(project)
+    return Cluster(layout, _recorded_bin(layout))
+
+
 def up(project: Path, images: Sequence[str], progress: Progress) -> Cluster:
     """Start whatever of the cluster is not running, import the images, and wait for the node to be Ready."""
     _require_root("start the cluster")
@@ -122,8 +128,8 @@ def up(project: Path, images: Sequence[str], progress: Progress) -> Cluster:
 def down(project: Path, progress: Progress, *, purge: bool = False) -> None:
     """Stop every process by its PID and remove what the cluster left on the host; `purge` also deletes its data."""
     _require_root("stop the cluster")
-    layout = layout_for(project)
-    cluster = Cluster(layout, _recorded_bin(layout))
+    cluster = existing(project)
+    layout = cluster.layout
     by_name = {process.name: process for process in cluster.processes}
     with progress.step("stop the pods"):
         _stop_processes(layout, [by_name["kube-controller-manager"], by_name["kube-scheduler"]], progress)
@@ -149,8 +155,8 @@ def down(project: Path, progress: Progress, *, purge: bool = False) -> None:
 
 def status(project: Path) -> dict[str, object]:
     """What runs and answers: each process, the API's readyz, the node's Ready condition, the images present."""
-    layout = layout_for(project)
-    cluster = Cluster(layout, _recorded_bin(layout))
+    cluster = existing(project)
+    layout = cluster.layout
     running = {p.name: running_pid(layout, p) for p in cluster.processes}
     api_ready = _api_ready(layout)
     node_ready = api_ready and _node_ready(cluster)
