@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -22,6 +23,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import docker.errors
+
+from infra.bootstrap import docker_client
 from infra.cluster_files import (
     API_PORT,
     BRIDGE,
@@ -195,21 +199,40 @@ def import_images(cluster: Cluster, references: Iterable[str], progress: Progres
     record_file = cluster.layout.root / "images.json"
     imported: dict[str, str] = json.loads(record_file.read_text()) if record_file.is_file() else {}
     present = set(_images_present(cluster))
+    client = docker_client()
     for reference in references:
-        image_id = _docker_image_id(reference)
-        if reference in present and imported.get(reference) == image_id:
+        try:
+            image = client.images.get(reference)
+        except docker.errors.ImageNotFound:
+            raise HubnodeError(
+                f"Docker has no image {reference}", fix="build the stack's images first: `hubnode images --stack S`"
+            ) from None
+        if reference in present and imported.get(reference) == image.id:
             progress.note(f"{reference} already imported")
             continue
-        progress.note(f"importing {reference} ({image_id[:19]})")
-        with subprocess.Popen(["docker", "save", reference], stdout=subprocess.PIPE) as save:
-            result = cluster.ctr("images", "import", "-", stdin=save.stdout.fileno() if save.stdout else None)
-        if save.returncode != 0 or result.returncode != 0:
+        progress.note(f"importing {reference} ({image.short_id})")
+        command = [
+            "ctr",
+            f"--address={cluster.layout.containerd_socket}",
+            "--namespace=k8s.io",
+            "images",
+            "import",
+            "-",
+        ]
+        with subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as ctr:
+            assert ctr.stdin is not None  # noqa: S101 (stdin=PIPE)
+            try:
+                for chunk in image.save(named=reference):
+                    ctr.stdin.write(chunk)
+            finally:
+                ctr.stdin.close()
+            errors = ctr.stderr.read().decode(errors="replace") if ctr.stderr else ""
+        if ctr.returncode != 0:
             raise HubnodeError(
-                f"importing {reference} into the cluster failed: {result.stderr.strip()}",
-                fix=f"check that `docker image inspect {reference}` works; containerd's log is "
-                f"{cluster.layout.log('containerd')}",
+                f"importing {reference} into the cluster failed: {errors.strip()}",
+                fix=f"containerd's log is {cluster.layout.log('containerd')}; `hubnode cluster status` shows what runs",
             )
-        imported[reference] = image_id
+        imported[reference] = str(image.id)
         write_atomically(record_file, json.dumps(imported, indent=2).encode(), 0o644)
 
 
@@ -329,30 +352,10 @@ def _wait_node_ready(cluster: Cluster, progress: Progress) -> None:
 def _ensure_pause_image(cluster: Cluster, pause_bin: Path, progress: Progress) -> None:
     """Build the sandbox image from our pause program (FROM scratch) in Docker; `import_images` copies it over."""
     with tempfile.TemporaryDirectory(prefix="hubnode-pause-") as context:
-        (Path(context) / "pause").write_bytes((pause_bin / "pause").read_bytes())
-        (Path(context) / "pause").chmod(0o755)
+        shutil.copy(pause_bin / "pause", Path(context) / "pause")
         (Path(context) / "Dockerfile").write_text('FROM scratch\nCOPY pause /pause\nENTRYPOINT ["/pause"]\n')
-        result = subprocess.run(
-            ["docker", "build", "-q", "-t", PAUSE_IMAGE, context], capture_output=True, text=True, check=False
-        )
-    if result.returncode != 0:
-        raise HubnodeError(
-            f"building {PAUSE_IMAGE} failed: {result.stderr.strip()}",
-            fix="check that Docker runs (`hubnode bootstrap` starts it)",
-        )
+        docker_client().images.build(path=context, tag=PAUSE_IMAGE, rm=True)
     import_images(cluster, [PAUSE_IMAGE], progress)
-
-
-def _docker_image_id(reference: str) -> str:
-    result = subprocess.run(
-        ["docker", "image", "inspect", "-f", "{{.Id}}", reference], capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        raise HubnodeError(
-            f"Docker has no image {reference}",
-            fix="build the stack's images first: `hubnode images --stack S`",
-        )
-    return result.stdout.strip()
 
 
 def _images_present(cluster: Cluster) -> list[str]:
