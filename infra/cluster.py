@@ -219,11 +219,13 @@ def import_images(cluster: Cluster, references: Iterable[str], progress: Progres
             "import",
             "-",
         ]
-        with subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as ctr:
+        with subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0) as ctr:
             assert ctr.stdin is not None  # noqa: S101 (stdin=PIPE)
             try:
                 for chunk in image.save(named=reference):
                     ctr.stdin.write(chunk)
+            except BrokenPipeError:
+                pass  # ctr stopped reading: its exit code and stderr say why
             finally:
                 ctr.stdin.close()
             errors = ctr.stderr.read().decode(errors="replace") if ctr.stderr else ""
