@@ -496,8 +496,11 @@ def _remove_tree(path: Path) -> None:
 
 
 def _quiet(command: list[str]) -> bool:
-    """Run a host tool, true if it succeeded; its output is not needed."""
-    return subprocess.run(command, capture_output=True, check=False).returncode == 0
+    """Run a host tool, true if it succeeded (false if it is not installed); its output is not needed."""
+    try:
+        return subprocess.run(command, capture_output=True, check=False).returncode == 0
+    except FileNotFoundError:
+        return False
 
 
 def _mountinfo() -> str:
