@@ -49,6 +49,8 @@ _KUBE_LDFLAGS = " ".join(
     )
 )
 
+#: dpkg's status of an installed package ("unknown ok not-installed" is a package dpkg merely heard of).
+INSTALLED = "install ok installed"
 #: Debian packages the cluster runs (containerd, ctr and runc arrive with docker.io).
 PACKAGES = ("etcd-server", "containernetworking-plugins", "nftables")
 
@@ -162,7 +164,7 @@ def binary(bins: dict[str, Path], tool: Tool, name: str) -> Path:
 
 def _installed(package: str) -> bool:
     result = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True, check=False)
-    return result.returncode == 0 and result.stdout.endswith("installed")
+    return result.returncode == 0 and result.stdout == INSTALLED
 
 
 def _ensure(tool: Tool, go: Path, version: str, root: Path, progress: Progress) -> Path:
