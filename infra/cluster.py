@@ -219,7 +219,9 @@ def import_images(cluster: Cluster, references: Iterable[str], progress: Progres
             "import",
             "-",
         ]
-        with subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0) as ctr:
+        with subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, bufsize=0
+        ) as ctr:
             assert ctr.stdin is not None  # noqa: S101 (stdin=PIPE)
             try:
                 for chunk in image.save(named=reference):
@@ -270,10 +272,15 @@ def _require_root(what: str) -> None:
 
 
 def _start(layout: Layout, process: Process) -> None:
+    """Start `process` detached (own session, output to its log) and record its PID once it runs the program."""
     log = layout.log(process.name)
     with log.open("ab") as out:
         child = subprocess.Popen(process.argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
     layout.pid_file(process.name).write_text(f"{child.pid}\n")
+    # /proc/PID/cmdline can still be empty right after exec; wait until it names the program, or the child exits.
+    deadline = time.monotonic() + 5
+    while running_pid(layout, process) is None and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def running_pid(layout: Layout, process: Process) -> int | None:
