@@ -13,4 +13,5 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/cluster/" in str(item.path):
             item.add_marker(pytest.mark.cluster)
+            item.add_marker(pytest.mark.docker)
             item.add_marker(pytest.mark.slow)

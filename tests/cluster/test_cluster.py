@@ -53,8 +53,8 @@ def _hubnode(project: Path, *args: str) -> float:
 
 
 def _gateway_image() -> str:
-    """The stack's gateway image, built in Docker if it is not there (it is the smallest the stack builds)."""
-    plans = plan_stack(load_stack(PROJECT_DIR, "dev"))
+    """The federation stack's gateway image, built in Docker if missing (the smallest image the project builds)."""
+    plans = plan_stack(load_stack(PROJECT_DIR, "federation"))
     wanted = next(s.image.reference for p in plans for s in p.services if s.component == "gateway")
     client = ensure_docker_engine(Progress())
     for image in images_to_build(plans):
