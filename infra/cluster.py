@@ -36,6 +36,7 @@ from infra.cluster_files import (
     Layout,
     Process,
     config_files,
+    containerd_name,
     forward_rules,
     mounts_under,
     processes,
@@ -207,7 +208,7 @@ def import_images(cluster: Cluster, references: Iterable[str], progress: Progres
             raise HubnodeError(
                 f"Docker has no image {reference}", fix="build the stack's images first: `hubnode images --stack S`"
             ) from None
-        if reference in present and imported.get(reference) == image.id:
+        if containerd_name(reference) in present and imported.get(reference) == image.id:
             progress.note(f"{reference} already imported")
             continue
         progress.note(f"importing {reference} ({image.short_id})")

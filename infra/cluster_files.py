@@ -340,6 +340,14 @@ def forward_rules() -> tuple[tuple[str, ...], ...]:
     return (("-d", POD_RANGE, *comment), ("-s", POD_RANGE, *comment))
 
 
+def containerd_name(reference: str) -> str:
+    """The name containerd lists an imported Docker image by: Docker's short names are spelt out in full."""
+    first, _, rest = reference.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return reference
+    return f"docker.io/{reference}" if rest else f"docker.io/library/{reference}"
+
+
 def mounts_under(mountinfo: str, root: Path) -> list[Path]:
     """The mount points at or below `root` in /proc/self/mountinfo's text, deepest first (the order to unmount)."""
     prefix = str(root).rstrip("/") + "/"

@@ -24,6 +24,7 @@ from infra.cluster_files import (
     Layout,
     config_files,
     containerd_config,
+    containerd_name,
     forward_rules,
     kubelet_config,
     mounts_under,
@@ -204,3 +205,17 @@ def test_purge_deletes_data_but_keeps_the_certificates_and_logs() -> None:
     assert all(path.is_relative_to(LAYOUT.root) for path in purged)
     assert LAYOUT.pki not in purged
     assert LAYOUT.logs not in purged
+
+
+@pytest.mark.parametrize(
+    ("reference", "listed"),
+    [
+        ("hubnode/gateway:0.1.0", "docker.io/hubnode/gateway:0.1.0"),
+        ("postgres:17", "docker.io/library/postgres:17"),
+        ("registry.k8s.io/pause:3.10", "registry.k8s.io/pause:3.10"),
+        ("localhost:5000/hubnode/hapi:1", "localhost:5000/hubnode/hapi:1"),
+        ("localhost/x:1", "localhost/x:1"),
+    ],
+)
+def test_an_image_is_looked_up_by_the_name_containerd_lists(reference: str, listed: str) -> None:
+    assert containerd_name(reference) == listed
