@@ -89,10 +89,13 @@ class Cluster:
             )
         return result
 
-    def ctr(self, *args: str, stdin: int | None = None) -> subprocess.CompletedProcess[str]:
-        """Ctr against the cluster's own containerd, in the namespace the kubelet uses."""
-        command = ["ctr", f"--address={self.layout.containerd_socket}", "--namespace=k8s.io", *args]
-        return subprocess.run(command, capture_output=True, text=True, check=False, stdin=stdin)
+    def ctr_command(self, *args: str) -> list[str]:
+        """A ctr command line against the cluster's own containerd, in the namespace the kubelet uses."""
+        return ["ctr", f"--address={self.layout.containerd_socket}", "--namespace=k8s.io", *args]
+
+    def ctr(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ctr (see `ctr_command`); its output as text."""
+        return subprocess.run(self.ctr_command(*args), capture_output=True, text=True, check=False)
 
 
 def existing(project: Path) -> Cluster:
@@ -212,14 +215,7 @@ def import_images(cluster: Cluster, references: Iterable[str], progress: Progres
             progress.note(f"{reference} already imported")
             continue
         progress.note(f"importing {reference} ({image.short_id})")
-        command = [
-            "ctr",
-            f"--address={cluster.layout.containerd_socket}",
-            "--namespace=k8s.io",
-            "images",
-            "import",
-            "-",
-        ]
+        command = cluster.ctr_command("images", "import", "-")
         with subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, bufsize=0
         ) as ctr:
