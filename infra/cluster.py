@@ -29,6 +29,7 @@ from infra.bootstrap import docker_client
 from infra.cluster_files import (
     API_PORT,
     BRIDGE,
+    CNI_NETWORK,
     ETCD_CLIENT_PORT,
     KUBE_PROXY_TABLES,
     KUBELET_HEALTHZ_PORT,
@@ -56,6 +57,8 @@ PODS_GONE_BUDGET_S = 60
 CLUSTER_PROGRAMS = frozenset(
     ("etcd", "containerd", "containerd-shim-runc-v2", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 ) | {"kubelet", "kube-proxy"}
+#: Where the CNI library caches what each plugin call returned (it creates the folder on first use).
+CNI_CACHE = Path("/var/lib/cni")
 #: Where the kubelet (cgroupfs driver) puts pods in each cgroup v1 hierarchy.
 KUBEPODS_CGROUPS = Path("/sys/fs/cgroup")
 
@@ -195,6 +198,7 @@ def leftovers(layout: Layout) -> list[str]:
     found.extend(f"mount {point}" for point in mounts_under(_mountinfo(), layout.root))
     if layout.ipam_dir.exists():
         found.append(f"host-local IPAM folder {layout.ipam_dir}")
+    found.extend(f"CNI result {path}" for path in _cni_results())
     return found
 
 
@@ -476,7 +480,16 @@ def _clean_host(layout: Layout, progress: Progress) -> None:
         while _quiet(["iptables", "-D", "FORWARD", *rule]):
             progress.note(f"deleted FORWARD rule {' '.join(rule[:2])}")
     _remove_tree(layout.ipam_dir)
+    for path in _cni_results():
+        path.unlink()
+    for folder in (CNI_CACHE / "results", CNI_CACHE):
+        _quiet(["rmdir", str(folder)])  # only if empty: another CNI user's results stay
     _remove_empty_cgroups()
+
+
+def _cni_results() -> list[Path]:
+    """The CNI library's cached results for our network (one per pod it set up and did not tear down)."""
+    return sorted((CNI_CACHE / "results").glob(f"{CNI_NETWORK}-*"))
 
 
 def _remove_empty_cgroups() -> None:
