@@ -347,16 +347,21 @@ def _node_ready(cluster: Cluster) -> bool:
 
 
 def _wait_node_ready(cluster: Cluster, progress: Progress) -> None:
+    """Wait for the node's Ready condition and for the default service account (pods are refused without it)."""
     deadline = time.monotonic() + NODE_READY_BUDGET_S
-    while not _node_ready(cluster):
+    while not (_node_ready(cluster) and _default_service_account(cluster)):
         if time.monotonic() > deadline:
             raise HubnodeError(
-                f"node {NODE_NAME} is not Ready after {NODE_READY_BUDGET_S} s",
+                f"node {NODE_NAME} is not Ready (or no default service account) after {NODE_READY_BUDGET_S} s",
                 fix=f"`kubectl --kubeconfig {cluster.layout.kubeconfig} describe node {NODE_NAME}` says why; "
-                f"read {cluster.layout.log('kubelet')}",
+                f"read {cluster.layout.log('kubelet')} and {cluster.layout.log('kube-controller-manager')}",
             )
         time.sleep(1)
     progress.note(f"node {NODE_NAME} is Ready")
+
+
+def _default_service_account(cluster: Cluster) -> bool:
+    return cluster.kubectl("get", "serviceaccount", "default", "--namespace=default", check=False).returncode == 0
 
 
 def _ensure_pause_image(cluster: Cluster, pause_bin: Path, progress: Progress) -> None:
@@ -395,7 +400,7 @@ def _running_tasks(cluster: Cluster) -> list[str]:
 
 
 def _remove_tasks(cluster: Cluster, progress: Progress) -> None:
-    """Kill what containerd still runs (the kubelet is gone), removing each sandbox's network namespace too."""
+    """Kill what containerd still runs (the kubelet is gone), with each sandbox's network namespace and CNI results."""
     if running_pid(cluster.layout, next(p for p in cluster.processes if p.name == "containerd")) is None:
         return
     tasks = [line.split()[0] for line in cluster.ctr("tasks", "ls").stdout.splitlines()[1:] if line.split()]
@@ -405,6 +410,8 @@ def _remove_tasks(cluster: Cluster, progress: Progress) -> None:
         if netns is not None and netns.exists():
             _quiet(["umount", str(netns)])
             netns.unlink(missing_ok=True)
+        for result in (CNI_CACHE / "results").glob(f"*-{task}-*"):
+            result.unlink()  # the CNI DEL that would have removed it never ran
     if tasks:
         progress.note(f"removed {len(tasks)} container(s) left running")
 
