@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -156,3 +158,20 @@ def test_a_project_image_serves_through_a_service_and_down_leaves_nothing(projec
     _hubnode(project, "cluster", "down")
     assert cluster.leftovers(layout) == []
     assert not any(p["running"] for p in cluster.status(project)["processes"].values())  # type: ignore[attr-defined]
+
+
+def test_down_leaves_nothing_when_the_kubelet_died_under_a_running_pod(project: Path) -> None:
+    """Without a kubelet no CNI DEL runs: down removes the sandboxes, their network namespaces and CNI results."""
+    cni_results = Path("/var/lib/cni/results")
+    before = set(cni_results.glob("*"))
+    _hubnode(project, "cluster", "up")
+    running = cluster.existing(project)
+    running.kubectl("run", "idle", "--image=registry.k8s.io/pause:3.10", "--image-pull-policy=Never")
+    running.kubectl("wait", "--for=condition=Ready", "pod/idle", "--timeout=60s", timeout=90)
+    kubelet = cluster.running_pid(running.layout, next(p for p in running.processes if p.name == "kubelet"))
+    assert kubelet is not None
+    os.kill(kubelet, signal.SIGKILL)
+
+    _hubnode(project, "cluster", "down")
+    assert cluster.leftovers(running.layout) == []
+    assert set(cni_results.glob("*")) <= before
