@@ -55,8 +55,17 @@ STOP_GRACE_S = 10
 PODS_GONE_BUDGET_S = 60
 #: The programs a cluster runs (containerd's shims besides its processes): only these are ever stopped by name.
 CLUSTER_PROGRAMS = frozenset(
-    ("etcd", "containerd", "containerd-shim-runc-v2", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
-) | {"kubelet", "kube-proxy"}
+    {
+        "etcd",
+        "containerd",
+        "containerd-shim-runc-v2",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kubelet",
+        "kube-proxy",
+    }
+)
 #: Where the CNI library caches what each plugin call returned (it creates the folder on first use).
 CNI_CACHE = Path("/var/lib/cni")
 #: Where the kubelet (cgroupfs driver) puts pods in each cgroup v1 hierarchy.
