@@ -88,6 +88,17 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def cluster(session: nox.Session) -> None:
+    """The cluster tier: `hubnode cluster up`, a Deployment behind a Service, `down` leaves nothing (root, Go).
+
+    Not in `tests`: a first run builds Kubernetes from source (about half an hour on two cores).
+    """
+    _install(session)
+    session.run("hubnode", "bootstrap")
+    session.run("pytest", "tests/cluster", *session.posargs, env=PYTEST_ENV)
+
+
+@nox.session
 def images(session: nox.Session) -> None:
     """Bootstrap this host and build the images of a stack (`./dev images -- STACK`)."""
     _install(session)

@@ -61,7 +61,7 @@ def ensure_docker_engine(progress: Progress) -> docker.DockerClient:
             ) from unreachable
     if shutil.which("dockerd") is None:
         progress.note("no dockerd on this host: installing Debian's docker.io package")
-        _apt_install("docker.io")
+        apt_install("docker.io")
     _start_dockerd(progress)
     return _wait_for_engine()
 
@@ -101,7 +101,7 @@ def ensure_build_tools(progress: Progress) -> None:
             fix="install them (Debian: apt-get install maven default-jdk-headless) or run `sudo hubnode bootstrap`",
         )
     progress.note("installing Debian's maven and default-jdk-headless")
-    _apt_install("maven", "default-jdk-headless")
+    apt_install("maven", "default-jdk-headless")
 
 
 #: The browser the end-to-end tier drives with Playwright (`executable_path`; no browser download).
@@ -119,7 +119,7 @@ def ensure_browser(progress: Progress) -> str:
             fix="install it (Debian: apt-get install chromium fonts-dejavu-core) or run `sudo hubnode bootstrap`",
         )
     progress.note("installing Debian's chromium (the browser tests drive it with Playwright)")
-    _apt_install(CHROMIUM, "fonts-dejavu-core")
+    apt_install(CHROMIUM, "fonts-dejavu-core")
     return shutil.which(CHROMIUM) or f"/usr/bin/{CHROMIUM}"
 
 
@@ -139,7 +139,7 @@ def ensure_base_image(client: docker.DockerClient, progress: Progress, tag: str 
         )
     if shutil.which("debootstrap") is None:
         progress.note("installing Debian's debootstrap package")
-        _apt_install("debootstrap")
+        apt_install("debootstrap")
     repository, _, image_tag = tag.partition(":")
     with tempfile.TemporaryDirectory(prefix="hubnode-base-", dir="/var/tmp") as work:
         rootfs = Path(work) / "rootfs"
@@ -170,7 +170,8 @@ def _trim(rootfs: Path) -> None:
                 path.unlink()
 
 
-def _apt_install(*packages: str) -> None:
+def apt_install(*packages: str) -> None:
+    """Install Debian packages non-interactively, without recommends (root only); fails with apt's output."""
     _run(["apt-get", "update", "-q"], "apt-get update")
     _run(
         ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],

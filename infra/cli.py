@@ -21,7 +21,7 @@ import docker.errors
 
 from conformance import check
 from fixtures.volume import write_volume
-from infra import pki_store
+from infra import cluster, pki_store
 from infra.backup import (
     Host,
     archive_about,
@@ -63,6 +63,7 @@ from infra.stackfile import load_stack
 from infra.state import StackState
 from infra.targets_file import write_targets
 from infra.timer_units import UNIT_DIR, for_checkout, install, remove, run_checked, systemd_runs_host
+from infra.toolchain import ALL_TOOLS, ensure_packages, ensure_tools
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -160,10 +161,83 @@ def _parser() -> argparse.ArgumentParser:
     _inventory_options(
         command("compare", _compare, "compare two inventories, or a node now with one; exit 1 when they differ")
     )
+    _cluster_options(
+        command("cluster", None, "a single-node Kubernetes on this host, from the pinned sources under toolchain/")
+    )
     _render_options(
         command("render", _render, "write each node's Kubernetes manifests as YAML, to review or kubectl apply")
     )
     return parser
+
+
+def _cluster_options(sub: argparse.ArgumentParser) -> None:
+    actions = sub.add_subparsers(required=True, metavar="ACTION")
+
+    def action(name: str, handler: Any, help_text: str) -> argparse.ArgumentParser:  # noqa: ANN401
+        parser = actions.add_parser(name, help=help_text, description=help_text)
+        parser.set_defaults(command=handler)
+        return parser
+
+    action(
+        "toolchain", _cluster_toolchain, "build the cluster's and Pulumi's programs into the cache; print their folders"
+    )
+    action(
+        "up", _cluster_up, "start the single-node cluster (idempotent), import the images, wait until its node is Ready"
+    ).add_argument("--stack", help="also import the images this stack's nodes run (build them with `hubnode images`)")
+    action("down", _cluster_down, "stop the cluster and remove what it put on the host").add_argument(
+        "--purge", action="store_true", help="also delete its etcd data and containerd's images"
+    )
+    action("status", _cluster_status, "each process, the API's readiness, the node, the images").add_argument(
+        "--json", action="store_true", help="print machine-readable JSON"
+    )
+
+
+def _cluster_toolchain(_args: argparse.Namespace, progress: Progress) -> int:
+    with progress.step("Debian packages of the cluster"):
+        ensure_packages(progress)
+    for bin_dir in ensure_tools(ALL_TOOLS, progress).values():
+        print(bin_dir)
+    return 0
+
+
+def _cluster_up(args: argparse.Namespace, progress: Progress) -> int:
+    images: list[str] = []
+    if args.stack:
+        with progress.step("Docker engine"):
+            ensure_docker_engine(progress)
+        images = sorted({service.image.reference for plan in _plans(args, progress) for service in plan.services})
+    else:
+        ensure_docker_engine(progress)
+    cluster.up(project_dir(args), images, progress)
+    return 0
+
+
+def _cluster_down(args: argparse.Namespace, progress: Progress) -> int:
+    cluster.down(project_dir(args), progress, purge=args.purge)
+    return 0
+
+
+def _cluster_status(args: argparse.Namespace, _progress: Progress) -> int:
+    found = cluster.status(project_dir(args))
+    if args.json:
+        print(json.dumps(found, indent=2))
+    else:
+        _print_cluster_status(found)
+    processes: dict[str, dict[str, Any]] = found["processes"]  # type: ignore[assignment]
+    healthy = all(p["running"] for p in processes.values()) and found["node"]["ready"]  # type: ignore[index]
+    return 0 if healthy else EXIT_FAILED
+
+
+def _print_cluster_status(found: dict[str, Any]) -> None:
+    for name, process in found["processes"].items():
+        print(f"{name:24} {'up (pid ' + str(process['pid']) + ')' if process['running'] else 'down'}")
+    api = found["apiserver"]
+    print(f"{'apiserver /readyz':24} {'ready' if api['ready'] else 'not ready'}  {api['url']}")
+    print(f"{'node ' + found['node']['name']:24} {'Ready' if found['node']['ready'] else 'not Ready'}")
+    print(f"{'images':24} {', '.join(found['images']) or 'none'}")
+    print(f"{'kubeconfig':24} {found['kubeconfig']}")
+    for item in found["leftovers"]:
+        print(f"left behind: {item}")
 
 
 def _render_options(sub: argparse.ArgumentParser) -> None:

@@ -52,7 +52,7 @@ def issue_ca(federation: str, now: datetime, *, validity: timedelta = CA_VALIDIT
     )
     public = key.public_key()
     certificate = (
-        _builder(name, name, public, now, validity)
+        certificate_builder(name, name, public, now, validity)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -91,7 +91,7 @@ def issue_node(
         ]
     )
     certificate = (
-        _builder(subject, ca.certificate.subject, key.public_key(), now, validity)
+        certificate_builder(subject, ca.certificate.subject, key.public_key(), now, validity)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -110,7 +110,7 @@ def issue_node(
         .add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
         )
-        .add_extension(x509.SubjectAlternativeName([_general_name(n) for n in node_names(hosts)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([general_name(n) for n in node_names(hosts)]), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
         .sign(ca.key, hashes.SHA256())
     )
@@ -132,9 +132,10 @@ def _subject(certificate: x509.Certificate, oid: x509.ObjectIdentifier) -> str:
     return str(values[0].value) if len(values) == 1 else ""
 
 
-def _builder(
+def certificate_builder(
     subject: x509.Name, issuer: x509.Name, public: ec.EllipticCurvePublicKey, now: datetime, validity: timedelta
 ) -> x509.CertificateBuilder:
+    """A certificate's common part: names, key, a random serial, validity from a little before `now`."""
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -152,7 +153,8 @@ def node_names(hosts: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys((*hosts, *LOOPBACK_NAMES)))
 
 
-def _general_name(name: str) -> x509.GeneralName:
+def general_name(name: str) -> x509.GeneralName:
+    """A subject alternative name: an IP address where `name` is one, else a DNS name."""
     try:
         return x509.IPAddress(ipaddress.ip_address(name))
     except ValueError:
@@ -186,7 +188,7 @@ def needs_reissue(
     expiring = expiry_reason(certificate, now)
     if expiring is not None:
         return expiring
-    if subject_alternative_names(certificate) != frozenset(str(_general_name(n).value) for n in wanted_names):
+    if subject_alternative_names(certificate) != frozenset(str(general_name(n).value) for n in wanted_names):
         return "host names changed"
     return None
 

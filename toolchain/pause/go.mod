@@ -1,0 +1,3 @@
+module hubnode/toolchain/pause
+
+go 1.24.0
