@@ -1,6 +1,6 @@
 """`hubnode cluster up|down|status`: a single-node Kubernetes on this host, started and removed whole.
 
-Each process runs detached with a PID file under `<project>/.hubnode/cluster/run/` and a log under
+Each process runs detached with a PID file under `<project>/.hubnode/kube/run/` and a log under
 `logs/`; `up` starts only what is not running and is safe to repeat; `down` stops by PID and removes
 what the cluster put on the host outside its folder (bridge, nftables tables, FORWARD rules, mounts),
 so that `leftovers()` is empty afterwards. Needs root (networking, mounts, containerd).
@@ -73,8 +73,8 @@ KUBEPODS_CGROUPS = Path("/sys/fs/cgroup")
 
 
 def layout_for(project: Path) -> Layout:
-    """The cluster's state folder of a project: `.hubnode/cluster/`."""
-    return Layout.at(project / ".hubnode" / "cluster")
+    """The cluster's state folder of a project: `.hubnode/kube/` (`.hubnode/cluster/` is the `cluster` stack's)."""
+    return Layout.at(project / ".hubnode" / "kube")
 
 
 @dataclass(frozen=True)

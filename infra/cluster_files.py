@@ -37,7 +37,7 @@ KUBE_PROXY_TABLES = (("ip", "kube-proxy"), ("ip6", "kube-proxy"))
 
 @dataclass(frozen=True)
 class Layout:
-    """The cluster's state folder (`<project>/.hubnode/cluster/`) and what is where inside it."""
+    """The cluster's state folder (`<project>/.hubnode/kube/`) and what is where inside it."""
 
     root: Path
     pki: Path
