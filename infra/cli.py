@@ -252,7 +252,7 @@ def _render(args: argparse.Namespace, progress: Progress) -> int:
     Storage class, volume size and Service range are the stack's `hubnode:kubernetes`, as for `pulumi up`.
     """
     spec, plans = _load(args, progress)
-    manifests = stack_manifests(plans, spec.kubernetes)
+    manifests = stack_manifests(plans, spec.kubernetes.resolved(project_dir(args)))
     folder = Path(args.output) if args.output is not None else state_dir(args) / "kubernetes"
     folder.mkdir(parents=True, exist_ok=True)
     for plan in _chosen(plans, args.site, args.stack):

@@ -129,7 +129,10 @@ def node_manifests(plan: NodePlan, addresses: ClusterAddresses, settings: Kubern
     ips = addresses.by_alias(plan)
     for service in plan.services:
         manifests += _files(namespace, service, ips)
-    manifests += [_claim(namespace, plan, volume, settings) for volume in plan.volumes]
+    for volume in plan.volumes:
+        if settings.host_path is not None:
+            manifests.append(_local_volume(namespace, plan, volume, settings.host_path, settings))
+        manifests.append(_claim(namespace, plan, volume, settings))
     manifests += [_service(namespace, service, addresses.ip(plan, service)) for service in plan.services]
     manifests += [_workload(namespace, plan, service, addresses) for service in plan.services]
     return manifests
@@ -240,6 +243,36 @@ def _claim(namespace: str, plan: NodePlan, volume: str, settings: KubernetesSett
             "accessModes": ["ReadWriteOnce"],
             "storageClassName": settings.storage_class,
             "resources": {"requests": {"storage": settings.volume_size}},
+        },
+    }
+
+
+def local_volume_path(host_path: str, volume: str) -> str:
+    """Where on the cluster's node a claim's data lives when the stack names a `hostPath` folder.
+
+    Volume names carry stack and site (`hubnode-<stack>-<site>-fhir-data`), so one folder serves every stack.
+    """
+    return posixpath.join(host_path, volume)
+
+
+def _local_volume(
+    namespace: str, plan: NodePlan, volume: str, host_path: str, settings: KubernetesSettings
+) -> Manifest:
+    """A PersistentVolume bound to one claim, in a folder of the node (made beforehand, owned by the service's user).
+
+    `Retain`: the data outlives the claim, as a Docker volume outlives its container.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": volume, "labels": dict(plan.labels)},
+        "spec": {
+            "capacity": {"storage": settings.volume_size},
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": settings.storage_class,
+            "persistentVolumeReclaimPolicy": "Retain",
+            "hostPath": {"path": local_volume_path(host_path, volume), "type": "Directory"},
+            "claimRef": {"namespace": namespace, "name": volume},
         },
     }
 

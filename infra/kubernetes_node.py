@@ -22,15 +22,16 @@ CONSTRUCTORS: Mapping[str, Callable[..., pulumi.CustomResource]] = {
     "NetworkPolicy": kubernetes.networking.v1.NetworkPolicy,
     "Secret": kubernetes.core.v1.Secret,
     "ConfigMap": kubernetes.core.v1.ConfigMap,
+    "PersistentVolume": kubernetes.core.v1.PersistentVolume,
     "PersistentVolumeClaim": kubernetes.core.v1.PersistentVolumeClaim,
     "Service": kubernetes.core.v1.Service,
     "Deployment": kubernetes.apps.v1.Deployment,
     "StatefulSet": kubernetes.apps.v1.StatefulSet,
 }
 WORKLOADS = ("Deployment", "StatefulSet")
-#: What `pulumi destroy` leaves, as the Docker path leaves its volumes: the claims, and their namespace
-#: (deleting a namespace deletes the claims in it).
-KEPT = ("Namespace", "PersistentVolumeClaim")
+#: What `pulumi destroy` leaves, as the Docker path leaves its volumes: the claims, their namespace
+#: (deleting a namespace deletes the claims in it) and the volumes they are bound to.
+KEPT = ("Namespace", "PersistentVolume", "PersistentVolumeClaim")
 
 
 def resource_name(manifest: Manifest) -> str:

@@ -11,6 +11,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
 from infra.errors import HubnodeError
@@ -115,7 +116,7 @@ KEYS: tuple[str, ...] = (
     *SECRET_KEYS,
 )
 #: What `hubnode:kubernetes` may say (`KubernetesSettings`).
-KUBERNETES_KEYS: tuple[str, ...] = ("storageClass", "volumeSize", "serviceRange")
+KUBERNETES_KEYS: tuple[str, ...] = ("storageClass", "volumeSize", "serviceRange", "hostPath")
 #: The cluster's Service range (kube-apiserver `--service-cluster-ip-range`, notes/cluster-and-pulumi-engine.md).
 DEFAULT_SERVICE_RANGE = "10.96.0.0/24"
 _QUANTITY_PATTERN = re.compile(r"^[1-9][0-9]*(Mi|Gi|Ti)$")
@@ -312,12 +313,21 @@ class KubernetesSettings:
     """`hubnode:kubernetes`: what the cluster decides rather than the plan (`infra.kube_manifests`).
 
     The storage class and size of each volume's claim, and the Service range whose addresses the
-    nodes' Services get (fixed ClusterIPs: the cluster has no DNS).
+    nodes' Services get (fixed ClusterIPs: the cluster has no DNS). `host_path`, for a single-node
+    cluster without a volume provisioner (`hubnode cluster`): a folder on that node under which each
+    claim gets a PersistentVolume of its own, bound to it; relative to the project folder until `resolved`.
     """
 
     storage_class: str = "local-path"
     volume_size: str = "10Gi"
     service_range: str = DEFAULT_SERVICE_RANGE
+    host_path: str | None = None
+
+    def resolved(self, project: Path) -> KubernetesSettings:
+        """These settings with `host_path` made absolute (the kubelet takes nothing else)."""
+        if self.host_path is None:
+            return self
+        return replace(self, host_path=str((project / self.host_path).resolve()))
 
 
 @dataclass(frozen=True)
@@ -941,7 +951,10 @@ def _parse_kubernetes(value: object, problems: list[Problem]) -> KubernetesSetti
         storage_class=value.get("storageClass", default.storage_class),
         volume_size=value.get("volumeSize", default.volume_size),
         service_range=value.get("serviceRange", default.service_range),
+        host_path=value.get("hostPath"),
     )
+    if settings.host_path is not None and (not isinstance(settings.host_path, str) or not settings.host_path):
+        problems.append(Problem(f"{key}.hostPath", settings.host_path, "a folder, e.g. .hubnode/volumes"))
     checks = (
         ("storageClass", settings.storage_class, _DNS_SUBDOMAIN_PATTERN, "a storage class name, e.g. local-path"),
         ("volumeSize", settings.volume_size, _QUANTITY_PATTERN, "a size in Mi, Gi or Ti, e.g. 10Gi"),

@@ -252,6 +252,28 @@ def test_every_volume_is_a_claim_of_the_chosen_storage_class_mounted_where_the_p
     }
 
 
+def test_no_volume_is_declared_unless_the_stack_names_a_host_folder() -> None:
+    assert not any(m["kind"] == "PersistentVolume" for node in MANIFESTS.values() for m in node)
+
+
+def test_with_a_host_folder_each_claim_gets_a_retained_volume_there_bound_to_it_alone() -> None:
+    settings = KubernetesSettings(storage_class="hubnode-local", volume_size="5Gi", host_path="/srv/hubnode")
+    manifests = stack_manifests(PLANS, settings)
+    for plan in PLANS:
+        volumes = {m["metadata"]["name"]: m for m in manifests[plan.site] if m["kind"] == "PersistentVolume"}
+        claims = [m for m in manifests[plan.site] if m["kind"] == "PersistentVolumeClaim"]
+        assert sorted(volumes) == sorted(plan.volumes)
+        for claim in claims:
+            spec = volumes[claim["metadata"]["name"]]["spec"]
+            assert spec["claimRef"] == {"namespace": plan.network, "name": claim["metadata"]["name"]}
+            assert spec["hostPath"] == {"path": f"/srv/hubnode/{claim['metadata']['name']}", "type": "Directory"}
+            assert spec["storageClassName"] == claim["spec"]["storageClassName"] == "hubnode-local"
+            assert spec["capacity"] == {"storage": "5Gi"}
+            assert spec["persistentVolumeReclaimPolicy"] == "Retain"
+        kinds = [m["kind"] for m in manifests[plan.site]]
+        assert kinds.index("PersistentVolume") < kinds.index("PersistentVolumeClaim")
+
+
 def test_secret_files_are_mounted_read_only_0400_from_the_services_secret_which_holds_no_content() -> None:
     for plan, service in every_service():
         if not service.secrets:
@@ -333,6 +355,16 @@ def test_hubnode_render_places_volumes_and_services_as_the_stack_says(tmp_path: 
     assert claim["spec"]["resources"] == {"requests": {"storage": "50Gi"}}
     [service] = [m for m in written if m["kind"] == "Service"]
     assert service["spec"]["clusterIP"] == "10.100.0.17"
+
+
+def test_hubnode_render_puts_a_relative_host_folder_under_the_project(tmp_path: Path) -> None:
+    (tmp_path / "Pulumi.yaml").write_text("name: hubnode\nruntime: python\n")
+    settings = "{storageClass: hubnode-local, hostPath: .hubnode/volumes}"
+    (tmp_path / "Pulumi.k8s.yaml").write_text(f"config:\n  hubnode:site: ukl\n  hubnode:kubernetes: {settings}\n")
+    assert main(["--project-dir", str(tmp_path), "render", "--stack", "k8s"]) == 0
+    written = list(yaml.safe_load_all((tmp_path / ".hubnode" / "k8s" / "kubernetes" / "ukl.yaml").read_text()))
+    [volume] = [m for m in written if m["kind"] == "PersistentVolume"]
+    assert volume["spec"]["hostPath"]["path"] == str(tmp_path.resolve() / ".hubnode/volumes/hubnode-k8s-ukl-fhir-data")
 
 
 def test_a_stack_whose_namespace_kubernetes_would_refuse_is_refused_before_anything_is_written() -> None:

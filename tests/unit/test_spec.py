@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -78,13 +79,27 @@ def test_kubernetes_settings_default_to_the_single_node_cluster_and_refuse_what_
     assert parse_stack("dev", {**DEV, "hubnode:kubernetes": given}).kubernetes == KubernetesSettings(
         "fast-ssd", "2Ti", "10.100.0.0/20"
     )
-    wrong = {"storageClass": "Fast SSD", "volumeSize": "10GB", "serviceRange": "10.96.0.1/24", "nodes": 3}
+    wrong = {
+        "storageClass": "Fast SSD",
+        "volumeSize": "10GB",
+        "serviceRange": "10.96.0.1/24",
+        "nodes": 3,
+        "hostPath": 7,
+    }
     assert problems_of({**DEV, "hubnode:kubernetes": wrong}) == [
-        "hubnode:kubernetes.nodes = 3: unknown key; known: storageClass, volumeSize, serviceRange",
+        "hubnode:kubernetes.nodes = 3: unknown key; known: storageClass, volumeSize, serviceRange, hostPath",
+        "hubnode:kubernetes.hostPath = 7: a folder, e.g. .hubnode/volumes",
         "hubnode:kubernetes.storageClass = 'Fast SSD': a storage class name, e.g. local-path",
         "hubnode:kubernetes.volumeSize = '10GB': a size in Mi, Gi or Ti, e.g. 10Gi",
         "hubnode:kubernetes.serviceRange = '10.96.0.1/24': the cluster's IPv4 Service range, e.g. 10.96.0.0/24",
     ]
+
+
+def test_a_host_folder_for_volumes_is_taken_relative_to_the_project(tmp_path: Path) -> None:
+    settings = parse_stack("dev", {**DEV, "hubnode:kubernetes": {"hostPath": "v"}}).kubernetes
+    assert settings.host_path == "v"
+    assert settings.resolved(tmp_path).host_path == str(tmp_path.resolve() / "v")
+    assert KubernetesSettings().resolved(tmp_path) == KubernetesSettings()
 
 
 def test_a_misspelt_key_is_reported_not_ignored() -> None:
