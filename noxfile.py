@@ -81,18 +81,20 @@ def unit(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """All tiers: unit, then integration and end-to-end against real containers."""
+    """All tiers: unit, integration and end-to-end against real containers, and the cluster tier.
+
+    The cluster's and Pulumi's programs are built first, with progress (about 16 minutes on two cores
+    the first time, nothing once cached), so the cluster tier's tests do not sit silent while they build.
+    """
     _install(session)
     session.run("hubnode", "bootstrap")
+    session.run("hubnode", "cluster", "toolchain")
     session.run("pytest", "--junitxml=.hubnode/reports/junit.xml", *session.posargs, env=CI_ENV)
 
 
 @nox.session
 def cluster(session: nox.Session) -> None:
-    """The cluster tier: `hubnode cluster up`, a Deployment behind a Service, `down` leaves nothing (root, Go).
-
-    Not in `tests`: a first run builds Kubernetes from source (about half an hour on two cores).
-    """
+    """The cluster tier alone (it is part of `tests` too): `hubnode cluster up`, `hubnode deploy`, `down`."""
     _install(session)
     session.run("hubnode", "bootstrap")
     session.run("pytest", "tests/cluster", *session.posargs, env=PYTEST_ENV)

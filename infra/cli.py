@@ -42,6 +42,7 @@ from infra.bootstrap import (
 )
 from infra.chunks import Limits
 from infra.compare import as_json, differences, read_inventory, table
+from infra.deploy import Deployment, Engine, PulumiPlaces
 from infra.errors import HubnodeError, UsageError
 from infra.federation_files import FederationFiles, prepare_federation_files
 from infra.files import write_atomically
@@ -59,7 +60,7 @@ from infra.retention import Retention, prune
 from infra.schedule import backup_due
 from infra.smoke import example_bundle, read_bundle, smoke, smoke_trustcentre
 from infra.spec import BackupPolicy, StackSpec, with_mutant
-from infra.stackfile import load_stack
+from infra.stackfile import load_stack, stack_config_map
 from infra.state import StackState
 from infra.targets_file import write_targets
 from infra.timer_units import UNIT_DIR, for_checkout, install, remove, run_checked, systemd_runs_host
@@ -167,6 +168,9 @@ def _parser() -> argparse.ArgumentParser:
     _render_options(
         command("render", _render, "write each node's Kubernetes manifests as YAML, to review or kubectl apply")
     )
+    _deploy_options(
+        command("deploy", _deploy, "run the stack's Pulumi program with a real Pulumi engine (stacks on Kubernetes)")
+    )
     return parser
 
 
@@ -238,6 +242,39 @@ def _print_cluster_status(found: dict[str, Any]) -> None:
     print(f"{'kubeconfig':24} {found['kubeconfig']}")
     for item in found["leftovers"]:
         print(f"left behind: {item}")
+
+
+def _deploy_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--stack", default="cluster", help="stack name: reads Pulumi.<stack>.yaml (default: cluster)")
+    action = sub.add_mutually_exclusive_group()
+    action.add_argument("--preview", action="store_true", help="show what would change, change nothing")
+    action.add_argument("--destroy", action="store_true", help="remove what the stack declared (volumes stay)")
+
+
+def _deploy(args: argparse.Namespace, progress: Progress) -> int:
+    """`pulumi up` (or preview, or destroy) of a stack on Kubernetes, through the Automation API.
+
+    The cluster is the one the stack names (`kubernetes:kubeconfig`), else the one `hubnode cluster up`
+    started in this project.
+    """
+    spec, plans = _load(args, progress)
+    project = project_dir(args)
+    config = stack_config_map(project, args.stack)
+    kubeconfig = None if "kubernetes:kubeconfig" in config else cluster.layout_for(project).kubeconfig
+    action = "destroy" if args.destroy else "preview" if args.preview else "up"
+    with progress.step("the Pulumi engine and its kubernetes provider"):
+        engine = Engine.built(progress)
+    deployment = Deployment(PulumiPlaces(project), spec, plans, config, engine, kubeconfig)
+    with progress.step(f"pulumi {action} of stack {args.stack}"):
+        outputs = deployment.run(action, lambda line: print(line, flush=True))
+    if action == "up":
+        path = _write_endpoints(args, plans)
+        print(f"stack {args.stack} is deployed; endpoints written to {path}")
+    elif action == "destroy":
+        print(f"stack {args.stack} is removed; its namespaces and volumes stay (data is kept)")
+    for key, value in sorted(outputs.items()):
+        print(f"  {key}: {json.dumps(value)}")
+    return 0
 
 
 def _render_options(sub: argparse.ArgumentParser) -> None:

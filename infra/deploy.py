@@ -27,11 +27,12 @@ from typing import Any
 from infra.errors import HubnodeError
 from infra.kube_manifests import local_volume_path
 from infra.plan import NodePlan
+from infra.progress import Progress
 from infra.spec import NAMESPACE, SECRET_KEYS, StackSpec
+from infra.toolchain import PULUMI, PULUMI_KUBERNETES, binary, ensure_tools
+from infra.toolchain import PULUMI_KUBERNETES_VERSION as PROVIDER_VERSION
 
 PROVIDER = "kubernetes"
-#: The provider's version label: the pulumi-kubernetes SDK asks for exactly its own version.
-PROVIDER_VERSION = "4.24.1"
 PASSPHRASE_FILE = "pulumi-passphrase"  # noqa: S105 -- a file name
 
 
@@ -130,6 +131,12 @@ class Engine:
 
     cli: Path
     provider: Path
+
+    @classmethod
+    def built(cls, progress: Progress) -> Engine:
+        """The toolchain's binaries, built first if its cache has none (about 10 minutes cold)."""
+        bins = ensure_tools((PULUMI, PULUMI_KUBERNETES), progress)
+        return cls(binary(bins, PULUMI, "pulumi"), binary(bins, PULUMI_KUBERNETES, "pulumi-resource-kubernetes"))
 
     def install_provider(self, env: Mapping[str, str]) -> None:
         """Put the built provider into the engine's plugin folder once (the engine looks nowhere else)."""

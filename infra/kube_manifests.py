@@ -70,7 +70,11 @@ class ClusterAddresses:
             for attachment in other.networks
             if attachment.network in joined and attachment.aliases
         ]
-        return [{"ip": ip, "hostnames": hostnames} for ip, hostnames in entries]
+        merged: dict[str, list[str]] = {}  # Kubernetes takes one entry per address
+        for ip, hostnames in entries:
+            known = merged.setdefault(ip, [])
+            known += [name for name in hostnames if name not in known]
+        return [{"ip": ip, "hostnames": hostnames} for ip, hostnames in merged.items()]
 
 
 def cluster_addresses(plans: Sequence[NodePlan], block: str = DEFAULT_SERVICE_RANGE) -> ClusterAddresses:

@@ -24,6 +24,23 @@ def stack_file(project_dir: Path, stack: str) -> Path:
 def load_stack(project_dir: Path, stack: str) -> StackSpec:
     """Read and validate a stack file; every error names the file (and line where there is one)."""
     path = stack_file(project_dir, stack)
+    config, lines = _read(project_dir, stack)
+    secret_values = {f"hubnode:{key}" for key in SECRET_KEYS}
+    plain = read_users_files({k: v for k, v in config.items() if k not in secret_values}, project_dir)
+    try:
+        return parse_stack(stack, plain, source=str(path))
+    except SpecError as error:
+        located = [_locate(problem, lines) for problem in error.problems]
+        raise SpecError(located, str(path)) from None
+
+
+def stack_config_map(project_dir: Path, stack: str) -> dict[str, Any]:
+    """The stack file's `config:` map as written (what `hubnode deploy` hands the Pulumi engine)."""
+    return _read(project_dir, stack)[0]
+
+
+def _read(project_dir: Path, stack: str) -> tuple[dict[str, Any], dict[str, int]]:
+    path = stack_file(project_dir, stack)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -34,14 +51,7 @@ def load_stack(project_dir: Path, stack: str) -> StackSpec:
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise HubnodeError(f"cannot read {path}: {exc}", fix="check the file's permissions and encoding") from None
-    config, lines = _parse(path, text)
-    secret_values = {f"hubnode:{key}" for key in SECRET_KEYS}
-    plain = read_users_files({k: v for k, v in config.items() if k not in secret_values}, project_dir)
-    try:
-        return parse_stack(stack, plain, source=str(path))
-    except SpecError as error:
-        located = [_locate(problem, lines) for problem in error.problems]
-        raise SpecError(located, str(path)) from None
+    return _parse(path, text)
 
 
 def read_users_files(config: Mapping[str, Any], folder: Path) -> dict[str, Any]:

@@ -203,6 +203,16 @@ def test_pods_resolve_their_nodes_services_and_their_peers_gateways_without_clus
     assert "dic.hubnode.test" not in aliases(practice, fhir), "only services on the peers network see peers"
 
 
+def test_each_address_is_one_host_alias_entry_as_kubernetes_refuses_two() -> None:
+    """A service named on its node's network and on the peers network (the gateway) is one entry, all names."""
+    for plan, service in every_service():
+        entries = workload(plan, service)["spec"]["template"]["spec"]["hostAliases"]
+        ips = [entry["ip"] for entry in entries]
+        assert len(ips) == len(set(ips)), (plan.site, service.component)
+        for entry in entries:
+            assert len(entry["hostnames"]) == len(set(entry["hostnames"]))
+
+
 def test_a_service_range_too_small_for_the_stack_or_no_range_at_all_is_refused() -> None:
     with pytest.raises(HubnodeError, match=r"3 nodes do not fit in the Service range 10.96.0.0/27 \(1 slices"):
         cluster_addresses(PLANS, "10.96.0.0/27")
