@@ -354,12 +354,16 @@ def test_hubnode_render_writes_one_file_per_node(tmp_path: Path, capsys: pytest.
     assert f"practice: {len(written)} manifests in {tmp_path / 'practice.yaml'}" in capsys.readouterr().out
 
 
+def rendered(project: Path, kubernetes: str) -> list[Manifest]:
+    """What `hubnode render` writes for a one-node stack `k8s` whose `hubnode:kubernetes` is `kubernetes`."""
+    (project / "Pulumi.yaml").write_text("name: hubnode\nruntime: python\n")
+    (project / "Pulumi.k8s.yaml").write_text(f"config:\n  hubnode:site: ukl\n  hubnode:kubernetes: {kubernetes}\n")
+    assert main(["--project-dir", str(project), "render", "--stack", "k8s"]) == 0
+    return list(yaml.safe_load_all((project / ".hubnode" / "k8s" / "kubernetes" / "ukl.yaml").read_text()))
+
+
 def test_hubnode_render_places_volumes_and_services_as_the_stack_says(tmp_path: Path) -> None:
-    (tmp_path / "Pulumi.yaml").write_text("name: hubnode\nruntime: python\n")
-    settings = "{storageClass: fast-ssd, volumeSize: 50Gi, serviceRange: 10.100.0.0/24}"
-    (tmp_path / "Pulumi.k8s.yaml").write_text(f"config:\n  hubnode:site: ukl\n  hubnode:kubernetes: {settings}\n")
-    assert main(["--project-dir", str(tmp_path), "render", "--stack", "k8s"]) == 0
-    written = list(yaml.safe_load_all((tmp_path / ".hubnode" / "k8s" / "kubernetes" / "ukl.yaml").read_text()))
+    written = rendered(tmp_path, "{storageClass: fast-ssd, volumeSize: 50Gi, serviceRange: 10.100.0.0/24}")
     [claim] = [m for m in written if m["kind"] == "PersistentVolumeClaim"]
     assert claim["spec"]["storageClassName"] == "fast-ssd"
     assert claim["spec"]["resources"] == {"requests": {"storage": "50Gi"}}
@@ -368,11 +372,7 @@ def test_hubnode_render_places_volumes_and_services_as_the_stack_says(tmp_path: 
 
 
 def test_hubnode_render_puts_a_relative_host_folder_under_the_project(tmp_path: Path) -> None:
-    (tmp_path / "Pulumi.yaml").write_text("name: hubnode\nruntime: python\n")
-    settings = "{storageClass: hubnode-local, hostPath: .hubnode/volumes}"
-    (tmp_path / "Pulumi.k8s.yaml").write_text(f"config:\n  hubnode:site: ukl\n  hubnode:kubernetes: {settings}\n")
-    assert main(["--project-dir", str(tmp_path), "render", "--stack", "k8s"]) == 0
-    written = list(yaml.safe_load_all((tmp_path / ".hubnode" / "k8s" / "kubernetes" / "ukl.yaml").read_text()))
+    written = rendered(tmp_path, "{storageClass: hubnode-local, hostPath: .hubnode/volumes}")
     [volume] = [m for m in written if m["kind"] == "PersistentVolume"]
     assert volume["spec"]["hostPath"]["path"] == str(tmp_path.resolve() / ".hubnode/volumes/hubnode-k8s-ukl-fhir-data")
 
