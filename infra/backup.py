@@ -37,6 +37,7 @@ from docker.types import LogConfig
 
 from infra import archive
 from infra.errors import HubnodeError
+from infra.files import create_private
 from infra.local import LocalLauncher
 from infra.plan import FEDERATION_FILES, LABEL_PREFIX, NodePlan
 from infra.progress import Progress
@@ -119,10 +120,7 @@ def ensure_key(path: Path) -> tuple[bytes, bool]:
 
 def install_key(path: Path, key: bytes) -> None:
     """Write `key` to `path`, owner read-only from the moment it exists."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_MODE)
-    with os.fdopen(descriptor, "wb") as out:
-        out.write(key)
+    create_private(path, key, KEY_MODE)
 
 
 def archive_name(stack: str, site: str, created: datetime) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.errors import HubnodeError
+from infra.files import create_private
 from infra.kube_manifests import local_volume_path
 from infra.plan import NodePlan
 from infra.progress import Progress
@@ -69,9 +70,7 @@ class PulumiPlaces:
 def ensure_passphrase(path: Path) -> Path:
     """Make the passphrase once (owner-only) and keep it: without it the stack's state cannot be read."""
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
-            file.write(secrets.token_urlsafe(32))
+        create_private(path, secrets.token_urlsafe(32).encode(), 0o600)
     return path
 
 

@@ -1,4 +1,7 @@
-"""Files written whole or not at all: a crash leaves the old content or the new, never part of it."""
+"""Files written whole or not at all, and secrets no one else can read at any moment.
+
+Written whole: a crash leaves the old content or the new, never part of it.
+"""
 
 from __future__ import annotations
 
@@ -18,3 +21,13 @@ def write_atomically(path: Path, content: bytes, mode: int) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def create_private(path: Path, content: bytes, mode: int) -> None:
+    """Create `path` (refused if it exists) with `mode` from the moment it exists, its folder owner-only.
+
+    For secrets (a key, a passphrase): a file made first and narrowed after would be readable in between.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as out:
+        out.write(content)
