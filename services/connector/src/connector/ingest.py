@@ -113,15 +113,14 @@ class Ingester:
             with timing.phase("profiles"):
                 warnings, errors_stored = await self._profile_warnings(entries, locate, policy)
             response, persons = await self._store(entries, sender, locate, timing, pseudonymised=pseudonymised)
-            return IngestResult(response, persons, timing, warnings, errors_stored)
-        # Nothing the validator finds can refuse this input: it is judged while it is stored.
-        checking = asyncio.create_task(self._judged_beside(entries, locate, policy, timing))
-        try:
-            response, persons = await self._store(entries, sender, locate, timing, pseudonymised=pseudonymised)
-        except BaseException:
-            checking.cancel()
-            raise
-        warnings, errors_stored = await checking
+        else:  # nothing the validator finds can refuse this input: it is judged while it is stored
+            checking = asyncio.create_task(self._judged_beside(entries, locate, policy, timing))
+            try:
+                response, persons = await self._store(entries, sender, locate, timing, pseudonymised=pseudonymised)
+            except BaseException:
+                checking.cancel()
+                raise
+            warnings, errors_stored = await checking
         return IngestResult(response, persons, timing, warnings, errors_stored)
 
     async def _store(
