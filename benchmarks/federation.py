@@ -35,6 +35,7 @@ from connector.tasks import Process, parameter, request_task
 from fixtures.consents import broad_consent
 from fixtures.corpora import CorpusBundle, mii_kds_bundles
 from fixtures.synthetic import ICD10GM_SYSTEM, MEASUREMENTS, PatientProfile, PatientRecord, patient_record
+from infra.stackfile import read_named_files
 from servicekit.kvnr import KVNR_SYSTEM
 from servicekit.timing import parse_server_timing
 
@@ -152,6 +153,7 @@ def bench_federation() -> Iterator[BenchFederation]:
         project = Path(folder)
         (project / "Pulumi.yaml").write_text((PROJECT_DIR / "Pulumi.yaml").read_text())
         config = yaml.safe_load((PROJECT_DIR / "Pulumi.federation.yaml").read_text())
+        config["config"] = read_named_files(config["config"], PROJECT_DIR)  # the catalogues, written in place
         gateway_ports = {site: free_port() for site in SITES}
         dic_fhir_port = free_port()
         for node in config["config"]["hubnode:nodes"]:

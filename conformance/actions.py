@@ -128,7 +128,11 @@ def needs(scenario: Scenario, step: Step) -> Iterator[Need]:  # noqa: C901, PLR0
             yield Need(actor.site, "ingest", credential)
         case Consent():
             yield Need(None, "trustcentre", TRUSTCENTRE_CREDENTIAL)
-        case StartProcess() | Retry():
+        case StartProcess(target=target):
+            yield Need(actor.site, "processes", credential)
+            if target is not None:  # the receiving node takes part: without it, the outcome tells nothing
+                yield Need(scenario.actors[target].site, "processes")
+        case Retry():
             yield Need(actor.site, "processes", credential)
         case Read(service=service):
             yield Need(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import ssl
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -21,7 +22,7 @@ import docker.errors
 
 from conformance import check
 from fixtures.volume import write_volume
-from infra import cluster, pki_store
+from infra import cluster, kube_status, pki_store
 from infra.backup import (
     Host,
     archive_about,
@@ -42,7 +43,7 @@ from infra.bootstrap import (
 )
 from infra.chunks import Limits
 from infra.compare import as_json, differences, read_inventory, table
-from infra.deploy import Deployment, Engine, PulumiPlaces
+from infra.deploy import Deployment, Engine, PulumiPlaces, keep_tokens
 from infra.errors import HubnodeError, UsageError
 from infra.federation_files import FederationFiles, prepare_federation_files
 from infra.files import write_atomically
@@ -62,7 +63,7 @@ from infra.smoke import example_bundle, read_bundle, smoke, smoke_trustcentre
 from infra.spec import BackupPolicy, StackSpec, with_mutant
 from infra.stackfile import load_stack, stack_config_map
 from infra.state import StackState
-from infra.targets_file import write_targets
+from infra.targets_file import Controls, docker_controls, kubernetes_controls, write_targets
 from infra.timer_units import UNIT_DIR, for_checkout, install, remove, run_checked, systemd_runs_host
 from infra.toolchain import ALL_TOOLS, ensure_packages, ensure_tools
 
@@ -266,15 +267,44 @@ def _deploy(args: argparse.Namespace, progress: Progress) -> int:
         engine = Engine.built(progress)
     deployment = Deployment(PulumiPlaces(project), spec, plans, config, engine, kubeconfig)
     with progress.step(f"pulumi {action} of stack {args.stack}"):
-        outputs = deployment.run(action, lambda line: print(line, flush=True))
+        deployed = deployment.run(action, lambda line: print(line, flush=True))
     if action == "up":
+        own_cluster = kubeconfig is not None
+        if own_cluster:  # on a cluster the stack names, its operators watch the rollout with their own tools
+            with progress.step("every node ready and answering"):
+                kube_status.wait_until_up(plans, _kubectl(project), _verify(args), progress)
+        keep_tokens(_state(args), plans, deployed.secrets)
         path = _write_endpoints(args, plans)
+        controls = _cluster_controls(project) if own_cluster else _no_controls
+        targets_file = write_targets(_state(args), spec, plans, datetime.now(UTC), controls)
         print(f"stack {args.stack} is deployed; endpoints written to {path}")
+        print(f"conformance targets: {targets_file} (hubnode check --stack {args.stack})")
     elif action == "destroy":
         print(f"stack {args.stack} is removed; its namespaces and volumes stay (data is kept)")
-    for key, value in sorted(outputs.items()):
+    for key, value in sorted(deployed.outputs.items()):
         print(f"  {key}: {json.dumps(value)}")
     return 0
+
+
+def _kubectl(project: Path) -> kube_status.Kubectl:
+    """The toolchain's kubectl on the cluster `hubnode cluster up` started in the project."""
+    return lambda *args: cluster.existing(project).kubectl(*args).stdout
+
+
+def _verify(args: argparse.Namespace) -> ssl.SSLContext | bool:
+    """TLS checked against the stack's federation CA where it has one, else the system's."""
+    ca = _state(args).pki_dir / "ca.crt"
+    return ssl.create_default_context(cafile=str(ca)) if ca.is_file() else True
+
+
+def _cluster_controls(project: Path) -> Controls:
+    """Gateway controls for the suite: its Deployment scaled on the project's cluster."""
+    found = cluster.existing(project)
+    return kubernetes_controls(found.kube_bin / "kubectl", found.layout.kubeconfig)
+
+
+def _no_controls(_plan: NodePlan) -> None:
+    """No node's gateway can be taken down (the suite's `control` steps are not applicable)."""
 
 
 def _render_options(sub: argparse.ArgumentParser) -> None:
@@ -585,7 +615,7 @@ def _up(args: argparse.Namespace, progress: Progress) -> int:
     with progress.step("start nodes and wait until healthy"):
         _launcher(args, progress, client, files).up(plans)
     endpoints_file = _write_endpoints(args, plans)
-    targets_file = write_targets(_state(args), spec, plans, datetime.now(UTC))
+    targets_file = write_targets(_state(args), spec, plans, datetime.now(UTC), docker_controls)
     print(f"stack {args.stack} is up; endpoints written to {endpoints_file}")
     print(f"conformance targets: {targets_file} (hubnode check --stack {args.stack})")
     for plan in plans:
@@ -641,7 +671,10 @@ def _write_endpoints(args: argparse.Namespace, plans: tuple[NodePlan, ...]) -> P
 def _status(args: argparse.Namespace, progress: Progress) -> int:
     spec, plans = _load(args, progress)
     schedule = spec.backup.schedule if spec.backup else None
-    nodes = _launcher(args, progress, docker_client()).status(plans)
+    if spec.platform == "kubernetes":
+        nodes = kube_status.status(plans, _kubectl(project_dir(args)), _verify(args))
+    else:
+        nodes = _launcher(args, progress, docker_client()).status(plans)
     certificates = {
         found.item: found
         for found in pki_store.validity(_state(args).pki_dir, [CA, *(p.site for p in plans)], datetime.now(UTC))
@@ -667,7 +700,8 @@ def _print_status(nodes: list[dict[str, Any]], certificates: dict[str, pki_store
         for name, url in node["endpoints"].items():
             print(f"    {name:<12} {url}")
         for component, service in node["services"].items():
-            print(f"    {component:<12} {service['state']:<10} {service['health']:<10} {service['container']}")
+            where = service.get("container") or f"{service['workload']} ({service['replicas']} ready)"
+            print(f"    {component:<12} {service['state']:<10} {service['health']:<10} {where}")
         if held := certificates.get(node["site"]):
             print(f"    {'certificate':<12} {_validity_line(held)}")
         if node["last_backup"]:

@@ -25,16 +25,20 @@ from pathlib import Path
 from typing import Any
 
 from infra.errors import HubnodeError
-from infra.files import create_private
+from infra.files import create_private, write_atomically
 from infra.kube_manifests import local_volume_path
-from infra.plan import NodePlan
+from infra.plan import NodePlan, owner_of
 from infra.progress import Progress
-from infra.spec import NAMESPACE, SECRET_KEYS, StackSpec
+from infra.spec import NAMESPACE, SECRET_KEYS, SECRET_SOURCES, StackSpec
+from infra.state import StackState
+from infra.targets_file import CONNECTOR_TOKENS, TRUSTCENTRE_TOKENS
 from infra.toolchain import PULUMI, PULUMI_KUBERNETES, binary, ensure_tools
 from infra.toolchain import PULUMI_KUBERNETES_VERSION as PROVIDER_VERSION
 
 PROVIDER = "kubernetes"
 PASSPHRASE_FILE = "pulumi-passphrase"  # noqa: S105 -- a file name
+#: The secret files kept on the host after `up`: the tokens the suite (targets file) reads.
+OPERATOR_TOKENS = frozenset({*CONNECTOR_TOKENS, *TRUSTCENTRE_TOKENS})
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,34 @@ def make_host_volumes(owners: Mapping[Path, int]) -> None:
 
 
 @dataclass(frozen=True)
+class Deployed:
+    """What a run leaves: the stack's plain outputs, and the values of its `hubnode:` secrets by key."""
+
+    outputs: dict[str, Any]
+    secrets: dict[str, str]
+
+
+def keep_tokens(state: StackState, plans: tuple[NodePlan, ...], secrets: Mapping[str, str]) -> list[Path]:
+    """Copy the tokens the suite and site IT call the nodes with into the files `hubnode up` keeps (owner-only).
+
+    On Kubernetes the Pulumi secret is the source; the file beside the stack is rewritten from it on every
+    `up`, so `hubnode check` (through the targets file) and an operator's own calls find it where they do on
+    Docker. Only these tokens: database passwords and the like stay inside the stack's encrypted state.
+    """
+    kept = []
+    for plan in plans:
+        files = [secret for service in plan.services for secret in service.secrets]
+        names = [name for secret in files for name in (secret.derived.sources if secret.derived else (secret.name,))]
+        own = {owner_of(plan.site, name) for name in names}
+        for name in sorted(name for site, name in own if site == plan.site and name in OPERATOR_TOKENS):
+            path = state.secrets_dir(plan.site) / name
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_atomically(path, secrets[SECRET_SOURCES[name]].encode(), 0o600)
+            kept.append(path)
+    return kept
+
+
+@dataclass(frozen=True)
 class Engine:
     """The Pulumi CLI and the kubernetes provider the toolchain built."""
 
@@ -155,7 +187,7 @@ class Engine:
 
 @contextlib.contextmanager
 def working_in(folder: Path) -> Iterator[None]:
-    """Run the inline program from the project folder, where it finds `.hubnode/<stack>/` and users files."""
+    """Run the inline program from the project folder, where it finds `.hubnode/<stack>/` and the files keys name."""
     before = Path.cwd()
     os.chdir(folder)
     try:
@@ -179,8 +211,8 @@ class Deployment:
     engine: Engine
     kubeconfig: Path | None
 
-    def run(self, action: str, say: Callable[[str], None]) -> dict[str, Any]:
-        """Run `action` (`up`, `preview` or `destroy`); the stack's outputs after it (secrets left out).
+    def run(self, action: str, say: Callable[[str], None]) -> Deployed:
+        """Run `action` (`up`, `preview` or `destroy`); the stack's outputs and secrets after it.
 
         A stack that is not on Kubernetes is refused before anything runs.
         """
@@ -223,4 +255,6 @@ class Deployment:
                 stack.destroy(on_output=say, show_secrets=False)
             else:
                 stack.up(on_output=say, show_secrets=False)
-            return {key: output.value for key, output in stack.outputs().items() if not output.secret}
+            outputs = {key: output.value for key, output in stack.outputs().items() if not output.secret}
+            held = {key.removeprefix(f"{NAMESPACE}:"): v.value for key, v in stack.get_all_config().items() if v.secret}
+            return Deployed(outputs, held)

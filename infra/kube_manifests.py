@@ -11,7 +11,9 @@ The target cluster has no cluster DNS: every Service gets a fixed ClusterIP from
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import math
 import posixpath
 import re
@@ -36,6 +38,10 @@ COMPONENT_LABEL = f"{LABEL_PREFIX}.component"
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 #: Names the keys a Secret must hold; its content comes from Pulumi secrets (or site IT's `kubectl create secret`).
 SECRET_KEYS_ANNOTATION = "org.hubnode/secret-keys"  # noqa: S105 -- an annotation's name
+#: On a workload's pod template: a digest of the service's files (ConfigMap) and of its secret files (the Pulumi
+#: layer's, keyed); when either changes, so does the template, and the workload rolls (as `kubectl rollout restart`).
+FILES_DIGEST_ANNOTATION = "org.hubnode/files-sha256"
+SECRETS_DIGEST_ANNOTATION = "org.hubnode/secrets-hmac-sha256"
 #: Owner-read only; the pod's fsGroup (the service's uid) adds group read, so the service can read them.
 SECRET_FILE_MODE = 0o400
 
@@ -138,7 +144,9 @@ def node_manifests(plan: NodePlan, addresses: ClusterAddresses, settings: Kubern
             manifests.append(_local_volume(namespace, plan, volume, settings.host_path, settings))
         manifests.append(_claim(namespace, plan, volume, settings))
     manifests += [_service(namespace, service, addresses.ip(plan, service)) for service in plan.services]
-    manifests += [_workload(namespace, plan, service, addresses) for service in plan.services]
+    manifests += [
+        _workload(namespace, plan, service, addresses, _config_data(service, ips)) for service in plan.services
+    ]
     return manifests
 
 
@@ -232,10 +240,14 @@ def _files(namespace: str, service: ServicePlan, ips: Mapping[str, str]) -> list
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
                 "metadata": _metadata(namespace, config_name(service), service.labels),
-                "data": {config_key(f.path): addressed(f, ips) for f in service.files},
+                "data": _config_data(service, ips),
             }
         )
     return manifests
+
+
+def _config_data(service: ServicePlan, ips: Mapping[str, str]) -> dict[str, str]:
+    return {config_key(f.path): addressed(f, ips) for f in service.files}
 
 
 def _claim(namespace: str, plan: NodePlan, volume: str, settings: KubernetesSettings) -> Manifest:
@@ -298,10 +310,16 @@ def _service(namespace: str, service: ServicePlan, ip: str) -> Manifest:
     }
 
 
-def _workload(namespace: str, plan: NodePlan, service: ServicePlan, addresses: ClusterAddresses) -> Manifest:
-    """A StatefulSet for a database, a Deployment for the rest; one replica, replaced not rolled (RWO volumes)."""
+def _workload(
+    namespace: str, plan: NodePlan, service: ServicePlan, addresses: ClusterAddresses, files: Mapping[str, str]
+) -> Manifest:
+    """A StatefulSet for a database, a Deployment for the rest; one replica, replaced not rolled (RWO volumes).
+
+    Its pod template carries a digest of the files, so that a changed file starts new pods that read it.
+    """
+    digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
     template = {
-        "metadata": {"labels": dict(service.labels)},
+        "metadata": {"labels": dict(service.labels), "annotations": {FILES_DIGEST_ANNOTATION: digest}},
         "spec": _pod(plan, service, addresses),
     }
     spec: dict[str, Any] = {"replicas": 1, "selector": {"matchLabels": _selector(service.component)}}

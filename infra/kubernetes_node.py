@@ -7,13 +7,15 @@ the pure layer must not hold (secret contents, as Pulumi secrets) and the order 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as kubernetes
 
-from infra.kube_manifests import SECRET_KEYS_ANNOTATION, Manifest
+from infra.kube_manifests import SECRET_KEYS_ANNOTATION, SECRETS_DIGEST_ANNOTATION, Manifest
 from infra.plan import NodePlan
 
 #: The typed constructor of each kind the pure layer writes.
@@ -88,4 +90,34 @@ def _fields(manifest: Manifest, secrets: Mapping[str, pulumi.Input[str]]) -> dic
     if manifest["kind"] == "Secret":
         keys = manifest["metadata"]["annotations"][SECRET_KEYS_ANNOTATION].split(",")
         fields["string_data"] = {key: pulumi.Output.secret(secrets[key]) for key in keys}
+    elif manifest["kind"] in WORKLOADS and (keys := _secret_keys(manifest, secrets)):
+        template = fields["spec"]["template"]
+        digest = pulumi.Output.all(*(secrets[key] for key in keys)).apply(secrets_digest)
+        annotations = {**template["metadata"]["annotations"], SECRETS_DIGEST_ANNOTATION: digest}
+        fields["spec"] = {
+            **fields["spec"],
+            "template": {**template, "metadata": {**template["metadata"], "annotations": annotations}},
+        }
     return fields
+
+
+def _secret_keys(workload: Manifest, secrets: Mapping[str, pulumi.Input[str]]) -> list[str]:
+    """The keys of the Secret the workload's pods mount (its projected `secret` sources)."""
+    volumes = workload["spec"]["template"]["spec"].get("volumes", [])
+    items = [
+        i
+        for v in volumes
+        for source in v.get("projected", {}).get("sources", [])
+        for i in source.get("secret", {}).get("items", [])
+    ]
+    return sorted({item["key"] for item in items if item["key"] in secrets})
+
+
+def secrets_digest(contents: Sequence[str]) -> str:
+    """A digest that changes when any of the service's secret files does, and tells nothing of them.
+
+    Keyed with the secrets themselves (HMAC), not a bare hash: a site-given password among them cannot be
+    guessed from the annotation without also guessing the generated ones beside it.
+    """
+    key = "\x00".join(contents).encode()
+    return hmac.new(key, b"org.hubnode/secret-files", hashlib.sha256).hexdigest()

@@ -258,22 +258,7 @@ class LocalLauncher:
         report = []
         for plan in plans:
             services = {service.component: self._service_status(service) for service in plan.services}
-            answering = all(_answers(url, self._verify) for url in plan.probes.values())
-            if answering and all(s["health"] == "healthy" for s in services.values()):
-                health = "up"
-            elif any(s["state"] == "running" for s in services.values()):
-                health = "degraded"
-            else:
-                health = "down"
-            report.append(
-                {
-                    "site": plan.site,
-                    "role": plan.role,
-                    "health": health,
-                    "endpoints": dict(plan.endpoints),
-                    "services": services,
-                }
-            )
+            report.append(node_report(plan, services, self._verify))
         return report
 
     def _service_status(self, service: ServicePlan) -> dict[str, str]:
@@ -401,7 +386,7 @@ class LocalLauncher:
         """Every published endpoint answers from this host (each within ENDPOINT_BUDGET_S)."""
         for name, url in plan.probes.items():
             deadline = time.monotonic() + ENDPOINT_BUDGET_S
-            while not _answers(url, self._verify, timeout=max(1.0, min(15.0, deadline - time.monotonic()))):
+            while not answers(url, self._verify, timeout=max(1.0, min(15.0, deadline - time.monotonic()))):
                 if time.monotonic() >= deadline:
                     raise HubnodeError(
                         f"{plan.site}: {name} is healthy inside its container but {url} does not answer"
@@ -429,7 +414,7 @@ class LocalLauncher:
             if container.status in ("exited", "dead"):
                 code = container.attrs["State"].get("ExitCode")
                 raise _service_failed(plan, service, container, f"exited with code {code}")
-            ready = service.probe_url is None or _answers(service.probe_url, self._verify, timeout=2.0)
+            ready = service.probe_url is None or answers(service.probe_url, self._verify, timeout=2.0)
             if ready and _passes_health_check(container, service):
                 # Only now: a service that dies while starting fails the bring-up with its own exit code;
                 # one that dies later (the kernel's OOM killer, a crash) Docker starts again.
@@ -547,7 +532,26 @@ def _remove(container: Container) -> None:
     container.remove(force=True, v=False)
 
 
-def _answers(url: str, verify: ssl.SSLContext | bool, timeout: float = 10.0) -> bool:
+def node_report(plan: NodePlan, services: dict[str, dict[str, str]], verify: ssl.SSLContext | bool) -> dict[str, Any]:
+    """One node in `hubnode status`, on any platform: up when every service is healthy and its endpoints answer."""
+    answering = all(answers(url, verify) for url in plan.probes.values())
+    if answering and all(s["health"] == "healthy" for s in services.values()):
+        health = "up"
+    elif any(s["state"] == "running" for s in services.values()):
+        health = "degraded"
+    else:
+        health = "down"
+    return {
+        "site": plan.site,
+        "role": plan.role,
+        "health": health,
+        "endpoints": dict(plan.endpoints),
+        "services": services,
+    }
+
+
+def answers(url: str, verify: ssl.SSLContext | bool, timeout: float = 10.0) -> bool:
+    """Whether `url` answers 200 now (TLS checked against `verify`)."""
     try:
         # FHIR servers answer FHIR JSON; Keycloak's discovery document only `application/json` (406 otherwise).
         accept = "application/fhir+json, application/json;q=0.9"

@@ -24,25 +24,7 @@ from infra.kubernetes_node import KubernetesHubNode
 from infra.local import secret_file
 from infra.plan import FEDERATION_FILES, LABEL_PREFIX, NodePlan, SecretFile, owner_of, plan_stack
 from infra.pulumi_config import stack_config
-from infra.spec import NAMESPACE, KubernetesSettings, parse_stack
-
-#: Which Pulumi secret (`pulumi config set --secret hubnode:<key>`) fills each secret file of a plan.
-SECRET_SOURCES = {
-    "db-password": "dbPassword",
-    "tcdb-password": "dbPassword",
-    "tc-secret": "trustcentreSecret",
-    "tc-admin-token": "trustcentreAdminToken",
-    "cn-admin-token": "connectorAdminToken",
-    "cn-reader-token": "connectorReaderToken",
-    "cn-tc-token": "connectorTrustcentreToken",
-    "gateway-secret": "gatewaySecret",
-    "kcdb-password": "dbPassword",
-    "idp-admin-password": "idpAdminPassword",
-    "idp-portal-secret": "idpPortalSecret",
-    "idp-portal-service-secret": "idpPortalServiceSecret",
-    "pt-cn-token": "portalConnectorToken",
-    "pt-tc-token": "portalTrustcentreToken",
-}
+from infra.spec import NAMESPACE, SECRET_SOURCES, KubernetesSettings, parse_stack
 
 
 def secret_contents(

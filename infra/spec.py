@@ -83,6 +83,23 @@ SECRET_KEYS: tuple[str, ...] = (
     "portalConnectorToken",
     "portalTrustcentreToken",
 )
+#: Which Pulumi secret (`pulumi config set --secret hubnode:<key>`) fills each secret file of a plan.
+SECRET_SOURCES: dict[str, str] = {
+    "db-password": "dbPassword",
+    "tcdb-password": "dbPassword",
+    "tc-secret": "trustcentreSecret",
+    "tc-admin-token": "trustcentreAdminToken",
+    "cn-admin-token": "connectorAdminToken",
+    "cn-reader-token": "connectorReaderToken",
+    "cn-tc-token": "connectorTrustcentreToken",
+    "gateway-secret": "gatewaySecret",
+    "kcdb-password": "dbPassword",
+    "idp-admin-password": "idpAdminPassword",
+    "idp-portal-secret": "idpPortalSecret",
+    "idp-portal-service-secret": "idpPortalServiceSecret",
+    "pt-cn-token": "portalConnectorToken",
+    "pt-tc-token": "portalTrustcentreToken",
+}
 NODE_KEYS: tuple[str, ...] = (
     "site",
     "role",

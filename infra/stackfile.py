@@ -26,7 +26,7 @@ def load_stack(project_dir: Path, stack: str) -> StackSpec:
     path = stack_file(project_dir, stack)
     config, lines = _read(project_dir, stack)
     secret_values = {f"hubnode:{key}" for key in SECRET_KEYS}
-    plain = read_users_files({k: v for k, v in config.items() if k not in secret_values}, project_dir)
+    plain = read_named_files({k: v for k, v in config.items() if k not in secret_values}, project_dir)
     try:
         return parse_stack(stack, plain, source=str(path))
     except SpecError as error:
@@ -54,16 +54,22 @@ def _read(project_dir: Path, stack: str) -> tuple[dict[str, Any], dict[str, int]
     return _parse(path, text)
 
 
-def read_users_files(config: Mapping[str, Any], folder: Path) -> dict[str, Any]:
-    """The config with demo users read in where `hubnode:users` (or a node's `users`) names a YAML file in `folder`."""
+#: Keys whose value may be the name of a YAML file beside the stack file, holding what the key would hold:
+#: long lists one federation's stacks share (its pseudonym and consent domains, its projects) and demo users.
+FILE_KEYS: tuple[str, ...] = ("users", "domains", "consentDomains", "projects")
+
+
+def read_named_files(config: Mapping[str, Any], folder: Path) -> dict[str, Any]:
+    """The config with each `FILE_KEYS` value (and a node's `users`) that names a YAML file in `folder` read in."""
     resolved = dict(config)
-    key = f"{NAMESPACE}:users"
-    if isinstance(resolved.get(key), str):
-        resolved[key] = _users_file(folder / resolved[key], key)
+    for name in FILE_KEYS:
+        key = f"{NAMESPACE}:{name}"
+        if isinstance(resolved.get(key), str):
+            resolved[key] = _named_file(folder / resolved[key], key)
     nodes = resolved.get(f"{NAMESPACE}:nodes")
     if isinstance(nodes, list):
         resolved[f"{NAMESPACE}:nodes"] = [
-            {**node, "users": _users_file(folder / node["users"], f"{NAMESPACE}:nodes[{index}].users")}
+            {**node, "users": _named_file(folder / node["users"], f"{NAMESPACE}:nodes[{index}].users")}
             if isinstance(node, dict) and isinstance(node.get("users"), str)
             else node
             for index, node in enumerate(nodes)
@@ -71,13 +77,14 @@ def read_users_files(config: Mapping[str, Any], folder: Path) -> dict[str, Any]:
     return resolved
 
 
-def _users_file(path: Path, key: str) -> Any:  # noqa: ANN401 -- any YAML; infra.spec checks its shape
+def _named_file(path: Path, key: str) -> Any:  # noqa: ANN401 -- any YAML; infra.spec checks its shape
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise HubnodeError(
             f"{key} names {path}, which cannot be read: {exc}",
-            fix="write that file (a YAML list of {username, role}) beside the stack file, or list the users there",
+            fix="write that file beside the stack file (YAML, what the key holds when written in place), "
+            "or write the value in the stack file",
         ) from None
 
 

@@ -1,4 +1,4 @@
-"""The conformance targets file of a stack `hubnode up` brought up here: what the suite needs, nothing more.
+"""The conformance targets file of a stack brought up here (`hubnode up` or `deploy`): what the suite needs.
 
 Written from the plans (endpoints), the spec (components become capabilities), the secrets folder (tokens)
 and the PKI (the CA, and client certificates each meant to provoke one refusal at a peer door, made with
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from importlib import metadata
 from pathlib import Path
@@ -41,7 +41,13 @@ _NARROW_ROLES = ("research", "ttp")
 _BROAD_ROLES = ("dic", "practice")
 
 
-def write_targets(state: StackState, spec: StackSpec, plans: Sequence[NodePlan], now: datetime) -> Path:
+#: How the suite takes one node's gateway down and brings it back (None: it cannot, `control` is not offered).
+Controls = Callable[[NodePlan], dict[str, list[str]] | None]
+
+
+def write_targets(
+    state: StackState, spec: StackSpec, plans: Sequence[NodePlan], now: datetime, controls: Controls
+) -> Path:
     """Write the stack's targets file (and its client certificates); return its path."""
     folder = state.conformance_dir
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -53,19 +59,23 @@ def write_targets(state: StackState, spec: StackSpec, plans: Sequence[NodePlan],
         "versions": {"hubnode": metadata.version("hubnode")},
         "nodes": {
             plan.site: {
-                **_node(state, plan, components[plan.site], certificates.get(plan.site, {})),
+                **_node(state, plan, components[plan.site], certificates.get(plan.site, {}), controls(plan)),
                 **_logins(state, plan, users[plan.site]),
             }
             for plan in plans
         },
     }
-    header = "# Written by `hubnode up` (infra/targets_file.py); rewritten on every bring-up.\n"
+    header = "# Written by `hubnode up`/`deploy` (infra/targets_file.py); rewritten on every bring-up.\n"
     state.targets_file.write_text(header + yaml.safe_dump(targets, sort_keys=False), encoding="utf-8")
     return state.targets_file
 
 
 def _node(
-    state: StackState, plan: NodePlan, components: Sequence[str], certificates: Mapping[str, Mapping[str, str]]
+    state: StackState,
+    plan: NodePlan,
+    components: Sequence[str],
+    certificates: Mapping[str, Mapping[str, str]],
+    controls: dict[str, list[str]] | None,
 ) -> dict[str, Any]:
     folder, endpoints = state.conformance_dir, plan.endpoints
     gateway = endpoints.get("gateway")
@@ -97,10 +107,9 @@ def _node(
     if "peer" in endpoints and certificates:
         capabilities.append("mtls")
         entry["client_certificates"] = dict(certificates)
-    gateway_container = next((s.container_name for s in plan.services if s.component == "gateway"), None)
-    if gateway_container is not None:
+    if controls is not None:
         capabilities.append("control")
-        entry["controls"] = _controls(gateway_container)
+        entry["controls"] = controls
     entry["capabilities"] = list(dict.fromkeys(capabilities))
     return entry
 
@@ -125,10 +134,26 @@ def _logins(state: StackState, plan: NodePlan, users: Sequence[DemoUser]) -> dic
     return {"logins": logins} if logins else {}
 
 
-def _controls(container: str) -> dict[str, list[str]]:
-    """Stopping the node's gateway takes its peer door down; starting it brings it back as it was."""
-    docker = [sys.executable, "-m", "infra.door"]
-    return {"stop": [*docker, "stop", container], "start": [*docker, "start", container]}
+def docker_controls(plan: NodePlan) -> dict[str, list[str]] | None:
+    """Stopping the node's gateway container takes its doors down; starting it brings it back as it was."""
+    container = next((s.container_name for s in plan.services if s.component == "gateway"), None)
+    if container is None:
+        return None
+    door = [sys.executable, "-m", "infra.door"]
+    return {"stop": [*door, "stop", container], "start": [*door, "start", container]}
+
+
+def kubernetes_controls(kubectl: Path, kubeconfig: Path) -> Controls:
+    """The same on a cluster: the gateway's Deployment in the node's namespace scaled to none and back."""
+
+    def controls(plan: NodePlan) -> dict[str, list[str]] | None:
+        if not any(s.component == "gateway" for s in plan.services):
+            return None
+        door = [sys.executable, "-m", "infra.door", f"--kubectl={kubectl}", f"--kubeconfig={kubeconfig}"]
+        target = f"{plan.network}/gateway"
+        return {"stop": [*door, "stop", target], "start": [*door, "start", target]}
+
+    return controls
 
 
 def _client_certificates(

@@ -13,9 +13,11 @@ from typing import Any
 
 import docker
 import pytest
+import yaml
 from hypothesis import HealthCheck, settings
 
 from fixtures.corpora import CORPORA
+from infra.stackfile import read_named_files
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
@@ -34,6 +36,12 @@ MII_KDS_DIR = CORPORA["mii-kds"]
 MII_BUNDLES_BREAKING_THEIR_PROFILES = frozenset({"icu-1", "molgen-1", "mtb-1", "onkologie-1", "seltene-1"})
 #: The team's shared folder beside the clone; only tests that compare with it use it (`shared_dir`).
 SHARED_DIR = PROJECT_DIR.parent / "shared"
+
+
+def stack_config(stack: str) -> dict[str, Any]:
+    """The project's `Pulumi.<stack>.yaml` config as `infra.spec` takes it: files its keys name read in."""
+    config = yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())["config"]
+    return read_named_files(config, PROJECT_DIR)
 
 
 def examples(ci: int) -> int:

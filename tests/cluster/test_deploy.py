@@ -45,6 +45,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     folder = tmp_path_factory.mktemp("deploy-project")
     for name in ("Pulumi.yaml", f"Pulumi.{STACK}.yaml"):
         shutil.copy(PROJECT_DIR / name, folder / name)
+    shutil.copytree(PROJECT_DIR / "catalogue", folder / "catalogue")  # the files the stack's keys name
     assert not cluster.leftovers(cluster.layout_for(folder)), "a cluster runs already"
     try:
         _hubnode(folder, "images", "--stack", STACK)

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from connector.tasks import IDEMPOTENCY_SYSTEM, Process, parameter, request_task
+from infra.stackfile import read_named_files
 from tests.conftest import PROJECT_DIR
 from tests.integration.conftest import free_port
 
@@ -163,6 +164,7 @@ def federation_project(project: Path, stack: str, source: Path, on: Federation |
     `Pulumi.federation.yaml`) as stack `stack`, each node on free ports of this host (or those of `on`)."""
     (project / "Pulumi.yaml").write_text((source / "Pulumi.yaml").read_text())
     config = yaml.safe_load((source / "Pulumi.federation.yaml").read_text())
+    config["config"] = read_named_files(config["config"], source)  # the catalogues it names, written in place
     gateway_ports = dict(on.gateway_ports) if on else {site: free_port() for site in SITES}
     peer_ports = dict(on.peer_ports) if on else {site: free_port() for site in SITES}
     for node in config["config"]["hubnode:nodes"]:

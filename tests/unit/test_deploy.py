@@ -11,7 +11,6 @@ import stat
 from pathlib import Path
 
 import pytest
-import yaml
 
 from infra.deploy import (
     Deployment,
@@ -20,6 +19,7 @@ from infra.deploy import (
     engine_env,
     ensure_passphrase,
     host_volumes,
+    keep_tokens,
     make_host_volumes,
     missing_secrets,
     plain_config,
@@ -27,9 +27,10 @@ from infra.deploy import (
 from infra.errors import HubnodeError
 from infra.plan import DB_UID, SERVICE_UID, plan_stack
 from infra.spec import NAMESPACE, SECRET_KEYS, parse_stack
-from tests.conftest import PROJECT_DIR
+from infra.state import StackState
+from tests.conftest import stack_config
 
-CLUSTER = yaml.safe_load((PROJECT_DIR / "Pulumi.cluster.yaml").read_text())["config"]
+CLUSTER = stack_config("cluster")
 
 
 def test_the_passphrase_is_made_once_owner_only_and_then_kept(tmp_path: Path) -> None:
@@ -63,6 +64,28 @@ def test_only_the_secrets_not_yet_set_are_made() -> None:
     assert missing_secrets(set()) == every
     assert missing_secrets({"hubnode:dbPassword", "hubnode:site"}) == every[1:]
     assert missing_secrets(set(every)) == []
+
+
+def test_the_suites_tokens_are_kept_owner_only_per_node_from_the_stacks_secrets_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    plans = plan_stack(parse_stack("cluster", CLUSTER))
+    secrets = {key: f"value of {key}" for key in SECRET_KEYS}
+    state = StackState(tmp_path, "cluster")
+    kept = keep_tokens(state, plans, secrets)
+    assert sorted(str(path.relative_to(state.folder / "secrets")) for path in kept) == [
+        "dic/cn-admin-token",
+        "dic/cn-reader-token",
+        "dic/tc-admin-token",
+        "practice/cn-admin-token",
+        "practice/cn-reader-token",
+    ]
+    admin = state.secrets_dir("dic") / "cn-admin-token"
+    assert admin.read_text() == "value of connectorAdminToken"
+    assert stat.S_IMODE(admin.stat().st_mode) == 0o600
+    assert stat.S_IMODE(admin.parent.stat().st_mode) == 0o700
+    keep_tokens(state, plans, {**secrets, "connectorAdminToken": "rotated"})
+    assert admin.read_text() == "rotated", "the Pulumi secret is the source: a changed one is copied again"
 
 
 def test_each_volume_folder_belongs_to_the_user_of_the_service_writing_it() -> None:

@@ -10,13 +10,12 @@ from typing import Any
 import pulumi
 import pulumi_docker
 import pytest
-import yaml
 
 from infra.docker_node import HubNode
 from infra.imagebuild import recipe_for
 from infra.plan import RESTART_POLICY, NodePlan, ServicePlan, plan_stack
 from infra.spec import SpecError, parse_stack
-from tests.conftest import PROJECT_DIR
+from tests.conftest import stack_config
 from tests.unit.pulumi_mocks import RecordingMocks, is_secret, reveal, run_program
 
 CONTAINER = "docker:index/container:Container"
@@ -166,7 +165,7 @@ CONFINEMENT = ("capabilities", "securityOpts", "readOnly", "mounts", "memory", "
 
 @pulumi.runtime.test
 def test_every_container_of_a_federation_node_is_confined_as_its_plan_says(mocks: RecordingMocks) -> pulumi.Output[Any]:
-    config = yaml.safe_load((PROJECT_DIR / "Pulumi.federation.yaml").read_text())["config"]
+    config = stack_config("federation")
     [dic, *_] = plan_stack(parse_stack("federation", {**config, "hubnode:database": "postgres"}))
     assert {s.component for s in dic.services} == {
         *("db", "fhir", "tcdb", "trustcentre", "connector", "gateway"),

@@ -14,6 +14,7 @@ import yaml
 from infra.cli import main
 from infra.errors import HubnodeError
 from infra.kube_manifests import (
+    FILES_DIGEST_ANNOTATION,
     SECRET_KEYS_ANNOTATION,
     Manifest,
     cluster_addresses,
@@ -23,9 +24,9 @@ from infra.kube_manifests import (
 )
 from infra.plan import NodePlan, ServicePlan, plan_stack
 from infra.spec import KubernetesSettings, parse_stack
-from tests.conftest import PROJECT_DIR
+from tests.conftest import PROJECT_DIR, stack_config
 
-FEDERATION = yaml.safe_load((PROJECT_DIR / "Pulumi.federation.yaml").read_text())["config"]
+FEDERATION = stack_config("federation")
 
 
 def federation(**config: object) -> tuple[NodePlan, ...]:
@@ -311,6 +312,35 @@ def test_config_files_come_from_the_services_config_map_with_the_plans_content()
             assert mount["readOnly"] is True
             [source] = [s["configMap"] for s in volume["projected"]["sources"] if "configMap" in s]
             assert {"key": config_key(file.path), "path": posixpath.basename(file.path)} in source["items"]
+
+
+def test_a_changed_file_changes_the_pod_template_of_its_service_alone_so_that_only_it_rolls() -> None:
+    def templates(plans: tuple[NodePlan, ...]) -> dict[tuple[str, str], tuple[str, object]]:
+        """(site, component) -> (the template's files digest, its ConfigMap's data)."""
+        manifests = stack_manifests(plans)
+        files = {
+            (site, m["metadata"]["name"]): m["data"]
+            for site, n in manifests.items()
+            for m in n
+            if m["kind"] == "ConfigMap"
+        }
+        return {
+            (site, m["metadata"]["name"]): (
+                m["spec"]["template"]["metadata"]["annotations"][FILES_DIGEST_ANNOTATION],
+                files.get((site, f"{m['metadata']['name']}-files")),
+            )
+            for site, node in manifests.items()
+            for m in node
+            if m["kind"] in ("Deployment", "StatefulSet")
+        }
+
+    before = templates(PLANS)
+    assert templates(federation()) == before, "the same plan, the same templates: nothing rolls"
+    after = templates(federation(projects=[{"name": "new-study", "domain": "research-demo"}]))
+    rolled = {key for key in before if before[key][0] != after[key][0]}
+    assert rolled == {key for key in before if before[key][1] != after[key][1]}
+    assert ("dic", "connector") in rolled
+    assert ("dic", "fhir") not in rolled
 
 
 def test_the_gateway_reaches_its_upstreams_by_their_cluster_addresses_as_nginx_asks_no_hosts_file() -> None:

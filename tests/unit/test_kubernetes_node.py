@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from typing import Any
@@ -9,17 +10,16 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as kubernetes
 import pytest
-import yaml
 
 from infra import kubernetes_node
-from infra.kube_manifests import SECRET_KEYS_ANNOTATION, Manifest, stack_manifests
-from infra.kubernetes_node import KubernetesHubNode, resource_name
+from infra.kube_manifests import SECRET_KEYS_ANNOTATION, SECRETS_DIGEST_ANNOTATION, Manifest, stack_manifests
+from infra.kubernetes_node import KubernetesHubNode, resource_name, secrets_digest
 from infra.plan import NodePlan, plan_stack
 from infra.spec import SpecError, parse_stack
-from tests.conftest import PROJECT_DIR
+from tests.conftest import stack_config
 from tests.unit.pulumi_mocks import RecordingMocks, is_secret, reveal, run_program
 
-FEDERATION = yaml.safe_load((PROJECT_DIR / "Pulumi.federation.yaml").read_text())["config"]
+FEDERATION = stack_config("federation")
 PLANS = plan_stack(parse_stack("federation", {**FEDERATION, "hubnode:database": "postgres"}))
 MANIFESTS = stack_manifests(PLANS)
 TYPES = {
@@ -40,11 +40,25 @@ def contents(plan: NodePlan) -> dict[str, pulumi.Input[str]]:
 
 
 def expected_inputs(manifest: Manifest) -> dict[str, Any]:
-    """The manifest as the resource's inputs: a Secret's keys filled with their files' contents."""
-    if manifest["kind"] != "Secret":
-        return manifest
-    keys = manifest["metadata"]["annotations"][SECRET_KEYS_ANNOTATION].split(",")
-    return {**manifest, "stringData": {key: f"content of {key}" for key in keys}}
+    """The manifest as the resource's inputs: a Secret's keys filled with their files' contents, and a
+    workload that mounts secret files carrying their digest on its pod template (nothing else added)."""
+    if manifest["kind"] == "Secret":
+        keys = manifest["metadata"]["annotations"][SECRET_KEYS_ANNOTATION].split(",")
+        return {**manifest, "stringData": {key: f"content of {key}" for key in keys}}
+    if manifest["kind"] in ("Deployment", "StatefulSet"):
+        template = manifest["spec"]["template"]
+        mounted = sorted(
+            item["key"]
+            for volume in template["spec"]["volumes"]
+            for source in volume.get("projected", {}).get("sources", [])
+            for item in source.get("secret", {}).get("items", [])
+        )
+        if mounted:
+            expected = copy.deepcopy(manifest)
+            digest = secrets_digest([f"content of {key}" for key in mounted])
+            expected["spec"]["template"]["metadata"]["annotations"][SECRETS_DIGEST_ANNOTATION] = digest
+            return expected
+    return manifest
 
 
 @pytest.mark.parametrize("site", [plan.site for plan in PLANS])
@@ -64,6 +78,13 @@ def test_each_node_declares_exactly_its_manifests(mocks: RecordingMocks, site: s
                 assert is_secret(recorded.inputs["stringData"]), "contents stay Pulumi secrets"
 
     return pulumi.Output.all(*(r.urn for r in node.resources.values())).apply(check)
+
+
+def test_the_secrets_digest_changes_with_any_secret_file_and_shows_none_of_them() -> None:
+    before = secrets_digest(["db password", "token"])
+    assert secrets_digest(["db password", "rotated token"]) != before
+    assert secrets_digest(["db password", "token"]) == before
+    assert "db password" not in before and len(before) == 64
 
 
 @pulumi.runtime.test

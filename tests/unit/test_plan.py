@@ -4,7 +4,6 @@ import re
 from importlib.metadata import version
 
 import pytest
-import yaml
 
 from infra.imagebuild import RECIPES_DIR, recipe_for
 from infra.plan import (
@@ -22,7 +21,7 @@ from infra.plan import (
 )
 from infra.spec import COMPONENTS, SpecError, parse_stack
 from infra.stackfile import load_stack
-from tests.conftest import PROJECT_DIR
+from tests.conftest import PROJECT_DIR, stack_config
 
 TAG = version("hubnode")
 
@@ -253,7 +252,7 @@ def sibling_addresses(plan: NodePlan, service: ServicePlan) -> set[str]:
 
 @pytest.mark.parametrize("database", ["embedded", "postgres"])
 def test_each_service_calls_exactly_the_services_of_its_node_its_urls_name(database: str) -> None:
-    config = yaml.safe_load((PROJECT_DIR / "Pulumi.federation.yaml").read_text())["config"]
+    config = stack_config("federation")
     plans = plan_stack(parse_stack("federation", {**config, "hubnode:database": database}))
     for plan in plans:
         for service in plan.services:

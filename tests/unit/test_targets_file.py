@@ -14,7 +14,7 @@ from infra import pki, pki_store
 from infra.plan import plan_stack
 from infra.stackfile import load_stack
 from infra.state import StackState
-from infra.targets_file import write_targets
+from infra.targets_file import Controls, docker_controls, kubernetes_controls, write_targets
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -26,6 +26,7 @@ def project(tmp_path: Path) -> Path:
     """A project folder as `hubnode up --stack federation` leaves it (without containers)."""
     shutil.copy(PROJECT_DIR / "Pulumi.yaml", tmp_path)
     shutil.copy(PROJECT_DIR / "Pulumi.federation.yaml", tmp_path)
+    shutil.copytree(PROJECT_DIR / "catalogue", tmp_path / "catalogue")
     state = StackState(tmp_path, "federation")
     for site in SITES:
         secrets = state.secrets_dir(site)
@@ -36,9 +37,9 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def written(project: Path) -> Targets:
+def written(project: Path, controls: Controls = docker_controls) -> Targets:
     spec = load_stack(project, "federation")
-    return load_targets(write_targets(StackState(project, "federation"), spec, plan_stack(spec), NOW))
+    return load_targets(write_targets(StackState(project, "federation"), spec, plan_stack(spec), NOW, controls))
 
 
 def test_each_node_answers_at_its_gateway_with_the_capabilities_of_its_components(project: Path) -> None:
@@ -106,6 +107,21 @@ def test_the_controls_stop_and_start_the_nodes_gateway_container(project: Path) 
     controls = written(project).nodes["practice"].controls
     assert controls["stop"] == (sys.executable, "-m", "infra.door", "stop", "hubnode-federation-practice-gateway")
     assert controls["start"] == (sys.executable, "-m", "infra.door", "start", "hubnode-federation-practice-gateway")
+
+
+def test_on_kubernetes_the_controls_scale_the_gateway_deployment_in_the_nodes_namespace(project: Path) -> None:
+    kubectl, kubeconfig = Path("/cache/bin/kubectl"), Path("/p/.hubnode/kube/kubeconfig")
+    practice = written(project, kubernetes_controls(kubectl, kubeconfig)).nodes["practice"]
+    door = (sys.executable, "-m", "infra.door", f"--kubectl={kubectl}", f"--kubeconfig={kubeconfig}")
+    assert practice.controls["stop"] == (*door, "stop", "hubnode-federation-practice/gateway")
+    assert practice.controls["start"] == (*door, "start", "hubnode-federation-practice/gateway")
+    assert "control" in practice.capabilities
+
+
+def test_a_node_without_controls_does_not_offer_the_control_capability(project: Path) -> None:
+    practice = written(project, lambda _plan: None).nodes["practice"]
+    assert "control" not in practice.capabilities
+    assert not practice.controls
 
 
 def test_the_suite_signs_in_at_a_portal_as_the_stacks_demo_clinician_and_staff(project: Path) -> None:

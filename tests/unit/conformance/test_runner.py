@@ -391,6 +391,26 @@ def test_cross_node_audited_needs_the_audit_capability_at_both_ends(tmp_path: Pa
     assert step.message == "node practice lacks the capability 'audit'"
 
 
+def test_a_process_to_a_node_not_among_the_targets_is_not_applicable_not_failed(
+    tmp_path: Path, targets: Targets
+) -> None:
+    """A federation under test without the receiving node cannot show what the process does there."""
+    alone = Targets("the dic alone", {"dic": targets.nodes["dic"]})
+    federation = Federation()
+    careSummary_at_the_nodes(federation, received=True)
+    [step] = run(
+        alone,
+        federation,
+        scenario(
+            tmp_path,
+            "- process: {at: hospital, name: careSummary, target: gp, patients: [anna]}\n  expect: {status: 201}\n",
+        ),
+    )
+    assert step.outcome is Outcome.NOT_APPLICABLE
+    assert step.message == "site 'practice' is not among the targets"
+    assert not federation.sent("POST", "dic.test/fhir/Task"), "nothing was started"
+
+
 CONSENT_ENFORCED = """\
 - process: {at: hospital, name: careSummary, target: gp, patients: [anna]}
   expect: {status: 201, invariants: [consent-enforced]}
