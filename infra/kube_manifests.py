@@ -144,6 +144,7 @@ def node_manifests(plan: NodePlan, addresses: ClusterAddresses, settings: Kubern
             manifests.append(_local_volume(namespace, plan, volume, settings.host_path, settings))
         manifests.append(_claim(namespace, plan, volume, settings))
     manifests += [_service(namespace, service, addresses.ip(plan, service)) for service in plan.services]
+    manifests += [_disruption_budget(namespace, service) for service in plan.services if service.replicas > 1]
     manifests += [
         _workload(namespace, plan, service, addresses, _config_data(service, ips)) for service in plan.services
     ]
@@ -310,25 +311,38 @@ def _service(namespace: str, service: ServicePlan, ip: str) -> Manifest:
     }
 
 
+def _disruption_budget(namespace: str, service: ServicePlan) -> Manifest:
+    """At most one pod of a replicated service evicted at a time (a drain, a node's maintenance)."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(namespace, service.component, service.labels),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": _selector(service.component)}},
+    }
+
+
 def _workload(
     namespace: str, plan: NodePlan, service: ServicePlan, addresses: ClusterAddresses, files: Mapping[str, str]
 ) -> Manifest:
-    """A StatefulSet for a database, a Deployment for the rest; one replica, replaced not rolled (RWO volumes).
+    """A StatefulSet for a database, a Deployment for the rest, with the plan's replicas.
 
-    Its pod template carries a digest of the files, so that a changed file starts new pods that read it.
+    One replica is replaced, not rolled (its RWO volume is its state). Several (HAPI on PostgreSQL) are
+    rolled one at a time, never fewer ready than wanted. The pod template carries a digest of the files,
+    so that a changed file starts new pods that read it.
     """
     digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
     template = {
         "metadata": {"labels": dict(service.labels), "annotations": {FILES_DIGEST_ANNOTATION: digest}},
         "spec": _pod(plan, service, addresses),
     }
-    spec: dict[str, Any] = {"replicas": 1, "selector": {"matchLabels": _selector(service.component)}}
+    spec: dict[str, Any] = {"replicas": service.replicas, "selector": {"matchLabels": _selector(service.component)}}
     if service.is_database:
         kind = "StatefulSet"
         spec |= {"serviceName": service.component, "template": template}
     else:
         kind = "Deployment"
-        spec |= {"strategy": {"type": "Recreate"}, "template": template}
+        rolled = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+        spec |= {"strategy": rolled if service.replicas > 1 else {"type": "Recreate"}, "template": template}
     return {
         "apiVersion": "apps/v1",
         "kind": kind,

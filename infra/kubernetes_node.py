@@ -27,6 +27,7 @@ CONSTRUCTORS: Mapping[str, Callable[..., pulumi.CustomResource]] = {
     "PersistentVolume": kubernetes.core.v1.PersistentVolume,
     "PersistentVolumeClaim": kubernetes.core.v1.PersistentVolumeClaim,
     "Service": kubernetes.core.v1.Service,
+    "PodDisruptionBudget": kubernetes.policy.v1.PodDisruptionBudget,
     "Deployment": kubernetes.apps.v1.Deployment,
     "StatefulSet": kubernetes.apps.v1.StatefulSet,
 }

@@ -377,6 +377,8 @@ class ServicePlan:
     listens: tuple[int, ...] = ()
     #: The services of its node it connects to (calls to other nodes go through their published doors).
     calls: tuple[Call, ...] = ()
+    #: Pods of it on Kubernetes (`NodeSpec.replicas`); a Docker host runs one container.
+    replicas: int = 1
 
     @property
     def is_database(self) -> bool:
@@ -570,6 +572,7 @@ def _fhir_service(prefix: str, node: NodeSpec, labels: Mapping[str, str]) -> Ser
         probe_url=_probe(node, "fhir", "/health"),
         listens=(HAPI_PORT, HAPI_METRICS_PORT),
         calls=calls,
+        replicas=node.replicas.get("fhir", 1),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
@@ -39,6 +39,14 @@ USER_ROLES: tuple[str, ...] = get_args(UserRole)
 RESERVED_DOMAIN_PREFIX = "persons."
 #: Components this version can run.
 COMPONENTS: tuple[str, ...] = ("fhir", "trustcentre", "connector", "gateway", "idp", "portal")
+#: Why each component but HAPI on PostgreSQL runs as one replica only (`replicas` of a node on Kubernetes).
+SINGLE_REPLICA: Mapping[str, str] = {
+    "trustcentre": "it holds its pseudonyms and consents in one store beside one process",
+    "connector": "its retrier and its process store assume one process: two would retry a Task twice",
+    "gateway": "its doors are host ports, which one pod per host holds",
+    "idp": "Keycloak's sessions are cached per process without a cluster of its own here",
+    "portal": "its sign-in sessions live in its process",
+}
 #: What a node of each role runs when its entry in `hubnode:nodes` names no components.
 ROLE_COMPONENTS: Mapping[str, tuple[str, ...]] = {
     "dic": ("fhir", "trustcentre", "connector", "gateway"),
@@ -112,6 +120,7 @@ NODE_KEYS: tuple[str, ...] = (
     "users",
     "trustCentre",
     "validation",
+    "replicas",
 )
 #: How a node's connector holds input to the profiles it declares: refuse on errors, store and warn, or not ask.
 VALIDATION_MODES: tuple[str, ...] = ("strict", "warn", "off")
@@ -281,6 +290,8 @@ class NodeSpec:
     #: The IG contract the connector speaks to its trust centre in (None: hubnode's own `$requestMPI`).
     ttp: TtpSpec | None = None
     validation: ValidationSpec = field(default_factory=ValidationSpec)
+    #: Pods per component on Kubernetes (`replicas: {fhir: 2}`); a component not named runs one.
+    replicas: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def own_identifier_systems(self) -> tuple[str, ...]:
@@ -438,6 +449,7 @@ def parse_stack(stack: str, config: Mapping[str, Any], source: str = "stack conf
     _check_federation(spec, problems)
     _check_ttp_domains(spec, problems)
     _check_identity(spec, problems, listed="nodes" in ours)
+    _check_replicas(spec, problems, listed="nodes" in ours)
     if problems:
         raise SpecError(problems, source)
     return spec
@@ -506,6 +518,7 @@ def _parse_node(
     users = _parse_users(values.get("users", []), at, problems)
     ttp = _parse_ttp(values["trustCentre"], components, at, problems) if "trustCentre" in values else None
     validation = _parse_validation(values.get("validation", {}), at("validation"), problems)
+    replicas = _parse_replicas(values.get("replicas", {}), components, database, at("replicas"), problems)
     if len(problems) > before or images is None:
         return None
     return NodeSpec(
@@ -520,7 +533,33 @@ def _parse_node(
         users=users,
         ttp=ttp,
         validation=validation,
+        replicas=replicas,
     )
+
+
+def _parse_replicas(
+    value: object, components: Sequence[str], database: str, key: str, problems: list[Problem]
+) -> dict[str, int]:
+    """`replicas`: pods per component; more than one only for HAPI on PostgreSQL, which keeps nothing itself."""
+    if not isinstance(value, Mapping):
+        problems.append(Problem(key, value, "a mapping of component to pods, e.g. {fhir: 2}"))
+        return {}
+    replicas: dict[str, int] = {}
+    for component, count in value.items():
+        at = f"{key}.{component}"
+        if component not in components:
+            problems.append(Problem(at, count, f"a component of this node: {', '.join(components)}"))
+        elif isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            problems.append(Problem(at, count, "a whole number of pods, 1 or more"))
+        elif count > 1 and component in SINGLE_REPLICA:
+            problems.append(Problem(at, count, f"at most 1, as {SINGLE_REPLICA[component]}"))
+        elif count > 1 and database != "postgres":
+            problems.append(
+                Problem(at, count, "at most 1 on the embedded database, which one process owns (or database: postgres)")
+            )
+        else:
+            replicas[component] = count
+    return replicas
 
 
 def _parse_validation(value: object, key: str, problems: list[Problem]) -> ValidationSpec:
@@ -782,6 +821,17 @@ def _check_ttp_domains(spec: StackSpec, problems: list[Problem]) -> None:
                     f"a domain the federation's trust centre declares (hubnode:domains): {sorted(declared)}",
                 )
             )
+
+
+def _check_replicas(spec: StackSpec, problems: list[Problem], *, listed: bool) -> None:
+    """Several pods of a service need Kubernetes: a Docker host runs one container per service."""
+    if spec.platform == "kubernetes":
+        return
+    for index, node in enumerate(spec.nodes):
+        for component, count in node.replicas.items():
+            if count > 1:
+                key = _key(f"nodes[{index}].replicas.{component}" if listed else f"replicas.{component}")
+                problems.append(Problem(key, count, "at most 1 on Docker; more with hubnode:platform: kubernetes"))
 
 
 def _check_identity(spec: StackSpec, problems: list[Problem], *, listed: bool) -> None:

@@ -1,6 +1,7 @@
 """Cluster tier: a real single-node Kubernetes from `hubnode cluster up`, on this host (root, Docker, Go).
 
-Not part of `./dev test` (its first run builds Kubernetes for half an hour); `./dev cluster` runs it.
+Part of `./dev test`, whose nox session builds the toolchain first (about 16 minutes on a fresh machine, then
+cached); `./dev cluster` runs this tier alone.
 """
 
 from __future__ import annotations

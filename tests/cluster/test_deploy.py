@@ -1,12 +1,15 @@
-"""`hubnode deploy`: Pulumi.cluster.yaml by a real Pulumi engine onto the real cluster, again unchanged, destroyed.
+"""`hubnode deploy`: Pulumi.cluster.yaml by a real Pulumi engine onto the real cluster, certified, changed, destroyed.
 
-The federation (dic with trust centre on PostgreSQL, practice) must answer at its gateways' host ports;
-a second run with nothing changed must change nothing; `--destroy` must remove every workload and keep
-the namespaces and the volumes with their data, as the Docker path keeps its volumes.
+The federation (dic with trust centre on PostgreSQL, practice) must answer at its gateways' host ports,
+report itself up in `hubnode status`, and pass the conformance suite (`hubnode check`) as the Docker
+federation does; a second run with nothing changed must change nothing; a changed catalogue must roll
+only the workload that reads it, and take effect; `--destroy` must remove every workload and keep the
+namespaces and the volumes with their data, as the Docker path keeps its volumes.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import ssl
@@ -14,16 +17,23 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from fixtures.volume import write_volume
 from infra import cluster
+from infra.kube_manifests import COMPONENT_LABEL
 from tests.conftest import PROJECT_DIR
 
 STACK = "cluster"
 GATEWAYS = {"dic": 8543, "practice": 8544}
+DIC = f"hubnode-{STACK}-dic"
+#: Patients of the volume loaded while HAPI is rolled: enough for the load to outlast the rollout.
+LOAD_PATIENTS = 120
 
 
 def _hubnode(project: Path, *args: str) -> tuple[float, str]:
@@ -35,7 +45,7 @@ def _hubnode(project: Path, *args: str) -> tuple[float, str]:
         text=True,
         check=False,
     )
-    assert done.returncode == 0, f"hubnode {' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    assert done.returncode == 0, f"hubnode {' '.join(args)} failed:\n{done.stdout[-6000:]}\n{done.stderr[-4000:]}"
     return time.monotonic() - started, done.stdout
 
 
@@ -71,19 +81,151 @@ def _kubectl(project: Path, *args: str) -> str:
     ).stdout
 
 
-def test_deploy_brings_the_federation_up_changes_nothing_twice_and_destroy_keeps_the_data(project: Path) -> None:
-    first, _ = _hubnode(project, "deploy", "--stack", STACK)
+def _pseudonym(project: Path, domain: str) -> int:
+    """The dic's trust centre asked for a pseudonym in `domain` (gPAS IG shape), as its site admin: the status."""
+    token = (project / ".hubnode" / STACK / "secrets" / "dic" / "tc-admin-token").read_text()
+    original = f"cluster-tier-{time.time_ns()}"
+    body = {"resourceType": "Parameters", "parameter": [{"name": "target", "valueString": domain}]}
+    body["parameter"].append({"name": "original", "valueString": original})
+    trusted = ssl.create_default_context(cafile=str(project / ".hubnode" / STACK / "pki" / "ca.crt"))
+    trusted.check_hostname = False  # the node's certificate names its federation host, reached here as 127.0.0.1
+    answer = httpx.post(
+        f"https://127.0.0.1:{GATEWAYS['dic']}/ttp-fhir/fhir/gpas/$pseudonymizeAllowCreate",
+        json=body,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"},
+        verify=trusted,
+        timeout=30,
+    )
+    return answer.status_code
+
+
+def _get(project: Path, path: str) -> dict[str, object]:
+    """A read through the dic's gateway (its connector), as the node's reader."""
+    token = (project / ".hubnode" / STACK / "secrets" / "dic" / "cn-reader-token").read_text()
+    trusted = ssl.create_default_context(cafile=str(project / ".hubnode" / STACK / "pki" / "ca.crt"))
+    trusted.check_hostname = False  # the node's certificate names its federation host, reached here as 127.0.0.1
+    url = f"https://127.0.0.1:{GATEWAYS['dic']}/fhir/{path}"
+    answer = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, verify=trusted, timeout=60)
+    answer.raise_for_status()
+    return dict(answer.json())
+
+
+def _counts(project: Path, types: set[str]) -> Counter[str]:
+    """How many resources of each type the dic's HAPI holds."""
+    return Counter({kind: int(str(_get(project, f"{kind}?_summary=count")["total"])) for kind in sorted(types)})
+
+
+def _hapi_pods(project: Path) -> list[str]:
+    listed = _kubectl(project, "get", "pods", "-n", DIC, f"-l={COMPONENT_LABEL}=fhir", "-o", "name")
+    return sorted(name.removeprefix("pod/") for name in listed.split())
+
+
+def _rolling_update_of_hapi_under_a_load_loses_and_duplicates_nothing(project: Path) -> None:
+    """`hubnode load` of a generated volume into the dic while both HAPI pods are replaced, one at a time."""
+    volume = project / "volume.ndjson.gz"
+    write_volume(volume, LOAD_PATIENTS, seed=2626)
+    sent = Counter(json.loads(line)["resourceType"] for line in gzip.decompress(volume.read_bytes()).splitlines())
+    before = _counts(project, set(sent))
+    command = [sys.executable, "-m", "infra.cli", "--project-dir", str(project), "load", "--stack", STACK]
+    load = subprocess.Popen([*command, "--site", "dic", str(volume)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    replaced = _hapi_pods(project)
+    started = time.monotonic()
+    _kubectl(project, "rollout", "restart", "deployment/fhir", "-n", DIC)
+    _kubectl(project, "rollout", "status", "deployment/fhir", "-n", DIC, "--timeout=600s")
+    rolled = time.monotonic() - started
+    assert load.poll() is None, f"the load ended before the rollout did ({rolled:.0f} s): make it longer"
+    out, err = load.communicate(timeout=1200)
+    assert load.returncode == 0, f"hubnode load failed:\n{out.decode()[-3000:]}\n{err.decode()[-3000:]}"
+    assert not set(_hapi_pods(project)) & set(replaced), "every HAPI pod was replaced"
+    after = _counts(project, set(sent))
+    assert {kind: after[kind] - before[kind] for kind in sent} == dict(sent), "each resource stored once"
+    print(
+        f"rolling update of 2 HAPI pods under a load of {sum(sent.values())} resources: {rolled:.0f} s", file=sys.stderr
+    )
+
+
+def _evict(project: Path, pod: str) -> subprocess.CompletedProcess[str]:
+    """Ask the API to evict `pod`, as `kubectl drain` does (it honours PodDisruptionBudgets)."""
+    eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": pod, "namespace": DIC}}
+    return subprocess.run(
+        [
+            "kubectl",
+            f"--kubeconfig={cluster.layout_for(project).kubeconfig}",
+            "create",
+            "-f",
+            "-",
+            "--raw",
+            f"/api/v1/namespaces/{DIC}/pods/{pod}/eviction",
+        ],
+        input=json.dumps(eviction),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def _a_drain_takes_one_hapi_pod_at_a_time(project: Path) -> None:
+    first, second = _hapi_pods(project)
+    assert _evict(project, first).returncode == 0
+    refused = _evict(project, second)
+    assert refused.returncode != 0, "the budget lets one HAPI pod go at a time"
+    assert "disruption budget" in refused.stderr, refused.stderr
+    _kubectl(project, "rollout", "status", "deployment/fhir", "-n", DIC, "--timeout=600s")
+    assert _evict(project, second).returncode == 0, "once the first is back, the second may go"
+    _kubectl(project, "rollout", "status", "deployment/fhir", "-n", DIC, "--timeout=600s")
+
+
+def _changed(printed: str) -> list[str]:
+    """The resources the engine said it changed (`updated`, `created`, `replaced`, `deleted`)."""
+    words = (" updated (", " created (", " replaced (", " deleted (", " created replacement (")
+    return sorted({line.split()[2] for line in printed.splitlines() if any(w in line for w in words)})
+
+
+def test_deploy_brings_the_federation_up_certifies_it_rolls_only_what_changed_and_destroy_keeps_the_data(
+    project: Path,
+) -> None:
+    first, printed = _hubnode(project, "deploy", "--stack", STACK)
     for site, port in GATEWAYS.items():
         statement = _metadata(port)
         assert statement["resourceType"] == "CapabilityStatement"
         assert statement["implementation"] == {"description": f"hubnode node {site}"}
     endpoints = json.loads((project / ".hubnode" / STACK / "endpoints.json").read_text())
     assert [node["site"] for node in endpoints["nodes"]] == list(GATEWAYS)
+    _, status = _hubnode(project, "status", "--stack", STACK, "--json")
+    nodes = json.loads(status)["nodes"]
+    assert [(n["site"], n["health"]) for n in nodes] == [("dic", "up"), ("practice", "up")]
+    assert nodes[0]["services"]["db"] == {
+        "workload": "StatefulSet/db",
+        "state": "running",
+        "health": "healthy",
+        "replicas": "1/1",
+    }
+
+    checked, _ = _hubnode(project, "check", "--stack", STACK)  # exit 0: no step failed or erred
+    report = project / ".hubnode" / STACK / "conformance" / "report"
+    results = json.loads((report / "results.json").read_text())
+    outcomes = Counter(step["outcome"] for scenario in results["scenarios"] for step in scenario["steps"])
+    assert outcomes["failed"] == outcomes["error"] == 0, outcomes
+    passed = outcomes["passed"]
+    assert passed >= 200, f"the suite passed only {passed} steps on the cluster: {outcomes}"
+    print(f"deploy: {first:.1f} s; the suite on the cluster: {checked:.1f} s, {passed} steps passed", file=sys.stderr)
 
     again, printed = _hubnode(project, "deploy", "--stack", STACK)
     assert " unchanged" in printed
-    assert not any(word in printed for word in (" created", " updated", " replaced", " deleted"))
-    print(f"deploy: {first:.1f} s; again, unchanged: {again:.1f} s", file=sys.stderr)
+    assert _changed(printed) == []
+
+    assert nodes[0]["services"]["fhir"]["replicas"] == "2/2"
+    _rolling_update_of_hapi_under_a_load_loses_and_duplicates_nothing(project)
+    _a_drain_takes_one_hapi_pod_at_a_time(project)
+
+    assert _pseudonym(project, "cluster-tier-domain") == 400, "a domain the stack does not declare is refused"
+    catalogue = project / "catalogue" / "pseudonym-domains.yaml"
+    catalogue.write_text(catalogue.read_text() + "- {name: cluster-tier-domain, prefix: CT}\n")
+    changed, printed = _hubnode(project, "deploy", "--stack", STACK)
+    workloads = [name for name in _changed(printed) if "/Deployment/" in name or "/StatefulSet/" in name]
+    assert workloads == ["hubnode-cluster-dic/Deployment/trustcentre"], _changed(printed)
+    assert _pseudonym(project, "cluster-tier-domain") == 200, "the rolled trust centre knows the new domain"
+    print(f"deploy again, unchanged: {again:.1f} s; with a new domain: {changed:.1f} s", file=sys.stderr)
 
     _hubnode(project, "deploy", "--stack", STACK, "--destroy")
     for site in GATEWAYS:

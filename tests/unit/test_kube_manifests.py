@@ -343,6 +343,35 @@ def test_a_changed_file_changes_the_pod_template_of_its_service_alone_so_that_on
     assert ("dic", "fhir") not in rolled
 
 
+def test_replicated_hapi_is_rolled_a_pod_at_a_time_and_evicted_at_most_one_at_a_time() -> None:
+    nodes = [{**n, "replicas": {"fhir": 2}} if n["site"] == "dic" else n for n in FEDERATION["hubnode:nodes"]]
+    plans = federation(platform="kubernetes", nodes=nodes)
+    dic = stack_manifests(plans)["dic"]
+    workloads = {m["metadata"]["name"]: m["spec"] for m in dic if m["kind"] in ("Deployment", "StatefulSet")}
+    assert workloads["fhir"]["replicas"] == 2
+    assert workloads["fhir"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+    assert {name: spec.get("strategy", {}).get("type") for name, spec in workloads.items() if name != "fhir"} == {
+        "db": None,  # StatefulSets roll pod by pod anyway
+        "tcdb": None,
+        "trustcentre": "Recreate",
+        "connector": "Recreate",
+        "gateway": "Recreate",
+        "idp": "Recreate",
+        "kcdb": None,
+        "portal": "Recreate",
+    }
+    [budget] = [m for m in dic if m["kind"] == "PodDisruptionBudget"]
+    assert budget["metadata"]["name"] == "fhir"
+    assert budget["spec"] == {
+        "maxUnavailable": 1,
+        "selector": {"matchLabels": workloads["fhir"]["selector"]["matchLabels"]},
+    }
+    assert not any(m["kind"] == "PodDisruptionBudget" for m in MANIFESTS["dic"]), "one replica: nothing to budget"
+
+
 def test_the_gateway_reaches_its_upstreams_by_their_cluster_addresses_as_nginx_asks_no_hosts_file() -> None:
     dic = PLANS[0]
     services = of_kind(dic, "Service")

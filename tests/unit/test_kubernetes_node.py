@@ -20,7 +20,21 @@ from tests.conftest import stack_config
 from tests.unit.pulumi_mocks import RecordingMocks, is_secret, reveal, run_program
 
 FEDERATION = stack_config("federation")
-PLANS = plan_stack(parse_stack("federation", {**FEDERATION, "hubnode:database": "postgres"}))
+#: The example federation on Kubernetes, on PostgreSQL, the dic's HAPI in two pods: every kind the layer declares.
+PLANS = plan_stack(
+    parse_stack(
+        "federation",
+        {
+            **FEDERATION,
+            "hubnode:database": "postgres",
+            "hubnode:platform": "kubernetes",
+            "hubnode:nodes": [
+                {**node, "replicas": {"fhir": 2}} if node["site"] == "dic" else node
+                for node in FEDERATION["hubnode:nodes"]
+            ],
+        },
+    )
+)
 MANIFESTS = stack_manifests(PLANS)
 TYPES = {
     "Namespace": "kubernetes:core/v1:Namespace",
@@ -29,6 +43,7 @@ TYPES = {
     "ConfigMap": "kubernetes:core/v1:ConfigMap",
     "PersistentVolumeClaim": "kubernetes:core/v1:PersistentVolumeClaim",
     "Service": "kubernetes:core/v1:Service",
+    "PodDisruptionBudget": "kubernetes:policy/v1:PodDisruptionBudget",
     "Deployment": "kubernetes:apps/v1:Deployment",
     "StatefulSet": "kubernetes:apps/v1:StatefulSet",
 }
