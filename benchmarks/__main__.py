@@ -24,7 +24,7 @@ from typing import Any
 import docker
 import httpx
 
-from benchmarks import bulk, federation, portal, restore, trustcentre
+from benchmarks import bulk, cluster, federation, portal, restore, trustcentre
 from benchmarks.federation import free_port, percentile
 from infra.bootstrap import docker_client
 from infra.imagebuild import build_images
@@ -44,6 +44,7 @@ BENCHMARKS = (
     *bulk.BENCHMARKS,
     *restore.BENCHMARKS,
     *portal.BENCHMARKS,
+    *cluster.BENCHMARKS,
 )
 
 
@@ -53,30 +54,32 @@ def main() -> int:
     parser.add_argument(
         "--rounds", type=int, default=3, help="interleaved rounds for readiness: ready, portal-ready (default 3)"
     )
-    parser.add_argument("benchmarks", nargs="*", metavar="NAME", help=f"any of {', '.join(BENCHMARKS)} (default: all)")
+    known = (*BENCHMARKS, *cluster.EXPLICIT_ONLY)
+    parser.add_argument(
+        "benchmarks", nargs="*", metavar="NAME", help=f"any of {', '.join(known)} (default: all but toolchain-cold)"
+    )
     args = parser.parse_args()
-    unknown = set(args.benchmarks) - set(BENCHMARKS)
+    unknown = set(args.benchmarks) - set(known)
     if unknown:
-        parser.error(f"unknown benchmark(s) {', '.join(sorted(unknown))}; choose from {', '.join(BENCHMARKS)}")
+        parser.error(f"unknown benchmark(s) {', '.join(sorted(unknown))}; choose from {', '.join(known)}")
     chosen = args.benchmarks or list(BENCHMARKS)
     client = docker_client()
     build_images(client, [_plan("bench-images", "postgres")], Progress())
     results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "host": _host()}
-    if "ready" in chosen:
-        results["ready"] = bench_ready(client, args.rounds)
-    if "ingest" in chosen:
-        results["ingest"] = bench_ingest(client)
-    if "pseudonyms" in chosen:
-        results["pseudonyms"] = trustcentre.bench_pseudonyms(client)
-    if "consent" in chosen:
-        results["consent"] = trustcentre.bench_consent()
-    if "linkage" in chosen:
-        with trustcentre.postgres(client) as url:
-            results["linkage"] = trustcentre.bench_linkage(url)
-    if "restore" in chosen:
-        results["restore"] = restore.bench_restore()
-    if "portal-ready" in chosen:
-        results["portal-ready"] = portal.bench_ready(client, args.rounds)
+    standalone: dict[str, Callable[[], Any]] = {
+        "ready": lambda: bench_ready(client, args.rounds),
+        "ingest": lambda: bench_ingest(client),
+        "pseudonyms": lambda: trustcentre.bench_pseudonyms(client),
+        "consent": trustcentre.bench_consent,
+        "linkage": lambda: _bench_linkage(client),
+        "restore": restore.bench_restore,
+        "portal-ready": lambda: portal.bench_ready(client, args.rounds),
+        "toolchain-cold": cluster.bench_toolchain_cold,
+        "cluster": cluster.bench_cluster,
+    }
+    for name, bench in standalone.items():
+        if name in chosen:
+            results[name] = bench()
     later = {**bulk.FEDERATED, **portal.FEDERATED}
     federated = [name for name in chosen if name in (*federation.BENCHMARKS, *later)]
     if federated:  # one bench federation, brought up once for all of them; the portal's last (it adds audit)
@@ -88,6 +91,11 @@ def main() -> int:
     _print_table(results)
     print(f"\nresults: {path}")
     return 0
+
+
+def _bench_linkage(client: docker.DockerClient) -> dict[str, Any]:
+    with trustcentre.postgres(client) as url:
+        return trustcentre.bench_linkage(url)
 
 
 def _host() -> dict[str, Any]:
@@ -237,6 +245,7 @@ def _print_table(results: dict[str, Any]) -> None:
     rows += bulk.table_rows(results)
     rows += restore.table_rows(results)
     rows += portal.table_rows(results)
+    rows += cluster.table_rows(results)
     width = max(len(r[0]) for r in rows)
     print(f"\n{'benchmark':<{width}}  {'value':>10}  note")
     for name, value, note in rows:

@@ -175,10 +175,10 @@ def bench_federation() -> Iterator[BenchFederation]:
             run_hubnode(project, "down", "--stack", STACK, "--volumes")
 
 
-def run_hubnode(project: Path, *args: str) -> None:
+def run_hubnode(project: Path, *args: str, env: Mapping[str, str] | None = None) -> None:
     """The `hubnode` command on the bench project; its progress lines go to our stderr."""
     command = [sys.executable, "-m", "infra.cli", "--project-dir", str(project), *args]
-    subprocess.run(command, check=True, cwd=PROJECT_DIR, stdout=sys.stderr)
+    subprocess.run(command, check=True, cwd=PROJECT_DIR, stdout=sys.stderr, env=env)
 
 
 def timed_post(client: httpx.Client, path: str, body: bytes) -> float:

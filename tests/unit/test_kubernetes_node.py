@@ -99,7 +99,8 @@ def test_the_secrets_digest_changes_with_any_secret_file_and_shows_none_of_them(
     before = secrets_digest(["db password", "token"])
     assert secrets_digest(["db password", "rotated token"]) != before
     assert secrets_digest(["db password", "token"]) == before
-    assert "db password" not in before and len(before) == 64
+    assert "db password" not in before
+    assert len(before) == 64
 
 
 @pulumi.runtime.test

@@ -292,8 +292,10 @@ def test_replicas_that_cannot_work_are_refused_each_with_its_reason() -> None:
     replicas = {"fhir": 2, "connector": 2, "trustcentre": 1, "portal": 1, "gateway": 0}
     assert problems_of({**config, "hubnode:platform": "kubernetes", "hubnode:replicas": replicas}) == [
         "hubnode:replicas.fhir = 2: at most 1 on the embedded database, which one process owns (or database: postgres)",
-        "hubnode:replicas.connector = 2: at most 1, as its retrier and its process store assume one process: "
-        "two would retry a Task twice",
+        (
+            "hubnode:replicas.connector = 2: at most 1, as its retrier and its process store assume one process: "
+            "two would retry a Task twice"
+        ),
         "hubnode:replicas.portal = 1: a component of this node: fhir, trustcentre, connector, gateway",
         "hubnode:replicas.gateway = 0: a whole number of pods, 1 or more",
     ]
