@@ -288,7 +288,13 @@ def _deploy(args: argparse.Namespace, progress: Progress) -> int:
 
 def _kubectl(project: Path) -> kube_status.Kubectl:
     """The toolchain's kubectl on the cluster `hubnode cluster up` started in the project."""
-    return lambda *args: cluster.existing(project).kubectl(*args).stdout
+    found = cluster.existing(project)
+    if not (found.kube_bin / "kubectl").is_file():
+        raise HubnodeError(
+            f"no cluster has been started in {project}",
+            fix="start it: hubnode cluster up --stack <stack>, then hubnode deploy --stack <stack>",
+        )
+    return lambda *args: found.kubectl(*args).stdout
 
 
 def _verify(args: argparse.Namespace) -> ssl.SSLContext | bool:
@@ -519,7 +525,8 @@ def _check(args: argparse.Namespace, _progress: Progress) -> int:
         args.targets = StackState(project_dir(args), stack).targets_file
         if not args.targets.is_file():
             raise HubnodeError(
-                f"stack {stack} has no targets file {args.targets}", fix=f"run: hubnode up --stack {stack}"
+                f"stack {stack} has no targets file {args.targets}",
+                fix=f"run: hubnode up --stack {stack} (a stack on Kubernetes: hubnode deploy --stack {stack})",
             )
     return check.run(args)
 

@@ -1,7 +1,8 @@
 """Kubernetes manifests -> pulumi_kubernetes resources: one `KubernetesHubNode` component per node, 1:1.
 
 Every resource is one manifest of `infra.kube_manifests`, passed on as it is; this layer adds only what
-the pure layer must not hold (secret contents, as Pulumi secrets) and the order of creation.
+the pure layer must not hold (secret contents, as Pulumi secrets; a keyed digest of them on the pod
+templates that mount them, so a changed secret rolls its workload) and the order of creation.
 `tests/unit/test_kubernetes_node.py` holds every resource against its manifest.
 """
 
