@@ -203,6 +203,12 @@ def test_deploy_brings_the_federation_up_certifies_it_rolls_only_what_changed_an
         "replicas": "1/1",
     }
 
+    rendered = project / "rendered"
+    _hubnode(project, "render", "--stack", STACK, "--output", str(rendered))
+    for site in GATEWAYS:  # what site IT would `kubectl apply` is what the API server takes (its OpenAPI, admission)
+        said = _kubectl(project, "apply", "--dry-run=server", "-f", str(rendered / f"{site}.yaml"))
+        assert "deployment.apps/fhir " in said, said
+
     checked, _ = _hubnode(project, "check", "--stack", STACK)  # exit 0: no step failed or erred
     report = project / ".hubnode" / STACK / "conformance" / "report"
     results = json.loads((report / "results.json").read_text())
