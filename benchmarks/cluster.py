@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
-import time
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from benchmarks.federation import PROJECT_DIR, run_hubnode
+from benchmarks.federation import PROJECT_DIR, run_hubnode, timed_hubnode
 from fixtures.volume import write_volume
 
 BENCHMARKS = ("cluster",)
@@ -36,6 +35,7 @@ DOCKER_STACK = "cluster-on-docker"
 PATIENTS = 60
 #: Loaded before each measured load: HAPI pods a deploy started run cold (JIT) for their first minutes.
 WARM_UP_PATIENTS = 20
+_timed = partial(timed_hubnode, "cluster")
 
 
 def bench_cluster() -> dict[str, Any]:
@@ -82,16 +82,8 @@ def bench_toolchain_cold() -> dict[str, Any]:
     """`hubnode cluster toolchain` with Go's build cache and the toolchain cache empty (module downloads kept)."""
     with tempfile.TemporaryDirectory(prefix="hubnode-bench-toolchain-") as folder:
         cold = {"GOCACHE": str(Path(folder) / "gocache"), "XDG_CACHE_HOME": str(Path(folder) / "xdg")}
-        started = time.perf_counter()
-        run_hubnode(PROJECT_DIR, "cluster", "toolchain", env={**os.environ, **cold})
-        return {"seconds": round(time.perf_counter() - started, 1)}
-
-
-def _timed(project: Path, *args: str) -> float:
-    print(f"cluster: hubnode {' '.join(args)}", file=sys.stderr, flush=True)
-    started = time.perf_counter()
-    run_hubnode(project, *args)
-    return time.perf_counter() - started
+        took = _timed(PROJECT_DIR, "cluster", "toolchain", env={**os.environ, **cold})
+        return {"seconds": round(took, 1)}
 
 
 def _stack(project: Path) -> dict[str, Any]:

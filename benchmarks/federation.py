@@ -181,6 +181,14 @@ def run_hubnode(project: Path, *args: str, env: Mapping[str, str] | None = None)
     subprocess.run(command, check=True, cwd=PROJECT_DIR, stdout=sys.stderr, env=env)
 
 
+def timed_hubnode(bench: str, project: Path, *args: str, env: Mapping[str, str] | None = None) -> float:
+    """Seconds `hubnode ARGS` took on the scratch project (which must succeed), announced as part of `bench`."""
+    print(f"{bench}: hubnode {' '.join(args)}", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    run_hubnode(project, *args, env=env)
+    return time.perf_counter() - started
+
+
 def timed_post(client: httpx.Client, path: str, body: bytes) -> float:
     """Seconds one POST of `body` took; anything but success stops the benchmark (a figure of errors is no figure)."""
     started = time.perf_counter()

@@ -15,15 +15,16 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from benchmarks.federation import PROJECT_DIR, free_port, run_hubnode
+from benchmarks.federation import PROJECT_DIR, free_port, timed_hubnode
 from fixtures.volume import write_volume
 
 BENCHMARKS = ("restore",)
+_timed = partial(timed_hubnode, "restore")
 STACK = "bench-restore"
 SITE = "dic"
 PATIENTS = 1000
@@ -90,14 +91,6 @@ def _write_stack(project: Path) -> None:
         "hubnode:ports": {"gateway": free_port(), "peer": free_port()},
     }
     (project / f"Pulumi.{STACK}.yaml").write_text(json.dumps({"config": config}))
-
-
-def _timed(project: Path, *args: str) -> float:
-    """Seconds `hubnode ARGS` took on the scratch project (which must succeed)."""
-    print(f"restore: hubnode {' '.join(args)}", file=sys.stderr, flush=True)
-    started = time.perf_counter()
-    run_hubnode(project, *args)
-    return time.perf_counter() - started
 
 
 def _compare(project: Path, before: Path) -> dict[str, Any]:
