@@ -80,31 +80,28 @@ def _kubectl(project: Path, *args: str) -> str:
     return cluster.existing(project).kubectl(*args, timeout=900).stdout
 
 
+def _dic(project: Path, token: str) -> httpx.Client:
+    """The dic's gateway as a caller holding `token` (a secret file `deploy` kept), trusting the federation CA."""
+    trusted = ssl.create_default_context(cafile=str(project / ".hubnode" / STACK / "pki" / "ca.crt"))
+    trusted.check_hostname = False  # the node's certificate names its federation host, reached here as 127.0.0.1
+    secret = (project / ".hubnode" / STACK / "secrets" / "dic" / token).read_text()
+    headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/fhir+json"}
+    return httpx.Client(base_url=f"https://127.0.0.1:{GATEWAYS['dic']}", headers=headers, verify=trusted, timeout=60)
+
+
 def _pseudonym(project: Path, domain: str) -> int:
     """The dic's trust centre asked for a pseudonym in `domain` (gPAS IG shape), as its site admin: the status."""
-    token = (project / ".hubnode" / STACK / "secrets" / "dic" / "tc-admin-token").read_text()
     original = f"cluster-tier-{time.time_ns()}"
     body = {"resourceType": "Parameters", "parameter": [{"name": "target", "valueString": domain}]}
     body["parameter"].append({"name": "original", "valueString": original})
-    trusted = ssl.create_default_context(cafile=str(project / ".hubnode" / STACK / "pki" / "ca.crt"))
-    trusted.check_hostname = False  # the node's certificate names its federation host, reached here as 127.0.0.1
-    answer = httpx.post(
-        f"https://127.0.0.1:{GATEWAYS['dic']}/ttp-fhir/fhir/gpas/$pseudonymizeAllowCreate",
-        json=body,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"},
-        verify=trusted,
-        timeout=30,
-    )
-    return answer.status_code
+    with _dic(project, "tc-admin-token") as door:
+        return door.post("/ttp-fhir/fhir/gpas/$pseudonymizeAllowCreate", json=body).status_code
 
 
 def _get(project: Path, path: str) -> dict[str, object]:
     """A read through the dic's gateway (its connector), as the node's reader."""
-    token = (project / ".hubnode" / STACK / "secrets" / "dic" / "cn-reader-token").read_text()
-    trusted = ssl.create_default_context(cafile=str(project / ".hubnode" / STACK / "pki" / "ca.crt"))
-    trusted.check_hostname = False  # the node's certificate names its federation host, reached here as 127.0.0.1
-    url = f"https://127.0.0.1:{GATEWAYS['dic']}/fhir/{path}"
-    answer = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, verify=trusted, timeout=60)
+    with _dic(project, "cn-reader-token") as door:
+        answer = door.get(f"/fhir/{path}")
     answer.raise_for_status()
     return dict(answer.json())
 
