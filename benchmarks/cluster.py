@@ -104,7 +104,7 @@ def hapi_pods(project: Path) -> int:
 def set_hapi_pods(project: Path, pods: int) -> None:
     """Give the dic's HAPI `pods` pods in the scratch project's stack file (the next deploy rolls it)."""
     document = _stack(project)
-    _dic(document)["replicas"] = {"fhir": pods}
+    _dic(document).setdefault("replicas", {})["fhir"] = pods
     (project / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
 
 

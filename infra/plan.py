@@ -43,6 +43,7 @@ TRUSTCENTRE_PORT = 8081
 POSTGRES_PORT = 5432
 DB_NAME = "hapi"
 TRUSTCENTRE_DB_NAME = "trustcentre"
+CONNECTOR_DB_NAME = "connector"
 TRUSTCENTRE_BASE = "/ttp-fhir/fhir"
 #: Where a connector finds the CA of a site's own trust-centre gateway.
 TRUSTCENTRE_CA_PATH = "/etc/connector/trustcentre-ca.pem"
@@ -430,20 +431,19 @@ def plan_node(spec: StackSpec, node: NodeSpec) -> NodePlan:
     endpoints: dict[str, str] = {}
     probes: dict[str, str] = {}
     if "fhir" in node.components:
-        if node.database == "postgres":
-            services.append(_db_service(prefix, node, labels, "db", DB_NAME))
+        services += _own_database(prefix, node, labels, "db", DB_NAME)
         services.append(_fhir_service(prefix, node, labels))
         if "fhir" in node.ports:
             endpoints["fhir"] = f"http://{LOOPBACK}:{node.ports['fhir']}/fhir"
             probes["fhir"] = f"{endpoints['fhir']}/metadata"
     if "trustcentre" in node.components:
-        if node.database == "postgres":
-            services.append(_db_service(prefix, node, labels, "tcdb", TRUSTCENTRE_DB_NAME))
+        services += _own_database(prefix, node, labels, "tcdb", TRUSTCENTRE_DB_NAME)
         services.append(_trustcentre_service(prefix, spec, node, labels))
         if "trustcentre" in node.ports:
             endpoints["trustcentre"] = f"http://{LOOPBACK}:{node.ports['trustcentre']}{TRUSTCENTRE_BASE}"
             probes["trustcentre"] = f"{endpoints['trustcentre']}/gpas/metadata"
     if "connector" in node.components:
+        services += _own_database(prefix, node, labels, "cndb", CONNECTOR_DB_NAME)
         services.append(_connector_service(prefix, spec, node, labels))
     if "gateway" in node.components:
         services.append(_gateway_service(prefix, spec, node, labels))
@@ -489,8 +489,15 @@ def _service_labels(labels: Mapping[str, str], component: str) -> dict[str, str]
     return {**labels, f"{LABEL_PREFIX}.component": component}
 
 
+def _own_database(
+    prefix: str, node: NodeSpec, labels: Mapping[str, str], component: str, database: str
+) -> list[ServicePlan]:
+    """The PostgreSQL container of one service of a `database: postgres` node (none on the embedded ones)."""
+    return [_db_service(prefix, node, labels, component, database)] if node.database == "postgres" else []
+
+
 def _db_call(component: str) -> Call:
-    """How a service reaches its PostgreSQL container (`db`, `tcdb`, `kcdb`)."""
+    """How a service reaches its PostgreSQL container (`db`, `tcdb`, `cndb`, `kcdb`)."""
     return Call(component, POSTGRES_PORT)
 
 
@@ -768,12 +775,21 @@ def _connector_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Map
         "CN_VALIDATION_TERMINOLOGY": node.validation.terminology,
     }
     depends_on: tuple[str, ...] = ("fhir",)
+    calls: tuple[Call, ...] = (FHIR_CALL,)
     files: tuple[ConfigFile, ...] = ()
     site_ttp = node.ttp is not None and node.ttp.url is not None
     if "trustcentre" in node.components or site_ttp:
         secrets = (*secrets, SecretFile("cn-tc-token", f"{SECRETS_DIR}/cn-tc-token", provided=site_ttp))
         env["CN_TRUSTCENTRE_TOKEN_FILE"] = f"{SECRETS_DIR}/cn-tc-token"
-        depends_on = ("fhir",) if site_ttp else ("fhir", "trustcentre")
+        if not site_ttp:
+            depends_on, calls = (*depends_on, "trustcentre"), (*calls, TRUSTCENTRE_CALL)
+    if node.database == "postgres":  # one database for every pod of it (`replicas`), its Tasks claimed per pod
+        password = _db_password("cndb")
+        env["CN_DB_ADOPT_FILE"] = env["CN_DB_URL"].removeprefix("sqlite:///")  # a store kept before, moved once
+        env["CN_DB_URL"] = f"postgresql+psycopg://{CONNECTOR_DB_NAME}@{_db_call('cndb').address}/{CONNECTOR_DB_NAME}"
+        env["CN_DB_PASSWORD_FILE"] = password.path
+        secrets = (*secrets, password)
+        depends_on, calls = (*depends_on, "cndb"), (*calls, _db_call("cndb"))
     if node.ttp is not None:
         env.update(_ttp_environment(node.ttp))
         if node.ttp.ca_certificate is not None:
@@ -798,7 +814,8 @@ def _connector_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Map
         files=(ConfigFile(env["CN_PROJECTS_FILE"], json.dumps(projects, indent=2, sort_keys=True) + "\n"), *files),
         networks=(NetworkAttachment(peers_network(spec.stack)),),
         listens=(CONNECTOR_PORT,),
-        calls=(FHIR_CALL, *((TRUSTCENTRE_CALL,) if "trustcentre" in depends_on else ())),
+        replicas=node.replicas.get("connector", 1),
+        calls=calls,
     )
 
 

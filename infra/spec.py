@@ -42,7 +42,6 @@ COMPONENTS: tuple[str, ...] = ("fhir", "trustcentre", "connector", "gateway", "i
 #: Why each component but HAPI on PostgreSQL runs as one replica only (`replicas` of a node on Kubernetes).
 SINGLE_REPLICA: Mapping[str, str] = {
     "trustcentre": "it holds its pseudonyms and consents in one store beside one process",
-    "connector": "its retrier and its process store assume one process: two would retry a Task twice",
     "gateway": "its doors are host ports, which one pod per host holds",
     "idp": "Keycloak's sessions are cached per process without a cluster of its own here",
     "portal": "its sign-in sessions live in its process",
@@ -95,6 +94,7 @@ SECRET_KEYS: tuple[str, ...] = (
 SECRET_SOURCES: dict[str, str] = {
     "db-password": "dbPassword",
     "tcdb-password": "dbPassword",
+    "cndb-password": "dbPassword",
     "tc-secret": "trustcentreSecret",
     "tc-admin-token": "trustcentreAdminToken",
     "cn-admin-token": "connectorAdminToken",
@@ -540,7 +540,11 @@ def _parse_node(
 def _parse_replicas(
     value: object, components: Sequence[str], database: str, key: str, problems: list[Problem]
 ) -> dict[str, int]:
-    """`replicas`: pods per component; more than one only for HAPI on PostgreSQL, which keeps nothing itself."""
+    """`replicas`: pods per component; more than one only for HAPI and the connector on PostgreSQL.
+
+    Both keep nothing of their own: HAPI's state is its database, and the connector's pods share theirs,
+    each running only the process Tasks it has claimed there (`connector.task_store`).
+    """
     if not isinstance(value, Mapping):
         problems.append(Problem(key, value, "a mapping of component to pods, e.g. {fhir: 2}"))
         return {}

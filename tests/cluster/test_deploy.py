@@ -2,9 +2,11 @@
 
 The federation (dic with trust centre on PostgreSQL, practice) must answer at its gateways' host ports,
 report itself up in `hubnode status`, and pass the conformance suite (`hubnode check`) as the Docker
-federation does; a second run with nothing changed must change nothing; a changed catalogue must roll
-only the workload that reads it, and take effect; `--destroy` must remove every workload and keep the
-namespaces and the volumes with their data, as the Docker path keeps its volumes.
+federation does; the dic's two connector pods must make one record of one person's records sent to both
+at once, and its two HAPI pods must roll under a load losing nothing; a second run with nothing changed
+must change nothing; a changed catalogue must roll only the workload that reads it, and take effect;
+`--destroy` must remove every workload and keep the namespaces and the volumes with their data, as the
+Docker path keeps its volumes.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -27,6 +31,7 @@ import pytest
 from fixtures.volume import write_volume
 from infra import cluster
 from infra.kube_manifests import COMPONENT_LABEL
+from servicekit.kvnr import make_kvnr
 from tests.conftest import PROJECT_DIR
 
 STACK = "cluster"
@@ -35,6 +40,13 @@ DIC = f"hubnode-{STACK}-dic"
 #: Patients of each volume loaded while HAPI is rolled (loads follow one another until the rollout ends).
 LOAD_PATIENTS = 20
 ROLLOUT_BUDGET_S = 900.0
+#: Records of one person sent at the same moment through the dic's gateway, spread over its connector pods.
+CONCURRENT_RECORDS = 8
+#: Rounds (a new person each) until one has reached both connector pods: the Service picks a pod at random.
+CONCURRENT_ROUNDS = 5
+KVNR = "http://fhir.de/sid/gkv/kvid-10"
+SOURCE = "https://hubnode.org/fhir/sid/source/dic"
+INGESTS = 'hubnode_http_requests_total{method="POST",route="/fhir",status_class="2xx"}'
 
 
 def _hubnode(project: Path, *args: str) -> tuple[float, str]:
@@ -111,9 +123,56 @@ def _counts(project: Path, types: set[str]) -> Counter[str]:
     return Counter({kind: int(str(_get(project, f"{kind}?_summary=count")["total"])) for kind in sorted(types)})
 
 
-def _hapi_pods(project: Path) -> list[str]:
-    listed = _kubectl(project, "get", "pods", "-n", DIC, f"-l={COMPONENT_LABEL}=fhir", "-o", "name")
+def _pods(project: Path, component: str) -> list[str]:
+    listed = _kubectl(project, "get", "pods", "-n", DIC, f"-l={COMPONENT_LABEL}={component}", "-o", "name")
     return sorted(name.removeprefix("pod/") for name in listed.split())
+
+
+def _ingests_served(project: Path, pod: str) -> float:
+    """How many ingests `pod` (a connector) answered 2xx, from its own metrics through the API server's proxy."""
+    exposition = _kubectl(project, "get", "--raw", f"/api/v1/namespaces/{DIC}/pods/{pod}:8082/proxy/metrics")
+    lines = [line for line in exposition.splitlines() if line.startswith(INGESTS)]
+    return float(lines[0].split()[-1]) if lines else 0.0
+
+
+def _records_of_one_person(round_number: int) -> tuple[str, list[dict[str, object]]]:
+    """A new person's KVNR, and `CONCURRENT_RECORDS` source records of them (one Patient each)."""
+    kvnr = make_kvnr("K", f"{26120600 + round_number}")
+    patient = {"identifier": [{"system": KVNR, "value": kvnr}], "birthDate": "1958-03-21", "gender": "female"}
+    bundles: list[dict[str, object]] = [
+        {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {"resource": {"resourceType": "Patient", "id": f"pods-{round_number}-{number}", **patient}},
+            ],
+        }
+        for number in range(CONCURRENT_RECORDS)
+    ]
+    return kvnr, bundles
+
+
+def _concurrent_ingests_of_one_person_through_both_connector_pods_make_one_record(project: Path) -> None:
+    """Records of one person at once through both connector pods: one Patient, every source identifier kept."""
+    pods = _pods(project, "connector")
+    assert len(pods) == 2, pods
+    with _dic(project, "cn-admin-token") as door:
+        for round_number in range(1, CONCURRENT_ROUNDS + 1):
+            before = {pod: _ingests_served(project, pod) for pod in pods}
+            kvnr, bundles = _records_of_one_person(round_number)
+            with ThreadPoolExecutor(CONCURRENT_RECORDS) as pool:
+                answers = list(pool.map(lambda bundle: door.post("/fhir", json=bundle), bundles))
+            assert [a.status_code for a in answers] == [200] * CONCURRENT_RECORDS, [a.text[:300] for a in answers]
+            served = {pod: _ingests_served(project, pod) - before[pod] for pod in pods}
+            assert sum(served.values()) == CONCURRENT_RECORDS, served
+            found = cast("list[dict[str, Any]]", _get(project, f"Patient?identifier={KVNR}|{kvnr}").get("entry", []))
+            [patient] = [entry["resource"] for entry in found]
+            sources = {i["value"] for i in patient["identifier"] if i["system"] == SOURCE}
+            assert sources == {f"Patient/pods-{round_number}-{n}" for n in range(CONCURRENT_RECORDS)}
+            if all(served.values()):
+                print(f"one person's {CONCURRENT_RECORDS} records at once, by pod: {served}", file=sys.stderr)
+                return
+    pytest.fail(f"in {CONCURRENT_ROUNDS} rounds the Service never sent one person's records to both pods")
 
 
 def _volume(path: Path, patients: int, seed: int) -> Counter[str]:
@@ -131,7 +190,7 @@ def _rolling_update_of_hapi_under_a_load_loses_and_duplicates_nothing(project: P
     """`hubnode load` of generated volumes into the dic, one after another, for as long as HAPI is rolled."""
     kinds = set(_volume(project / "kinds.ndjson.gz", 100, seed=2600))  # every type the generator writes
     before = _counts(project, kinds)
-    replaced = _hapi_pods(project)
+    replaced = _pods(project, "fhir")
     started = time.monotonic()
     _kubectl(project, "rollout", "restart", "deployment/fhir", "-n", DIC)
     sent: Counter[str] = Counter()
@@ -143,7 +202,7 @@ def _rolling_update_of_hapi_under_a_load_loses_and_duplicates_nothing(project: P
         sent += _volume(volume, LOAD_PATIENTS, seed=2626 + loads)
         _hubnode(project, "load", "--stack", STACK, "--site", "dic", str(volume))  # exit 0: no line refused
     rolled = time.monotonic() - started
-    assert not set(_hapi_pods(project)) & set(replaced), "every HAPI pod was replaced"
+    assert not set(_pods(project, "fhir")) & set(replaced), "every HAPI pod was replaced"
     assert set(sent) <= kinds
     after = _counts(project, kinds)
     assert {kind: after[kind] - before[kind] for kind in kinds} == {kind: sent[kind] for kind in kinds}
@@ -164,7 +223,7 @@ def _evict(project: Path, pod: str) -> subprocess.CompletedProcess[str]:
 
 
 def _a_drain_takes_one_hapi_pod_at_a_time(project: Path) -> None:
-    first, second = _hapi_pods(project)
+    first, second = _pods(project, "fhir")
     assert _evict(project, first).returncode == 0
     refused = _evict(project, second)
     assert refused.returncode != 0, "the budget lets one HAPI pod go at a time"
@@ -219,7 +278,8 @@ def test_deploy_brings_the_federation_up_certifies_it_rolls_only_what_changed_an
     assert " unchanged" in printed
     assert _changed(printed) == []
 
-    assert nodes[0]["services"]["fhir"]["replicas"] == "2/2"
+    assert nodes[0]["services"]["fhir"]["replicas"] == nodes[0]["services"]["connector"]["replicas"] == "2/2"
+    _concurrent_ingests_of_one_person_through_both_connector_pods_make_one_record(project)
     _rolling_update_of_hapi_under_a_load_loses_and_duplicates_nothing(project)
     _a_drain_takes_one_hapi_pod_at_a_time(project)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
@@ -9,6 +10,7 @@ import httpx
 import pytest
 
 from infra.local import LocalLauncher
+from servicekit.kvnr import make_kvnr
 from tests.integration.conftest import assert_confined_as_planned, node_plan
 
 pytestmark = pytest.mark.usefixtures("built")
@@ -56,3 +58,34 @@ def test_the_trust_centre_pseudonymizes_with_the_site_token_and_keeps_its_pseudo
     launcher.down(plan.stack)
     launcher.up([plan])
     assert pseudonymize(base, token, "mrn-2", "mrn-1") == first
+
+
+def test_links_of_one_new_person_at_once_on_postgresql_name_one_person(launcher: LocalLauncher, tmp_path: Path) -> None:
+    """PostgreSQL runs links side by side (SQLite takes them in turn): the ones that lose the race join the winner."""
+    plan = node_plan("itest-tc-race", database="postgres", components=["trustcentre"], domains=DOMAINS)
+    launcher.up([plan])
+    base = plan.endpoints["trustcentre"]
+    token = (tmp_path / "state" / "secrets" / plan.site / "tc-admin-token").read_text()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
+
+    def request_mpi(kvnr: str) -> str:
+        body = {
+            "resourceType": "Parameters",
+            "parameter": [
+                {"name": "identifier", "valueIdentifier": {"system": "http://fhir.de/sid/gkv/kvid-10", "value": kvnr}},
+                {"name": "source", "valueString": "itest"},
+                {"name": "family", "valueString": "Gleichzeitig"},  # with demographics: compared, stored, slower
+                {"name": "given", "valueString": "Clara"},
+                {"name": "birthDate", "valueDate": "1961-08-13"},
+            ],
+        }
+        answer = httpx.post(f"{base}/epix/$requestMPI", json=body, headers=headers, timeout=60)
+        assert answer.status_code == 200, answer.text
+        [mpi] = [p["valueIdentifier"]["value"] for p in answer.json()["parameter"] if p["name"] == "mpi"]
+        return str(mpi)
+
+    for round_number in range(10):
+        kvnr = make_kvnr("R", f"{26120610 + round_number}")
+        with ThreadPoolExecutor(8) as pool:
+            persons = set(pool.map(request_mpi, [kvnr] * 8))
+        assert len(persons) == 1, f"one KVNR linked at once became {len(persons)} persons"

@@ -168,7 +168,7 @@ def test_every_container_of_a_federation_node_is_confined_as_its_plan_says(mocks
     config = stack_config("federation")
     [dic, *_] = plan_stack(parse_stack("federation", {**config, "hubnode:database": "postgres"}))
     assert {s.component for s in dic.services} == {
-        *("db", "fhir", "tcdb", "trustcentre", "connector", "gateway"),
+        *("db", "fhir", "tcdb", "trustcentre", "cndb", "connector", "gateway"),
         *("kcdb", "idp", "portal"),
     }
     assert dic.peers_network is not None

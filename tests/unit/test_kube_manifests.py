@@ -67,7 +67,7 @@ def every_service() -> list[tuple[NodePlan, ServicePlan]]:
 
 def test_the_federation_plans_every_component_so_these_tests_see_each_kind_of_service() -> None:
     components = {service.component for _, service in every_service()}
-    assert components == {"db", "fhir", "tcdb", "trustcentre", "connector", "gateway", "kcdb", "idp", "portal"}
+    assert components == {"db", "fhir", "tcdb", "trustcentre", "cndb", "connector", "gateway", "kcdb", "idp", "portal"}
 
 
 def test_each_node_is_one_namespace_holding_all_of_its_manifests() -> None:
@@ -113,7 +113,7 @@ def test_the_databases_run_as_their_own_uid_in_stateful_sets_and_the_rest_in_dep
     [dic, *_] = PLANS
     kinds = {service.component: workload(dic, service)["kind"] for service in dic.services}
     assert kinds == {
-        **dict.fromkeys(("db", "tcdb", "kcdb"), "StatefulSet"),
+        **dict.fromkeys(("db", "tcdb", "cndb", "kcdb"), "StatefulSet"),
         **dict.fromkeys(("fhir", "trustcentre", "connector", "gateway", "idp", "portal"), "Deployment"),
     }
     assert container(dic, dic.services[0])["securityContext"]["runAsUser"] == 10002
@@ -230,7 +230,7 @@ def test_the_gateway_publishes_its_doors_as_host_ports_on_loopback_as_the_docker
             assert ports[binding.container_port]["hostPort"] == binding.host_port
             assert ports[binding.container_port]["hostIP"] == "127.0.0.1"
         assert "hostPort" not in ports[8088]
-    dic_gateway = container(PLANS[0], PLANS[0].services[5])
+    dic_gateway = container(PLANS[0], next(s for s in PLANS[0].services if s.component == "gateway"))
     assert [p.get("hostPort") for p in dic_gateway["ports"]] == [
         FEDERATION["hubnode:nodes"][0]["ports"]["gateway"],
         FEDERATION["hubnode:nodes"][0]["ports"]["peer"],
@@ -356,6 +356,7 @@ def test_replicated_hapi_is_rolled_a_pod_at_a_time_and_evicted_at_most_one_at_a_
     assert {name: spec.get("strategy", {}).get("type") for name, spec in workloads.items() if name != "fhir"} == {
         "db": None,  # StatefulSets roll pod by pod anyway
         "tcdb": None,
+        "cndb": None,
         "trustcentre": "Recreate",
         "connector": "Recreate",
         "gateway": "Recreate",
@@ -381,13 +382,10 @@ def test_the_gateway_reaches_its_upstreams_by_their_cluster_addresses_as_nginx_a
         assert f"http://{name}:{port}" not in nginx
     [gateway] = [s for s in dic.services if s.component == "gateway"]
     [file] = gateway.files
-    assert (
-        nginx.replace("10.96.0.21", "connector")
-        .replace("10.96.0.20", "trustcentre")
-        .replace("10.96.0.24", "idp")
-        .replace("10.96.0.25", "portal")
-        == file.content
-    ), "only the upstreams' addresses differ from the Docker path"
+    named = nginx
+    for name in ("connector", "trustcentre", "idp", "portal"):
+        named = named.replace(f"http://{services[name]['spec']['clusterIP']}:", f"http://{name}:")
+    assert named == file.content, "only the upstreams' addresses differ from the Docker path"
 
 
 def test_tmpfs_folders_are_in_memory_volumes_of_their_size() -> None:

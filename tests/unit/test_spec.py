@@ -17,6 +17,7 @@ from infra.spec import (
     StackSpec,
     parse_stack,
 )
+from tests.conftest import stack_config
 
 DEV = {"hubnode:site": "dev", "hubnode:components": ["fhir"], "hubnode:ports": {"fhir": 8080}}
 
@@ -280,21 +281,27 @@ def test_a_wrong_validation_setting_names_the_key_and_the_choices() -> None:
 KUBERNETES_POSTGRES = {**DEV, "hubnode:platform": "kubernetes", "hubnode:database": "postgres"}
 
 
-def test_hapi_on_postgresql_runs_as_several_pods_on_kubernetes_and_everything_else_as_one() -> None:
+def test_hapi_and_the_connector_on_postgresql_run_as_several_pods_on_kubernetes_and_everything_else_as_one() -> None:
     [node] = parse_stack("dev", {**KUBERNETES_POSTGRES, "hubnode:replicas": {"fhir": 2}}).nodes
     assert node.replicas == {"fhir": 2}
+    [dic, _] = parse_stack("cluster", stack_config("cluster")).nodes
+    assert dic.replicas == {"fhir": 2, "connector": 2}
     assert parse_stack("dev", KUBERNETES_POSTGRES).nodes[0].replicas == {}
 
 
 def test_replicas_that_cannot_work_are_refused_each_with_its_reason() -> None:
     components = ["fhir", "trustcentre", "connector", "gateway"]
     config = {"hubnode:site": "dev", "hubnode:components": components, "hubnode:ports": {"gateway": 8443, "peer": 9443}}
-    replicas = {"fhir": 2, "connector": 2, "trustcentre": 1, "portal": 1, "gateway": 0}
+    replicas = {"fhir": 2, "connector": 2, "trustcentre": 2, "portal": 1, "gateway": 0}
     assert problems_of({**config, "hubnode:platform": "kubernetes", "hubnode:replicas": replicas}) == [
         "hubnode:replicas.fhir = 2: at most 1 on the embedded database, which one process owns (or database: postgres)",
         (
-            "hubnode:replicas.connector = 2: at most 1, as its retrier and its process store assume one process: "
-            "two would retry a Task twice"
+            "hubnode:replicas.connector = 2: at most 1 on the embedded database, which one process owns "
+            "(or database: postgres)"
+        ),
+        (
+            "hubnode:replicas.trustcentre = 2: at most 1, as it holds its pseudonyms and consents in one store "
+            "beside one process"
         ),
         "hubnode:replicas.portal = 1: a component of this node: fhir, trustcentre, connector, gateway",
         "hubnode:replicas.gateway = 0: a whole number of pods, 1 or more",

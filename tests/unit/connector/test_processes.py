@@ -327,7 +327,10 @@ def test_a_start_preferring_respond_async_is_accepted_at_once_and_completes_in_t
     assert not node.running, "a finished process is forgotten by the connector"
 
 
-def test_a_process_a_stopped_connector_left_open_is_resumed_once_at_the_next_start(fed: Federation) -> None:
+def test_a_process_a_stopped_connector_left_open_is_resumed_once_its_claim_lapses(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(task_store, "CLAIM_SECONDS", 1)
     fed["dic"].ingest_patient("p10", codes=("C50.4",))
     fed.consent("p10", "5")
     node = process_node(fed, "dic")
@@ -342,23 +345,63 @@ def test_a_process_a_stopped_connector_left_open_is_resumed_once_at_the_next_sta
     task_id = asyncio.run(accepted_then_stopped())
     assert fed["dic"].client.get(f"/fhir/Task/{task_id}", headers=bearer("starter")).json()["status"] == "requested"
     assert not fed["practice"].fhir.of_type("Patient")
-    authored = datetime.fromisoformat(
-        fed["dic"].client.get(f"/fhir/Task/{task_id}", headers=bearer("starter")).json()["authoredOn"]
-    )
-    later_start = authored - timedelta(seconds=1)
-    assert asyncio.run(processes.resume_unfinished(node, later_start, "resumed")) == [], "not before its own start"
-    time.sleep(1.1)  # the connector starts again in a later second than the Task was authored in
+    successor = replace(node, claimant="dic-connector-after-restart", running={})
+    assert asyncio.run(processes.resume_orphans(successor, "resumed")) == [], "not while the stopped one's claim holds"
+    time.sleep(1.1)  # the stopped connector renews nothing: its claim lapses
 
     async def restarted_connector() -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(run_forever(node, poll_seconds=0.05), timeout=1.0)
+            await asyncio.wait_for(run_forever(successor, poll_seconds=0.05), timeout=1.0)
 
     asyncio.run(restarted_connector())
     done = fed["dic"].client.get(f"/fhir/Task/{task_id}", headers=bearer("starter")).json()
     assert done["status"] == "completed"
     assert len(fed["practice"].fhir.of_type("Patient")) == 1
-    restarted = datetime.now(UTC)
-    assert asyncio.run(processes.resume_unfinished(node, restarted, "resumed")) == [], "a finished one stays finished"
+    assert asyncio.run(processes.resume_orphans(successor, "resumed")) == [], "a finished one stays finished"
+
+
+def test_a_process_one_connector_runs_is_not_run_by_another_on_the_same_database(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(task_store, "CLAIM_SECONDS", 1)
+    runs: list[str] = []
+
+    async def both_connectors() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        gate = asyncio.Event()
+
+        async def slow_ping(_node: processes.Node, request: Any) -> processes.Outcome:
+            runs.append(_node.claimant)
+            await gate.wait()
+            return processes.Outcome([], [str(request.inputs.string("target"))])
+
+        monkeypatch.setitem(processes.STARTERS, processes.Process.PING, slow_ping)
+        first = process_node(fed, "dic")
+        second = replace(first, claimant="dic-connector-2", running={})
+        answer = await started_async(fed, "dic", ping_task())
+        task_id = str(answer.json()["id"])
+        await asyncio.sleep(0)
+        for _ in range(3):  # the first keeps its claim alive for longer than it would hold unrenewed
+            await asyncio.sleep(0.5)
+            task_store.renew(first.engine, first.claimant, list(first.running), datetime.now(UTC))
+            assert await processes.resume_orphans(second, "resumed") == []
+        at_second = processes.retry(second, task_id, "a person at the second connector")
+        while_running = await asyncio.wait_for(at_second, timeout=5)  # a second run would wait for the gate
+        gate.set()
+        finished = await first.running[task_id]
+        after = await processes.retry(second, task_id, "a person at the second connector")
+        return while_running, finished, after
+
+    while_running, finished, after = asyncio.run(both_connectors())
+    assert runs == [process_node(fed, "dic").claimant], "run once, by the connector holding the claim"
+    assert while_running["status"] == "requested", "the second answers the Task as it stands"
+    assert finished["status"] == after["status"] == "completed"
+
+
+def ping_task() -> dict[str, Any]:
+    return {"resourceType": "Task", "instantiatesCanonical": f"{PROCESS}ping|1.0", "status": "requested"} | {
+        "intent": "order",
+        "input": [value("target", "valueString", "practice")],
+    }
 
 
 def test_an_accepted_process_that_breaks_inside_the_node_fails_naming_a_log_reference(
@@ -369,10 +412,7 @@ def test_an_accepted_process_that_breaks_inside_the_node_fails_naming_a_log_refe
 
     monkeypatch.setitem(processes.STARTERS, processes.Process.PING, broken)
     node = process_node(fed, "dic")
-    ping = {"resourceType": "Task", "instantiatesCanonical": f"{PROCESS}ping|1.0", "status": "requested"} | {
-        "intent": "order",
-        "input": [value("target", "valueString", "practice")],
-    }
+    ping = ping_task()
 
     async def accepted_then_finished() -> dict[str, Any]:
         answer = await started_async(fed, "dic", ping)

@@ -75,7 +75,7 @@ def create_app(
     trustcentre_transport: httpx.AsyncBaseTransport | None = None,
 ) -> Starlette:
     """Connect (and migrate) the database, make the HAPI and trust-centre clients, route the API."""
-    engine = connect(settings.database_url)
+    engine = connect(settings.database_url, settings.adopt_store)
     hapi = HapiClient(settings.fhir_url, transport=hapi_transport)
     trustcentre = TrustCentreClient(
         settings.trustcentre_url,

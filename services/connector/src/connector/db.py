@@ -3,13 +3,31 @@
 Besides the audit trail the connector remembers processes: the ones it started (so `$retry` can
 finish them with the same idempotency key) and the ones peers asked of it (so a retried request gets
 the stored answer instead of doing the work twice), and when a process whose peer was unreachable is
-tried again. The Task tables are generic over the process: the Task itself is stored as JSON, so a new
-process needs no migration.
+tried again. A started Task is claimed by the connector running it (`claimed_by` until `claimed_until`,
+renewed while it runs), so several connectors on one database never run it at once. The Task tables
+are generic over the process: the Task itself is stored as JSON, so a new process needs no migration.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, Connection, Date, DateTime, Engine, Index, Integer, MetaData, String, Table, func
+from pathlib import Path
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    Date,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    func,
+    inspect,
+    text,
+)
 
 from servicekit import db as servicekit_db
 from servicekit.audit import AuditLog
@@ -30,6 +48,13 @@ def _task_columns() -> list[Column[object]]:
     ]
 
 
+def _claim_columns() -> list[Column[object]]:
+    return [
+        Column("claimed_by", String(128), nullable=True),
+        Column("claimed_until", DateTime(timezone=True), nullable=True),
+    ]
+
+
 #: Processes this node started: `id` is the Task id the local API answers with.
 started_tasks = Table(
     "started_tasks",
@@ -37,6 +62,7 @@ started_tasks = Table(
     Column("id", String(64), primary_key=True),
     Column("idempotency_key", String(255), nullable=True, unique=True),
     *_task_columns(),
+    *_claim_columns(),
 )
 
 #: Processes peers asked of this node: (requester, idempotency key) -> the answer given.
@@ -108,15 +134,31 @@ def _v4_process_state_index(connection: Connection) -> None:
         index.create(connection, checkfirst=True)
 
 
+def _v5_task_claims(connection: Connection) -> None:
+    """Which connector runs a started Task, and until when (new stores have the columns from the first step)."""
+    present = {column["name"] for column in inspect(connection).get_columns("started_tasks")}
+    for column in _claim_columns():
+        if column.name not in present:
+            kind = column.type.compile(connection.dialect)
+            connection.execute(text(f"ALTER TABLE started_tasks ADD COLUMN {column.name} {kind}"))
+
+
 #: Ordered schema steps; append, never edit a released one.
 MIGRATIONS: tuple[Migration, ...] = (
     _v1_create_tables,
     _v2_federation_authorisation,
     _v3_automatic_retries,
     _v4_process_state_index,
+    _v5_task_claims,
 )
 
 
-def connect(url: str) -> Engine:
-    """An engine for `url` (sqlite:///path or postgresql+psycopg://...), schema migrated."""
-    return servicekit_db.connect(url, MIGRATIONS)
+def connect(url: str, adopt_store: Path | None = None) -> Engine:
+    """An engine for `url` (sqlite:///path or postgresql+psycopg://...), schema migrated.
+
+    `adopt_store`: the SQLite file this connector kept before its database moved; its rows come along once.
+    """
+    engine = servicekit_db.connect(url, MIGRATIONS)
+    if adopt_store is not None:
+        servicekit_db.adopt_sqlite(engine, adopt_store, MIGRATIONS, metadata)
+    return engine

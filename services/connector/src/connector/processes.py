@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -114,6 +115,8 @@ class Node:
     running: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     #: How many processes a caller may have running here at once; beyond, a start is answered 503.
     max_running: int = MAX_RUNNING
+    #: This connector among those sharing its database: the name its claims on running Tasks carry.
+    claimant: str = field(default_factory=lambda: f"{socket.gethostname()}/{uuid.uuid4().hex[:12]}")
 
     @property
     def site(self) -> str:
@@ -183,7 +186,8 @@ async def start(
         "requester": {"identifier": {"system": ORGANIZATION_SYSTEM, "value": node.site}},
         "authoredOn": _now(),
     }
-    existing = await run_in_threadpool(task_store.claim_started, node.engine, task, key)
+    claim = (node.engine, task, key, node.claimant, datetime.now(UTC))
+    existing = await run_in_threadpool(task_store.claim_started, *claim)
     if existing is not None:
         return 200, existing
     if respond_async:
@@ -195,8 +199,8 @@ async def start(
 async def retry(node: Node, task_id: str, caller: str) -> dict[str, Any]:
     """Run a started process again with its idempotency key; a completed one is returned as it is.
 
-    While the Task runs (its start, a person's retry or the automatic one), another retry waits for that
-    run and answers its result.
+    While the Task runs here (its start, a person's retry or the automatic one), another retry waits for
+    that run and answers its result; while another connector of this node runs it, the Task as it stands.
     """
     running = node.running.get(task_id)
     if running is None:  # registered before the first await, so a second caller cannot slip in between
@@ -204,15 +208,13 @@ async def retry(node: Node, task_id: str, caller: str) -> dict[str, Any]:
     return await asyncio.shield(running)
 
 
-async def resume_unfinished(node: Node, before: datetime, caller: str) -> list[str]:
-    """Run again every Task started `before` this connector did and still `requested`: the ids.
+async def resume_orphans(node: Node, caller: str) -> list[str]:
+    """Run again every Task still `requested` whose connector stopped while it ran (its claim lapsed): the ids.
 
     A Task accepted with `respond-async` (or whose start lost its caller) must not stay open because the
-    connector stopped while it ran. Tasks started since are this connector's own, running or done.
+    connector running it stopped; this connector, or another sharing its database, finishes it.
     """
-    unfinished = await run_in_threadpool(task_store.unfinished, node.engine)
-    since = before.replace(microsecond=0)  # authoredOn has whole seconds
-    orphans = [task["id"] for task in unfinished if datetime.fromisoformat(task["authoredOn"]) < since]
+    orphans = await run_in_threadpool(task_store.orphans, node.engine, datetime.now(UTC))
     for task_id in orphans:
         try:
             task = await retry(node, task_id, caller)
@@ -237,6 +239,8 @@ async def _retry_once(node: Node, task_id: str, caller: str) -> dict[str, Any]:
     if task["status"] == Status.COMPLETED.value:
         await run_in_threadpool(retries.forget, node.engine, task_id)
         return task
+    if not await run_in_threadpool(task_store.claim, node.engine, task_id, node.claimant, datetime.now(UTC)):
+        return task  # another connector of this node runs it now
     request = {key: value for key, value in task.items() if key not in ("statusReason", "output")}
     return await _run(node, {**request, "status": Status.REQUESTED.value}, caller, retried=True)
 
@@ -287,8 +291,8 @@ async def _run_unattended(node: Node, task: dict[str, Any], caller: str) -> dict
         finished = failed(task, f"internal error at {node.site}; the connector's log has reference {reference}")
         finished["lastModified"] = _now()
         try:
-            await run_in_threadpool(task_store.save_started, node.engine, finished)
-        except Exception:  # the database itself is gone: the Task stays open and is resumed at the next start
+            await run_in_threadpool(task_store.save_started, node.engine, finished, node.claimant)
+        except Exception:  # the database itself is gone: the Task stays open and is resumed when its claim lapses
             LOG.exception("process Task %s: its failure could not be stored", task["id"])
             raise unexpected from None
         return finished
@@ -309,7 +313,7 @@ async def _run(node: Node, task: dict[str, Any], caller: str, *, retried: bool =
         finished = completed(task, outcome.outputs)
         await _audit_all(node, request.process, outcome, "success", f"started by {caller}")
     finished["lastModified"] = _now()
-    await run_in_threadpool(task_store.save_started, node.engine, finished)
+    await run_in_threadpool(task_store.save_started, node.engine, finished, node.claimant)
     return finished
 
 

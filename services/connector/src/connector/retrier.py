@@ -1,11 +1,11 @@
 """The connector's background work: every few seconds, the processes whose automatic attempt is due.
 
-At start it also resumes the processes a stopped connector left open (`processes.resume_unfinished`).
-
-Runs inside the connector's one process for as long as the app runs (`app.py` starts and stops it),
-so a Task is never tried by two retriers at once; a person's `$retry` meanwhile waits for a running
-attempt (`processes.retry`). What is due lives in the database (`connector.retries`), so nothing is
-lost when the connector restarts.
+Each round also renews this connector's claims on the Tasks it runs and resumes those a stopped connector
+left open (`processes.resume_orphans`). Runs for as long as the app runs (`app.py` starts and stops it).
+Several connectors may share one database: a Task runs only where it is claimed (`connector.task_store`),
+so two retriers never try it at once, and a person's `$retry` meanwhile waits for a running attempt
+(`processes.retry`). What is due lives in the database (`connector.retries`), so nothing is lost when a
+connector restarts.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from starlette.concurrency import run_in_threadpool
 
-from connector import processes, retries
+from connector import processes, retries, task_store
 from connector.processes import Node
 from servicekit.fhir import FhirError
 
@@ -42,17 +42,11 @@ async def retry_due(node: Node, now: datetime) -> int:
 
 
 async def run_forever(node: Node, poll_seconds: float = POLL_SECONDS) -> None:
-    """Look for due attempts until cancelled; a failure of one round is logged and the next round comes.
-
-    The first round that reaches the database also resumes the Tasks a stopped connector left open.
-    """
-    started = datetime.now(UTC)
-    resumed = False
+    """Work rounds until cancelled; a failure of one round is logged and the next round comes."""
     while True:
         try:
-            if not resumed:
-                await processes.resume_unfinished(node, started, RESUMED_CALLER)
-                resumed = True
+            await run_in_threadpool(task_store.renew, node.engine, node.claimant, list(node.running), datetime.now(UTC))
+            await processes.resume_orphans(node, RESUMED_CALLER)
             await retry_due(node, datetime.now(UTC))
         except Exception:  # the retrier must outlive a bad round (the database restarting, ...)
             LOG.exception("automatic retries: this round failed; trying again in %.0f s", poll_seconds)

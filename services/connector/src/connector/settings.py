@@ -70,6 +70,8 @@ class Settings:
     trustcentre_url: str
     authenticator: Authenticator
     database_url: str = DEFAULT_DATABASE_URL
+    #: A SQLite store this connector kept before its database moved to PostgreSQL: its rows are taken along once.
+    adopt_store: Path | None = None
     trustcentre_token: str | None = None
     #: The CA that signed a site's own trust-centre gateway (no client certificate is shown to it).
     trustcentre_ca: Path | None = None
@@ -107,6 +109,7 @@ class Settings:
             trustcentre_url=_url("CN_TRUSTCENTRE_URL", environ),
             authenticator=callers_from_config(read_json("CN_CALLERS_FILE", environ)),
             database_url=url,
+            adopt_store=Path(environ["CN_DB_ADOPT_FILE"]) if environ.get("CN_DB_ADOPT_FILE") else None,
             trustcentre_token=_optional_secret("CN_TRUSTCENTRE_TOKEN_FILE", environ),
             trustcentre_ca=_optional_file("CN_TRUSTCENTRE_CA_FILE", environ),
             trustcentre_contract=_ttp_contract(environ),

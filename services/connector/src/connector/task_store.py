@@ -3,13 +3,19 @@
 A started Task is kept so `$retry` can finish it with the same idempotency key, and a repeated start
 with a known key returns it instead of starting again; a received Task's completed answer is kept
 under (requester, key) so a peer's retry gets the same answer and nothing is done twice.
+
+Several connectors may share one database (the connector in two pods). Whoever runs a started Task
+holds a claim on it, renewed while it runs and given up when the Task is saved finished, so no two run it
+at once; a claim left by a connector that stopped lapses after `CLAIM_SECONDS`, and its Task is an orphan
+that any of them resumes (`processes.resume_orphans`).
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import ColumnElement, Engine, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from connector.db import received_tasks, started_tasks
@@ -24,13 +30,28 @@ def started(engine: Engine, *, task_id: str | None = None, key: str | None = Non
     return dict(found) if found is not None else None
 
 
-def claim_started(engine: Engine, task: dict[str, Any], key: str) -> dict[str, Any] | None:
-    """Store a new started Task; if another holds `key` already, that one (and nothing is stored)."""
+#: How long a claim holds unless renewed; the retrier renews its connector's claims far more often.
+CLAIM_SECONDS = 60
+
+
+def claim_until(now: datetime) -> datetime:
+    """When a claim taken or renewed at `now` lapses."""
+    return now + timedelta(seconds=CLAIM_SECONDS)
+
+
+def claim_started(engine: Engine, task: dict[str, Any], key: str, holder: str, now: datetime) -> dict[str, Any] | None:
+    """Store a new started Task, claimed by `holder`; if another holds `key` already, that one (nothing is stored)."""
     try:
         with engine.begin() as connection:
             connection.execute(
                 insert(started_tasks).values(
-                    id=task["id"], idempotency_key=key, process=_process(task), status=task["status"], task_json=task
+                    id=task["id"],
+                    idempotency_key=key,
+                    process=_process(task),
+                    status=task["status"],
+                    task_json=task,
+                    claimed_by=holder,
+                    claimed_until=claim_until(now),
                 )
             )
     except IntegrityError:
@@ -38,23 +59,53 @@ def claim_started(engine: Engine, task: dict[str, Any], key: str) -> dict[str, A
     return None
 
 
-def save_started(engine: Engine, task: dict[str, Any]) -> None:
-    """Record where a started Task stands now."""
+def claim(engine: Engine, task_id: str, holder: str, now: datetime) -> bool:
+    """Claim a started Task for `holder` (to run it): False while another connector's claim holds."""
+    with engine.begin() as connection:
+        claimed = connection.execute(
+            update(started_tasks)
+            .where(started_tasks.c.id == task_id, or_(_unclaimed(now), started_tasks.c.claimed_by == holder))
+            .values(claimed_by=holder, claimed_until=claim_until(now))
+        )
+    return claimed.rowcount == 1
+
+
+def renew(engine: Engine, holder: str, task_ids: list[str], now: datetime) -> None:
+    """Keep `holder`'s claims on the Tasks it is running from lapsing."""
+    if not task_ids:
+        return
+    with engine.begin() as connection:
+        connection.execute(
+            update(started_tasks)
+            .where(started_tasks.c.id.in_(task_ids), started_tasks.c.claimed_by == holder)
+            .values(claimed_until=claim_until(now))
+        )
+
+
+def save_started(engine: Engine, task: dict[str, Any], holder: str) -> None:
+    """Record how a run of a started Task ended, and give up `holder`'s claim on it."""
+    released = case((started_tasks.c.claimed_by == holder, None), else_=started_tasks.c.claimed_by)
     with engine.begin() as connection:
         connection.execute(
             update(started_tasks)
             .where(started_tasks.c.id == task["id"])
-            .values(status=task["status"], task_json=task, updated=func.now())
+            .values(status=task["status"], task_json=task, updated=func.now(), claimed_by=released)
         )
 
 
-def unfinished(engine: Engine) -> list[dict[str, Any]]:
-    """The started Tasks still `requested`: running now, or left so by a connector that stopped."""
+def orphans(engine: Engine, now: datetime) -> list[str]:
+    """The started Tasks still `requested` that no connector's claim holds: left so by one that stopped."""
     with engine.connect() as connection:
         rows = connection.execute(
-            select(started_tasks.c.task_json).where(started_tasks.c.status == Status.REQUESTED.value)
-        ).scalars()
-        return [dict(row) for row in rows]
+            select(started_tasks.c.id)
+            .where(started_tasks.c.status == Status.REQUESTED.value, _unclaimed(now))
+            .order_by(started_tasks.c.created)
+        )
+        return [str(task_id) for task_id in rows.scalars()]
+
+
+def _unclaimed(now: datetime) -> ColumnElement[bool]:
+    return or_(started_tasks.c.claimed_by.is_(None), started_tasks.c.claimed_until < now)
 
 
 def answered(engine: Engine, requester: str, key: str) -> dict[str, Any] | None:

@@ -1,12 +1,17 @@
 """A service's database: SQLite (embedded default) or PostgreSQL (production), migrated at start-up.
 
 Migrations are numbered steps recorded in `schema_version`, applied inside one transaction each, so
-a node upgraded in place moves forward and a failed step leaves nothing half done.
+a node upgraded in place moves forward and a failed step leaves nothing half done. On PostgreSQL several
+processes may start at once on one database (a service in two pods): they migrate one after another.
+A service moved from SQLite to PostgreSQL takes its old store's rows along once (`adopt_sqlite`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -28,8 +33,15 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
+LOG = logging.getLogger("servicekit.db")
+#: Rows an adopted SQLite store is read and written in at a time.
+ADOPT_BATCH_ROWS = 5_000
+
 #: One schema step: DDL (and data moves) run inside the step's own transaction.
 Migration = Callable[[Connection], None]
+
+#: The PostgreSQL advisory lock migrations are applied under (any number, the same for every service).
+MIGRATION_LOCK = 0x68_75_62_6E  # "hubn"
 
 schema_version = Table(
     "schema_version",
@@ -76,7 +88,79 @@ def _sqlite_begin_immediate(connection: Connection) -> None:
 
 
 def migrate(engine: Engine, migrations: Sequence[Migration]) -> int:
-    """Apply every migration not yet recorded; returns the schema version now in force."""
+    """Apply every migration not yet recorded; returns the schema version now in force.
+
+    On PostgreSQL under a session advisory lock: a second process starting meanwhile waits, then finds
+    the steps recorded (without it both would create the same tables and one would fail to start).
+    """
+    with _migration_lock(engine):
+        return _apply(engine, migrations)
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """Hold PostgreSQL's advisory lock for migrations (SQLite: one process owns the file anyway)."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as holder:
+        holder.execute(select(func.pg_advisory_lock(MIGRATION_LOCK)))
+        holder.commit()
+        try:
+            yield
+        finally:
+            holder.execute(select(func.pg_advisory_unlock(MIGRATION_LOCK)))
+            holder.commit()
+
+
+def adopt_sqlite(engine: Engine, source: Path, migrations: Sequence[Migration], metadata: MetaData) -> int:
+    """Move the rows of the SQLite store the service kept at `source` into `engine`'s tables, once: how many.
+
+    A node moved to `database: postgres` keeps its history (audit trail, processes, ledgers). The old store
+    is migrated to the same schema first; its rows go over in one transaction and only into empty tables,
+    under the migration lock; then the file is renamed `<name>.adopted` (kept, never read again).
+    """
+    with _migration_lock(engine):  # a second process starting meanwhile finds the file adopted
+        if not source.is_file():
+            return 0
+        moved = _move_rows(engine, source, migrations, metadata)
+        if moved is None:
+            LOG.warning("%s was not adopted: the database holds data already; the file is left as it is", source)
+            return 0
+        source.rename(source.with_name(f"{source.name}.adopted"))
+    LOG.info("adopted %d rows of %s; it is kept as %s.adopted", moved, source, source.name)
+    return moved
+
+
+def _move_rows(engine: Engine, source: Path, migrations: Sequence[Migration], metadata: MetaData) -> int | None:
+    """Every row of the store at `source` into `engine`'s tables in one transaction; None if they hold any."""
+    old = connect(f"sqlite:///{source}", migrations)
+    moved = 0
+    try:
+        with engine.begin() as target, old.connect() as reading:
+            if any(target.execute(select(func.count()).select_from(t)).scalar_one() for t in metadata.sorted_tables):
+                return None
+            for table in metadata.sorted_tables:
+                rows = reading.execute(select(table).execution_options(yield_per=ADOPT_BATCH_ROWS)).mappings()
+                for batch in rows.partitions(ADOPT_BATCH_ROWS):
+                    target.execute(insert(table), [dict(row) for row in batch])
+                    moved += len(batch)
+                _continue_numbering(target, table)
+    finally:
+        old.dispose()
+    return moved
+
+
+def _continue_numbering(connection: Connection, table: Table) -> None:
+    """After rows came with their ids, PostgreSQL's sequence of an id column continues after the highest."""
+    column = table.autoincrement_column
+    if column is None or connection.dialect.name != "postgresql":
+        return
+    sequence = func.pg_get_serial_sequence(table.name, column.name)
+    connection.execute(select(func.setval(sequence, func.coalesce(func.max(column), 0) + 1, False)))  # noqa: FBT003
+
+
+def _apply(engine: Engine, migrations: Sequence[Migration]) -> int:
     with engine.begin() as connection:
         schema_version.create(connection, checkfirst=True)
     with engine.connect() as connection:

@@ -108,6 +108,8 @@ def link(
             person_identifiers,
             [{"system": i.system, "value": i.value, "mpi": mpi, "source": asserter.source} for i in unowned],
         )
+    if created:
+        mpi, created, distinct = _settle_new_person(connection, mpi, linkable)
     others = [*distinct[1:], *sorted(set(_owners(connection, foreign).values()) - {mpi, *distinct})]
     matches = [_record_match(connection, mpi, other, CONFLICT_SCORE) for other in others]
     if demographics is None:
@@ -137,6 +139,24 @@ def attach(connection: Connection, mpi: str, identifiers: Sequence[Identifier], 
         [{"system": i.system, "value": i.value, "mpi": mpi, "source": asserter.source} for i in unowned],
     )
     return bool(unowned)
+
+
+def _settle_new_person(
+    connection: Connection, mpi: str, identifiers: Sequence[Identifier]
+) -> tuple[str, bool, list[str]]:
+    """The person a link that made `mpi` ends with, when links of the same identifiers ran side by side.
+
+    On PostgreSQL two links of one new identifier can both find no owner; the unique index lets one
+    claim it and makes the other's insert wait for that one and then do nothing. The loser's new person
+    owns nothing, so it is dropped and the winner's is taken: (person, created, the persons owning them).
+    """
+    owners = sorted(set(_owners(connection, identifiers).values()))
+    if not owners or owners == [mpi]:
+        return mpi, True, []
+    if mpi in owners:  # it won some identifiers and lost others: one person under two ids, reported as a match
+        return mpi, True, [mpi, *(other for other in owners if other != mpi)]
+    connection.execute(persons.delete().where(persons.c.mpi == mpi))
+    return owners[0], False, owners
 
 
 def _owners(connection: Connection, identifiers: Sequence[Identifier]) -> dict[Identifier, str]:
