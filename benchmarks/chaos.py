@@ -308,12 +308,24 @@ def summary(ledger: Ledger) -> dict[str, Any]:
 
 
 def memory_trend(memory: Mapping[str, Sequence[float]]) -> dict[str, dict[str, float]]:
-    """Per container: the mean of the first and the last third of its samples, and their ratio."""
+    """Per container: the mean of each third of its samples; last / first, and last / middle.
+
+    A JVM or a cache fills up in the first third and then holds (`settled` near 1); a leak grows on
+    through the last (`settled` above 1 as well as `ratio`).
+    """
     trend = {}
     for name, samples in sorted(memory.items()):
         third = max(1, len(samples) // 3)
         first, last = sum(samples[:third]) / third, sum(samples[-third:]) / third
-        trend[name] = {"first_mib": round(first, 1), "last_mib": round(last, 1), "ratio": round(last / first, 3)}
+        middle_samples = samples[third:-third] or samples
+        middle = sum(middle_samples) / len(middle_samples)
+        trend[name] = {
+            "first_mib": round(first, 1),
+            "middle_mib": round(middle, 1),
+            "last_mib": round(last, 1),
+            "ratio": round(last / first, 3),
+            "settled": round(last / middle, 3),
+        }
     return trend
 
 
@@ -485,8 +497,12 @@ def table(results: Mapping[str, Any]) -> list[str]:
         processes = results[name]["processes"]
         lines.append(f"{name:<8} held: {results[name]['held']['verdicts']}; processes: {processes['states']}")
         lines.append(f"{name:<8} processes from start to end (s): {processes.get('start_to_end_s', {})}")
-        growth = max((t["ratio"] for t in results[name]["memory"].values()), default=float("nan"))
-        lines.append(f"{name:<8} largest memory growth (last third / first third): {growth:.2f}")
+        trend = results[name]["memory"].values()
+        growth = max((t["ratio"] for t in trend), default=float("nan"))
+        settled = max((t.get("settled", float("nan")) for t in trend), default=float("nan"))
+        lines.append(
+            f"{name:<8} largest memory growth: last third / first third {growth:.2f}, last / middle {settled:.2f}"
+        )
     return lines
 
 

@@ -43,7 +43,7 @@ from infra.bootstrap import (
 )
 from infra.chunks import Limits
 from infra.compare import as_json, differences, read_inventory, table
-from infra.deploy import Deployment, Engine, PulumiPlaces, keep_tokens
+from infra.deploy import Deployment, Engine, PulumiPlaces, forget_own_cluster_stacks, keep_tokens
 from infra.errors import HubnodeError, UsageError
 from infra.federation_files import FederationFiles, prepare_federation_files
 from infra.files import write_atomically
@@ -218,7 +218,13 @@ def _cluster_up(args: argparse.Namespace, progress: Progress) -> int:
 
 
 def _cluster_down(args: argparse.Namespace, progress: Progress) -> int:
-    cluster.down(project_dir(args), progress, purge=args.purge)
+    project = project_dir(args)
+    cluster.down(project, progress, purge=args.purge)
+    if args.purge:
+        for stack in forget_own_cluster_stacks(PulumiPlaces(project)):
+            print(
+                f"stack {stack}: its deployment went with the cluster's data; hubnode deploy --stack {stack} redoes it"
+            )
     return 0
 
 

@@ -30,12 +30,15 @@ from infra.kube_manifests import local_volume_path
 from infra.plan import NodePlan, owner_of
 from infra.progress import Progress
 from infra.spec import NAMESPACE, SECRET_KEYS, SECRET_SOURCES, StackSpec
+from infra.stackfile import stack_config_map, stack_file
 from infra.state import StackState
 from infra.targets_file import CONNECTOR_TOKENS, TRUSTCENTRE_TOKENS
 from infra.toolchain import PULUMI, PULUMI_KUBERNETES, binary, ensure_tools
 from infra.toolchain import PULUMI_KUBERNETES_VERSION as PROVIDER_VERSION
 
 PROVIDER = "kubernetes"
+#: The Pulumi project every stack of a hubnode project belongs to (its name in Pulumi.yaml).
+PULUMI_PROJECT = "hubnode"
 PASSPHRASE_FILE = "pulumi-passphrase"  # noqa: S105 -- a file name
 #: The secret files kept on the host after `up`: the tokens the suite (targets file) reads.
 OPERATOR_TOKENS = frozenset({*CONNECTOR_TOKENS, *TRUSTCENTRE_TOKENS})
@@ -62,6 +65,17 @@ class PulumiPlaces:
         """`PULUMI_HOME`: the engine's plugins and settings, apart from any of the user's own."""
         return self.root / "home"
 
+    def state_files(self, stack: str) -> list[Path]:
+        """The file backend's record of what the stack deployed (`<stack>.json`, `.bak`, `.attrs`) and its locks."""
+        records = self.root / "state" / ".pulumi" / "stacks" / PULUMI_PROJECT
+        locks = self.root / "state" / ".pulumi" / "locks" / "organization" / PULUMI_PROJECT / stack
+        return sorted([*records.glob(f"{stack}.json*"), *locks.glob("*.json")])
+
+    def deployed_stacks(self) -> list[str]:
+        """The stacks the backend holds a record of."""
+        folder = self.root / "state" / ".pulumi" / "stacks" / PULUMI_PROJECT
+        return sorted(path.name.removesuffix(".json") for path in folder.glob("*.json"))
+
     def work_dir(self, stack: str) -> Path:
         """The stack's workspace: its Pulumi.yaml and Pulumi.<stack>.yaml (with the encrypted secrets)."""
         return self.root / stack
@@ -69,6 +83,26 @@ class PulumiPlaces:
     def passphrase_file(self, stack: str) -> Path:
         """The passphrase that encrypts the stack's secrets and state, kept with the stack's other secrets."""
         return self.project_dir / ".hubnode" / stack / PASSPHRASE_FILE
+
+
+def forget_own_cluster_stacks(places: PulumiPlaces) -> list[str]:
+    """Drop the record of every stack deployed on the project's own cluster, whose data was purged: their names.
+
+    Their resources went with the cluster's etcd; a record still listing them would make the next deploy
+    update namespaces that no longer exist; a lock left by a deploy that was stopped goes too. The stacks'
+    secrets stay (the volumes' databases were made with them), and so do stacks on a cluster their file
+    names (`kubernetes:kubeconfig`).
+    """
+    forgotten = []
+    for stack in places.deployed_stacks():
+        if not stack_file(places.project_dir, stack).is_file():
+            continue
+        if "kubernetes:kubeconfig" in stack_config_map(places.project_dir, stack):
+            continue
+        for path in places.state_files(stack):
+            path.unlink()
+        forgotten.append(stack)
+    return forgotten
 
 
 def ensure_passphrase(path: Path) -> Path:
@@ -239,13 +273,15 @@ class Deployment:
             pulumi_home=str(places.home),
             env_vars=env,
             project_settings=auto.ProjectSettings(
-                name="hubnode", runtime="python", backend=auto.ProjectBackend(url=places.backend)
+                name=PULUMI_PROJECT, runtime="python", backend=auto.ProjectBackend(url=places.backend)
             ),
             secrets_provider="passphrase",
             pulumi_command=auto.PulumiCommand(root=str(self.engine.cli.parent.parent), skip_version_check=True),
         )
         with working_in(places.project_dir):
-            stack = auto.create_or_select_stack(spec.stack, project_name="hubnode", program=declare_stack, opts=options)
+            stack = auto.create_or_select_stack(
+                spec.stack, project_name=PULUMI_PROJECT, program=declare_stack, opts=options
+            )
             stack.set_all_config({key: auto.ConfigValue(value) for key, value in plain_config(self.config).items()})
             for key in missing_secrets(set(stack.get_all_config())):
                 stack.set_config(key, auto.ConfigValue(secrets.token_urlsafe(24), secret=True))

@@ -6,7 +6,7 @@ federation does; the dic's two connector pods must make one record of one person
 at once, and its two HAPI pods must roll under a load losing nothing; a second run with nothing changed
 must change nothing; a changed catalogue must roll only the workload that reads it, and take effect;
 `--destroy` must remove every workload and keep the namespaces and the volumes with their data, as the
-Docker path keeps its volumes.
+Docker path keeps its volumes; `hubnode cluster down --purge` must then leave nothing on the host.
 """
 
 from __future__ import annotations
@@ -301,3 +301,6 @@ def test_deploy_brings_the_federation_up_certifies_it_rolls_only_what_changed_an
     assert {v["status"]["phase"] for v in volumes} == {"Bound"}
     database = project / ".hubnode" / "volumes" / f"hubnode-{STACK}-dic-db-data"
     assert any(database.iterdir()), "PostgreSQL's data stays on the node"
+
+    _hubnode(project, "cluster", "down", "--purge")
+    assert cluster.leftovers(cluster.layout_for(project)) == [], "the cluster leaves nothing behind on the host"

@@ -61,18 +61,26 @@ def test_the_trust_centre_pseudonymizes_with_the_site_token_and_keeps_its_pseudo
 
 
 def test_links_of_one_new_person_at_once_on_postgresql_name_one_person(launcher: LocalLauncher, tmp_path: Path) -> None:
-    """PostgreSQL runs links side by side (SQLite takes them in turn): the ones that lose the race join the winner."""
+    """PostgreSQL runs links side by side (SQLite takes them in turn): those losing the race join the winner.
+
+    Each link also names its own record, which the loser did claim: it must end with the winner's person too.
+    """
     plan = node_plan("itest-tc-race", database="postgres", components=["trustcentre"], domains=DOMAINS)
     launcher.up([plan])
     base = plan.endpoints["trustcentre"]
     token = (tmp_path / "state" / "secrets" / plan.site / "tc-admin-token").read_text()
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
 
-    def request_mpi(kvnr: str) -> str:
+    def request_mpi(kvnr_and_record: tuple[str, str]) -> str:
+        kvnr, record = kvnr_and_record
         body = {
             "resourceType": "Parameters",
             "parameter": [
                 {"name": "identifier", "valueIdentifier": {"system": "http://fhir.de/sid/gkv/kvid-10", "value": kvnr}},
+                {
+                    "name": "identifier",
+                    "valueIdentifier": {"system": "https://itest.example/sid/record", "value": record},
+                },
                 {"name": "source", "valueString": "itest"},
                 {"name": "family", "valueString": "Gleichzeitig"},  # with demographics: compared, stored, slower
                 {"name": "given", "valueString": "Clara"},
@@ -87,5 +95,5 @@ def test_links_of_one_new_person_at_once_on_postgresql_name_one_person(launcher:
     for round_number in range(10):
         kvnr = make_kvnr("R", f"{26120610 + round_number}")
         with ThreadPoolExecutor(8) as pool:
-            persons = set(pool.map(request_mpi, [kvnr] * 8))
-        assert len(persons) == 1, f"one KVNR linked at once became {len(persons)} persons"
+            persons = set(pool.map(request_mpi, [(kvnr, f"{kvnr}-record-{n}") for n in range(8)]))
+        assert len(persons) == 1, f"one KVNR linked at once, each with its own record, became {len(persons)} persons"

@@ -52,9 +52,18 @@ def test_docker_memory_figures_are_read_in_mebibytes() -> None:
 
 
 def test_a_growing_container_shows_in_its_trend_and_a_flat_one_does_not() -> None:
-    trend = memory_trend({"leaky": [100, 100, 150, 150, 200, 200], "flat": [300, 310, 290, 300, 305, 300]})
+    trend = memory_trend(
+        {
+            "leaky": [100, 100, 150, 150, 200, 200],
+            "flat": [300, 310, 290, 300, 305, 300],
+            "warmed": [100, 200, 300, 300, 300, 300],  # a heap that filled, then held
+        }
+    )
     assert trend["leaky"]["ratio"] == 2.0
+    assert trend["leaky"]["settled"] > 1.3
     assert 0.95 < trend["flat"]["ratio"] < 1.05
+    assert trend["warmed"]["ratio"] == 2.0
+    assert trend["warmed"]["settled"] == 1.0, "grown while warming up, then flat: no leak"
 
 
 def test_the_summary_counts_errors_per_operation() -> None:

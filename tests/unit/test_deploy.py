@@ -18,6 +18,7 @@ from infra.deploy import (
     PulumiPlaces,
     engine_env,
     ensure_passphrase,
+    forget_own_cluster_stacks,
     host_volumes,
     keep_tokens,
     make_host_volumes,
@@ -50,6 +51,29 @@ def test_the_engine_downloads_nothing_and_is_pointed_at_the_clusters_kubeconfig(
     assert env["KUBECONFIG"] == str(tmp_path / "kubeconfig")
     assert "KUBECONFIG" not in engine_env(places, "cluster", None)
     assert places.backend == (tmp_path / ".hubnode" / "pulumi" / "state").as_uri()
+
+
+def test_a_purged_cluster_takes_the_record_of_its_stacks_along_but_not_their_secrets_or_foreign_ones(
+    tmp_path: Path,
+) -> None:
+    places = PulumiPlaces(tmp_path)
+    (tmp_path / "Pulumi.cluster.yaml").write_text("config:\n  hubnode:platform: kubernetes\n")
+    (tmp_path / "Pulumi.site.yaml").write_text("config:\n  kubernetes:kubeconfig: /etc/site/kubeconfig\n")
+    records = tmp_path / ".hubnode" / "pulumi" / "state" / ".pulumi" / "stacks" / "hubnode"
+    records.mkdir(parents=True)
+    for stack in ("cluster", "site", "gone"):  # `gone`: its stack file was deleted; nothing says where it ran
+        for suffix in (".json", ".json.bak", ".json.attrs"):
+            (records / f"{stack}{suffix}").write_text("{}")
+    locks = tmp_path / ".hubnode" / "pulumi" / "state" / ".pulumi" / "locks" / "organization" / "hubnode" / "cluster"
+    locks.mkdir(parents=True)
+    (locks / "b391c597.json").write_text("{}")  # left by a deploy that was stopped
+    places.work_dir("cluster").mkdir(parents=True)
+    (places.work_dir("cluster") / "Pulumi.cluster.yaml").write_text("encryptedkey: kept\n")
+    assert places.deployed_stacks() == ["cluster", "gone", "site"]
+    assert forget_own_cluster_stacks(places) == ["cluster"]
+    assert places.state_files("cluster") == []
+    assert len(places.state_files("site")) == len(places.state_files("gone")) == 3
+    assert (places.work_dir("cluster") / "Pulumi.cluster.yaml").is_file(), "the secrets its volumes were made with"
 
 
 def test_the_stack_files_config_goes_to_the_engine_as_text_and_structured_values_as_json() -> None:

@@ -57,9 +57,10 @@ class IngestResult:
     errors_stored: tuple[Problem, ...] = ()
 
 
-#: Writes of one bundle tried at most while other ingests keep changing its persons' records (HAPI's 409):
-#: with four records of one person arriving at once, three tries left one of them refused now and then.
-PERSON_WRITE_ATTEMPTS = 5
+#: Writes of one bundle tried at most while other ingests keep changing its persons' records (HAPI's 409).
+#: Each round lets at least one writer of a record through, so n records of one person sent at once need up
+#: to n tries: with 8 at once through two connector pods, 5 tries left one or two of them refused.
+PERSON_WRITE_ATTEMPTS = 12
 #: Seconds the n-th retry waits at most (times n, at random), so colliding writers do not collide again.
 RETRY_JITTER_S = 0.05
 

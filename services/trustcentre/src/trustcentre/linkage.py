@@ -101,7 +101,7 @@ def link(
     distinct = sorted(set(owners.values()))
     created = not distinct
     mpi = distinct[0] if distinct else _new_person(connection)
-    unowned = [i for i in linkable if i not in owners]
+    unowned = sorted((i for i in linkable if i not in owners), key=lambda i: (i.system, i.value))  # one lock order
     if len(distinct) <= 1:
         insert_ignoring_conflicts(
             connection,
@@ -144,19 +144,21 @@ def attach(connection: Connection, mpi: str, identifiers: Sequence[Identifier], 
 def _settle_new_person(
     connection: Connection, mpi: str, identifiers: Sequence[Identifier]
 ) -> tuple[str, bool, list[str]]:
-    """The person a link that made `mpi` ends with, when links of the same identifiers ran side by side.
+    """The person a link that made `mpi` ends with, when links sharing identifiers ran side by side.
 
-    On PostgreSQL two links of one new identifier can both find no owner; the unique index lets one
-    claim it and makes the other's insert wait for that one and then do nothing. The loser's new person
-    owns nothing, so it is dropped and the winner's is taken: (person, created, the persons owning them).
+    On PostgreSQL two links of one new person (a KVNR, each with its own record's id) can both find no
+    owner and each make a person; the unique index lets one claim the shared identifier and makes the
+    other's insert wait for it and then do nothing. Whatever the loser's new person did claim (its own
+    record's id) moves to the winner's and the new person is dropped: (person, created, the persons
+    owning the identifiers, the one taken first).
     """
-    owners = sorted(set(_owners(connection, identifiers).values()))
-    if not owners or owners == [mpi]:
+    others = sorted(set(_owners(connection, identifiers).values()) - {mpi})
+    if not others:
         return mpi, True, []
-    if mpi in owners:  # it won some identifiers and lost others: one person under two ids, reported as a match
-        return mpi, True, [mpi, *(other for other in owners if other != mpi)]
+    winner = others[0]
+    connection.execute(update(person_identifiers).where(person_identifiers.c.mpi == mpi).values(mpi=winner))
     connection.execute(persons.delete().where(persons.c.mpi == mpi))
-    return owners[0], False, owners
+    return winner, False, others
 
 
 def _owners(connection: Connection, identifiers: Sequence[Identifier]) -> dict[Identifier, str]:
