@@ -343,32 +343,34 @@ def test_a_changed_file_changes_the_pod_template_of_its_service_alone_so_that_on
     assert ("dic", "fhir") not in rolled
 
 
-def test_replicated_hapi_is_rolled_a_pod_at_a_time_and_evicted_at_most_one_at_a_time() -> None:
-    nodes = [{**n, "replicas": {"fhir": 2}} if n["site"] == "dic" else n for n in FEDERATION["hubnode:nodes"]]
+def test_replicated_hapi_and_connector_are_rolled_a_pod_at_a_time_and_evicted_at_most_one_at_a_time() -> None:
+    replicated = {"fhir": 2, "connector": 2}
+    nodes = [{**n, "replicas": replicated} if n["site"] == "dic" else n for n in FEDERATION["hubnode:nodes"]]
     plans = federation(platform="kubernetes", nodes=nodes)
     dic = stack_manifests(plans)["dic"]
     workloads = {m["metadata"]["name"]: m["spec"] for m in dic if m["kind"] in ("Deployment", "StatefulSet")}
-    assert workloads["fhir"]["replicas"] == 2
-    assert workloads["fhir"]["strategy"] == {
-        "type": "RollingUpdate",
-        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
-    }
-    assert {name: spec.get("strategy", {}).get("type") for name, spec in workloads.items() if name != "fhir"} == {
+    for name in replicated:
+        assert workloads[name]["replicas"] == 2
+        assert workloads[name]["strategy"] == {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+        }
+    assert {
+        name: spec.get("strategy", {}).get("type") for name, spec in workloads.items() if name not in replicated
+    } == {
         "db": None,  # StatefulSets roll pod by pod anyway
         "tcdb": None,
         "cndb": None,
         "trustcentre": "Recreate",
-        "connector": "Recreate",
         "gateway": "Recreate",
         "idp": "Recreate",
         "kcdb": None,
         "portal": "Recreate",
     }
-    [budget] = [m for m in dic if m["kind"] == "PodDisruptionBudget"]
-    assert budget["metadata"]["name"] == "fhir"
-    assert budget["spec"] == {
-        "maxUnavailable": 1,
-        "selector": {"matchLabels": workloads["fhir"]["selector"]["matchLabels"]},
+    budgets = {m["metadata"]["name"]: m["spec"] for m in dic if m["kind"] == "PodDisruptionBudget"}
+    assert budgets == {
+        name: {"maxUnavailable": 1, "selector": {"matchLabels": workloads[name]["selector"]["matchLabels"]}}
+        for name in replicated
     }
     assert not any(m["kind"] == "PodDisruptionBudget" for m in MANIFESTS["dic"]), "one replica: nothing to budget"
 
