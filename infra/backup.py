@@ -24,7 +24,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -346,6 +346,13 @@ def refuse_unless_empty(host: Host, plan: NodePlan) -> None:
         )
 
 
+#: Volumes a newer release added to a node, by member name: an archive made before holds none of them,
+#: and restores without them (`hubnode up` makes them empty), with what fills them then.
+LATER_VOLUMES: Mapping[str, str] = {
+    "volume/cndb-data": "the connector's PostgreSQL: its first start adopts the store in connector-data",
+}
+
+
 def restore_node(host: Host, plan: NodePlan, path: Path, key: bytes) -> RestoreDone:
     """Verify the whole archive, then fill the node's volumes and put back its files; undo it all on failure.
 
@@ -357,6 +364,9 @@ def restore_node(host: Host, plan: NodePlan, path: Path, key: bytes) -> RestoreD
     manifest = archive.verify(path, key)
     _check_fits(manifest, plan)
     host.progress.note(f"{path.name}: verified, {len(manifest.members)} member(s), {_size(manifest.size)}")
+    held = {m.name for m in manifest.members}
+    for absent in sorted({volume_member(plan, volume) for volume in plan.volumes} - held):
+        host.progress.note(f"{plan.site}: no {absent} (the archive is older than it); {LATER_VOLUMES[absent]}")
     copier = VolumeCopier(client, helper_image(client, plan), dict(plan.labels))
     volumes = {volume_member(plan, volume): volume for volume in plan.volumes}
     created: list[str] = []
@@ -402,11 +412,13 @@ def _existing(folder: Path) -> Path:
 
 
 def _check_fits(manifest: archive.Manifest, plan: NodePlan) -> None:
-    """The archive is of this site and holds exactly the volumes its plan names."""
+    """The archive is of this site and holds exactly the volumes its plan names (but those added since)."""
     if manifest.about.get("site") != plan.site:
         raise HubnodeError(f"the archive is of site {manifest.about.get('site')!r}, not {plan.site!r}")
     held = sorted(m.name for m in manifest.members if m.kind == VOLUME_KIND)
     wanted = sorted(volume_member(plan, volume) for volume in plan.volumes)
+    if set(held) <= set(wanted) and set(wanted) - set(held) <= LATER_VOLUMES.keys():
+        return
     if held != wanted:
         raise HubnodeError(
             f"the archive holds the volumes {', '.join(held) or 'none'}; node {plan.site} of stack {plan.stack}"

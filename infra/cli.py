@@ -42,6 +42,7 @@ from infra.bootstrap import (
     ensure_docker_engine,
 )
 from infra.chunks import Limits
+from infra.cluster_files import layout_for
 from infra.compare import as_json, differences, read_inventory, table
 from infra.deploy import Deployment, Engine, PulumiPlaces, forget_own_cluster_stacks, keep_tokens
 from infra.errors import HubnodeError, UsageError
@@ -267,10 +268,14 @@ def _deploy(args: argparse.Namespace, progress: Progress) -> int:
     spec, plans = _load(args, progress)
     project = project_dir(args)
     config = stack_config_map(project, args.stack)
-    kubeconfig = None if "kubernetes:kubeconfig" in config else cluster.layout_for(project).kubeconfig
+    kubeconfig = None if "kubernetes:kubeconfig" in config else layout_for(project).kubeconfig
     action = "destroy" if args.destroy else "preview" if args.preview else "up"
     with progress.step("the Pulumi engine and its kubernetes provider"):
         engine = Engine.built(progress)
+    if kubeconfig is not None and action == "up":  # images rebuilt since `cluster up` go in, and roll their pods
+        with progress.step("the stack's images in the cluster"):
+            references = sorted({service.image.reference for plan in plans for service in plan.services})
+            cluster.import_images(_existing_cluster(project), references, progress)
     deployment = Deployment(PulumiPlaces(project), spec, plans, config, engine, kubeconfig)
     with progress.step(f"pulumi {action} of stack {args.stack}"):
         deployed = deployment.run(action, lambda line: print(line, flush=True))
@@ -292,14 +297,20 @@ def _deploy(args: argparse.Namespace, progress: Progress) -> int:
     return 0
 
 
-def _kubectl(project: Path) -> kube_status.Kubectl:
-    """The toolchain's kubectl on the cluster `hubnode cluster up` started in the project."""
+def _existing_cluster(project: Path) -> cluster.Cluster:
+    """The cluster `hubnode cluster up` started in the project, or a clear error saying how to start one."""
     found = cluster.existing(project)
     if not (found.kube_bin / "kubectl").is_file():
         raise HubnodeError(
             f"no cluster has been started in {project}",
             fix="start it: hubnode cluster up --stack <stack>, then hubnode deploy --stack <stack>",
         )
+    return found
+
+
+def _kubectl(project: Path) -> kube_status.Kubectl:
+    """The toolchain's kubectl on the cluster `hubnode cluster up` started in the project."""
+    found = _existing_cluster(project)
     return lambda *args: found.kubectl(*args).stdout
 
 

@@ -39,6 +39,8 @@ from infra.cluster_files import (
     config_files,
     containerd_name,
     forward_rules,
+    imported_images,
+    layout_for,
     mounts_under,
     processes,
 )
@@ -70,11 +72,6 @@ CLUSTER_PROGRAMS = frozenset(
 CNI_CACHE = Path("/var/lib/cni")
 #: Where the kubelet (cgroupfs driver) puts pods in each cgroup v1 hierarchy.
 KUBEPODS_CGROUPS = Path("/sys/fs/cgroup")
-
-
-def layout_for(project: Path) -> Layout:
-    """The cluster's state folder of a project: `.hubnode/kube/` (`.hubnode/cluster/` is the `cluster` stack's)."""
-    return Layout.at(project / ".hubnode" / "kube")
 
 
 @dataclass(frozen=True)
@@ -213,8 +210,7 @@ def leftovers(layout: Layout) -> list[str]:
 
 def import_images(cluster: Cluster, references: Iterable[str], progress: Progress) -> None:
     """Copy Docker's images into the cluster's containerd (`docker save | ctr images import`), skipping those there."""
-    record_file = cluster.layout.root / "images.json"
-    imported: dict[str, str] = json.loads(record_file.read_text()) if record_file.is_file() else {}
+    imported = imported_images(cluster.layout)
     present = set(_images_present(cluster))
     client = docker_client()
     for reference in references:
@@ -247,7 +243,7 @@ def import_images(cluster: Cluster, references: Iterable[str], progress: Progres
                 fix=f"containerd's log is {cluster.layout.log('containerd')}; `hubnode cluster status` shows what runs",
             )
         imported[reference] = str(image.id)
-        write_atomically(record_file, json.dumps(imported, indent=2).encode(), 0o644)
+        write_atomically(cluster.layout.images_record, json.dumps(imported, indent=2).encode(), 0o644)
 
 
 def _write_files(layout: Layout, service_range: str, progress: Progress) -> None:

@@ -52,6 +52,8 @@ class Layout:
     kubelet_root: Path
     #: The admin's kubeconfig (group system:masters): for kubectl and Pulumi's kubernetes provider.
     kubeconfig: Path
+    #: Image reference -> the Docker image id imported under it into the cluster's containerd.
+    images_record: Path
 
     @classmethod
     def at(cls, root: Path) -> Layout:
@@ -67,6 +69,7 @@ class Layout:
             cni_conf_dir=root / "cni" / "net.d",
             ipam_dir=root / "cni" / "ipam",
             kubelet_root=root / "kubelet",
+            images_record=root / "images.json",
             kubeconfig=root / "kubeconfig",
         )
 
@@ -85,6 +88,19 @@ class Layout:
     def purgeable(self) -> tuple[Path, ...]:
         """What `down --purge` deletes besides the runtime leftovers: the API's data and the image store."""
         return (self.etcd_data, self.containerd / "root", self.containerd / "state", self.kubelet_root)
+
+
+def layout_for(project: Path) -> Layout:
+    """The cluster's state folder of a project: `.hubnode/kube/` (`.hubnode/cluster/` is the `cluster` stack's)."""
+    return Layout.at(project / ".hubnode" / "kube")
+
+
+def imported_images(layout: Layout) -> dict[str, str]:
+    """Image reference -> the id of the image the cluster holds under it (`hubnode cluster up` imported it)."""
+    if not layout.images_record.is_file():
+        return {}
+    record: dict[str, str] = json.loads(layout.images_record.read_text())
+    return record
 
 
 @dataclass(frozen=True)

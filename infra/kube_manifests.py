@@ -42,6 +42,8 @@ SECRET_KEYS_ANNOTATION = "org.hubnode/secret-keys"  # noqa: S105 -- an annotatio
 #: layer's, keyed); when either changes, so does the template, and the workload rolls (as `kubectl rollout restart`).
 FILES_DIGEST_ANNOTATION = "org.hubnode/files-sha256"
 SECRETS_DIGEST_ANNOTATION = "org.hubnode/secrets-hmac-sha256"
+#: The id of the image the cluster holds under the service's reference: a rebuilt image rolls its pods.
+IMAGE_ID_ANNOTATION = "org.hubnode/image-id"
 #: Owner-read only; the pod's fsGroup (the service's uid) adds group read, so the service can read them.
 SECRET_FILE_MODE = 0o400
 
@@ -111,13 +113,19 @@ def cluster_addresses(plans: Sequence[NodePlan], block: str = DEFAULT_SERVICE_RA
     return ClusterAddresses(tuple(plans), ips)
 
 
-def stack_manifests(plans: Sequence[NodePlan], settings: KubernetesSettings | None = None) -> dict[str, list[Manifest]]:
-    """Every node's manifests by site, addressed together (pods resolve the peers of their federation)."""
+def stack_manifests(
+    plans: Sequence[NodePlan], settings: KubernetesSettings | None = None, image_ids: Mapping[str, str] | None = None
+) -> dict[str, list[Manifest]]:
+    """Every node's manifests by site, addressed together (pods resolve the peers of their federation).
+
+    `image_ids`: reference -> id of the images the cluster holds (built here and imported, so a rebuilt
+    image keeps its reference); each pod template names its image's, so a rebuild rolls the service.
+    """
     chosen = settings or KubernetesSettings()
     for plan in plans:
         _check_name(plan.network, f"the namespace of node {plan.site}")
     addresses = cluster_addresses(plans, chosen.service_range)
-    return {plan.site: node_manifests(plan, addresses, chosen) for plan in plans}
+    return {plan.site: node_manifests(plan, addresses, chosen, image_ids or {}) for plan in plans}
 
 
 def _check_name(name: str, what: str) -> None:
@@ -129,7 +137,9 @@ def _check_name(name: str, what: str) -> None:
         )
 
 
-def node_manifests(plan: NodePlan, addresses: ClusterAddresses, settings: KubernetesSettings) -> list[Manifest]:
+def node_manifests(
+    plan: NodePlan, addresses: ClusterAddresses, settings: KubernetesSettings, image_ids: Mapping[str, str]
+) -> list[Manifest]:
     """One node's manifests, each before what refers to it (namespace first, workloads last)."""
     namespace = plan.network
     manifests: list[Manifest] = [
@@ -146,7 +156,10 @@ def node_manifests(plan: NodePlan, addresses: ClusterAddresses, settings: Kubern
     manifests += [_service(namespace, service, addresses.ip(plan, service)) for service in plan.services]
     manifests += [_disruption_budget(namespace, service) for service in plan.services if service.replicas > 1]
     manifests += [
-        _workload(namespace, plan, service, addresses, _config_data(service, ips)) for service in plan.services
+        _workload(
+            namespace, plan, service, addresses, _config_data(service, ips), image_ids.get(service.image.reference)
+        )
+        for service in plan.services
     ]
     return manifests
 
@@ -321,18 +334,24 @@ def _disruption_budget(namespace: str, service: ServicePlan) -> Manifest:
     }
 
 
-def _workload(
-    namespace: str, plan: NodePlan, service: ServicePlan, addresses: ClusterAddresses, files: Mapping[str, str]
+def _workload(  # noqa: PLR0913, PLR0917 -- the service and what the cluster knows of it
+    namespace: str,
+    plan: NodePlan,
+    service: ServicePlan,
+    addresses: ClusterAddresses,
+    files: Mapping[str, str],
+    image_id: str | None,
 ) -> Manifest:
     """A StatefulSet for a database, a Deployment for the rest, with the plan's replicas.
 
-    One replica is replaced, not rolled (its RWO volume is its state). Several (HAPI on PostgreSQL) are
-    rolled one at a time, never fewer ready than wanted. The pod template carries a digest of the files,
-    so that a changed file starts new pods that read it.
+    One replica is replaced, not rolled (its RWO volume is its state). Several (HAPI, the connector on
+    PostgreSQL) are rolled one at a time, never fewer ready than wanted. The pod template carries a digest
+    of the files and the image's id where known, so a changed file or a rebuilt image starts new pods.
     """
     digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+    annotations = {FILES_DIGEST_ANNOTATION: digest, **({IMAGE_ID_ANNOTATION: image_id} if image_id else {})}
     template = {
-        "metadata": {"labels": dict(service.labels), "annotations": {FILES_DIGEST_ANNOTATION: digest}},
+        "metadata": {"labels": dict(service.labels), "annotations": annotations},
         "spec": _pod(plan, service, addresses),
     }
     spec: dict[str, Any] = {"replicas": service.replicas, "selector": {"matchLabels": _selector(service.component)}}

@@ -16,6 +16,7 @@ from pathlib import Path
 import pulumi
 import pulumi_docker as docker
 
+from infra.cluster_files import imported_images, layout_for
 from infra.docker_node import HubNode
 from infra.federation_files import prepare_federation_files
 from infra.idp_realm import USER_SECRET_PREFIX
@@ -65,9 +66,11 @@ def docker_nodes(stack: str, plans: tuple[NodePlan, ...]) -> DeclareNode:
     return lambda plan, contents: HubNode(plan.site, plan, contents, shared_networks=shared)
 
 
-def kubernetes_nodes(plans: tuple[NodePlan, ...], settings: KubernetesSettings) -> DeclareNode:
+def kubernetes_nodes(
+    plans: tuple[NodePlan, ...], settings: KubernetesSettings, image_ids: Mapping[str, str]
+) -> DeclareNode:
     """Nodes as namespaces of the cluster Pulumi's kubernetes provider reaches, addressed together."""
-    manifests = stack_manifests(plans, settings)
+    manifests = stack_manifests(plans, settings, image_ids)
     return lambda plan, contents: KubernetesHubNode(plan.site, plan, manifests[plan.site], contents)
 
 
@@ -79,7 +82,11 @@ def declare_stack() -> None:
     federation_files = prepare_federation_files(spec, state_dir, progress=None) if spec.federation else None
     plans = plan_stack(spec)
     if spec.platform == "kubernetes":
-        declare = kubernetes_nodes(plans, spec.kubernetes.resolved(Path.cwd()))
+        # On the project's own cluster the images are Docker's, imported under their references; a site's
+        # cluster (`kubernetes:kubeconfig`) pulls from its registry, where a new image has a new reference.
+        own_cluster = pulumi.Config("kubernetes").get("kubeconfig") is None
+        image_ids = imported_images(layout_for(Path.cwd())) if own_cluster else {}
+        declare = kubernetes_nodes(plans, spec.kubernetes.resolved(Path.cwd()), image_ids)
     else:
         declare = docker_nodes(spec.stack, plans)
     for node_plan in plans:

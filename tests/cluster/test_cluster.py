@@ -17,6 +17,7 @@ import yaml
 
 from infra import cluster
 from infra.bootstrap import ensure_base_image, ensure_docker_engine
+from infra.cluster_files import layout_for
 from infra.imagebuild import build_image, images_to_build
 from infra.plan import plan_stack
 from infra.progress import Progress
@@ -71,7 +72,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A scratch project folder (so a developer's own cluster state is not touched), with its cluster up."""
     folder = tmp_path_factory.mktemp("cluster-project")
     shutil.copy(PROJECT_DIR / "Pulumi.yaml", folder / "Pulumi.yaml")
-    left = cluster.leftovers(cluster.layout_for(folder))
+    left = cluster.leftovers(layout_for(folder))
     assert not left, f"a cluster runs already: {left}"
     try:
         print(f"cluster up: {_hubnode(folder, 'cluster', 'up'):.1f} s", file=sys.stderr)
@@ -129,7 +130,7 @@ def _manifests(image: str) -> list[dict[str, object]]:
 
 
 def test_a_project_image_serves_through_a_service_and_down_leaves_nothing(project: Path, tmp_path: Path) -> None:
-    layout = cluster.layout_for(project)
+    layout = layout_for(project)
     found = cluster.status(project)
     assert found["node"] == {"name": "localhost", "ready": True}
 

@@ -25,12 +25,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
+import docker
 import httpx
 import pytest
 
 from fixtures.volume import write_volume
 from infra import cluster
-from infra.kube_manifests import COMPONENT_LABEL
+from infra.cluster_files import layout_for
+from infra.kube_manifests import COMPONENT_LABEL, IMAGE_ID_ANNOTATION
 from servicekit.kvnr import make_kvnr
 from tests.conftest import PROJECT_DIR
 
@@ -69,7 +71,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     for name in ("Pulumi.yaml", f"Pulumi.{STACK}.yaml"):
         shutil.copy(PROJECT_DIR / name, folder / name)
     shutil.copytree(PROJECT_DIR / "catalogue", folder / "catalogue")  # the files the stack's keys name
-    assert not cluster.leftovers(cluster.layout_for(folder)), "a cluster runs already"
+    assert not cluster.leftovers(layout_for(folder)), "a cluster runs already"
     try:
         _hubnode(folder, "images", "--stack", STACK)
         seconds, _ = _hubnode(folder, "cluster", "up", "--stack", STACK)
@@ -233,6 +235,13 @@ def _a_drain_takes_one_hapi_pod_at_a_time(project: Path) -> None:
     _kubectl(project, "rollout", "status", "deployment/fhir", "-n", DIC, "--timeout=600s")
 
 
+def _the_pod_template_names_the_image_docker_built(project: Path) -> None:
+    """The connector's template carries the id of its image, so a rebuild under the same tag rolls it."""
+    template = json.loads(_kubectl(project, "get", "deployment/connector", "-n", DIC, "-o", "json"))["spec"]["template"]
+    image = template["spec"]["containers"][0]["image"]
+    assert template["metadata"]["annotations"][IMAGE_ID_ANNOTATION] == docker.from_env().images.get(image).id
+
+
 def _changed(printed: str) -> list[str]:
     """The resources the engine said it changed (`updated`, `created`, `replaced`, `deleted`)."""
     words = (" updated (", " created (", " replaced (", " deleted (", " created replacement (")
@@ -258,6 +267,8 @@ def test_deploy_brings_the_federation_up_certifies_it_rolls_only_what_changed_an
         "health": "healthy",
         "replicas": "1/1",
     }
+
+    _the_pod_template_names_the_image_docker_built(project)
 
     rendered = project / "rendered"
     _hubnode(project, "render", "--stack", STACK, "--output", str(rendered))
@@ -303,4 +314,4 @@ def test_deploy_brings_the_federation_up_certifies_it_rolls_only_what_changed_an
     assert any(database.iterdir()), "PostgreSQL's data stays on the node"
 
     _hubnode(project, "cluster", "down", "--purge")
-    assert cluster.leftovers(cluster.layout_for(project)) == [], "the cluster leaves nothing behind on the host"
+    assert cluster.leftovers(layout_for(project)) == [], "the cluster leaves nothing behind on the host"

@@ -122,7 +122,7 @@ def test_a_restored_node_holds_what_the_backed_up_one_held(tmp_path: Path, clien
         assert str(archive) in backed_up
         manifest = verify(archive, (state / "backup-key").read_bytes())
         assert {m.name for m in manifest.members if m.kind == "volume"} == {
-            f"volume/{name}-data" for name in ("db", "fhir", "tcdb", "trustcentre", "connector")
+            f"volume/{name}-data" for name in ("db", "fhir", "tcdb", "trustcentre", "cndb", "connector")
         }
         assert not any("ca.key" in m.name for m in manifest.members)
         # Right after the backup: the inventory's own reads are then in neither copy's audit trail.

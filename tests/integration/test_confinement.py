@@ -92,7 +92,15 @@ def node(client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def test_every_container_of_the_node_is_confined_as_its_plan_says(node: Node, client: docker.DockerClient) -> None:
-    assert [s.component for s in node.plan.services] == ["db", "fhir", "tcdb", "trustcentre", "connector", "gateway"]
+    assert [s.component for s in node.plan.services] == [
+        "db",
+        "fhir",
+        "tcdb",
+        "trustcentre",
+        "cndb",
+        "connector",
+        "gateway",
+    ]
     for service in node.plan.services:
         assert_confined_as_planned(client, service)
 

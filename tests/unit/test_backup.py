@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import stat
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -261,6 +262,22 @@ def test_an_archive_of_another_kind_of_node_is_refused(tmp_path: Path, copier: t
     path = node_archive(tmp_path, plan(database="embedded"))
     with pytest.raises(HubnodeError, match="the archive holds the volumes volume/fhir-data, volume/trustcentre"):
         restore(tmp_path, FakeClient(), path)
+
+
+def test_an_archive_made_before_a_volume_was_added_restores_without_it_and_says_so(
+    tmp_path: Path, copier: type[FakeCopier], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert "volume/cndb-data" in backup.LATER_VOLUMES, "the connector's PostgreSQL came after the first releases"
+    monkeypatch.setitem(backup.LATER_VOLUMES, "volume/tcdb-data", "made empty by hubnode up")
+    node = plan()
+    older = replace(node, volumes=tuple(v for v in node.volumes if not v.endswith("-tcdb-data")))
+    client = FakeClient()
+    restore(tmp_path, client, node_archive(tmp_path, older))
+    assert client.volumes.names == set(older.volumes), "the added one is left to hubnode up"
+    monkeypatch.delitem(backup.LATER_VOLUMES, "volume/tcdb-data")
+    client = FakeClient()
+    with pytest.raises(HubnodeError, match="the archive holds the volumes"):
+        restore(tmp_path / "again", client, node_archive(tmp_path / "again", older))
 
 
 def project(tmp_path: Path) -> Path:

@@ -26,7 +26,9 @@ from infra.cluster_files import (
     containerd_config,
     containerd_name,
     forward_rules,
+    imported_images,
     kubelet_config,
+    layout_for,
     mounts_under,
     processes,
 )
@@ -219,3 +221,12 @@ def test_purge_deletes_data_but_keeps_the_certificates_and_logs() -> None:
 )
 def test_an_image_is_looked_up_by_the_name_containerd_lists(reference: str, listed: str) -> None:
     assert containerd_name(reference) == listed
+
+
+def test_the_images_the_cluster_holds_are_read_from_the_import_record(tmp_path: Path) -> None:
+    layout = layout_for(tmp_path)
+    assert imported_images(layout) == {}, "no cluster started here: no record"
+    layout.images_record.parent.mkdir(parents=True)
+    layout.images_record.write_text('{"hubnode/connector:0.1.0": "sha256:abc"}')
+    assert imported_images(layout) == {"hubnode/connector:0.1.0": "sha256:abc"}
+    assert layout.images_record == tmp_path / ".hubnode" / "kube" / "images.json"

@@ -15,6 +15,7 @@ from infra.cli import main
 from infra.errors import HubnodeError
 from infra.kube_manifests import (
     FILES_DIGEST_ANNOTATION,
+    IMAGE_ID_ANNOTATION,
     SECRET_KEYS_ANNOTATION,
     Manifest,
     cluster_addresses,
@@ -312,6 +313,25 @@ def test_config_files_come_from_the_services_config_map_with_the_plans_content()
             assert mount["readOnly"] is True
             [source] = [s["configMap"] for s in volume["projected"]["sources"] if "configMap" in s]
             assert {"key": config_key(file.path), "path": posixpath.basename(file.path)} in source["items"]
+
+
+def test_a_rebuilt_image_changes_the_pod_templates_of_the_services_it_runs_alone() -> None:
+    def templates(image_ids: dict[str, str]) -> dict[tuple[str, str], Any]:
+        manifests = stack_manifests(PLANS, None, image_ids)
+        return {
+            (site, m["metadata"]["name"]): m["spec"]["template"]
+            for site, node in manifests.items()
+            for m in node
+            if m["kind"] in ("Deployment", "StatefulSet")
+        }
+
+    connector = next(s for s in PLANS[0].services if s.component == "connector").image.reference
+    before, after = templates({connector: "sha256:aaa"}), templates({connector: "sha256:bbb"})
+    rolled = {key for key in before if before[key] != after[key]}
+    assert rolled == {(plan.site, "connector") for plan in PLANS if "connector" in {s.component for s in plan.services}}
+    assert before["dic", "connector"]["metadata"]["annotations"][IMAGE_ID_ANNOTATION] == "sha256:aaa"
+    unknown = templates({})  # a site's own registry: a new image comes under a new reference
+    assert all(IMAGE_ID_ANNOTATION not in t["metadata"]["annotations"] for t in unknown.values())
 
 
 def test_a_changed_file_changes_the_pod_template_of_its_service_alone_so_that_only_it_rolls() -> None:
