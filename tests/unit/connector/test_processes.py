@@ -379,15 +379,16 @@ def test_a_process_one_connector_runs_is_not_run_by_another_on_the_same_database
         second = replace(first, claimant="dic-connector-2", running={})
         answer = await started_async(fed, "dic", ping_task())
         task_id = str(answer.json()["id"])
-        await asyncio.sleep(0)
-        for _ in range(3):  # the first keeps its claim alive for longer than it would hold unrenewed
+        retrier = asyncio.ensure_future(run_forever(first, poll_seconds=0.1))  # renews the first's claims
+        for _ in range(3):  # for longer than a claim holds unrenewed
             await asyncio.sleep(0.5)
-            task_store.renew(first.engine, first.claimant, list(first.running), datetime.now(UTC))
-            assert await processes.resume_orphans(second, "resumed") == []
+            resumed = await asyncio.wait_for(processes.resume_orphans(second, "resumed"), timeout=5)
+            assert resumed == [], "the claim holds while the first runs it"
         at_second = processes.retry(second, task_id, "a person at the second connector")
         while_running = await asyncio.wait_for(at_second, timeout=5)  # a second run would wait for the gate
         gate.set()
         finished = await first.running[task_id]
+        retrier.cancel()
         after = await processes.retry(second, task_id, "a person at the second connector")
         return while_running, finished, after
 

@@ -1,11 +1,11 @@
 """The connector's background work: every few seconds, the processes whose automatic attempt is due.
 
-Each round also renews this connector's claims on the Tasks it runs and resumes those a stopped connector
-left open (`processes.resume_orphans`). Runs for as long as the app runs (`app.py` starts and stops it).
-Several connectors may share one database: a Task runs only where it is claimed (`connector.task_store`),
-so two retriers never try it at once, and a person's `$retry` meanwhile waits for a running attempt
-(`processes.retry`). What is due lives in the database (`connector.retries`), so nothing is lost when a
-connector restarts.
+Each round also resumes the Tasks a stopped connector left open (`processes.resume_orphans`), and beside
+the rounds the connector renews its claims on the Tasks it runs. Runs for as long as the app runs
+(`app.py` starts and stops it). Several connectors may share one database: a Task runs only where it is
+claimed (`connector.task_store`), so two retriers never try it at once, and a person's `$retry` meanwhile
+waits for a running attempt (`processes.retry`). What is due lives in the database (`connector.retries`),
+so nothing is lost when a connector restarts.
 """
 
 from __future__ import annotations
@@ -42,12 +42,29 @@ async def retry_due(node: Node, now: datetime) -> int:
 
 
 async def run_forever(node: Node, poll_seconds: float = POLL_SECONDS) -> None:
-    """Work rounds until cancelled; a failure of one round is logged and the next round comes."""
+    """Work rounds until cancelled; a failure of one round is logged and the next round comes.
+
+    The claims are renewed apart from the rounds: a round waits for the processes it runs, which may
+    take longer than a claim holds.
+    """
+    renewing = asyncio.create_task(_renew_claims(node, poll_seconds))
+    try:
+        while True:
+            try:
+                await processes.resume_orphans(node, RESUMED_CALLER)
+                await retry_due(node, datetime.now(UTC))
+            except Exception:  # the retrier must outlive a bad round (the database restarting, ...)
+                LOG.exception("automatic retries: this round failed; trying again in %.0f s", poll_seconds)
+            await asyncio.sleep(poll_seconds)
+    finally:
+        renewing.cancel()
+
+
+async def _renew_claims(node: Node, poll_seconds: float) -> None:
+    """Keep the claims on the Tasks this connector runs from lapsing, every `poll_seconds`, until cancelled."""
     while True:
         try:
             await run_in_threadpool(task_store.renew, node.engine, node.claimant, list(node.running), datetime.now(UTC))
-            await processes.resume_orphans(node, RESUMED_CALLER)
-            await retry_due(node, datetime.now(UTC))
-        except Exception:  # the retrier must outlive a bad round (the database restarting, ...)
-            LOG.exception("automatic retries: this round failed; trying again in %.0f s", poll_seconds)
+        except Exception:  # the database restarting: the next renewal comes well before a claim lapses
+            LOG.exception("renewing the claims on running processes failed; trying again in %.0f s", poll_seconds)
         await asyncio.sleep(poll_seconds)
