@@ -364,11 +364,10 @@ def restore_node(host: Host, plan: NodePlan, path: Path, key: bytes) -> RestoreD
     manifest = archive.verify(path, key)
     _check_fits(manifest, plan)
     host.progress.note(f"{path.name}: verified, {len(manifest.members)} member(s), {_size(manifest.size)}")
-    held = {m.name for m in manifest.members}
-    for absent in sorted({volume_member(plan, volume) for volume in plan.volumes} - held):
+    volumes = {volume_member(plan, volume): volume for volume in plan.volumes}
+    for absent in sorted(volumes.keys() - {m.name for m in manifest.members}):
         host.progress.note(f"{plan.site}: no {absent} (the archive is older than it); {LATER_VOLUMES[absent]}")
     copier = VolumeCopier(client, helper_image(client, plan), dict(plan.labels))
-    volumes = {volume_member(plan, volume): volume for volume in plan.volumes}
     created: list[str] = []
     staged: list[tuple[Path, Path, bool]] = []
     staging = Path(tempfile.mkdtemp(prefix=".restore-", dir=_existing(state.folder)))
@@ -417,9 +416,7 @@ def _check_fits(manifest: archive.Manifest, plan: NodePlan) -> None:
         raise HubnodeError(f"the archive is of site {manifest.about.get('site')!r}, not {plan.site!r}")
     held = sorted(m.name for m in manifest.members if m.kind == VOLUME_KIND)
     wanted = sorted(volume_member(plan, volume) for volume in plan.volumes)
-    if set(held) <= set(wanted) and set(wanted) - set(held) <= LATER_VOLUMES.keys():
-        return
-    if held != wanted:
+    if not set(held) <= set(wanted) or not set(wanted) - set(held) <= LATER_VOLUMES.keys():
         raise HubnodeError(
             f"the archive holds the volumes {', '.join(held) or 'none'}; node {plan.site} of stack {plan.stack}"
             f" plans {', '.join(wanted) or 'none'}",

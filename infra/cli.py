@@ -211,11 +211,16 @@ def _cluster_up(args: argparse.Namespace, progress: Progress) -> int:
     if args.stack:
         with progress.step("Docker engine"):
             ensure_docker_engine(progress)
-        images = sorted({service.image.reference for plan in _plans(args, progress) for service in plan.services})
+        images = _image_references(_plans(args, progress))
     else:
         ensure_docker_engine(progress)
     cluster.up(project_dir(args), images, progress)
     return 0
+
+
+def _image_references(plans: Sequence[NodePlan]) -> list[str]:
+    """Every image the stack's services run, each once."""
+    return sorted({service.image.reference for plan in plans for service in plan.services})
 
 
 def _cluster_down(args: argparse.Namespace, progress: Progress) -> int:
@@ -274,8 +279,7 @@ def _deploy(args: argparse.Namespace, progress: Progress) -> int:
         engine = Engine.built(progress)
     if kubeconfig is not None and action == "up":  # images rebuilt since `cluster up` go in, and roll their pods
         with progress.step("the stack's images in the cluster"):
-            references = sorted({service.image.reference for plan in plans for service in plan.services})
-            cluster.import_images(_existing_cluster(project), references, progress)
+            cluster.import_images(_existing_cluster(project), _image_references(plans), progress)
     deployment = Deployment(PulumiPlaces(project), spec, plans, config, engine, kubeconfig)
     with progress.step(f"pulumi {action} of stack {args.stack}"):
         deployed = deployment.run(action, lambda line: print(line, flush=True))

@@ -67,14 +67,16 @@ class PulumiPlaces:
 
     def state_files(self, stack: str) -> list[Path]:
         """The file backend's record of what the stack deployed (`<stack>.json`, `.bak`, `.attrs`) and its locks."""
-        records = self.root / "state" / ".pulumi" / "stacks" / PULUMI_PROJECT
         locks = self.root / "state" / ".pulumi" / "locks" / "organization" / PULUMI_PROJECT / stack
-        return sorted([*records.glob(f"{stack}.json*"), *locks.glob("*.json")])
+        return sorted([*self._records.glob(f"{stack}.json*"), *locks.glob("*.json")])
 
     def deployed_stacks(self) -> list[str]:
         """The stacks the backend holds a record of."""
-        folder = self.root / "state" / ".pulumi" / "stacks" / PULUMI_PROJECT
-        return sorted(path.name.removesuffix(".json") for path in folder.glob("*.json"))
+        return sorted(path.name.removesuffix(".json") for path in self._records.glob("*.json"))
+
+    @property
+    def _records(self) -> Path:
+        return self.root / "state" / ".pulumi" / "stacks" / PULUMI_PROJECT
 
     def work_dir(self, stack: str) -> Path:
         """The stack's workspace: its Pulumi.yaml and Pulumi.<stack>.yaml (with the encrypted secrets)."""

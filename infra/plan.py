@@ -501,6 +501,11 @@ def _db_call(component: str) -> Call:
     return Call(component, POSTGRES_PORT)
 
 
+def _psycopg_url(component: str, database: str) -> str:
+    """A Python service's URL of its PostgreSQL container (`tcdb`, `cndb`): user and database share the name."""
+    return f"postgresql+psycopg://{database}@{_db_call(component).address}/{database}"
+
+
 def _db_password(component: str) -> SecretFile:
     return SecretFile(f"{component}-password", f"{SECRETS_DIR}/{component}-password")
 
@@ -610,9 +615,8 @@ def _trustcentre_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: M
     calls: tuple[Call, ...] = ()
     if node.database == "postgres":
         password = _db_password("tcdb")
-        database = TRUSTCENTRE_DB_NAME
         calls = (_db_call("tcdb"),)
-        env["TC_DATABASE_URL"] = f"postgresql+psycopg://{database}@{calls[0].address}/{database}"
+        env["TC_DATABASE_URL"] = _psycopg_url("tcdb", TRUSTCENTRE_DB_NAME)
         env["TC_DB_PASSWORD_FILE"] = password.path
         secrets = (*secrets, password)
         depends_on = ("tcdb",)
@@ -786,7 +790,7 @@ def _connector_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Map
     if node.database == "postgres":  # one database for every pod of it (`replicas`), its Tasks claimed per pod
         password = _db_password("cndb")
         env["CN_DB_ADOPT_FILE"] = env["CN_DB_URL"].removeprefix("sqlite:///")  # a store kept before, moved once
-        env["CN_DB_URL"] = f"postgresql+psycopg://{CONNECTOR_DB_NAME}@{_db_call('cndb').address}/{CONNECTOR_DB_NAME}"
+        env["CN_DB_URL"] = _psycopg_url("cndb", CONNECTOR_DB_NAME)
         env["CN_DB_PASSWORD_FILE"] = password.path
         secrets = (*secrets, password)
         depends_on, calls = (*depends_on, "cndb"), (*calls, _db_call("cndb"))

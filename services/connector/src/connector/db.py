@@ -25,8 +25,6 @@ from sqlalchemy import (
     String,
     Table,
     func,
-    inspect,
-    text,
 )
 
 from servicekit import db as servicekit_db
@@ -136,11 +134,7 @@ def _v4_process_state_index(connection: Connection) -> None:
 
 def _v5_task_claims(connection: Connection) -> None:
     """Which connector runs a started Task, and until when (new stores have the columns from the first step)."""
-    present = {column["name"] for column in inspect(connection).get_columns("started_tasks")}
-    for column in _claim_columns():
-        if column.name not in present:
-            kind = column.type.compile(connection.dialect)
-            connection.execute(text(f"ALTER TABLE started_tasks ADD COLUMN {column.name} {kind}"))
+    servicekit_db.add_missing_columns(connection, "started_tasks", _claim_columns())
 
 
 #: Ordered schema steps; append, never edit a released one.

@@ -186,8 +186,9 @@ async def start(
         "requester": {"identifier": {"system": ORGANIZATION_SYSTEM, "value": node.site}},
         "authoredOn": _now(),
     }
-    claim = (node.engine, task, key, node.claimant, datetime.now(UTC))
-    existing = await run_in_threadpool(task_store.claim_started, *claim)
+    existing = await run_in_threadpool(
+        task_store.claim_started, node.engine, task, key, node.claimant, datetime.now(UTC)
+    )
     if existing is not None:
         return 200, existing
     if respond_async:

@@ -28,16 +28,14 @@ from sqlalchemy import (
     and_,
     func,
     insert,
-    inspect,
     select,
-    text,
     true,
 )
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from servicekit.db import bulk_insert
+from servicekit.db import add_missing_columns, bulk_insert
 from servicekit.fhir import FhirError, parse_fhir_date
 from servicekit.inventory import BATCH_ROWS, Store, digest_rows
 from servicekit.metrics import Reading
@@ -114,8 +112,7 @@ class AuditLog:
 
     def add_query_column(self, connection: Connection) -> None:
         """Schema step for stores made before reads recorded their query (new stores have the column)."""
-        if "query" not in {column["name"] for column in inspect(connection).get_columns("audit_events")}:
-            connection.execute(text("ALTER TABLE audit_events ADD COLUMN query TEXT"))
+        add_missing_columns(connection, "audit_events", [Column("query", Text)])
 
     def store(self, connection: Connection, leave_out: Collection[str] = ()) -> Store:
         """The trail as the inventory store `audit`: every record but those of the operations in `leave_out`.

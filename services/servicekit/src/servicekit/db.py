@@ -28,7 +28,9 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
@@ -172,6 +174,15 @@ def _apply(engine: Engine, migrations: Sequence[Migration]) -> int:
             step(connection)
             connection.execute(insert(schema_version).values(version=version))
     return len(migrations)
+
+
+def add_missing_columns(connection: Connection, table: str, columns: Sequence[Column[Any]]) -> None:
+    """Schema step for stores made before `columns` existed (new stores have them from their first step)."""
+    present = {column["name"] for column in inspect(connection).get_columns(table)}
+    for column in columns:
+        if column.name not in present:
+            kind = column.type.compile(connection.dialect)
+            connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column.name} {kind}"))
 
 
 def insert_ignoring_conflicts(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
