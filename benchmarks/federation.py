@@ -42,7 +42,7 @@ from servicekit.timing import parse_server_timing
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 #: In the order they run. The suite goes first: its scenarios expect a federation holding only what
 #: they ingest (a feasibility count of `<5` at the practice), which the other benchmarks' patients break.
-BENCHMARKS = ("suite", "connector-ingest", "care-summary", "feasibility")
+BENCHMARKS = ("redeploy", "suite", "connector-ingest", "care-summary", "feasibility")
 STACK = "bench-fed"
 #: The dic's HAPI runs on PostgreSQL, as at a site. On the embedded H2, HAPI's write of a resource at
 #: a client-assigned id slows as the tables grow (31 resources: 92 ms empty, 216 ms after 60,000
@@ -68,6 +68,7 @@ TARGETS = {
     "connector_throughput_ratio_min": 0.8,
     "connector_p95_ratio_max": 1.25,
     "care_summary_ratio_max": 1.5,
+    "redeploy_ratio_max": 0.1,
 }
 
 
@@ -96,6 +97,8 @@ class BenchFederation:
     project: Path
     gateway_ports: Mapping[str, int]
     dic_fhir_port: int
+    #: How long its first `hubnode up` took, from empty volumes to every health check passed.
+    up_seconds: float
 
     @property
     def state(self) -> Path:
@@ -131,6 +134,7 @@ Bench = Callable[["BenchFederation"], dict[str, Any]]
 def run(chosen: Sequence[str], later: Mapping[str, Bench]) -> dict[str, Any]:
     """Bring the federation up, run the `chosen` benchmarks (ours in order, then `later` ones), take it down."""
     benches: dict[str, Bench] = {
+        "redeploy": bench_redeploy,
         "connector-ingest": bench_connector_ingest,
         "care-summary": bench_care_summary,
         "feasibility": bench_feasibility,
@@ -166,10 +170,9 @@ def bench_federation() -> Iterator[BenchFederation]:
         (project / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump(config))
         try:
             announce(f"hubnode up --stack {STACK} (gateways {gateway_ports}, dic HAPI {dic_fhir_port})")
-            started = time.perf_counter()
-            run_hubnode(project, "up", "--stack", STACK)
-            announce(f"up in {time.perf_counter() - started:.0f} s")
-            yield BenchFederation(project, gateway_ports, dic_fhir_port)
+            up_seconds = timed_hubnode("bench federation", project, "up", "--stack", STACK)
+            announce(f"up in {up_seconds:.0f} s")
+            yield BenchFederation(project, gateway_ports, dic_fhir_port, up_seconds)
         finally:
             announce(f"hubnode down --stack {STACK} --volumes")
             run_hubnode(project, "down", "--stack", STACK, "--volumes")
@@ -210,6 +213,22 @@ def latency_figures(seconds: Sequence[float]) -> dict[str, float]:
 
 
 # --- connector-ingest ------------------------------------------------------------------------------
+
+
+def bench_redeploy(federation: BenchFederation) -> dict[str, Any]:
+    """`hubnode up` again with nothing changed against the first bring-up (issue 16: a re-deploy is a no-op).
+
+    The dry run that tells site IT what an `up` would change is timed too: it reads the same plan.
+    """
+    dry_run = timed_hubnode("redeploy", federation.project, "up", "--stack", STACK, "--dry-run")
+    unchanged = timed_hubnode("redeploy", federation.project, "up", "--stack", STACK)
+    return {
+        "first_up_s": federation.up_seconds,
+        "unchanged_up_s": unchanged,
+        "dry_run_s": dry_run,
+        "ratio": unchanged / federation.up_seconds,
+        "target_ratio_max": TARGETS["redeploy_ratio_max"],
+    }
 
 
 def bench_connector_ingest(federation: BenchFederation) -> dict[str, Any]:
@@ -540,6 +559,20 @@ def _suite_ingest_path(federation: BenchFederation) -> dict[str, Any]:
 def table_rows(results: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """Rows for the printed table, each ratio with its target and whether it was met."""
     rows: list[tuple[str, str, str]] = []
+    if "redeploy" in results:
+        redeploy = results["redeploy"]
+        rows += [
+            (
+                "redeploy: hubnode up first / unchanged / --dry-run",
+                f"{redeploy['first_up_s']:.1f} / {redeploy['unchanged_up_s']:.1f} / {redeploy['dry_run_s']:.1f} s",
+                f"{len(SITES)} nodes",
+            ),
+            (
+                "redeploy: unchanged / first",
+                f"{redeploy['ratio']:.3f}",
+                _verdict(redeploy["ratio"] <= redeploy["target_ratio_max"], f"<= {redeploy['target_ratio_max']}"),
+            ),
+        ]
     if "connector-ingest" in results:
         ingest = results["connector-ingest"]
         rows.append(
