@@ -1,4 +1,4 @@
-"""`./dev chaos`: a load campaign and a fault campaign against a local three-node federation (issue 16).
+"""`./dev chaos`: load, fault and busy-start campaigns against a local three-node federation (issue 16).
 
 Load: many concurrent clients for a bounded time mix ingest (a synthetic MII-shaped patient per
 bundle, at the dic or the practice), reads (a stored patient by its source identifier) and processes
@@ -12,6 +12,10 @@ once; one refused with an OperationOutcome is absent; one with no answer (a drop
 gateway's 502/504) is all there or not at all, never a part; every process started is completed or
 failed with a reason.
 
+Busy start: the federation brought up from empty volumes while a spinning process per core keeps every
+core busy (`cpu_hogs`); `hubnode up` must not give up, and every node must then answer through its
+gateway.
+
 Only this machine's own containers are touched: the campaign brings up its own stack (the bench
 federation's machinery, `bench-fed`) and takes it down. Results: `.hubnode/chaos/<time>.json`,
 `latest.json`, and a printed table.
@@ -21,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import random
 import subprocess
 import sys
@@ -37,6 +43,7 @@ from typing import Any, Self
 
 import httpx
 
+from benchmarks.cpu_hogs import CpuHogs
 from benchmarks.federation import STACK, BenchFederation, bench_federation, percentile
 from connector.tasks import Process, parameter, request_task
 from fixtures.synthetic import PatientProfile, patient_record
@@ -66,6 +73,8 @@ CLIENT_TIMEOUT_S = 120.0
 SETTLE_S = 300.0
 #: Verdicts that break the promise of issue 16: nothing lost, nothing twice, no part of a bundle.
 BROKEN = ("duplicated", "stored_but_missing", "partial", "refused_but_present")
+#: The campaigns `--only` can choose; all run by default, busy-start first on a federation of its own.
+CAMPAIGNS = ("busy-start", "load", "faults")
 #: Identifiers asked per search when checking what the nodes hold.
 SEARCH_BATCH = 40
 
@@ -474,6 +483,16 @@ def campaign(federation: BenchFederation, clients: int, seconds: float, *, with_
     return result
 
 
+def busy_start(hogs: int) -> dict[str, Any]:
+    """The federation brought up from empty volumes while `hogs` processes spin; then every node must answer."""
+    with contextlib.ExitStack() as stack:
+        spinning = stack.enter_context(CpuHogs(hogs))
+        federation = stack.enter_context(bench_federation())
+        share = spinning.stop()
+        _wait_healthy(federation)
+        return {"hogs": hogs, "up_s": round(federation.up_seconds, 1), "hogs_core_share": round(share, 3)}
+
+
 def _wait_healthy(federation: BenchFederation) -> None:
     """Until every node answers a search through its gateway again (the killed parts are back)."""
     for site in federation.gateway_ports:
@@ -486,6 +505,13 @@ def table(results: Mapping[str, Any]) -> list[str]:
     lines = [
         f"{'campaign':<8} {'operation':<9} {'n':>6} {'errors':>7} {'rate':>8} {'p50 s':>7} {'p95 s':>7} {'p99 s':>7}"
     ]
+    if "busy-start" in results:
+        busy = results["busy-start"]
+        quiet = f", {busy['up_s'] / results['up_s']:.2f} x the quiet bring-up" if "up_s" in results else ""
+        lines.append(
+            f"busy-start: up in {busy['up_s']:.0f} s{quiet} while {busy['hogs']} spinning processes held"
+            f" {busy['hogs_core_share']:.0%} of their cores; every node answered"
+        )
     for name in ("load", "faults"):
         if name not in results:
             continue
@@ -530,10 +556,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./dev chaos", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--clients", type=int, default=100, help="concurrent clients (default 100)")
     parser.add_argument("--seconds", type=float, default=600.0, help="length of each campaign (default 600)")
-    parser.add_argument("--only", choices=("load", "faults"), help="run one campaign (default both)")
+    parser.add_argument("--only", choices=CAMPAIGNS, help="run one campaign (default all)")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {"started": datetime.now(UTC).isoformat()}
+    if args.only in (None, "busy-start"):
+        hogs = os.cpu_count() or 2
+        print(f"chaos: busy-start campaign, {hogs} spinning processes", file=sys.stderr, flush=True)
+        results["busy-start"] = busy_start(hogs)
+        _write(results)
+    if args.only != "busy-start":
+        _load_and_faults(args, results)
+    print("\n".join(table(results)))
+    print(f"results: {_write(results)}")
+    return 0
+
+
+def _load_and_faults(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """The load and fault campaigns chosen, in turn on one federation; each one's figures written as it ends."""
     with bench_federation() as federation:
+        results["up_s"] = round(federation.up_seconds, 1)
         for name in ("load", "faults"):
             if args.only in (None, name):
                 print(
@@ -545,9 +586,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"chaos: {name} campaign failed; logs: {_keep_logs(results['started'])}", file=sys.stderr)
                     raise
                 _write(results)  # each campaign's figures kept, whatever the next one does
-    print("\n".join(table(results)))
-    print(f"results: {_write(results)}")
-    return 0
 
 
 if __name__ == "__main__":

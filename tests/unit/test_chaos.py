@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from benchmarks.chaos import BROKEN, Ingest, Ledger, judge, mebibytes, memory_trend, summary
+from benchmarks.chaos import BROKEN, Ingest, Ledger, judge, mebibytes, memory_trend, summary, table
+from benchmarks.cpu_hogs import CpuHogs
 
 KEYS = {"Patient/p": "s|Patient/p", "Condition/c": "s|Condition/c"}
 
@@ -74,3 +77,30 @@ def test_the_summary_counts_errors_per_operation() -> None:
     assert (figures["n"], figures["errors"], figures["error_rate"]) == (100, 1, 0.01)
     assert figures["p50_s"] <= figures["p95_s"] <= figures["p99_s"]
     assert figures["first_errors"] == ["503: HAPI is starting"]
+
+
+def test_the_busy_start_line_sets_the_busy_bring_up_beside_the_quiet_one() -> None:
+    results = {"up_s": 100.0, "busy-start": {"hogs": 2, "up_s": 230.0, "hogs_core_share": 0.41}}
+    assert table(results)[1] == (
+        "busy-start: up in 230 s, 2.30 x the quiet bring-up while 2 spinning processes held 41% of their cores;"
+        " every node answered"
+    )
+
+
+def test_hogs_keep_their_cores_busy_until_stopped_and_then_are_gone() -> None:
+    hogs = CpuHogs(2)
+    with hogs:
+        time.sleep(1.0)
+        pids = [process.pid for process in hogs._processes]
+        share = hogs.stop()
+    assert 0.2 < share <= 1.05, "a hog that spins holds a good part of a core even on a busy machine"
+    assert hogs.stop() == share, "stopping again changes nothing"
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+def test_a_hog_stops_by_itself_at_its_limit() -> None:
+    with CpuHogs(1, limit_s=0.2) as hog:
+        (pid,) = (process.pid for process in hog._processes)
+        time.sleep(1.5)
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        assert state == "Z", "it exited at its limit (and waits to be reaped by stop)"
