@@ -31,6 +31,7 @@ from tests.unit.connector.federation import (
     outputs,
     value,
 )
+from tests.unit.connector.test_profile_modes import MISSING_CODE
 
 SITES = {"dic": NodeRole.DIC, "practice": NodeRole.PRACTICE, "research": NodeRole.RESEARCH}
 
@@ -148,6 +149,9 @@ def test_feasibility_filters_on_birth_years(fed: Federation) -> None:
     assert outputs(task, "obfuscated") == [False]
 
 
+DIAGNOSIS_PROFILE = "https://www.medizininformatik-initiative.de/fhir/core/modul-diagnose/StructureDefinition/Diagnose"
+
+
 def data_send(fed: Federation, sender: str, target: str, patient: str) -> dict[str, Any]:
     """The Task of a dataSend of `patient` for the project `study`, started at `sender`."""
     inputs = (
@@ -172,6 +176,23 @@ def test_a_data_send_carries_only_the_pseudonymised_extract(fed: Federation) -> 
     assert patient["birthDate"] == "1970"
     assert any(i["system"] == "https://hubnode.org/fhir/sid/pseudonym/study" for i in patient["identifier"])
     assert stored.of_type("Condition")[0]["subject"]["reference"] == f"Patient/{patient['id']}"
+
+
+def test_a_care_summary_stored_despite_profile_errors_is_audited_as_warned_at_the_receiver(fed: Federation) -> None:
+    """A peer's data is stored whatever its profiles say (the sender already holds it), but not silently."""
+    fed["dic"].ingest_patient("p11", codes=("C50.4",))
+    fed.consent("p11", "5")
+    [condition] = fed["dic"].fhir.of_type("Condition")
+    condition["meta"] = {"profile": [DIAGNOSIS_PROFILE]}
+    condition["code"]["coding"][0]["version"] = "2024"
+    fed["practice"].fhir.judge = lambda r: [dict(MISSING_CODE)] if r["resourceType"] == "Condition" else []
+    task = fed["dic"].start("careSummary", *care_summary_task("p11")["input"]).json()
+    assert task["status"] == "completed", task.get("statusReason")
+    assert len(fed["practice"].fhir.of_type("Condition")) == 1
+    [received] = [e for e in fed["practice"].audit() if e["subtype"][0]["code"] == "careSummary"]
+    assert received["outcome"] == "0"
+    assert received["outcomeDesc"].startswith("stored with 1 profile error(s) reported as warnings, first Bundle.")
+    assert "minimum required = 1" in received["outcomeDesc"]
 
 
 def test_a_data_send_without_research_consent_fails(fed: Federation) -> None:

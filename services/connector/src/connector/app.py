@@ -222,11 +222,7 @@ class Api:
         response.headers["Server-Timing"] = result.timing.header()
         if not result.errors_stored:
             return Done(response, result.person_ids, purpose=purpose)
-        first = result.errors_stored[0]
-        detail = (
-            f"{request.method} {request.url.path}: stored with {len(result.errors_stored)} profile error(s) reported as"
-            f" warnings, first {first.expression}: {first.message}"
-        )
+        detail = f"{request.method} {request.url.path}: {result.errors_stored_note()}"
         return Done(response, result.person_ids, purpose=purpose, detail=detail, outcome="warned")
 
     def _purpose(self, request: Request, derived: str) -> str:

@@ -56,6 +56,16 @@ class IngestResult:
     warnings: Mapping[int, tuple[Problem, ...]] = field(default_factory=dict)
     errors_stored: tuple[Problem, ...] = ()
 
+    def errors_stored_note(self) -> str:
+        """What the audit record of a bundle stored despite profile errors names: how many, and the first."""
+        if not self.errors_stored:
+            return ""
+        first = self.errors_stored[0]
+        return (
+            f"stored with {len(self.errors_stored)} profile error(s) reported as warnings,"
+            f" first {first.expression}: {first.message}"
+        )
+
 
 #: Writes of one bundle tried at most while other ingests keep changing its persons' records (HAPI's 409).
 #: Each round lets at least one writer of a record through, so n records of one person sent at once need up

@@ -154,6 +154,9 @@ class Outcome:
     peers: Sequence[str]
     subjects: Sequence[str] = ()
     purpose: str | None = None
+    #: What only this node's operators read in the audit record: data stored despite profile errors (the node's
+    #: validation policy only warns) makes the record "warned", naming them.
+    warned: str = ""
 
 
 # --- starting side ---------------------------------------------------------------------------------
@@ -606,7 +609,8 @@ async def _answer(node: Node, peer: Peer, request: ProcessTask, key: str) -> dic
         return failed(task, reason)
     answer = completed(task, outcome.outputs)
     await run_in_threadpool(task_store.save_answer, node.engine, peer.site, key, answer)
-    entry = exchange_record(request.process.value, peer.site, outcome.subjects, "success", "", purpose)
+    result = "warned" if outcome.warned else "success"
+    entry = exchange_record(request.process.value, peer.site, outcome.subjects, result, outcome.warned, purpose)
     await run_in_threadpool(record_alone, node.engine, entry)
     return answer
 
@@ -649,8 +653,8 @@ def _internal(node: Node, what: str, error: Exception) -> ProcessError:
     return ProcessError(f"{node.site!r} {what}; its operators find why under reference {reference}", f"{what}: {error}")
 
 
-async def _ingest(node: Node, peer: Peer, bundle: dict[str, Any], *, link_patients: bool) -> tuple[int, list[str]]:
-    """Store `bundle` as sent by `peer`; (resources received, this node's ids of the persons, or pseudonyms)."""
+async def _ingest(node: Node, peer: Peer, bundle: dict[str, Any], *, link_patients: bool) -> Outcome:
+    """Store `bundle` as sent by `peer`: resources received, this node's ids of the persons (or pseudonyms)."""
     try:
         result = await node.ingest(bundle, peer.site, link_patients=link_patients)
     except InvalidInput as invalid:  # the peer's own data at fault: it may know what
@@ -665,7 +669,8 @@ async def _ingest(node: Node, peer: Peer, bundle: dict[str, Any], *, link_patien
         for identifier in entry["resource"].get("identifier", [])
         if isinstance(identifier, dict) and str(identifier.get("system")).startswith(PSEUDONYM_SYSTEM_BASE)
     ]
-    return len(entries), [*result.person_ids, *pseudonyms]
+    received = output("resources-received", "valueInteger", len(entries))
+    return Outcome([received], [peer.site], [*result.person_ids, *pseudonyms], warned=result.errors_stored_note())
 
 
 async def _answer_care_summary(node: Node, peer: Peer, request: ProcessTask) -> Outcome:
@@ -685,13 +690,11 @@ async def _answer_care_summary(node: Node, peer: Peer, request: ProcessTask) -> 
         raise _internal(node, "could not check consent", exc) from None
     if not consented:
         raise ProcessError(f"{node.site!r} finds no treatment consent for the patient; nothing was stored")
-    received, subjects = await _ingest(node, peer, bundle, link_patients=True)
-    return Outcome([output("resources-received", "valueInteger", received)], [peer.site], subjects)
+    return await _ingest(node, peer, bundle, link_patients=True)
 
 
 async def _answer_data_send(node: Node, peer: Peer, request: ProcessTask) -> Outcome:
-    received, subjects = await _ingest(node, peer, request.inputs.bundle(), link_patients=False)
-    return Outcome([output("resources-received", "valueInteger", received)], [peer.site], subjects)
+    return await _ingest(node, peer, request.inputs.bundle(), link_patients=False)
 
 
 ANSWERERS: Mapping[Process, Callable[[Node, Peer, ProcessTask], Awaitable[Outcome]]] = {
