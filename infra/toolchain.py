@@ -212,16 +212,27 @@ def _generated_source(module: str, go: Path, wrapper: Path, src: Path, log: Path
     src.mkdir()
     for name in ("go.mod", "go.sum"):
         shutil.copyfile(wrapper / name, src / name)
-    module_dir = Path(_go(go, ["list", "-m", "-f", "{{.Dir}}", module], src, log).strip())
-    if not module_dir.is_dir():
+    module_dir = _module_dir(module, go, src, log)
+    if module_dir is None:
         _go(go, ["mod", "download", module], src, log)
-        module_dir = Path(_go(go, ["list", "-m", "-f", "{{.Dir}}", module], src, log).strip())
+        module_dir = _module_dir(module, go, src, log)
+    if module_dir is None:
+        raise HubnodeError(
+            f"go mod download {module} left no copy of it in the module cache; the log is {log}",
+            fix="check that the Go module proxy answers (GOPROXY) and that GOMODCACHE is writable",
+        )
     for name in PROVIDER_FILES:
         shutil.copyfile(module_dir / PROVIDER_COMMAND / name, src / name)
     label = PULUMI_KUBERNETES_VERSION
     _go(go, ["run", "generate.go"], src, log, extra_env={"VERSION": label})
     (src / "generate.go").unlink()
     return src
+
+
+def _module_dir(module: str, go: Path, cwd: Path, log: Path) -> Path | None:
+    """Where the module cache holds `module`, or None: `go list -m` prints an empty Dir for one not downloaded."""
+    listed = _go(go, ["list", "-m", "-f", "{{.Dir}}", module], cwd, log).strip()
+    return Path(listed) if listed and Path(listed).is_dir() else None
 
 
 def _go(go: Path, args: list[str], cwd: Path, log: Path | None = None, extra_env: dict[str, str] | None = None) -> str:

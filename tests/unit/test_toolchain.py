@@ -120,3 +120,26 @@ def test_a_failed_build_names_its_log_and_caches_nothing(monkeypatch: pytest.Mon
     assert str(logs[0]) in failure.value.message
     assert "cannot find module providing package" in logs[0].read_text()
     assert not [p for p in cache_root().iterdir() if p.is_dir()], "a failed build left a folder in the cache"
+
+
+def test_the_providers_module_is_downloaded_when_the_module_cache_lacks_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """On a fresh machine `go list -m` prints an empty Dir for it (seen in a cold run: "." was taken for it)."""
+    module, downloaded = tmp_path / "modcache" / "provider", tmp_path / "downloaded"
+    command = module / toolchain.PROVIDER_COMMAND
+    files = " ".join(toolchain.PROVIDER_FILES)
+    go = _fake_go(
+        tmp_path,
+        f"""case "$1 $2" in
+  "list -m") if [ -f {downloaded} ]; then echo {module}; else echo; fi ;;
+  "mod download") mkdir -p {command}; for f in {files}; do echo "$f" > {command}/$f; done; touch {downloaded} ;;
+  "run generate.go") ;;
+  build*) echo binary > "$3" ;;
+esac""",
+    )
+    _use(monkeypatch, tmp_path, go)
+    built = toolchain.ensure_tools([PULUMI_KUBERNETES], Progress(quiet=True))
+    assert (built["pulumi-kubernetes"] / "pulumi-resource-kubernetes").read_text() == "binary\n"
+    [log] = cache_root().glob("pulumi-kubernetes-*.log")
+    assert f"$ go mod download {toolchain.PROVIDER_MODULE}" in log.read_text()
