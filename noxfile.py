@@ -83,7 +83,7 @@ def unit(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """All tiers: unit, integration and end-to-end against real containers, and the cluster tier.
 
-    The cluster's and Pulumi's programs are built first, with progress (about 16 minutes on two cores
+    The cluster's and Pulumi's programs are built first, with progress (about 15 minutes on two cores
     the first time, nothing once cached), so the cluster tier's tests do not sit silent while they build.
     """
     _install(session)
