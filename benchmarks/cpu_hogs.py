@@ -25,8 +25,8 @@ class CpuHogs:
     def __init__(self, count: int, limit_s: float = LIMIT_S) -> None:
         self.count = count
         self.limit_s = limit_s
-        self.cpu_seconds = 0.0
-        self.wall_seconds = 0.0
+        #: CPU time the hogs got, as a share of `count` cores over the time they ran (set by `stop`).
+        self.share = 0.0
         self._processes: list[subprocess.Popen[bytes]] = []
         self._started = 0.0
 
@@ -41,19 +41,14 @@ class CpuHogs:
     def stop(self) -> float:
         """Stop the hogs (once); the share of `count` cores they held while they ran (1.0: all of them)."""
         if self._processes:
-            self.cpu_seconds = sum(cpu_seconds(process.pid) for process in self._processes)
-            self.wall_seconds = time.perf_counter() - self._started
+            spun = sum(cpu_seconds(process.pid) for process in self._processes)
+            self.share = spun / ((time.perf_counter() - self._started) * self.count)
             for process in self._processes:
                 process.kill()
             for process in self._processes:
                 process.wait()
             self._processes = []
         return self.share
-
-    @property
-    def share(self) -> float:
-        """CPU time the hogs got, as a share of `count` cores over the time they ran."""
-        return self.cpu_seconds / (self.wall_seconds * self.count) if self.wall_seconds else 0.0
 
 
 def cpu_seconds(pid: int) -> float:
