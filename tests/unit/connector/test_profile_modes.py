@@ -344,3 +344,38 @@ def test_only_a_strict_mode_with_the_profiles_asked_may_refuse() -> None:
     reporting = [Policy(Mode.WARN, Mode.WARN), Policy(Mode.OFF, Mode.STRICT), Policy(Mode.OFF, Mode.WARN)]
     assert [p.may_refuse for p in refusing] == [True, True, True]
     assert [p.may_refuse for p in reporting] == [False, False, False]
+
+
+class CountingValidator:
+    """Finds an error in every resource whose id ends in 7; records each call's size and how many ran at once."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.running = self.most_at_once = 0
+
+    async def validate(self, bundle: dict[str, Any]) -> dict[str, Any]:
+        self.sizes.append(len(bundle["entry"]))
+        self.running += 1
+        self.most_at_once = max(self.most_at_once, self.running)
+        await asyncio.sleep(0.01)
+        self.running -= 1
+        issues = [
+            {**MISSING_CODE, "expression": [f"Bundle.entry[{position}].resource.code"]}
+            for position, entry in enumerate(bundle["entry"])
+            if entry["resource"]["id"].endswith("7")
+        ]
+        return {"resourceType": "OperationOutcome", "issue": issues}
+
+
+def test_a_large_request_is_judged_in_bounded_batches_and_each_finding_stays_with_its_entry() -> None:
+    """HAPI's validator slows with the square of a bundle's size: 250 resources go as 100 + 100 + 50, two at once."""
+    validator = CountingValidator()
+    entries = [
+        {"resource": {"resourceType": "Condition", "id": f"c{n}", "meta": {"profile": ["https://example.org/p"]}}}
+        for n in range(250)
+    ]
+    found = asyncio.run(ProfileCheck(validator, Policy()).findings(entries))
+    assert sorted(validator.sizes) == [50, 100, 100]
+    assert validator.most_at_once == 2
+    assert sorted(found) == [n for n in range(250) if str(n).endswith("7")]
+    assert {finding.path for judged in found.values() for finding in judged} == {"code"}
