@@ -103,7 +103,7 @@ def node_door(state: StackState, site: str | None, doing: str = "the load") -> D
 class Options:
     """How to load: chunk limits, chunks in flight, what a refusal does, how long a busy node is asked again."""
 
-    limits: Limits = field(default_factory=lambda: Limits(resources=1000, bytes=8 * 1024 * 1024))
+    limits: Limits = field(default_factory=lambda: Limits(resources=100, bytes=8 * 1024 * 1024))
     parallel: int = 4
     all_or_nothing: bool = False
     restart: bool = False
