@@ -10,9 +10,12 @@ baseline, and sent both ways, the order alternating from round to round:
   is what `load` measured (the interpreter's start is not the loader's work);
 - BASELINE_CLIENTS clients POSTing one bundle per patient to HAPI's own transaction endpoint.
 
-An untimed warm-up round lets both paths' JVM code compile first. Goals: the loader's resources/s at
-least the baseline's; its peak RSS flat in file size (the largest round's over the smallest's, beside
-the ratio of their file sizes).
+Beside them, HAPI's profile validator alone: the same clients POSTing the round's resources to
+`Bundle/$validate` in the batches the connector sends. The loader validates every resource it stores
+on the same two cores, so no loader can outrun this: its resources/s over the baseline's is the
+ceiling of the ratio. An untimed warm-up round lets every path's JVM code compile first. Goals: the
+loader's resources/s at least the baseline's; its peak RSS flat in file size (the largest round's over
+the smallest's, beside the ratio of their file sizes).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -33,6 +36,7 @@ from typing import Any
 import httpx
 
 from benchmarks.federation import PROJECT_DIR, STACK, Bench, BenchFederation, announce
+from connector.profiles import VALIDATE_BATCH, entry_url
 from fixtures.volume import write_volume
 
 BENCHMARKS = ("bulk",)
@@ -43,6 +47,7 @@ SEED = 15_000
 SITE = "dic"
 BASELINE_CLIENTS = 4
 THROUGHPUT_RATIO_MIN = 1.0
+VALIDATE_URL = "/fhir/Bundle/$validate"
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,10 @@ def _round(project: Path, folder: Path, one: Round, clients: Sequence[httpx.Clie
     write_volume(bundles_file, one.patients, one.seed, site=SITE, bundles=True)
     paths: dict[str, Callable[[], dict[str, Any]]] = {
         "loader": lambda: run_loader(project, resources_file),
-        "direct": lambda: {"seconds": post_bundles(bundles_file, clients)},
+        "direct": lambda: {"seconds": post_each(lines(bundles_file), "/fhir", clients)},
+        "validator": lambda: {
+            "seconds": post_each(validation_batches(resources_file), "/fhir/Bundle/$validate", clients)
+        },
     }
     figures: dict[str, Any] = {
         "name": one.name,
@@ -88,7 +96,7 @@ def _round(project: Path, folder: Path, one: Round, clients: Sequence[httpx.Clie
         "resources": written.resources,
         "file_bytes": resources_file.stat().st_size,
     }
-    for path in ("loader", "direct") if one.loader_first else ("direct", "loader"):
+    for path in ("loader", "direct", "validator") if one.loader_first else ("validator", "direct", "loader"):
         announce(f"bulk {one.name}: {one.patients} patients ({written.resources} resources) by {path}")
         figures[path] = paths[path]()
     return figures
@@ -104,31 +112,49 @@ def run_loader(project: Path, path: Path) -> dict[str, Any]:
     return figures
 
 
-def post_bundles(path: Path, clients: Sequence[httpx.Client]) -> float:
-    """Seconds the clients, side by side, took to POST every bundle line of `path` to `/fhir`, each once.
+def lines(path: Path) -> Iterator[bytes]:
+    """The non-blank lines of `path`, one request body each."""
+    with path.open("rb") as stream:
+        yield from (line for line in stream if line.strip())
 
-    Lines are read as the clients ask for them. Anything but success stops the benchmark: a figure of
-    errors is no figure.
+
+def validation_batches(path: Path) -> Iterator[bytes]:
+    """The resources of `path` as the connector asks HAPI about them: collections of VALIDATE_BATCH."""
+    batch: list[dict[str, Any]] = []
+    for line in [*lines(path), b""]:
+        if line:
+            batch.append(json.loads(line))
+        if batch and (len(batch) == VALIDATE_BATCH or not line):
+            entries = [{"fullUrl": entry_url(n, resource), "resource": resource} for n, resource in enumerate(batch)]
+            yield json.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries}).encode()
+            batch = []
+
+
+def post_each(bodies: Iterable[bytes], url: str, clients: Sequence[httpx.Client]) -> float:
+    """Seconds the clients, side by side, took to POST every one of `bodies` to `url`, each once.
+
+    Bodies are taken as the clients ask for them. Anything but 200 or 201 stops the benchmark: a figure
+    of errors is no figure.
     """
     lock = threading.Lock()
-    with path.open("rb") as stream:
+    pending = iter(bodies)
 
-        def send(client: httpx.Client) -> None:
-            while True:
-                with lock:
-                    line = stream.readline()
-                if not line:
-                    return
-                response = client.post("/fhir", content=line)
-                if response.status_code not in (200, 201):
-                    answer = f"{response.status_code}: {response.text[:300]}"
-                    raise RuntimeError(f"POST {client.base_url}/fhir answered {answer}")
+    def send(client: httpx.Client) -> None:
+        while True:
+            with lock:
+                content = next(pending, None)
+            if content is None:
+                return
+            response = client.post(url, content=content)
+            if response.status_code not in (200, 201):
+                answer = f"{response.status_code}: {response.text[:300]}"
+                raise RuntimeError(f"POST {client.base_url}{url} answered {answer}")
 
-        started = time.perf_counter()
-        with ThreadPoolExecutor(len(clients)) as pool:
-            for future in [pool.submit(send, client) for client in clients]:
-                future.result()
-        return time.perf_counter() - started
+    started = time.perf_counter()
+    with ThreadPoolExecutor(len(clients)) as pool:
+        for future in [pool.submit(send, client) for client in clients]:
+            future.result()
+    return time.perf_counter() - started
 
 
 def summary(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -137,7 +163,8 @@ def summary(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     resources = sum(r["resources"] for r in timed)
     loader_s = sum(r["loader"]["seconds"] for r in timed)
     direct_s = sum(r["direct"]["seconds"] for r in timed)
-    ratio = (resources / loader_s) / (resources / direct_s)
+    validator_s = sum(r["validator"]["seconds"] for r in timed)
+    ratio = direct_s / loader_s
     smallest, largest = min(timed, key=lambda r: r["file_bytes"]), max(timed, key=lambda r: r["file_bytes"])
     return {
         "rounds": list(rounds),
@@ -145,7 +172,9 @@ def summary(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "resources": resources,
         "loader_resources_per_s": resources / loader_s,
         "direct_resources_per_s": resources / direct_s,
+        "validator_resources_per_s": resources / validator_s,
         "throughput_ratio": ratio,
+        "ceiling_ratio": direct_s / validator_s,
         "target_ratio_min": THROUGHPUT_RATIO_MIN,
         "met": ratio >= THROUGHPUT_RATIO_MIN,
         "peak_rss_mib": {r["name"]: r["loader"]["peak_rss_kib"] / 1024 for r in timed},
@@ -168,6 +197,11 @@ def table_rows(results: Mapping[str, Any]) -> list[tuple[str, str, str]]:
             f"{bulk['patients']} patients, {bulk['resources']} resources, {BASELINE_CLIENTS} direct clients",
         ),
         ("bulk: throughput ratio", f"{bulk['throughput_ratio']:.2f}", f"target >= {THROUGHPUT_RATIO_MIN}: {verdict}"),
+        (
+            "bulk: HAPI's validator alone, resources/s",
+            f"{bulk['validator_resources_per_s']:.0f}",
+            f"the same resources in batches of {VALIDATE_BATCH}: ceiling of the ratio {bulk['ceiling_ratio']:.2f}",
+        ),
         (
             "bulk: loader peak RSS, smallest to largest file",
             ", ".join(f"{mib:.0f}" for mib in bulk["peak_rss_mib"].values()) + " MiB",

@@ -1,4 +1,4 @@
-"""The bulk benchmark's parts that need no containers: its rounds, the direct baseline, the child, the summary."""
+"""The bulk benchmark's parts that need no containers: its rounds, its three paths, the child, the summary."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from benchmarks import loader_child
-from benchmarks.bulk import ROUNDS, plan, post_bundles, summary, table_rows
+from benchmarks.bulk import ROUNDS, lines, plan, post_each, summary, table_rows, validation_batches
+from connector.profiles import VALIDATE_BATCH
 from fixtures.volume import write_volume
 from infra.load import load
 from infra.state import StackState
@@ -40,7 +41,7 @@ def test_the_direct_baseline_posts_every_bundle_once_from_all_clients(tmp_path: 
         return httpx.Response(200, json={"resourceType": "Bundle", "type": "transaction-response"})
 
     clients = [httpx.Client(base_url="http://hapi.test", transport=httpx.MockTransport(hapi)) for _ in range(4)]
-    assert post_bundles(path, clients) > 0
+    assert post_each(lines(path), "/fhir", clients) > 0
     assert sorted(posted) == sorted(json.loads(line)["id"] for line in path.read_bytes().splitlines())
     assert len(posted) == 12
 
@@ -50,7 +51,18 @@ def test_a_refusal_stops_the_direct_baseline(tmp_path: Path) -> None:
     write_volume(path, 2, 3, bundles=True)
     refuse = httpx.MockTransport(lambda _request: httpx.Response(400, text="HAPI-0450: no"))
     with pytest.raises(RuntimeError, match="answered 400: HAPI-0450: no"):
-        post_bundles(path, [httpx.Client(base_url="http://hapi.test", transport=refuse)])
+        post_each(lines(path), "/fhir", [httpx.Client(base_url="http://hapi.test", transport=refuse)])
+
+
+def test_the_validator_path_asks_about_every_resource_once_in_the_connectors_batches(tmp_path: Path) -> None:
+    path = tmp_path / "volume.ndjson"
+    written = write_volume(path, 5, 3)
+    batches = [json.loads(body) for body in validation_batches(path)]
+    assert {b["type"] for b in batches} == {"collection"}
+    assert max(len(b["entry"]) for b in batches) == VALIDATE_BATCH
+    asked = [entry["resource"] for b in batches for entry in b["entry"]]
+    assert asked == [json.loads(line) for line in lines(path)]
+    assert len(asked) == written.resources
 
 
 def test_the_child_loads_as_the_command_does_and_reports_its_peak_memory(
@@ -80,6 +92,7 @@ def timed(name: str, file_bytes: int, loader_s: float, direct_s: float, rss_kib:
         "file_bytes": file_bytes,
         "loader": {"seconds": loader_s, "peak_rss_kib": rss_kib, "imports_rss_kib": 30_000},
         "direct": {"seconds": direct_s},
+        "validator": {"seconds": direct_s / 2},
     }
 
 
@@ -94,11 +107,14 @@ def test_the_summary_compares_the_timed_rounds_and_the_memory_of_the_smallest_an
     assert figures["loader_resources_per_s"] == pytest.approx(200.0)
     assert figures["direct_resources_per_s"] == pytest.approx(200.0)
     assert figures["throughput_ratio"] == pytest.approx(1.0)
+    assert figures["validator_resources_per_s"] == pytest.approx(400.0)
+    assert figures["ceiling_ratio"] == pytest.approx(2.0)
     assert figures["met"]
     assert figures["peak_rss_mib"] == {"round 1": 40.0, "round 2": 50.0}
     assert figures["peak_rss_growth"] == pytest.approx(1.25)
     assert figures["file_growth"] == pytest.approx(6.0)
     rows = table_rows({"bulk": figures})
     assert rows[1] == ("bulk: throughput ratio", "1.00", "target >= 1.0: met")
-    assert rows[2][1:] == ("40, 50 MiB", "x1.25 for files x6.0 (flat: near x1)")
+    assert rows[2][1:] == ("400", f"the same resources in batches of {VALIDATE_BATCH}: ceiling of the ratio 2.00")
+    assert rows[3][1:] == ("40, 50 MiB", "x1.25 for files x6.0 (flat: near x1)")
     assert table_rows({}) == []
