@@ -20,6 +20,7 @@ the smallest's, beside the ratio of their file sizes).
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -85,9 +86,7 @@ def _round(project: Path, folder: Path, one: Round, clients: Sequence[httpx.Clie
     paths: dict[str, Callable[[], dict[str, Any]]] = {
         "loader": lambda: run_loader(project, resources_file),
         "direct": lambda: {"seconds": post_each(lines(bundles_file), "/fhir", clients)},
-        "validator": lambda: {
-            "seconds": post_each(validation_batches(resources_file), "/fhir/Bundle/$validate", clients)
-        },
+        "validator": lambda: {"seconds": post_each(validation_batches(resources_file), VALIDATE_URL, clients)},
     }
     figures: dict[str, Any] = {
         "name": one.name,
@@ -120,14 +119,11 @@ def lines(path: Path) -> Iterator[bytes]:
 
 def validation_batches(path: Path) -> Iterator[bytes]:
     """The resources of `path` as the connector asks HAPI about them: collections of VALIDATE_BATCH."""
-    batch: list[dict[str, Any]] = []
-    for line in [*lines(path), b""]:
-        if line:
-            batch.append(json.loads(line))
-        if batch and (len(batch) == VALIDATE_BATCH or not line):
-            entries = [{"fullUrl": entry_url(n, resource), "resource": resource} for n, resource in enumerate(batch)]
-            yield json.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries}).encode()
-            batch = []
+    stream = lines(path)
+    while batch := list(itertools.islice(stream, VALIDATE_BATCH)):
+        resources = [json.loads(line) for line in batch]
+        entries = [{"fullUrl": entry_url(n, resource), "resource": resource} for n, resource in enumerate(resources)]
+        yield json.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries}).encode()
 
 
 def post_each(bodies: Iterable[bytes], url: str, clients: Sequence[httpx.Client]) -> float:
