@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 
 from benchmarks.federation import PROJECT_DIR, STACK, Bench, BenchFederation, announce
-from connector.profiles import VALIDATE_BATCH, entry_url
+from connector.profiles import VALIDATE_BATCH, validation_bundle
 from fixtures.volume import write_volume
 
 BENCHMARKS = ("bulk",)
@@ -121,9 +121,7 @@ def validation_batches(path: Path) -> Iterator[bytes]:
     """The resources of `path` as the connector asks HAPI about them: collections of VALIDATE_BATCH."""
     stream = lines(path)
     while batch := list(itertools.islice(stream, VALIDATE_BATCH)):
-        resources = [json.loads(line) for line in batch]
-        entries = [{"fullUrl": entry_url(n, resource), "resource": resource} for n, resource in enumerate(resources)]
-        yield json.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries}).encode()
+        yield json.dumps(validation_bundle([json.loads(line) for line in batch])).encode()
 
 
 def post_each(bodies: Iterable[bytes], url: str, clients: Sequence[httpx.Client]) -> float:

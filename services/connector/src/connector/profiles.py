@@ -158,14 +158,7 @@ class ProfileCheck:
         self, batch: Sequence[tuple[bytes, _Asked]], turns: asyncio.Semaphore
     ) -> list[tuple[list[int], tuple[Finding, ...]]]:
         """The entry indexes of each resource of `batch` with what the validator said of it, asked in one call."""
-        bundle = {
-            "resourceType": "Bundle",
-            "type": "collection",
-            "entry": [
-                {"fullUrl": entry_url(position, resource), "resource": resource}
-                for position, (_, (resource, _, _)) in enumerate(batch)
-            ],
-        }
+        bundle = validation_bundle([resource for _, (resource, _, _) in batch])
         async with turns:
             answers = findings_of(await self.validator.validate(bundle), len(batch))
         judged = []
@@ -174,6 +167,18 @@ class ProfileCheck:
             self._known.put(digest, said)
             judged.append((indexes, said))
         return judged
+
+
+def validation_bundle(resources: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The collection `Bundle/$validate` is asked about: each resource as an entry on a base of its own."""
+    return {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"fullUrl": entry_url(position, resource), "resource": resource}
+            for position, resource in enumerate(resources)
+        ],
+    }
 
 
 def entry_url(position: int, resource: Mapping[str, Any]) -> str:
