@@ -53,6 +53,7 @@ from infra.imagebuild import build_images, images_to_build
 from infra.inventory import node_access, take
 from infra.kube_manifests import render_yaml, stack_manifests
 from infra.load import Options, job_for, load, node_door
+from infra.load_state import first_refusals
 from infra.local import LocalLauncher, secret_file
 from infra.mutants import MUTANTS
 from infra.pki_store import CA
@@ -71,6 +72,8 @@ from infra.toolchain import ALL_TOOLS, ensure_packages, ensure_tools
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+#: Refused lines `hubnode load` prints when it ends; the report holds them all.
+REFUSALS_SHOWN = 5
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -494,7 +497,9 @@ def _bulk_load(args: argparse.Namespace, progress: Progress) -> int:
         f" ({result.resources_per_s:.0f} resources/s)"
     )
     if result.refused:
-        print(f"{result.refused} line(s) refused, each with its reason, in {result.report}")
+        print(f"{result.refused} line(s) refused, each with its reason, in {result.report}; the first:")
+        for refusal in first_refusals(result.report, REFUSALS_SHOWN):
+            print(f"  {refusal}")
         return EXIT_FAILED
     return 0
 

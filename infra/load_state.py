@@ -85,6 +85,16 @@ class Report:
             stream.write(json.dumps({"file": file, "line": line, "message": message}, ensure_ascii=False) + "\n")
 
 
+def first_refusals(report: Path, count: int) -> list[str]:
+    """The first `count` refused lines of a report as `<file name> line <n>: <reason>`, for a person to read."""
+    said: list[str] = []
+    for record in _json_lines(report):
+        if len(said) == count:
+            break
+        said.append(f"{Path(str(record.get('file'))).name} line {record.get('line')}: {record.get('message')}")
+    return said
+
+
 def _json_lines(path: Path) -> Iterator[dict[str, Any]]:
     if not path.is_file():
         return

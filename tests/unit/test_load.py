@@ -356,7 +356,7 @@ def cli_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FakeImp
     return lambda *args: cli.main(["--project-dir", str(tmp_path), "load", *args])
 
 
-def test_the_command_exits_0_when_every_line_is_stored_and_1_naming_the_report_when_some_are_not(
+def test_the_command_exits_0_when_every_line_is_stored_and_1_naming_the_report_and_the_refusals_when_some_are_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     good, broken = tmp_path / "good.ndjson", tmp_path / "broken.ndjson"
@@ -367,8 +367,10 @@ def test_the_command_exits_0_when_every_line_is_stored_and_1_naming_the_report_w
     assert "loaded 5 lines (5 resources) into dic" in capsys.readouterr().out
     assert hubnode(str(broken), "--parallel", "1") == 1
     out = capsys.readouterr().out
-    assert "1 line(s) refused, each with its reason, in " in out
-    assert out.strip().endswith(".report.jsonl")
+    said, shown = out.strip().splitlines()[-2:]
+    assert said.startswith("1 line(s) refused, each with its reason, in ")
+    assert said.endswith(".report.jsonl; the first:")
+    assert shown == "  broken.ndjson line 2: code: is bad (also line 2)"
 
 
 def test_a_missing_file_or_a_bad_option_is_a_usage_error(
