@@ -8,10 +8,12 @@ validates with no error, so a connector refusing bundles with errors accepts all
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -25,6 +27,7 @@ from fixtures.mii_examples import examples, http_send, known_errors, measure
 from fixtures.synthetic import DIAGNOSES, MEASUREMENTS, MEDICATIONS, PROCEDURES, PatientProfile, patient_record
 from fixtures.volume import journey_profile
 from infra.local import LocalLauncher
+from infra.plan import NodePlan
 from infra.progress import Progress
 from tests.integration.conftest import node_plan
 
@@ -34,6 +37,7 @@ DIAGNOSE = "https://www.medizininformatik-initiative.de/fhir/core/modul-diagnose
 SNOMED = "http://snomed.info/sct"
 RESEARCH_DOMAIN = "research-itest"
 _ENTRY = re.compile(r"^Bundle\.entry\[(\d+)\]")
+PROFILES = Path(__file__).resolve().parents[2] / "services" / "hapi" / "src" / "main" / "resources" / "profiles"
 
 
 def bundle(name: str) -> list[dict[str, Any]]:
@@ -48,15 +52,49 @@ def diagnose_of_pat_1() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def fhir(client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The FHIR base of a fresh one-node stack (HAPI on H2), removed after the module."""
+def node(client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodePlan]:
+    """A fresh one-node stack (HAPI on H2), removed after the module."""
     plan = node_plan("itest-profile-validation")
     launcher = LocalLauncher(client, Progress(), tmp_path_factory.mktemp("state"))
     try:
         launcher.up([plan])
-        yield plan.endpoints["fhir"]
+        yield plan
     finally:
         launcher.down(plan.stack, remove_volumes=True)
+
+
+@pytest.fixture(scope="module")
+def fhir(node: NodePlan) -> str:
+    """The FHIR base of the fresh node."""
+    return node.endpoints["fhir"]
+
+
+def vendored_profiles() -> int:
+    """How many profiles (StructureDefinitions, one per URL) the HAPI image vendors."""
+    urls = set()
+    for name in (PROFILES / "INDEX").read_text().split():
+        if name.endswith(".xml"):  # FHIR XML: the first <url> element is the resource's canonical URL
+            text = (PROFILES / name).read_text()
+            if "<StructureDefinition " in text and (url := re.search(r'<url value="([^"]+)"', text)):
+                urls.add(url[1])
+        elif (resource := json.loads((PROFILES / name).read_text()))["resourceType"] == "StructureDefinition":
+            urls.add(resource["url"])
+    return len(urls)
+
+
+def test_every_vendored_profiles_snapshot_is_generated_before_the_node_takes_a_request(
+    client: docker.DockerClient, node: NodePlan
+) -> None:
+    """One after another at start: generated on first use by requests at once, they can corrupt a shared base
+    definition and refuse a valid resource (hapi-fhir#8034)."""
+    [service] = [s for s in node.services if s.component == "fhir"]
+    log = client.containers.get(service.container_name).logs().decode(errors="replace")
+    generated = re.search(r"snapshots of (\d+) vendored profiles generated in \d+ ms", log)
+    assert generated, log[-3000:]
+    left_out = re.search(r"(\d+) vendored profiles left out", log)
+    assert int(generated[1]) == vendored_profiles() - (int(left_out[1]) if left_out else 0)
+    assert "have no snapshot" not in log
+    assert log.index(generated[0]) < log.index("Tomcat started on port")
 
 
 def validate(fhir: str, resource: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:

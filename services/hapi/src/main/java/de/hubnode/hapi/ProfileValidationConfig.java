@@ -19,7 +19,8 @@ import org.springframework.context.annotation.Configuration;
  * supports are inserted once every singleton exists (the chain assembles itself in its own
  * post-construct step), the offline terminology first so it answers expansions over code systems the
  * node does not hold before the JPA terminology service tries them. Errors that only say a definition
- * is not held become warnings ({@link UnheldDefinitionWarnings}).
+ * is not held become warnings ({@link UnheldDefinitionWarnings}). Every vendored profile's snapshot is
+ * generated then, before the server listens ({@link ProfileSnapshots}).
  */
 @Configuration(proxyBeanMethods = false)
 public class ProfileValidationConfig {
@@ -45,6 +46,7 @@ public class ProfileValidationConfig {
 			chain.addValidationSupport(0, offlineTerminologySupport);
 			chain.invalidateCaches();
 			interceptors.registerInterceptor(new UnheldDefinitionWarnings(chain));
+			ProfileSnapshots.generate(chain, vendoredProfileSupport);
 		};
 	}
 }
