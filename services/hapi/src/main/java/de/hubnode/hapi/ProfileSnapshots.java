@@ -46,7 +46,10 @@ final class ProfileSnapshots {
 				profiles.size() - failed.size(),
 				(System.nanoTime() - started) / 1_000_000);
 		if (!failed.isEmpty()) {
-			LOG.warn("{} vendored profiles have no snapshot; resources declaring them get a warning: {}", failed.size(), failed);
+			LOG.warn(
+					"{} vendored profiles got no snapshot now; HAPI tries again when a resource declares one: {}",
+					failed.size(),
+					failed);
 		}
 	}
 }
