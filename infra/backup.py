@@ -193,7 +193,7 @@ class VolumeCopier:
         finally:
             if output is not None:
                 output.close()
-            container.remove(force=True)
+            _discard(container)
 
     def fill(self, volume: str, blocks: Iterable[bytes]) -> None:
         """Unpack a tar stream into the (empty) volume, with the owners and modes it records.
@@ -218,7 +218,7 @@ class VolumeCopier:
         finally:
             if attached is not None:
                 attached.close()
-            container.remove(force=True)
+            _discard(container)
 
     def _helper(self, volume: str, tar: list[str], *, writable: bool) -> Any:  # noqa: ANN401 -- docker's Container
         return self._client.containers.create(
@@ -239,6 +239,11 @@ class VolumeCopier:
             # The stream out is the volume's data: a log driver would keep a copy of it on the host.
             log_config=LogConfig(type="json-file" if writable else "none"),
         )
+
+
+def _discard(helper: Any) -> None:  # noqa: ANN401 -- docker's Container
+    """Remove a helper with the anonymous volume its image's `VOLUME` gave it (empty: tar used /volume)."""
+    helper.remove(force=True, v=True)
 
 
 def _check_exit(container: Any, errors: bytes, doing: str) -> None:  # noqa: ANN401 -- docker's Container

@@ -98,6 +98,12 @@ def fill(node: Node) -> set[str]:
     return types
 
 
+def anonymous_volumes(client: docker.DockerClient) -> set[str]:
+    """Volumes no container uses and nobody named or labelled: what a container removed without `v` leaves."""
+    dangling = client.volumes.list(filters={"dangling": True})
+    return {volume.name for volume in dangling if not volume.attrs.get("Labels")}
+
+
 def timed(project: Path, *args: str) -> tuple[str, float]:
     """Run `hubnode ARGS`, which must succeed: its output and how long it took."""
     began = time.monotonic()
@@ -115,6 +121,7 @@ def test_a_restored_node_holds_what_the_backed_up_one_held(tmp_path: Path, clien
         types = fill(Node(tmp_path))
         before = answers(Node(tmp_path))
 
+        anonymous_before = anonymous_volumes(client)
         backed_up, backup_s = timed(tmp_path, "backup", "--stack", STACK)
         assert "keep a copy of it off this machine" in backed_up
         [archive] = sorted((tmp_path / ".hubnode" / "backups" / STACK).glob("*.hnb"))
@@ -146,6 +153,7 @@ def test_a_restored_node_holds_what_the_backed_up_one_held(tmp_path: Path, clien
         assert not (state / "secrets").exists()
         restored, restore_s = timed(tmp_path, "restore", "--stack", STACK, str(archive))
         assert f"now run: hubnode up --stack {STACK}" in restored
+        assert anonymous_volumes(client) == anonymous_before, "a backup or restore helper left its anonymous volume"
         _, up_s = timed(tmp_path, "up", "--stack", STACK)
 
         compared = hubnode(tmp_path, "compare", "--stack", STACK, "--against", str(inventory_file), "--json")

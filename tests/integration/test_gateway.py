@@ -222,7 +222,7 @@ def gateway(
         yield running
     finally:
         for container in started:
-            container.remove(force=True)
+            container.remove(force=True, v=True)  # the echo image declares a VOLUME
         network.remove()
 
 
