@@ -3,7 +3,10 @@ package de.hubnode.hapi;
 import ca.uhn.fhir.context.FhirContext;
 import ca.uhn.fhir.interceptor.api.IInterceptorService;
 import ca.uhn.fhir.jpa.validation.JpaValidationSupportChain;
+import ca.uhn.fhir.validation.IInstanceValidatorModule;
 import org.hl7.fhir.common.hapi.validation.support.PrePopulatedValidationSupport;
+import org.hl7.fhir.common.hapi.validation.validator.FhirInstanceValidator;
+import org.hl7.fhir.r5.utils.validation.constants.BestPracticeWarningLevel;
 import org.springframework.beans.factory.SmartInitializingSingleton;
 import org.springframework.context.annotation.Bean;
 import org.springframework.context.annotation.Configuration;
@@ -21,6 +24,11 @@ import org.springframework.context.annotation.Configuration;
  * node does not hold before the JPA terminology service tries them. Errors that only say a definition
  * is not held become warnings ({@link UnheldDefinitionWarnings}). Every vendored profile's snapshot is
  * generated then, before the server listens ({@link ProfileSnapshots}).
+ *
+ * <p>Best-practice recommendations are not reported (HAPI's JPA server reports them as warnings): on MII
+ * data they are the narrative of every resource ({@code dom-6}) and an Observation's performer, neither
+ * of which an ETL's output has or the MII profiles ask for. They were a fifth of all warnings on the
+ * KDS test bundles and hid the ones that matter.
  */
 @Configuration(proxyBeanMethods = false)
 public class ProfileValidationConfig {
@@ -40,8 +48,10 @@ public class ProfileValidationConfig {
 			JpaValidationSupportChain chain,
 			PrePopulatedValidationSupport vendoredProfileSupport,
 			OfflineTerminologySupport offlineTerminologySupport,
+			IInstanceValidatorModule instanceValidator,
 			IInterceptorService interceptors) {
 		return () -> {
+			((FhirInstanceValidator) instanceValidator).setBestPracticeWarningLevel(BestPracticeWarningLevel.Ignore);
 			chain.addValidationSupport(0, vendoredProfileSupport);
 			chain.addValidationSupport(0, offlineTerminologySupport);
 			chain.invalidateCaches();
