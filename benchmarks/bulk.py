@@ -8,14 +8,18 @@ baseline, and sent both ways, the order alternating from round to round:
 - `hubnode load`: infra/load.py's `load` with the command's defaults, in a process of its own
   (benchmarks/loader_child.py), so that the peak RSS it reads with getrusage is the loader's; its time
   is what `load` measured (the interpreter's start is not the loader's work);
-- BASELINE_CLIENTS clients POSTing one bundle per patient to HAPI's own transaction endpoint.
+- BASELINE_CLIENTS clients POSTing one bundle per patient to HAPI's own transaction endpoint;
+- the same clients validating as they go: each patient's resources to `Bundle/$validate` first, then
+  the bundle. This is the naive loader that checks what it stores, as the loader does. Its patients
+  are of a seed of their own: sent after the baseline's same bundles, its PUTs would change nothing.
 
 Beside them, HAPI's profile validator alone: the same clients POSTing the round's resources to
 `Bundle/$validate` in the batches the connector sends. The loader validates every resource it stores
 on the same two cores, so no loader can outrun this: its resources/s over the baseline's is the
 ceiling of the ratio. An untimed warm-up round lets every path's JVM code compile first. Goals: the
 loader's resources/s at least the baseline's; its peak RSS flat in file size (the largest round's over
-the smallest's, beside the ratio of their file sizes).
+the smallest's, beside the ratio of their file sizes). The loader against the validating baseline
+says what batching and pipelining gain where both do the same work.
 """
 
 from __future__ import annotations
@@ -45,10 +49,16 @@ BENCHMARKS = ("bulk",)
 ROUNDS = (100, 300, 600)
 WARM_UP_PATIENTS = 20
 SEED = 15_000
+#: Added to a round's seed for the validating baseline's patients, so no two rounds' patients meet.
+VALIDATED_SEED_OFFSET = 500
 SITE = "dic"
 BASELINE_CLIENTS = 4
 THROUGHPUT_RATIO_MIN = 1.0
 VALIDATE_URL = "/fhir/Bundle/$validate"
+PATHS = ("loader", "direct", "validated", "validator")
+
+#: What one client sends in a row, each request after the answer to the one before: (URL, body) pairs.
+Requests = Sequence[tuple[str, bytes]]
 
 
 @dataclass(frozen=True)
@@ -83,10 +93,16 @@ def _round(project: Path, folder: Path, one: Round, clients: Sequence[httpx.Clie
     resources_file, bundles_file = folder / f"{one.seed}.ndjson", folder / f"{one.seed}-bundles.ndjson"
     written = write_volume(resources_file, one.patients, one.seed, site=SITE)
     write_volume(bundles_file, one.patients, one.seed, site=SITE, bundles=True)
+    validated_file = folder / f"{one.seed}-validated.ndjson"
+    validated = write_volume(validated_file, one.patients, one.seed + VALIDATED_SEED_OFFSET, site=SITE, bundles=True)
     paths: dict[str, Callable[[], dict[str, Any]]] = {
         "loader": lambda: run_loader(project, resources_file),
-        "direct": lambda: {"seconds": post_each(lines(bundles_file), "/fhir", clients)},
-        "validator": lambda: {"seconds": post_each(validation_batches(resources_file), VALIDATE_URL, clients)},
+        "direct": lambda: {"seconds": post_each(each_to("/fhir", lines(bundles_file)), clients)},
+        "validated": lambda: {
+            "seconds": post_each(validated_transactions(validated_file), clients),
+            "resources": validated.resources,
+        },
+        "validator": lambda: {"seconds": post_each(each_to(VALIDATE_URL, validation_batches(resources_file)), clients)},
     }
     figures: dict[str, Any] = {
         "name": one.name,
@@ -95,7 +111,7 @@ def _round(project: Path, folder: Path, one: Round, clients: Sequence[httpx.Clie
         "resources": written.resources,
         "file_bytes": resources_file.stat().st_size,
     }
-    for path in ("loader", "direct", "validator") if one.loader_first else ("validator", "direct", "loader"):
+    for path in PATHS if one.loader_first else PATHS[::-1]:
         announce(f"bulk {one.name}: {one.patients} patients ({written.resources} resources) by {path}")
         figures[path] = paths[path]()
     return figures
@@ -124,25 +140,38 @@ def validation_batches(path: Path) -> Iterator[bytes]:
         yield json.dumps(validation_bundle([json.loads(line) for line in batch])).encode()
 
 
-def post_each(bodies: Iterable[bytes], url: str, clients: Sequence[httpx.Client]) -> float:
-    """Seconds the clients, side by side, took to POST every one of `bodies` to `url`, each once.
+def each_to(url: str, bodies: Iterable[bytes]) -> Iterator[Requests]:
+    """Every one of `bodies` as a POST to `url` of its own."""
+    return (((url, body),) for body in bodies)
 
-    Bodies are taken as the clients ask for them. Anything but 200 or 201 stops the benchmark: a figure
+
+def validated_transactions(path: Path) -> Iterator[Requests]:
+    """Each transaction Bundle of `path`, after its resources are sent to `Bundle/$validate` as the connector does."""
+    for line in lines(path):
+        resources = [entry["resource"] for entry in json.loads(line)["entry"]]
+        yield (VALIDATE_URL, json.dumps(validation_bundle(resources)).encode()), ("/fhir", line)
+
+
+def post_each(work: Iterable[Requests], clients: Sequence[httpx.Client]) -> float:
+    """Seconds the clients, side by side, took to send every item of `work`, each once and in its order.
+
+    Items are taken as the clients ask for them. Anything but 200 or 201 stops the benchmark: a figure
     of errors is no figure.
     """
     lock = threading.Lock()
-    pending = iter(bodies)
+    pending = iter(work)
 
     def send(client: httpx.Client) -> None:
         while True:
             with lock:
-                content = next(pending, None)
-            if content is None:
+                requests = next(pending, None)
+            if requests is None:
                 return
-            response = client.post(url, content=content)
-            if response.status_code not in (200, 201):
-                answer = f"{response.status_code}: {response.text[:300]}"
-                raise RuntimeError(f"POST {client.base_url}{url} answered {answer}")
+            for url, content in requests:
+                response = client.post(url, content=content)
+                if response.status_code not in (200, 201):
+                    answer = f"{response.status_code}: {response.text[:300]}"
+                    raise RuntimeError(f"POST {client.base_url}{url} answered {answer}")
 
     started = time.perf_counter()
     with ThreadPoolExecutor(len(clients)) as pool:
@@ -152,11 +181,12 @@ def post_each(bodies: Iterable[bytes], url: str, clients: Sequence[httpx.Client]
 
 
 def summary(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Throughput of both paths over the timed rounds, their ratio, and the loader's peak RSS against file size."""
+    """Throughput of every path over the timed rounds, the loader's ratios, and its peak RSS against file size."""
     timed = [r for r in rounds if not r["warm_up"]]
     resources = sum(r["resources"] for r in timed)
     loader_s = sum(r["loader"]["seconds"] for r in timed)
     direct_s = sum(r["direct"]["seconds"] for r in timed)
+    validated_per_s = sum(r["validated"]["resources"] for r in timed) / sum(r["validated"]["seconds"] for r in timed)
     validator_s = sum(r["validator"]["seconds"] for r in timed)
     ratio = direct_s / loader_s
     smallest, largest = min(timed, key=lambda r: r["file_bytes"]), max(timed, key=lambda r: r["file_bytes"])
@@ -166,9 +196,11 @@ def summary(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "resources": resources,
         "loader_resources_per_s": resources / loader_s,
         "direct_resources_per_s": resources / direct_s,
+        "validated_resources_per_s": validated_per_s,
         "validator_resources_per_s": resources / validator_s,
         "throughput_ratio": ratio,
         "ceiling_ratio": direct_s / validator_s,
+        "validated_ratio": resources / loader_s / validated_per_s,
         "target_ratio_min": THROUGHPUT_RATIO_MIN,
         "met": ratio >= THROUGHPUT_RATIO_MIN,
         "peak_rss_mib": {r["name"]: r["loader"]["peak_rss_kib"] / 1024 for r in timed},
@@ -191,6 +223,11 @@ def table_rows(results: Mapping[str, Any]) -> list[tuple[str, str, str]]:
             f"{bulk['patients']} patients, {bulk['resources']} resources, {BASELINE_CLIENTS} direct clients",
         ),
         ("bulk: throughput ratio", f"{bulk['throughput_ratio']:.2f}", f"target >= {THROUGHPUT_RATIO_MIN}: {verdict}"),
+        (
+            "bulk: hubnode load vs direct HAPI validating first",
+            f"{bulk['validated_ratio']:.2f}",
+            f"{bulk['validated_resources_per_s']:.0f} resources/s: each patient to Bundle/$validate, then its bundle",
+        ),
         (
             "bulk: HAPI's validator alone, resources/s",
             f"{bulk['validator_resources_per_s']:.0f}",

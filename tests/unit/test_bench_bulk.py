@@ -1,4 +1,4 @@
-"""The bulk benchmark's parts that need no containers: its rounds, its three paths, the child, the summary."""
+"""The bulk benchmark's parts that need no containers: its rounds, its four paths, the child, the summary."""
 
 from __future__ import annotations
 
@@ -12,7 +12,19 @@ import httpx
 import pytest
 
 from benchmarks import loader_child
-from benchmarks.bulk import ROUNDS, lines, plan, post_each, summary, table_rows, validation_batches
+from benchmarks.bulk import (
+    ROUNDS,
+    VALIDATE_URL,
+    VALIDATED_SEED_OFFSET,
+    each_to,
+    lines,
+    plan,
+    post_each,
+    summary,
+    table_rows,
+    validated_transactions,
+    validation_batches,
+)
 from connector.profiles import VALIDATE_BATCH
 from fixtures.volume import write_volume
 from infra.load import load
@@ -25,7 +37,8 @@ def test_the_rounds_grow_to_a_thousand_patients_each_new_and_alternate_which_pat
     timed = rounds[1:]
     assert sum(r.patients for r in timed) == sum(ROUNDS) == 1000
     assert [r.patients for r in timed] == sorted(r.patients for r in timed)
-    assert len({r.seed for r in rounds}) == len(rounds)
+    seeds = [r.seed for r in rounds] + [r.seed + VALIDATED_SEED_OFFSET for r in rounds]
+    assert len(set(seeds)) == 2 * len(rounds)
     assert [r.loader_first for r in timed] == [False, True, False]
 
 
@@ -41,7 +54,7 @@ def test_the_direct_baseline_posts_every_bundle_once_from_all_clients(tmp_path: 
         return httpx.Response(200, json={"resourceType": "Bundle", "type": "transaction-response"})
 
     clients = [httpx.Client(base_url="http://hapi.test", transport=httpx.MockTransport(hapi)) for _ in range(4)]
-    assert post_each(lines(path), "/fhir", clients) > 0
+    assert post_each(each_to("/fhir", lines(path)), clients) > 0
     assert sorted(posted) == sorted(json.loads(line)["id"] for line in path.read_bytes().splitlines())
     assert len(posted) == 12
 
@@ -51,7 +64,7 @@ def test_a_refusal_stops_the_direct_baseline(tmp_path: Path) -> None:
     write_volume(path, 2, 3, bundles=True)
     refuse = httpx.MockTransport(lambda _request: httpx.Response(400, text="HAPI-0450: no"))
     with pytest.raises(RuntimeError, match="answered 400: HAPI-0450: no"):
-        post_each(lines(path), "/fhir", [httpx.Client(base_url="http://hapi.test", transport=refuse)])
+        post_each(each_to("/fhir", lines(path)), [httpx.Client(base_url="http://hapi.test", transport=refuse)])
 
 
 def test_the_validator_path_asks_about_every_resource_once_in_the_connectors_batches(tmp_path: Path) -> None:
@@ -63,6 +76,34 @@ def test_the_validator_path_asks_about_every_resource_once_in_the_connectors_bat
     asked = [entry["resource"] for b in batches for entry in b["entry"]]
     assert asked == [json.loads(line) for line in lines(path)]
     assert len(asked) == written.resources
+
+
+def test_the_validating_baseline_asks_about_each_patients_resources_before_it_posts_that_patients_bundle(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bundles.ndjson"
+    write_volume(path, 6, 3, bundles=True)
+    seen: list[tuple[str, Any]] = []
+    lock = threading.Lock()
+
+    def hapi(request: httpx.Request) -> httpx.Response:
+        with lock:
+            seen.append((request.url.path, json.loads(request.content)))
+        return httpx.Response(200, json={"resourceType": "OperationOutcome"})
+
+    clients = [httpx.Client(base_url="http://hapi.test", transport=httpx.MockTransport(hapi)) for _ in range(3)]
+    assert post_each(validated_transactions(path), clients) > 0
+    bundles = [json.loads(line) for line in lines(path)]
+    assert len(seen) == 2 * len(bundles)
+    for bundle in bundles:
+        resources = resources_of(bundle)
+        [asked] = [i for i, (url, body) in enumerate(seen) if url == VALIDATE_URL and resources_of(body) == resources]
+        [posted] = [i for i, (url, body) in enumerate(seen) if url == "/fhir" and body == bundle]
+        assert asked < posted
+
+
+def resources_of(bundle: dict[str, Any]) -> list[Any]:
+    return [entry["resource"] for entry in bundle["entry"]]
 
 
 def test_the_child_loads_as_the_command_does_and_reports_its_peak_memory(
@@ -92,6 +133,7 @@ def timed(name: str, file_bytes: int, loader_s: float, direct_s: float, rss_kib:
         "file_bytes": file_bytes,
         "loader": {"seconds": loader_s, "peak_rss_kib": rss_kib, "imports_rss_kib": 30_000},
         "direct": {"seconds": direct_s},
+        "validated": {"seconds": direct_s * 4, "resources": 300},
         "validator": {"seconds": direct_s / 2},
     }
 
@@ -109,12 +151,15 @@ def test_the_summary_compares_the_timed_rounds_and_the_memory_of_the_smallest_an
     assert figures["throughput_ratio"] == pytest.approx(1.0)
     assert figures["validator_resources_per_s"] == pytest.approx(400.0)
     assert figures["ceiling_ratio"] == pytest.approx(2.0)
+    assert figures["validated_resources_per_s"] == pytest.approx(25.0)
+    assert figures["validated_ratio"] == pytest.approx(8.0)
     assert figures["met"]
     assert figures["peak_rss_mib"] == {"round 1": 40.0, "round 2": 50.0}
     assert figures["peak_rss_growth"] == pytest.approx(1.25)
     assert figures["file_growth"] == pytest.approx(6.0)
     rows = table_rows({"bulk": figures})
     assert rows[1] == ("bulk: throughput ratio", "1.00", "target >= 1.0: met")
-    assert rows[2][1:] == ("400", f"the same resources in batches of {VALIDATE_BATCH}: ceiling of the ratio 2.00")
-    assert rows[3][1:] == ("40, 50 MiB", "x1.25 for files x6.0 (flat: near x1)")
+    assert rows[2][1:] == ("8.00", "25 resources/s: each patient to Bundle/$validate, then its bundle")
+    assert rows[3][1:] == ("400", f"the same resources in batches of {VALIDATE_BATCH}: ceiling of the ratio 2.00")
+    assert rows[4][1:] == ("40, 50 MiB", "x1.25 for files x6.0 (flat: near x1)")
     assert table_rows({}) == []
