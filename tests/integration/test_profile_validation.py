@@ -23,7 +23,7 @@ import pytest
 from conformance.scenario import Ingest, load_scenarios, step_body
 from connector.pseudonymise import pseudonymise
 from fixtures.corpora import mii_kds_bundles
-from fixtures.mii_examples import examples, http_send, known_errors, measure
+from fixtures.mii_examples import examples, http_send, known_errors, measure, message_id_of
 from fixtures.synthetic import DIAGNOSES, MEASUREMENTS, MEDICATIONS, PROCEDURES, PatientProfile, patient_record
 from fixtures.volume import journey_profile
 from infra.local import LocalLauncher
@@ -35,7 +35,6 @@ pytestmark = pytest.mark.usefixtures("built")
 
 DIAGNOSE = "https://www.medizininformatik-initiative.de/fhir/core/modul-diagnose/StructureDefinition/Diagnose"
 SNOMED = "http://snomed.info/sct"
-MESSAGE_ID = "http://hl7.org/fhir/StructureDefinition/operationoutcome-message-id"
 #: The validator's message ids of HL7's best-practice recommendations on the KDS test data.
 BEST_PRACTICE = {
     "http://hl7.org/fhir/StructureDefinition/DomainResource#dom-6",
@@ -158,16 +157,10 @@ def test_best_practice_recommendations_are_not_reported(fhir: str) -> None:
     reported = {}
     for resource in resources:
         _, issues = validate(fhir, resource)
-        best_practice = [i for i in issues if message_id(i) in BEST_PRACTICE]
+        best_practice = [i for i in issues if message_id_of(i) in BEST_PRACTICE]
         if best_practice:
             reported[f"{resource['resourceType']}/{resource['id']}"] = best_practice
     assert reported == {}
-
-
-def message_id(issue: dict[str, Any]) -> str:
-    """The validator's message id HAPI puts in an issue's extension ("" if none)."""
-    ids = [e.get("valueString", "") for e in issue.get("extension", []) if e.get("url") == MESSAGE_ID]
-    return ids[0] if ids else ""
 
 
 def test_a_resource_missing_an_element_its_mii_profile_requires_gets_an_error_naming_profile_and_path(
