@@ -792,6 +792,7 @@ def _connector_service(prefix: str, spec: StackSpec, node: NodeSpec, labels: Map
         env["CN_DB_ADOPT_FILE"] = env["CN_DB_URL"].removeprefix("sqlite:///")  # a store kept before, moved once
         env["CN_DB_URL"] = _psycopg_url("cndb", CONNECTOR_DB_NAME)
         env["CN_DB_PASSWORD_FILE"] = password.path
+        env["CN_RESOURCE_IDS"] = "derived"  # HAPI on PostgreSQL: writes at client ids do not slow with volume
         secrets = (*secrets, password)
         depends_on, calls = (*depends_on, "cndb"), (*calls, _db_call("cndb"))
     if node.ttp is not None:

@@ -3,7 +3,8 @@ the MII KDS bundles one per line.
 
 A dic node (HAPI and the trust centre on PostgreSQL, connector, gateway) must end up holding every good
 resource of the volume once, per type exactly as many as the file holds, whatever was sent twice: the
-chunks around the interruption, the whole volume again with `--restart`, the MII bundles again.
+chunks around the interruption, the whole volume again with `--restart`, the MII bundles again. Being new
+and on PostgreSQL, it writes them at ids derived from their keys (`connector.resource_ids`).
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ def test_a_volume_is_stored_once_through_an_interruption_and_replays(
         assert (refused["file"], refused["line"]) == (str(volume.resolve()), bad_line)
         assert report.name in resumed.stdout
         assert counts(node, set(good)) == good
+        written = node.call("GET", "/fhir/Condition?_count=50")["entry"]
+        assert all(e["resource"]["id"].startswith("hn-") for e in written), "a new node on PostgreSQL: derived ids"
 
         again = hubnode(tmp_path, *load, "--restart")
         assert again.returncode == 1, again.stderr[-2000:]

@@ -66,6 +66,17 @@ def test_a_postgres_node_starts_the_database_first_and_shares_the_password_as_a_
     assert plan.volumes == ("hubnode-dev-dev-db-data", "hubnode-dev-dev-fhir-data")
 
 
+def test_only_a_connector_whose_hapi_stores_on_postgres_asks_for_writes_at_derived_ids() -> None:
+    """On the embedded H2 HAPI's writes at client-assigned ids slow as its tables grow."""
+    config = {"federation": {"name": "fed"}, "components": ["fhir", "trustcentre", "connector", "gateway"]}
+    wanted = {
+        database: {s.component: s.env.get("CN_RESOURCE_IDS") for s in node_plan(**config, database=database).services}
+        for database in ("embedded", "postgres")
+    }
+    assert wanted["postgres"]["connector"] == "derived"
+    assert wanted["embedded"]["connector"] is None
+
+
 def test_every_service_runs_as_a_named_non_root_user_with_a_health_check_and_stack_labels() -> None:
     for plan in (node_plan(), node_plan(database="postgres")):
         for service in plan.services:

@@ -84,8 +84,8 @@ class FakeFhir:
             raise httpx.RemoteProtocolError("server disconnected without sending a response", request=request)
         if request.method == "POST":
             return self._post(path, json.loads(request.content))
-        if request.method == "GET" and path == "metadata":
-            return httpx.Response(200, json=_capability_statement())
+        if request.method == "GET" and path in ("metadata", "_history"):
+            return httpx.Response(200, json=_capability_statement()) if path == "metadata" else self._history()
         if request.method == "GET":
             parts = path.split("/")
             if len(parts) == 2:
@@ -111,6 +111,12 @@ class FakeFhir:
         if self.meanwhile:
             self.meanwhile.pop(0)(self, bundle)
         return self._transaction(bundle)
+
+    def _history(self) -> httpx.Response:
+        """The system history, as far as a `_count=1` caller looks: one entry per resource held or deleted."""
+        held = [*self.resources, *sorted(self.deleted)]
+        entries = [{"fullUrl": f"http://hapi.test/fhir/{path}"} for path in held[:1]]
+        return httpx.Response(200, json={"resourceType": "Bundle", "type": "history", "entry": entries})
 
     def _read(self, path: str) -> httpx.Response:
         self.reads.append(path)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from connector.profiles import Mode, Policy
+from connector.resource_ids import Scheme
 from connector.retries import RetryPolicy
 from connector.settings import DEFAULT_INPUT_LIMITS, Settings
 from servicekit.auth import token_hash
@@ -56,6 +57,14 @@ def test_validation_is_strict_for_profiles_and_warns_for_terminology_unless_conf
     assert Settings.from_environment({**environment(tmp_path), **configured}).validation == Policy(
         Mode.WARN, Mode.STRICT
     )
+
+
+def test_resources_are_written_by_identifier_unless_derived_ids_are_asked_for(tmp_path: Path) -> None:
+    assert Settings.from_environment(environment(tmp_path)).resource_ids is Scheme.IDENTIFIER
+    asked = Settings.from_environment({**environment(tmp_path), "CN_RESOURCE_IDS": "derived"})
+    assert asked.resource_ids is Scheme.DERIVED
+    with pytest.raises(ConfigError, match="CN_RESOURCE_IDS='uuid': one of derived, identifier"):
+        Settings.from_environment({**environment(tmp_path), "CN_RESOURCE_IDS": "uuid"})
 
 
 @pytest.mark.parametrize(("variable", "value"), [("CN_VALIDATION", "lenient"), ("CN_VALIDATION_TERMINOLOGY", "off")])

@@ -37,6 +37,7 @@ from connector.ingest import Ingester, IngestResult
 from connector.metrics import readings
 from connector.profiles import ProfileCheck
 from connector.read_audit import patients_read
+from connector.resource_ids import ResourceIds
 from connector.sent_records import sent_to
 from connector.settings import Settings
 from connector.transform import bundle_from_ndjson
@@ -93,6 +94,7 @@ def create_app(
         settings.site,
         lambda peer, keys: sent_to(engine, peer, keys),
         ProfileCheck(hapi, settings.validation),
+        ResourceIds(engine, hapi, settings.resource_ids),
     )
     api = Api(settings, hapi, ingester)
     metrics = ServiceMetrics("connector")

@@ -100,6 +100,15 @@ feasibility_budget = Table(
     Column("answered", Integer, nullable=False),
 )
 
+#: How this node writes what sources send (`connector.resource_ids`): one row, decided at its first write.
+resource_ids = Table(
+    "resource_ids",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("scheme", String(16), nullable=False),
+    Column("decided", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
 #: Processes that failed for an unreachable peer and are tried again by themselves (`connector.retries`).
 process_retries = Table(
     "process_retries",
@@ -137,6 +146,11 @@ def _v5_task_claims(connection: Connection) -> None:
     servicekit_db.add_missing_columns(connection, "started_tasks", _claim_columns())
 
 
+def _v6_resource_ids(connection: Connection) -> None:
+    """The record of how the node writes resources (derived ids or by identifier), decided at the first write."""
+    resource_ids.create(connection, checkfirst=True)
+
+
 #: Ordered schema steps; append, never edit a released one.
 MIGRATIONS: tuple[Migration, ...] = (
     _v1_create_tables,
@@ -144,6 +158,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _v3_automatic_retries,
     _v4_process_state_index,
     _v5_task_claims,
+    _v6_resource_ids,
 )
 
 

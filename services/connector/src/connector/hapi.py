@@ -77,6 +77,11 @@ class HapiClient:
             )
         return self._by_identifier
 
+    async def holds_nothing(self) -> bool:
+        """Whether HAPI has never held a resource: its system history (deletions included) is empty."""
+        history = checked(await self._send("GET", "_history", params={"_count": "1"}), SERVICE)
+        return not history.get("entry")
+
     async def search(self, resource_type: str, params: Mapping[str, str]) -> list[dict[str, Any]]:
         """Every resource matching a search, all pages followed (included resources too)."""
         return await self._all_pages(resource_type, params)

@@ -18,6 +18,7 @@ What a peer sends is keyed under the peer, except records of this node it sent t
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from typing import Any
 from connector.hapi import HapiClient, Read
 from connector.known_persons import KnownPersons
 from connector.profiles import Policy, ProfileCheck
+from connector.resource_ids import ResourceIds
 from connector.transform import (
     PERSON_SYSTEM,
     Origins,
@@ -89,7 +91,8 @@ class Ingester:
     """Ingests entries sent by a source into the node's HAPI; remembers fit resources, persons' records.
 
     `site` is this node; `sent_to` answers which of this node's records went to a peer before;
-    `profiles` checks resources against the profiles they declare (None: not at all).
+    `profiles` checks resources against the profiles they declare (None: not at all); `resource_ids`
+    says whether resources are written at derived ids (None: by identifier).
     """
 
     hapi: HapiClient
@@ -98,6 +101,7 @@ class Ingester:
     site: str
     sent_to: SentTo
     profiles: ProfileCheck | None = None
+    resource_ids: ResourceIds | None = None
     known_fit: KnownFit = field(default_factory=KnownFit)
     known_persons: KnownPersons = field(default_factory=KnownPersons)
 
@@ -145,10 +149,11 @@ class Ingester:
     ) -> tuple[dict[str, Any], tuple[str, ...]]:
         """Link, prepare and write `entries` in one transaction; HAPI's answer and the persons written."""
         searchable = await self.hapi.searchable_by_identifier()
+        derived = self.resource_ids is not None and await self.resource_ids.derived()
         if pseudonymised:
             system = f"{EXTRACT_SYSTEM_BASE}{sender}"
             with timing.phase("prepare"):
-                transaction = to_transaction(entries, system, searchable=searchable)
+                transaction = to_transaction(entries, system, searchable=searchable, derived_ids=derived)
             with timing.phase("store"):
                 return await self.hapi.transaction(transaction), ()
         system = source_system(self.source_system_base, sender)
@@ -163,7 +168,9 @@ class Ingester:
         unknown = {index: person for index, person in persons.items() if index not in records}
         with timing.phase("prepare"):  # records not remembered are read while the transaction is made
             transaction, read = await asyncio.gather(
-                asyncio.to_thread(to_transaction, linked, system, origins, searchable),
+                asyncio.to_thread(
+                    functools.partial(to_transaction, linked, system, origins, searchable, derived_ids=derived)
+                ),
                 self._records(unknown),
             )
         records.update(read)

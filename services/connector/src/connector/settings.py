@@ -15,6 +15,7 @@ from typing import Any
 from connector.auth import Role
 from connector.feasibility import FeasibilityPolicy
 from connector.profiles import Mode, Policy
+from connector.resource_ids import Scheme
 from connector.retries import RetryPolicy
 from servicekit.allowlist import AllowList, AllowListError, NodeRole, parse_allow_list
 from servicekit.auth import Authenticator, authenticator_from_entries
@@ -90,6 +91,8 @@ class Settings:
     max_entries: int = 10_000
     input_limits: InputLimits = DEFAULT_INPUT_LIMITS
     validation: Policy = field(default_factory=Policy)
+    #: Whether resources are written at ids derived from their keys where HAPI held nothing at the first write.
+    resource_ids: Scheme = Scheme.IDENTIFIER
 
     @property
     def federation(self) -> Federation:
@@ -134,6 +137,7 @@ class Settings:
                 _mode("CN_VALIDATION", environ, Policy.profiles, tuple(Mode)),
                 _mode("CN_VALIDATION_TERMINOLOGY", environ, Policy.terminology, (Mode.STRICT, Mode.WARN)),
             ),
+            resource_ids=_scheme(environ),
         )
 
 
@@ -225,6 +229,14 @@ def _count(variable: str, environ: Mapping[str, str], default: int) -> int:
     if not value.isdigit():
         raise ConfigError(f"{variable}={value!r}: a whole number (0: none)")
     return int(value)
+
+
+def _scheme(environ: Mapping[str, str]) -> Scheme:
+    """CN_RESOURCE_IDS: `derived` (where HAPI held nothing at the first write) or `identifier`."""
+    value = environ.get("CN_RESOURCE_IDS", Scheme.IDENTIFIER.value)
+    if value not in {scheme.value for scheme in Scheme}:
+        raise ConfigError(f"CN_RESOURCE_IDS={value!r}: one of {', '.join(scheme.value for scheme in Scheme)}")
+    return Scheme(value)
 
 
 def _mode(variable: str, environ: Mapping[str, str], default: Mode, allowed: tuple[Mode, ...]) -> Mode:

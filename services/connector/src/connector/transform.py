@@ -1,8 +1,9 @@
 """Turning what a source sends into one HAPI transaction (pure: no I/O, same input -> same output).
 
 Every resource is keyed by its source identifier `<source system>/<site>|<Type>/<source id>` and
-written as a conditional update on it, so a replay finds and updates what the first run created
-instead of creating it again. Entries get `urn:uuid:` full URLs derived (uuid5) from that key, and
+written at an id derived from it (or, where the node writes by identifier, as a conditional update
+on it: `connector.resource_ids`), so a replay finds and updates what the first run created instead of
+creating it again. Entries get `urn:uuid:` full URLs derived (uuid5) from that key, and
 references between entries are rewritten to them; a `Type/id` reference to a resource outside the
 bundle becomes a conditional reference on that resource's source identifier (sent earlier by the
 same source). A resource that already carries an origin identifier (one a connector of the
@@ -39,10 +40,11 @@ _TOKEN_SPECIALS = str.maketrans({"\\": "\\\\", ",": "\\,", "$": "\\$", "|": "\\|
 class SourceKey:
     """How one resource is found again: its type and the identifier it is written under.
 
-    Most are written by a conditional update on that identifier. Two kinds are written `by_id`, at
-    an id derived from the key, which finds them again just as surely: types the store cannot search
-    by `identifier` (R4 defines no such search for AdverseEvent, for one), and a person's Patient,
-    keyed by the node's person id, which every ingest reads back (a read by id costs HAPI a fraction of a search).
+    A key written `by_id` is PUT at an id derived from it, which finds the resource again without a
+    search: every key on a node that writes at derived ids, and on any node the types the store cannot
+    search by `identifier` (R4 defines no such search for AdverseEvent, for one) and a person's Patient,
+    keyed by the node's person id, which every ingest reads back. The others are written by a
+    conditional update on the identifier.
     """
 
     resource_type: str
@@ -168,12 +170,15 @@ def to_transaction(
     system: str,
     origins: Origins | None = None,
     searchable: Collection[str] | None = None,
+    *,
+    derived_ids: bool = False,
 ) -> dict[str, Any]:
     """The HAPI transaction for validated `entries` sent by the source of identifier `system`.
 
-    `searchable`: the types the store can search by identifier (None: every type).
+    `searchable`: the types the store can search by identifier (None: every type); `derived_ids`:
+    whether the node writes every resource at the id its key gives it.
     """
-    keying = Keying(system, searchable, origins)
+    keying = Keying(system, searchable, origins, derived_ids=derived_ids)
     keys = [keying.key(source_key(entry, system, origins)) for entry in entries]
     placeholders: dict[str, str] = {}
     for entry, key in zip(entries, keys, strict=True):
@@ -196,11 +201,15 @@ def to_transaction(
 
 @dataclass(frozen=True)
 class Keying:
-    """The sender's identifier system, the types the store can search by identifier (None: all), origins honoured."""
+    """The sender's identifier system, the types the store can search by identifier (None: all), origins honoured.
+
+    `derived_ids`: whether every resource is written at the id its key gives it (else by identifier).
+    """
 
     system: str
     searchable: Collection[str] | None
     origins: Origins | None = None
+    derived_ids: bool = False
 
     def foreign(self, identifier: Any) -> bool:  # noqa: ANN401 -- an element of untrusted JSON
         """Whether `identifier` is an origin of another node that this receiver does not honour."""
@@ -213,7 +222,16 @@ class Keying:
         return not (isinstance(value, str) and origins.honoured(system, value))
 
     def key(self, key: SourceKey) -> SourceKey:
-        """`key`, written by id where the store has no identifier search for its type."""
+        """`key` as its resource is written: by id on a node of derived ids, else as `found`."""
+        return replace(key, by_id=True) if self.derived_ids else self.found(key)
+
+    def found(self, key: SourceKey) -> SourceKey:
+        """`key` as a reference from outside its bundle finds it: by identifier where the store can search its type.
+
+        Not by the id the key gives: the resource referred to may have been written under another key
+        (a Patient under its person, a record under the origin it carried) or, on a node writing by
+        identifier, at an id HAPI gave it; it carries this identifier either way.
+        """
         if self.searchable is None or key.resource_type in self.searchable:
             return key
         return replace(key, by_id=True)
@@ -258,7 +276,7 @@ def _reference(reference: str, keying: Keying, placeholders: Mapping[str, str]) 
     relative = _RELATIVE_REFERENCE.fullmatch(reference)
     if relative:
         kind, target = relative.group(1), relative.group(2)
-        return keying.key(SourceKey(kind, keying.system, f"{kind}/{target}")).request_url
+        return keying.found(SourceKey(kind, keying.system, f"{kind}/{target}")).request_url
     return reference
 
 
