@@ -24,7 +24,7 @@ from typing import Any
 import docker
 import httpx
 
-from benchmarks import bulk, cluster, federation, portal, restore, trustcentre
+from benchmarks import bulk, cluster, federation, portal, resource_ids, restore, trustcentre
 from benchmarks.federation import free_port, percentile
 from infra.bootstrap import docker_client
 from infra.imagebuild import build_images
@@ -42,6 +42,7 @@ BENCHMARKS = (
     *("ready", "ingest", "pseudonyms", "consent", "linkage"),
     *federation.BENCHMARKS,
     *bulk.BENCHMARKS,
+    "resource-ids",
     *restore.BENCHMARKS,
     *portal.BENCHMARKS,
     *cluster.BENCHMARKS,
@@ -72,6 +73,7 @@ def main() -> int:
         "pseudonyms": lambda: trustcentre.bench_pseudonyms(client),
         "consent": trustcentre.bench_consent,
         "linkage": lambda: _bench_linkage(client),
+        "resource-ids": lambda: resource_ids.bench_resource_ids(client, _plan("bench-resource-ids", "postgres")),
         "restore": restore.bench_restore,
         "portal-ready": lambda: portal.bench_ready(client, args.rounds),
         "toolchain-cold": cluster.bench_toolchain_cold,
@@ -243,6 +245,7 @@ def _print_table(results: dict[str, Any]) -> None:
     rows += trustcentre.table_rows(results)
     rows += federation.table_rows(results)
     rows += bulk.table_rows(results)
+    rows += resource_ids.table_rows(results)
     rows += restore.table_rows(results)
     rows += portal.table_rows(results)
     rows += cluster.table_rows(results)
