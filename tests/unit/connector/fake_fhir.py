@@ -84,23 +84,26 @@ class FakeFhir:
             raise httpx.RemoteProtocolError("server disconnected without sending a response", request=request)
         if request.method == "POST":
             return self._post(path, json.loads(request.content))
-        if request.method == "GET" and path in ("metadata", "_history"):
-            return httpx.Response(200, json=_capability_statement()) if path == "metadata" else self._history()
         if request.method == "GET":
-            parts = path.split("/")
-            if len(parts) == 2:
-                return self._read(path)
-            params = [(k, v) for k, v in parse_qsl(urlsplit(str(request.url)).query) if k != "_summary"]
-            matches = self._search(parts[0], params)
-            if request.url.params.get("_summary") == "count":
-                return httpx.Response(200, json={"resourceType": "Bundle", "type": "searchset", "total": len(matches)})
-            entries = [
-                {"fullUrl": f"http://hapi.test/fhir/{r['resourceType']}/{r['id']}", "resource": r} for r in matches
-            ]
-            return httpx.Response(
-                200, json={"resourceType": "Bundle", "type": "searchset", "total": len(matches), "entry": entries}
-            )
+            return self._get(path, request)
         return _outcome(405, f"{request.method} {path} is not supported here")
+
+    def _get(self, path: str, request: httpx.Request) -> httpx.Response:
+        if path == "metadata":
+            return httpx.Response(200, json=_capability_statement())
+        if path == "_history":
+            return self._history()
+        parts = path.split("/")
+        if len(parts) == 2:
+            return self._read(path)
+        params = [(k, v) for k, v in parse_qsl(urlsplit(str(request.url)).query) if k != "_summary"]
+        matches = self._search(parts[0], params)
+        if request.url.params.get("_summary") == "count":
+            return httpx.Response(200, json={"resourceType": "Bundle", "type": "searchset", "total": len(matches)})
+        entries = [{"fullUrl": f"http://hapi.test/fhir/{r['resourceType']}/{r['id']}", "resource": r} for r in matches]
+        return httpx.Response(
+            200, json={"resourceType": "Bundle", "type": "searchset", "total": len(matches), "entry": entries}
+        )
 
     def _post(self, path: str, bundle: dict[str, Any]) -> httpx.Response:
         if path == "Bundle/$validate":

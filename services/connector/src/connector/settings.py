@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from connector.auth import Role
 from connector.feasibility import FeasibilityPolicy
@@ -134,10 +135,10 @@ class Settings:
             ),
             input_limits=input_limits_from_environment("CN", environ, DEFAULT_INPUT_LIMITS),
             validation=Policy(
-                _mode("CN_VALIDATION", environ, Policy.profiles, tuple(Mode)),
-                _mode("CN_VALIDATION_TERMINOLOGY", environ, Policy.terminology, (Mode.STRICT, Mode.WARN)),
+                _choice("CN_VALIDATION", environ, Policy.profiles, tuple(Mode)),
+                _choice("CN_VALIDATION_TERMINOLOGY", environ, Policy.terminology, (Mode.STRICT, Mode.WARN)),
             ),
-            resource_ids=_scheme(environ),
+            resource_ids=_choice("CN_RESOURCE_IDS", environ, Scheme.IDENTIFIER, tuple(Scheme)),
         )
 
 
@@ -231,20 +232,20 @@ def _count(variable: str, environ: Mapping[str, str], default: int) -> int:
     return int(value)
 
 
-def _scheme(environ: Mapping[str, str]) -> Scheme:
-    """CN_RESOURCE_IDS: `derived` (where HAPI held nothing at the first write) or `identifier`."""
-    value = environ.get("CN_RESOURCE_IDS", Scheme.IDENTIFIER.value)
-    if value not in {scheme.value for scheme in Scheme}:
-        raise ConfigError(f"CN_RESOURCE_IDS={value!r}: one of {', '.join(scheme.value for scheme in Scheme)}")
-    return Scheme(value)
+#: A configured choice among an enum's values (`Mode`, `Scheme`).
+Choice = TypeVar("Choice", bound=StrEnum)
 
 
-def _mode(variable: str, environ: Mapping[str, str], default: Mode, allowed: tuple[Mode, ...]) -> Mode:
-    """CN_VALIDATION (strict, warn, off) or CN_VALIDATION_TERMINOLOGY (strict, warn: never passed unasked)."""
+def _choice(variable: str, environ: Mapping[str, str], default: Choice, allowed: tuple[Choice, ...]) -> Choice:
+    """One of `allowed`, named by its value; else a ConfigError listing them.
+
+    CN_VALIDATION (strict, warn, off), CN_VALIDATION_TERMINOLOGY (strict, warn: never passed unasked),
+    CN_RESOURCE_IDS (derived, identifier).
+    """
     value = environ.get(variable, default.value)
     if value not in allowed:
         raise ConfigError(f"{variable}={value!r}: one of {', '.join(m.value for m in allowed)}")
-    return Mode(value)
+    return type(default)(value)
 
 
 def _client_certificate(environ: Mapping[str, str]) -> ClientCertificate | None:
