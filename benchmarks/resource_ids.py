@@ -51,11 +51,11 @@ def bench_resource_ids(client: docker.DockerClient, plan: NodePlan) -> dict[str,
     return summary(rounds)
 
 
-def transactions(seed: int, *, derived_ids: bool, patients: int = PATIENTS) -> Iterator[bytes]:
+def transactions(seed: int, *, derived_ids: bool, patients: int = PATIENTS) -> Iterator[dict[str, Any]]:
     """The connector's transaction of each of `patients` patients drawn with `seed`."""
     for record in journeys(patients, seed):
         entries = [{"resource": resource} for resource in record.resources]
-        yield json.dumps(to_transaction(entries, SOURCE_SYSTEM, derived_ids=derived_ids)).encode()
+        yield to_transaction(entries, SOURCE_SYSTEM, derived_ids=derived_ids)
 
 
 def order(number: int) -> list[str]:
@@ -72,8 +72,9 @@ def timed_round(base: str, number: int) -> dict[str, Any]:
     """Round `number`: seconds and resources each way."""
     figures: dict[str, Any] = {"round": number + 1, "warm_up": number < WARM_UP_ROUNDS}
     for way in order(number):
-        bodies = list(transactions(seed_of(number, way), derived_ids=WAYS[way]))
-        resources = sum(len(json.loads(body)["entry"]) for body in bodies)
+        bundles = list(transactions(seed_of(number, way), derived_ids=WAYS[way]))
+        resources = sum(len(bundle["entry"]) for bundle in bundles)
+        bodies = [json.dumps(bundle).encode() for bundle in bundles]
         print(f"resource-ids: round {number + 1}, {resources} resources {way}", file=sys.stderr)
         with ExitStack() as stack:
             clients = [
